@@ -1,0 +1,56 @@
+//! Builds the guest workspace (`plugins/`) for wasm32-wasip2 so built-in plugins
+//! can be embedded in the `torii` binary and test plugins handed to the tests.
+//!
+//! The guest build runs in its own target dir so it never waits on the outer
+//! cargo lock, with an environment scrubbed of the outer build's settings.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+const GUESTS: &[&str] = &["auth_native", "test_chaos"];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap().to_path_buf();
+    let plugins = root.join("plugins");
+    let target_dir = root.join("target").join("guest");
+
+    for path in ["Cargo.toml", "Cargo.lock", "sdk", "auth-native", "test-chaos"] {
+        println!("cargo:rerun-if-changed={}", plugins.join(path).display());
+    }
+    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&plugins)
+        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(&target_dir)
+        .stdout(Stdio::from(std::io::stderr()));
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "TARGET",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("run cargo for the guest plugins");
+    if !status.success() {
+        panic!(
+            "building the guest plugins failed (is the target installed? `rustup target add wasm32-wasip2`)"
+        );
+    }
+
+    let out = target_dir.join("wasm32-wasip2").join("release");
+    for guest in GUESTS {
+        let path = out.join(format!("{guest}.wasm"));
+        assert!(path.exists(), "guest build produced no {}", path.display());
+        println!("cargo:rustc-env=TORII_GUEST_{}={}", guest.to_uppercase(), path.display());
+    }
+}

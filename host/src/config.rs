@@ -1,0 +1,355 @@
+//! The TOML configuration. Every key has a default, so `torii serve` with no
+//! file runs the embedded defaults; an unknown key or a bad value stops
+//! start-up with a message naming the key.
+
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub api: ApiConfig,
+    pub router: RouterConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub quota: QuotaConfig,
+    pub smtp: SmtpConfig,
+    pub plugins: PluginsConfig,
+    #[serde(rename = "plugin")]
+    pub plugin: Vec<PluginEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    pub disable_index_page: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`; default: `torii.db` in `data_dir`.
+    pub url: Option<String>,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Name of the auth-scheme plugin entry.
+    pub scheme: String,
+    pub user_registration: bool,
+    pub token_expire_days: u32,
+    /// Most login sessions one user keeps; the oldest go first. 0 = no limit.
+    pub max_simultaneous_sessions: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub apps_per_user: i64,
+    pub apps_per_team: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// `host:port` of the SMTP server; unset means mail cannot be sent.
+    pub server: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Default per-call deadline.
+    pub timeout_ms: u64,
+    /// Default linear-memory cap per instance.
+    pub memory_mb: u64,
+    /// Where compiled components are cached; default `data_dir/cache`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    AuthScheme,
+    Provisioner,
+    Router,
+    Iaas,
+    ServiceBroker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    Log,
+    Kv,
+}
+
+impl Capability {
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Log => "log",
+            Capability::Kv => "kv",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    pub name: String,
+    pub kind: PluginKind,
+    /// Name of a plugin embedded in the binary (e.g. `auth-native`).
+    pub builtin: Option<String>,
+    /// A `.wasm` component file.
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub capabilities: BTreeSet<Capability>,
+    /// Handed to the plugin's `init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    pub timeout_ms: Option<u64>,
+    pub memory_mb: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            api: ApiConfig::default(),
+            router: RouterConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            quota: QuotaConfig::default(),
+            smtp: SmtpConfig::default(),
+            plugins: PluginsConfig::default(),
+            plugin: Vec::new(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: ([127, 0, 0, 1], 8080).into(), max_body_bytes: 32 << 20, disable_index_page: false }
+    }
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig { listen: ([127, 0, 0, 1], 8888).into() }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: None, max_connections: 16 }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            scheme: "native".into(),
+            user_registration: false,
+            token_expire_days: 7,
+            max_simultaneous_sessions: 0,
+        }
+    }
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig { apps_per_user: -1, apps_per_team: -1 }
+    }
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig { server: None, user: None, password: None, from: "torii@localhost".into() }
+    }
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig { timeout_ms: 10_000, memory_mb: 64, cache_dir: None }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+/// Built-in plugins that ship inside the binary: (name, kind).
+pub const BUILTIN_PLUGINS: &[(&str, PluginKind)] = &[("auth-native", PluginKind::AuthScheme)];
+
+impl Config {
+    /// Loads `path` (or the defaults when `None`) and validates it.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let config = match path {
+            None => Config::parse("")?,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                Config::parse(&text).map_err(|e| match e {
+                    ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
+                    other => other,
+                })?
+            }
+        };
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<inline>"), message: e.to_string() })?;
+        config.complete()?;
+        Ok(config)
+    }
+
+    /// Adds the implicit defaults (the built-in `native` scheme) and checks
+    /// cross-key rules.
+    fn complete(&mut self) -> Result<(), ConfigError> {
+        if !self.plugin.iter().any(|p| p.name == "native") {
+            self.plugin.push(PluginEntry {
+                name: "native".into(),
+                kind: PluginKind::AuthScheme,
+                builtin: Some("auth-native".into()),
+                path: None,
+                capabilities: [Capability::Log, Capability::Kv].into(),
+                config: toml::Table::new(),
+                timeout_ms: None,
+                memory_mb: None,
+            });
+        }
+        let mut seen = BTreeSet::new();
+        for (i, p) in self.plugin.iter().enumerate() {
+            let key = format!("plugin[{i}]");
+            if p.name.is_empty() || !p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(invalid(format!("{key}.name"), "must be letters, digits, '-' or '_'"));
+            }
+            if !seen.insert(p.name.clone()) {
+                return Err(invalid(format!("{key}.name"), format!("plugin {:?} is declared twice", p.name)));
+            }
+            match (&p.builtin, &p.path) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(invalid(key, "give exactly one of `builtin` or `path`"));
+                }
+                (Some(b), None) => match BUILTIN_PLUGINS.iter().find(|(n, _)| n == b) {
+                    None => {
+                        let known: Vec<_> = BUILTIN_PLUGINS.iter().map(|(n, _)| *n).collect();
+                        return Err(invalid(
+                            format!("{key}.builtin"),
+                            format!("no built-in plugin {b:?} (built-in: {})", known.join(", ")),
+                        ));
+                    }
+                    Some((_, kind)) if *kind != p.kind => {
+                        return Err(invalid(format!("{key}.kind"), format!("built-in {b:?} is not of this kind")));
+                    }
+                    Some(_) => {}
+                },
+                (None, Some(_)) => {}
+            }
+            if p.timeout_ms == Some(0) {
+                return Err(invalid(format!("{key}.timeout_ms"), "must be positive"));
+            }
+            if matches!(p.memory_mb, Some(0)) {
+                return Err(invalid(format!("{key}.memory_mb"), "must be positive"));
+            }
+        }
+        match self.plugin.iter().find(|p| p.name == self.auth.scheme) {
+            None => return Err(invalid("auth.scheme", format!("no plugin named {:?}", self.auth.scheme))),
+            Some(p) if p.kind != PluginKind::AuthScheme => {
+                return Err(invalid("auth.scheme", format!("plugin {:?} is not an auth-scheme", p.name)));
+            }
+            Some(_) => {}
+        }
+        if self.auth.token_expire_days == 0 {
+            return Err(invalid("auth.token_expire_days", "must be at least 1"));
+        }
+        if self.plugins.timeout_ms == 0 {
+            return Err(invalid("plugins.timeout_ms", "must be positive"));
+        }
+        if self.plugins.memory_mb == 0 {
+            return Err(invalid("plugins.memory_mb", "must be positive"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be positive"));
+        }
+        if let Some(url) = &self.database.url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(invalid("database.url", "must start with sqlite: or postgres://"));
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("torii.db").display()),
+        }
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.plugins.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("cache"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_embedded_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.api.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.router.listen.to_string(), "127.0.0.1:8888");
+        assert_eq!(c.auth.scheme, "native");
+        assert_eq!(c.auth.token_expire_days, 7);
+        assert!(!c.auth.user_registration);
+        assert!(c.database_url().starts_with("sqlite://./data/torii.db"));
+        assert_eq!(c.plugin.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[api]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n").unwrap_err().to_string();
+        assert!(e.contains("listne"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = Config::parse("[api]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = Config::parse("[auth]\nscheme = \"saml\"\n").unwrap_err().to_string();
+        assert!(e.contains("auth.scheme"), "{e}");
+        let e = Config::parse("[[plugin]]\nname=\"x\"\nkind=\"router\"\n").unwrap_err().to_string();
+        assert!(e.contains("plugin[0]"), "{e}");
+    }
+}

@@ -1,0 +1,12 @@
+//! torii: a tsuru-compatible PaaS control plane whose backends are WebAssembly
+//! components. See ARCHITECTURE.md for the map.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod plugin;
+pub mod rbac;
+pub mod store;
+pub mod api;
+pub mod mail;
+pub mod server;

@@ -1,0 +1,137 @@
+//! The `torii` command: `serve`, `root-user-create`, `--version`.
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use torii::config::Config;
+use torii::server::{self, Server};
+use torii::store::{RoleRecord, SubjectKind};
+
+#[derive(Parser)]
+#[command(name = "torii", version, about = "A tsuru-compatible PaaS control plane with WebAssembly plugins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the API server.
+    Serve {
+        /// Config file (TOML); defaults to $TORII_CONFIG, else the embedded defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Creates a user holding the global root role. Asks for the password twice
+    /// on a terminal; reads one line from stdin otherwise.
+    RootUserCreate {
+        email: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    let path = path.or_else(|| std::env::var_os("TORII_CONFIG").map(PathBuf::from));
+    Ok(Config::load(path.as_deref())?)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TORII_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("torii: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => serve(load_config(config)?).await,
+        Command::RootUserCreate { email, config } => root_user_create(load_config(config)?, &email).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::build(config).await?;
+    let running = server::start(server, None).await?;
+    tracing::info!(
+        api = %running.addr,
+        database = ?running.server.store.backend(),
+        auth_scheme = running.server.scheme.name(),
+        "torii {} is serving the tsuru API",
+        env!("CARGO_PKG_VERSION")
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let second = rpassword::prompt_password("Confirm: ")?;
+        if first != second {
+            bail!("passwords didn't match");
+        }
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from stdin")?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    }
+}
+
+/// The role `root-user-create` grants: every permission, globally.
+const ROOT_ROLE: &str = "AllowAll";
+
+async fn root_user_create(config: Config, email: &str) -> anyhow::Result<()> {
+    let server = Server::build(config).await?;
+    let exists = server.store.user(email).await?.is_some();
+    if !exists {
+        let password = read_password()?;
+        torii::api::users::create_user(&server, email, &password).await.map_err(|e| anyhow::anyhow!(e.message))?;
+    }
+    if server.store.role(ROOT_ROLE).await?.is_none() {
+        let role = RoleRecord {
+            name: ROOT_ROLE.into(),
+            context_type: "global".into(),
+            description: "Every permission, everywhere".into(),
+            schemes: vec!["*".into()],
+            events: vec![],
+        };
+        match server.store.create_role(&role).await {
+            Ok(()) | Err(torii::store::StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    server.store.bind_role(SubjectKind::User, email, ROOT_ROLE, "").await?;
+    server.store.close().await;
+    if exists {
+        println!("User {email:?} already existed; it now holds the root role.");
+    } else {
+        println!("Root user {email:?} created successfully.");
+    }
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! Capabilities the host offers plugins. Each lives in its own module and
+//! implements the host side of one WIT interface; every call first checks the
+//! plugin's grant and traps with [`Denied`] when it is missing.
+
+mod kv;
+mod log;
+
+use crate::config::Capability;
+use crate::plugin::PluginState;
+
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "torii:plugin/host-capabilities",
+        imports: { default: async | trappable },
+    });
+}
+
+/// The trap raised when a plugin calls a capability it was not granted.
+#[derive(Debug, thiserror::Error)]
+#[error("capability {capability:?} is not granted to plugin {plugin:?}")]
+pub struct Denied {
+    pub plugin: String,
+    pub capability: &'static str,
+}
+
+impl PluginState {
+    fn check(&self, capability: Capability) -> wasmtime::Result<()> {
+        if self.host.grants.contains(&capability) {
+            Ok(())
+        } else {
+            Err(wasmtime::Error::new(Denied { plugin: self.host.name.clone(), capability: capability.name() }))
+        }
+    }
+}
+
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<PluginState>) -> wasmtime::Result<()> {
+    bindings::HostCapabilities::add_to_linker::<_, wasmtime::component::HasSelf<_>>(linker, |s| s)
+}

@@ -1,0 +1,90 @@
+//! The plugin engine and the compiled-component cache.
+
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; deadlines are whole ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+pub struct PluginEngine {
+    engine: Engine,
+    cache_dir: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl PluginEngine {
+    /// `max_memory` is the largest memory cap of any plugin: the pool's slot size.
+    pub fn new(max_memory: usize, cache_dir: &Path) -> anyhow::Result<PluginEngine> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(256)
+            .total_core_instances(2048)
+            .total_memories(512)
+            .total_tables(512)
+            .max_memory_size(max_memory);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            // Reserve only what a plugin may use instead of 4 GiB per slot:
+            // bounds checks become explicit, the address space stays small.
+            .memory_reservation(max_memory as u64)
+            .memory_guard_size(0)
+            .memory_reservation_for_growth(0)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+        std::fs::create_dir_all(cache_dir)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, ticker_stop) = (engine.clone(), stop.clone());
+        std::thread::Builder::new().name("plugin-epoch".into()).spawn(move || {
+            while !ticker_stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                ticker_engine.increment_epoch();
+            }
+        })?;
+        Ok(PluginEngine { engine, cache_dir: cache_dir.to_path_buf(), stop })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `bytes`, or loads the result of an earlier compilation of the
+    /// same bytes by a compatible engine from the cache.
+    pub fn component(&self, bytes: &[u8]) -> anyhow::Result<Component> {
+        let path = self.cache_path(bytes);
+        if path.exists() {
+            // SAFETY: the file was written by `precompile_component` of an engine
+            // with the same compatibility hash (part of the file name), into a
+            // directory only torii writes.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unreadable compiled plugin"),
+            }
+        }
+        let compiled = self.engine.precompile_component(bytes).map_err(anyhow::Error::from)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &compiled)?;
+        std::fs::rename(&tmp, &path)?;
+        // SAFETY: as above; we just produced these bytes.
+        Ok(unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(anyhow::Error::from)?)
+    }
+
+    fn cache_path(&self, bytes: &[u8]) -> PathBuf {
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut compat);
+        let digest = hex::encode(Sha256::digest(bytes));
+        self.cache_dir.join(format!("{digest}-{:016x}.cwasm", compat.finish()))
+    }
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,215 @@
+//! Warm instance pools. A configured plugin keeps a few ready instances; a call
+//! takes one, runs under an epoch deadline and a memory cap, and puts it back.
+//! On any failure the instance is dropped (a trapped instance is poisoned) and
+//! the next call gets a fresh one, so the plugin heals itself.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::PluginError;
+use super::capabilities::{self, Denied};
+use super::engine::{EPOCH_TICK, PluginEngine};
+use crate::config::Capability;
+use crate::store::Store as Db;
+
+/// Idle instances kept per plugin; more may run at once, the rest are dropped.
+const MAX_IDLE: usize = 16;
+/// Guest stderr kept per instance (to report a panic message).
+const STDERR_CAPACITY: usize = 16 * 1024;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What every instance of one configured plugin shares.
+pub struct HostCtx {
+    pub name: String,
+    pub grants: BTreeSet<Capability>,
+    pub store: Db,
+}
+
+/// The data of one plugin instance's store.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    stderr: MemoryOutputPipe,
+    pub host: Arc<HostCtx>,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+}
+
+/// A plugin kind's bindings, as the pool needs them.
+pub trait World: Send + Sync + 'static {
+    type Pre: Send + Sync + 'static;
+    type Bindings: Send + Sync + 'static;
+
+    fn pre(instance_pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre>;
+    fn instantiate<'a>(pre: &'a Self::Pre, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Self::Bindings>>;
+    fn init<'a>(
+        bindings: &'a Self::Bindings,
+        store: &'a mut Store<PluginState>,
+        config: &'a str,
+    ) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>>;
+}
+
+struct Ready<W: World> {
+    store: Store<PluginState>,
+    bindings: W::Bindings,
+}
+
+/// One configured plugin: its pre-linked component and its idle instances.
+pub struct PluginPool<W: World> {
+    engine: wasmtime::Engine,
+    pre: W::Pre,
+    host: Arc<HostCtx>,
+    config_json: String,
+    limits: Limits,
+    idle: Mutex<Vec<Ready<W>>>,
+}
+
+impl<W: World> PluginPool<W> {
+    /// Links `component` against the capabilities and WASI, checks it exports
+    /// the kind's world, and starts one instance to prove `init` accepts the config.
+    pub async fn new(
+        engine: &PluginEngine,
+        component: &Component,
+        host: HostCtx,
+        config_json: String,
+        limits: Limits,
+    ) -> Result<Self, PluginError> {
+        let name = host.name.clone();
+        let load = |e: wasmtime::Error| PluginError::Load { plugin: name.clone(), message: format!("{e:#}") };
+        let mut linker = Linker::<PluginState>::new(engine.engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(load)?;
+        capabilities::add_to_linker(&mut linker).map_err(load)?;
+        let instance_pre = linker.instantiate_pre(component).map_err(load)?;
+        let pre = W::pre(instance_pre).map_err(load)?;
+        let pool = PluginPool {
+            engine: engine.engine().clone(),
+            pre,
+            host: Arc::new(host),
+            config_json,
+            limits,
+            idle: Mutex::new(Vec::new()),
+        };
+        let first = pool.instantiate().await?;
+        pool.idle.lock().unwrap().push(first);
+        Ok(pool)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.host.name
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+
+    async fn instantiate(&self) -> Result<Ready<W>, PluginError> {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let state = PluginState {
+            wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            stderr,
+            host: self.host.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.deadline_ticks());
+        let run = async {
+            let bindings = W::instantiate(&self.pre, &mut store).await?;
+            let init = W::init(&bindings, &mut store, &self.config_json).await?;
+            Ok::<_, wasmtime::Error>((bindings, init))
+        };
+        match tokio::time::timeout(self.limits.timeout + Duration::from_secs(1), run).await {
+            Err(_) => Err(self.timeout()),
+            Ok(Err(e)) => Err(self.classify(e, &store)),
+            Ok(Ok((_, Err(message)))) => Err(PluginError::Init { plugin: self.host.name.clone(), message }),
+            Ok(Ok((bindings, Ok(())))) => Ok(Ready { store, bindings }),
+        }
+    }
+
+    /// Runs `f` on a ready instance under the plugin's limits.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, PluginError>
+    where
+        R: Send,
+        F: for<'a> FnOnce(&'a W::Bindings, &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<R>> + Send,
+    {
+        let taken = self.idle.lock().unwrap().pop();
+        let mut ready = match taken {
+            Some(ready) => ready,
+            None => self.instantiate().await?,
+        };
+        ready.store.set_epoch_deadline(self.deadline_ticks());
+        // The epoch deadline cuts a spinning guest; this outer timeout also
+        // covers a guest parked in a slow host call.
+        let outcome = {
+            let Ready { store, bindings } = &mut ready;
+            tokio::time::timeout(self.limits.timeout + Duration::from_secs(1), f(bindings, store)).await
+        };
+        match outcome {
+            Err(_) => Err(self.timeout()),
+            Ok(Err(e)) => Err(self.classify(e, &ready.store)),
+            Ok(Ok(value)) => {
+                let mut idle = self.idle.lock().unwrap();
+                if idle.len() < MAX_IDLE {
+                    idle.push(ready);
+                }
+                Ok(value)
+            }
+        }
+    }
+
+    fn timeout(&self) -> PluginError {
+        PluginError::Timeout { plugin: self.host.name.clone(), ms: self.limits.timeout.as_millis() as u64 }
+    }
+
+    /// Names the cause of a failed call. The instance is not reused after this.
+    fn classify(&self, e: wasmtime::Error, store: &Store<PluginState>) -> PluginError {
+        let plugin = self.host.name.clone();
+        if let Some(denied) = e.downcast_ref::<Denied>() {
+            return PluginError::CapabilityDenied { plugin, capability: denied.capability.to_string() };
+        }
+        if let Some(trap) = e.downcast_ref::<Trap>()
+            && *trap == Trap::Interrupt
+        {
+            return self.timeout();
+        }
+        let chain = format!("{e:?}");
+        if chain.contains("forcing a memory growth failure to be a trap") {
+            return PluginError::OutOfMemory { plugin, mb: (self.limits.memory_bytes >> 20) as u64 };
+        }
+        let stderr = store.data().stderr.contents();
+        let stderr = String::from_utf8_lossy(&stderr);
+        let panic = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        let message = match e.downcast_ref::<Trap>() {
+            Some(trap) if !panic.is_empty() => format!("{trap}; guest said: {panic}"),
+            Some(trap) => trap.to_string(),
+            None if !panic.is_empty() => format!("{e}; guest said: {panic}"),
+            None => format!("{e}"),
+        };
+        PluginError::Trap { plugin, message }
+    }
+}

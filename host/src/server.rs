@@ -1,0 +1,129 @@
+//! Assembling a running torii: storage, plugins, identity and the API listener.
+
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::auth::{Authenticator, ServerKey};
+use crate::config::{Config, PluginEntry, PluginKind};
+use crate::mail::Mailer;
+use crate::plugin::auth_scheme::{AuthScheme, AuthWorld};
+use crate::plugin::instance::{HostCtx, PluginPool};
+use crate::plugin::{Limits, PluginEngine};
+use crate::store::Store;
+
+/// Everything a request handler can reach.
+pub struct Server {
+    pub config: Config,
+    pub store: Store,
+    pub auth: Authenticator,
+    pub scheme: AuthScheme,
+    pub mailer: Mailer,
+    pub started: Instant,
+    _plugins: PluginEngine,
+}
+
+/// Bytes of the plugins built into the binary.
+pub fn builtin_plugin(name: &str) -> Option<&'static [u8]> {
+    match name {
+        "auth-native" => Some(include_bytes!(env!("TORII_GUEST_AUTH_NATIVE"))),
+        _ => None,
+    }
+}
+
+fn limits(config: &Config, entry: &PluginEntry) -> Limits {
+    Limits {
+        timeout: Duration::from_millis(entry.timeout_ms.unwrap_or(config.plugins.timeout_ms)),
+        memory_bytes: (entry.memory_mb.unwrap_or(config.plugins.memory_mb) as usize) << 20,
+    }
+}
+
+impl Server {
+    pub async fn build(config: Config) -> anyhow::Result<Arc<Server>> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+        let store = Store::connect(&config.database_url(), config.database.max_connections)
+            .await
+            .context("cannot open the database")?;
+        let key = ServerKey::load_or_create(&config.data_dir.join("secret.key")).context("cannot read the server key")?;
+
+        let max_memory = config
+            .plugin
+            .iter()
+            .map(|p| limits(&config, p).memory_bytes)
+            .max()
+            .unwrap_or((config.plugins.memory_mb as usize) << 20);
+        let engine = PluginEngine::new(max_memory, &config.cache_dir()).context("cannot start the plugin engine")?;
+
+        let entry = config
+            .plugin
+            .iter()
+            .find(|p| p.name == config.auth.scheme && p.kind == PluginKind::AuthScheme)
+            .expect("config validation guarantees the auth scheme entry");
+        let bytes: Vec<u8> = match (&entry.builtin, &entry.path) {
+            (Some(b), _) => builtin_plugin(b).with_context(|| format!("no built-in plugin {b:?}"))?.to_vec(),
+            (None, Some(path)) => std::fs::read(path)
+                .with_context(|| format!("plugin {:?}: cannot read {}", entry.name, path.display()))?,
+            (None, None) => unreachable!("config validation"),
+        };
+        let component = engine
+            .component(&bytes)
+            .with_context(|| format!("plugin {:?} is not a valid component", entry.name))?;
+        let config_json = serde_json::to_string(&entry.config)?;
+        let host = HostCtx { name: entry.name.clone(), grants: entry.capabilities.clone(), store: store.clone() };
+        let pool = PluginPool::<AuthWorld>::new(&engine, &component, host, config_json, limits(&config, entry)).await?;
+
+        Ok(Arc::new(Server {
+            auth: Authenticator::new(store.clone(), key),
+            scheme: AuthScheme::new(pool),
+            mailer: Mailer::new(config.smtp.clone()),
+            store,
+            config,
+            started: Instant::now(),
+            _plugins: engine,
+        }))
+    }
+}
+
+/// A server accepting requests; dropping the handle does not stop it, `stop` does.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub server: Arc<Server>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, and closes the database.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.task.await;
+        self.server.store.close().await;
+    }
+}
+
+/// Binds `[api] listen` (or `listener`) and serves the API in the background.
+pub async fn start(server: Arc<Server>, listener: Option<TcpListener>) -> anyhow::Result<Running> {
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind(server.config.api.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", server.config.api.listen))?,
+    };
+    let addr = listener.local_addr()?;
+    let app = crate::api::router(server.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Ok(Running { addr, server, shutdown: Some(tx), task })
+}

@@ -1,0 +1,34 @@
+//! The plugin's own durable key-value namespace in the host database.
+
+use crate::auth::bindings::torii::plugin::kv as host;
+
+pub fn get(key: &str) -> Result<Option<Vec<u8>>, String> {
+    host::get(key)
+}
+
+pub fn set(key: &str, value: &[u8]) -> Result<(), String> {
+    host::set(key, value)
+}
+
+pub fn delete(key: &str) -> Result<(), String> {
+    host::delete(key)
+}
+
+pub fn list_keys(prefix: &str) -> Result<Vec<String>, String> {
+    host::list_keys(prefix)
+}
+
+/// Reads a JSON value; `None` when the key is absent.
+pub fn get_json<T: serde::de::DeserializeOwned>(key: &str) -> Result<Option<T>, String> {
+    match get(key)? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("corrupt value at {key:?}: {e}")),
+    }
+}
+
+pub fn set_json<T: serde::Serialize>(key: &str, value: &T) -> Result<(), String> {
+    let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+    set(key, &bytes)
+}
