@@ -49,9 +49,11 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-/// tsuru's `http.Error`: the message plus a newline, as plain text.
+/// tsuru's `http.Error`: the message plus a newline, as plain text. An empty
+/// message is a bare status with no body (tsuru's `WriteHeader` answers).
 pub fn plain_text(status: StatusCode, message: &str) -> Response {
-    let mut response = (status, format!("{message}\n")).into_response();
+    let body = if message.is_empty() { String::new() } else { format!("{message}\n") };
+    let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));

@@ -1,1 +1,14 @@
+//! torii's integration tests: one binary (it links once), one module per area.
+//! Every test drives a real server over HTTP on loopback.
 
+mod support;
+
+mod auth;
+mod cli;
+mod mail;
+mod plugins;
+mod roles;
+mod teams;
+mod tokens;
+mod users;
+mod wire;

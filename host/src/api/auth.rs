@@ -25,7 +25,12 @@ async fn scheme(State(server): AppState) -> ApiResult<Response> {
         Some(text) => serde_json::from_str(&text)
             .map_err(|e| ApiError::internal(format!("auth scheme {:?} returned bad data: {e}", server.scheme.name())))?,
     };
-    Ok(json(StatusCode::OK, &serde_json::json!({ "name": info.name, "data": data })))
+    #[derive(serde::Serialize)]
+    struct SchemeJson {
+        name: String,
+        data: Value,
+    }
+    Ok(json(StatusCode::OK, &SchemeJson { name: info.name, data }))
 }
 
 async fn login(state: AppState, params: Params) -> ApiResult<Response> {
@@ -53,6 +58,10 @@ async fn do_login(State(server): AppState, pairs: Vec<(String, String)>) -> ApiR
         .store
         .create_session(&hash_token(&token), &email, now, expires, server.config.auth.max_simultaneous_sessions)
         .await?;
+    if server.config.auth.max_simultaneous_sessions > 0 {
+        // Older sessions may just have been dropped.
+        server.auth.invalidate();
+    }
     Ok(json_untyped(StatusCode::OK, &serde_json::json!({ "token": token })))
 }
 

@@ -59,14 +59,15 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = roles::routes(routes);
     let routes = tokens::routes(routes);
     let limit = server.config.api.max_body_bytes;
-    routes
+    let api = routes
         .router
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(server.clone(), identify))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn(tsuru_headers))
-        .with_state(server)
+        .with_state(server);
+    // Outside the whole router, so it also sees what axum's method routing adds.
+    Router::new().fallback_service(api).layer(middleware::from_fn(tsuru_headers))
 }
 
 async fn not_found() -> Response {

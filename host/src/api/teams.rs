@@ -11,7 +11,7 @@ use super::users::{QuotaJson, parse_limit, user_json};
 use super::{AppState, Caller, Routes, empty, json, json_list};
 use crate::auth::Subject;
 use crate::error::{ApiError, ApiResult};
-use crate::rbac::{Context, ContextType, registry};
+use crate::rbac::{Context, ContextType, registry, top_level_rank};
 use crate::store::SubjectKind;
 
 pub(super) fn routes(r: Routes) -> Routes {
@@ -78,6 +78,7 @@ async fn list(State(server): AppState, Caller(caller): Caller) -> ApiResult<Resp
                 }
             }
         }
+        permissions.sort_by_key(|p| top_level_rank(p));
         if !permissions.is_empty() {
             out.push(TeamListJson { name: team.name, tags: tags_json(&team.tags), permissions });
         }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -38,7 +38,7 @@ pub struct HostCtx {
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     stderr: MemoryOutputPipe,
     pub host: Arc<HostCtx>,
 }
@@ -53,6 +53,53 @@ impl WasiView for PluginState {
 pub struct Limits {
     pub timeout: Duration,
     pub memory_bytes: usize,
+}
+
+/// What a guest wrote to stderr before failing (a Rust panic message), on one
+/// line and bounded, without the runtime's backtrace hint.
+fn guest_said(stderr: &str) -> String {
+    const MAX: usize = 500;
+    let text = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    match text.char_indices().rev().nth(MAX - 1) {
+        Some((i, _)) => format!("…{}", &text[i..]),
+        None => text,
+    }
+}
+
+/// Raised (as a trap) when a guest tries to grow a memory past its cap, so
+/// the failure is named instead of surfacing as a guest abort.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit reached")]
+struct MemoryLimit;
+
+/// Caps every memory of an instance at `memory_bytes`.
+struct Limiter {
+    memory_bytes: usize,
+}
+
+/// Most table elements a plugin may hold; tables are small in practice.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes || maximum.is_some_and(|max| desired > max) {
+            return Err(wasmtime::Error::new(MemoryLimit));
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(wasmtime::Error::new(MemoryLimit))
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|max| desired <= max))
+    }
 }
 
 /// A plugin kind's bindings, as the pool needs them.
@@ -127,10 +174,7 @@ impl<W: World> PluginPool<W> {
         let state = PluginState {
             wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limiter { memory_bytes: self.limits.memory_bytes },
             stderr,
             host: self.host.clone(),
         };
@@ -197,19 +241,18 @@ impl<W: World> PluginPool<W> {
         {
             return self.timeout();
         }
-        let chain = format!("{e:?}");
-        if chain.contains("forcing a memory growth failure to be a trap") {
+        if e.downcast_ref::<MemoryLimit>().is_some() {
             return PluginError::OutOfMemory { plugin, mb: (self.limits.memory_bytes >> 20) as u64 };
         }
         let stderr = store.data().stderr.contents();
         let stderr = String::from_utf8_lossy(&stderr);
-        let panic = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-        let message = match e.downcast_ref::<Trap>() {
-            Some(trap) if !panic.is_empty() => format!("{trap}; guest said: {panic}"),
+        let panic = guest_said(&stderr);
+        // The root cause, not wasmtime's "error while executing at wasm backtrace" banner.
+        let cause = match e.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
-            None if !panic.is_empty() => format!("{e}; guest said: {panic}"),
-            None => format!("{e}"),
+            None => e.chain().last().map(|c| c.to_string()).unwrap_or_else(|| e.to_string()),
         };
+        let message = if panic.is_empty() { cause } else { format!("{cause}; guest said: {panic}") };
         PluginError::Trap { plugin, message }
     }
 }

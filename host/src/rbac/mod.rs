@@ -129,6 +129,18 @@ impl Registry {
     }
 }
 
+/// tsuru declares its top-level schemes in this order (its registry order);
+/// the rest follow in file order. Listings such as `GET /teams` use it.
+const DECLARATION_ORDER: &[&str] = &["app", "team", "service", "service-instance"];
+
+/// Sort key of a top-level scheme name in tsuru's registry order.
+pub fn top_level_rank(name: &str) -> usize {
+    match DECLARATION_ORDER.iter().position(|n| *n == name) {
+        Some(i) => i,
+        None => DECLARATION_ORDER.len() + registry().position(name).unwrap_or(usize::MAX - DECLARATION_ORDER.len()),
+    }
+}
+
 /// `granted` covers `requested` when it is the root, the same scheme, or an ancestor.
 pub fn covers(granted: &str, requested: &str) -> bool {
     granted.is_empty()

@@ -1,0 +1,76 @@
+//! The plugin runtime survives its plugins: a guest that loops, allocates
+//! without bound, traps, or calls a capability it was not granted yields an
+//! API error naming the plugin and the cause, and the next request succeeds.
+
+use crate::support::{Backend, Options, TestServer, backends};
+use torii::config::Config;
+use torii::server::Server;
+
+fn chaos_options(b: Backend) -> Options {
+    let mut o = Options::new(b);
+    o.user_registration = true;
+    o.auth_toml = "scheme = \"chaos\"".into();
+    o.extra_toml = format!(
+        "[[plugin]]\nname = \"chaos\"\nkind = \"auth-scheme\"\npath = {:?}\ncapabilities = [\"log\"]\ntimeout_ms = 300\nmemory_mb = 16\n",
+        env!("TORII_GUEST_TEST_CHAOS")
+    );
+    o
+}
+
+backends! {
+    async fn faults_become_errors_and_the_next_call_succeeds(b) {
+        let t = TestServer::start_with(chaos_options(b)).await;
+        t.req("GET", "/1.0/auth/scheme").send().await.expect(200, "{\"name\":\"chaos\",\"data\":null}\n");
+        t.req("POST", "/1.0/users").form(&[("email", "ok@example.com"), ("password", "whatever")]).send().await.expect(201, "");
+        let login = |email: &'static str| {
+            let req = t.req("POST", "/1.0/auth/login").form(&[("email", email), ("password", "x")]);
+            async move { req.send().await }
+        };
+        login("ok@example.com").await.expect_status(200);
+
+        let started = std::time::Instant::now();
+        login("loop@example.com").await
+            .expect_error(500, "plugin \"chaos\" timed out: its call ran past the 300 ms deadline");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+        login("ok@example.com").await.expect_status(200);
+
+        login("alloc@example.com").await
+            .expect_error(500, "plugin \"chaos\" ran out of memory: it tried to grow past its 16 MiB limit");
+        login("ok@example.com").await.expect_status(200);
+
+        let r = login("trap@example.com").await;
+        r.expect_status(500);
+        assert!(r.body.starts_with("plugin \"chaos\" trapped: "), "{}", r.body);
+        assert!(r.body.contains("chaos plugin asked to trap"), "{}", r.body);
+        login("ok@example.com").await.expect_status(200);
+
+        login("kv@example.com").await
+            .expect_error(500, "plugin \"chaos\" called capability \"kv\", which its config does not grant");
+        login("ok@example.com").await.expect_status(200);
+
+        // Several faults at once do not disturb each other or the host.
+        let (a, b2, c) = tokio::join!(login("loop@example.com"), login("trap@example.com"), login("ok@example.com"));
+        a.expect_status(500);
+        b2.expect_status(500);
+        c.expect_status(200);
+        t.req("GET", "/healthcheck?check=auth-scheme").send().await.expect_status(200);
+        t.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_plugin_config_or_file_stops_startup_naming_the_plugin() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let cache = crate::support::shared_cache_dir();
+    let base = format!("data_dir = {:?}\n[plugins]\ncache_dir = {cache:?}\n", dir.path());
+
+    let toml = format!("{base}[[plugin]]\nname = \"native\"\nkind = \"auth-scheme\"\nbuiltin = \"auth-native\"\ncapabilities = [\"kv\"]\n[plugin.config]\nargon2_memory_kib = \"lots\"\n");
+    let err = Server::build(Config::parse(&toml).unwrap()).await.err().expect("refused").to_string();
+    assert!(err.starts_with("plugin \"native\" failed to initialise: auth-native config:"), "{err}");
+
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm garbage").unwrap();
+    let toml = format!("{base}[auth]\nscheme = \"junk\"\n[[plugin]]\nname = \"junk\"\nkind = \"auth-scheme\"\npath = {junk:?}\n");
+    let err = format!("{:#}", Server::build(Config::parse(&toml).unwrap()).await.err().expect("refused"));
+    assert!(err.starts_with("plugin \"junk\" is not a valid component"), "{err}");
+}

@@ -1,0 +1,317 @@
+//! Test harness: a real torii server per test, in process, on a loopback port,
+//! driven over HTTP. Every storage-touching test runs on SQLite and on
+//! PostgreSQL (a fresh database per test) through [`backends!`].
+
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tempfile::TempDir;
+use torii::config::Config;
+use torii::server::{self, Running, Server};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates `sqlite` and `postgres` test functions from one async body that
+/// takes a [`Backend`].
+macro_rules! backends {
+    ($(#[$meta:meta])* async fn $name:ident($b:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            async fn run($b: $crate::support::Backend) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run($crate::support::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::support::postgres_admin_url().is_some() {
+                    run($crate::support::Backend::Postgres).await
+                }
+            }
+        }
+    };
+}
+pub(crate) use backends;
+
+/// The admin URL of the test PostgreSQL, from `TORII_TEST_DATABASE_URL`.
+/// With `TORII_TEST_REQUIRE_POSTGRES=1` (as in CI) its absence fails the test.
+pub fn postgres_admin_url() -> Option<String> {
+    match std::env::var("TORII_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            if std::env::var("TORII_TEST_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("TORII_TEST_REQUIRE_POSTGRES=1 but TORII_TEST_DATABASE_URL is not set");
+            }
+            eprintln!("PostgreSQL variant not run: TORII_TEST_DATABASE_URL is not set (.ci/run sets it)");
+            None
+        }
+    }
+}
+
+static NEXT_DB: AtomicU64 = AtomicU64::new(0);
+
+async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let admin = postgres_admin_url().expect("postgres url");
+    let name = format!("torii_t{}_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst), rand_suffix());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+    let (base, _) = admin.rsplit_once('/').expect("url has a database path");
+    format!("{base}/{name}")
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() as u64
+}
+
+/// Compiled plugins are cached across tests, as across restarts in production.
+pub fn shared_cache_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugin-cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub const ADMIN: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-secret";
+
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub base: String,
+    pub client: reqwest::Client,
+    /// Holds the data dir until the server is dropped.
+    pub _data: TempDir,
+    pub admin_token: String,
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+    #[track_caller]
+    pub fn expect(&self, status: u16, body: &str) -> &Self {
+        assert_eq!((self.status.as_u16(), self.body.as_str()), (status, body));
+        self
+    }
+    #[track_caller]
+    pub fn expect_status(&self, status: u16) -> &Self {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        self
+    }
+    /// A tsuru plain-text error: the message plus a newline.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, message: &str) -> &Self {
+        assert_eq!((self.status.as_u16(), self.body.as_str()), (status, format!("{message}\n").as_str()));
+        assert_eq!(self.header("content-type"), "text/plain; charset=utf-8");
+        self
+    }
+}
+
+/// A request being built.
+pub struct Req<'a> {
+    server: &'a TestServer,
+    method: Method,
+    path: String,
+    token: Option<String>,
+    form: Option<Vec<(String, String)>>,
+    json: Option<Value>,
+    raw: Option<(String, Vec<u8>)>,
+    auth_header: Option<String>,
+}
+
+impl<'a> Req<'a> {
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+    pub fn admin(self) -> Self {
+        let t = self.server.admin_token.clone();
+        self.token(&t)
+    }
+    pub fn authorization(mut self, value: &str) -> Self {
+        self.auth_header = Some(value.to_string());
+        self
+    }
+    pub fn form(mut self, pairs: &[(&str, &str)]) -> Self {
+        self.form = Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        self
+    }
+    pub fn json(mut self, value: Value) -> Self {
+        self.json = Some(value);
+        self
+    }
+    pub fn raw(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
+        self.raw = Some((content_type.to_string(), body.into()));
+        self
+    }
+    pub async fn send(self) -> Response {
+        let url = format!("{}{}", self.server.base, self.path);
+        let mut rb = self.server.client.request(self.method, url);
+        if let Some(t) = &self.token {
+            rb = rb.header("Authorization", format!("bearer {t}"));
+        }
+        if let Some(h) = &self.auth_header {
+            rb = rb.header("Authorization", h);
+        }
+        if let Some(form) = &self.form {
+            let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+            rb = rb.header("Content-Type", "application/x-www-form-urlencoded").body(body);
+        }
+        if let Some(json) = &self.json {
+            rb = rb.header("Content-Type", "application/json").body(json.to_string());
+        }
+        if let Some((ct, body)) = self.raw {
+            rb = rb.header("Content-Type", ct).body(body);
+        }
+        let r = rb.send().await.expect("request reaches the server");
+        let status = r.status();
+        let headers = r.headers().clone();
+        let body = r.text().await.expect("body");
+        Response { status, headers, body }
+    }
+}
+
+pub struct Options {
+    pub backend: Backend,
+    /// Extra TOML appended to the generated config.
+    pub extra_toml: String,
+    /// Extra lines inside the `[auth]` table.
+    pub auth_toml: String,
+    pub user_registration: bool,
+}
+
+impl Options {
+    pub fn new(backend: Backend) -> Options {
+        Options { backend, extra_toml: String::new(), auth_toml: String::new(), user_registration: false }
+    }
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_with(Options::new(backend)).await
+    }
+
+    /// Starts a server with a root user (`ADMIN`) logged in.
+    pub async fn start_with(opts: Options) -> TestServer {
+        let data = TempDir::new().unwrap();
+        let db_url = match opts.backend {
+            Backend::Sqlite => format!("sqlite://{}?mode=rwc", data.path().join("torii.db").display()),
+            Backend::Postgres => fresh_postgres_database().await,
+        };
+        let toml = format!(
+            "data_dir = {:?}\n{}\n[database]\nurl = {:?}\nmax_connections = 8\n[api]\nlisten = \"127.0.0.1:0\"\n\
+             [auth]\nuser_registration = {}\n{}\n[plugins]\ncache_dir = {:?}\n",
+            data.path(),
+            "",
+            db_url,
+            opts.user_registration,
+            opts.auth_toml,
+            shared_cache_dir(),
+        );
+        let toml = format!("{toml}{}", opts.extra_toml);
+        let config = Config::parse(&toml).unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
+        let scheme_is_native = config.auth.scheme == "native";
+        let server = Server::build(config).await.expect("server builds");
+        if scheme_is_native {
+            make_root(&server, ADMIN, ADMIN_PASSWORD).await;
+        }
+        let running = server::start(server, None).await.expect("server starts");
+        let base = format!("http://{}", running.addr);
+        let mut ts = TestServer {
+            running: Some(running),
+            base,
+            client: reqwest::Client::new(),
+            _data: data,
+            admin_token: String::new(),
+        };
+        if scheme_is_native {
+            ts.admin_token = ts.login(ADMIN, ADMIN_PASSWORD).await;
+        }
+        ts
+    }
+
+    pub fn req(&self, method: &str, path: &str) -> Req<'_> {
+        Req {
+            server: self,
+            method: Method::from_bytes(method.as_bytes()).unwrap(),
+            path: path.to_string(),
+            token: None,
+            form: None,
+            json: None,
+            raw: None,
+            auth_header: None,
+        }
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let r = self.req("POST", "/1.0/auth/login").form(&[("email", email), ("password", password)]).send().await;
+        assert_eq!(r.status, 200, "login {email}: {}", r.body);
+        r.json()["token"].as_str().unwrap().to_string()
+    }
+
+    /// Creates a user (as admin) and logs them in.
+    pub async fn user(&self, email: &str) -> String {
+        self.req("POST", "/1.0/users").admin().form(&[("email", email), ("password", "123456")]).send().await.expect_status(201);
+        self.login(email, "123456").await
+    }
+
+    pub async fn team(&self, name: &str) {
+        self.req("POST", "/1.0/teams").admin().form(&[("name", name)]).send().await.expect_status(201);
+    }
+
+    /// Creates `role` with `context` holding `permissions`.
+    pub async fn role(&self, name: &str, context: &str, permissions: &[&str]) {
+        self.req("POST", "/1.0/roles").admin().form(&[("name", name), ("context", context)]).send().await.expect_status(201);
+        if !permissions.is_empty() {
+            let pairs: Vec<(&str, &str)> = permissions.iter().map(|p| ("permission", *p)).collect();
+            self.req("POST", &format!("/1.0/roles/{name}/permissions")).admin().form(&pairs).send().await.expect_status(200);
+        }
+    }
+
+    pub async fn assign(&self, role: &str, email: &str, context: &str) {
+        self.req("POST", &format!("/1.0/roles/{role}/user"))
+            .admin()
+            .form(&[("email", email), ("context", context)])
+            .send()
+            .await
+            .expect_status(200);
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+}
+
+/// What `torii root-user-create` does, without the process.
+pub async fn make_root(server: &Server, email: &str, password: &str) {
+    use torii::store::{RoleRecord, SubjectKind};
+    torii::api::users::create_user(server, email, password).await.expect("root user");
+    let role = RoleRecord {
+        name: "AllowAll".into(),
+        context_type: "global".into(),
+        description: String::new(),
+        schemes: vec!["*".into()],
+        events: vec![],
+    };
+    let _ = server.store.create_role(&role).await;
+    server.store.bind_role(SubjectKind::User, email, "AllowAll", "").await.unwrap();
+}
