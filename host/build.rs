@@ -20,6 +20,8 @@ fn main() {
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
 
+    ensure_wasm_target();
+
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&plugins)
@@ -52,5 +54,28 @@ fn main() {
         let path = out.join(format!("{guest}.wasm"));
         assert!(path.exists(), "guest build produced no {}", path.display());
         println!("cargo:rustc-env=TORII_GUEST_{}={}", guest.to_uppercase(), path.display());
+    }
+}
+
+/// Adds the wasm32-wasip2 target through rustup when the toolchain lacks it,
+/// so a fresh clone builds with plain `cargo build`.
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output().ok().filter(|o| o.status.success());
+    let installed = sysroot
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("lib/rustlib/wasm32-wasip2").exists())
+        .unwrap_or(false);
+    if installed {
+        return;
+    }
+    println!("cargo:warning=adding the wasm32-wasip2 target with rustup (built-in plugins are compiled for it)");
+    let added = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !added {
+        panic!("the wasm32-wasip2 target is missing and rustup could not add it: run `rustup target add wasm32-wasip2`");
     }
 }
