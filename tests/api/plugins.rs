@@ -74,3 +74,33 @@ async fn bad_plugin_config_or_file_stops_startup_naming_the_plugin() {
     let err = format!("{:#}", Server::build(Config::parse(&toml).unwrap()).await.err().expect("refused"));
     assert!(err.starts_with("plugin \"junk\" is not a valid component"), "{err}");
 }
+
+#[tokio::test]
+async fn compiled_plugins_are_cached_by_content_hash() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let cache = dir.path().join("cache");
+    let toml = format!("data_dir = {:?}\n[plugins]\ncache_dir = {cache:?}\n", dir.path().join("data"));
+    let server = Server::build(Config::parse(&toml).unwrap()).await.unwrap();
+    server.store.close().await;
+    drop(server);
+    let entries = || {
+        let mut v: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.path()).collect();
+        v.sort();
+        v
+    };
+    let first = entries();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let name = first[0].file_name().unwrap().to_string_lossy().to_string();
+    // <sha256 of the component>-<engine compatibility hash>.cwasm
+    let (digest, rest) = name.split_once('-').unwrap();
+    assert_eq!(digest.len(), 64);
+    assert!(rest.ends_with(".cwasm"));
+    let modified = std::fs::metadata(&first[0]).unwrap().modified().unwrap();
+
+    // A restart loads the compiled bytes instead of compiling again.
+    let server = Server::build(Config::parse(&toml).unwrap()).await.unwrap();
+    assert_eq!(server.scheme.info().await.unwrap().name, "native");
+    server.store.close().await;
+    assert_eq!(entries(), first);
+    assert_eq!(std::fs::metadata(&first[0]).unwrap().modified().unwrap(), modified);
+}

@@ -96,3 +96,41 @@ backends! {
         t.stop().await;
     }
 }
+
+backends! {
+    async fn a_member_of_another_team_is_denied(b) {
+        let t = TestServer::start(b).await;
+        t.team("team-a").await;
+        t.team("team-b").await;
+        t.role("team-admin", "team", &["team", "team.token"]).await;
+        let alice = t.user("alice@example.com").await;
+        let bob = t.user("bob@example.com").await;
+        t.assign("team-admin", "alice@example.com", "team-a").await;
+        t.assign("team-admin", "bob@example.com", "team-b").await;
+        t.req("POST", "/1.6/tokens").token(&alice).form(&[("token_id", "a-bot")]).send().await.expect_status(201);
+
+        // Bob administers team-b and nothing of team-a.
+        t.req("PUT", "/1.6/teams/team-a").token(&bob).form(&[("tags", "pwned")]).send().await
+            .expect_error(403, "You don't have permission to do this action");
+        t.req("DELETE", "/1.0/teams/team-a").token(&bob).send().await.expect_error(404, "Team \"team-a\" not found.");
+        t.req("GET", "/1.12/teams/team-a/quota").token(&bob).send().await.expect_status(403);
+        t.req("PUT", "/1.12/teams/team-a/quota").token(&bob).form(&[("limit", "0")]).send().await.expect_status(403);
+        t.req("GET", "/1.7/tokens/a-bot").token(&bob).send().await.expect_status(403);
+        t.req("PUT", "/1.6/tokens/a-bot").token(&bob).form(&[("regenerate", "true")]).send().await.expect_status(403);
+        t.req("DELETE", "/1.6/tokens/a-bot").token(&bob).send().await.expect_status(403);
+        t.req("POST", "/1.6/tokens").token(&bob).form(&[("team", "team-a")]).send().await.expect_status(403);
+        // He cannot hand himself team-a either.
+        t.req("POST", "/1.0/roles/team-admin/user").token(&bob).form(&[("email", "bob@example.com"), ("context", "team-a")]).send().await
+            .expect_status(403);
+        t.req("GET", "/1.6/tokens").token(&bob).send().await.expect(204, "");
+        let teams = t.req("GET", "/1.0/teams").token(&bob).send().await.json();
+        assert_eq!(teams.as_array().unwrap().len(), 1);
+        assert_eq!(teams[0]["name"], "team-b");
+
+        // Nothing changed for team-a.
+        assert_eq!(t.req("GET", "/1.4/teams/team-a").admin().send().await.json()["tags"], json!(null));
+        t.req("GET", "/1.12/teams/team-a/quota").token(&alice).send().await.expect(200, "{\"limit\":-1,\"inuse\":0}\n");
+        t.req("GET", "/1.7/tokens/a-bot").token(&alice).send().await.expect_status(200);
+        t.stop().await;
+    }
+}

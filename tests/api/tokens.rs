@@ -45,6 +45,12 @@ backends! {
         assert_eq!(info["token"], value.as_str());
         assert_ne!(info["last_access"], "0001-01-01T00:00:00Z");
         t.req("GET", "/1.7/tokens/nope").admin().send().await.expect_error(404, "team token not found");
+        // Dissociate and re-associate: the token loses and regains the grant.
+        t.req("DELETE", "/1.6/roles/teamreader/token/ci-bot?context=t1").admin().send().await.expect(200, "");
+        t.req("GET", "/1.12/teams/t1/quota").token(&value).send().await.expect_status(403);
+        t.req("DELETE", "/1.6/roles/teamreader/token/ghost?context=t1").admin().send().await.expect(404, "");
+        t.req("POST", "/1.6/roles/teamreader/token").admin().form(&[("token_id", "ci-bot"), ("context", "t1")]).send().await.expect(200, "");
+        t.req("GET", "/1.12/teams/t1/quota").token(&value).send().await.expect_status(200);
         t.req("GET", "/1.6/tokens/ci-bot").admin().send().await.expect_status(404);
 
         // Someone who can read the team's tokens but lacks the token's permissions sees no value.
