@@ -242,117 +242,95 @@ async fn check_binding(
     caller.grants.holds_all(&role.schemes, ctx.as_ref()).map_err(ApiError::forbidden_with)
 }
 
-async fn assign_user(
-    State(server): AppState,
-    Caller(caller): Caller,
-    Path(name): Path<String>,
-    params: Params,
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rebind {
+    Assign,
+    Dissociate,
+}
+
+/// Binds or unbinds `role` for a user, team token or group at `context`,
+/// after the checks of [`check_binding`] and that the subject exists.
+async fn rebind(
+    server: &Server,
+    caller: &Identity,
+    op: Rebind,
+    role: &str,
+    kind: SubjectKind,
+    subject: &str,
+    context: String,
 ) -> ApiResult<Response> {
-    let role = load(&server, &name).await?;
-    let email = params.get("email").unwrap_or_default();
-    let context = params.get("context").unwrap_or_default();
-    check_binding(&server, &caller, "role.update.assign", &role, &context, true).await?;
-    if server.store.user(&email).await?.is_none() {
-        return Err(ApiError::not_found("user not found"));
+    let role = load(server, role).await?;
+    let scheme = match op {
+        Rebind::Assign => "role.update.assign",
+        Rebind::Dissociate => "role.update.dissociate",
+    };
+    check_binding(server, caller, scheme, &role, &context, op == Rebind::Assign).await?;
+    match kind {
+        SubjectKind::User if server.store.user(subject).await?.is_none() => {
+            return Err(ApiError::not_found("user not found"));
+        }
+        // tsuru answers an unknown team token here with a bare 404.
+        SubjectKind::Token if server.store.team_token(subject).await?.is_none() => {
+            return Err(ApiError::not_found(""));
+        }
+        SubjectKind::Group if subject.trim().is_empty() => {
+            return Err(ApiError::bad_request("group name is required"));
+        }
+        _ => {}
     }
     let context = if role.context_type == "global" { String::new() } else { context };
-    server.store.bind_role(SubjectKind::User, &email, &name, &context).await?;
+    match op {
+        Rebind::Assign => server.store.bind_role(kind, subject, &role.name, &context).await?,
+        Rebind::Dissociate => server.store.unbind_role(kind, subject, &role.name, &context).await?,
+    }
     server.auth.invalidate();
     Ok(empty(StatusCode::OK))
+}
+
+fn context_param(params: &Params) -> String {
+    params.get("context").unwrap_or_default()
+}
+
+async fn assign_user(State(s): AppState, Caller(c): Caller, Path(role): Path<String>, p: Params) -> ApiResult<Response> {
+    let email = p.get("email").unwrap_or_default();
+    rebind(&s, &c, Rebind::Assign, &role, SubjectKind::User, &email, context_param(&p)).await
 }
 
 async fn dissociate_user(
-    State(server): AppState,
-    Caller(caller): Caller,
-    Path((name, email)): Path<(String, String)>,
-    params: Params,
+    State(s): AppState,
+    Caller(c): Caller,
+    Path((role, email)): Path<(String, String)>,
+    p: Params,
 ) -> ApiResult<Response> {
-    let role = load(&server, &name).await?;
-    let context = params.get("context").unwrap_or_default();
-    check_binding(&server, &caller, "role.update.dissociate", &role, &context, false).await?;
-    if server.store.user(&email).await?.is_none() {
-        return Err(ApiError::not_found("user not found"));
-    }
-    let context = if role.context_type == "global" { String::new() } else { context };
-    server.store.unbind_role(SubjectKind::User, &email, &name, &context).await?;
-    server.auth.invalidate();
-    Ok(empty(StatusCode::OK))
+    rebind(&s, &c, Rebind::Dissociate, &role, SubjectKind::User, &email, context_param(&p)).await
 }
 
-/// tsuru answers an unknown team token here with a bare 404.
-fn bare_not_found() -> ApiError {
-    ApiError::not_found("")
-}
-
-async fn assign_token(
-    State(server): AppState,
-    Caller(caller): Caller,
-    Path(name): Path<String>,
-    params: Params,
-) -> ApiResult<Response> {
-    let role = load(&server, &name).await?;
-    let token_id = params.get("token_id").unwrap_or_default();
-    let context = params.get("context").unwrap_or_default();
-    check_binding(&server, &caller, "role.update.assign", &role, &context, true).await?;
-    if server.store.team_token(&token_id).await?.is_none() {
-        return Err(bare_not_found());
-    }
-    let context = if role.context_type == "global" { String::new() } else { context };
-    server.store.bind_role(SubjectKind::Token, &token_id, &name, &context).await?;
-    server.auth.invalidate();
-    Ok(empty(StatusCode::OK))
+async fn assign_token(State(s): AppState, Caller(c): Caller, Path(role): Path<String>, p: Params) -> ApiResult<Response> {
+    let token_id = p.get("token_id").unwrap_or_default();
+    rebind(&s, &c, Rebind::Assign, &role, SubjectKind::Token, &token_id, context_param(&p)).await
 }
 
 async fn dissociate_token(
-    State(server): AppState,
-    Caller(caller): Caller,
-    Path((name, token_id)): Path<(String, String)>,
-    params: Params,
+    State(s): AppState,
+    Caller(c): Caller,
+    Path((role, token_id)): Path<(String, String)>,
+    p: Params,
 ) -> ApiResult<Response> {
-    let role = load(&server, &name).await?;
-    let context = params.get("context").unwrap_or_default();
-    check_binding(&server, &caller, "role.update.dissociate", &role, &context, false).await?;
-    if server.store.team_token(&token_id).await?.is_none() {
-        return Err(bare_not_found());
-    }
-    let context = if role.context_type == "global" { String::new() } else { context };
-    server.store.unbind_role(SubjectKind::Token, &token_id, &name, &context).await?;
-    server.auth.invalidate();
-    Ok(empty(StatusCode::OK))
+    rebind(&s, &c, Rebind::Dissociate, &role, SubjectKind::Token, &token_id, context_param(&p)).await
 }
 
-async fn assign_group(
-    State(server): AppState,
-    Caller(caller): Caller,
-    Path(name): Path<String>,
-    params: Params,
-) -> ApiResult<Response> {
-    let role = load(&server, &name).await?;
-    let group = params.get("group_name").unwrap_or_default();
-    if group.trim().is_empty() {
-        return Err(ApiError::bad_request("group name is required"));
-    }
-    let context = params.get("context").unwrap_or_default();
-    check_binding(&server, &caller, "role.update.assign", &role, &context, true).await?;
-    let context = if role.context_type == "global" { String::new() } else { context };
-    server.store.bind_role(SubjectKind::Group, &group, &name, &context).await?;
-    server.auth.invalidate();
-    Ok(empty(StatusCode::OK))
+async fn assign_group(State(s): AppState, Caller(c): Caller, Path(role): Path<String>, p: Params) -> ApiResult<Response> {
+    let group = p.get("group_name").unwrap_or_default();
+    rebind(&s, &c, Rebind::Assign, &role, SubjectKind::Group, &group, context_param(&p)).await
 }
 
 async fn dissociate_group(
-    State(server): AppState,
-    Caller(caller): Caller,
-    Path((name, group)): Path<(String, String)>,
-    params: Params,
+    State(s): AppState,
+    Caller(c): Caller,
+    Path((role, group)): Path<(String, String)>,
+    p: Params,
 ) -> ApiResult<Response> {
-    let role = load(&server, &name).await?;
-    let context = params.get("context").unwrap_or_default();
-    check_binding(&server, &caller, "role.update.dissociate", &role, &context, false).await?;
-    let context = if role.context_type == "global" { String::new() } else { context };
-    server.store.unbind_role(SubjectKind::Group, &group, &name, &context).await?;
-    server.auth.invalidate();
-    Ok(empty(StatusCode::OK))
+    rebind(&s, &c, Rebind::Dissociate, &role, SubjectKind::Group, &group, context_param(&p)).await
 }
 
 async fn default_list(State(server): AppState, Caller(caller): Caller) -> ApiResult<Response> {
