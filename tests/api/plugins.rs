@@ -48,6 +48,16 @@ backends! {
             .expect_error(500, "plugin \"chaos\" called capability \"kv\", which its config does not grant");
         login("ok@example.com").await.expect_status(200);
 
+        // A plugin that writes a lot to stderr keeps working (the plugin accepts
+        // the login; 404 is the host: no such torii user), and a later panic is
+        // still reported with its own message, not stale output.
+        for _ in 0..3 {
+            login("noisy@example.com").await.expect_error(404, "user not found");
+        }
+        let r = login("trap@example.com").await;
+        assert!(r.body.contains("chaos plugin asked to trap"), "{}", r.body);
+        assert!(!r.body.contains("xxxx"), "stale stderr in {}", r.body);
+
         // Several faults at once do not disturb each other or the host.
         let (a, b2, c) = tokio::join!(login("loop@example.com"), login("trap@example.com"), login("ok@example.com"));
         a.expect_status(500);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::PluginError;
@@ -22,8 +22,8 @@ use crate::store::Store as Db;
 
 /// Idle instances kept per plugin; more may run at once, the rest are dropped.
 const MAX_IDLE: usize = 16;
-/// Guest stderr kept per instance (to report a panic message).
-const STDERR_CAPACITY: usize = 16 * 1024;
+/// Guest stderr kept per instance (the tail, to report a panic message).
+const STDERR_TAIL: usize = 4 * 1024;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -39,7 +39,7 @@ pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: Limiter,
-    stderr: MemoryOutputPipe,
+    stderr: StderrTail,
     pub host: Arc<HostCtx>,
 }
 
@@ -53,6 +53,56 @@ impl WasiView for PluginState {
 pub struct Limits {
     pub timeout: Duration,
     pub memory_bytes: usize,
+}
+
+/// The last [`STDERR_TAIL`] bytes a guest wrote to stderr. Never refuses a
+/// write, so a chatty plugin cannot fail by filling it.
+#[derive(Clone, Default)]
+struct StderrTail(Arc<Mutex<std::collections::VecDeque<u8>>>);
+
+impl StderrTail {
+    fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+
+    fn text(&self) -> String {
+        let buf = self.0.lock().unwrap();
+        String::from_utf8_lossy(&buf.iter().copied().collect::<Vec<u8>>()).into_owned()
+    }
+}
+
+impl IsTerminal for StderrTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for StderrTail {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for StderrTail {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let mut buf = self.0.lock().unwrap();
+        buf.extend(data);
+        let excess = buf.len().saturating_sub(STDERR_TAIL);
+        buf.drain(..excess);
+        std::task::Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 /// What a guest wrote to stderr before failing (a Rust panic message), on one
@@ -170,7 +220,7 @@ impl<W: World> PluginPool<W> {
     }
 
     async fn instantiate(&self) -> Result<Ready<W>, PluginError> {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let stderr = StderrTail::default();
         let state = PluginState {
             wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
@@ -207,6 +257,7 @@ impl<W: World> PluginPool<W> {
             None => self.instantiate().await?,
         };
         ready.store.set_epoch_deadline(self.deadline_ticks());
+        ready.store.data().stderr.clear();
         // The epoch deadline cuts a spinning guest; this outer timeout also
         // covers a guest parked in a slow host call.
         let outcome = {
@@ -244,9 +295,7 @@ impl<W: World> PluginPool<W> {
         if e.downcast_ref::<MemoryLimit>().is_some() {
             return PluginError::OutOfMemory { plugin, mb: (self.limits.memory_bytes >> 20) as u64 };
         }
-        let stderr = store.data().stderr.contents();
-        let stderr = String::from_utf8_lossy(&stderr);
-        let panic = guest_said(&stderr);
+        let panic = guest_said(&store.data().stderr.text());
         // The root cause, not wasmtime's "error while executing at wasm backtrace" banner.
         let cause = match e.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),

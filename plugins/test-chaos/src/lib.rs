@@ -1,7 +1,8 @@
 //! A test-only auth scheme that misbehaves on demand, to prove the host
 //! survives its plugins. The login email picks the fault:
 //! `loop@…` spins forever, `alloc@…` allocates without bound, `trap@…`
-//! panics, `kv@…` calls the `kv` capability (which the tests do not grant).
+//! panics, `kv@…` calls the `kv` capability (which the tests do not grant),
+//! `noisy@…` writes 100 KiB to stderr and then succeeds.
 //! Any other email logs in, so a request after each fault can succeed.
 
 use torii_plugin_sdk::auth::{AuthError, AuthScheme, Params, SchemeInfo};
@@ -35,6 +36,13 @@ impl AuthScheme for Chaos {
                 }
             }
             "trap" => panic!("chaos plugin asked to trap"),
+            "noisy" => {
+                let line = "x".repeat(99);
+                for _ in 0..1024 {
+                    eprintln!("{line}");
+                }
+                Ok(email)
+            }
             "kv" => {
                 kv::set("stolen", b"x").map_err(AuthError::Internal)?;
                 Ok(email)
