@@ -18,6 +18,7 @@ pub struct Config {
     pub quota: QuotaConfig,
     pub smtp: SmtpConfig,
     pub plugins: PluginsConfig,
+    pub events: EventsConfig,
     #[serde(rename = "plugin")]
     pub plugin: Vec<PluginEntry>,
 }
@@ -84,6 +85,20 @@ pub struct PluginsConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// A running event's lock is taken over when its holder has not renewed
+    /// it for this long (the holder process died). Holders renew every third.
+    pub lock_expire_secs: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig { lock_expire_secs: 30 }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PluginKind {
@@ -139,6 +154,7 @@ impl Default for Config {
             quota: QuotaConfig::default(),
             smtp: SmtpConfig::default(),
             plugins: PluginsConfig::default(),
+            events: EventsConfig::default(),
             plugin: Vec::new(),
         }
     }
@@ -297,6 +313,9 @@ impl Config {
         }
         if self.plugins.memory_mb == 0 {
             return Err(invalid("plugins.memory_mb", "must be positive"));
+        }
+        if self.events.lock_expire_secs == 0 {
+            return Err(invalid("events.lock_expire_secs", "must be at least 1"));
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be positive"));

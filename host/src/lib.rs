@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod plugin;
 pub mod rbac;
 pub mod store;

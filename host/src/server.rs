@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 
 use crate::auth::{Authenticator, ServerKey};
 use crate::config::{Config, PluginEntry, PluginKind};
+use crate::events::Events;
 use crate::mail::Mailer;
 use crate::plugin::auth_scheme::{AuthScheme, AuthWorld};
 use crate::plugin::instance::{HostCtx, PluginPool};
@@ -22,6 +23,7 @@ pub struct Server {
     pub auth: Authenticator,
     pub scheme: AuthScheme,
     pub mailer: Mailer,
+    pub events: Arc<Events>,
     pub started: Instant,
     _plugins: PluginEngine,
 }
@@ -76,7 +78,16 @@ impl Server {
         let host = HostCtx { name: entry.name.clone(), grants: entry.capabilities.clone(), store: store.clone() };
         let pool = PluginPool::<AuthWorld>::new(&engine, &component, host, config_json, limits(&config, entry)).await?;
 
+        let instance = serde_json::json!({
+            "Name": hostname(),
+            "Port": config.api.listen.port().to_string(),
+            "TLSPort": "",
+            "Addresses": [config.api.listen.ip().to_string()],
+            "LastUpdate": crate::api::time_json(crate::store::now_millis()),
+        });
+        let events = Events::new(store.clone(), Duration::from_secs(config.events.lock_expire_secs), instance);
         Ok(Arc::new(Server {
+            events,
             auth: Authenticator::new(store.clone(), key),
             scheme: AuthScheme::new(pool),
             mailer: Mailer::new(config.smtp.clone()),
@@ -86,6 +97,12 @@ impl Server {
             _plugins: engine,
         }))
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "torii".into())
 }
 
 /// A server accepting requests; dropping the handle does not stop it, `stop` does.

@@ -5,6 +5,7 @@ mod support;
 
 mod auth;
 mod cli;
+mod events;
 mod mail;
 mod plugins;
 mod roles;

@@ -247,6 +247,11 @@ impl TestServer {
         ts
     }
 
+    /// The in-process server, for tests that reach below the API.
+    pub fn server(&self) -> &std::sync::Arc<Server> {
+        &self.running.as_ref().unwrap().server
+    }
+
     pub fn req(&self, method: &str, path: &str) -> Req<'_> {
         Req {
             server: self,

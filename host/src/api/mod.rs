@@ -8,6 +8,7 @@
 //! [`MaybeCaller`] and check permissions through `Identity::require`.
 
 mod auth;
+mod events;
 mod misc;
 pub mod params;
 mod roles;
@@ -58,6 +59,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = teams::routes(routes);
     let routes = roles::routes(routes);
     let routes = tokens::routes(routes);
+    let routes = events::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router
@@ -65,6 +67,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(server.clone(), identify))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(server.clone(), refuse_oversized))
         .with_state(server);
     // Outside the whole router, so it also sees what axum's method routing adds.
     Router::new().fallback_service(api).layer(middleware::from_fn(tsuru_headers))
@@ -89,9 +92,34 @@ async fn tsuru_headers(req: Request, next: Next) -> Response {
     response
 }
 
+/// Refuses a body whose announced length is past `api.max_body_bytes` before
+/// reading any of it. Bodies without a length are cut while read.
+async fn refuse_oversized(State(server): AppState, req: Request, next: Next) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > server.config.api.max_body_bytes as u64) {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+    }
+    next.run(req).await
+}
+
 /// The caller, resolved from `Authorization` (or `None`), stored in the request.
 #[derive(Clone)]
 struct Resolved(Option<Arc<Identity>>);
+
+/// The client's IP address (recorded in events).
+#[derive(Clone, Debug, Default)]
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(parts.extensions.get::<ClientIp>().cloned().unwrap_or_default())
+    }
+}
 
 async fn identify(State(server): AppState, mut req: Request, next: Next) -> Response {
     let token = req
@@ -108,6 +136,12 @@ async fn identify(State(server): AppState, mut req: Request, next: Next) -> Resp
             Err(e) => return e.into_response(),
         },
     };
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    req.extensions_mut().insert(ClientIp(ip));
     req.extensions_mut().insert(Resolved(identity));
     next.run(req).await
 }

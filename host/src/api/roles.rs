@@ -7,7 +7,9 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::params::Params;
-use super::{AppState, Caller, Routes, empty, json};
+use super::events::{record, request_data};
+use super::{AppState, Caller, ClientIp, Routes, empty, json};
+use crate::events::Target;
 use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult};
 use crate::rbac::{Context, ContextType, registry};
@@ -78,7 +80,7 @@ async fn info(State(server): AppState, Caller(caller): Caller, Path(name): Path<
     Ok(json(StatusCode::OK, &role_json(load(&server, &name).await?)))
 }
 
-async fn create(State(server): AppState, Caller(caller): Caller, params: Params) -> ApiResult<Response> {
+async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     caller.require("role.create", &[])?;
     let name = params.get("name").unwrap_or_default().trim().to_string();
     if name.is_empty() {
@@ -95,11 +97,12 @@ async fn create(State(server): AppState, Caller(caller): Caller, params: Params)
         schemes: vec![],
         events: vec![],
     };
-    server.store.create_role(&role).await?;
-    Ok(empty(StatusCode::CREATED))
+    let event = record(&server, Some(&caller), &ip, "role.create", Target::new("role", &role.name), request_data(&params, &[])).await?;
+    let result = server.store.create_role(&role).await.map(|()| empty(StatusCode::CREATED));
+    event.done(result.map_err(ApiError::from)).await
 }
 
-async fn update(State(server): AppState, Caller(caller): Caller, params: Params) -> ApiResult<Response> {
+async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     let name = params.get("name").unwrap_or_default();
     let new_name = params.get("newName").filter(|s| !s.trim().is_empty());
     let context = params.get("contextType").filter(|s| !s.is_empty());
@@ -131,28 +134,35 @@ async fn update(State(server): AppState, Caller(caller): Caller, params: Params)
     if let Some(n) = new_name {
         role.name = n.trim().to_string();
     }
-    server.store.update_role(&name, &role).await.map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let event = record(&server, Some(&caller), &ip, "role.update", Target::new("role", &name), request_data(&params, &[])).await?;
+    let result = server.store.update_role(&name, &role).await.map_err(|e| ApiError::bad_request(e.to_string()));
     server.auth.invalidate();
-    Ok(empty(StatusCode::OK))
+    event.done(result.map(|()| empty(StatusCode::OK))).await
 }
 
-async fn remove(State(server): AppState, Caller(caller): Caller, Path(name): Path<String>) -> ApiResult<Response> {
+async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Path(name): Path<String>) -> ApiResult<Response> {
     caller.require("role.delete", &[])?;
     load(&server, &name).await?;
-    if !server.store.role_subjects(SubjectKind::User, &name).await?.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "role has users assigned. you must dissociate them before remove the role.",
-        ));
-    }
-    server.store.delete_role(&name).await?;
-    server.auth.invalidate();
-    Ok(empty(StatusCode::OK))
+    let data = request_data(&Params::default(), &[("name", &name)]);
+    let event = record(&server, Some(&caller), &ip, "role.delete", Target::new("role", &name), data).await?;
+    let work = async {
+        if !server.store.role_subjects(SubjectKind::User, &name).await?.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "role has users assigned. you must dissociate them before remove the role.",
+            ));
+        }
+        server.store.delete_role(&name).await?;
+        server.auth.invalidate();
+        Ok(empty(StatusCode::OK))
+    };
+    event.done(work.await).await
 }
 
 async fn permission_add(
     State(server): AppState,
     Caller(caller): Caller,
+    ip: ClientIp,
     Path(name): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
@@ -175,19 +185,22 @@ async fn permission_add(
     if wanted.is_empty() {
         return Err(ApiError::bad_request("invalid permission name"));
     }
+    let data = request_data(&params, &[("name", &name)]);
+    let event = record(&server, Some(&caller), &ip, "role.update.permission.add", Target::new("role", &name), data).await?;
     for p in wanted {
         if !role.schemes.contains(&p) {
             role.schemes.push(p);
         }
     }
-    server.store.update_role(&name, &role).await?;
+    let result = server.store.update_role(&name, &role).await.map(|()| empty(StatusCode::OK));
     server.auth.invalidate();
-    Ok(empty(StatusCode::OK))
+    event.done(result.map_err(ApiError::from)).await
 }
 
 async fn permission_remove(
     State(server): AppState,
     Caller(caller): Caller,
+    ip: ClientIp,
     Path((name, permission)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     caller.require("role.update.permission.remove", &[])?;
@@ -197,9 +210,11 @@ async fn permission_remove(
     if role.schemes.len() == before {
         return Err(ApiError::not_found(format!("permission {permission:?} not found in role {name:?}")));
     }
-    server.store.update_role(&name, &role).await?;
+    let data = request_data(&Params::default(), &[("name", &name), ("permission", &permission)]);
+    let event = record(&server, Some(&caller), &ip, "role.update.permission.remove", Target::new("role", &name), data).await?;
+    let result = server.store.update_role(&name, &role).await.map(|()| empty(StatusCode::OK));
     server.auth.invalidate();
-    Ok(empty(StatusCode::OK))
+    event.done(result.map_err(ApiError::from)).await
 }
 
 /// Checks a role binding request: the caller's assign/dissociate permission,
@@ -250,9 +265,11 @@ enum Rebind {
 
 /// Binds or unbinds `role` for a user, team token or group at `context`,
 /// after the checks of [`check_binding`] and that the subject exists.
+#[allow(clippy::too_many_arguments)]
 async fn rebind(
-    server: &Server,
+    server: &std::sync::Arc<Server>,
     caller: &Identity,
+    ip: &ClientIp,
     op: Rebind,
     role: &str,
     kind: SubjectKind,
@@ -279,58 +296,67 @@ async fn rebind(
         _ => {}
     }
     let context = if role.context_type == "global" { String::new() } else { context };
-    match op {
-        Rebind::Assign => server.store.bind_role(kind, subject, &role.name, &context).await?,
-        Rebind::Dissociate => server.store.unbind_role(kind, subject, &role.name, &context).await?,
-    }
+    let data = serde_json::json!([
+        {"name": ":name", "value": role.name},
+        {"name": kind.as_str(), "value": subject},
+        {"name": "context", "value": context},
+    ]);
+    let event = record(server, Some(caller), ip, scheme, Target::new("role", &role.name), data).await?;
+    let result = match op {
+        Rebind::Assign => server.store.bind_role(kind, subject, &role.name, &context).await,
+        Rebind::Dissociate => server.store.unbind_role(kind, subject, &role.name, &context).await,
+    };
     server.auth.invalidate();
-    Ok(empty(StatusCode::OK))
+    event.done(result.map(|()| empty(StatusCode::OK)).map_err(ApiError::from)).await
 }
 
 fn context_param(params: &Params) -> String {
     params.get("context").unwrap_or_default()
 }
 
-async fn assign_user(State(s): AppState, Caller(c): Caller, Path(role): Path<String>, p: Params) -> ApiResult<Response> {
+async fn assign_user(State(s): AppState, Caller(c): Caller, ip: ClientIp, Path(role): Path<String>, p: Params) -> ApiResult<Response> {
     let email = p.get("email").unwrap_or_default();
-    rebind(&s, &c, Rebind::Assign, &role, SubjectKind::User, &email, context_param(&p)).await
+    rebind(&s, &c, &ip, Rebind::Assign, &role, SubjectKind::User, &email, context_param(&p)).await
 }
 
 async fn dissociate_user(
     State(s): AppState,
     Caller(c): Caller,
+    ip: ClientIp,
     Path((role, email)): Path<(String, String)>,
     p: Params,
 ) -> ApiResult<Response> {
-    rebind(&s, &c, Rebind::Dissociate, &role, SubjectKind::User, &email, context_param(&p)).await
+    rebind(&s, &c, &ip, Rebind::Dissociate, &role, SubjectKind::User, &email, context_param(&p)).await
 }
 
-async fn assign_token(State(s): AppState, Caller(c): Caller, Path(role): Path<String>, p: Params) -> ApiResult<Response> {
+async fn assign_token(State(s): AppState, Caller(c): Caller, ip: ClientIp, Path(role): Path<String>, p: Params) -> ApiResult<Response> {
     let token_id = p.get("token_id").unwrap_or_default();
-    rebind(&s, &c, Rebind::Assign, &role, SubjectKind::Token, &token_id, context_param(&p)).await
+    rebind(&s, &c, &ip, Rebind::Assign, &role, SubjectKind::Token, &token_id, context_param(&p)).await
 }
 
 async fn dissociate_token(
     State(s): AppState,
     Caller(c): Caller,
+    ip: ClientIp,
     Path((role, token_id)): Path<(String, String)>,
     p: Params,
 ) -> ApiResult<Response> {
-    rebind(&s, &c, Rebind::Dissociate, &role, SubjectKind::Token, &token_id, context_param(&p)).await
+    rebind(&s, &c, &ip, Rebind::Dissociate, &role, SubjectKind::Token, &token_id, context_param(&p)).await
 }
 
-async fn assign_group(State(s): AppState, Caller(c): Caller, Path(role): Path<String>, p: Params) -> ApiResult<Response> {
+async fn assign_group(State(s): AppState, Caller(c): Caller, ip: ClientIp, Path(role): Path<String>, p: Params) -> ApiResult<Response> {
     let group = p.get("group_name").unwrap_or_default();
-    rebind(&s, &c, Rebind::Assign, &role, SubjectKind::Group, &group, context_param(&p)).await
+    rebind(&s, &c, &ip, Rebind::Assign, &role, SubjectKind::Group, &group, context_param(&p)).await
 }
 
 async fn dissociate_group(
     State(s): AppState,
     Caller(c): Caller,
+    ip: ClientIp,
     Path((role, group)): Path<(String, String)>,
     p: Params,
 ) -> ApiResult<Response> {
-    rebind(&s, &c, Rebind::Dissociate, &role, SubjectKind::Group, &group, context_param(&p)).await
+    rebind(&s, &c, &ip, Rebind::Dissociate, &role, SubjectKind::Group, &group, context_param(&p)).await
 }
 
 async fn default_list(State(server): AppState, Caller(caller): Caller) -> ApiResult<Response> {
@@ -353,7 +379,7 @@ fn event_pairs(params: &Params) -> Vec<(&'static str, ContextType, String)> {
     out
 }
 
-async fn default_add(State(server): AppState, Caller(caller): Caller, params: Params) -> ApiResult<Response> {
+async fn default_add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     caller.require("role.default.create", &[])?;
     let pairs = event_pairs(&params);
     // Validate everything first so a bad pair changes nothing.
@@ -369,17 +395,19 @@ async fn default_add(State(server): AppState, Caller(caller): Caller, params: Pa
         }
         roles.push((*event, role));
     }
-    for (event, mut role) in roles {
-        if !role.events.iter().any(|e| e == event) {
-            role.events.push(event.to_string());
+    for (role_event, mut role) in roles {
+        if !role.events.iter().any(|e| e == role_event) {
+            role.events.push(role_event.to_string());
             let name = role.name.clone();
-            server.store.update_role(&name, &role).await?;
+            let data = serde_json::json!([{"name": role_event, "value": name}]);
+            let event = record(&server, Some(&caller), &ip, "role.default.create", Target::new("role", &name), data).await?;
+            event.done(server.store.update_role(&name, &role).await.map_err(ApiError::from)).await?;
         }
     }
     Ok(empty(StatusCode::OK))
 }
 
-async fn default_remove(State(server): AppState, Caller(caller): Caller, params: Params) -> ApiResult<Response> {
+async fn default_remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     caller.require("role.default.delete", &[])?;
     let pairs = event_pairs(&params);
     let mut roles = Vec::new();
@@ -387,10 +415,12 @@ async fn default_remove(State(server): AppState, Caller(caller): Caller, params:
         let role = server.store.role(name).await?.ok_or_else(|| ApiError::bad_request("role not found"))?;
         roles.push((*event, role));
     }
-    for (event, mut role) in roles {
-        role.events.retain(|e| e != event);
+    for (role_event, mut role) in roles {
+        role.events.retain(|e| e != role_event);
         let name = role.name.clone();
-        server.store.update_role(&name, &role).await?;
+        let data = serde_json::json!([{"name": role_event, "value": name}]);
+        let event = record(&server, Some(&caller), &ip, "role.default.delete", Target::new("role", &name), data).await?;
+        event.done(server.store.update_role(&name, &role).await.map_err(ApiError::from)).await?;
     }
     Ok(empty(StatusCode::OK))
 }

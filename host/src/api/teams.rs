@@ -8,7 +8,9 @@ use std::sync::LazyLock;
 
 use super::params::Params;
 use super::users::{QuotaJson, parse_limit, user_json};
-use super::{AppState, Caller, Routes, empty, json, json_list};
+use super::events::{record, request_data};
+use super::{AppState, Caller, ClientIp, Routes, empty, json, json_list};
+use crate::events::Target;
 use crate::auth::Subject;
 use crate::error::{ApiError, ApiResult};
 use crate::rbac::{Context, ContextType, registry, top_level_rank};
@@ -86,28 +88,32 @@ async fn list(State(server): AppState, Caller(caller): Caller) -> ApiResult<Resp
     Ok(json_list(&out))
 }
 
-async fn create(State(server): AppState, Caller(caller): Caller, params: Params) -> ApiResult<Response> {
+async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     caller.require("team.create", &[])?;
     let name = team_name(&params.field("name").unwrap_or_default())?;
     let tags = tags(&params);
-    let creator_roles: Vec<String> = server
-        .store
-        .roles()
-        .await?
-        .into_iter()
-        .filter(|r| r.context_type == "team" && r.events.iter().any(|e| e == "team-create"))
-        .map(|r| r.name)
-        .collect();
-    let creator = match &caller.subject {
-        Subject::User { email } => (SubjectKind::User.as_str(), email.as_str()),
-        Subject::TeamToken { token_id, .. } => (SubjectKind::Token.as_str(), token_id.as_str()),
+    let event = record(&server, Some(&caller), &ip, "team.create", Target::new("team", &name), request_data(&params, &[])).await?;
+    let work = async {
+        let creator_roles: Vec<String> = server
+            .store
+            .roles()
+            .await?
+            .into_iter()
+            .filter(|r| r.context_type == "team" && r.events.iter().any(|e| e == "team-create"))
+            .map(|r| r.name)
+            .collect();
+        let creator = match &caller.subject {
+            Subject::User { email } => (SubjectKind::User.as_str(), email.as_str()),
+            Subject::TeamToken { token_id, .. } => (SubjectKind::Token.as_str(), token_id.as_str()),
+        };
+        server
+            .store
+            .create_team(&name, &tags, server.config.quota.apps_per_team, Some(creator), &creator_roles)
+            .await?;
+        server.auth.invalidate();
+        Ok(empty(StatusCode::CREATED))
     };
-    server
-        .store
-        .create_team(&name, &tags, server.config.quota.apps_per_team, Some(creator), &creator_roles)
-        .await?;
-    server.auth.invalidate();
-    Ok(empty(StatusCode::CREATED))
+    event.done(work.await).await
 }
 
 async fn info(State(server): AppState, Caller(caller): Caller, Path(name): Path<String>) -> ApiResult<Response> {
@@ -138,6 +144,7 @@ async fn info(State(server): AppState, Caller(caller): Caller, Path(name): Path<
 async fn update(
     State(server): AppState,
     Caller(caller): Caller,
+    ip: ClientIp,
     Path(name): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
@@ -145,18 +152,26 @@ async fn update(
     let team = server.store.team(&name).await?.ok_or_else(|| ApiError::not_found(format!("Team {name:?} not found.")))?;
     let new_tags = tags(&params);
     let tags = if params.field_list("tags").is_empty() && params.all("tag").is_empty() { team.tags } else { new_tags };
-    match params.field("newname").filter(|n| !n.trim().is_empty()) {
-        Some(new_name) if new_name.trim() != name => {
-            let new_name = team_name(&new_name)?;
-            server.store.rename_team(&name, &new_name, &tags).await?;
-            server.auth.invalidate();
+    let new_name = match params.field("newname").filter(|n| !n.trim().is_empty() && n.trim() != name) {
+        Some(n) => Some(team_name(&n)?),
+        None => None,
+    };
+    let data = request_data(&params, &[("name", &name)]);
+    let event = record(&server, Some(&caller), &ip, "team.update", Target::new("team", &name), data).await?;
+    let work = async {
+        match new_name {
+            Some(new_name) => {
+                server.store.rename_team(&name, &new_name, &tags).await?;
+                server.auth.invalidate();
+            }
+            None => server.store.set_team_tags(&name, &tags).await?,
         }
-        _ => server.store.set_team_tags(&name, &tags).await?,
-    }
-    Ok(empty(StatusCode::OK))
+        Ok(empty(StatusCode::OK))
+    };
+    event.done(work.await).await
 }
 
-async fn remove(State(server): AppState, Caller(caller): Caller, Path(name): Path<String>) -> ApiResult<Response> {
+async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Path(name): Path<String>) -> ApiResult<Response> {
     let not_found = || ApiError::not_found(format!("Team {name:?} not found."));
     if !caller.allows("team.delete", &[Context::team(&name)]) {
         return Err(not_found());
@@ -164,16 +179,21 @@ async fn remove(State(server): AppState, Caller(caller): Caller, Path(name): Pat
     if server.store.team(&name).await?.is_none() {
         return Err(not_found());
     }
-    let tokens = server.store.team_token_ids(&name).await?;
-    if !tokens.is_empty() {
-        return Err(ApiError::forbidden_with(format!(
-            "This team cannot be removed because there are still references to it:\nTeam tokens: {}",
-            tokens.join(", ")
-        )));
-    }
-    server.store.delete_team(&name).await?;
-    server.auth.invalidate();
-    Ok(empty(StatusCode::OK))
+    let data = request_data(&Params::default(), &[("name", &name)]);
+    let event = record(&server, Some(&caller), &ip, "team.delete", Target::new("team", &name), data).await?;
+    let work = async {
+        let tokens = server.store.team_token_ids(&name).await?;
+        if !tokens.is_empty() {
+            return Err(ApiError::forbidden_with(format!(
+                "This team cannot be removed because there are still references to it:\nTeam tokens: {}",
+                tokens.join(", ")
+            )));
+        }
+        server.store.delete_team(&name).await?;
+        server.auth.invalidate();
+        Ok(empty(StatusCode::OK))
+    };
+    event.done(work.await).await
 }
 
 async fn quota_get(State(server): AppState, Caller(caller): Caller, Path(name): Path<String>) -> ApiResult<Response> {
@@ -186,6 +206,7 @@ async fn quota_get(State(server): AppState, Caller(caller): Caller, Path(name): 
 async fn quota_set(
     State(server): AppState,
     Caller(caller): Caller,
+    ip: ClientIp,
     Path(name): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
@@ -194,6 +215,11 @@ async fn quota_set(
     if server.store.team(&name).await?.is_none() {
         return Err(ApiError::not_found("team not found"));
     }
-    server.store.set_team_quota(&name, limit).await?;
-    Ok(empty(StatusCode::OK))
+    let data = request_data(&params, &[("name", &name)]);
+    let event = record(&server, Some(&caller), &ip, "team.update.quota", Target::new("team", &name), data).await?;
+    let work = async {
+        server.store.set_team_quota(&name, limit).await?;
+        Ok(empty(StatusCode::OK))
+    };
+    event.done(work.await).await
 }

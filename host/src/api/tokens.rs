@@ -7,7 +7,9 @@ use serde::Serialize;
 use std::sync::LazyLock;
 
 use super::params::{Params, parse_bool};
-use super::{AppState, Caller, Routes, empty, json, json_list, json_untyped, time_json};
+use super::events::{record, request_data};
+use super::{AppState, Caller, ClientIp, Routes, empty, json, json_list, json_untyped, time_json};
+use crate::events::Target;
 use crate::auth::{Identity, Subject, hash_token, new_generation};
 use crate::error::{ApiError, ApiResult};
 use crate::rbac::{Context, ContextType};
@@ -127,7 +129,7 @@ async fn info(State(server): AppState, Caller(caller): Caller, Path(token_id): P
     Ok(json(StatusCode::OK, &token_json(&server, &caller, &t).await?))
 }
 
-async fn create(State(server): AppState, Caller(caller): Caller, params: Params) -> ApiResult<Response> {
+async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     let team = select_team(&server, &caller, "team.token.create", params.field("team")).await?;
     let expires_in = parse_expires(&params)?;
     let token_id = match params.field("token_id").filter(|s| !s.is_empty()) {
@@ -138,7 +140,7 @@ async fn create(State(server): AppState, Caller(caller): Caller, params: Params)
         return Err(ApiError::internal("invalid token_id"));
     }
     let now = now_millis();
-    let record = TeamTokenRecord {
+    let token = TeamTokenRecord {
         token_id: token_id.clone(),
         team,
         description: params.field("description").unwrap_or_default(),
@@ -151,14 +153,20 @@ async fn create(State(server): AppState, Caller(caller): Caller, params: Params)
         expires_at: if expires_in > 0 { now + expires_in * 1000 } else { 0 },
         last_access: 0,
     };
-    let hash = hash_token(&server.auth.key().team_token(&token_id, record.token_gen));
-    server.store.create_team_token(&record, &hash).await.map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(json_untyped(StatusCode::CREATED, &token_json(&server, &caller, &record).await?))
+    let hash = hash_token(&server.auth.key().team_token(&token_id, token.token_gen));
+    let event =
+        record(&server, Some(&caller), &ip, "team.token.create", Target::new("team", &token.team), request_data(&params, &[])).await?;
+    let work = async {
+        server.store.create_team_token(&token, &hash).await.map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(json_untyped(StatusCode::CREATED, &token_json(&server, &caller, &token).await?))
+    };
+    event.done(work.await).await
 }
 
 async fn update(
     State(server): AppState,
     Caller(caller): Caller,
+    ip: ClientIp,
     Path(token_id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
@@ -183,15 +191,22 @@ async fn update(
     } else {
         None
     };
-    server.store.update_team_token(&t, hash.as_deref()).await?;
-    server.auth.invalidate();
-    Ok(json_untyped(StatusCode::OK, &token_json(&server, &caller, &t).await?))
+    let data = request_data(&params, &[("token_id", &token_id)]);
+    let event = record(&server, Some(&caller), &ip, "team.token.update", Target::new("team", &t.team), data).await?;
+    let work = async {
+        server.store.update_team_token(&t, hash.as_deref()).await?;
+        server.auth.invalidate();
+        Ok(json_untyped(StatusCode::OK, &token_json(&server, &caller, &t).await?))
+    };
+    event.done(work.await).await
 }
 
-async fn remove(State(server): AppState, Caller(caller): Caller, Path(token_id): Path<String>) -> ApiResult<Response> {
+async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Path(token_id): Path<String>) -> ApiResult<Response> {
     let t = load(&server, &token_id).await?;
     caller.require("team.token.delete", &[Context::team(&t.team)])?;
-    server.store.delete_team_token(&token_id).await?;
+    let data = request_data(&Params::default(), &[("token_id", &token_id)]);
+    let event = record(&server, Some(&caller), &ip, "team.token.delete", Target::new("team", &t.team), data).await?;
+    let result = server.store.delete_team_token(&token_id).await.map(|()| empty(StatusCode::OK));
     server.auth.invalidate();
-    Ok(empty(StatusCode::OK))
+    event.done(result.map_err(ApiError::from)).await
 }

@@ -7,7 +7,9 @@ use serde::Serialize;
 use std::sync::LazyLock;
 
 use super::params::Params;
-use super::{AppState, Caller, MaybeCaller, Routes, empty, json};
+use super::events::{record, request_data};
+use super::{AppState, Caller, ClientIp, MaybeCaller, Routes, empty, json};
+use crate::events::Target;
 use crate::auth::{Identity, TokenKind, hash_token};
 use crate::error::{ApiError, ApiResult};
 use crate::rbac::{self, Context, ContextType, Permission};
@@ -105,7 +107,12 @@ pub async fn create_user(server: &Server, email: &str, password: &str) -> ApiRes
     Ok(())
 }
 
-async fn create(State(server): AppState, MaybeCaller(caller): MaybeCaller, params: Params) -> ApiResult<Response> {
+async fn create(
+    State(server): AppState,
+    MaybeCaller(caller): MaybeCaller,
+    ip: ClientIp,
+    params: Params,
+) -> ApiResult<Response> {
     if !server.config.auth.user_registration {
         // Only a login session of someone holding user.create may register others.
         let allowed = caller
@@ -117,8 +124,13 @@ async fn create(State(server): AppState, MaybeCaller(caller): MaybeCaller, param
     }
     let email = params.get("email").unwrap_or_default();
     let password = params.get("password").unwrap_or_default();
-    create_user(&server, &email, &password).await?;
-    Ok(empty(StatusCode::CREATED))
+    if !valid_email(&email) {
+        return Err(ApiError::bad_request("invalid email"));
+    }
+    let data = request_data(&params, &[]);
+    let event = record(&server, caller.as_deref(), &ip, "user.create", Target::new("user", &email), data).await?;
+    let result = create_user(&server, &email, &password).await.map(|()| empty(StatusCode::CREATED));
+    event.done(result).await
 }
 
 async fn info(State(server): AppState, Caller(caller): Caller) -> ApiResult<Response> {
@@ -174,23 +186,27 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
     Ok(json(StatusCode::OK, &out))
 }
 
-async fn remove(State(server): AppState, Caller(caller): Caller, params: Params) -> ApiResult<Response> {
+async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     let email = params.get("user").filter(|s| !s.is_empty()).unwrap_or_else(|| caller.email.clone());
     caller.require("user.delete", &[Context::user(&email)])?;
     if server.store.user(&email).await?.is_none() {
         return Err(ApiError::not_found("user not found"));
     }
-    server.scheme.remove_user(&email).await?;
-    server.store.delete_user(&email).await?;
-    server.auth.invalidate();
-    Ok(empty(StatusCode::OK))
+    let event = record(&server, Some(&caller), &ip, "user.delete", Target::new("user", &email), request_data(&params, &[])).await?;
+    let work = async {
+        server.scheme.remove_user(&email).await?;
+        server.store.delete_user(&email).await?;
+        server.auth.invalidate();
+        Ok(empty(StatusCode::OK))
+    };
+    event.done(work.await).await
 }
 
 fn user_caller(caller: &Identity) -> ApiResult<&str> {
     caller.user_email().ok_or_else(|| ApiError::bad_request("this operation needs a user, not a team token"))
 }
 
-async fn change_password(State(server): AppState, Caller(caller): Caller, params: Params) -> ApiResult<Response> {
+async fn change_password(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     let email = user_caller(&caller)?;
     if !server.scheme.manages_credentials().await? {
         return Err(ApiError::bad_request("Authentication scheme does not allow this operation."));
@@ -204,28 +220,41 @@ async fn change_password(State(server): AppState, Caller(caller): Caller, params
     if new != confirm {
         return Err(ApiError::bad_request("New password and password confirmation didn't match."));
     }
-    server.scheme.change_password(email, &old, &new).await?;
-    Ok(empty(StatusCode::OK))
+    let data = request_data(&params, &[]);
+    let event = record(&server, Some(&caller), &ip, "user.update.password", Target::new("user", email), data).await?;
+    let result = server.scheme.change_password(email, &old, &new).await.map_err(ApiError::from);
+    event.done(result.map(|()| empty(StatusCode::OK))).await
 }
 
 /// Without `token`: mails a reset token. With it: mails a new password.
-async fn reset_password(State(server): AppState, Path(email): Path<String>, params: Params) -> ApiResult<Response> {
+async fn reset_password(
+    State(server): AppState,
+    MaybeCaller(caller): MaybeCaller,
+    ip: ClientIp,
+    Path(email): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
     if !server.scheme.manages_credentials().await? {
         return Err(ApiError::bad_request("Authentication scheme does not allow this operation."));
     }
     if server.store.user(&email).await?.is_none() {
         return Err(ApiError::not_found("user not found"));
     }
-    let mail = match params.get("token").filter(|t| !t.is_empty()) {
-        None => server.scheme.start_password_reset(&email).await?,
-        Some(token) => server.scheme.finish_password_reset(&email, &token).await?,
+    let data = request_data(&params, &[("email", &email)]);
+    let event = record(&server, caller.as_deref(), &ip, "user.update.reset", Target::new("user", &email), data).await?;
+    let work = async {
+        let mail = match params.get("token").filter(|t| !t.is_empty()) {
+            None => server.scheme.start_password_reset(&email).await?,
+            Some(token) => server.scheme.finish_password_reset(&email, &token).await?,
+        };
+        server
+            .mailer
+            .send(&mail.to, &mail.subject, &mail.body)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(empty(StatusCode::OK))
     };
-    server
-        .mailer
-        .send(&mail.to, &mail.subject, &mail.body)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(empty(StatusCode::OK))
+    event.done(work.await).await
 }
 
 async fn target_user(server: &Server, caller: &Identity, params: &Params, global_only: bool) -> ApiResult<String> {
@@ -263,10 +292,11 @@ async fn api_key_show(State(server): AppState, Caller(caller): Caller, params: P
     Ok(json(StatusCode::OK, &key))
 }
 
-async fn api_key_regenerate(State(server): AppState, Caller(caller): Caller, params: Params) -> ApiResult<Response> {
+async fn api_key_regenerate(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     let email = target_user(&server, &caller, &params, false).await?;
-    let key = set_new_api_key(&server, &email).await?;
-    Ok(json(StatusCode::OK, &key))
+    let event = record(&server, Some(&caller), &ip, "user.update.token", Target::new("user", &email), request_data(&params, &[])).await?;
+    let result = set_new_api_key(&server, &email).await.map(|key| json(StatusCode::OK, &key));
+    event.done(result).await
 }
 
 #[derive(Serialize)]
@@ -292,16 +322,22 @@ async fn quota_get(State(server): AppState, Caller(caller): Caller, Path(email):
 async fn quota_set(
     State(server): AppState,
     Caller(caller): Caller,
+    ip: ClientIp,
     Path(email): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
     caller.require("user.update.quota", &[])?;
     let limit = parse_limit(&params)?;
+    if server.store.user(&email).await?.is_none() {
+        return Err(ApiError::not_found("user not found"));
+    }
+    // Apps arrive with the apps area; until then nobody has any in use.
     let inuse = 0;
     if limit >= 0 && limit < inuse {
         return Err(ApiError::forbidden_with("New limit is less than the current allocated value"));
     }
-    server.store.set_user_quota(&email, limit).await?;
-    Ok(empty(StatusCode::OK))
+    let data = request_data(&params, &[("email", &email)]);
+    let event = record(&server, Some(&caller), &ip, "user.update.quota", Target::new("user", &email), data).await?;
+    let result = server.store.set_user_quota(&email, limit).await.map(|()| empty(StatusCode::OK));
+    event.done(result.map_err(ApiError::from)).await
 }
-

@@ -5,12 +5,14 @@
 //!
 //! Only this module writes SQL. Each area has its own file.
 
+mod events;
 mod kv;
 mod roles;
 mod teams;
 mod tokens;
 mod users;
 
+pub use events::{EventQuery, EventRecord, LockOutcome};
 pub use roles::{RoleBinding, RoleRecord, SubjectKind};
 pub use teams::TeamRecord;
 pub use tokens::{SessionRecord, TeamTokenRecord};

@@ -85,20 +85,20 @@ impl Store {
     /// Renames a team and every reference to it, atomically.
     pub async fn rename_team(&self, old: &str, new: &str, tags: &[String]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let quota: i64 = sqlx::query("SELECT quota_limit FROM teams WHERE name = $1")
-            .bind(old)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Team {old:?} not found.")))?
-            .try_get("quota_limit")?;
-        sqlx::query("INSERT INTO teams (name, tags, quota_limit, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(new)
-            .bind(json_list(tags))
-            .bind(quota)
-            .bind(now_millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| conflict_or(e, "team already exists"))?;
+        // One statement that writes first (see `start_event` on SQLite).
+        let created = sqlx::query(
+            "INSERT INTO teams (name, tags, quota_limit, created_at) SELECT $1, $2, quota_limit, $3 FROM teams WHERE name = $4",
+        )
+        .bind(new)
+        .bind(json_list(tags))
+        .bind(now_millis())
+        .bind(old)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, "team already exists"))?;
+        if created.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("Team {old:?} not found.")));
+        }
         sqlx::query("UPDATE team_tokens SET team = $1 WHERE team = $2").bind(new).bind(old).execute(&mut *tx).await?;
         sqlx::query(
             "UPDATE role_bindings SET context_value = $1 WHERE context_value = $2 \

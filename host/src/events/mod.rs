@@ -1,0 +1,281 @@
+//! Events: every state-changing operation is recorded with its kind, target,
+//! owner, times, log and outcome, and (by default) holds a lock on its target
+//! while it runs, so a second operation on the same target is refused.
+//!
+//! Locks live in the database so they work across torii processes sharing
+//! PostgreSQL. The process refreshes the heartbeat of the locks it holds every
+//! third of the expiry; a lock whose heartbeat is older than the expiry (its
+//! process was killed) is taken over by the next operation, which also ends
+//! the dead event with an error. No target stays locked forever.
+
+mod json;
+
+pub use json::{EventJson, TypeName, custom_data, event_json, parse_allowed};
+
+use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::rbac::Context;
+use crate::store::{EventRecord, LockOutcome, Store, StoreError, now_millis};
+
+/// What an event is about, e.g. `team(backend)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(rename = "Value")]
+    pub value: String,
+}
+
+impl Target {
+    pub fn new(kind: &str, value: impl Into<String>) -> Target {
+        Target { kind: kind.into(), value: value.into() }
+    }
+}
+
+/// Who started an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    User(String),
+    Token(String),
+    App(String),
+    Internal,
+}
+
+impl Owner {
+    fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Owner::User(n) => ("user", n),
+            Owner::Token(n) => ("token", n),
+            Owner::App(n) => ("app", n),
+            Owner::Internal => ("internal", ""),
+        }
+    }
+}
+
+/// The permission needed to see (or cancel) an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allowed {
+    pub scheme: String,
+    pub contexts: Vec<Context>,
+}
+
+impl Allowed {
+    pub fn new(scheme: &str, contexts: Vec<Context>) -> Allowed {
+        Allowed { scheme: scheme.into(), contexts }
+    }
+}
+
+pub struct EventSpec {
+    pub target: Target,
+    /// A permission name (kind type `permission`) unless `internal`.
+    pub kind: String,
+    pub internal: bool,
+    pub owner: Owner,
+    pub source_ip: String,
+    pub allowed: Allowed,
+    pub allowed_cancel: Option<Allowed>,
+    pub cancelable: bool,
+    /// Request data, stored as the event's start custom data.
+    pub start_custom: serde_json::Value,
+    /// Whether the event locks its target while it runs.
+    pub lock: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// Another running event holds the target; the text describes it.
+    #[error("event locked: {0}")]
+    Locked(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub(crate) struct LogEntry {
+    pub date: i64,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct AllowedStored<'a> {
+    scheme: &'a str,
+    contexts: Vec<(&'a str, &'a str)>,
+}
+
+fn allowed_json(a: &Allowed) -> String {
+    let stored = AllowedStored {
+        scheme: &a.scheme,
+        contexts: a.contexts.iter().map(|c| (c.kind.as_str(), c.value.as_str())).collect(),
+    };
+    serde_json::to_string(&stored).expect("serialisable")
+}
+
+/// The event recorder of one torii process.
+pub struct Events {
+    store: Store,
+    expire: Duration,
+    instance: String,
+    held: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Events {
+    /// `instance` is this process's `Instance` object as JSON.
+    pub fn new(store: Store, expire: Duration, instance: serde_json::Value) -> Arc<Events> {
+        let events = Arc::new(Events {
+            store: store.clone(),
+            expire,
+            instance: instance.to_string(),
+            held: Arc::new(Mutex::new(HashSet::new())),
+        });
+        spawn_heartbeat(store, Arc::downgrade(&events.held), expire / 3);
+        events
+    }
+
+    pub fn expire(&self) -> Duration {
+        self.expire
+    }
+
+    /// Records the start of an event, taking its target's lock if asked.
+    pub async fn start(self: &Arc<Self>, spec: EventSpec) -> Result<RunningEvent, EventError> {
+        let now = now_millis();
+        let (owner_type, owner_name) = spec.owner.parts();
+        let record = EventRecord {
+            id: bson::oid::ObjectId::new().to_hex(),
+            target_type: spec.target.kind.clone(),
+            target_value: spec.target.value.clone(),
+            kind_type: if spec.internal { "internal".into() } else { "permission".into() },
+            kind_name: spec.kind.clone(),
+            owner_type: owner_type.into(),
+            owner_name: owner_name.into(),
+            source_ip: spec.source_ip.clone(),
+            start_time: now,
+            end_time: 0,
+            running: true,
+            lock_update_time: now,
+            error: String::new(),
+            log: "[]".into(),
+            start_custom: spec.start_custom.to_string(),
+            end_custom: "null".into(),
+            other_custom: "null".into(),
+            cancelable: spec.cancelable,
+            cancel_info: "{}".into(),
+            allowed: allowed_json(&spec.allowed),
+            allowed_cancel: spec.allowed_cancel.as_ref().map(allowed_json).unwrap_or_else(|| "null".into()),
+            instance: self.instance.clone(),
+        };
+        let expired_before = now - self.expire.as_millis() as i64;
+        match self.store.start_event(&record, spec.lock, expired_before).await? {
+            LockOutcome::Held(holder) => Err(EventError::Locked(self.describe(&holder, &spec.target).await)),
+            LockOutcome::Acquired { took_over } => {
+                if let Some(dead) = took_over {
+                    tracing::warn!(event = %dead, target = %format!("{}({})", spec.target.kind, spec.target.value),
+                        "took over an expired event lock");
+                }
+                if spec.lock {
+                    self.held.lock().unwrap().insert(record.id.clone());
+                }
+                Ok(RunningEvent {
+                    events: self.clone(),
+                    id: record.id,
+                    locked: spec.lock,
+                    log: Mutex::new(Vec::new()),
+                    finished: false,
+                })
+            }
+        }
+    }
+
+    /// tsuru's event description: `team(t1) running "team.update" start by user a@b.com at <time>`.
+    async fn describe(&self, holder: &str, target: &Target) -> String {
+        match self.store.event(holder).await {
+            Ok(Some(e)) => format!(
+                "{}({}) running {:?} start by {} {} at {}",
+                e.target_type,
+                e.target_value,
+                e.kind_name,
+                e.owner_type,
+                e.owner_name,
+                crate::api::time_json(e.start_time)
+            ),
+            _ => format!("{}({}) is locked by event {holder}", target.kind, target.value),
+        }
+    }
+
+    async fn finish(&self, id: &str, locked: bool, error: &str, log: &[LogEntry]) {
+        let log = serde_json::to_string(log).expect("serialisable");
+        let result = self.store.finish_event(id, now_millis(), error, &log, "null").await;
+        if locked {
+            self.held.lock().unwrap().remove(id);
+        }
+        if let Err(e) = result {
+            tracing::error!(event = id, error = %e, "could not record the end of an event");
+        }
+    }
+}
+
+fn spawn_heartbeat(store: Store, held: Weak<Mutex<HashSet<String>>>, every: Duration) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(held) = held.upgrade() else { return };
+            let ids: Vec<String> = held.lock().unwrap().iter().cloned().collect();
+            drop(held);
+            if ids.is_empty() {
+                continue;
+            }
+            if let Err(e) = store.heartbeat(&ids, now_millis()).await {
+                tracing::warn!(error = %e, "event lock heartbeat failed");
+            }
+        }
+    });
+}
+
+/// A running event. Finish it with [`RunningEvent::done`]; dropped unfinished
+/// (a panic, a client gone mid-request) it ends with an error on its own.
+pub struct RunningEvent {
+    events: Arc<Events>,
+    id: String,
+    locked: bool,
+    log: Mutex<Vec<LogEntry>>,
+    finished: bool,
+}
+
+impl RunningEvent {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Adds a line to the event's log.
+    pub fn log(&self, message: impl Into<String>) {
+        self.log.lock().unwrap().push(LogEntry { date: now_millis(), message: message.into() });
+    }
+
+    /// Ends the event with the outcome of its work, and passes the outcome on.
+    pub async fn done<T, E: std::fmt::Display>(mut self, result: Result<T, E>) -> Result<T, E> {
+        let error = match &result {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        let log = std::mem::take(&mut *self.log.lock().unwrap());
+        self.finished = true;
+        self.events.finish(&self.id, self.locked, &error, &log).await;
+        result
+    }
+}
+
+impl Drop for RunningEvent {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let events = self.events.clone();
+        let (id, locked) = (self.id.clone(), self.locked);
+        let log = std::mem::take(&mut *self.log.lock().unwrap());
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { events.finish(&id, locked, "event aborted before it finished", &log).await });
+        }
+    }
+}
