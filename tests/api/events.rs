@@ -269,3 +269,25 @@ backends! {
         t.stop().await;
     }
 }
+
+backends! {
+    async fn locks_hold_across_servers_sharing_a_database(b) {
+        let one = TestServer::start(b).await;
+        let mut o = Options::new(b);
+        o.database_url = Some(one.database_url.clone());
+        let two = TestServer::start_with(o).await;
+        one.team("shared").await;
+        // Held by server one, refused by server two.
+        let running = one.server().events.start(spec(Target::new("team", "shared"), "team.update")).await.unwrap();
+        let r = two.req("PUT", "/1.6/teams/shared").admin().form(&[("tags", "x")]).send().await;
+        r.expect_status(500);
+        assert!(r.body.starts_with("event locked: team(shared) running \"team.update\""), "{}", r.body);
+        running.done(Ok::<(), String>(())).await.unwrap();
+        two.req("PUT", "/1.6/teams/shared").admin().form(&[("tags", "x")]).send().await.expect(200, "");
+        // Both see every event.
+        let seen = one.req("GET", "/1.1/events?target.value=shared").admin().send().await.json();
+        assert_eq!(seen.as_array().unwrap().len(), 3);
+        two.stop().await;
+        one.stop().await;
+    }
+}

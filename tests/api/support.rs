@@ -85,6 +85,7 @@ pub const ADMIN_PASSWORD: &str = "admin-secret";
 
 pub struct TestServer {
     pub running: Option<Running>,
+    pub database_url: String,
     pub base: String,
     pub client: reqwest::Client,
     /// Holds the data dir until the server is dropped.
@@ -195,11 +196,13 @@ pub struct Options {
     /// Extra lines inside the `[auth]` table.
     pub auth_toml: String,
     pub user_registration: bool,
+    /// Join this database (another test server's) instead of a fresh one.
+    pub database_url: Option<String>,
 }
 
 impl Options {
     pub fn new(backend: Backend) -> Options {
-        Options { backend, extra_toml: String::new(), auth_toml: String::new(), user_registration: false }
+        Options { backend, extra_toml: String::new(), auth_toml: String::new(), user_registration: false, database_url: None }
     }
 }
 
@@ -211,9 +214,11 @@ impl TestServer {
     /// Starts a server with a root user (`ADMIN`) logged in.
     pub async fn start_with(opts: Options) -> TestServer {
         let data = TempDir::new().unwrap();
-        let db_url = match opts.backend {
-            Backend::Sqlite => format!("sqlite://{}?mode=rwc", data.path().join("torii.db").display()),
-            Backend::Postgres => fresh_postgres_database().await,
+        let joined = opts.database_url.is_some();
+        let db_url = match (&opts.database_url, opts.backend) {
+            (Some(url), _) => url.clone(),
+            (None, Backend::Sqlite) => format!("sqlite://{}?mode=rwc", data.path().join("torii.db").display()),
+            (None, Backend::Postgres) => fresh_postgres_database().await,
         };
         let toml = format!(
             "data_dir = {:?}\n{}\n[database]\nurl = {:?}\nmax_connections = 8\n[api]\nlisten = \"127.0.0.1:0\"\n\
@@ -229,13 +234,14 @@ impl TestServer {
         let config = Config::parse(&toml).unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
         let scheme_is_native = config.auth.scheme == "native";
         let server = Server::build(config).await.expect("server builds");
-        if scheme_is_native {
+        if scheme_is_native && !joined {
             make_root(&server, ADMIN, ADMIN_PASSWORD).await;
         }
         let running = server::start(server, None).await.expect("server starts");
         let base = format!("http://{}", running.addr);
         let mut ts = TestServer {
             running: Some(running),
+            database_url: db_url,
             base,
             client: reqwest::Client::new(),
             _data: data,
