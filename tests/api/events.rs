@@ -291,3 +291,59 @@ backends! {
         one.stop().await;
     }
 }
+
+backends! {
+    async fn event_blocks_refuse_matching_operations(b) {
+        let t = TestServer::start(b).await;
+        t.team("t1").await;
+        t.team("t2").await;
+        let blocks = "/1.3/events/blocks";
+        t.req("GET", blocks).admin().send().await.expect(204, "");
+        t.req("POST", blocks).admin().form(&[("KindName", "team.update")]).send().await
+            .expect_error(400, "reason is required");
+        let dev = t.user("dev@example.com").await;
+        t.req("POST", blocks).token(&dev).form(&[("Reason", "x")]).send().await.expect_status(403);
+        t.req("GET", blocks).token(&dev).send().await.expect_status(403);
+
+        t.req("POST", blocks).admin()
+            .form(&[("KindName", "team.update"), ("Target.Type", "team"), ("Target.Value", "t1"), ("Reason", "maintenance")])
+            .send().await.expect(200, "");
+        let list = t.req("GET", blocks).admin().send().await.json();
+        let block = &list[0];
+        let id = block["ID"].as_str().unwrap().to_string();
+        assert_eq!(id.len(), 24);
+        assert_eq!(block["KindName"], "team.update");
+        assert_eq!(block["OwnerName"], "");
+        assert_eq!(block["Target"], json!({"Type": "team", "Value": "t1"}));
+        assert_eq!(block["Conditions"], Value::Null);
+        assert_eq!(block["Reason"], "maintenance");
+        assert_eq!(block["Active"], true);
+        assert_eq!(block["EndTime"], "0001-01-01T00:00:00Z");
+
+        t.req("PUT", "/1.6/teams/t1").admin().form(&[("tags", "x")]).send().await
+            .expect_error(500, "error running \"team.update\" on team(t1): block team.update by all owners on team(t1): maintenance");
+        assert_eq!(t.req("GET", "/1.4/teams/t1").admin().send().await.json()["tags"], Value::Null);
+        t.req("PUT", "/1.6/teams/t2").admin().form(&[("tags", "x")]).send().await.expect(200, "");
+        t.team("t3").await;
+
+        // Conditions match request fields.
+        t.req("POST", blocks).admin().form(&[("KindName", "team."), ("Conditions.tags", "frozen"), ("Reason", "no freezing")])
+            .send().await.expect(200, "");
+        t.req("PUT", "/1.6/teams/t2").admin().form(&[("tags", "frozen")]).send().await.expect_status(500);
+        t.req("PUT", "/1.6/teams/t2").admin().form(&[("tags", "thawed")]).send().await.expect(200, "");
+
+        t.req("DELETE", &format!("{blocks}/{id}")).admin().send().await.expect(200, "");
+        t.req("DELETE", &format!("{blocks}/{id}")).admin().send().await
+            .expect_error(404, &format!("active event block with id {id} not found"));
+        t.req("PUT", "/1.6/teams/t1").admin().form(&[("tags", "x")]).send().await.expect(200, "");
+        let inactive = t.req("GET", &format!("{blocks}?active=false")).admin().send().await.json();
+        assert_eq!(inactive.as_array().unwrap().len(), 1);
+        assert_eq!(inactive[0]["Active"], false);
+        assert_ne!(inactive[0]["EndTime"], "0001-01-01T00:00:00Z");
+        let active = t.req("GET", &format!("{blocks}?active=true")).admin().send().await.json();
+        assert_eq!(active[0]["Conditions"], json!({"tags": "frozen"}));
+        let kinds = t.req("GET", "/1.1/events?kindname=event-block.add").admin().send().await.json();
+        assert_eq!(kinds.as_array().unwrap().len(), 2);
+        t.stop().await;
+    }
+}

@@ -86,7 +86,7 @@ pub async fn record(
         lock: true,
     };
     server.events.start(spec).await.map_err(|e| match e {
-        EventError::Locked(_) => ApiError::internal(e.to_string()),
+        EventError::Locked(_) | EventError::Blocked { .. } => ApiError::internal(e.to_string()),
         EventError::Store(e) => e.into(),
     })
 }

@@ -8,6 +8,7 @@
 //! [`MaybeCaller`] and check permissions through `Identity::require`.
 
 mod auth;
+mod event_blocks;
 mod events;
 mod misc;
 pub mod params;
@@ -60,6 +61,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = roles::routes(routes);
     let routes = tokens::routes(routes);
     let routes = events::routes(routes);
+    let routes = event_blocks::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router

@@ -147,6 +147,31 @@ impl Params {
         bare
     }
 
+    /// A map field: a JSON object, or form keys `Name.<key>` (the prefix
+    /// matched case-insensitively, the key kept as sent).
+    pub fn field_map(&self, name: &str) -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(map) = &self.json
+            && let Some((_, Value::Object(obj))) = map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
+            for (k, v) in obj {
+                if let Some(v) = json_scalar(v) {
+                    out.insert(k.clone(), v);
+                }
+            }
+            return out;
+        }
+        for (k, v) in &self.pairs {
+            if let Some((head, key)) = k.split_once('.')
+                && head.eq_ignore_ascii_case(name)
+                && !key.is_empty()
+            {
+                out.entry(key.to_string()).or_insert_with(|| v.clone());
+            }
+        }
+        out
+    }
+
     /// All pairs, for handing a login form to the auth scheme.
     pub fn pairs(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();

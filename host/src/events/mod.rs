@@ -8,6 +8,7 @@
 //! process was killed) is taken over by the next operation, which also ends
 //! the dead event with an error. No target stays locked forever.
 
+pub mod blocks;
 mod json;
 
 pub use json::{EventJson, TypeName, custom_data, event_json, parse_allowed};
@@ -89,6 +90,9 @@ pub enum EventError {
     /// Another running event holds the target; the text describes it.
     #[error("event locked: {0}")]
     Locked(String),
+    /// An active event block matches the operation.
+    #[error("error running {kind:?} on {target_type}({target_value}): {block}")]
+    Blocked { kind: String, target_type: String, target_value: String, block: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -140,6 +144,14 @@ impl Events {
 
     /// Records the start of an event, taking its target's lock if asked.
     pub async fn start(self: &Arc<Self>, spec: EventSpec) -> Result<RunningEvent, EventError> {
+        if let Some(block) = self.store.blocks(Some(true)).await?.iter().find(|b| blocks::matches(b, &spec)) {
+            return Err(EventError::Blocked {
+                kind: spec.kind.clone(),
+                target_type: spec.target.kind.clone(),
+                target_value: spec.target.value.clone(),
+                block: blocks::describe(block),
+            });
+        }
         let now = now_millis();
         let (owner_type, owner_name) = spec.owner.parts();
         let record = EventRecord {

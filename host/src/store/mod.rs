@@ -5,6 +5,7 @@
 //!
 //! Only this module writes SQL. Each area has its own file.
 
+mod blocks;
 mod events;
 mod kv;
 mod roles;
@@ -12,6 +13,7 @@ mod teams;
 mod tokens;
 mod users;
 
+pub use blocks::BlockRecord;
 pub use events::{EventQuery, EventRecord, LockOutcome};
 pub use roles::{RoleBinding, RoleRecord, SubjectKind};
 pub use teams::TeamRecord;
