@@ -50,6 +50,7 @@ impl Server {
         let store = Store::connect(&config.database_url(), config.database.max_connections)
             .await
             .context("cannot open the database")?;
+        store.seed_plans(&crate::api::plans::default_plans()).await.context("cannot seed the default plans")?;
         let key = ServerKey::load_or_create(&config.data_dir.join("secret.key")).context("cannot read the server key")?;
 
         let max_memory = config

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod events;
 mod mail;
+mod plans;
 mod plugins;
 mod roles;
 mod teams;

@@ -53,6 +53,7 @@ fn allowed_for(target: &Target) -> Allowed {
         "user" => Allowed::new("user.read.events", vec![Context::user(&target.value)]),
         "team" => Allowed::new("team.read.events", vec![Context::team(&target.value)]),
         "role" => Allowed::new("role.read.events", vec![]),
+        "plan" => Allowed::new("plan.read.events", vec![]),
         other => Allowed::new(&format!("{other}.read.events"), vec![]),
     }
 }

@@ -11,6 +11,7 @@ mod auth;
 mod event_blocks;
 mod events;
 mod misc;
+pub mod plans;
 pub mod params;
 mod roles;
 pub mod stream;
@@ -62,6 +63,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = tokens::routes(routes);
     let routes = events::routes(routes);
     let routes = event_blocks::routes(routes);
+    let routes = plans::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router

@@ -8,6 +8,7 @@
 mod blocks;
 mod events;
 mod kv;
+mod plans;
 mod roles;
 mod teams;
 mod tokens;
@@ -15,6 +16,7 @@ mod users;
 
 pub use blocks::BlockRecord;
 pub use events::{EventQuery, EventRecord, LockOutcome};
+pub use plans::PlanRecord;
 pub use roles::{RoleBinding, RoleRecord, SubjectKind};
 pub use teams::TeamRecord;
 pub use tokens::{SessionRecord, TeamTokenRecord};
