@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod plugin;
+pub mod pools;
 pub mod rbac;
 pub mod store;
 pub mod api;

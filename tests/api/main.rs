@@ -9,6 +9,7 @@ mod events;
 mod mail;
 mod plans;
 mod plugins;
+mod pools;
 mod roles;
 mod teams;
 mod tokens;

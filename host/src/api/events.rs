@@ -54,6 +54,7 @@ fn allowed_for(target: &Target) -> Allowed {
         "team" => Allowed::new("team.read.events", vec![Context::team(&target.value)]),
         "role" => Allowed::new("role.read.events", vec![]),
         "plan" => Allowed::new("plan.read.events", vec![]),
+        "pool" => Allowed::new("pool.read.events", vec![Context::new(crate::rbac::ContextType::Pool, &target.value)]),
         other => Allowed::new(&format!("{other}.read.events"), vec![]),
     }
 }

@@ -12,6 +12,7 @@ mod event_blocks;
 mod events;
 mod misc;
 pub mod plans;
+mod pools;
 pub mod params;
 mod roles;
 pub mod stream;
@@ -64,6 +65,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = events::routes(routes);
     let routes = event_blocks::routes(routes);
     let routes = plans::routes(routes);
+    let routes = pools::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router

@@ -9,6 +9,7 @@ mod blocks;
 mod events;
 mod kv;
 mod plans;
+mod pools;
 mod roles;
 mod teams;
 mod tokens;
@@ -17,6 +18,7 @@ mod users;
 pub use blocks::BlockRecord;
 pub use events::{EventQuery, EventRecord, LockOutcome};
 pub use plans::PlanRecord;
+pub use pools::PoolRecord;
 pub use roles::{RoleBinding, RoleRecord, SubjectKind};
 pub use teams::TeamRecord;
 pub use tokens::{SessionRecord, TeamTokenRecord};
@@ -85,7 +87,7 @@ impl Store {
         self.backend
     }
 
-    pub fn pool(&self) -> &AnyPool {
+    pub fn connections(&self) -> &AnyPool {
         &self.pool
     }
 

@@ -1,0 +1,329 @@
+//! Pools and constraints (API-NOTES §2.11).
+
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use super::events::{record, request_data};
+use super::params::{Params, parse_bool};
+use super::{AppState, Caller, ClientIp, Routes, empty, json, json_list};
+use crate::auth::Identity;
+use crate::config::PluginKind;
+use crate::error::{ApiError, ApiResult};
+use crate::events::Target;
+use crate::pools::{self, Constraint, FIELDS};
+use crate::rbac::{Context, ContextType};
+use crate::server::Server;
+use crate::store::PoolRecord;
+
+pub(super) fn routes(r: Routes) -> Routes {
+    r.add("1.0", Method::GET, "/pools", list)
+        .add("1.0", Method::POST, "/pools", create)
+        .add("1.8", Method::GET, "/pools/{name}", info)
+        .add("1.0", Method::PUT, "/pools/{name}", update)
+        .add("1.0", Method::DELETE, "/pools/{name}", remove)
+        .add("1.0", Method::POST, "/pools/{name}/team", team_add)
+        .add("1.0", Method::DELETE, "/pools/{name}/team", team_remove)
+        .add("1.3", Method::GET, "/constraints", constraints_list)
+        .add("1.3", Method::PUT, "/constraints", constraints_set)
+}
+
+static POOL_NAME: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"^[a-z][a-z0-9-]{0,39}$").unwrap());
+
+const INVALID_POOL: &str = "Invalid pool name, pool name should have at most 40 characters, containing only lower case letters, numbers or dashes, starting with a letter.";
+
+fn pool_ctx(name: &str) -> Context {
+    Context::new(ContextType::Pool, name)
+}
+
+#[derive(Serialize)]
+struct AllowedJson {
+    team: Option<Vec<String>>,
+    router: Option<Vec<String>>,
+    service: Option<Vec<String>>,
+    plan: Option<Vec<String>>,
+    #[serde(rename = "volume-plan")]
+    volume_plan: Option<Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct PoolJson {
+    name: String,
+    default: bool,
+    provisioner: String,
+    labels: Option<BTreeMap<String, String>>,
+    public: bool,
+    teams: Option<Vec<String>>,
+    allowed: AllowedJson,
+}
+
+fn nil_if_empty(v: Vec<String>) -> Option<Vec<String>> {
+    if v.is_empty() { None } else { Some(v) }
+}
+
+/// Everything needed to resolve pools' allowed lists, read once.
+struct World {
+    constraints: Vec<Constraint>,
+    teams: Vec<String>,
+    plans: Vec<String>,
+}
+
+async fn world(server: &Server) -> ApiResult<World> {
+    Ok(World {
+        constraints: server.store.constraints().await?,
+        teams: server.store.teams().await?.into_iter().map(|t| t.name).collect(),
+        plans: server.store.plans().await?.into_iter().map(|p| p.name).collect(),
+    })
+}
+
+fn pool_json(w: &World, p: PoolRecord) -> PoolJson {
+    let admitted = |field: &str, existing: &[String]| nil_if_empty(pools::admitted(&w.constraints, &p.name, field, existing));
+    let teams = admitted("team", &w.teams);
+    PoolJson {
+        default: p.default,
+        provisioner: p.provisioner.clone(),
+        labels: if p.labels.is_empty() { None } else { Some(p.labels.clone()) },
+        public: pools::is_public(&w.constraints, &p.name),
+        allowed: AllowedJson {
+            team: teams.clone(),
+            // Routers, services and volume plans arrive with their areas.
+            router: None,
+            service: None,
+            plan: admitted("plan", &w.plans),
+            volume_plan: None,
+        },
+        teams,
+        name: p.name,
+    }
+}
+
+/// Pools the caller may see (API-NOTES §2.11).
+fn visible(caller: &Identity, w: &World, pool: &PoolRecord) -> bool {
+    if caller.allows("pool.read", &[pool_ctx(&pool.name)]) {
+        return true;
+    }
+    match caller.grants.contexts_for("app.create", ContextType::Team) {
+        None => true,
+        Some(teams) => teams.iter().any(|t| pools::admits(&w.constraints, &pool.name, "team", t) && governed(w, &pool.name)),
+    }
+}
+
+/// A pool with no team constraint at all admits no one through team grants.
+fn governed(w: &World, pool: &str) -> bool {
+    pools::governing(&w.constraints, pool, "team").is_some()
+}
+
+async fn list(State(server): AppState, Caller(caller): Caller) -> ApiResult<Response> {
+    let w = world(&server).await?;
+    let out: Vec<PoolJson> = server
+        .store
+        .pools()
+        .await?
+        .into_iter()
+        .filter(|p| visible(&caller, &w, p))
+        .map(|p| pool_json(&w, p))
+        .collect();
+    Ok(json_list(&out))
+}
+
+async fn info(State(server): AppState, Caller(caller): Caller, Path(name): Path<String>) -> ApiResult<Response> {
+    caller.require("pool.read", &[pool_ctx(&name)])?;
+    let pool = server.store.pool(&name).await?.ok_or_else(|| ApiError::not_found("Pool does not exist."))?;
+    let w = world(&server).await?;
+    Ok(json(StatusCode::OK, &pool_json(&w, pool)))
+}
+
+fn labels(params: &Params) -> ApiResult<BTreeMap<String, String>> {
+    let labels = params.field_map("labels");
+    if let Some(affinity) = labels.get("affinity")
+        && !serde_json::from_str::<serde_json::Value>(affinity).is_ok_and(|v| v.is_object())
+    {
+        return Err(ApiError::bad_request("label affinity must be a JSON object (a Kubernetes affinity)"));
+    }
+    Ok(labels)
+}
+
+/// `Some(b)` when the key is present (an empty value is false), as Go decodes pointers.
+fn optional_bool(params: &Params, key: &str) -> ApiResult<Option<bool>> {
+    match params.field(key) {
+        None => Ok(None),
+        Some(raw) if raw.is_empty() => Ok(Some(false)),
+        Some(raw) => parse_bool(&raw)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("unable to decode form: invalid {key} {raw:?}"))),
+    }
+}
+
+async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
+    caller.require("pool.create", &[])?;
+    let name = params.field("name").unwrap_or_default().trim().to_string();
+    if name.is_empty() {
+        return Err(ApiError::bad_request("Pool name is required."));
+    }
+    if !POOL_NAME.is_match(&name) {
+        return Err(ApiError::bad_request(INVALID_POOL));
+    }
+    let provisioner = params.field("provisioner").unwrap_or_default();
+    if !provisioner.is_empty()
+        && !server.config.plugin.iter().any(|p| p.kind == PluginKind::Provisioner && p.name == provisioner)
+    {
+        return Err(ApiError::bad_request(format!("provisioner {provisioner:?} is not configured")));
+    }
+    let public = optional_bool(&params, "public")?.unwrap_or(false);
+    let default = optional_bool(&params, "default")?.unwrap_or(false);
+    let force = optional_bool(&params, "force")?.unwrap_or(false);
+    let pool = PoolRecord { name, provisioner, default, labels: labels(&params)? };
+    let event = record(&server, Some(&caller), &ip, "pool.create", Target::new("pool", &pool.name), request_data(&params, &[])).await?;
+    let result = server.store.create_pool(&pool, public, force).await.map(|()| empty(StatusCode::CREATED));
+    event.done(result.map_err(ApiError::from)).await
+}
+
+/// Adds or removes `values` in the pool's exact team constraint.
+async fn edit_team_constraint(server: &Server, pool: &str, add: &[String], remove: &[String]) -> ApiResult<()> {
+    let existing = server.store.constraints().await?.into_iter().find(|c| c.pool_expr == pool && c.field == "team");
+    let mut c = existing.unwrap_or(Constraint { pool_expr: pool.into(), field: "team".into(), values: vec![], blacklist: false });
+    for v in add {
+        if !c.values.contains(v) {
+            c.values.push(v.clone());
+        }
+    }
+    c.values.retain(|v| !remove.contains(v));
+    server.store.set_constraint(&c).await?;
+    Ok(())
+}
+
+async fn update(
+    State(server): AppState,
+    Caller(caller): Caller,
+    ip: ClientIp,
+    Path(name): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    caller.require("pool.update", &[])?;
+    if server.store.pool(&name).await?.is_none() {
+        return Err(ApiError::not_found("Pool does not exist."));
+    }
+    let default = optional_bool(&params, "default")?;
+    let public = optional_bool(&params, "public")?;
+    let force = optional_bool(&params, "force")?.unwrap_or(false);
+    let new_labels = if params.field_map("labels").is_empty() { None } else { Some(labels(&params)?) };
+    let data = request_data(&params, &[("name", &name)]);
+    let event = record(&server, Some(&caller), &ip, "pool.update", Target::new("pool", &name), data).await?;
+    let work = async {
+        server.store.update_pool(&name, default, force, new_labels.as_ref()).await?;
+        let everyone = ["*".to_string()];
+        match public.or(default.filter(|d| *d)) {
+            Some(true) => edit_team_constraint(&server, &name, &everyone, &[]).await?,
+            Some(false) if public == Some(false) => edit_team_constraint(&server, &name, &[], &everyone).await?,
+            _ => {}
+        }
+        Ok(empty(StatusCode::OK))
+    };
+    event.done(work.await).await
+}
+
+async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Path(name): Path<String>) -> ApiResult<Response> {
+    caller.require("pool.delete", &[])?;
+    if server.store.pool(&name).await?.is_none() {
+        return Err(ApiError::not_found("Pool does not exist."));
+    }
+    let data = request_data(&Params::default(), &[("name", &name)]);
+    let event = record(&server, Some(&caller), &ip, "pool.delete", Target::new("pool", &name), data).await?;
+    // Apps arrive with the apps area; until then no pool has any.
+    let result = server.store.delete_pool(&name).await.map(|()| empty(StatusCode::OK));
+    event.done(result.map_err(ApiError::from)).await
+}
+
+async fn team_add(
+    State(server): AppState,
+    Caller(caller): Caller,
+    ip: ClientIp,
+    Path(name): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    caller.require("pool.update.team.add", &[pool_ctx(&name)])?;
+    let teams: Vec<String> = params.all("team").into_iter().filter(|t| !t.is_empty()).collect();
+    if teams.is_empty() {
+        return Err(ApiError::bad_request("You must provide the team."));
+    }
+    let pool = server.store.pool(&name).await?.ok_or_else(|| ApiError::not_found("Pool does not exist."))?;
+    let constraints = server.store.constraints().await?;
+    if pool.default || pools::is_public(&constraints, &name) {
+        return Err(ApiError::internal("Public/Default pool can't have teams."));
+    }
+    let exact = constraints.iter().find(|c| c.pool_expr == name && c.field == "team");
+    if exact.is_some_and(|c| c.blacklist) {
+        return Err(ApiError::internal("This pool has a team blacklist: change the constraint instead."));
+    }
+    for team in &teams {
+        if exact.is_some_and(|c| c.values.contains(team)) {
+            return Err(ApiError::internal("Team already exists in pool."));
+        }
+        if server.store.team(team).await?.is_none() {
+            return Err(ApiError::not_found(format!("Team {team:?} not found.")));
+        }
+    }
+    let data = request_data(&params, &[("name", &name)]);
+    let event = record(&server, Some(&caller), &ip, "pool.update.team.add", Target::new("pool", &name), data).await?;
+    let result = edit_team_constraint(&server, &name, &teams, &[]).await.map(|()| empty(StatusCode::OK));
+    event.done(result).await
+}
+
+async fn team_remove(
+    State(server): AppState,
+    Caller(caller): Caller,
+    ip: ClientIp,
+    Path(name): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    caller.require("pool.update.team.remove", &[pool_ctx(&name)])?;
+    let teams: Vec<String> = params.all("team").into_iter().filter(|t| !t.is_empty()).collect();
+    if teams.is_empty() {
+        return Err(ApiError::bad_request("You must provide the team."));
+    }
+    if server.store.pool(&name).await?.is_none() {
+        return Err(ApiError::not_found("Pool does not exist."));
+    }
+    let data = request_data(&params, &[("name", &name)]);
+    let event = record(&server, Some(&caller), &ip, "pool.update.team.remove", Target::new("pool", &name), data).await?;
+    let result = edit_team_constraint(&server, &name, &[], &teams).await.map(|()| empty(StatusCode::OK));
+    event.done(result).await
+}
+
+async fn constraints_list(State(server): AppState, Caller(caller): Caller) -> ApiResult<Response> {
+    caller.require("pool.read.constraints", &[])?;
+    Ok(json_list(&server.store.constraints().await?))
+}
+
+async fn constraints_set(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
+    caller.require("pool.update.constraints.set", &[])?;
+    let pool_expr = params.field("poolexpr").unwrap_or_default();
+    if pool_expr.is_empty() {
+        return Err(ApiError::bad_request("You must provide a Pool Expression"));
+    }
+    let field = params.field("field").unwrap_or_default();
+    if !FIELDS.contains(&field.as_str()) {
+        return Err(ApiError::internal(format!("invalid constraint type. Valid types are: [{}]", FIELDS.join(" "))));
+    }
+    let mut values: Vec<String> = params.field_list("values").into_iter().filter(|v| !v.is_empty()).collect();
+    let blacklist = optional_bool(&params, "blacklist")?.unwrap_or(false);
+    let append = params.get("append").and_then(|a| parse_bool(&a)).unwrap_or(false);
+    if append
+        && let Some(existing) = server.store.constraints().await?.into_iter().find(|c| c.pool_expr == pool_expr && c.field == field)
+    {
+        let mut merged = existing.values;
+        for v in values {
+            if !merged.contains(&v) {
+                merged.push(v);
+            }
+        }
+        values = merged;
+    }
+    let c = Constraint { pool_expr: pool_expr.clone(), field, values, blacklist };
+    let event = record(&server, Some(&caller), &ip, "pool.update.constraints.set", Target::new("pool", &pool_expr), request_data(&params, &[])).await?;
+    let result = server.store.set_constraint(&c).await.map(|()| empty(StatusCode::OK));
+    event.done(result.map_err(ApiError::from)).await
+}
