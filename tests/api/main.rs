@@ -3,6 +3,7 @@
 
 mod support;
 
+mod apps;
 mod auth;
 mod cli;
 mod events;

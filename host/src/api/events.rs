@@ -54,6 +54,7 @@ fn allowed_for(target: &Target) -> Allowed {
         "team" => Allowed::new("team.read.events", vec![Context::team(&target.value)]),
         "role" => Allowed::new("role.read.events", vec![]),
         "plan" => Allowed::new("plan.read.events", vec![]),
+        "app" => Allowed::new("app.read.events", vec![Context::new(crate::rbac::ContextType::App, &target.value)]),
         "pool" => Allowed::new("pool.read.events", vec![Context::new(crate::rbac::ContextType::Pool, &target.value)]),
         other => Allowed::new(&format!("{other}.read.events"), vec![]),
     }
@@ -69,14 +70,30 @@ pub async fn record(
     target: Target,
     data: Value,
 ) -> ApiResult<RunningEvent> {
+    let allowed = allowed_for(&target);
+    record_allowed(server, caller, ip, kind, target, data, allowed).await
+}
+
+/// [`record`] with an explicit permission for reading the event (e.g. an
+/// app's events are visible in all of the app's contexts).
+pub async fn record_allowed(
+    server: &Arc<Server>,
+    caller: Option<&Identity>,
+    ip: &ClientIp,
+    kind: &str,
+    target: Target,
+    data: Value,
+    allowed: Allowed,
+) -> ApiResult<RunningEvent> {
     let owner = match caller.map(|c| &c.subject) {
         Some(Subject::User { email }) => Owner::User(email.clone()),
         Some(Subject::TeamToken { token_id, .. }) => Owner::Token(token_id.clone()),
+        Some(Subject::App { app }) => Owner::App(app.clone()),
         // Anonymous requests (open registration, password reset) act on their own user.
         None => Owner::User(target.value.clone()),
     };
     let spec = EventSpec {
-        allowed: allowed_for(&target),
+        allowed,
         target,
         kind: kind.into(),
         internal: false,

@@ -7,6 +7,7 @@
 //! [`identify`]; handlers take [`Caller`] (401 without a valid token) or
 //! [`MaybeCaller`] and check permissions through `Identity::require`.
 
+mod apps;
 mod auth;
 mod event_blocks;
 mod events;
@@ -17,7 +18,7 @@ pub mod params;
 mod roles;
 pub mod stream;
 mod teams;
-mod tokens;
+pub mod tokens;
 pub mod users;
 
 use axum::Router;
@@ -66,6 +67,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = event_blocks::routes(routes);
     let routes = plans::routes(routes);
     let routes = pools::routes(routes);
+    let routes = apps::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router
@@ -114,7 +116,7 @@ async fn refuse_oversized(State(server): AppState, req: Request, next: Next) -> 
 
 /// The caller, resolved from `Authorization` (or `None`), stored in the request.
 #[derive(Clone)]
-struct Resolved(Option<Arc<Identity>>);
+pub(crate) struct Resolved(pub(crate) Option<Arc<Identity>>);
 
 /// The client's IP address (recorded in events).
 #[derive(Clone, Debug, Default)]

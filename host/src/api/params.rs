@@ -172,6 +172,55 @@ impl Params {
         out
     }
 
+    /// A nested field `outer.inner`: the JSON object's key, or the form key,
+    /// both matched case-insensitively.
+    pub fn nested(&self, outer: &str, inner: &str) -> Option<String> {
+        if let Some(map) = &self.json
+            && let Some((_, Value::Object(obj))) = map.iter().find(|(k, _)| k.eq_ignore_ascii_case(outer))
+        {
+            return obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(inner)).and_then(|(_, v)| json_scalar(v));
+        }
+        self.field(&format!("{outer}.{inner}"))
+    }
+
+    /// A list of `{name, value, delete}` items (app metadata), from JSON or
+    /// from form keys `outer.inner.N.name` / `.value` / `.delete`.
+    pub fn named_items(&self, outer: &str, inner: &str) -> Vec<(String, String, bool)> {
+        if let Some(map) = &self.json
+            && let Some((_, Value::Object(obj))) = map.iter().find(|(k, _)| k.eq_ignore_ascii_case(outer))
+        {
+            let items = obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(inner)).map(|(_, v)| v);
+            return match items {
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|i| {
+                        let get = |k: &str| i.get(k).and_then(json_scalar).unwrap_or_default();
+                        (get("name"), get("value"), i.get("delete").and_then(Value::as_bool).unwrap_or(false))
+                    })
+                    .collect(),
+                _ => vec![],
+            };
+        }
+        let mut out: std::collections::BTreeMap<usize, (String, String, bool)> = Default::default();
+        for (k, v) in &self.pairs {
+            let parts: Vec<&str> = k.split('.').collect();
+            if let [o, i, idx, field] = parts.as_slice()
+                && o.eq_ignore_ascii_case(outer)
+                && i.eq_ignore_ascii_case(inner)
+                && let Ok(idx) = idx.parse::<usize>()
+            {
+                let entry = out.entry(idx).or_default();
+                match field.to_ascii_lowercase().as_str() {
+                    "name" => entry.0 = v.clone(),
+                    "value" => entry.1 = v.clone(),
+                    "delete" => entry.2 = parse_bool(v).unwrap_or(false),
+                    _ => {}
+                }
+            }
+        }
+        out.into_values().collect()
+    }
+
     /// All pairs, for handing a login form to the auth scheme.
     pub fn pairs(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();

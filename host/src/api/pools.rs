@@ -232,9 +232,16 @@ async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
     }
     let data = request_data(&Params::default(), &[("name", &name)]);
     let event = record(&server, Some(&caller), &ip, "pool.delete", Target::new("pool", &name), data).await?;
-    // Apps arrive with the apps area; until then no pool has any.
-    let result = server.store.delete_pool(&name).await.map(|()| empty(StatusCode::OK));
-    event.done(result.map_err(ApiError::from)).await
+    let work = async {
+        if !server.store.app_names_where(crate::store::AppColumn::Pool, &name).await?.is_empty() {
+            return Err(ApiError::forbidden_with(
+                "This pool has apps, you need to migrate or remove them before removing the pool",
+            ));
+        }
+        server.store.delete_pool(&name).await?;
+        Ok(empty(StatusCode::OK))
+    };
+    event.done(work.await).await
 }
 
 async fn team_add(

@@ -14,7 +14,7 @@ use crate::events::Target;
 use crate::auth::Subject;
 use crate::error::{ApiError, ApiResult};
 use crate::rbac::{Context, ContextType, registry, top_level_rank};
-use crate::store::SubjectKind;
+use crate::store::{AppColumn, SubjectKind};
 
 pub(super) fn routes(r: Routes) -> Routes {
     r.add("1.0", Method::GET, "/teams", list)
@@ -103,12 +103,13 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
             .map(|r| r.name)
             .collect();
         let creator = match &caller.subject {
-            Subject::User { email } => (SubjectKind::User.as_str(), email.as_str()),
-            Subject::TeamToken { token_id, .. } => (SubjectKind::Token.as_str(), token_id.as_str()),
+            Subject::User { email } => Some((SubjectKind::User.as_str(), email.as_str())),
+            Subject::TeamToken { token_id, .. } => Some((SubjectKind::Token.as_str(), token_id.as_str())),
+            Subject::App { .. } => None,
         };
         server
             .store
-            .create_team(&name, &tags, server.config.quota.apps_per_team, Some(creator), &creator_roles)
+            .create_team(&name, &tags, server.config.quota.apps_per_team, creator, &creator_roles)
             .await?;
         server.auth.invalidate();
         Ok(empty(StatusCode::CREATED))
@@ -182,11 +183,19 @@ async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
     let data = request_data(&Params::default(), &[("name", &name)]);
     let event = record(&server, Some(&caller), &ip, "team.delete", Target::new("team", &name), data).await?;
     let work = async {
+        let apps = server.store.app_names_where(AppColumn::Team, &name).await?;
         let tokens = server.store.team_token_ids(&name).await?;
+        let mut refs = Vec::new();
+        if !apps.is_empty() {
+            refs.push(format!("Apps: {}", apps.join(", ")));
+        }
         if !tokens.is_empty() {
+            refs.push(format!("Team tokens: {}", tokens.join(", ")));
+        }
+        if !refs.is_empty() {
             return Err(ApiError::forbidden_with(format!(
-                "This team cannot be removed because there are still references to it:\nTeam tokens: {}",
-                tokens.join(", ")
+                "This team cannot be removed because there are still references to it:\n{}",
+                refs.join("\n")
             )));
         }
         server.store.delete_team(&name).await?;
@@ -199,8 +208,8 @@ async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
 async fn quota_get(State(server): AppState, Caller(caller): Caller, Path(name): Path<String>) -> ApiResult<Response> {
     caller.require("team.read.quota", &[Context::team(&name)])?;
     let team = server.store.team(&name).await?.ok_or_else(|| ApiError::not_found("team not found"))?;
-    // Apps arrive with the apps area; until then no team has any in use.
-    Ok(json(StatusCode::OK, &QuotaJson { limit: team.quota_limit, inuse: 0 }))
+    let inuse = server.store.app_names_where(AppColumn::TeamOwner, &name).await?.len() as i64;
+    Ok(json(StatusCode::OK, &QuotaJson { limit: team.quota_limit, inuse }))
 }
 
 async fn quota_set(
@@ -214,6 +223,10 @@ async fn quota_set(
     let limit = parse_limit(&params)?;
     if server.store.team(&name).await?.is_none() {
         return Err(ApiError::not_found("team not found"));
+    }
+    let inuse = server.store.app_names_where(AppColumn::TeamOwner, &name).await?.len() as i64;
+    if limit >= 0 && limit < inuse {
+        return Err(ApiError::forbidden_with("New limit is less than the current allocated value"));
     }
     let data = request_data(&params, &[("name", &name)]);
     let event = record(&server, Some(&caller), &ip, "team.update.quota", Target::new("team", &name), data).await?;

@@ -147,7 +147,7 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         token_gen: new_generation(),
         creator_email: match &caller.subject {
             Subject::User { email } => email.clone(),
-            Subject::TeamToken { .. } => caller.email.clone(),
+            Subject::TeamToken { .. } | Subject::App { .. } => caller.email.clone(),
         },
         created_at: now,
         expires_at: if expires_in > 0 { now + expires_in * 1000 } else { 0 },

@@ -14,7 +14,7 @@ use crate::auth::{Identity, TokenKind, hash_token};
 use crate::error::{ApiError, ApiResult};
 use crate::rbac::{self, Context, ContextType, Permission};
 use crate::server::Server;
-use crate::store::{RoleBinding, SubjectKind};
+use crate::store::{AppColumn, RoleBinding, SubjectKind};
 
 pub(super) fn routes(r: Routes) -> Routes {
     r.add("1.0", Method::POST, "/users", create)
@@ -315,8 +315,8 @@ pub fn parse_limit(params: &Params) -> ApiResult<i64> {
 async fn quota_get(State(server): AppState, Caller(caller): Caller, Path(email): Path<String>) -> ApiResult<Response> {
     caller.require("user.read.quota", &[Context::user(&email)])?;
     let user = server.store.user(&email).await?.ok_or_else(|| ApiError::not_found("user not found"))?;
-    // Apps arrive with the apps area; until then nobody has any in use.
-    Ok(json(StatusCode::OK, &QuotaJson { limit: user.quota_limit, inuse: 0 }))
+    let inuse = server.store.app_names_where(AppColumn::Owner, &email).await?.len() as i64;
+    Ok(json(StatusCode::OK, &QuotaJson { limit: user.quota_limit, inuse }))
 }
 
 async fn quota_set(
@@ -331,8 +331,7 @@ async fn quota_set(
     if server.store.user(&email).await?.is_none() {
         return Err(ApiError::not_found("user not found"));
     }
-    // Apps arrive with the apps area; until then nobody has any in use.
-    let inuse = 0;
+    let inuse = server.store.app_names_where(AppColumn::Owner, &email).await?.len() as i64;
     if limit >= 0 && limit < inuse {
         return Err(ApiError::forbidden_with("New limit is less than the current allocated value"));
     }

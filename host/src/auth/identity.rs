@@ -20,6 +20,7 @@ const CACHE_MAX: usize = 50_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenKind {
     Session,
+    AppToken,
     ApiKey,
     TeamToken,
 }
@@ -28,6 +29,8 @@ pub enum TokenKind {
 pub enum Subject {
     User { email: String },
     TeamToken { token_id: String, team: String },
+    /// An app's own token (`TSURU_APP_TOKEN`).
+    App { app: String },
 }
 
 /// A caller: who they are and every grant they hold.
@@ -56,7 +59,7 @@ impl Identity {
     pub fn user_email(&self) -> Option<&str> {
         match &self.subject {
             Subject::User { email } => Some(email),
-            Subject::TeamToken { .. } => None,
+            Subject::TeamToken { .. } | Subject::App { .. } => None,
         }
     }
 }
@@ -128,6 +131,9 @@ impl Authenticator {
             let identity = self.user_identity(&session.email, TokenKind::Session, hash).await?;
             return Ok((Some(Arc::new(identity)), session.expires_at));
         }
+        if let Some(app) = self.store.app_by_token(hash).await? {
+            return Ok((Some(Arc::new(app_identity(&app, hash))), 0));
+        }
         if let Some(email) = self.store.user_by_api_key(hash).await? {
             let identity = self.user_identity(&email, TokenKind::ApiKey, hash).await?;
             return Ok((Some(Arc::new(identity)), 0));
@@ -170,5 +176,25 @@ impl Authenticator {
             grants: Grants(grants),
             token_hash: hash.into(),
         })
+    }
+}
+
+/// What an app token may do: only these, only on its own app (API-NOTES §1.2.4).
+const APP_TOKEN_SCHEMES: [&str; 5] =
+    ["app.update.unit.register", "app.update.log", "app.update.unit.status", "app.read.deploy", "app.read.log"];
+
+fn app_identity(app: &str, hash: &str) -> Identity {
+    let grants = APP_TOKEN_SCHEMES
+        .iter()
+        .map(|s| Permission { scheme: (*s).into(), context_type: ContextType::App, context_value: app.into() })
+        .collect();
+    Identity {
+        subject: Subject::App { app: app.into() },
+        kind: TokenKind::AppToken,
+        email: format!("{app}@tsuru-app-token"),
+        roles: Vec::new(),
+        groups: Vec::new(),
+        grants: Grants(grants),
+        token_hash: hash.into(),
     }
 }

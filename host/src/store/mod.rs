@@ -5,6 +5,7 @@
 //!
 //! Only this module writes SQL. Each area has its own file.
 
+mod apps;
 mod blocks;
 mod events;
 mod kv;
@@ -15,6 +16,7 @@ mod teams;
 mod tokens;
 mod users;
 
+pub use apps::{AppColumn, AppRecord, EnvVar, Metadata, MetadataItem};
 pub use blocks::BlockRecord;
 pub use events::{EventQuery, EventRecord, LockOutcome};
 pub use plans::PlanRecord;

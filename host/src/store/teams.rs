@@ -100,6 +100,8 @@ impl Store {
             return Err(StoreError::NotFound(format!("Team {old:?} not found.")));
         }
         sqlx::query("UPDATE team_tokens SET team = $1 WHERE team = $2").bind(new).bind(old).execute(&mut *tx).await?;
+        sqlx::query("UPDATE apps SET team_owner = $1 WHERE team_owner = $2").bind(new).bind(old).execute(&mut *tx).await?;
+        sqlx::query("UPDATE app_teams SET team = $1 WHERE team = $2").bind(new).bind(old).execute(&mut *tx).await?;
         sqlx::query(
             "UPDATE role_bindings SET context_value = $1 WHERE context_value = $2 \
              AND role IN (SELECT name FROM roles WHERE context_type = 'team')",

@@ -1,0 +1,523 @@
+//! Apps: create, info, list, remove, team access, quota (API-NOTES §2.4).
+//!
+//! Routes with an `{app}` path variable take [`AppTarget`], which applies
+//! tsuru's checks before the handler: an app token may only reach its own
+//! app (403), and a missing app is 404 before any permission check.
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
+
+use super::events::{record_allowed, request_data};
+use super::params::{Params, parse_bool};
+use super::plans::plan_json;
+use super::stream::{KEEPALIVE, json_stream};
+use super::tokens::select_team;
+use super::users::{QuotaJson, parse_limit};
+use super::{AppState, Caller, ClientIp, Resolved, Routes, empty, json, json_list, time_json};
+use crate::auth::{Subject, hash_token, new_session_token};
+use crate::error::{ApiError, ApiResult};
+use crate::events::{Allowed, Target};
+use crate::pools;
+use crate::rbac::{Context, ContextType};
+use crate::server::Server;
+use crate::store::{AppColumn, AppRecord, EnvVar, Metadata, MetadataItem, PlanRecord, PoolRecord, now_millis};
+
+pub(super) fn routes(r: Routes) -> Routes {
+    r.add("1.0", Method::GET, "/apps", list)
+        .add("1.0", Method::POST, "/apps", create)
+        .add("1.0", Method::GET, "/apps/{app}", info)
+        .add("1.0", Method::DELETE, "/apps/{app}", remove)
+        .add("1.0", Method::PUT, "/apps/{app}/teams/{team}", grant)
+        .add("1.0", Method::DELETE, "/apps/{app}/teams/{team}", revoke)
+        .add("1.0", Method::GET, "/apps/{app}/quota", quota_get)
+        .add("1.0", Method::PUT, "/apps/{app}/quota", quota_set)
+        .add("1.0", Method::DELETE, "/apps/{app}/lock", unlock)
+}
+
+/// The app named by the `{app}` path variable, after tsuru's token checks.
+pub struct AppTarget(pub AppRecord);
+
+impl FromRequestParts<Arc<Server>> for AppTarget {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, server: &Arc<Server>) -> Result<Self, ApiError> {
+        let Path(vars) = Path::<HashMap<String, String>>::from_request_parts(parts, server)
+            .await
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let name = vars.get("app").cloned().unwrap_or_default();
+        if let Some(Resolved(Some(identity))) = parts.extensions.get::<Resolved>()
+            && let Subject::App { app } = &identity.subject
+            && *app != name
+        {
+            return Err(ApiError::forbidden_with(format!("app token mismatch, token for {app:?}, request for {name:?}")));
+        }
+        match server.store.app(&name).await? {
+            Some(app) => Ok(AppTarget(app)),
+            None => Err(ApiError::not_found(format!("App {name} not found."))),
+        }
+    }
+}
+
+/// The contexts an app permission is checked against: its teams, itself, its pool.
+pub fn app_contexts(app: &AppRecord) -> Vec<Context> {
+    let mut out: Vec<Context> = app.teams.iter().map(Context::team).collect();
+    out.push(Context::new(ContextType::App, &app.name));
+    out.push(Context::new(ContextType::Pool, &app.pool));
+    out
+}
+
+static APP_NAME: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"^[a-z][a-z0-9-]{0,39}$").unwrap());
+const INVALID_APP: &str = "Invalid app name, your app should have at most 40 characters, containing only lower case letters, numbers or dashes, starting with a letter.";
+
+/// A Kubernetes qualified name, optionally with a DNS prefix.
+static QUALIFIED_NAME: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$").unwrap()
+});
+static LABEL_VALUE: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$").unwrap());
+const MAX_ANNOTATIONS: usize = 256 * 1024;
+
+/// Applies metadata changes (`delete` removes by name) after validating them.
+fn apply_metadata(current: &mut Metadata, params: &Params) -> ApiResult<()> {
+    for (inner, is_label) in [("labels", true), ("annotations", false)] {
+        let list = if is_label { &mut current.labels } else { &mut current.annotations };
+        for (name, value, delete) in params.named_items("metadata", inner) {
+            if !QUALIFIED_NAME.is_match(&name) {
+                return Err(ApiError::bad_request(format!("metadata.{inner}: {name:?} is not a valid name")));
+            }
+            if name.starts_with("tsuru.io/") {
+                return Err(ApiError::bad_request(format!("metadata.{inner}: prefix tsuru.io/ is reserved ({name})")));
+            }
+            if is_label && !LABEL_VALUE.is_match(&value) {
+                return Err(ApiError::bad_request(format!("metadata.labels: {value:?} is not a valid label value")));
+            }
+            list.retain(|i| i.name != name);
+            if !delete {
+                list.push(MetadataItem { name, value });
+            }
+        }
+    }
+    let size: usize = current.annotations.iter().map(|a| a.name.len() + a.value.len()).sum();
+    if size > MAX_ANNOTATIONS {
+        return Err(ApiError::bad_request("metadata.annotations: total size must be at most 256 KiB"));
+    }
+    Ok(())
+}
+
+fn tags(params: &Params) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut raw = params.field_list("tags");
+    raw.extend(params.all("tag"));
+    for t in raw {
+        let t = t.trim().to_string();
+        if !t.is_empty() && !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+fn number(raw: Option<String>, what: &str) -> ApiResult<i64> {
+    match raw.filter(|s| !s.is_empty()) {
+        None => Ok(0),
+        Some(r) => r.trim().parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| ApiError::bad_request(format!("invalid {what}: {r:?}"))),
+    }
+}
+
+/// tsuru's pool choice: the given pool; else the only pool whose team
+/// constraint names the team; else the default pool.
+async fn choose_pool(server: &Server, given: Option<String>, team: &str) -> ApiResult<PoolRecord> {
+    let constraints = server.store.constraints().await?;
+    let pool = match given.filter(|p| !p.is_empty()) {
+        Some(name) => server.store.pool(&name).await?.ok_or_else(|| ApiError::bad_request("Pool does not exist."))?,
+        None => {
+            let all = server.store.pools().await?;
+            let naming: Vec<&PoolRecord> = all
+                .iter()
+                .filter(|p| {
+                    pools::governing(&constraints, &p.name, "team")
+                        .is_some_and(|c| !c.blacklist && c.values.iter().any(|v| v == team))
+                })
+                .collect();
+            match naming.as_slice() {
+                [one] => (*one).clone(),
+                [] => all.iter().find(|p| p.default).cloned().ok_or_else(|| {
+                    ApiError::bad_request("No pool available: there is no default pool and none is open to this team. Please choose one in app creation")
+                })?,
+                several => {
+                    let names: Vec<String> = several.iter().map(|p| format!("{:?}", p.name)).collect();
+                    return Err(ApiError::internal(format!(
+                        "you have access to {} pools. Please choose one in app creation",
+                        names.join(",")
+                    )));
+                }
+            }
+        }
+    };
+    if !pools::admits(&constraints, &pool.name, "team", team) {
+        return Err(ApiError::bad_request(format!("App team owner {team:?} has no access to pool {:?}", pool.name)));
+    }
+    Ok(pool)
+}
+
+async fn choose_plan(server: &Server, given: Option<String>, pool: &str) -> ApiResult<PlanRecord> {
+    let constraints = server.store.constraints().await?;
+    match given.filter(|p| !p.is_empty()) {
+        Some(name) => {
+            let plan = server.store.plan(&name).await?.ok_or_else(|| ApiError::bad_request("plan not found"))?;
+            if !pools::admits(&constraints, pool, "plan", &plan.name) {
+                return Err(ApiError::bad_request(format!("App plan {:?} is not allowed on pool {pool:?}", plan.name)));
+            }
+            Ok(plan)
+        }
+        None => {
+            let plans = server.store.plans().await?;
+            let allowed: Vec<&PlanRecord> = plans.iter().filter(|p| pools::admits(&constraints, pool, "plan", &p.name)).collect();
+            allowed
+                .iter()
+                .find(|p| p.default)
+                .or(allowed.first())
+                .map(|p| (*p).clone())
+                .ok_or_else(|| ApiError::bad_request(format!("no plan is allowed on pool {pool:?}")))
+        }
+    }
+}
+
+/// 403 `Quota exceeded` when `limit` is set and reached.
+fn check_quota(limit: i64, inuse: usize) -> ApiResult<()> {
+    if limit >= 0 && inuse as i64 >= limit { Err(ApiError::forbidden_with("Quota exceeded")) } else { Ok(()) }
+}
+
+async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
+    let name = params.field("name").unwrap_or_default();
+    if !APP_NAME.is_match(&name) || name == "tsr" {
+        return Err(ApiError::bad_request(INVALID_APP));
+    }
+    let team = match select_team(&server, &caller, "app.create", params.field("teamOwner")).await {
+        Err(e) if e.status == StatusCode::FORBIDDEN && params.field("teamOwner").is_none_or(|t| t.is_empty()) => {
+            return Err(ApiError::bad_request("In order to create an app, you should be member of at least one team"));
+        }
+        other => other?,
+    };
+    let pool = choose_pool(&server, params.field("pool"), &team).await?;
+    let plan = choose_plan(&server, params.field("plan"), &pool.name).await?;
+    if let Some(router) = params.field("router").filter(|r| !r.is_empty() && r != "none") {
+        return Err(ApiError::bad_request(format!("router {router:?} not found: no routers are configured")));
+    }
+    let (platform, platform_version) = match params.field("platform").filter(|p| !p.is_empty()) {
+        None => (String::new(), String::new()),
+        Some(p) => {
+            let (n, v) = p.split_once(':').map(|(n, v)| (n.to_string(), v.to_string())).unwrap_or((p.clone(), String::new()));
+            match server.store.platform_disabled(&n).await? {
+                None => return Err(ApiError::internal("Invalid platform")),
+                Some(true) if !(caller.allows("platform.update", &[]) || caller.allows("platform.create", &[])) => {
+                    return Err(ApiError::bad_request("Invalid platform"));
+                }
+                Some(_) => (n, v),
+            }
+        }
+    };
+    let mut metadata = Metadata::default();
+    apply_metadata(&mut metadata, &params)?;
+    let owner = match &caller.subject {
+        Subject::User { email } => email.clone(),
+        _ => caller.email.clone(),
+    };
+    if let Some(user) = server.store.user(&owner).await? {
+        check_quota(user.quota_limit, server.store.app_names_where(AppColumn::Owner, &owner).await?.len())?;
+    }
+    if let Some(t) = server.store.team(&team).await? {
+        check_quota(t.quota_limit, server.store.app_names_where(AppColumn::TeamOwner, &team).await?.len())?;
+    }
+    let app = AppRecord {
+        name: name.clone(),
+        platform,
+        platform_version,
+        team_owner: team.clone(),
+        owner,
+        pool: pool.name.clone(),
+        plan: plan.name.clone(),
+        override_memory: number(params.nested("planOverride", "memory"), "planOverride.memory")?,
+        override_cpumilli: number(params.nested("planOverride", "cpumilli"), "planOverride.cpumilli")?,
+        description: params.field("description").unwrap_or_default(),
+        tags: tags(&params),
+        metadata,
+        cnames: vec![],
+        quota_limit: -1,
+        deploys: 0,
+        created_at: now_millis(),
+        teams: vec![team],
+    };
+    let token = new_session_token();
+    let env = [
+        ("TSURU_APPNAME", name.clone()),
+        ("TSURU_APPDIR", "/home/application/current".to_string()),
+        ("TSURU_APP_TOKEN", token.clone()),
+    ]
+    .map(|(n, v)| EnvVar { name: n.into(), value: v, public: false });
+    let allowed = Allowed::new("app.read.events", app_contexts(&app));
+    let event = record_allowed(&server, Some(&caller), &ip, "app.create", Target::new("app", &name), request_data(&params, &[]), allowed).await?;
+    let result = server.store.create_app(&app, &env, &hash_token(&token)).await;
+    event
+        .done(result.map(|()| json(StatusCode::CREATED, &json!({"status": "success"}))).map_err(ApiError::from))
+        .await
+}
+
+fn lock_json(lock: Option<&crate::store::EventRecord>) -> Value {
+    match lock {
+        None => json!({"Locked": false, "Reason": "", "Owner": "", "AcquireDate": time_json(0)}),
+        Some(e) => json!({
+            "Locked": true,
+            "Reason": e.kind_name,
+            "Owner": e.owner_name,
+            "AcquireDate": time_json(e.start_time),
+        }),
+    }
+}
+
+async fn app_lock(server: &Server, app: &str) -> ApiResult<Option<crate::store::EventRecord>> {
+    match server.store.lock_holder("app", app).await? {
+        None => Ok(None),
+        Some(id) => Ok(server.store.event(&id).await?),
+    }
+}
+
+fn metadata_json(m: &Metadata) -> Value {
+    let items = |v: &Vec<MetadataItem>| if v.is_empty() { Value::Null } else { json!(v) };
+    json!({"labels": items(&m.labels), "annotations": items(&m.annotations)})
+}
+
+fn app_plan_json(app: &AppRecord, plan: &Option<PlanRecord>, with_default: bool) -> Value {
+    let plan = plan.clone().unwrap_or(PlanRecord { name: app.plan.clone(), memory: 0, cpumilli: 0, cpushare: 0, default: false });
+    let mut v = serde_json::to_value(plan_json(&PlanRecord { default: with_default && plan.default, ..plan.clone() })).expect("json");
+    let opt = |n: i64| if n > 0 { json!(n) } else { Value::Null };
+    v["override"] = json!({"memory": opt(app.override_memory), "cpumilli": opt(app.override_cpumilli)});
+    v
+}
+
+fn list_or_null(v: &[String]) -> Value {
+    if v.is_empty() { Value::Null } else { json!(v) }
+}
+
+async fn info(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget) -> ApiResult<Response> {
+    caller.require("app.read.info", &app_contexts(&app))?;
+    let plan = server.store.plan(&app.plan).await?;
+    let pool = server.store.pool(&app.pool).await?;
+    let lock = app_lock(&server, &app.name).await?;
+    let platform = if app.platform_version.is_empty() {
+        app.platform.clone()
+    } else {
+        format!("{}:{}", app.platform, app.platform_version)
+    };
+    let mut out: BTreeMap<&str, Value> = BTreeMap::new();
+    out.insert("cname", list_or_null(&app.cnames));
+    out.insert("deploys", json!(app.deploys));
+    out.insert("description", json!(app.description));
+    out.insert("lock", lock_json(lock.as_ref()));
+    out.insert("metadata", metadata_json(&app.metadata));
+    out.insert("name", json!(app.name));
+    out.insert("owner", json!(app.owner));
+    out.insert("plan", app_plan_json(&app, &plan, false));
+    out.insert("platform", json!(platform));
+    out.insert("pool", json!(app.pool));
+    out.insert("provisioner", json!(pool.map(|p| p.provisioner).unwrap_or_default()));
+    // Units arrive with provisioners; none are in use yet.
+    out.insert("quota", json!(QuotaJson { limit: app.quota_limit, inuse: 0 }));
+    out.insert("serviceInstanceBinds", json!([]));
+    out.insert("tags", list_or_null(&app.tags));
+    out.insert("teamowner", json!(app.team_owner));
+    out.insert("teams", json!(app.teams));
+    out.insert("units", json!([]));
+    out.insert("volumeBinds", Value::Null);
+    Ok(json(StatusCode::OK, &out))
+}
+
+fn flag(params: &Params, key: &str) -> ApiResult<Option<bool>> {
+    match params.get(key).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(raw) => parse_bool(&raw).map(Some).ok_or_else(|| ApiError::bad_request(format!("invalid {key}: {raw:?}"))),
+    }
+}
+
+async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -> ApiResult<Response> {
+    let name_re = match params.get("name").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => Some(regex::Regex::new(&raw).map_err(|e| ApiError::bad_request(format!("invalid name filter: {e}")))?),
+    };
+    let platform = params.get("platform").filter(|s| !s.is_empty());
+    let team_owner = params.get("teamOwner").filter(|s| !s.is_empty());
+    let owner = params.get("owner").filter(|s| !s.is_empty());
+    let pool = params.get("pool").filter(|s| !s.is_empty());
+    let locked = flag(&params, "locked")?;
+    let statuses: Vec<String> = params.all("status").into_iter().filter(|s| !s.is_empty()).collect();
+    let wanted_tags: Vec<String> = params.all("tag").into_iter().filter(|s| !s.is_empty()).collect();
+    let extended = flag(&params, "extended")?.unwrap_or(false);
+    let plans: HashMap<String, PlanRecord> = server.store.plans().await?.into_iter().map(|p| (p.name.clone(), p)).collect();
+
+    let mut out = Vec::new();
+    for app in server.store.apps().await? {
+        let ctx = app_contexts(&app);
+        if !(caller.allows("app.read", &ctx) || caller.allows("app.read.info", &ctx)) {
+            continue;
+        }
+        if name_re.as_ref().is_some_and(|re| !re.is_match(&app.name))
+            || team_owner.as_ref().is_some_and(|t| *t != app.team_owner)
+            || owner.as_ref().is_some_and(|o| *o != app.owner)
+            || pool.as_ref().is_some_and(|p| *p != app.pool)
+            || !wanted_tags.iter().all(|t| app.tags.contains(t))
+            // No units exist yet, so no app has units in any status.
+            || !statuses.is_empty()
+        {
+            continue;
+        }
+        if let Some(p) = &platform {
+            let (n, v) = p.split_once(':').unwrap_or((p.as_str(), ""));
+            let version_ok = match v {
+                "" => true,
+                "latest" => app.platform_version.is_empty(),
+                v => app.platform_version == v,
+            };
+            if app.platform != n || !version_ok {
+                continue;
+            }
+        }
+        let lock = app_lock(&server, &app.name).await?;
+        if locked.is_some_and(|l| l != lock.is_some()) {
+            continue;
+        }
+        let mut item = json!({
+            "name": app.name,
+            "pool": app.pool,
+            "teamowner": app.team_owner,
+            "plan": app_plan_json(&app, &plans.get(&app.plan).cloned(), true),
+            "units": [],
+            "cname": list_or_null(&app.cnames),
+            "ip": "",
+            "routers": [],
+            "lock": lock_json(lock.as_ref()),
+            "tags": list_or_null(&app.tags),
+            "metadata": {"labels": null, "annotations": null},
+        });
+        if extended {
+            if !app.platform.is_empty() {
+                item["platform"] = json!(app.platform);
+            }
+            if !app.description.is_empty() {
+                item["description"] = json!(app.description);
+            }
+            item["metadata"] = metadata_json(&app.metadata);
+        }
+        out.push(item);
+    }
+    Ok(json_list(&out))
+}
+
+async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget) -> ApiResult<Response> {
+    caller.require("app.delete", &app_contexts(&app))?;
+    let data = request_data(&Params::default(), &[("app", &app.name)]);
+    let event = app_event(&server, &caller, &ip, "app.delete", &app, data).await?;
+    Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
+        let name = app.name.clone();
+        w.message(&format!("---- Removing application {name:?}...\n")).await;
+        let result = server.store.delete_app(&name).await.map_err(ApiError::from);
+        // The app's token is gone: drop cached identities.
+        server.auth.invalidate();
+        let result = event.done(result).await;
+        match result {
+            Ok(()) => {
+                w.message("---- Done removing application.\n").await;
+                Ok(())
+            }
+            Err(e) => Err(e.message),
+        }
+    }))
+}
+
+async fn grant(
+    State(server): AppState,
+    Caller(caller): Caller,
+    ip: ClientIp,
+    AppTarget(app): AppTarget,
+    Path((_, team)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require("app.update.grant", &app_contexts(&app))?;
+    if server.store.team(&team).await?.is_none() {
+        return Err(ApiError::not_found("Team not found"));
+    }
+    if app.teams.contains(&team) {
+        return Err(ApiError::conflict("team already have access to this app"));
+    }
+    let data = request_data(&Params::default(), &[("app", &app.name), ("team", &team)]);
+    let event = app_event(&server, &caller, &ip, "app.update.grant", &app, data).await?;
+    let result = server.store.grant_app_team(&app.name, &team).await.map(|()| empty(StatusCode::OK));
+    event.done(result.map_err(ApiError::from)).await
+}
+
+async fn revoke(
+    State(server): AppState,
+    Caller(caller): Caller,
+    ip: ClientIp,
+    AppTarget(app): AppTarget,
+    Path((_, team)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require("app.update.revoke", &app_contexts(&app))?;
+    if server.store.team(&team).await?.is_none() {
+        return Err(ApiError::not_found("Team not found"));
+    }
+    if !app.teams.contains(&team) {
+        return Err(ApiError::not_found("team does not have access to this app"));
+    }
+    if app.teams.len() == 1 {
+        return Err(ApiError::forbidden_with(
+            "You can not revoke the access from this team, because it is the unique team with access to the app, and an app can not be orphaned",
+        ));
+    }
+    let data = request_data(&Params::default(), &[("app", &app.name), ("team", &team)]);
+    let event = app_event(&server, &caller, &ip, "app.update.revoke", &app, data).await?;
+    let result = server.store.revoke_app_team(&app.name, &team).await.map(|()| empty(StatusCode::OK));
+    event.done(result.map_err(ApiError::from)).await
+}
+
+async fn quota_get(Caller(caller): Caller, AppTarget(app): AppTarget) -> ApiResult<Response> {
+    caller.require("app.read", &app_contexts(&app))?;
+    // In use counts units; provisioners bring them.
+    Ok(json(StatusCode::OK, &QuotaJson { limit: app.quota_limit, inuse: 0 }))
+}
+
+async fn quota_set(
+    State(server): AppState,
+    Caller(caller): Caller,
+    ip: ClientIp,
+    AppTarget(app): AppTarget,
+    params: Params,
+) -> ApiResult<Response> {
+    caller.require("app.admin.quota", &app_contexts(&app))?;
+    let limit = parse_limit(&params)?;
+    let data = request_data(&params, &[("app", &app.name)]);
+    let event = app_event(&server, &caller, &ip, "app.admin.quota", &app, data).await?;
+    let result = server.store.set_app_quota(&app.name, limit).await.map(|()| empty(StatusCode::OK));
+    event.done(result.map_err(ApiError::from)).await
+}
+
+async fn unlock(Caller(_caller): Caller, AppTarget(_app): AppTarget) -> ApiResult<Response> {
+    Err(ApiError::new(StatusCode::GONE, "app unlock is deprecated, this call does nothing"))
+}
+
+
+/// Starts the event of an operation on an app, readable in the app's contexts.
+async fn app_event(
+    server: &Arc<Server>,
+    caller: &crate::auth::Identity,
+    ip: &ClientIp,
+    kind: &str,
+    app: &AppRecord,
+    data: Value,
+) -> ApiResult<crate::events::RunningEvent> {
+    let allowed = Allowed::new("app.read.events", app_contexts(app));
+    record_allowed(server, Some(caller), ip, kind, Target::new("app", &app.name), data, allowed).await
+}

@@ -1,0 +1,250 @@
+//! Apps, app teams, app env and app tokens.
+
+use super::{Store, StoreError, StoreResult, conflict_or, json_list, now_millis, parse_list};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataItem {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub labels: Vec<MetadataItem>,
+    pub annotations: Vec<MetadataItem>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppRecord {
+    pub name: String,
+    pub platform: String,
+    pub platform_version: String,
+    pub team_owner: String,
+    pub owner: String,
+    pub pool: String,
+    pub plan: String,
+    pub override_memory: i64,
+    pub override_cpumilli: i64,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub metadata: Metadata,
+    pub cnames: Vec<String>,
+    pub quota_limit: i64,
+    pub deploys: i64,
+    pub created_at: i64,
+    /// Teams with access, the owner's team included.
+    pub teams: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+    pub public: bool,
+}
+
+const COLUMNS: &str = "name, platform, platform_version, team_owner, owner, pool, plan, override_memory, \
+     override_cpumilli, description, tags, metadata, cnames, quota_limit, deploys, created_at";
+
+fn app(row: &AnyRow) -> StoreResult<AppRecord> {
+    let tags: String = row.try_get("tags")?;
+    let metadata: String = row.try_get("metadata")?;
+    let cnames: String = row.try_get("cnames")?;
+    Ok(AppRecord {
+        name: row.try_get("name")?,
+        platform: row.try_get("platform")?,
+        platform_version: row.try_get("platform_version")?,
+        team_owner: row.try_get("team_owner")?,
+        owner: row.try_get("owner")?,
+        pool: row.try_get("pool")?,
+        plan: row.try_get("plan")?,
+        override_memory: row.try_get("override_memory")?,
+        override_cpumilli: row.try_get("override_cpumilli")?,
+        description: row.try_get("description")?,
+        tags: parse_list(&tags),
+        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        cnames: parse_list(&cnames),
+        quota_limit: row.try_get("quota_limit")?,
+        deploys: row.try_get("deploys")?,
+        created_at: row.try_get("created_at")?,
+        teams: Vec::new(),
+    })
+}
+
+fn app_not_found(name: &str) -> StoreError {
+    StoreError::NotFound(format!("App {name} not found."))
+}
+
+impl Store {
+    /// Creates an app with its owner team, env and token hash, atomically.
+    pub async fn create_app(&self, a: &AppRecord, env: &[EnvVar], token_hash: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO apps ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        ))
+        .bind(&a.name)
+        .bind(&a.platform)
+        .bind(&a.platform_version)
+        .bind(&a.team_owner)
+        .bind(&a.owner)
+        .bind(&a.pool)
+        .bind(&a.plan)
+        .bind(a.override_memory)
+        .bind(a.override_cpumilli)
+        .bind(&a.description)
+        .bind(json_list(&a.tags))
+        .bind(serde_json::to_string(&a.metadata).expect("serialisable"))
+        .bind(json_list(&a.cnames))
+        .bind(a.quota_limit)
+        .bind(a.deploys)
+        .bind(a.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict_or(e, &format!("tsuru failed to create the app \"{}\": there is already an app with this name", a.name)))?;
+        for team in &a.teams {
+            sqlx::query("INSERT INTO app_teams (app, team) VALUES ($1, $2)").bind(&a.name).bind(team).execute(&mut *tx).await?;
+        }
+        for e in env {
+            sqlx::query("INSERT INTO app_env (app, name, value, public) VALUES ($1, $2, $3, $4)")
+                .bind(&a.name)
+                .bind(&e.name)
+                .bind(&e.value)
+                .bind(i64::from(e.public))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO app_tokens (token_hash, app, created_at) VALUES ($1, $2, $3)")
+            .bind(token_hash)
+            .bind(&a.name)
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn with_teams(&self, mut apps: Vec<AppRecord>) -> StoreResult<Vec<AppRecord>> {
+        if apps.is_empty() {
+            return Ok(apps);
+        }
+        let rows = sqlx::query("SELECT app, team FROM app_teams ORDER BY app, team").fetch_all(&self.pool).await?;
+        for row in rows {
+            let (name, team): (String, String) = (row.try_get("app")?, row.try_get("team")?);
+            if let Some(a) = apps.iter_mut().find(|a| a.name == name) {
+                a.teams.push(team);
+            }
+        }
+        Ok(apps)
+    }
+
+    pub async fn app(&self, name: &str) -> StoreResult<Option<AppRecord>> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM apps WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut a = app(&row)?;
+        let teams = sqlx::query("SELECT team FROM app_teams WHERE app = $1 ORDER BY team").bind(name).fetch_all(&self.pool).await?;
+        a.teams = teams.into_iter().map(|r| r.try_get("team")).collect::<Result<_, _>>()?;
+        Ok(Some(a))
+    }
+
+    pub async fn apps(&self) -> StoreResult<Vec<AppRecord>> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM apps ORDER BY name")).fetch_all(&self.pool).await?;
+        let apps = rows.iter().map(app).collect::<StoreResult<Vec<_>>>()?;
+        self.with_teams(apps).await
+    }
+
+    /// Names of apps matching a simple column filter, for references and quotas.
+    pub async fn app_names_where(&self, column: AppColumn, value: &str) -> StoreResult<Vec<String>> {
+        let sql = match column {
+            AppColumn::TeamOwner => "SELECT name FROM apps WHERE team_owner = $1 ORDER BY name",
+            AppColumn::Owner => "SELECT name FROM apps WHERE owner = $1 ORDER BY name",
+            AppColumn::Pool => "SELECT name FROM apps WHERE pool = $1 ORDER BY name",
+            AppColumn::Plan => "SELECT name FROM apps WHERE plan = $1 ORDER BY name",
+            AppColumn::Platform => "SELECT name FROM apps WHERE platform = $1 ORDER BY name",
+            AppColumn::Team => "SELECT app AS name FROM app_teams WHERE team = $1 ORDER BY app",
+        };
+        let rows = sqlx::query(sql).bind(value).fetch_all(&self.pool).await?;
+        rows.into_iter().map(|r| Ok(r.try_get("name")?)).collect()
+    }
+
+    pub async fn delete_app(&self, name: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM app_tokens WHERE app = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM app_env WHERE app = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM app_teams WHERE app = $1").bind(name).execute(&mut *tx).await?;
+        let done = sqlx::query("DELETE FROM apps WHERE name = $1").bind(name).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Err(app_not_found(name));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn grant_app_team(&self, app: &str, team: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO app_teams (app, team) VALUES ($1, $2)")
+            .bind(app)
+            .bind(team)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, "team already have access to this app"))?;
+        Ok(())
+    }
+
+    pub async fn revoke_app_team(&self, app: &str, team: &str) -> StoreResult<()> {
+        let done = sqlx::query("DELETE FROM app_teams WHERE app = $1 AND team = $2").bind(app).bind(team).execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("team does not have access to this app".into()));
+        }
+        Ok(())
+    }
+
+    pub async fn set_app_quota(&self, app: &str, limit: i64) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE apps SET quota_limit = $1 WHERE name = $2").bind(limit).bind(app).execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(app_not_found(app));
+        }
+        Ok(())
+    }
+
+    pub async fn app_env(&self, app: &str) -> StoreResult<Vec<EnvVar>> {
+        let rows = sqlx::query("SELECT name, value, public FROM app_env WHERE app = $1 ORDER BY name")
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EnvVar {
+                    name: r.try_get("name")?,
+                    value: r.try_get("value")?,
+                    public: r.try_get::<i64, _>("public")? != 0,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn app_by_token(&self, hash: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT app FROM app_tokens WHERE token_hash = $1").bind(hash).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.try_get("app")).transpose()?)
+    }
+
+    /// `Some(disabled)` for a known platform.
+    pub async fn platform_disabled(&self, name: &str) -> StoreResult<Option<bool>> {
+        let row = sqlx::query("SELECT disabled FROM platforms WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.try_get::<i64, _>("disabled").map(|d| d != 0)).transpose()?)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum AppColumn {
+    TeamOwner,
+    Owner,
+    Pool,
+    Plan,
+    Platform,
+    Team,
+}

@@ -1,0 +1,234 @@
+//! Apps: create, info, list, remove, team access, quotas, app tokens.
+
+use crate::support::{ADMIN, TestServer, backends};
+use serde_json::{Value, json};
+
+const INVALID: &str = "Invalid app name, your app should have at most 40 characters, containing only lower case letters, numbers or dashes, starting with a letter.";
+
+/// A server with team `t1`, a public default pool `main` and a user `dev` who
+/// may create and manage apps of `t1`.
+async fn setup(b: crate::support::Backend) -> (TestServer, String) {
+    let t = TestServer::start(b).await;
+    t.team("t1").await;
+    t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
+    t.role("developer", "team", &["app"]).await;
+    let dev = t.user("dev@example.com").await;
+    t.assign("developer", "dev@example.com", "t1").await;
+    (t, dev)
+}
+
+backends! {
+    async fn create_validates_and_answers_like_tsuru(b) {
+        let (t, dev) = setup(b).await;
+        let create = |pairs: &[(&'static str, &'static str)]| {
+            let req = t.req("POST", "/1.0/apps").token(&dev).form(pairs);
+            async move { req.send().await }
+        };
+        create(&[("name", "My_App")]).await.expect_error(400, INVALID);
+        create(&[("name", "tsr")]).await.expect_error(400, INVALID);
+        create(&[("name", "myapp"), ("platform", "python")]).await.expect_error(500, "Invalid platform");
+        create(&[("name", "myapp"), ("plan", "nope")]).await.expect_error(400, "plan not found");
+        create(&[("name", "myapp"), ("router", "ingress")]).await.expect_status(400);
+        create(&[("name", "myapp"), ("pool", "ghost")]).await.expect_error(400, "Pool does not exist.");
+        let outsider = t.user("out@example.com").await;
+        t.req("POST", "/1.0/apps").token(&outsider).form(&[("name", "x")]).send().await
+            .expect_error(400, "In order to create an app, you should be member of at least one team");
+        t.req("GET", "/1.0/apps").token(&dev).send().await.expect(204, "");
+
+        // `tags` first, then the legacy repeated `tag`, trimmed and de-duplicated.
+        let r = create(&[("name", "myapp"), ("description", "my app"), ("tag", "a"), ("tag", " a "), ("tags.0", "b")]).await;
+        r.expect(201, "{\"status\":\"success\"}\n");
+        assert_eq!(r.header("content-type"), "application/json");
+        create(&[("name", "myapp")]).await
+            .expect_error(409, "tsuru failed to create the app \"myapp\": there is already an app with this name");
+
+        let info = t.req("GET", "/1.0/apps/myapp").token(&dev).send().await;
+        info.expect_status(200);
+        let v = info.json();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "app info keys are sorted as tsuru's map");
+        assert_eq!(v, json!({
+            "cname": null, "deploys": 0, "description": "my app",
+            "lock": {"Locked": false, "Reason": "", "Owner": "", "AcquireDate": "0001-01-01T00:00:00Z"},
+            "metadata": {"labels": null, "annotations": null},
+            "name": "myapp", "owner": "dev@example.com",
+            "plan": {"name": "c0.1m0.2", "memory": 268435456, "cpushare": 0, "cpumilli": 100, "override": {"memory": null, "cpumilli": null}},
+            "platform": "", "pool": "main", "provisioner": "", "quota": {"limit": -1, "inuse": 0},
+            "serviceInstanceBinds": [], "tags": ["b", "a"], "teamowner": "t1", "teams": ["t1"], "units": [], "volumeBinds": null
+        }));
+        t.req("GET", "/1.0/apps/ghost").token(&dev).send().await.expect_error(404, "App ghost not found.");
+        // 404 comes before the permission check.
+        t.req("GET", "/1.0/apps/ghost").token(&outsider).send().await.expect_error(404, "App ghost not found.");
+        t.req("GET", "/1.0/apps/myapp").token(&outsider).send().await
+            .expect_error(403, "You don't have permission to do this action");
+        t.req("DELETE", "/1.0/apps/myapp/lock").token(&dev).send().await
+            .expect_error(410, "app unlock is deprecated, this call does nothing");
+
+        let events = t.req("GET", "/1.1/events?kindname=app.create").token(&dev).send().await.json();
+        assert_eq!(events[0]["Target"], json!({"Type": "app", "Value": "myapp"}));
+        assert_eq!(events[0]["Allowed"]["Contexts"], json!([
+            {"CtxType": "team", "Value": "t1"}, {"CtxType": "app", "Value": "myapp"}, {"CtxType": "pool", "Value": "main"}
+        ]));
+        t.stop().await;
+    }
+}
+
+backends! {
+    async fn pool_team_and_plan_rules(b) {
+        let (t, dev) = setup(b).await;
+        t.team("t2").await;
+        t.assign("developer", "dev@example.com", "t2").await;
+        // Several teams: one must be chosen.
+        t.req("POST", "/1.0/apps").token(&dev).form(&[("name", "a1")]).send().await
+            .expect_error(400, "You must provide a team to execute this action.");
+        // A pool naming t2 is chosen over the default for t2's apps.
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "t2pool")]).send().await.expect(201, "");
+        t.req("POST", "/1.0/pools/t2pool/team").admin().form(&[("team", "t2")]).send().await.expect(200, "");
+        t.req("POST", "/1.0/apps").token(&dev).form(&[("name", "a2"), ("teamOwner", "t2")]).send().await.expect_status(201);
+        assert_eq!(t.req("GET", "/1.0/apps/a2").token(&dev).send().await.json()["pool"], "t2pool");
+        t.req("POST", "/1.0/apps").token(&dev).form(&[("name", "a3"), ("teamOwner", "t1"), ("pool", "t2pool")]).send().await
+            .expect_error(400, "App team owner \"t1\" has no access to pool \"t2pool\"");
+        t.req("PUT", "/1.3/constraints").admin().json(json!({"PoolExpr": "t2pool", "Field": "plan", "Values": ["c1m*"]})).send().await.expect(200, "");
+        t.req("POST", "/1.0/apps").token(&dev).form(&[("name", "a3"), ("teamOwner", "t2"), ("plan", "c2m2")]).send().await
+            .expect_error(400, "App plan \"c2m2\" is not allowed on pool \"t2pool\"");
+        // Without a plan, the default plan is not allowed there: the first allowed one is used.
+        t.req("POST", "/1.0/apps").token(&dev).json(json!({"name": "a3", "teamOwner": "t2", "planOverride": {"memory": 536870912}})).send().await.expect_status(201);
+        let a3 = t.req("GET", "/1.0/apps/a3").token(&dev).send().await.json();
+        assert_eq!(a3["plan"]["name"], "c1m1");
+        assert_eq!(a3["plan"]["override"], json!({"memory": 536870912, "cpumilli": null}));
+        // Pools and teams with apps cannot be removed.
+        t.req("DELETE", "/pools/t2pool").admin().send().await
+            .expect_error(403, "This pool has apps, you need to migrate or remove them before removing the pool");
+        t.req("DELETE", "/1.0/teams/t2").admin().send().await
+            .expect_error(403, "This team cannot be removed because there are still references to it:\nApps: a2, a3");
+        t.stop().await;
+    }
+}
+
+backends! {
+    async fn list_visibility_and_filters(b) {
+        let (t, dev) = setup(b).await;
+        t.team("t2").await;
+        for (name, team, tags) in [("alpha", "t1", "x"), ("beta", "t1", "y"), ("gamma", "t2", "x")] {
+            t.req("POST", "/1.0/apps").admin().form(&[("name", name), ("teamOwner", team), ("tag", tags), ("description", "d")])
+                .send().await.expect_status(201);
+        }
+        let names = |v: Value| -> Vec<String> {
+            v.as_array().map(|a| a.iter().map(|x| x["name"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+        };
+        assert_eq!(names(t.req("GET", "/1.0/apps").token(&dev).send().await.json()), vec!["alpha", "beta"]);
+        assert_eq!(names(t.req("GET", "/1.0/apps").admin().send().await.json()), vec!["alpha", "beta", "gamma"]);
+        assert_eq!(names(t.req("GET", "/1.0/apps?name=^b").admin().send().await.json()), vec!["beta"]);
+        assert_eq!(names(t.req("GET", "/1.0/apps?teamOwner=t2").admin().send().await.json()), vec!["gamma"]);
+        assert_eq!(names(t.req("GET", "/1.0/apps?tag=x").admin().send().await.json()), vec!["alpha", "gamma"]);
+        assert_eq!(names(t.req("GET", &format!("/1.0/apps?owner={ADMIN}&pool=main&locked=false")).admin().send().await.json()).len(), 3);
+        t.req("GET", "/1.0/apps?name=(").admin().send().await.expect_status(400);
+        t.req("GET", "/1.0/apps?status=started").admin().send().await.expect(204, "");
+        let outsider = t.user("out@example.com").await;
+        t.req("GET", "/1.0/apps").token(&outsider).send().await.expect(204, "");
+
+        let list = t.req("GET", "/1.0/apps?name=alpha").admin().send().await.json();
+        assert_eq!(list[0], json!({
+            "name": "alpha", "pool": "main", "teamowner": "t1",
+            "plan": {"name": "c0.1m0.2", "memory": 268435456, "cpushare": 0, "cpumilli": 100, "default": true, "override": {"memory": null, "cpumilli": null}},
+            "units": [], "cname": null, "ip": "", "routers": [],
+            "lock": {"Locked": false, "Reason": "", "Owner": "", "AcquireDate": "0001-01-01T00:00:00Z"},
+            "tags": ["x"], "metadata": {"labels": null, "annotations": null}
+        }));
+        let ext = t.req("GET", "/1.0/apps?name=alpha&extended=true").admin().send().await.json();
+        assert_eq!(ext[0]["description"], "d");
+        t.stop().await;
+    }
+}
+
+backends! {
+    async fn team_access_and_quotas(b) {
+        let (t, dev) = setup(b).await;
+        t.team("t2").await;
+        let other = t.user("other@example.com").await;
+        t.assign("developer", "other@example.com", "t2").await;
+        t.req("POST", "/1.0/apps").token(&dev).form(&[("name", "shared")]).send().await.expect_status(201);
+        t.req("GET", "/1.0/apps/shared").token(&other).send().await.expect_status(403);
+        t.req("PUT", "/1.0/apps/shared/teams/ghost").token(&dev).send().await.expect_error(404, "Team not found");
+        t.req("PUT", "/1.0/apps/shared/teams/t1").token(&dev).send().await.expect_error(409, "team already have access to this app");
+        t.req("PUT", "/1.0/apps/shared/teams/t2").token(&other).send().await.expect_status(403);
+        t.req("PUT", "/1.0/apps/shared/teams/t2").token(&dev).send().await.expect(200, "");
+        assert_eq!(t.req("GET", "/1.0/apps/shared").token(&other).send().await.json()["teams"], json!(["t1", "t2"]));
+        t.req("DELETE", "/1.0/apps/shared/teams/t1").token(&dev).send().await.expect(200, "");
+        t.req("DELETE", "/1.0/apps/shared/teams/t1").token(&other).send().await.expect_error(404, "team does not have access to this app");
+        t.req("DELETE", "/1.0/apps/shared/teams/t2").token(&other).send().await.expect_error(403,
+            "You can not revoke the access from this team, because it is the unique team with access to the app, and an app can not be orphaned");
+        // dev lost access with t1's revocation.
+        t.req("GET", "/1.0/apps/shared").token(&dev).send().await.expect_status(403);
+
+        t.req("GET", "/1.0/apps/shared/quota").token(&other).send().await.expect(200, "{\"limit\":-1,\"inuse\":0}\n");
+        let reader = t.user("reader@example.com").await;
+        t.role("app-reader", "team", &["app.read"]).await;
+        t.assign("app-reader", "reader@example.com", "t2").await;
+        t.req("GET", "/1.0/apps/shared/quota").token(&reader).send().await.expect_status(200);
+        t.req("PUT", "/1.0/apps/shared/quota").token(&reader).form(&[("limit", "4")]).send().await.expect_status(403);
+        t.req("PUT", "/1.0/apps/shared/quota").admin().form(&[("limit", "4")]).send().await.expect(200, "");
+        t.req("GET", "/1.0/apps/shared/quota").token(&other).send().await.expect(200, "{\"limit\":4,\"inuse\":0}\n");
+
+        // User and team quotas count apps and refuse beyond the limit.
+        t.req("GET", "/1.0/users/dev@example.com/quota").token(&dev).send().await.expect(200, "{\"limit\":-1,\"inuse\":1}\n");
+        t.req("PUT", "/1.0/users/dev@example.com/quota").admin().form(&[("limit", "0")]).send().await
+            .expect_error(403, "New limit is less than the current allocated value");
+        t.req("PUT", "/1.0/users/dev@example.com/quota").admin().form(&[("limit", "1")]).send().await.expect(200, "");
+        t.req("POST", "/1.0/apps").token(&dev).form(&[("name", "second")]).send().await.expect_error(403, "Quota exceeded");
+        t.req("PUT", "/1.0/users/dev@example.com/quota").admin().form(&[("limit", "-1")]).send().await.expect(200, "");
+        t.req("PUT", "/1.12/teams/t1/quota").admin().form(&[("limit", "1")]).send().await.expect(200, "");
+        t.req("GET", "/1.12/teams/t1/quota").admin().send().await.expect(200, "{\"limit\":1,\"inuse\":1}\n");
+        t.req("POST", "/1.0/apps").token(&dev).form(&[("name", "second")]).send().await.expect_error(403, "Quota exceeded");
+        t.stop().await;
+    }
+}
+
+backends! {
+    async fn app_token_reaches_only_its_app(b) {
+        let (t, dev) = setup(b).await;
+        for name in ["one", "two"] {
+            t.req("POST", "/1.0/apps").token(&dev).form(&[("name", name)]).send().await.expect_status(201);
+        }
+        let env = t.server().store.app_env("one").await.unwrap();
+        let get = |n: &str| env.iter().find(|e| e.name == n).unwrap().clone();
+        assert_eq!((get("TSURU_APPNAME").value.as_str(), get("TSURU_APPNAME").public), ("one", false));
+        assert_eq!(get("TSURU_APPDIR").value, "/home/application/current");
+        let token = get("TSURU_APP_TOKEN").value;
+        assert_eq!(token.len(), 40);
+        t.req("GET", "/1.0/apps/two").token(&token).send().await
+            .expect_error(403, "app token mismatch, token for \"one\", request for \"two\"");
+        // Its own app, but app tokens hold only unit, log and deploy-read permissions.
+        t.req("GET", "/1.0/apps/one").token(&token).send().await.expect_error(403, "You don't have permission to do this action");
+        t.req("GET", "/1.0/apps").token(&token).send().await.expect(204, "");
+        t.stop().await;
+    }
+}
+
+backends! {
+    async fn remove_streams_progress(b) {
+        let (t, dev) = setup(b).await;
+        t.req("POST", "/1.0/apps").token(&dev).form(&[("name", "doomed")]).send().await.expect_status(201);
+        let token = t.server().store.app_env("doomed").await.unwrap().into_iter().find(|e| e.name == "TSURU_APP_TOKEN").unwrap().value;
+        let outsider = t.user("out@example.com").await;
+        t.req("DELETE", "/1.0/apps/doomed").token(&outsider).send().await.expect_status(403);
+        let r = t.req("DELETE", "/1.0/apps/doomed").token(&dev).send().await;
+        r.expect_status(200);
+        assert_eq!(r.header("content-type"), "application/x-json-stream");
+        let lines: Vec<Value> = r.body.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+        let messages: Vec<&str> = lines.iter().map(|l| l["Message"].as_str().unwrap()).collect();
+        assert_eq!(messages, vec!["---- Removing application \"doomed\"...\n", "---- Done removing application.\n"]);
+        assert!(lines.iter().all(|l| l.get("Error").is_none()));
+        t.req("GET", "/1.0/apps/doomed").token(&dev).send().await.expect_error(404, "App doomed not found.");
+        // Its token died with it; its events stay.
+        t.req("GET", "/1.0/users/info").token(&token).send().await.expect_status(401);
+        let events = t.req("GET", "/1.1/events?target.value=doomed").admin().send().await.json();
+        let kinds: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["Kind"]["Name"].as_str().unwrap()).collect();
+        assert_eq!(kinds, vec!["app.delete", "app.create"]);
+        // The name is free again.
+        t.req("POST", "/1.0/apps").token(&dev).form(&[("name", "doomed")]).send().await.expect_status(201);
+        t.stop().await;
+    }
+}
