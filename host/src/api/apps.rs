@@ -259,7 +259,7 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         ("TSURU_APPDIR", "/home/application/current".to_string()),
         ("TSURU_APP_TOKEN", token.clone()),
     ]
-    .map(|(n, v)| EnvVar { name: n.into(), value: v, public: false });
+    .map(|(n, v)| EnvVar { name: n.into(), value: v, public: false, alias: String::new(), managed_by: String::new() });
     let allowed = Allowed::new("app.read.events", app_contexts(&app));
     let event = record_allowed(&server, Some(&caller), &ip, "app.create", Target::new("app", &name), request_data(&params, &[]), allowed).await?;
     let result = server.store.create_app(&app, &env, &hash_token(&token)).await;
@@ -510,7 +510,7 @@ async fn unlock(Caller(_caller): Caller, AppTarget(_app): AppTarget) -> ApiResul
 
 
 /// Starts the event of an operation on an app, readable in the app's contexts.
-async fn app_event(
+pub(super) async fn app_event(
     server: &Arc<Server>,
     caller: &crate::auth::Identity,
     ip: &ClientIp,

@@ -6,6 +6,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use super::params::{Params, parse_bool};
 use super::{AppState, Caller, ClientIp, Routes, json, json_list};
@@ -104,11 +105,23 @@ pub async fn record_allowed(
         start_custom: data,
         lock: true,
     };
-    server.events.start(spec).await.map_err(|e| match e {
-        EventError::Locked(_) | EventError::Blocked { .. } => ApiError::internal(e.to_string()),
-        EventError::Store(e) => e.into(),
-    })
+    // Operations on an app wait up to 10 s for another one to finish, as tsuru's do.
+    let patience = if spec.target.kind == "app" { APP_LOCK_PATIENCE } else { Duration::ZERO };
+    let deadline = Instant::now() + patience;
+    loop {
+        match server.events.start(spec.clone()).await {
+            Ok(running) => return Ok(running),
+            Err(EventError::Locked(_)) if Instant::now() < deadline => {
+                let jitter = rand::random::<u64>() % 40;
+                tokio::time::sleep(Duration::from_millis(40 + jitter)).await;
+            }
+            Err(e @ (EventError::Locked(_) | EventError::Blocked { .. })) => return Err(ApiError::internal(e.to_string())),
+            Err(EventError::Store(e)) => return Err(e.into()),
+        }
+    }
 }
+
+const APP_LOCK_PATIENCE: Duration = Duration::from_secs(10);
 
 static OBJECT_ID: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new("^[0-9a-fA-F]{24}$").unwrap());
 

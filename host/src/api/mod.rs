@@ -9,6 +9,7 @@
 
 mod apps;
 mod auth;
+mod env;
 mod event_blocks;
 mod events;
 mod misc;
@@ -68,6 +69,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = plans::routes(routes);
     let routes = pools::routes(routes);
     let routes = apps::routes(routes);
+    let routes = env::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router

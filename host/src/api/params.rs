@@ -172,6 +172,11 @@ impl Params {
         out
     }
 
+    /// The raw JSON value of a top-level field (case-insensitive), for JSON bodies.
+    pub fn json_field(&self, name: &str) -> Option<&Value> {
+        self.json.as_ref()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
     /// A nested field `outer.inner`: the JSON object's key, or the form key,
     /// both matched case-insensitively.
     pub fn nested(&self, outer: &str, inner: &str) -> Option<String> {

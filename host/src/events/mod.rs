@@ -69,6 +69,7 @@ impl Allowed {
     }
 }
 
+#[derive(Clone)]
 pub struct EventSpec {
     pub target: Target,
     /// A permission name (kind type `permission`) unless `internal`.

@@ -44,6 +44,9 @@ pub struct EnvVar {
     pub name: String,
     pub value: String,
     pub public: bool,
+    /// When set, the variable shows the value of the variable it names.
+    pub alias: String,
+    pub managed_by: String,
 }
 
 const COLUMNS: &str = "name, platform, platform_version, team_owner, owner, pool, plan, override_memory, \
@@ -108,13 +111,7 @@ impl Store {
             sqlx::query("INSERT INTO app_teams (app, team) VALUES ($1, $2)").bind(&a.name).bind(team).execute(&mut *tx).await?;
         }
         for e in env {
-            sqlx::query("INSERT INTO app_env (app, name, value, public) VALUES ($1, $2, $3, $4)")
-                .bind(&a.name)
-                .bind(&e.name)
-                .bind(&e.value)
-                .bind(i64::from(e.public))
-                .execute(&mut *tx)
-                .await?;
+            insert_env(&mut tx, &a.name, e).await?;
         }
         sqlx::query("INSERT INTO app_tokens (token_hash, app, created_at) VALUES ($1, $2, $3)")
             .bind(token_hash)
@@ -212,7 +209,7 @@ impl Store {
     }
 
     pub async fn app_env(&self, app: &str) -> StoreResult<Vec<EnvVar>> {
-        let rows = sqlx::query("SELECT name, value, public FROM app_env WHERE app = $1 ORDER BY name")
+        let rows = sqlx::query("SELECT name, value, public, alias, managed_by FROM app_env WHERE app = $1 ORDER BY name")
             .bind(app)
             .fetch_all(&self.pool)
             .await?;
@@ -222,9 +219,54 @@ impl Store {
                     name: r.try_get("name")?,
                     value: r.try_get("value")?,
                     public: r.try_get::<i64, _>("public")? != 0,
+                    alias: r.try_get("alias")?,
+                    managed_by: r.try_get("managed_by")?,
                 })
             })
             .collect()
+    }
+
+    /// Sets variables (replacing same-named ones) and, with `prune`, removes
+    /// the variables managed by it that are not in `vars`. Returns the pruned names.
+    pub async fn set_app_env(&self, app: &str, vars: &[EnvVar], prune: Option<&str>) -> StoreResult<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        for v in vars {
+            sqlx::query("DELETE FROM app_env WHERE app = $1 AND name = $2").bind(app).bind(&v.name).execute(&mut *tx).await?;
+            insert_env(&mut tx, app, v).await?;
+        }
+        let mut pruned = Vec::new();
+        if let Some(manager) = prune {
+            let rows = sqlx::query("SELECT name FROM app_env WHERE app = $1 AND managed_by = $2 ORDER BY name")
+                .bind(app)
+                .bind(manager)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in rows {
+                let name: String = row.try_get("name")?;
+                if !vars.iter().any(|v| v.name == name) {
+                    sqlx::query("DELETE FROM app_env WHERE app = $1 AND name = $2").bind(app).bind(&name).execute(&mut *tx).await?;
+                    pruned.push(name);
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(pruned)
+    }
+
+    /// Removes variables by name; returns how many existed.
+    pub async fn unset_app_env(&self, app: &str, names: &[String]) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut removed = 0;
+        for name in names {
+            removed += sqlx::query("DELETE FROM app_env WHERE app = $1 AND name = $2")
+                .bind(app)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(removed)
     }
 
     pub async fn app_by_token(&self, hash: &str) -> StoreResult<Option<String>> {
@@ -247,4 +289,17 @@ pub enum AppColumn {
     Plan,
     Platform,
     Team,
+}
+
+async fn insert_env(tx: &mut sqlx::Transaction<'_, sqlx::Any>, app: &str, e: &EnvVar) -> StoreResult<()> {
+    sqlx::query("INSERT INTO app_env (app, name, value, public, alias, managed_by) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(app)
+        .bind(&e.name)
+        .bind(&e.value)
+        .bind(i64::from(e.public))
+        .bind(&e.alias)
+        .bind(&e.managed_by)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

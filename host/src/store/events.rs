@@ -133,24 +133,29 @@ impl Store {
         }
         let insert_lock = "INSERT INTO event_locks (target_type, target_value, event_id, heartbeat_at) VALUES ($1, $2, $3, $4) \
                            ON CONFLICT (target_type, target_value) DO NOTHING";
-        let got = sqlx::query(insert_lock)
-            .bind(&e.target_type)
-            .bind(&e.target_value)
-            .bind(&e.id)
-            .bind(e.start_time)
-            .execute(&mut *tx)
-            .await?;
-        if got.rows_affected() == 1 {
-            tx.commit().await?;
-            return Ok(LockOutcome::Acquired { took_over: None });
-        }
-        let row = sqlx::query("SELECT event_id, heartbeat_at FROM event_locks WHERE target_type = $1 AND target_value = $2")
-            .bind(&e.target_type)
-            .bind(&e.target_value)
-            .fetch_one(&mut *tx)
-            .await?;
-        let holder: String = row.try_get("event_id")?;
-        let heartbeat: i64 = row.try_get("heartbeat_at")?;
+        // On PostgreSQL the holder may release between our insert and our look at
+        // it; then the lock is free and the insert is simply tried again.
+        let (holder, heartbeat) = loop {
+            let got = sqlx::query(insert_lock)
+                .bind(&e.target_type)
+                .bind(&e.target_value)
+                .bind(&e.id)
+                .bind(e.start_time)
+                .execute(&mut *tx)
+                .await?;
+            if got.rows_affected() == 1 {
+                tx.commit().await?;
+                return Ok(LockOutcome::Acquired { took_over: None });
+            }
+            let row = sqlx::query("SELECT event_id, heartbeat_at FROM event_locks WHERE target_type = $1 AND target_value = $2")
+                .bind(&e.target_type)
+                .bind(&e.target_value)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = row {
+                break (row.try_get::<String, _>("event_id")?, row.try_get::<i64, _>("heartbeat_at")?);
+            }
+        };
         if heartbeat >= expired_before {
             // Dropping the transaction rolls our event back: nothing happened.
             return Ok(LockOutcome::Held(holder));
@@ -172,13 +177,18 @@ impl Store {
             .bind(&holder)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(insert_lock)
+        let got = sqlx::query(insert_lock)
             .bind(&e.target_type)
             .bind(&e.target_value)
             .bind(&e.id)
             .bind(e.start_time)
             .execute(&mut *tx)
             .await?;
+        if got.rows_affected() == 0 {
+            // Another process took the freed lock first; roll everything back.
+            let winner = self.lock_holder(&e.target_type, &e.target_value).await?.unwrap_or_default();
+            return Ok(LockOutcome::Held(winner));
+        }
         tx.commit().await?;
         Ok(LockOutcome::Acquired { took_over: Some(holder) })
     }

@@ -1,0 +1,174 @@
+//! App environment variables (API-NOTES §2.6).
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::sync::LazyLock;
+
+use super::apps::{AppTarget, app_contexts, app_event};
+use super::params::{Params, parse_bool};
+use super::stream::{KEEPALIVE, json_stream};
+use super::{AppState, Caller, ClientIp, Routes, json};
+use crate::auth::Subject;
+use crate::error::{ApiError, ApiResult};
+use crate::store::EnvVar;
+
+pub(super) fn routes(r: Routes) -> Routes {
+    r.add("1.0", Method::GET, "/apps/{app}/env", get)
+        .add("1.0", Method::POST, "/apps/{app}/env", set)
+        .add("1.0", Method::DELETE, "/apps/{app}/env", unset)
+}
+
+const RESERVED: [&str; 4] = ["TSURU_APPNAME", "TSURU_APP_TOKEN", "TSURU_SERVICE", "TSURU_APPDIR"];
+
+static ENV_NAME: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"^[a-zA-Z][-_a-zA-Z0-9]*$").unwrap());
+
+#[derive(Serialize)]
+struct EnvJson {
+    name: String,
+    value: String,
+    alias: String,
+    public: bool,
+    #[serde(rename = "managedBy", skip_serializing_if = "String::is_empty")]
+    managed_by: String,
+}
+
+async fn get(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
+    // An app's own token may read its env (API-NOTES §1.2.4).
+    if !matches!(&caller.subject, Subject::App { .. }) {
+        caller.require("app.read.env", &app_contexts(&app))?;
+    }
+    let vars = server.store.app_env(&app.name).await?;
+    let value_of = |v: &EnvVar| -> String {
+        if v.alias.is_empty() {
+            v.value.clone()
+        } else {
+            vars.iter().find(|o| o.name == v.alias).map(|o| o.value.clone()).unwrap_or_default()
+        }
+    };
+    let to_json = |v: &EnvVar| EnvJson {
+        name: v.name.clone(),
+        value: value_of(v),
+        alias: v.alias.clone(),
+        public: v.public,
+        managed_by: v.managed_by.clone(),
+    };
+    let wanted: Vec<String> = params.all("env");
+    if !wanted.is_empty() {
+        let found: Vec<EnvJson> = vars.iter().filter(|v| wanted.contains(&v.name)).map(to_json).collect();
+        return Ok(if found.is_empty() { json(StatusCode::OK, &Value::Null) } else { json(StatusCode::OK, &found) });
+    }
+    let mut all: Vec<EnvJson> = vars.iter().map(to_json).collect();
+    // Services arrive with their area; until then the app is bound to none.
+    all.push(EnvJson { name: "TSURU_SERVICES".into(), value: "{}".into(), alias: String::new(), public: false, managed_by: String::new() });
+    Ok(json(StatusCode::OK, &all))
+}
+
+/// `envs` from a JSON body (`[{"name","value","alias","private"}]`) or form
+/// keys `Envs.N.Name|Value|Alias|Private` (any case).
+fn requested(params: &Params, all_private: bool, managed_by: &str) -> Vec<EnvVar> {
+    let mut rows: std::collections::BTreeMap<usize, (String, String, String, bool)> = Default::default();
+    if let Some(Value::Array(items)) = params.json_field("envs") {
+        for (i, item) in items.iter().enumerate() {
+            let get = |k: &str| {
+                item.as_object()
+                    .and_then(|o| o.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)))
+                    .map(|(_, v)| match v {
+                        Value::String(s) => s.clone(),
+                        Value::Bool(b) => b.to_string(),
+                        Value::Number(n) => n.to_string(),
+                        _ => String::new(),
+                    })
+                    .unwrap_or_default()
+            };
+            rows.insert(i, (get("name"), get("value"), get("alias"), parse_bool(&get("private")).unwrap_or(false)));
+        }
+    } else {
+        for (k, v) in params.pairs() {
+            let parts: Vec<&str> = k.split('.').collect();
+            if let [outer, idx, field] = parts.as_slice()
+                && outer.eq_ignore_ascii_case("envs")
+                && let Ok(i) = idx.parse::<usize>()
+            {
+                let row = rows.entry(i).or_default();
+                match field.to_ascii_lowercase().as_str() {
+                    "name" => row.0 = v,
+                    "value" => row.1 = v,
+                    "alias" => row.2 = v,
+                    "private" => row.3 = parse_bool(&v).unwrap_or(false),
+                    _ => {}
+                }
+            }
+        }
+    }
+    rows.into_values()
+        .map(|(name, value, alias, private)| EnvVar {
+            name,
+            value,
+            alias,
+            public: !(private || all_private),
+            managed_by: managed_by.to_string(),
+        })
+        .collect()
+}
+
+fn flag(params: &Params, key: &str) -> bool {
+    params.field(key).and_then(|v| parse_bool(&v)).unwrap_or(false)
+}
+
+async fn set(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
+    caller.require("app.update.env.set", &app_contexts(&app))?;
+    let managed_by = params.field("managedBy").unwrap_or_default();
+    let prune = flag(&params, "pruneUnused");
+    let vars = requested(&params, flag(&params, "private"), &managed_by);
+    if vars.is_empty() && managed_by.is_empty() {
+        return Err(ApiError::bad_request("You must provide the list of environment variables"));
+    }
+    if prune && managed_by.is_empty() {
+        return Err(ApiError::bad_request("Prune unused requires a managed-by value"));
+    }
+    if vars.iter().any(|v| RESERVED.contains(&v.name.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "Can't change the following environment variables (write protected): [{}]",
+            RESERVED.join(" ")
+        )));
+    }
+    if let Some(bad) = vars.iter().find(|v| !ENV_NAME.is_match(&v.name)) {
+        return Err(ApiError::bad_request(format!("Invalid environment variable name: '{}'", bad.name)));
+    }
+    // The event keeps the request with private values masked.
+    let masked: Vec<Value> = vars
+        .iter()
+        .map(|v| json!({"name": v.name, "value": if v.public { v.value.as_str() } else { "*****" }, "alias": v.alias, "private": !v.public}))
+        .collect();
+    let data = json!([{"name": ":app", "value": app.name}, {"name": "Envs", "value": masked}, {"name": "ManagedBy", "value": managed_by}]);
+    let event = app_event(&server, &caller, &ip, "app.update.env.set", &app, data).await?;
+    Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
+        w.message(&format!("---- Setting {} new environment variables ----\n", vars.len())).await;
+        let result = server.store.set_app_env(&app.name, &vars, prune.then_some(managed_by.as_str())).await.map_err(ApiError::from);
+        if let Ok(pruned) = &result {
+            for name in pruned {
+                w.message(&format!("---- Pruning {name} from environment variables ----\n")).await;
+            }
+        }
+        // A restart follows only for apps with units; provisioners bring units.
+        event.done(result).await.map(|_| ()).map_err(|e| e.message)
+    }))
+}
+
+async fn unset(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
+    caller.require("app.update.env.unset", &app_contexts(&app))?;
+    let names: Vec<String> = params.all("env").into_iter().filter(|n| !n.is_empty()).collect();
+    if names.is_empty() {
+        return Err(ApiError::bad_request("You must provide the list of environment variables."));
+    }
+    let data = json!([{"name": ":app", "value": app.name}, {"name": "env", "value": names}]);
+    let event = app_event(&server, &caller, &ip, "app.update.env.unset", &app, data).await?;
+    Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
+        w.message(&format!("---- Unsetting {} environment variables ----\n", names.len())).await;
+        let result = server.store.unset_app_env(&app.name, &names).await.map_err(ApiError::from);
+        event.done(result).await.map(|_| ()).map_err(|e| e.message)
+    }))
+}
