@@ -121,6 +121,7 @@ async fn concurrent_sets(servers: &[&TestServer], n: usize) -> BTreeSet<String> 
         }));
     }
     let mut acknowledged = BTreeSet::new();
+    let started = std::time::Instant::now();
     for task in tasks {
         let (i, status, body) = task.await.unwrap();
         match status {
@@ -133,6 +134,7 @@ async fn concurrent_sets(servers: &[&TestServer], n: usize) -> BTreeSet<String> 
             other => panic!("request {i}: unexpected {other}: {body}"),
         }
     }
+    eprintln!("{} of {n} concurrent env sets acknowledged in {:?}", acknowledged.len(), started.elapsed());
     acknowledged
 }
 
