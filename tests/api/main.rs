@@ -6,6 +6,7 @@ mod support;
 mod apps;
 mod auth;
 mod cli;
+mod crash;
 mod env;
 mod events;
 mod mail;
