@@ -19,6 +19,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub plugins: PluginsConfig,
     pub events: EventsConfig,
+    pub logs: LogsConfig,
     #[serde(rename = "plugin")]
     pub plugin: Vec<PluginEntry>,
 }
@@ -83,6 +84,19 @@ pub struct PluginsConfig {
     pub memory_mb: u64,
     /// Where compiled components are cached; default `data_dir/cache`.
     pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Newest log entries kept per app; older ones are dropped.
+    pub max_lines_per_app: u32,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig { max_lines_per_app: 5000 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +169,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             plugins: PluginsConfig::default(),
             events: EventsConfig::default(),
+            logs: LogsConfig::default(),
             plugin: Vec::new(),
         }
     }
@@ -313,6 +328,9 @@ impl Config {
         }
         if self.plugins.memory_mb == 0 {
             return Err(invalid("plugins.memory_mb", "must be positive"));
+        }
+        if self.logs.max_lines_per_app == 0 {
+            return Err(invalid("logs.max_lines_per_app", "must be at least 1"));
         }
         if self.events.lock_expire_secs == 0 {
             return Err(invalid("events.lock_expire_secs", "must be at least 1"));

@@ -24,6 +24,8 @@ pub struct Server {
     pub scheme: AuthScheme,
     pub mailer: Mailer,
     pub events: Arc<Events>,
+    /// Woken on every log write from this process, so followers see it at once.
+    pub log_written: tokio::sync::Notify,
     pub started: Instant,
     _plugins: PluginEngine,
 }
@@ -89,6 +91,7 @@ impl Server {
         let events = Events::new(store.clone(), Duration::from_secs(config.events.lock_expire_secs), instance);
         Ok(Arc::new(Server {
             events,
+            log_written: tokio::sync::Notify::new(),
             auth: Authenticator::new(store.clone(), key),
             scheme: AuthScheme::new(pool),
             mailer: Mailer::new(config.smtp.clone()),
@@ -106,6 +109,9 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "torii".into())
 }
 
+/// How long a stopping server waits for open requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// A server accepting requests; dropping the handle does not stop it, `stop` does.
 pub struct Running {
     pub addr: SocketAddr,
@@ -115,12 +121,17 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish, and closes the database.
+    /// Stops accepting, lets in-flight requests finish for up to
+    /// [`SHUTDOWN_GRACE`] (long-lived streams such as log follows are cut
+    /// then), and closes the database.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        let _ = self.task.await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.task).await.is_err() {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+            self.task.abort();
+        }
         self.server.store.close().await;
     }
 }

@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod env;
 mod events;
+mod logs;
 mod mail;
 mod plans;
 mod plugins;

@@ -12,6 +12,7 @@ mod auth;
 mod env;
 mod event_blocks;
 mod events;
+mod logs;
 mod misc;
 pub mod plans;
 mod pools;
@@ -70,6 +71,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = pools::routes(routes);
     let routes = apps::routes(routes);
     let routes = env::routes(routes);
+    let routes = logs::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router

@@ -95,14 +95,14 @@ where
             }
         }
     });
-    let body = Body::from_stream(tokio_stream_from(body_rx));
+    let body = Body::from_stream(receiver_stream(body_rx));
     let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-json-stream"));
     response
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> + Send {
+pub(super) fn receiver_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> + Send {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 

@@ -172,6 +172,7 @@ impl Store {
     pub async fn delete_app(&self, name: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM app_tokens WHERE app = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM app_logs WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_env WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_teams WHERE app = $1").bind(name).execute(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM apps WHERE name = $1").bind(name).execute(&mut *tx).await?;

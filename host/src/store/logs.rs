@@ -1,0 +1,89 @@
+//! App logs.
+
+use super::{Store, StoreResult};
+use sqlx::Row;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    pub id: i64,
+    pub app: String,
+    pub date: i64,
+    pub message: String,
+    pub source: String,
+    pub unit: String,
+}
+
+/// Which entries to read.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub source: Option<String>,
+    /// Exclude `source` instead of keeping only it.
+    pub invert_source: bool,
+    pub units: Vec<String>,
+}
+
+impl Store {
+    /// Appends entries and trims the app's log to its newest `keep` entries.
+    pub async fn append_logs(&self, app: &str, entries: &[(i64, String, String, String)], keep: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (date, message, source, unit) in entries {
+            sqlx::query("INSERT INTO app_logs (app, date, message, source, unit) VALUES ($1, $2, $3, $4, $5)")
+                .bind(app)
+                .bind(*date)
+                .bind(message)
+                .bind(source)
+                .bind(unit)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "DELETE FROM app_logs WHERE app = $1 AND id <= \
+             (SELECT id FROM app_logs WHERE app = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind(app)
+        .bind(keep)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Entries with id > `after`, oldest first; `last` keeps only the newest n.
+    pub async fn logs(&self, app: &str, q: &LogQuery, after: i64, last: Option<i64>) -> StoreResult<Vec<LogRecord>> {
+        let mut sql = String::from("SELECT id, app, date, message, source, unit FROM app_logs WHERE app = $1 AND id > $2");
+        let mut args: Vec<String> = Vec::new();
+        if let Some(source) = &q.source {
+            args.push(source.clone());
+            sql.push_str(&format!(" AND source {} ${}", if q.invert_source { "<>" } else { "=" }, args.len() + 2));
+        }
+        if !q.units.is_empty() {
+            let mut list = Vec::new();
+            for unit in &q.units {
+                args.push(unit.clone());
+                list.push(format!("${}", args.len() + 2));
+            }
+            sql.push_str(&format!(" AND unit IN ({})", list.join(", ")));
+        }
+        let sql = match last {
+            Some(n) => format!("SELECT * FROM ({sql} ORDER BY id DESC LIMIT {n}) AS newest ORDER BY id"),
+            None => format!("{sql} ORDER BY id"),
+        };
+        let mut query = sqlx::query(&sql).bind(app).bind(after);
+        for a in &args {
+            query = query.bind(a);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogRecord {
+                    id: r.try_get("id")?,
+                    app: r.try_get("app")?,
+                    date: r.try_get("date")?,
+                    message: r.try_get("message")?,
+                    source: r.try_get("source")?,
+                    unit: r.try_get("unit")?,
+                })
+            })
+            .collect()
+    }
+}
