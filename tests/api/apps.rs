@@ -232,3 +232,101 @@ backends! {
         t.stop().await;
     }
 }
+
+backends! {
+    async fn update_checks_each_field(b) {
+        let (t, dev) = setup(b).await;
+        t.req("POST", "/1.0/apps").token(&dev).form(&[("name", "web")]).send().await.expect_status(201);
+        let update = |token: String, body: Value| {
+            let req = t.req("PUT", "/1.0/apps/web").token(&token).json(body);
+            async move { req.send().await }
+        };
+        update(dev.clone(), json!({})).await.expect_error(400,
+            "Neither the description, tags, plan, pool, team owner or platform were set. You must define at least one.");
+        update(dev.clone(), json!({"router": "x"})).await.expect_error(400,
+            "updating router was deprecated, please add the wanted router and remove the old one");
+        update(dev.clone(), json!({"plan": "nope"})).await.expect_error(400, "plan not found");
+        update(dev.clone(), json!({"platform": "python"})).await.expect_error(500, "Invalid platform");
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "other")]).send().await.expect(201, "");
+        t.req("PUT", "/1.0/apps/web?noRestart=true").token(&dev).json(json!({"pool": "other"})).send().await
+            .expect_error(400, "You must restart the app when changing the pool.");
+
+        let r = update(dev.clone(), json!({"description": "new words", "tags": ["x", "y"], "plan": "c1m1",
+            "planOverride": {"cpumilli": 250}, "metadata": {"labels": [{"name": "tier", "value": "web"}]}})).await;
+        r.expect_status(200);
+        assert_eq!(r.header("content-type"), "application/x-json-stream");
+        assert!(!r.body.contains("\"Error\""), "{}", r.body);
+        let info = t.req("GET", "/1.0/apps/web").token(&dev).send().await.json();
+        assert_eq!(info["description"], "new words");
+        assert_eq!(info["tags"], json!(["x", "y"]));
+        assert_eq!(info["plan"]["name"], "c1m1");
+        assert_eq!(info["plan"]["override"], json!({"memory": null, "cpumilli": 250}));
+        assert_eq!(info["metadata"], json!({"labels": [{"name": "tier", "value": "web"}], "annotations": null}));
+        update(dev.clone(), json!({"metadata": {"labels": [{"name": "tier", "delete": true}]}})).await.expect_status(200);
+        assert_eq!(t.req("GET", "/1.0/apps/web").token(&dev).send().await.json()["metadata"]["labels"], Value::Null);
+        update(dev.clone(), json!({"metadata": {"labels": [{"name": "tsuru.io/x", "value": "y"}]}})).await.expect_status(400);
+
+        // Each field needs its own permission.
+        t.role("describer", "team", &["app.update.description", "app.read"]).await;
+        let writer = t.user("writer@example.com").await;
+        t.assign("describer", "writer@example.com", "t1").await;
+        update(writer.clone(), json!({"description": "mine"})).await.expect_status(200);
+        update(writer.clone(), json!({"description": "mine", "tags": ["z"]})).await.expect_error(403, "You don't have permission to do this action");
+        assert_eq!(t.req("GET", "/1.0/apps/web").token(&dev).send().await.json()["tags"], json!(["x", "y"]));
+
+        // A new team owner gets access.
+        t.team("t2").await;
+        update(dev.clone(), json!({"teamOwner": "t2"})).await.expect_status(200);
+        let info = t.req("GET", "/1.0/apps/web").token(&dev).send().await.json();
+        assert_eq!((info["teamowner"].clone(), info["teams"].clone()), (json!("t2"), json!(["t1", "t2"])));
+        update(dev.clone(), json!({"pool": "other"})).await.expect_status(200);
+        assert_eq!(t.req("GET", "/1.0/apps/web").token(&dev).send().await.json()["pool"], "other");
+        let kinds = t.req("GET", "/1.1/events?kindname=app.update").admin().send().await.json();
+        assert_eq!(kinds.as_array().unwrap().len(), 5);
+        t.stop().await;
+    }
+}
+
+backends! {
+    async fn deploy_history_comes_from_deploy_events(b) {
+        use torii::events::{Allowed, EventSpec, Owner, Target};
+        use torii::rbac::{Context, ContextType};
+        let (t, dev) = setup(b).await;
+        t.req("POST", "/1.0/apps").token(&dev).form(&[("name", "web")]).send().await.expect_status(201);
+        t.req("GET", "/1.0/deploys").token(&dev).send().await.expect(204, "");
+        t.req("GET", "/1.0/deploys/nope").token(&dev).send().await.expect_status(500);
+        t.req("GET", "/1.0/deploys/0123456789abcdef01234567").token(&dev).send().await.expect_error(404, "Deploy not found.");
+
+        // A deploy as the deploy pipeline records it.
+        let contexts = vec![Context::team("t1"), Context::new(ContextType::App, "web"), Context::new(ContextType::Pool, "main")];
+        let running = t.server().events.start(EventSpec {
+            target: Target::new("app", "web"),
+            kind: "app.deploy".into(),
+            internal: false,
+            owner: Owner::User("dev@example.com".into()),
+            source_ip: "127.0.0.1".into(),
+            allowed: Allowed::new("app.read.events", contexts),
+            allowed_cancel: None,
+            cancelable: true,
+            start_custom: json!({"image": "torii/app-web:v3", "origin": "app-deploy", "commit": "abc123", "message": "first"}),
+            lock: true,
+        }).await.unwrap();
+        running.log("building\n");
+        let id = running.id().to_string();
+        running.done(Ok::<(), String>(())).await.unwrap();
+
+        let list = t.req("GET", "/1.0/deploys?app=web").token(&dev).send().await.json();
+        let d = &list[0];
+        assert_eq!((d["ID"].as_str(), d["App"].as_str(), d["Version"].as_i64()), (Some(id.as_str()), Some("web"), Some(3)));
+        assert_eq!((d["Origin"].as_str(), d["Commit"].as_str(), d["User"].as_str()), (Some("app-deploy"), Some("abc123"), Some("dev@example.com")));
+        assert_eq!((d["CanRollback"].as_bool(), d["Log"].as_str(), d["Message"].as_str()), (Some(true), Some(""), Some("first")));
+        assert!(d["Duration"].as_i64().unwrap() >= 0);
+        let one = t.req("GET", &format!("/1.0/deploys/{id}")).token(&dev).send().await.json();
+        assert_eq!(one["CanRollback"], false);
+        assert!(one["Log"].as_str().unwrap().ends_with(": building\n"), "{}", one["Log"]);
+        let outsider = t.user("out@example.com").await;
+        t.req("GET", "/1.0/deploys").token(&outsider).send().await.expect(204, "");
+        t.req("GET", &format!("/1.0/deploys/{id}")).token(&outsider).send().await.expect_error(404, "Deploy not found.");
+        t.stop().await;
+    }
+}

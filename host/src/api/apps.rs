@@ -32,6 +32,7 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.0", Method::POST, "/apps", create)
         .add("1.0", Method::GET, "/apps/{app}", info)
         .add("1.0", Method::DELETE, "/apps/{app}", remove)
+        .add("1.0", Method::PUT, "/apps/{app}", update)
         .add("1.0", Method::PUT, "/apps/{app}/teams/{team}", grant)
         .add("1.0", Method::DELETE, "/apps/{app}/teams/{team}", revoke)
         .add("1.0", Method::GET, "/apps/{app}/quota", quota_get)
@@ -520,4 +521,108 @@ pub(super) async fn app_event(
 ) -> ApiResult<crate::events::RunningEvent> {
     let allowed = Allowed::new("app.read.events", app_contexts(app));
     record_allowed(server, Some(caller), ip, kind, Target::new("app", &app.name), data, allowed).await
+}
+
+/// `PUT /apps/{app}`: each given field needs its own permission; the answer
+/// is an x-json-stream (restart output once provisioners run units).
+async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
+    if params.field("router").is_some_and(|r| !r.is_empty()) || !params.field_map("routerOpts").is_empty() {
+        return Err(ApiError::bad_request("updating router was deprecated, please add the wanted router and remove the old one"));
+    }
+    let description = params.field("description");
+    let given_tags = !params.field_list("tags").is_empty() || !params.all("tag").is_empty();
+    let plan = params.field("plan").filter(|p| !p.is_empty());
+    let override_memory = params.nested("planOverride", "memory");
+    let override_cpumilli = params.nested("planOverride", "cpumilli");
+    let pool = params.field("pool").filter(|p| !p.is_empty());
+    let team_owner = params.field("teamOwner").filter(|t| !t.is_empty());
+    let platform = params.get("platform").filter(|p| !p.is_empty());
+    let image_reset = params.get("imageReset").and_then(|v| parse_bool(&v)).unwrap_or(false);
+    let metadata_given = !params.named_items("metadata", "labels").is_empty() || !params.named_items("metadata", "annotations").is_empty();
+    let no_restart = params.get("noRestart").and_then(|v| parse_bool(&v)).unwrap_or(false);
+    let plan_override = override_memory.is_some() || override_cpumilli.is_some();
+    if description.is_none() && !given_tags && plan.is_none() && !plan_override && pool.is_none() && team_owner.is_none()
+        && platform.is_none() && !image_reset && !metadata_given
+    {
+        return Err(ApiError::bad_request(
+            "Neither the description, tags, plan, pool, team owner or platform were set. You must define at least one.",
+        ));
+    }
+    let ctx = app_contexts(&app);
+    for (given, scheme) in [
+        (description.is_some(), "app.update.description"),
+        (given_tags, "app.update.tags"),
+        (plan.is_some(), "app.update.plan"),
+        (plan_override, "app.update.planoverride"),
+        (pool.is_some(), "app.update.pool"),
+        (team_owner.is_some(), "app.update.teamowner"),
+        (platform.is_some(), "app.update.platform"),
+        (platform.is_some() || image_reset, "app.update.image-reset"),
+        (metadata_given, "app.update.metadata"),
+    ] {
+        if given {
+            caller.require(scheme, &ctx)?;
+        }
+    }
+    let mut next = app.clone();
+    if let Some(d) = description {
+        next.description = d;
+    }
+    if given_tags {
+        next.tags = tags(&params);
+    }
+    if let Some(team) = team_owner {
+        if server.store.team(&team).await?.is_none() {
+            return Err(ApiError::bad_request("team not found"));
+        }
+        next.team_owner = team;
+    }
+    if let Some(p) = pool {
+        if no_restart {
+            return Err(ApiError::bad_request("You must restart the app when changing the pool."));
+        }
+        next.pool = server.store.pool(&p).await?.ok_or_else(|| ApiError::bad_request("Pool does not exist."))?.name;
+    }
+    let constraints = server.store.constraints().await?;
+    if next.pool != app.pool || next.team_owner != app.team_owner {
+        if !pools::admits(&constraints, &next.pool, "team", &next.team_owner) {
+            return Err(ApiError::bad_request(format!(
+                "App team owner {:?} has no access to pool {:?}",
+                next.team_owner, next.pool
+            )));
+        }
+    }
+    if let Some(p) = plan {
+        next.plan = server.store.plan(&p).await?.ok_or_else(|| ApiError::bad_request("plan not found"))?.name;
+    }
+    if (next.plan != app.plan || next.pool != app.pool) && !pools::admits(&constraints, &next.pool, "plan", &next.plan) {
+        return Err(ApiError::bad_request(format!("App plan {:?} is not allowed on pool {:?}", next.plan, next.pool)));
+    }
+    if override_memory.is_some() {
+        next.override_memory = number(override_memory, "planOverride.memory")?;
+    }
+    if override_cpumilli.is_some() {
+        next.override_cpumilli = number(override_cpumilli, "planOverride.cpumilli")?;
+    }
+    if let Some(p) = platform {
+        let (n, v) = p.split_once(':').map(|(n, v)| (n.to_string(), v.to_string())).unwrap_or((p.clone(), String::new()));
+        match server.store.platform_disabled(&n).await? {
+            None => return Err(ApiError::internal("Invalid platform")),
+            Some(true) if !(caller.allows("platform.update", &[]) || caller.allows("platform.create", &[])) => {
+                return Err(ApiError::bad_request("Invalid platform"));
+            }
+            Some(_) => {
+                next.platform = n;
+                next.platform_version = v;
+            }
+        }
+    }
+    apply_metadata(&mut next.metadata, &params)?;
+    let data = request_data(&params, &[("app", &app.name)]);
+    let event = app_event(&server, &caller, &ip, "app.update", &app, data).await?;
+    Ok(json_stream(StatusCode::OK, KEEPALIVE, move |_w| async move {
+        // Restarting on plan or pool changes needs units; provisioners bring them.
+        let result = server.store.update_app(&next).await.map_err(ApiError::from);
+        event.done(result).await.map_err(|e| e.message)
+    }))
 }

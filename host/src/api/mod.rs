@@ -9,6 +9,7 @@
 
 mod apps;
 mod auth;
+mod deploys;
 mod env;
 mod event_blocks;
 mod events;
@@ -72,6 +73,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = apps::routes(routes);
     let routes = env::routes(routes);
     let routes = logs::routes(routes);
+    let routes = deploys::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router

@@ -211,6 +211,13 @@ fn text_log(entries: &[LogEntry]) -> String {
     out
 }
 
+impl EventJson {
+    /// The legacy text log (`Log`).
+    pub fn log_text(&self) -> String {
+        self.log.clone()
+    }
+}
+
 pub fn event_json(e: &EventRecord) -> EventJson {
     let target = Target { kind: e.target_type.clone(), value: e.target_value.clone() };
     let entries: Vec<LogEntry> = serde_json::from_str(&e.log).unwrap_or_default();
