@@ -20,6 +20,7 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub events: EventsConfig,
     pub logs: LogsConfig,
+    pub webhooks: WebhooksConfig,
     #[serde(rename = "plugin")]
     pub plugin: Vec<PluginEntry>,
 }
@@ -84,6 +85,25 @@ pub struct PluginsConfig {
     pub memory_mb: u64,
     /// Where compiled components are cached; default `data_dir/cache`.
     pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Per-attempt deadline of a delivery.
+    pub timeout_ms: u64,
+    /// Attempts per event before giving up.
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled after each failure.
+    pub backoff_ms: u64,
+    /// Delivery attempts kept per webhook.
+    pub history: u32,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig { timeout_ms: 10_000, attempts: 3, backoff_ms: 500, history: 100 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +190,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             events: EventsConfig::default(),
             logs: LogsConfig::default(),
+            webhooks: WebhooksConfig::default(),
             plugin: Vec::new(),
         }
     }
@@ -328,6 +349,9 @@ impl Config {
         }
         if self.plugins.memory_mb == 0 {
             return Err(invalid("plugins.memory_mb", "must be positive"));
+        }
+        if self.webhooks.timeout_ms == 0 || self.webhooks.attempts == 0 || self.webhooks.history == 0 {
+            return Err(invalid("webhooks", "timeout_ms, attempts and history must be positive"));
         }
         if self.logs.max_lines_per_app == 0 {
             return Err(invalid("logs.max_lines_per_app", "must be at least 1"));

@@ -9,6 +9,7 @@ pub mod plugin;
 pub mod pools;
 pub mod rbac;
 pub mod store;
+pub mod webhooks;
 pub mod api;
 pub mod mail;
 pub mod server;

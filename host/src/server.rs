@@ -88,7 +88,14 @@ impl Server {
             "Addresses": [config.api.listen.ip().to_string()],
             "LastUpdate": crate::api::time_json(crate::store::now_millis()),
         });
-        let events = Events::new(store.clone(), Duration::from_secs(config.events.lock_expire_secs), instance);
+        let delivery = crate::webhooks::Delivery {
+            timeout: Duration::from_millis(config.webhooks.timeout_ms),
+            attempts: config.webhooks.attempts,
+            backoff: Duration::from_millis(config.webhooks.backoff_ms),
+            history: i64::from(config.webhooks.history),
+        };
+        let webhooks = crate::webhooks::start(store.clone(), delivery);
+        let events = Events::new(store.clone(), Duration::from_secs(config.events.lock_expire_secs), instance, Some(webhooks));
         Ok(Arc::new(Server {
             events,
             log_written: tokio::sync::Notify::new(),

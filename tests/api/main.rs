@@ -18,4 +18,5 @@ mod roles;
 mod teams;
 mod tokens;
 mod users;
+mod webhooks;
 mod wire;

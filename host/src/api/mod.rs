@@ -23,6 +23,7 @@ pub mod stream;
 mod teams;
 pub mod tokens;
 pub mod users;
+mod webhooks;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
@@ -56,6 +57,17 @@ impl Routes {
         self.router = self.router.route(&versioned, on(filter, handler.clone())).route(path, on(filter, handler));
         self
     }
+
+    /// A torii-specific route: one exact path, no tsuru version prefixes.
+    fn torii<H, T>(mut self, method: Method, path: &str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, Arc<Server>> + Clone,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method).expect("standard method");
+        self.router = self.router.route(path, on(filter, handler));
+        self
+    }
 }
 
 pub fn router(server: Arc<Server>) -> Router {
@@ -74,6 +86,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = env::routes(routes);
     let routes = logs::routes(routes);
     let routes = deploys::routes(routes);
+    let routes = webhooks::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router

@@ -124,16 +124,24 @@ pub struct Events {
     expire: Duration,
     instance: String,
     held: Arc<Mutex<HashSet<String>>>,
+    /// Told the id of every finished event (webhook delivery).
+    on_finish: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl Events {
     /// `instance` is this process's `Instance` object as JSON.
-    pub fn new(store: Store, expire: Duration, instance: serde_json::Value) -> Arc<Events> {
+    pub fn new(
+        store: Store,
+        expire: Duration,
+        instance: serde_json::Value,
+        on_finish: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Arc<Events> {
         let events = Arc::new(Events {
             store: store.clone(),
             expire,
             instance: instance.to_string(),
             held: Arc::new(Mutex::new(HashSet::new())),
+            on_finish,
         });
         spawn_heartbeat(store, Arc::downgrade(&events.held), expire / 3);
         events
@@ -223,8 +231,13 @@ impl Events {
         if locked {
             self.held.lock().unwrap().remove(id);
         }
-        if let Err(e) = result {
-            tracing::error!(event = id, error = %e, "could not record the end of an event");
+        match result {
+            Err(e) => tracing::error!(event = id, error = %e, "could not record the end of an event"),
+            Ok(()) => {
+                if let Some(tx) = &self.on_finish {
+                    let _ = tx.send(id.to_string());
+                }
+            }
         }
     }
 }

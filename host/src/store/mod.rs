@@ -16,6 +16,7 @@ mod roles;
 mod teams;
 mod tokens;
 mod users;
+mod webhooks;
 
 pub use apps::{AppColumn, AppRecord, EnvVar, Metadata, MetadataItem};
 pub use blocks::BlockRecord;
@@ -27,6 +28,7 @@ pub use roles::{RoleBinding, RoleRecord, SubjectKind};
 pub use teams::TeamRecord;
 pub use tokens::{SessionRecord, TeamTokenRecord};
 pub use users::UserRecord;
+pub use webhooks::{DeliveryRecord, EventFilter, WebhookRecord};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
