@@ -12,6 +12,7 @@ mod events;
 mod logs;
 mod mail;
 mod plans;
+mod platforms;
 mod plugins;
 mod pools;
 mod roles;

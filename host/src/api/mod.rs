@@ -16,6 +16,7 @@ mod events;
 mod logs;
 mod misc;
 pub mod plans;
+mod platforms;
 mod pools;
 pub mod params;
 mod roles;
@@ -87,6 +88,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = logs::routes(routes);
     let routes = deploys::routes(routes);
     let routes = webhooks::routes(routes);
+    let routes = platforms::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router
