@@ -330,3 +330,40 @@ backends! {
         t.stop().await;
     }
 }
+
+backends! {
+    async fn cnames_metric_envs_and_swap(b) {
+        let (t, dev) = setup(b).await;
+        for name in ["blue", "green"] {
+            t.req("POST", "/1.0/apps").token(&dev).form(&[("name", name)]).send().await.expect_status(201);
+        }
+        t.req("POST", "/1.0/apps/blue/cname").token(&dev).form(&[]).send().await.expect_error(400, "You must provide the cname.");
+        t.req("POST", "/1.0/apps/blue/cname").token(&dev).form(&[("cname", "-bad")]).send().await.expect_error(400, "Invalid cname");
+        t.req("POST", "/1.0/apps/blue/cname").token(&dev).form(&[("cname", "www.example.com"), ("cname", "*.example.org")]).send().await.expect(200, "");
+        t.req("POST", "/1.0/apps/green/cname").token(&dev).form(&[("cname", "www.example.com")]).send().await
+            .expect_error(500, "cname www.example.com already exists for app blue");
+        t.req("POST", "/1.0/apps/green/cname").token(&dev).form(&[("cname", "green.example.com")]).send().await.expect(200, "");
+        assert_eq!(t.req("GET", "/1.0/apps/blue").token(&dev).send().await.json()["cname"], json!(["*.example.org", "www.example.com"]));
+        let list = t.req("GET", "/1.0/apps?name=^green$").token(&dev).send().await.json();
+        assert_eq!(list[0]["cname"], json!(["green.example.com"]));
+        t.req("DELETE", "/1.0/apps/blue/cname?cname=nope.example.com").token(&dev).send().await.expect_status(400);
+        t.req("DELETE", "/1.0/apps/blue/cname?cname=*.example.org").token(&dev).send().await.expect(200, "");
+        t.req("GET", "/1.0/apps/blue/metric/envs").token(&dev).send().await.expect(200, "{}\n");
+
+        // Swap: by CNAMEs only; apps must match unless forced.
+        t.req("POST", "/1.0/swap").token(&dev).form(&[("app1", "blue"), ("app2", "green")]).send().await
+            .expect_error(500, "swapping using router api v2 will work only with cnameOnly");
+        t.req("POST", "/1.0/swap").token(&dev).form(&[("app1", "blue"), ("app2", "blue"), ("cnameOnly", "true")]).send().await.expect_status(400);
+        t.req("POST", "/1.0/swap").token(&dev).form(&[("app1", "blue"), ("app2", "ghost"), ("cnameOnly", "true")]).send().await
+            .expect_error(404, "App ghost not found.");
+        let outsider = t.user("out@example.com").await;
+        t.req("POST", "/1.0/swap").token(&outsider).form(&[("app1", "blue"), ("app2", "green"), ("cnameOnly", "true")]).send().await.expect_status(403);
+        t.req("POST", "/1.0/swap").token(&dev).form(&[("app1", "blue"), ("app2", "green"), ("cnameOnly", "true")]).send().await.expect(200, "");
+        assert_eq!(t.req("GET", "/1.0/apps/blue").token(&dev).send().await.json()["cname"], json!(["green.example.com"]));
+        assert_eq!(t.req("GET", "/1.0/apps/green").token(&dev).send().await.json()["cname"], json!(["www.example.com"]));
+        // A removed app frees its CNAMEs.
+        t.req("DELETE", "/1.0/apps/green").token(&dev).send().await.expect_status(200);
+        t.req("POST", "/1.0/apps/blue/cname").token(&dev).form(&[("cname", "www.example.com")]).send().await.expect(200, "");
+        t.stop().await;
+    }
+}

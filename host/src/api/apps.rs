@@ -38,6 +38,7 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.0", Method::GET, "/apps/{app}/quota", quota_get)
         .add("1.0", Method::PUT, "/apps/{app}/quota", quota_set)
         .add("1.0", Method::DELETE, "/apps/{app}/lock", unlock)
+        .add("1.0", Method::GET, "/apps/{app}/metric/envs", metric_envs)
 }
 
 /// The app named by the `{app}` path variable, after tsuru's token checks.
@@ -503,6 +504,13 @@ async fn quota_set(
     let event = app_event(&server, &caller, &ip, "app.admin.quota", &app, data).await?;
     let result = server.store.set_app_quota(&app.name, limit).await.map(|()| empty(StatusCode::OK));
     event.done(result.map_err(ApiError::from)).await
+}
+
+/// `METRICS_*` variables come from a pool's metrics node container; no
+/// provisioner runs one yet, so the map is empty.
+async fn metric_envs(Caller(caller): Caller, AppTarget(app): AppTarget) -> ApiResult<Response> {
+    caller.require("app.read.metric", &app_contexts(&app))?;
+    Ok(json(StatusCode::OK, &json!({})))
 }
 
 async fn unlock(Caller(_caller): Caller, AppTarget(_app): AppTarget) -> ApiResult<Response> {

@@ -9,6 +9,7 @@
 
 mod apps;
 mod auth;
+mod cnames;
 mod deploys;
 mod env;
 mod event_blocks;
@@ -89,6 +90,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = deploys::routes(routes);
     let routes = webhooks::routes(routes);
     let routes = platforms::routes(routes);
+    let routes = cnames::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router

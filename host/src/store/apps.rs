@@ -50,12 +50,11 @@ pub struct EnvVar {
 }
 
 const COLUMNS: &str = "name, platform, platform_version, team_owner, owner, pool, plan, override_memory, \
-     override_cpumilli, description, tags, metadata, cnames, quota_limit, deploys, created_at";
+     override_cpumilli, description, tags, metadata, quota_limit, deploys, created_at";
 
 fn app(row: &AnyRow) -> StoreResult<AppRecord> {
     let tags: String = row.try_get("tags")?;
     let metadata: String = row.try_get("metadata")?;
-    let cnames: String = row.try_get("cnames")?;
     Ok(AppRecord {
         name: row.try_get("name")?,
         platform: row.try_get("platform")?,
@@ -69,7 +68,7 @@ fn app(row: &AnyRow) -> StoreResult<AppRecord> {
         description: row.try_get("description")?,
         tags: parse_list(&tags),
         metadata: serde_json::from_str(&metadata).unwrap_or_default(),
-        cnames: parse_list(&cnames),
+        cnames: Vec::new(),
         quota_limit: row.try_get("quota_limit")?,
         deploys: row.try_get("deploys")?,
         created_at: row.try_get("created_at")?,
@@ -86,7 +85,7 @@ impl Store {
     pub async fn create_app(&self, a: &AppRecord, env: &[EnvVar], token_hash: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
-            "INSERT INTO apps ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            "INSERT INTO apps ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .bind(&a.name)
         .bind(&a.platform)
@@ -100,7 +99,6 @@ impl Store {
         .bind(&a.description)
         .bind(json_list(&a.tags))
         .bind(serde_json::to_string(&a.metadata).expect("serialisable"))
-        .bind(json_list(&a.cnames))
         .bind(a.quota_limit)
         .bind(a.deploys)
         .bind(a.created_at)
@@ -134,6 +132,13 @@ impl Store {
                 a.teams.push(team);
             }
         }
+        let rows = sqlx::query("SELECT app, cname FROM app_cnames ORDER BY app, cname").fetch_all(&self.pool).await?;
+        for row in rows {
+            let (name, cname): (String, String) = (row.try_get("app")?, row.try_get("cname")?);
+            if let Some(a) = apps.iter_mut().find(|a| a.name == name) {
+                a.cnames.push(cname);
+            }
+        }
         Ok(apps)
     }
 
@@ -146,6 +151,8 @@ impl Store {
         let mut a = app(&row)?;
         let teams = sqlx::query("SELECT team FROM app_teams WHERE app = $1 ORDER BY team").bind(name).fetch_all(&self.pool).await?;
         a.teams = teams.into_iter().map(|r| r.try_get("team")).collect::<Result<_, _>>()?;
+        let cnames = sqlx::query("SELECT cname FROM app_cnames WHERE app = $1 ORDER BY cname").bind(name).fetch_all(&self.pool).await?;
+        a.cnames = cnames.into_iter().map(|r| r.try_get("cname")).collect::<Result<_, _>>()?;
         Ok(Some(a))
     }
 
@@ -173,6 +180,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM app_tokens WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_logs WHERE app = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM app_cnames WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_env WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_teams WHERE app = $1").bind(name).execute(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM apps WHERE name = $1").bind(name).execute(&mut *tx).await?;
@@ -333,6 +341,53 @@ impl Store {
         sqlx::query("INSERT INTO app_teams (app, team) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(&a.name)
             .bind(&a.team_owner)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Which app holds a CNAME.
+    pub async fn cname_owner(&self, cname: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT app FROM app_cnames WHERE cname = $1").bind(cname).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.try_get("app")).transpose()?)
+    }
+
+    /// Adds CNAMEs to an app, all or none.
+    pub async fn add_cnames(&self, app: &str, cnames: &[String]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for c in cnames {
+            sqlx::query("INSERT INTO app_cnames (cname, app) VALUES ($1, $2)")
+                .bind(c)
+                .bind(app)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_or(e, &format!("cname {c} already exists")))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn remove_cnames(&self, app: &str, cnames: &[String]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for c in cnames {
+            let done = sqlx::query("DELETE FROM app_cnames WHERE cname = $1 AND app = $2").bind(c).bind(app).execute(&mut *tx).await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("cname {c} is not an address of app {app}")));
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Exchanges the CNAMEs of two apps atomically.
+    pub async fn swap_cnames(&self, a: &str, b: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE app_cnames SET app = CASE WHEN app = $1 THEN $2 ELSE $1 END WHERE app = $1 OR app = $2")
+            .bind(a)
+            .bind(b)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
