@@ -367,3 +367,29 @@ backends! {
         t.stop().await;
     }
 }
+
+backends! {
+    async fn permissions_in_pool_and_app_contexts(b) {
+        let (t, dev) = setup(b).await;
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "edge"), ("public", "true")]).send().await.expect(201, "");
+        t.req("POST", "/1.0/apps").token(&dev).form(&[("name", "in-main")]).send().await.expect_status(201);
+        t.req("POST", "/1.0/apps").token(&dev).form(&[("name", "in-edge"), ("pool", "edge")]).send().await.expect_status(201);
+        // An operator of the edge pool reads every app there, and nothing else.
+        t.role("pool-reader", "pool", &["app.read"]).await;
+        let ops = t.user("ops@example.com").await;
+        t.assign("pool-reader", "ops@example.com", "edge").await;
+        t.req("GET", "/1.0/apps/in-edge").token(&ops).send().await.expect_status(200);
+        t.req("GET", "/1.0/apps/in-main").token(&ops).send().await.expect_status(403);
+        let names: Vec<String> = t.req("GET", "/1.0/apps").token(&ops).send().await.json().as_array().unwrap()
+            .iter().map(|a| a["name"].as_str().unwrap().to_string()).collect();
+        assert_eq!(names, vec!["in-edge"]);
+        t.req("DELETE", "/1.0/apps/in-edge").token(&ops).send().await.expect_status(403);
+        // A grant on one app reaches that app only.
+        t.role("app-admin", "app", &["app"]).await;
+        let owner = t.user("owner@example.com").await;
+        t.assign("app-admin", "owner@example.com", "in-main").await;
+        t.req("PUT", "/1.0/apps/in-main").token(&owner).json(json!({"description": "mine"})).send().await.expect_status(200);
+        t.req("PUT", "/1.0/apps/in-edge").token(&owner).json(json!({"description": "mine"})).send().await.expect_status(403);
+        t.stop().await;
+    }
+}
