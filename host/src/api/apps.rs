@@ -111,19 +111,6 @@ fn apply_metadata(current: &mut Metadata, params: &Params) -> ApiResult<()> {
     Ok(())
 }
 
-fn tags(params: &Params) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut raw = params.field_list("tags");
-    raw.extend(params.all("tag"));
-    for t in raw {
-        let t = t.trim().to_string();
-        if !t.is_empty() && !out.contains(&t) {
-            out.push(t);
-        }
-    }
-    out
-}
-
 fn number(raw: Option<String>, what: &str) -> ApiResult<i64> {
     match raw.filter(|s| !s.is_empty()) {
         None => Ok(0),
@@ -247,7 +234,7 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         override_memory: number(params.nested("planOverride", "memory"), "planOverride.memory")?,
         override_cpumilli: number(params.nested("planOverride", "cpumilli"), "planOverride.cpumilli")?,
         description: params.field("description").unwrap_or_default(),
-        tags: tags(&params),
+        tags: params.tags(),
         metadata,
         cnames: vec![],
         quota_limit: -1,
@@ -577,7 +564,7 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
         next.description = d;
     }
     if given_tags {
-        next.tags = tags(&params);
+        next.tags = params.tags();
     }
     if let Some(team) = team_owner {
         if server.store.team(&team).await?.is_none() {

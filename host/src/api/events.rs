@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use super::params::{Params, parse_bool};
+use super::params::Params;
 use super::{AppState, Caller, ClientIp, Routes, json, json_list};
 use crate::auth::{Identity, Subject};
 use crate::error::{ApiError, ApiResult};
@@ -141,17 +141,6 @@ fn parse_time(key: &str, raw: &str) -> ApiResult<i64> {
     Err(ApiError::bad_request(format!("unable to decode form: invalid {key} {raw:?}")))
 }
 
-fn optional_bool(params: &Params, key: &str) -> ApiResult<Option<bool>> {
-    match params.field(key) {
-        None => Ok(None),
-        // Presence counts: `running=` means false, as in tsuru's decoder.
-        Some(raw) if raw.is_empty() => Ok(Some(false)),
-        Some(raw) => parse_bool(&raw)
-            .map(Some)
-            .ok_or_else(|| ApiError::bad_request(format!("unable to decode form: invalid {key} {raw:?}"))),
-    }
-}
-
 fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
 }
@@ -179,8 +168,8 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
         owner_name: non_empty(params.field("ownername")),
         since: non_empty(params.field("since")).map(|s| parse_time("since", &s)).transpose()?,
         until: non_empty(params.field("until")).map(|s| parse_time("until", &s)).transpose()?,
-        running: optional_bool(&params, "running")?,
-        error_only: optional_bool(&params, "erroronly")?.unwrap_or(false),
+        running: params.optional_bool("running")?,
+        error_only: params.optional_bool("erroronly")?.unwrap_or(false),
         ascending: match params.field("sort").unwrap_or_default().as_str() {
             "" | "-starttime" | "-StartTime" => false,
             "starttime" | "StartTime" => true,

@@ -226,6 +226,33 @@ impl Params {
         out.into_values().collect()
     }
 
+    /// tsuru's tags: the `tags` slice field, then the legacy repeated `tag`
+    /// key appended; trimmed, de-duplicated, empties dropped.
+    pub fn tags(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut raw = self.field_list("tags");
+        raw.extend(self.all("tag"));
+        for t in raw {
+            let t = t.trim().to_string();
+            if !t.is_empty() && !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// An optional boolean struct field, decoded as Go decodes a pointer: absent
+    /// is `None`, present but empty is `Some(false)`, otherwise Go's booleans.
+    pub fn optional_bool(&self, key: &str) -> Result<Option<bool>, ApiError> {
+        match self.field(key) {
+            None => Ok(None),
+            Some(raw) if raw.is_empty() => Ok(Some(false)),
+            Some(raw) => parse_bool(&raw)
+                .map(Some)
+                .ok_or_else(|| ApiError::bad_request(format!("unable to decode form: invalid {key} {raw:?}"))),
+        }
+    }
+
     /// All pairs, for handing a login form to the auth scheme.
     pub fn pairs(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();

@@ -146,17 +146,6 @@ fn labels(params: &Params) -> ApiResult<BTreeMap<String, String>> {
     Ok(labels)
 }
 
-/// `Some(b)` when the key is present (an empty value is false), as Go decodes pointers.
-fn optional_bool(params: &Params, key: &str) -> ApiResult<Option<bool>> {
-    match params.field(key) {
-        None => Ok(None),
-        Some(raw) if raw.is_empty() => Ok(Some(false)),
-        Some(raw) => parse_bool(&raw)
-            .map(Some)
-            .ok_or_else(|| ApiError::bad_request(format!("unable to decode form: invalid {key} {raw:?}"))),
-    }
-}
-
 async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     caller.require("pool.create", &[])?;
     let name = params.field("name").unwrap_or_default().trim().to_string();
@@ -172,9 +161,9 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
     {
         return Err(ApiError::bad_request(format!("provisioner {provisioner:?} is not configured")));
     }
-    let public = optional_bool(&params, "public")?.unwrap_or(false);
-    let default = optional_bool(&params, "default")?.unwrap_or(false);
-    let force = optional_bool(&params, "force")?.unwrap_or(false);
+    let public = params.optional_bool("public")?.unwrap_or(false);
+    let default = params.optional_bool("default")?.unwrap_or(false);
+    let force = params.optional_bool("force")?.unwrap_or(false);
     let pool = PoolRecord { name, provisioner, default, labels: labels(&params)? };
     let event = record(&server, Some(&caller), &ip, "pool.create", Target::new("pool", &pool.name), request_data(&params, &[])).await?;
     let result = server.store.create_pool(&pool, public, force).await.map(|()| empty(StatusCode::CREATED));
@@ -206,9 +195,9 @@ async fn update(
     if server.store.pool(&name).await?.is_none() {
         return Err(ApiError::not_found("Pool does not exist."));
     }
-    let default = optional_bool(&params, "default")?;
-    let public = optional_bool(&params, "public")?;
-    let force = optional_bool(&params, "force")?.unwrap_or(false);
+    let default = params.optional_bool("default")?;
+    let public = params.optional_bool("public")?;
+    let force = params.optional_bool("force")?.unwrap_or(false);
     let new_labels = if params.field_map("labels").is_empty() { None } else { Some(labels(&params)?) };
     let data = request_data(&params, &[("name", &name)]);
     let event = record(&server, Some(&caller), &ip, "pool.update", Target::new("pool", &name), data).await?;
@@ -316,7 +305,7 @@ async fn constraints_set(State(server): AppState, Caller(caller): Caller, ip: Cl
         return Err(ApiError::internal(format!("invalid constraint type. Valid types are: [{}]", FIELDS.join(" "))));
     }
     let mut values: Vec<String> = params.field_list("values").into_iter().filter(|v| !v.is_empty()).collect();
-    let blacklist = optional_bool(&params, "blacklist")?.unwrap_or(false);
+    let blacklist = params.optional_bool("blacklist")?.unwrap_or(false);
     let append = params.get("append").and_then(|a| parse_bool(&a)).unwrap_or(false);
     if append
         && let Some(existing) = server.store.constraints().await?.into_iter().find(|c| c.pool_expr == pool_expr && c.field == field)
