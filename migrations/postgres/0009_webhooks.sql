@@ -9,7 +9,9 @@ CREATE TABLE webhooks (
     headers      TEXT NOT NULL DEFAULT '{}',
     method       TEXT NOT NULL DEFAULT '',
     body         TEXT NOT NULL DEFAULT '',
-    insecure     BIGINT NOT NULL DEFAULT 0
+    insecure     BIGINT NOT NULL DEFAULT 0,
+    -- Only events that finish after this are delivered.
+    created_at   BIGINT NOT NULL DEFAULT 0
 );
 
 CREATE TABLE webhook_deliveries (

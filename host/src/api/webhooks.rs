@@ -90,6 +90,7 @@ fn from_params(params: &Params, name: String, team: String) -> ApiResult<Webhook
         method,
         body: params.field("body").unwrap_or_default(),
         insecure: flag(params.field("insecure")),
+        created_at: crate::store::now_millis(),
     })
 }
 

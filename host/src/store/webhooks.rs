@@ -29,6 +29,8 @@ pub struct WebhookRecord {
     pub method: String,
     pub body: String,
     pub insecure: bool,
+    /// Unix ms; events that finished earlier are not delivered to it.
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,10 +57,11 @@ fn webhook(row: &AnyRow) -> StoreResult<WebhookRecord> {
         method: row.try_get("method")?,
         body: row.try_get("body")?,
         insecure: row.try_get::<i64, _>("insecure")? != 0,
+        created_at: row.try_get("created_at")?,
     })
 }
 
-const COLUMNS: &str = "name, description, team_owner, event_filter, url, proxy_url, headers, method, body, insecure";
+const COLUMNS: &str = "name, description, team_owner, event_filter, url, proxy_url, headers, method, body, insecure, created_at";
 
 impl Store {
     /// Inserts, or with `replace` overwrites an existing webhook.
@@ -68,9 +71,10 @@ impl Store {
              headers = $7, method = $8, body = $9, insecure = $10 WHERE name = $1"
                 .to_string()
         } else {
-            format!("INSERT INTO webhooks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            format!("INSERT INTO webhooks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
         };
-        let done = sqlx::query(&sql)
+        // `created_at` is bound last; the UPDATE leaves it alone.
+        let mut query = sqlx::query(&sql)
             .bind(&w.name)
             .bind(&w.description)
             .bind(&w.team_owner)
@@ -80,10 +84,11 @@ impl Store {
             .bind(serde_json::to_string(&w.headers).expect("serialisable"))
             .bind(&w.method)
             .bind(&w.body)
-            .bind(i64::from(w.insecure))
-            .execute(&self.pool)
-            .await
-            .map_err(|e| conflict_or(e, "webhook already exists with the same name"))?;
+            .bind(i64::from(w.insecure));
+        if !replace {
+            query = query.bind(w.created_at);
+        }
+        let done = query.execute(&self.pool).await.map_err(|e| conflict_or(e, "webhook already exists with the same name"))?;
         if replace && done.rows_affected() == 0 {
             return Err(StoreError::NotFound("webhook not found".into()));
         }

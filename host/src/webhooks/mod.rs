@@ -48,7 +48,9 @@ fn any_or(list: &[String], value: &str) -> bool {
 
 pub fn matches(hook: &WebhookRecord, e: &EventRecord) -> bool {
     let f = &hook.event_filter;
-    any_or(&f.target_types, &e.target_type)
+    // Delivery is asynchronous: a webhook created after the event ended must not get it.
+    hook.created_at <= e.end_time
+        && any_or(&f.target_types, &e.target_type)
         && any_or(&f.target_values, &e.target_value)
         && any_or(&f.kind_types, &e.kind_type)
         && any_or(&f.kind_names, &e.kind_name)
@@ -170,6 +172,22 @@ async fn send(hook: &WebhookRecord, method: &str, body: Option<String>, timeout:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_events_ending_after_the_webhook_exists_match() {
+        let hook = WebhookRecord { created_at: 1_000, ..Default::default() };
+        let event = |end_time| EventRecord { end_time, kind_name: "team.create".into(), ..Default::default() };
+        assert!(!matches(&hook, &event(999)));
+        assert!(matches(&hook, &event(1_000)));
+        let filtered = WebhookRecord {
+            event_filter: crate::store::EventFilter { kind_names: vec!["app.deploy".into()], ..Default::default() },
+            ..hook.clone()
+        };
+        assert!(!matches(&filtered, &event(2_000)));
+        let errors_only = WebhookRecord { event_filter: crate::store::EventFilter { error_only: true, ..Default::default() }, ..hook };
+        assert!(!matches(&errors_only, &event(2_000)));
+        assert!(matches(&errors_only, &EventRecord { error: "boom".into(), ..event(2_000) }));
+    }
 
     #[test]
     fn templates_read_event_fields() {
