@@ -73,7 +73,6 @@ pub fn app_contexts(app: &AppRecord) -> Vec<Context> {
     out
 }
 
-static APP_NAME: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"^[a-z][a-z0-9-]{0,39}$").unwrap());
 const INVALID_APP: &str = "Invalid app name, your app should have at most 40 characters, containing only lower case letters, numbers or dashes, starting with a letter.";
 
 /// A Kubernetes qualified name, optionally with a DNS prefix.
@@ -184,7 +183,7 @@ fn check_quota(limit: i64, inuse: usize) -> ApiResult<()> {
 
 async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     let name = params.field("name").unwrap_or_default();
-    if !APP_NAME.is_match(&name) || name == "tsr" {
+    if !super::names::valid(&name) || name == "tsr" {
         return Err(ApiError::bad_request(INVALID_APP));
     }
     let team = match select_team(&server, &caller, "app.create", params.field("teamOwner")).await {

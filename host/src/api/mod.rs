@@ -15,6 +15,7 @@ mod env;
 mod event_blocks;
 mod events;
 mod logs;
+mod names;
 mod misc;
 pub mod plans;
 mod platforms;

@@ -7,7 +7,6 @@ use axum::response::Response;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
 
 use super::events::{record, request_data};
 use super::params::{Params, parse_bool};
@@ -27,7 +26,6 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.6", Method::POST, "/platforms/{name}/rollback", rollback)
 }
 
-static NAME: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"^[a-z][a-z0-9-]{0,39}$").unwrap());
 const INVALID_NAME: &str = "Invalid platform name, should have at most 40 characters, containing only lower case letters, numbers or dashes, starting with a letter.";
 const MAX_DOCKERFILE: usize = 1 << 20;
 
@@ -92,7 +90,7 @@ async fn add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, mult
     caller.require("platform.create", &[])?;
     let upload = read_upload(multipart).await?;
     let name = upload.fields.get("name").cloned().unwrap_or_default();
-    if !NAME.is_match(&name) {
+    if !super::names::valid(&name) {
         return Err(ApiError::bad_request(INVALID_NAME));
     }
     let dockerfile = upload.dockerfile.ok_or_else(|| ApiError::bad_request("http: no such file"))?;

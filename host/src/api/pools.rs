@@ -5,7 +5,6 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
 
 use super::events::{record, request_data};
 use super::params::{Params, parse_bool};
@@ -31,7 +30,6 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.3", Method::PUT, "/constraints", constraints_set)
 }
 
-static POOL_NAME: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"^[a-z][a-z0-9-]{0,39}$").unwrap());
 
 const INVALID_POOL: &str = "Invalid pool name, pool name should have at most 40 characters, containing only lower case letters, numbers or dashes, starting with a letter.";
 
@@ -152,7 +150,7 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
     if name.is_empty() {
         return Err(ApiError::bad_request("Pool name is required."));
     }
-    if !POOL_NAME.is_match(&name) {
+    if !super::names::valid(&name) {
         return Err(ApiError::bad_request(INVALID_POOL));
     }
     let provisioner = params.field("provisioner").unwrap_or_default();

@@ -4,7 +4,6 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
-use std::sync::LazyLock;
 
 use super::params::{Params, parse_bool};
 use super::events::{record, request_data};
@@ -24,7 +23,6 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.6", Method::DELETE, "/tokens/{token_id}", remove)
 }
 
-static TOKEN_ID: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"^[a-z][a-z0-9-]{0,39}$").unwrap());
 
 #[derive(Serialize)]
 struct RoleRefJson {
@@ -136,7 +134,7 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         Some(id) => id,
         None => format!("{team}-{}", &hex::encode(new_generation().to_be_bytes())[..5]),
     };
-    if !TOKEN_ID.is_match(&token_id) {
+    if !super::names::valid(&token_id) {
         return Err(ApiError::internal("invalid token_id"));
     }
     let now = now_millis();

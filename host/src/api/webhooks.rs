@@ -7,7 +7,6 @@ use axum::response::Response;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
 
 use super::events::{record_allowed, request_data};
 use super::params::{Params, parse_bool};
@@ -27,7 +26,6 @@ pub(super) fn routes(r: Routes) -> Routes {
         .torii(Method::GET, "/torii/v1/webhooks/{name}/deliveries", deliveries)
 }
 
-static NAME: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"^[a-z][a-z0-9-]{0,39}$").unwrap());
 const INVALID_NAME: &str = "Invalid webhook name, webhook name should have at most 40 characters, containing only lower case letters, numbers or dashes, starting with a letter.";
 
 /// A list field of a nested object: JSON `outer.inner` array or form `outer.inner.N`.
@@ -159,7 +157,7 @@ async fn list(State(server): AppState, Caller(caller): Caller) -> ApiResult<Resp
 
 async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     let name = params.field("name").unwrap_or_default();
-    if !NAME.is_match(&name) {
+    if !super::names::valid(&name) {
         return Err(ApiError::bad_request(INVALID_NAME));
     }
     let team = select_team(&server, &caller, "webhook.create", params.field("team_owner")).await?;
