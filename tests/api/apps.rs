@@ -393,3 +393,37 @@ backends! {
         t.stop().await;
     }
 }
+
+backends! {
+    async fn list_and_info_show_a_running_operations_lock(b) {
+        use torii::events::{Allowed, EventSpec, Owner, Target};
+        let (t, dev) = setup(b).await;
+        for name in ["busy", "idle"] {
+            t.req("POST", "/1.0/apps").token(&dev).form(&[("name", name)]).send().await.expect_status(201);
+        }
+        let running = t.server().events.start(EventSpec {
+            target: Target::new("app", "busy"),
+            kind: "app.deploy".into(),
+            internal: false,
+            owner: Owner::User("dev@example.com".into()),
+            source_ip: String::new(),
+            allowed: Allowed::new("app.read.events", vec![]),
+            allowed_cancel: None,
+            cancelable: false,
+            start_custom: Value::Null,
+            lock: true,
+        }).await.unwrap();
+        let locked = t.req("GET", "/1.0/apps?locked=true").token(&dev).send().await.json();
+        assert_eq!(locked.as_array().unwrap().len(), 1);
+        assert_eq!(locked[0]["name"], "busy");
+        let lock = &locked[0]["lock"];
+        assert_eq!((lock["Locked"].clone(), lock["Reason"].clone(), lock["Owner"].clone()), (json!(true), json!("app.deploy"), json!("dev@example.com")));
+        assert_ne!(lock["AcquireDate"], "0001-01-01T00:00:00Z");
+        assert_eq!(t.req("GET", "/1.0/apps/busy").token(&dev).send().await.json()["lock"], lock.clone());
+        let free = t.req("GET", "/1.0/apps?locked=false").token(&dev).send().await.json();
+        assert_eq!(free[0]["name"], "idle");
+        running.done(Ok::<(), String>(())).await.unwrap();
+        t.req("GET", "/1.0/apps?locked=true").token(&dev).send().await.expect(204, "");
+        t.stop().await;
+    }
+}

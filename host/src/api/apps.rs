@@ -22,7 +22,7 @@ use super::{AppState, Caller, ClientIp, Resolved, Routes, empty, json, json_list
 use crate::auth::{Subject, hash_token, new_session_token};
 use crate::error::{ApiError, ApiResult};
 use crate::events::{Allowed, Target};
-use crate::pools;
+use crate::pools::{self, Constraint};
 use crate::rbac::{Context, ContextType};
 use crate::server::Server;
 use crate::store::{AppColumn, AppRecord, EnvVar, Metadata, MetadataItem, PlanRecord, PoolRecord, now_millis};
@@ -119,8 +119,7 @@ fn number(raw: Option<String>, what: &str) -> ApiResult<i64> {
 
 /// tsuru's pool choice: the given pool; else the only pool whose team
 /// constraint names the team; else the default pool.
-async fn choose_pool(server: &Server, given: Option<String>, team: &str) -> ApiResult<PoolRecord> {
-    let constraints = server.store.constraints().await?;
+async fn choose_pool(server: &Server, constraints: &[Constraint], given: Option<String>, team: &str) -> ApiResult<PoolRecord> {
     let pool = match given.filter(|p| !p.is_empty()) {
         Some(name) => server.store.pool(&name).await?.ok_or_else(|| ApiError::bad_request("Pool does not exist."))?,
         None => {
@@ -128,7 +127,7 @@ async fn choose_pool(server: &Server, given: Option<String>, team: &str) -> ApiR
             let naming: Vec<&PoolRecord> = all
                 .iter()
                 .filter(|p| {
-                    pools::governing(&constraints, &p.name, "team")
+                    pools::governing(constraints, &p.name, "team")
                         .is_some_and(|c| !c.blacklist && c.values.iter().any(|v| v == team))
                 })
                 .collect();
@@ -147,25 +146,24 @@ async fn choose_pool(server: &Server, given: Option<String>, team: &str) -> ApiR
             }
         }
     };
-    if !pools::admits(&constraints, &pool.name, "team", team) {
+    if !pools::admits(constraints, &pool.name, "team", team) {
         return Err(ApiError::bad_request(format!("App team owner {team:?} has no access to pool {:?}", pool.name)));
     }
     Ok(pool)
 }
 
-async fn choose_plan(server: &Server, given: Option<String>, pool: &str) -> ApiResult<PlanRecord> {
-    let constraints = server.store.constraints().await?;
+async fn choose_plan(server: &Server, constraints: &[Constraint], given: Option<String>, pool: &str) -> ApiResult<PlanRecord> {
     match given.filter(|p| !p.is_empty()) {
         Some(name) => {
             let plan = server.store.plan(&name).await?.ok_or_else(|| ApiError::bad_request("plan not found"))?;
-            if !pools::admits(&constraints, pool, "plan", &plan.name) {
+            if !pools::admits(constraints, pool, "plan", &plan.name) {
                 return Err(ApiError::bad_request(format!("App plan {:?} is not allowed on pool {pool:?}", plan.name)));
             }
             Ok(plan)
         }
         None => {
             let plans = server.store.plans().await?;
-            let allowed: Vec<&PlanRecord> = plans.iter().filter(|p| pools::admits(&constraints, pool, "plan", &p.name)).collect();
+            let allowed: Vec<&PlanRecord> = plans.iter().filter(|p| pools::admits(constraints, pool, "plan", &p.name)).collect();
             allowed
                 .iter()
                 .find(|p| p.default)
@@ -173,6 +171,17 @@ async fn choose_plan(server: &Server, given: Option<String>, pool: &str) -> ApiR
                 .map(|p| (*p).clone())
                 .ok_or_else(|| ApiError::bad_request(format!("no plan is allowed on pool {pool:?}")))
         }
+    }
+}
+
+/// `name` or `name:version` of a platform the caller may use: unknown → 500
+/// `Invalid platform` (as tsuru), disabled → 400 unless the caller manages platforms.
+async fn resolve_platform(server: &Server, caller: &crate::auth::Identity, raw: &str) -> ApiResult<(String, String)> {
+    let (name, version) = raw.split_once(':').unwrap_or((raw, ""));
+    match server.store.platform_disabled(name).await? {
+        None => Err(ApiError::internal("Invalid platform")),
+        Some(true) if !super::platforms::may_manage(caller) => Err(ApiError::bad_request("Invalid platform")),
+        Some(_) => Ok((name.to_string(), version.to_string())),
     }
 }
 
@@ -192,23 +201,15 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         }
         other => other?,
     };
-    let pool = choose_pool(&server, params.field("pool"), &team).await?;
-    let plan = choose_plan(&server, params.field("plan"), &pool.name).await?;
+    let constraints = server.store.constraints().await?;
+    let pool = choose_pool(&server, &constraints, params.field("pool"), &team).await?;
+    let plan = choose_plan(&server, &constraints, params.field("plan"), &pool.name).await?;
     if let Some(router) = params.field("router").filter(|r| !r.is_empty() && r != "none") {
         return Err(ApiError::bad_request(format!("router {router:?} not found: no routers are configured")));
     }
     let (platform, platform_version) = match params.field("platform").filter(|p| !p.is_empty()) {
         None => (String::new(), String::new()),
-        Some(p) => {
-            let (n, v) = p.split_once(':').map(|(n, v)| (n.to_string(), v.to_string())).unwrap_or((p.clone(), String::new()));
-            match server.store.platform_disabled(&n).await? {
-                None => return Err(ApiError::internal("Invalid platform")),
-                Some(true) if !(caller.allows("platform.update", &[]) || caller.allows("platform.create", &[])) => {
-                    return Err(ApiError::bad_request("Invalid platform"));
-                }
-                Some(_) => (n, v),
-            }
-        }
+        Some(p) => resolve_platform(&server, &caller, &p).await?,
     };
     let mut metadata = Metadata::default();
     apply_metadata(&mut metadata, &params)?;
@@ -248,8 +249,7 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         ("TSURU_APP_TOKEN", token.clone()),
     ]
     .map(|(n, v)| EnvVar { name: n.into(), value: v, public: false, alias: String::new(), managed_by: String::new() });
-    let allowed = Allowed::new("app.read.events", app_contexts(&app));
-    let event = record_allowed(&server, Some(&caller), &ip, "app.create", Target::new("app", &name), request_data(&params, &[]), allowed).await?;
+    let event = app_event(&server, &caller, &ip, "app.create", &app, request_data(&params, &[])).await?;
     let result = server.store.create_app(&app, &env, &hash_token(&token)).await;
     event
         .done(result.map(|()| json(StatusCode::CREATED, &json!({"status": "success"}))).map_err(ApiError::from))
@@ -346,6 +346,7 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
     let wanted_tags: Vec<String> = params.all("tag").into_iter().filter(|s| !s.is_empty()).collect();
     let extended = flag(&params, "extended")?.unwrap_or(false);
     let plans: HashMap<String, PlanRecord> = server.store.plans().await?.into_iter().map(|p| (p.name.clone(), p)).collect();
+    let locks = server.store.locking_events("app").await?;
 
     let mut out = Vec::new();
     for app in server.store.apps().await? {
@@ -374,7 +375,7 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
                 continue;
             }
         }
-        let lock = app_lock(&server, &app.name).await?;
+        let lock = locks.get(&app.name);
         if locked.is_some_and(|l| l != lock.is_some()) {
             continue;
         }
@@ -387,7 +388,7 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
             "cname": list_or_null(&app.cnames),
             "ip": "",
             "routers": [],
-            "lock": lock_json(lock.as_ref()),
+            "lock": lock_json(lock),
             "tags": list_or_null(&app.tags),
             "metadata": {"labels": null, "annotations": null},
         });
@@ -599,17 +600,7 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
         next.override_cpumilli = number(override_cpumilli, "planOverride.cpumilli")?;
     }
     if let Some(p) = platform {
-        let (n, v) = p.split_once(':').map(|(n, v)| (n.to_string(), v.to_string())).unwrap_or((p.clone(), String::new()));
-        match server.store.platform_disabled(&n).await? {
-            None => return Err(ApiError::internal("Invalid platform")),
-            Some(true) if !(caller.allows("platform.update", &[]) || caller.allows("platform.create", &[])) => {
-                return Err(ApiError::bad_request("Invalid platform"));
-            }
-            Some(_) => {
-                next.platform = n;
-                next.platform_version = v;
-            }
-        }
+        (next.platform, next.platform_version) = resolve_platform(&server, &caller, &p).await?;
     }
     apply_metadata(&mut next.metadata, &params)?;
     let data = request_data(&params, &[("app", &app.name)]);

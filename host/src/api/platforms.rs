@@ -60,7 +60,8 @@ async fn read_upload(mut multipart: Multipart) -> ApiResult<Upload> {
     Ok(upload)
 }
 
-fn may_manage(caller: &Identity) -> bool {
+/// Who sees and may use disabled platforms.
+pub(super) fn may_manage(caller: &Identity) -> bool {
     caller.allows("platform.update", &[]) || caller.allows("platform.create", &[])
 }
 

@@ -193,6 +193,18 @@ impl Store {
         Ok(LockOutcome::Acquired { took_over: Some(holder) })
     }
 
+    /// The running events holding locks on targets of `target_type`, by target value.
+    pub async fn locking_events(&self, target_type: &str) -> StoreResult<std::collections::HashMap<String, EventRecord>> {
+        let columns = COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+        let rows = sqlx::query(&format!(
+            "SELECT {columns} FROM event_locks l JOIN events e ON e.id = l.event_id WHERE l.target_type = $1"
+        ))
+        .bind(target_type)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| event(r).map(|e| (e.target_value.clone(), e))).collect()
+    }
+
     pub async fn lock_holder(&self, target_type: &str, target_value: &str) -> StoreResult<Option<String>> {
         let row = sqlx::query("SELECT event_id FROM event_locks WHERE target_type = $1 AND target_value = $2")
             .bind(target_type)
