@@ -377,6 +377,14 @@ impl Config {
         }
     }
 
+    /// The SQLite database file, when the database is a SQLite file.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let url = self.database_url();
+        let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+    }
+
     pub fn cache_dir(&self) -> PathBuf {
         self.plugins.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("cache"))
     }
@@ -395,6 +403,7 @@ mod tests {
         assert_eq!(c.auth.token_expire_days, 7);
         assert!(!c.auth.user_registration);
         assert!(c.database_url().starts_with("sqlite://./data/torii.db"));
+        assert_eq!(c.sqlite_path(), Some(PathBuf::from("./data/torii.db")));
         assert_eq!(c.plugin.len(), 1);
     }
 

@@ -64,6 +64,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Held until the process exits (the OS drops it on a crash too).
+    let _sqlite_lock = match config.sqlite_path() {
+        Some(db) => Some(lock_sqlite(&db)?),
+        None => None,
+    };
     let server = Server::build(config).await?;
     let running = server::start(server, None).await?;
     tracing::info!(
@@ -77,6 +82,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     running.stop().await;
     Ok(())
+}
+
+/// One serving process per SQLite database: its caches (app views,
+/// identities) are kept coherent within the process only. Several torii
+/// processes share a PostgreSQL database instead.
+fn lock_sqlite(db: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let mut path = db.as_os_str().to_owned();
+    path.push(".serve-lock");
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", std::path::Path::new(&path).display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another torii process is serving the SQLite database {}; run one process per SQLite database, or share PostgreSQL between several",
+            db.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", std::path::Path::new(&path).display())),
+    }
 }
 
 async fn shutdown_signal() {

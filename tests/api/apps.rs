@@ -420,10 +420,62 @@ backends! {
         assert_eq!((lock["Locked"].clone(), lock["Reason"].clone(), lock["Owner"].clone()), (json!(true), json!("app.deploy"), json!("dev@example.com")));
         assert_ne!(lock["AcquireDate"], "0001-01-01T00:00:00Z");
         assert_eq!(t.req("GET", "/1.0/apps/busy").token(&dev).send().await.json()["lock"], lock.clone());
-        let free = t.req("GET", "/1.0/apps?locked=false").token(&dev).send().await.json();
-        assert_eq!(free[0]["name"], "idle");
+        // As tsuru: only `locked=true` filters; false or garbage lists all.
+        for query in ["locked=false", "locked=maybe"] {
+            let all = t.req("GET", &format!("/1.0/apps?{query}")).token(&dev).send().await.json();
+            assert_eq!(all.as_array().unwrap().len(), 2, "{query}");
+        }
         running.done(Ok::<(), String>(())).await.unwrap();
         t.req("GET", "/1.0/apps?locked=true").token(&dev).send().await.expect(204, "");
         t.stop().await;
     }
+}
+
+/// Polls `GET path` on `t` until `check` holds, for at most five seconds.
+async fn eventually(t: &TestServer, path: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = t.req("GET", path).admin().send().await;
+        let v = if r.body.is_empty() { Value::Null } else { r.json() };
+        if check(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "GET {path} never showed the change: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Each server keeps app views in memory; a change made through one server
+/// reaches the info and list answers of another sharing PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_views_follow_changes_made_by_another_server() {
+    if crate::support::postgres_admin_url().is_none() {
+        return;
+    }
+    let (one, dev) = setup(crate::support::Backend::Postgres).await;
+    one.req("POST", "/1.0/apps").token(&dev).form(&[("name", "shared")]).send().await.expect_status(201);
+    let mut o = crate::support::Options::new(crate::support::Backend::Postgres);
+    o.database_url = Some(one.database_url.clone());
+    let two = TestServer::start_with(o).await;
+    // Two reads both answers, so both are cached.
+    assert_eq!(two.req("GET", "/1.0/apps/shared").admin().send().await.json()["description"], "");
+    assert_eq!(two.req("GET", "/1.0/apps").admin().send().await.json().as_array().unwrap().len(), 1);
+
+    one.req("PUT", "/1.0/apps/shared").token(&dev).json(json!({"description": "changed"})).send().await.expect_status(200);
+    one.team("t2").await;
+    one.req("PUT", "/1.0/apps/shared/teams/t2").token(&dev).send().await.expect(200, "");
+    one.req("POST", "/1.0/apps/shared/cname").token(&dev).form(&[("cname", "www.example.com")]).send().await.expect(200, "");
+    one.req("POST", "/1.0/apps").token(&dev).form(&[("name", "fresh")]).send().await.expect_status(201);
+    let info = eventually(&two, "/1.0/apps/shared", |v| v["cname"] == json!(["www.example.com"])).await;
+    assert_eq!((info["description"].clone(), info["teams"].clone()), (json!("changed"), json!(["t1", "t2"])));
+    eventually(&two, "/1.0/apps", |v| v.as_array().is_some_and(|a| a.len() == 2)).await;
+
+    // A plan change touches every app; a removal drops the app.
+    one.req("POST", "/1.0/plans").admin().form(&[("name", "huge"), ("memory", "1G"), ("cpumilli", "2000"), ("default", "true")]).send().await.expect_status(201);
+    eventually(&two, "/1.0/apps", |v| v[0]["plan"].get("default").is_none()).await;
+    one.req("DELETE", "/1.0/apps/fresh").token(&dev).send().await.expect_status(200);
+    eventually(&two, "/1.0/apps", |v| v.as_array().is_some_and(|a| a.len() == 1)).await;
+    two.req("GET", "/1.0/apps/fresh").admin().send().await.expect_error(404, "App fresh not found.");
+    two.stop().await;
+    one.stop().await;
 }

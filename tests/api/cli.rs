@@ -95,6 +95,16 @@ async fn root_user_create_then_serve() {
     assert_eq!(me["Roles"], serde_json::json!([{"Name": "AllowAll", "ContextType": "global", "ContextValue": ""}]));
     assert_eq!(me["Permissions"], serde_json::json!([{"Name": "", "ContextType": "global", "ContextValue": ""}]));
 
+    // One serving process per SQLite database.
+    let second = Command::new(BIN).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another torii process is serving the SQLite database")
+            && stderr.contains("share PostgreSQL between several"),
+        "{stderr}"
+    );
+
     // SIGTERM: a clean stop.
     Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
     let status = server.wait().unwrap();

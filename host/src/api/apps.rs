@@ -25,7 +25,8 @@ use crate::events::{Allowed, Target};
 use crate::pools::{self, Constraint};
 use crate::rbac::{Context, ContextType};
 use crate::server::Server;
-use crate::store::{AppColumn, AppRecord, EnvVar, Metadata, MetadataItem, PlanRecord, PoolRecord, now_millis};
+use serde::Serialize;
+use crate::store::{AppColumn, AppRecord, AppView, EnvVar, Metadata, MetadataItem, PlanRecord, PoolRecord, now_millis};
 
 pub(super) fn routes(r: Routes) -> Routes {
     r.add("1.0", Method::GET, "/apps", list)
@@ -48,21 +49,42 @@ impl FromRequestParts<Arc<Server>> for AppTarget {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, server: &Arc<Server>) -> Result<Self, ApiError> {
-        let Path(vars) = Path::<HashMap<String, String>>::from_request_parts(parts, server)
-            .await
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let name = vars.get("app").cloned().unwrap_or_default();
-        if let Some(Resolved(Some(identity))) = parts.extensions.get::<Resolved>()
-            && let Subject::App { app } = &identity.subject
-            && *app != name
-        {
-            return Err(ApiError::forbidden_with(format!("app token mismatch, token for {app:?}, request for {name:?}")));
-        }
+        let name = app_path(parts, server).await?;
         match server.store.app(&name).await? {
             Some(app) => Ok(AppTarget(app)),
             None => Err(ApiError::not_found(format!("App {name} not found."))),
         }
     }
+}
+
+/// The app named by the path, as its info page shows it (one query).
+pub struct AppViewTarget(pub Arc<AppView>);
+
+impl FromRequestParts<Arc<Server>> for AppViewTarget {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, server: &Arc<Server>) -> Result<Self, ApiError> {
+        let name = app_path(parts, server).await?;
+        match server.store.app_view(&name).await? {
+            Some(view) => Ok(AppViewTarget(view)),
+            None => Err(ApiError::not_found(format!("App {name} not found."))),
+        }
+    }
+}
+
+/// The `{app}` of the path; an app token may only name its own app.
+async fn app_path(parts: &mut Parts, server: &Arc<Server>) -> Result<String, ApiError> {
+    let Path(vars) = Path::<HashMap<String, String>>::from_request_parts(parts, server)
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let name = vars.get("app").cloned().unwrap_or_default();
+    if let Some(Resolved(Some(identity))) = parts.extensions.get::<Resolved>()
+        && let Subject::App { app } = &identity.subject
+        && *app != name
+    {
+        return Err(ApiError::forbidden_with(format!("app token mismatch, token for {app:?}, request for {name:?}")));
+    }
+    Ok(name)
 }
 
 /// The contexts an app permission is checked against: its teams, itself, its pool.
@@ -256,47 +278,58 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         .await
 }
 
-fn lock_json(lock: Option<&crate::store::EventRecord>) -> Value {
+/// An app's lock as tsuru shows it (Go field names).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct LockJson<'a> {
+    locked: bool,
+    reason: &'a str,
+    owner: &'a str,
+    acquire_date: String,
+}
+
+fn lock_json(lock: Option<&crate::store::EventRecord>) -> LockJson<'_> {
     match lock {
-        None => json!({"Locked": false, "Reason": "", "Owner": "", "AcquireDate": time_json(0)}),
-        Some(e) => json!({
-            "Locked": true,
-            "Reason": e.kind_name,
-            "Owner": e.owner_name,
-            "AcquireDate": time_json(e.start_time),
-        }),
+        None => LockJson { locked: false, reason: "", owner: "", acquire_date: time_json(0) },
+        Some(e) => LockJson { locked: true, reason: &e.kind_name, owner: &e.owner_name, acquire_date: time_json(e.start_time) },
     }
 }
 
-async fn app_lock(server: &Server, app: &str) -> ApiResult<Option<crate::store::EventRecord>> {
-    match server.store.lock_holder("app", app).await? {
-        None => Ok(None),
-        Some(id) => Ok(server.store.event(&id).await?),
+/// Labels and annotations; an empty list shows as null.
+#[derive(Serialize)]
+struct MetadataJson<'a> {
+    labels: Option<&'a [MetadataItem]>,
+    annotations: Option<&'a [MetadataItem]>,
+}
+
+const NO_METADATA: MetadataJson<'static> = MetadataJson { labels: None, annotations: None };
+
+fn metadata_json(m: &Metadata) -> MetadataJson<'_> {
+    fn items(v: &[MetadataItem]) -> Option<&[MetadataItem]> {
+        (!v.is_empty()).then_some(v)
     }
+    MetadataJson { labels: items(&m.labels), annotations: items(&m.annotations) }
 }
 
-fn metadata_json(m: &Metadata) -> Value {
-    let items = |v: &Vec<MetadataItem>| if v.is_empty() { Value::Null } else { json!(v) };
-    json!({"labels": items(&m.labels), "annotations": items(&m.annotations)})
-}
-
-fn app_plan_json(app: &AppRecord, plan: &Option<PlanRecord>, with_default: bool) -> Value {
-    let plan = plan.clone().unwrap_or(PlanRecord { name: app.plan.clone(), memory: 0, cpumilli: 0, cpushare: 0, default: false });
-    let mut v = serde_json::to_value(plan_json(&PlanRecord { default: with_default && plan.default, ..plan.clone() })).expect("json");
-    let opt = |n: i64| if n > 0 { json!(n) } else { Value::Null };
-    v["override"] = json!({"memory": opt(app.override_memory), "cpumilli": opt(app.override_cpumilli)});
-    v
+fn app_plan_json(app: &AppRecord, plan: &Option<PlanRecord>, with_default: bool) -> super::plans::PlanJson {
+    let json = match plan {
+        Some(p) => plan_json(&PlanRecord { default: with_default && p.default, ..p.clone() }),
+        None => plan_json(&PlanRecord { name: app.plan.clone(), memory: 0, cpumilli: 0, cpushare: 0, default: false }),
+    };
+    json.with_overrides(app.override_memory, app.override_cpumilli)
 }
 
 fn list_or_null(v: &[String]) -> Value {
     if v.is_empty() { Value::Null } else { json!(v) }
 }
 
-async fn info(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget) -> ApiResult<Response> {
-    caller.require("app.read.info", &app_contexts(&app))?;
-    let plan = server.store.plan(&app.plan).await?;
-    let pool = server.store.pool(&app.pool).await?;
-    let lock = app_lock(&server, &app.name).await?;
+async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(view): AppViewTarget) -> ApiResult<Response> {
+    let AppView { app, plan, provisioner, lock_event } = &*view;
+    caller.require("app.read.info", &app_contexts(app))?;
+    let lock = match lock_event {
+        None => None,
+        Some(id) => server.store.event(id).await?,
+    };
     let platform = if app.platform_version.is_empty() {
         app.platform.clone()
     } else {
@@ -306,14 +339,14 @@ async fn info(State(server): AppState, Caller(caller): Caller, AppTarget(app): A
     out.insert("cname", list_or_null(&app.cnames));
     out.insert("deploys", json!(app.deploys));
     out.insert("description", json!(app.description));
-    out.insert("lock", lock_json(lock.as_ref()));
-    out.insert("metadata", metadata_json(&app.metadata));
+    out.insert("lock", json!(lock_json(lock.as_ref())));
+    out.insert("metadata", json!(metadata_json(&app.metadata)));
     out.insert("name", json!(app.name));
     out.insert("owner", json!(app.owner));
-    out.insert("plan", app_plan_json(&app, &plan, false));
+    out.insert("plan", json!(app_plan_json(app, plan, false)));
     out.insert("platform", json!(platform));
     out.insert("pool", json!(app.pool));
-    out.insert("provisioner", json!(pool.map(|p| p.provisioner).unwrap_or_default()));
+    out.insert("provisioner", json!(provisioner.as_deref().unwrap_or_default()));
     // Units arrive with provisioners; none are in use yet.
     out.insert("quota", json!(QuotaJson { limit: app.quota_limit, inuse: 0 }));
     out.insert("serviceInstanceBinds", json!([]));
@@ -325,11 +358,33 @@ async fn info(State(server): AppState, Caller(caller): Caller, AppTarget(app): A
     Ok(json(StatusCode::OK, &out))
 }
 
-fn flag(params: &Params, key: &str) -> ApiResult<Option<bool>> {
-    match params.get(key).filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(raw) => parse_bool(&raw).map(Some).ok_or_else(|| ApiError::bad_request(format!("invalid {key}: {raw:?}"))),
-    }
+/// A list flag as tsuru reads it: Go's `ParseBool`, anything else is false.
+fn flag(params: &Params, key: &str) -> bool {
+    params.get(key).and_then(|raw| parse_bool(&raw)).unwrap_or(false)
+}
+
+/// An app as the list shows it (tsuru's `app.App` with `json` omissions).
+#[derive(Serialize)]
+struct ListItem<'a> {
+    name: &'a str,
+    pool: &'a str,
+    teamowner: &'a str,
+    plan: super::plans::PlanJson,
+    units: [(); 0],
+    cname: Option<&'a [String]>,
+    ip: &'static str,
+    routers: [(); 0],
+    lock: LockJson<'a>,
+    tags: Option<&'a [String]>,
+    metadata: MetadataJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+}
+
+fn non_empty(v: &[String]) -> Option<&[String]> {
+    (!v.is_empty()).then_some(v)
 }
 
 async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -> ApiResult<Response> {
@@ -341,15 +396,17 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
     let team_owner = params.get("teamOwner").filter(|s| !s.is_empty());
     let owner = params.get("owner").filter(|s| !s.is_empty());
     let pool = params.get("pool").filter(|s| !s.is_empty());
-    let locked = flag(&params, "locked")?;
+    // Only `locked=true` filters (tsuru: `if locked { filter.Locked = true }`).
+    let locked_only = flag(&params, "locked");
     let statuses: Vec<String> = params.all("status").into_iter().filter(|s| !s.is_empty()).collect();
     let wanted_tags: Vec<String> = params.all("tag").into_iter().filter(|s| !s.is_empty()).collect();
-    let extended = flag(&params, "extended")?.unwrap_or(false);
-    let plans: HashMap<String, PlanRecord> = server.store.plans().await?.into_iter().map(|p| (p.name.clone(), p)).collect();
+    let extended = flag(&params, "extended");
     let locks = server.store.locking_events("app").await?;
 
     let mut out = Vec::new();
-    for app in server.store.apps().await? {
+    let all = server.store.app_views().await?;
+    for view in &all {
+        let app = &view.app;
         let ctx = app_contexts(&app);
         if !(caller.allows("app.read", &ctx) || caller.allows("app.read.info", &ctx)) {
             continue;
@@ -376,32 +433,24 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
             }
         }
         let lock = locks.get(&app.name);
-        if locked.is_some_and(|l| l != lock.is_some()) {
+        if locked_only && lock.is_none() {
             continue;
         }
-        let mut item = json!({
-            "name": app.name,
-            "pool": app.pool,
-            "teamowner": app.team_owner,
-            "plan": app_plan_json(&app, &plans.get(&app.plan).cloned(), true),
-            "units": [],
-            "cname": list_or_null(&app.cnames),
-            "ip": "",
-            "routers": [],
-            "lock": lock_json(lock),
-            "tags": list_or_null(&app.tags),
-            "metadata": {"labels": null, "annotations": null},
+        out.push(ListItem {
+            name: &app.name,
+            pool: &app.pool,
+            teamowner: &app.team_owner,
+            plan: app_plan_json(app, &view.plan, true),
+            units: [],
+            cname: non_empty(&app.cnames),
+            ip: "",
+            routers: [],
+            lock: lock_json(lock),
+            tags: non_empty(&app.tags),
+            metadata: if extended { metadata_json(&app.metadata) } else { NO_METADATA },
+            platform: Some(app.platform.as_str()).filter(|p| extended && !p.is_empty()),
+            description: Some(app.description.as_str()).filter(|d| extended && !d.is_empty()),
         });
-        if extended {
-            if !app.platform.is_empty() {
-                item["platform"] = json!(app.platform);
-            }
-            if !app.description.is_empty() {
-                item["description"] = json!(app.description);
-            }
-            item["metadata"] = metadata_json(&app.metadata);
-        }
-        out.push(item);
     }
     Ok(json_list(&out))
 }

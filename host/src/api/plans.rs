@@ -38,6 +38,15 @@ pub struct PlanJson {
     overrides: OverrideJson,
 }
 
+impl PlanJson {
+    /// The plan as an app shows it: with the app's overrides (positive values only).
+    pub fn with_overrides(mut self, memory: i64, cpumilli: i64) -> PlanJson {
+        let positive = |n: i64| (n > 0).then_some(n);
+        self.overrides = OverrideJson { memory: positive(memory), cpumilli: positive(cpumilli) };
+        self
+    }
+}
+
 pub fn plan_json(p: &PlanRecord) -> PlanJson {
     PlanJson {
         name: p.name.clone(),

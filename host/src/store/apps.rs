@@ -1,8 +1,10 @@
 //! Apps, app teams, app env and app tokens.
 
-use super::{Store, StoreError, StoreResult, conflict_or, json_list, now_millis, parse_list};
+use super::{PlanRecord, Store, StoreError, StoreResult, conflict_or, json_list, now_millis, parse_list};
 use serde::{Deserialize, Serialize};
+use super::views::Slot;
 use sqlx::Row;
+use std::sync::Arc;
 use sqlx::any::AnyRow;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +78,72 @@ fn app(row: &AnyRow) -> StoreResult<AppRecord> {
     })
 }
 
+/// The app columns plus its teams and cnames, each aggregated into one
+/// comma-separated column (names and hostnames cannot hold commas).
+/// `string_agg(... ORDER BY ...)` is valid on PostgreSQL and SQLite ≥ 3.44.
+fn full_columns() -> String {
+    let columns = COLUMNS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ");
+    format!(
+        "{columns}, (SELECT string_agg(t.team, ',' ORDER BY t.team) FROM app_teams t WHERE t.app = a.name) AS team_list, \
+         (SELECT string_agg(c.cname, ',' ORDER BY c.cname) FROM app_cnames c WHERE c.app = a.name) AS cname_list"
+    )
+}
+
+fn full_app(row: &AnyRow) -> StoreResult<AppRecord> {
+    let split = |column: &str| -> StoreResult<Vec<String>> {
+        let joined: Option<String> = row.try_get(column)?;
+        Ok(joined.map(|j| j.split(',').map(str::to_string).collect()).unwrap_or_default())
+    };
+    let mut a = app(row)?;
+    a.teams = split("team_list")?;
+    a.cnames = split("cname_list")?;
+    Ok(a)
+}
+
+/// Stale apps the list reads one by one; more, and it reads the whole table.
+const MAX_REREAD: usize = 64;
+
+/// The app views query: apps with plan, pool provisioner and lock holder.
+fn view_sql(tail: &str) -> String {
+    format!(
+        "SELECT {}, p.name AS plan_name, p.memory AS plan_memory, p.cpumilli AS plan_cpumilli, \
+         p.cpushare AS plan_cpushare, p.is_default AS plan_default, pl.provisioner AS pool_provisioner, \
+         l.event_id AS lock_event \
+         FROM apps a LEFT JOIN plans p ON p.name = a.plan LEFT JOIN pools pl ON pl.name = a.pool \
+         LEFT JOIN event_locks l ON l.target_type = 'app' AND l.target_value = a.name {tail}",
+        full_columns()
+    )
+}
+
+fn app_view(row: &AnyRow) -> StoreResult<AppView> {
+    let plan = match row.try_get::<Option<String>, _>("plan_name")? {
+        None => None,
+        Some(name) => Some(PlanRecord {
+            name,
+            memory: row.try_get("plan_memory")?,
+            cpumilli: row.try_get("plan_cpumilli")?,
+            cpushare: row.try_get("plan_cpushare")?,
+            default: row.try_get::<i64, _>("plan_default")? != 0,
+        }),
+    };
+    Ok(AppView {
+        app: full_app(row)?,
+        plan,
+        provisioner: row.try_get("pool_provisioner")?,
+        lock_event: row.try_get("lock_event")?,
+    })
+}
+
+/// An app with what its info page shows beside it.
+#[derive(Debug, Clone)]
+pub struct AppView {
+    pub app: AppRecord,
+    pub plan: Option<PlanRecord>,
+    pub provisioner: Option<String>,
+    /// The running event holding the app's lock.
+    pub lock_event: Option<String>,
+}
+
 fn app_not_found(name: &str) -> StoreError {
     StoreError::NotFound(format!("App {name} not found."))
 }
@@ -83,6 +151,7 @@ fn app_not_found(name: &str) -> StoreError {
 impl Store {
     /// Creates an app with its owner team, env and token hash, atomically.
     pub async fn create_app(&self, a: &AppRecord, env: &[EnvVar], token_hash: &str) -> StoreResult<()> {
+        let _stale = self.views.stale(&a.name);
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO apps ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
@@ -121,45 +190,49 @@ impl Store {
         Ok(())
     }
 
-    async fn with_teams(&self, mut apps: Vec<AppRecord>) -> StoreResult<Vec<AppRecord>> {
-        if apps.is_empty() {
-            return Ok(apps);
-        }
-        let rows = sqlx::query("SELECT app, team FROM app_teams ORDER BY app, team").fetch_all(&self.pool).await?;
-        for row in rows {
-            let (name, team): (String, String) = (row.try_get("app")?, row.try_get("team")?);
-            if let Some(a) = apps.iter_mut().find(|a| a.name == name) {
-                a.teams.push(team);
-            }
-        }
-        let rows = sqlx::query("SELECT app, cname FROM app_cnames ORDER BY app, cname").fetch_all(&self.pool).await?;
-        for row in rows {
-            let (name, cname): (String, String) = (row.try_get("app")?, row.try_get("cname")?);
-            if let Some(a) = apps.iter_mut().find(|a| a.name == name) {
-                a.cnames.push(cname);
-            }
-        }
-        Ok(apps)
-    }
-
+    /// One app with its teams and cnames, in one query.
     pub async fn app(&self, name: &str) -> StoreResult<Option<AppRecord>> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM apps WHERE name = $1"))
+        let row = sqlx::query(&format!("SELECT {} FROM apps a WHERE a.name = $1", full_columns()))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let mut a = app(&row)?;
-        let teams = sqlx::query("SELECT team FROM app_teams WHERE app = $1 ORDER BY team").bind(name).fetch_all(&self.pool).await?;
-        a.teams = teams.into_iter().map(|r| r.try_get("team")).collect::<Result<_, _>>()?;
-        let cnames = sqlx::query("SELECT cname FROM app_cnames WHERE app = $1 ORDER BY cname").bind(name).fetch_all(&self.pool).await?;
-        a.cnames = cnames.into_iter().map(|r| r.try_get("cname")).collect::<Result<_, _>>()?;
-        Ok(Some(a))
+        row.as_ref().map(full_app).transpose()
     }
 
-    pub async fn apps(&self) -> StoreResult<Vec<AppRecord>> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM apps ORDER BY name")).fetch_all(&self.pool).await?;
-        let apps = rows.iter().map(app).collect::<StoreResult<Vec<_>>>()?;
-        self.with_teams(apps).await
+    /// One app as its info page shows it: the app, its plan, its pool's
+    /// provisioner and the id of the event locking it, in one query.
+    /// Served from the view cache when it holds the app.
+    pub async fn app_view(&self, name: &str) -> StoreResult<Option<Arc<AppView>>> {
+        if let Some(view) = self.views.get(name) {
+            return Ok(Some(view));
+        }
+        let read_at = self.views.generation();
+        let row = sqlx::query(&view_sql("WHERE a.name = $1")).bind(name).fetch_optional(&self.pool).await?;
+        let view = row.as_ref().map(app_view).transpose()?.map(Arc::new);
+        self.views.insert(read_at, name, view.clone());
+        Ok(view)
+    }
+
+    /// Every app as the list shows it, by name. Served from the view cache
+    /// once it knows every app, reading again only the apps changed since.
+    pub async fn app_views(&self) -> StoreResult<Vec<Arc<AppView>>> {
+        if let Some(all) = self.views.all()
+            && all.iter().filter(|(_, slot)| matches!(slot, Slot::Stale)).count() <= MAX_REREAD
+        {
+            let mut out = Vec::with_capacity(all.len());
+            for (name, slot) in all {
+                match slot {
+                    Slot::Fresh(view) => out.push(view),
+                    Slot::Stale => out.extend(self.app_view(&name).await?),
+                }
+            }
+            return Ok(out);
+        }
+        let read_at = self.views.generation();
+        let rows = sqlx::query(&view_sql("ORDER BY a.name")).fetch_all(&self.pool).await?;
+        let views = rows.iter().map(|r| app_view(r).map(Arc::new)).collect::<StoreResult<Vec<_>>>()?;
+        self.views.install(read_at, &views);
+        Ok(views)
     }
 
     /// Names of apps matching a simple column filter, for references and quotas.
@@ -177,6 +250,7 @@ impl Store {
     }
 
     pub async fn delete_app(&self, name: &str) -> StoreResult<()> {
+        let _stale = self.views.stale(name);
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM app_tokens WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_logs WHERE app = $1").bind(name).execute(&mut *tx).await?;
@@ -192,6 +266,7 @@ impl Store {
     }
 
     pub async fn grant_app_team(&self, app: &str, team: &str) -> StoreResult<()> {
+        let _stale = self.views.stale(app);
         sqlx::query("INSERT INTO app_teams (app, team) VALUES ($1, $2)")
             .bind(app)
             .bind(team)
@@ -202,6 +277,7 @@ impl Store {
     }
 
     pub async fn revoke_app_team(&self, app: &str, team: &str) -> StoreResult<()> {
+        let _stale = self.views.stale(app);
         let done = sqlx::query("DELETE FROM app_teams WHERE app = $1 AND team = $2").bind(app).bind(team).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("team does not have access to this app".into()));
@@ -210,6 +286,7 @@ impl Store {
     }
 
     pub async fn set_app_quota(&self, app: &str, limit: i64) -> StoreResult<()> {
+        let _stale = self.views.stale(app);
         let done = sqlx::query("UPDATE apps SET quota_limit = $1 WHERE name = $2").bind(limit).bind(app).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(app_not_found(app));
@@ -317,6 +394,7 @@ impl Store {
     /// Writes an app's editable fields; a team owner not yet among the app's
     /// teams is granted access too.
     pub async fn update_app(&self, a: &AppRecord) -> StoreResult<()> {
+        let _stale = self.views.stale(&a.name);
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE apps SET platform = $1, platform_version = $2, team_owner = $3, pool = $4, plan = $5, \
@@ -357,6 +435,7 @@ impl Store {
 
     /// Adds CNAMEs to an app, all or none.
     pub async fn add_cnames(&self, app: &str, cnames: &[String]) -> StoreResult<()> {
+        let _stale = self.views.stale(app);
         let mut tx = self.pool.begin().await?;
         for c in cnames {
             sqlx::query("INSERT INTO app_cnames (cname, app) VALUES ($1, $2)")
@@ -371,6 +450,7 @@ impl Store {
     }
 
     pub async fn remove_cnames(&self, app: &str, cnames: &[String]) -> StoreResult<()> {
+        let _stale = self.views.stale(app);
         let mut tx = self.pool.begin().await?;
         for c in cnames {
             let done = sqlx::query("DELETE FROM app_cnames WHERE cname = $1 AND app = $2").bind(c).bind(app).execute(&mut *tx).await?;
@@ -384,6 +464,7 @@ impl Store {
 
     /// Exchanges the CNAMEs of two apps atomically.
     pub async fn swap_cnames(&self, a: &str, b: &str) -> StoreResult<()> {
+        let (_stale_a, _stale_b) = (self.views.stale(a), self.views.stale(b));
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE app_cnames SET app = CASE WHEN app = $1 THEN $2 ELSE $1 END WHERE app = $1 OR app = $2")
             .bind(a)

@@ -99,6 +99,7 @@ impl Store {
     /// that reads first and writes later can fail under concurrency instead
     /// of waiting its turn.
     pub async fn start_event(&self, e: &EventRecord, lock: bool, expired_before: i64) -> StoreResult<LockOutcome> {
+        let _stale = (lock && e.target_type == "app").then(|| self.views.stale(&e.target_value));
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
@@ -234,7 +235,15 @@ impl Store {
     /// Ends an event and releases its lock.
     pub async fn finish_event(&self, id: &str, end_time: i64, error: &str, log: &str, end_custom: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM event_locks WHERE event_id = $1").bind(id).execute(&mut *tx).await?;
+        let released = sqlx::query("DELETE FROM event_locks WHERE event_id = $1 RETURNING target_type, target_value")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let released_app: Option<String> = match released {
+            Some(row) if row.try_get::<String, _>("target_type")? == "app" => Some(row.try_get("target_value")?),
+            _ => None,
+        };
+        let _stale = released_app.as_deref().map(|app| self.views.stale(app));
         let done = sqlx::query(
             "UPDATE events SET running = 0, end_time = $1, error = $2, log = $3, end_custom = $4, lock_update_time = $1 \
              WHERE id = $5 AND running = 1",

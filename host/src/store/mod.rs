@@ -17,9 +17,10 @@ mod roles;
 mod teams;
 mod tokens;
 mod users;
+mod views;
 mod webhooks;
 
-pub use apps::{AppColumn, AppRecord, EnvVar, Metadata, MetadataItem};
+pub use apps::{AppColumn, AppRecord, AppView, EnvVar, Metadata, MetadataItem};
 pub use blocks::BlockRecord;
 pub use events::{EventQuery, EventRecord, LockOutcome};
 pub use logs::{LogQuery, LogRecord};
@@ -58,6 +59,9 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    views: std::sync::Arc<views::ViewCache>,
+    /// On PostgreSQL, the task applying other processes' invalidations.
+    listener: Option<std::sync::Arc<views::ListenerGuard>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -88,7 +92,15 @@ impl Store {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await.map_err(|e| StoreError::Database(e.into()))?;
-        Ok(Store { pool, backend })
+        let (views, listener) = match backend {
+            Backend::Sqlite => (std::sync::Arc::new(views::ViewCache::new(true)), None),
+            Backend::Postgres => {
+                let views = std::sync::Arc::new(views::ViewCache::new(false));
+                let listener = views::listen(url.to_string(), views.clone());
+                (views, Some(std::sync::Arc::new(listener)))
+            }
+        };
+        Ok(Store { pool, backend, views, listener })
     }
 
     pub fn backend(&self) -> Backend {
@@ -106,6 +118,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(l) = &self.listener {
+            l.stop();
+        }
         self.pool.close().await;
     }
 }

@@ -26,6 +26,7 @@ fn plan(row: &AnyRow) -> StoreResult<PlanRecord> {
 impl Store {
     /// Adds a plan; a new default plan takes the flag from the old one.
     pub async fn create_plan(&self, p: &PlanRecord) -> StoreResult<()> {
+        let _stale = self.views.stale_all();
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO plans (name, memory, cpumilli, cpushare, is_default) VALUES ($1, $2, $3, $4, $5)")
             .bind(&p.name)
@@ -59,6 +60,7 @@ impl Store {
     }
 
     pub async fn delete_plan(&self, name: &str) -> StoreResult<()> {
+        let _stale = self.views.stale_all();
         let done = sqlx::query("DELETE FROM plans WHERE name = $1").bind(name).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("plan not found".into()));
@@ -69,6 +71,7 @@ impl Store {
     /// Seeds `plans` when the table is empty (first start). Safe to race:
     /// a concurrent seeder's rows are left alone.
     pub async fn seed_plans(&self, plans: &[PlanRecord]) -> StoreResult<()> {
+        let _stale = self.views.stale_all();
         let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM plans").fetch_one(&self.pool).await?.try_get("n")?;
         if count > 0 {
             return Ok(());

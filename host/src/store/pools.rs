@@ -42,6 +42,7 @@ impl Store {
     /// Creates a pool. `public` adds the team constraint `*`; `force` takes
     /// the default flag from another pool instead of refusing.
     pub async fn create_pool(&self, p: &PoolRecord, public: bool, force: bool) -> StoreResult<()> {
+        let _stale = self.views.stale_all();
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO pools (name, provisioner, is_default, labels, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&p.name)
@@ -95,6 +96,7 @@ impl Store {
         force: bool,
         labels: Option<&BTreeMap<String, String>>,
     ) -> StoreResult<()> {
+        let _stale = self.views.stale_all();
         let mut tx = self.pool.begin().await?;
         // Write first (see `start_event`): touch the row, learn whether it exists.
         let found = sqlx::query("UPDATE pools SET name = name WHERE name = $1").bind(name).execute(&mut *tx).await?;
@@ -131,6 +133,7 @@ impl Store {
 
     /// Removes a pool and the constraints written for it exactly.
     pub async fn delete_pool(&self, name: &str) -> StoreResult<()> {
+        let _stale = self.views.stale_all();
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM pools WHERE name = $1").bind(name).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {

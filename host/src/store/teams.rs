@@ -84,6 +84,7 @@ impl Store {
 
     /// Renames a team and every reference to it, atomically.
     pub async fn rename_team(&self, old: &str, new: &str, tags: &[String]) -> StoreResult<()> {
+        let _stale = self.views.stale_all();
         let mut tx = self.pool.begin().await?;
         // One statement that writes first (see `start_event` on SQLite).
         let created = sqlx::query(

@@ -1,0 +1,295 @@
+//! A read cache of app views (what `GET /apps/{app}` shows), so the hottest
+//! read of the API costs no database round trip.
+//!
+//! Coherence: every store method that changes an app, its teams, cnames or
+//! lock, or any plan or pool, invalidates here once its change is committed.
+//! On PostgreSQL, several torii processes share the database, so triggers
+//! (migration 0012) NOTIFY `torii_app_views` with the app's name (or `*`) in
+//! the writing transaction and every process listens; until the listener is
+//! connected, and whenever it loses its connection, the cache is bypassed and
+//! emptied, because notifications may have been missed. SQLite belongs to
+//! one serving process (`serve` holds a lock file beside the database).
+//!
+//! A reader remembers the generation before it reads the database and may
+//! insert only if no invalidation happened since, so a read that raced a
+//! write can never put the old row back after the write's invalidation.
+//!
+//! Once the app list has been read whole, the cache knows every app: an
+//! invalidated app stays listed as stale (a created app appears as stale),
+//! and the list reads only the stale ones again.
+//!
+//! Only read-only answers use the cache; operations that change an app read
+//! the database under the app's lock.
+
+use super::AppView;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Entries kept at most; a full cache starts over (cheap, and rare).
+const MAX_ENTRIES: usize = 100_000;
+pub(super) const CHANNEL: &str = "torii_app_views";
+
+pub(super) struct ViewCache {
+    inner: Mutex<Inner>,
+    /// False while invalidations from other processes may be missed.
+    trusted: AtomicBool,
+}
+
+#[derive(Default)]
+struct Inner {
+    views: BTreeMap<String, Slot>,
+    /// `views` names every app (fresh or stale), so the list can be served
+    /// from it.
+    complete: bool,
+    generation: u64,
+}
+
+#[derive(Clone)]
+pub(super) enum Slot {
+    Fresh(Arc<AppView>),
+    /// The app changed (or was just created, or removed): read it again.
+    Stale,
+}
+
+impl ViewCache {
+    pub(super) fn new(trusted: bool) -> ViewCache {
+        ViewCache { inner: Mutex::new(Inner::default()), trusted: AtomicBool::new(trusted) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn trusted(&self) -> bool {
+        self.trusted.load(Ordering::Acquire)
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<Arc<AppView>> {
+        if !self.trusted() {
+            return None;
+        }
+        match self.lock().views.get(name) {
+            Some(Slot::Fresh(view)) => Some(view.clone()),
+            _ => None,
+        }
+    }
+
+    /// The generation to hand to `insert` or `install` after reading the database.
+    pub(super) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Keeps what the database said of `name` (`None`: no such app), unless
+    /// something was invalidated since `read_at`.
+    pub(super) fn insert(&self, read_at: u64, name: &str, view: Option<Arc<AppView>>) {
+        if !self.trusted() {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.generation != read_at {
+            return;
+        }
+        match view {
+            Some(view) => {
+                if inner.views.len() >= MAX_ENTRIES {
+                    inner.views.clear();
+                    inner.complete = false;
+                }
+                inner.views.insert(name.to_string(), Slot::Fresh(view));
+            }
+            None => {
+                inner.views.remove(name);
+            }
+        }
+    }
+
+    /// Every app, by name, when the cache knows them all.
+    pub(super) fn all(&self) -> Option<Vec<(String, Slot)>> {
+        if !self.trusted() {
+            return None;
+        }
+        let inner = self.lock();
+        inner.complete.then(|| inner.views.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    /// Replaces the cache with every app, read at `read_at`.
+    pub(super) fn install(&self, read_at: u64, views: &[Arc<AppView>]) {
+        if !self.trusted() || views.len() >= MAX_ENTRIES {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.generation != read_at {
+            return;
+        }
+        inner.views = views.iter().map(|v| (v.app.name.clone(), Slot::Fresh(v.clone()))).collect();
+        inner.complete = true;
+    }
+
+    pub(super) fn invalidate(&self, name: &str) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        if inner.complete {
+            inner.views.insert(name.to_string(), Slot::Stale);
+        } else {
+            inner.views.remove(name);
+        }
+    }
+
+    pub(super) fn clear(&self) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.views.clear();
+        inner.complete = false;
+    }
+
+    /// Invalidates `name` when the returned guard drops: at the end of the
+    /// writing method, after its commit (or its failure, which is harmless).
+    pub(super) fn stale<'a>(&'a self, name: &'a str) -> Stale<'a> {
+        Stale { cache: self, name: Some(name) }
+    }
+
+    /// Empties the cache when the guard drops (plan, pool and team changes).
+    pub(super) fn stale_all(&self) -> Stale<'_> {
+        Stale { cache: self, name: None }
+    }
+
+    fn set_trusted(&self, trusted: bool) {
+        if !trusted {
+            self.trusted.store(false, Ordering::Release);
+            self.clear();
+        } else {
+            self.clear();
+            self.trusted.store(true, Ordering::Release);
+        }
+    }
+
+    /// Applies one notification payload: an app name, or `*` for all.
+    fn notified(&self, payload: &str) {
+        if payload == "*" { self.clear() } else { self.invalidate(payload) }
+    }
+}
+
+#[must_use = "the cache is invalidated when the guard drops"]
+pub(super) struct Stale<'a> {
+    cache: &'a ViewCache,
+    name: Option<&'a str>,
+}
+
+impl Drop for Stale<'_> {
+    fn drop(&mut self) {
+        match self.name {
+            Some(name) => self.cache.invalidate(name),
+            None => self.cache.clear(),
+        }
+    }
+}
+
+/// Listens for invalidations from every process sharing a PostgreSQL
+/// database, for as long as the returned guard lives.
+pub(super) fn listen(url: String, cache: Arc<ViewCache>) -> ListenerGuard {
+    let task = tokio::spawn(async move {
+        loop {
+            match sqlx::postgres::PgListener::connect(&url).await {
+                Ok(mut listener) => {
+                    if let Err(e) = listener.listen(CHANNEL).await {
+                        tracing::warn!(error = %e, "app view cache: LISTEN failed; cache bypassed");
+                    } else {
+                        cache.set_trusted(true);
+                        loop {
+                            match listener.try_recv().await {
+                                Ok(Some(n)) => cache.notified(n.payload()),
+                                // The connection dropped: whatever was sent meanwhile is lost.
+                                Ok(None) => {
+                                    cache.set_trusted(false);
+                                    break;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "app view cache: listener failed; cache bypassed");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "app view cache: cannot listen; cache bypassed"),
+            }
+            cache.set_trusted(false);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    ListenerGuard(task)
+}
+
+pub(super) struct ListenerGuard(tokio::task::JoinHandle<()>);
+
+impl ListenerGuard {
+    pub(super) fn stop(&self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AppRecord;
+
+    fn view(name: &str) -> Arc<AppView> {
+        Arc::new(AppView {
+            app: AppRecord { name: name.into(), ..Default::default() },
+            plan: None,
+            provisioner: None,
+            lock_event: None,
+        })
+    }
+
+    #[test]
+    fn a_read_that_raced_an_invalidation_is_not_kept() {
+        let cache = ViewCache::new(true);
+        let read_at = cache.generation();
+        cache.invalidate("a");
+        cache.insert(read_at, "a", Some(view("a")));
+        assert!(cache.get("a").is_none());
+        let read_at = cache.generation();
+        cache.insert(read_at, "a", Some(view("a")));
+        assert!(cache.get("a").is_some());
+        cache.notified("*");
+        assert!(cache.get("a").is_none());
+    }
+
+    #[test]
+    fn a_complete_cache_lists_new_and_changed_apps_as_stale() {
+        let cache = ViewCache::new(true);
+        assert!(cache.all().is_none());
+        let read_at = cache.generation();
+        cache.install(read_at, &[view("a"), view("b")]);
+        cache.invalidate("c");
+        cache.invalidate("a");
+        let all = cache.all().unwrap();
+        let names: Vec<_> = all.iter().map(|(n, s)| (n.as_str(), matches!(s, Slot::Fresh(_)))).collect();
+        assert_eq!(names, [("a", false), ("b", true), ("c", false)]);
+        // A removed app read again is gone.
+        let read_at = cache.generation();
+        cache.insert(read_at, "c", None);
+        assert_eq!(cache.all().unwrap().len(), 2);
+        cache.clear();
+        assert!(cache.all().is_none());
+    }
+
+    #[test]
+    fn an_untrusted_cache_answers_nothing() {
+        let cache = ViewCache::new(false);
+        let read_at = cache.generation();
+        cache.insert(read_at, "a", Some(view("a")));
+        assert!(cache.get("a").is_none());
+        cache.install(read_at, &[view("b")]);
+        assert!(cache.all().is_none());
+    }
+}
