@@ -8,6 +8,7 @@ pub mod events;
 pub mod plugin;
 pub mod pools;
 pub mod rbac;
+pub mod runtime;
 pub mod store;
 pub mod webhooks;
 pub mod api;

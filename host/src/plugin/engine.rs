@@ -39,14 +39,7 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
         std::fs::create_dir_all(cache_dir)?;
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ticker_engine, ticker_stop) = (engine.clone(), stop.clone());
-        std::thread::Builder::new().name("plugin-epoch".into()).spawn(move || {
-            while !ticker_stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                ticker_engine.increment_epoch();
-            }
-        })?;
+        let stop = spawn_epoch_ticker(&engine, "plugin-epoch")?;
         Ok(PluginEngine { engine, cache_dir: cache_dir.to_path_buf(), stop })
     }
 
@@ -57,30 +50,51 @@ impl PluginEngine {
     /// Compiles `bytes`, or loads the result of an earlier compilation of the
     /// same bytes by a compatible engine from the cache.
     pub fn component(&self, bytes: &[u8]) -> anyhow::Result<Component> {
-        let path = self.cache_path(bytes);
-        if path.exists() {
-            // SAFETY: the file was written by `precompile_component` of an engine
-            // with the same compatibility hash (part of the file name), into a
-            // directory only torii writes.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unreadable compiled plugin"),
-            }
-        }
-        let compiled = self.engine.precompile_component(bytes).map_err(anyhow::Error::from)?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &compiled)?;
-        std::fs::rename(&tmp, &path)?;
-        // SAFETY: as above; we just produced these bytes.
-        Ok(unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(anyhow::Error::from)?)
+        cached_component(&self.engine, &self.cache_dir, bytes)
     }
+}
 
-    fn cache_path(&self, bytes: &[u8]) -> PathBuf {
-        let mut compat = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut compat);
-        let digest = hex::encode(Sha256::digest(bytes));
-        self.cache_dir.join(format!("{digest}-{:016x}.cwasm", compat.finish()))
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] on its own thread until the
+/// returned flag is set.
+pub fn spawn_epoch_ticker(engine: &Engine, name: &str) -> std::io::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ticker_engine, ticker_stop) = (engine.clone(), stop.clone());
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        while !ticker_stop.load(Ordering::Relaxed) {
+            std::thread::sleep(EPOCH_TICK);
+            ticker_engine.increment_epoch();
+        }
+    })?;
+    Ok(stop)
+}
+
+/// Compiles `bytes` for `engine`, or loads an earlier compilation of the same
+/// bytes by a compatible engine from `cache_dir`
+/// (`<sha256>-<engine compatibility hash>.cwasm`).
+pub fn cached_component(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> anyhow::Result<Component> {
+    let path = cache_path(engine, cache_dir, bytes);
+    if path.exists() {
+        // SAFETY: the file was written below by an engine with the same
+        // compatibility hash (part of the file name), into a directory only
+        // torii writes.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(component) => return Ok(component),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unreadable compiled component"),
+        }
     }
+    let compiled = engine.precompile_component(bytes).map_err(anyhow::Error::from)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, &compiled)?;
+    std::fs::rename(&tmp, &path)?;
+    // SAFETY: as above; we just produced these bytes.
+    Ok(unsafe { Component::deserialize(engine, &compiled) }.map_err(anyhow::Error::from)?)
+}
+
+fn cache_path(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> PathBuf {
+    let mut compat = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut compat);
+    let digest = hex::encode(Sha256::digest(bytes));
+    cache_dir.join(format!("{digest}-{:016x}.cwasm", compat.finish()))
 }
 
 impl Drop for PluginEngine {

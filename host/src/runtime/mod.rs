@@ -1,0 +1,373 @@
+//! The app runtime: runs app versions that are wasi:http components.
+//!
+//! Its own wasmtime engine (separate from the plugin engine, so apps never
+//! compete with plugins for pool slots), with the pooling allocator and a
+//! fresh instance per request from an `InstancePre` (`ProxyPre`). A request
+//! gets the app's env vars, a memory cap (its plan's memory, bounded by the
+//! runtime's slot size) and a CPU deadline counted in epoch ticks. Apps get no
+//! capability beyond wasi:http: no preopened directories, no sockets, and
+//! outgoing HTTP requests are refused.
+//!
+//! Compiled code is cached on disk by content hash (shared with the plugin
+//! engine's cache format), so loading bytes seen before costs a file read.
+
+use crate::plugin::engine::{EPOCH_TICK, cached_component, spawn_epoch_ticker};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// How the runtime is sized.
+#[derive(Debug, Clone)]
+pub struct RuntimeLimits {
+    /// The largest memory any app instance may use (the pool's slot size).
+    pub max_memory_bytes: usize,
+    /// App instances alive at once, across all apps.
+    pub instances: u32,
+    /// CPU time a request may run before it is cut.
+    pub cpu_deadline: Duration,
+}
+
+/// Why bytes cannot be an app version.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the file is not WebAssembly")]
+    NotWasm,
+    #[error(
+        "the file is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("the file is not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    #[error("the component does not export wasi:http/incoming-handler (the wasi:http proxy world): {0}")]
+    NotHttp(String),
+    #[error("the component imports something the wasm platform does not grant: {0}")]
+    Import(String),
+    #[error("cannot cache compiled code: {0}")]
+    Cache(String),
+}
+
+/// A loaded app version: compiled, linked, ready to instantiate.
+pub struct AppCode {
+    pre: ProxyPre<AppState>,
+}
+
+/// What one request runs with.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    pub env: Vec<(String, String)>,
+    /// The plan's memory; 0 or more than the slot size means the slot size.
+    pub memory_bytes: usize,
+}
+
+pub type ResponseBody = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
+
+pub struct AppRuntime {
+    engine: Engine,
+    linker: Linker<AppState>,
+    cache_dir: PathBuf,
+    limits: RuntimeLimits,
+    stop: Arc<AtomicBool>,
+}
+
+impl AppRuntime {
+    pub fn new(limits: RuntimeLimits, cache_dir: &Path) -> anyhow::Result<AppRuntime> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.instances)
+            .total_core_instances(limits.instances * 4)
+            .total_memories(limits.instances * 2)
+            .total_tables(limits.instances * 2)
+            .max_memory_size(limits.max_memory_bytes);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .memory_reservation(limits.max_memory_bytes as u64)
+            .memory_guard_size(0)
+            .memory_reservation_for_growth(0)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+        std::fs::create_dir_all(cache_dir)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        let stop = spawn_epoch_ticker(&engine, "app-epoch")?;
+        Ok(AppRuntime { engine, linker, cache_dir: cache_dir.to_path_buf(), limits, stop })
+    }
+
+    /// Checks and compiles `bytes` (or finds them compiled in the cache).
+    pub fn load(&self, bytes: &[u8]) -> Result<AppCode, LoadError> {
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+            _ => return Err(LoadError::NotWasm),
+        }
+        let component = cached_component(&self.engine, &self.cache_dir, bytes).map_err(|e| {
+            if e.downcast_ref::<std::io::Error>().is_some() {
+                LoadError::Cache(e.to_string())
+            } else {
+                LoadError::Invalid(format!("{e:#}"))
+            }
+        })?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Import(format!("{e:#}")))?;
+        let pre = ProxyPre::new(pre).map_err(|e| LoadError::NotHttp(format!("{e:#}")))?;
+        Ok(AppCode { pre })
+    }
+
+    /// Serves one request with a fresh instance of `code`. Failures of the app
+    /// (trap, deadline, memory, no answer) become plain-text 5xx answers.
+    pub async fn handle<B>(&self, code: &AppCode, invocation: Invocation, request: hyper::Request<B>) -> hyper::Response<ResponseBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        match self.run(code, invocation, request).await {
+            Ok(response) => response,
+            Err(failure) => failure.response(),
+        }
+    }
+
+    async fn run<B>(&self, code: &AppCode, invocation: Invocation, request: hyper::Request<B>) -> Result<hyper::Response<ResponseBody>, Failure>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let memory = match invocation.memory_bytes {
+            0 => self.limits.max_memory_bytes,
+            n => n.min(self.limits.max_memory_bytes),
+        };
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(&invocation.env);
+        let state = AppState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: NoOutbound,
+            limiter: MemoryCap { bytes: memory },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = (self.limits.cpu_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(Failure::host)?;
+        let out = store.data_mut().http().new_response_outparam(sender).map_err(Failure::host)?;
+        let pre = code.pre.clone();
+        // The guest may go on streaming its body after it hands over the
+        // response head, so it runs in its own task.
+        let task = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+        });
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response.map(|body: HyperOutgoingBody| body.boxed_unsync())),
+            Ok(Err(code)) => Err(Failure::App(format!("the app answered with an error: {code:?}"))),
+            Err(_) => Err(match task.await {
+                Ok(Ok(())) => Failure::NoAnswer,
+                Ok(Err(e)) => Failure::from_trap(e, memory, self.limits.cpu_deadline),
+                Err(e) => Failure::App(format!("the app's task failed: {e}")),
+            }),
+        }
+    }
+}
+
+impl Drop for AppRuntime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How a request failed on the app's side.
+#[derive(Debug)]
+enum Failure {
+    Deadline(Duration),
+    Memory(usize),
+    NoAnswer,
+    App(String),
+    Host(String),
+}
+
+impl Failure {
+    fn host(e: wasmtime::Error) -> Failure {
+        Failure::Host(format!("{e:#}"))
+    }
+
+    fn from_trap(e: wasmtime::Error, memory: usize, deadline: Duration) -> Failure {
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            Failure::Deadline(deadline)
+        } else if e.downcast_ref::<MemoryLimit>().is_some() {
+            Failure::Memory(memory)
+        } else {
+            Failure::App(format!("the app failed: {e:#}"))
+        }
+    }
+
+    fn response(self) -> hyper::Response<ResponseBody> {
+        let (status, text) = match self {
+            Failure::Deadline(d) => (504, format!("the request ran past the app's CPU deadline of {} ms", d.as_millis())),
+            Failure::Memory(bytes) => (500, format!("the request needed more than the app's memory limit of {} MiB", bytes >> 20)),
+            Failure::NoAnswer => (502, "the app ended the request without answering".to_string()),
+            Failure::App(text) => (500, text),
+            Failure::Host(text) => (500, format!("torii could not run the request: {text}")),
+        };
+        let body = http_body_util::Full::new(Bytes::from(format!("{text}\n"))).map_err(|never| match never {}).boxed_unsync();
+        hyper::Response::builder()
+            .status(status)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(body)
+            .expect("static response parts")
+    }
+}
+
+struct AppState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: NoOutbound,
+    limiter: MemoryCap,
+}
+
+impl WasiView for AppState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for AppState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// Outgoing HTTP requests are not granted to apps.
+struct NoOutbound;
+
+impl WasiHttpHooks for NoOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// The memory cap of one request's instance.
+struct MemoryCap {
+    bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit reached")]
+struct MemoryLimit;
+
+/// Most table elements an app instance may hold.
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.bytes || maximum.is_some_and(|max| desired > max) {
+            return Err(wasmtime::Error::new(MemoryLimit));
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(wasmtime::Error::new(MemoryLimit))
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Empty;
+
+    fn runtime(dir: &Path) -> AppRuntime {
+        let limits = RuntimeLimits { max_memory_bytes: 64 << 20, instances: 16, cpu_deadline: Duration::from_millis(500) };
+        AppRuntime::new(limits, dir).unwrap()
+    }
+
+    fn get(path: &str) -> hyper::Request<Empty<Bytes>> {
+        hyper::Request::get(path).header("host", "app.example").body(Empty::new()).unwrap()
+    }
+
+    async fn text(response: hyper::Response<ResponseBody>) -> (u16, String) {
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_requests_with_the_apps_env() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let rt = runtime(dir.path());
+        let hello = rt.load(&std::fs::read(env!("TORII_GUEST_APP_HELLO")).unwrap()).unwrap();
+        let env = Invocation { env: vec![("TSURU_APPNAME".into(), "web".into())], memory_bytes: 0 };
+        assert_eq!(text(rt.handle(&hello, env.clone(), get("/x?y=1")).await).await, (200, "hello from web at /x?y=1\n".into()));
+        let echo = rt.load(&std::fs::read(env!("TORII_GUEST_APP_ECHO_ENV")).unwrap()).unwrap();
+        assert_eq!(text(rt.handle(&echo, env, get("/?name=TSURU_APPNAME")).await).await, (200, "web\n".into()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_past_its_limits_fails_alone() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let rt = runtime(dir.path());
+        let burn = rt.load(&std::fs::read(env!("TORII_GUEST_APP_BURN")).unwrap()).unwrap();
+        let started = std::time::Instant::now();
+        let (status, body) = text(rt.handle(&burn, Invocation::default(), get("/burn")).await).await;
+        assert_eq!((status, body.as_str()), (504, "the request ran past the app's CPU deadline of 500 ms\n"));
+        assert!(started.elapsed() < Duration::from_secs(3), "cut after {:?}", started.elapsed());
+        assert_eq!(text(rt.handle(&burn, Invocation::default(), get("/")).await).await, (200, "awake\n".into()));
+
+        let hog = rt.load(&std::fs::read(env!("TORII_GUEST_APP_HOG")).unwrap()).unwrap();
+        let small = Invocation { env: vec![], memory_bytes: 16 << 20 };
+        assert_eq!(text(rt.handle(&hog, small.clone(), get("/?mb=4")).await).await, (200, "held 4 MiB\n".into()));
+        let (status, body) = text(rt.handle(&hog, small.clone(), get("/?mb=32")).await).await;
+        assert_eq!((status, body.as_str()), (500, "the request needed more than the app's memory limit of 16 MiB\n"));
+        assert_eq!(text(rt.handle(&hog, small, get("/?mb=4")).await).await, (200, "held 4 MiB\n".into()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refuses_what_is_not_a_wasi_http_component() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let rt = runtime(dir.path());
+        assert!(matches!(rt.load(b"garbage bytes"), Err(LoadError::NotWasm)));
+        // The smallest valid core module.
+        assert!(matches!(rt.load(b"\0asm\x01\0\0\0"), Err(LoadError::CoreModule)));
+        let mut truncated = std::fs::read(env!("TORII_GUEST_APP_HELLO")).unwrap();
+        truncated.truncate(truncated.len() / 2);
+        assert!(matches!(rt.load(&truncated), Err(LoadError::Invalid(_))));
+        // A torii plugin: a component, but of another world.
+        let plugin = std::fs::read(env!("TORII_GUEST_AUTH_NATIVE")).unwrap();
+        match rt.load(&plugin) {
+            Err(LoadError::Import(e)) | Err(LoadError::NotHttp(e)) => assert!(!e.is_empty()),
+            other => panic!("loaded a plugin as an app: {:?}", other.err()),
+        }
+    }
+}

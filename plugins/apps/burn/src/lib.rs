@@ -1,0 +1,34 @@
+//! Example app for deadlines: `/burn` spins forever, `/sleep?ms=N` sleeps N
+//! ms (monotonic clock), anything else answers `awake`.
+
+use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+
+struct Burn;
+
+wasip2::http::proxy::export!(Burn);
+
+impl wasip2::exports::http::incoming_handler::Guest for Burn {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
+        if path.starts_with("/burn") {
+            let mut x: u64 = 1;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        if let Some(ms) = path.strip_prefix("/sleep?ms=").and_then(|n| n.parse::<u64>().ok()) {
+            wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+        }
+        respond(out, "awake\n");
+    }
+}
+
+fn respond(out: ResponseOutparam, text: &str) {
+    let response = OutgoingResponse::new(Fields::new());
+    let Ok(body) = response.body() else { return };
+    ResponseOutparam::set(out, Ok(response));
+    if let Ok(stream) = body.write() {
+        let _ = stream.blocking_write_and_flush(text.as_bytes());
+    }
+    let _ = OutgoingBody::finish(body, None);
+}
