@@ -95,7 +95,7 @@ async fn main() {
     let dir = tempfile::TempDir::new().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = dir.path().join("torii.toml");
-    std::fs::write(&config, format!("data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n", dir.path().join("data"))).unwrap();
+    std::fs::write(&config, format!("data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[router]\nlisten = \"127.0.0.1:0\"\n", dir.path().join("data"))).unwrap();
     let bin = env!("CARGO_BIN_EXE_torii");
 
     let mut create = Command::new(bin)

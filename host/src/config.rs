@@ -21,6 +21,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub logs: LogsConfig,
     pub webhooks: WebhooksConfig,
+    pub apps: AppsConfig,
     #[serde(rename = "plugin")]
     pub plugin: Vec<PluginEntry>,
 }
@@ -37,7 +38,28 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouterConfig {
+    /// Where app traffic arrives (the embedded router's data plane).
     pub listen: SocketAddr,
+    /// Apps answer at `<app>.<domain>` (and at their cnames).
+    pub domain: String,
+}
+
+/// The app runtime (WASM apps).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppsConfig {
+    /// CPU time one request may run before it is cut (504).
+    pub cpu_deadline_ms: u64,
+    /// The most memory one app instance may use, whatever its plan says.
+    pub max_memory_mb: u64,
+    /// App instances (requests in flight) at once, across all apps.
+    pub max_instances: u32,
+}
+
+impl Default for AppsConfig {
+    fn default() -> Self {
+        AppsConfig { cpu_deadline_ms: 10_000, max_memory_mb: 512, max_instances: 1000 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,6 +213,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             logs: LogsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            apps: AppsConfig::default(),
             plugin: Vec::new(),
         }
     }
@@ -204,7 +227,7 @@ impl Default for ApiConfig {
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        RouterConfig { listen: ([127, 0, 0, 1], 8888).into() }
+        RouterConfig { listen: ([127, 0, 0, 1], 8888).into(), domain: "torii.localhost".into() }
     }
 }
 
@@ -358,6 +381,12 @@ impl Config {
         }
         if self.events.lock_expire_secs == 0 {
             return Err(invalid("events.lock_expire_secs", "must be at least 1"));
+        }
+        if self.apps.cpu_deadline_ms == 0 || self.apps.max_memory_mb == 0 || self.apps.max_instances == 0 {
+            return Err(invalid("apps", "cpu_deadline_ms, max_memory_mb and max_instances must be positive"));
+        }
+        if self.router.domain.is_empty() || self.router.domain.starts_with('.') {
+            return Err(invalid("router.domain", "must be a domain name such as apps.example.com"));
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be positive"));

@@ -2,7 +2,10 @@
 //! components. See ARCHITECTURE.md for the map.
 
 pub mod auth;
+pub mod blobs;
 pub mod config;
+pub mod dataplane;
+pub mod deploy;
 pub mod error;
 pub mod events;
 pub mod plugin;

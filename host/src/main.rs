@@ -73,6 +73,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let running = server::start(server, None).await?;
     tracing::info!(
         api = %running.addr,
+        apps = %running.router_addr,
         database = ?running.server.store.backend(),
         auth_scheme = running.server.scheme.name(),
         "torii {} is serving the tsuru API",

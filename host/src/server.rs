@@ -27,6 +27,8 @@ pub struct Server {
     /// Woken on every log write from this process, so followers see it at once.
     pub log_written: tokio::sync::Notify,
     pub started: Instant,
+    /// Deployed app versions, loaded into the app runtime.
+    pub apps: crate::runtime::catalog::Catalog,
     _plugins: PluginEngine,
 }
 
@@ -96,7 +98,18 @@ impl Server {
         };
         let webhooks = crate::webhooks::start(store.clone(), delivery);
         let events = Events::new(store.clone(), Duration::from_secs(config.events.lock_expire_secs), instance, Some(webhooks));
+        let runtime = crate::runtime::AppRuntime::new(
+            crate::runtime::RuntimeLimits {
+                max_memory_bytes: (config.apps.max_memory_mb as usize) << 20,
+                instances: config.apps.max_instances,
+                cpu_deadline: Duration::from_millis(config.apps.cpu_deadline_ms),
+            },
+            &config.cache_dir(),
+        )
+        .context("cannot start the app runtime")?;
+        let blobs = crate::blobs::Blobs::new(&config.data_dir.join("blobs")).context("cannot create the blob store")?;
         Ok(Arc::new(Server {
+            apps: crate::runtime::catalog::Catalog::new(runtime, blobs),
             events,
             log_written: tokio::sync::Notify::new(),
             auth: Authenticator::new(store.clone(), key),
@@ -122,9 +135,12 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A server accepting requests; dropping the handle does not stop it, `stop` does.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where app traffic arrives (`[router] listen`).
+    pub router_addr: SocketAddr,
     pub server: Arc<Server>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    router: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -132,6 +148,7 @@ impl Running {
     /// [`SHUTDOWN_GRACE`] (long-lived streams such as log follows are cut
     /// then), and closes the database.
     pub async fn stop(mut self) {
+        self.router.abort();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -152,6 +169,11 @@ pub async fn start(server: Arc<Server>, listener: Option<TcpListener>) -> anyhow
             .with_context(|| format!("cannot listen on {}", server.config.api.listen))?,
     };
     let addr = listener.local_addr()?;
+    let router_listener = TcpListener::bind(server.config.router.listen)
+        .await
+        .with_context(|| format!("cannot listen for app traffic on {} ([router] listen)", server.config.router.listen))?;
+    let router_addr = router_listener.local_addr()?;
+    let router = crate::dataplane::serve(server.clone(), router_listener);
     let app = crate::api::router(server.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -161,5 +183,5 @@ pub async fn start(server: Arc<Server>, listener: Option<TcpListener>) -> anyhow
             })
             .await
     });
-    Ok(Running { addr, server, shutdown: Some(tx), task })
+    Ok(Running { addr, router_addr, server, shutdown: Some(tx), task, router })
 }

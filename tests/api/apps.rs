@@ -55,7 +55,7 @@ backends! {
             "metadata": {"labels": null, "annotations": null},
             "name": "myapp", "owner": "dev@example.com",
             "plan": {"name": "c0.1m0.2", "memory": 268435456, "cpushare": 0, "cpumilli": 100, "override": {"memory": null, "cpumilli": null}},
-            "platform": "", "pool": "main", "provisioner": "", "quota": {"limit": -1, "inuse": 0},
+            "platform": "", "pool": "main", "provisioner": "wasm", "quota": {"limit": -1, "inuse": 0},
             "serviceInstanceBinds": [], "tags": ["b", "a"], "teamowner": "t1", "teams": ["t1"], "units": [], "volumeBinds": null
         }));
         t.req("GET", "/1.0/apps/ghost").token(&dev).send().await.expect_error(404, "App ghost not found.");

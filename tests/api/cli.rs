@@ -41,7 +41,7 @@ async fn root_user_create_then_serve() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[plugins]\ncache_dir = {:?}\n",
+            "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[router]\nlisten = \"127.0.0.1:0\"\n[plugins]\ncache_dir = {:?}\n",
             dir.path().join("data"),
             crate::support::shared_cache_dir()
         ),

@@ -55,7 +55,7 @@ async fn sigkill_while_holding_locks_loses_nothing_acknowledged() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[events]\nlock_expire_secs = {EXPIRE_SECS}\n[plugins]\ncache_dir = {:?}\n",
+            "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[router]\nlisten = \"127.0.0.1:0\"\n[events]\nlock_expire_secs = {EXPIRE_SECS}\n[plugins]\ncache_dir = {:?}\n",
             dir.path().join("data"),
             crate::support::shared_cache_dir()
         ),

@@ -7,6 +7,7 @@ mod apps;
 mod auth;
 mod cli;
 mod crash;
+mod deploy;
 mod env;
 mod events;
 mod logs;

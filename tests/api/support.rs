@@ -222,7 +222,7 @@ impl TestServer {
         };
         let toml = format!(
             "data_dir = {:?}\n{}\n[database]\nurl = {:?}\nmax_connections = 8\n[api]\nlisten = \"127.0.0.1:0\"\n\
-             [auth]\nuser_registration = {}\n{}\n[plugins]\ncache_dir = {:?}\n",
+             [router]\nlisten = \"127.0.0.1:0\"\ndomain = \"apps.test\"\n[auth]\nuser_registration = {}\n{}\n[plugins]\ncache_dir = {:?}\n",
             data.path(),
             "",
             db_url,
@@ -251,6 +251,17 @@ impl TestServer {
             ts.admin_token = ts.login(ADMIN, ADMIN_PASSWORD).await;
         }
         ts
+    }
+
+    /// Where app traffic arrives: the embedded router's data plane.
+    pub fn router_url(&self) -> String {
+        format!("http://{}", self.running.as_ref().unwrap().router_addr)
+    }
+
+    /// `GET path` through the router to `host`; answers status and body.
+    pub async fn app_get(&self, host: &str, path: &str) -> (u16, String) {
+        let r = self.client.get(format!("{}{path}", self.router_url())).header("host", host).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
     }
 
     /// The in-process server, for tests that reach below the API.

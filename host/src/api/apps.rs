@@ -324,7 +324,7 @@ fn list_or_null(v: &[String]) -> Value {
 }
 
 async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(view): AppViewTarget) -> ApiResult<Response> {
-    let AppView { app, plan, provisioner, lock_event } = &*view;
+    let AppView { app, plan, provisioner, lock_event, .. } = &*view;
     caller.require("app.read.info", &app_contexts(app))?;
     let lock = match lock_event {
         None => None,
@@ -346,7 +346,9 @@ async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(vie
     out.insert("plan", json!(app_plan_json(app, plan, false)));
     out.insert("platform", json!(platform));
     out.insert("pool", json!(app.pool));
-    out.insert("provisioner", json!(provisioner.as_deref().unwrap_or_default()));
+    // The pool's provisioner, or the built-in one pools use by default.
+    let provisioner = provisioner.as_deref().filter(|p| !p.is_empty()).unwrap_or(super::deploy::WASM_PROVISIONER);
+    out.insert("provisioner", json!(provisioner));
     // Units arrive with provisioners; none are in use yet.
     out.insert("quota", json!(QuotaJson { limit: app.quota_limit, inuse: 0 }));
     out.insert("serviceInstanceBinds", json!([]));

@@ -10,6 +10,7 @@
 mod apps;
 mod auth;
 mod cnames;
+mod deploy;
 mod deploys;
 mod env;
 mod event_blocks;
@@ -89,6 +90,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = env::routes(routes);
     let routes = logs::routes(routes);
     let routes = deploys::routes(routes);
+    let routes = deploy::routes(routes);
     let routes = webhooks::routes(routes);
     let routes = platforms::routes(routes);
     let routes = cnames::routes(routes);

@@ -155,6 +155,7 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
     }
     let provisioner = params.field("provisioner").unwrap_or_default();
     if !provisioner.is_empty()
+        && provisioner != super::deploy::WASM_PROVISIONER
         && !server.config.plugin.iter().any(|p| p.kind == PluginKind::Provisioner && p.name == provisioner)
     {
         return Err(ApiError::bad_request(format!("provisioner {provisioner:?} is not configured")));

@@ -102,6 +102,51 @@ where
     response
 }
 
+/// The writing end of a raw text stream (deploy, API-NOTES §1.6.2).
+#[derive(Clone)]
+pub struct TextWriter {
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl TextWriter {
+    /// Writes `text` as it is. Returns false once the client has gone.
+    pub async fn write(&self, text: &str) -> bool {
+        self.tx.send(Bytes::from(text.to_string())).await.is_ok()
+    }
+}
+
+/// Starts a raw text stream (`Content-Type: text`) produced by `work`;
+/// `please wait...` lines keep a quiet connection alive.
+pub fn text_stream<F, Fut>(keepalive: Duration, headers: &[(&'static str, String)], work: F) -> Response
+where
+    F: FnOnce(TextWriter) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (work_tx, mut work_rx) = mpsc::channel::<Bytes>(64);
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(work(TextWriter { tx: work_tx }));
+    tokio::spawn(async move {
+        loop {
+            let bytes = match tokio::time::timeout(keepalive, work_rx.recv()).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return,
+                Err(_) => Bytes::from_static(b"please wait...\n"),
+            };
+            if body_tx.send(Ok(bytes)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(receiver_stream(body_rx)));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text"));
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            response.headers_mut().insert(*name, v);
+        }
+    }
+    response
+}
+
 pub(super) fn receiver_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> + Send {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

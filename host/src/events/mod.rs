@@ -203,6 +203,7 @@ impl Events {
                     id: record.id,
                     locked: spec.lock,
                     log: Mutex::new(Vec::new()),
+                    end_data: Mutex::new(serde_json::Value::Null),
                     finished: false,
                 })
             }
@@ -225,9 +226,9 @@ impl Events {
         }
     }
 
-    async fn finish(&self, id: &str, locked: bool, error: &str, log: &[LogEntry]) {
+    async fn finish(&self, id: &str, locked: bool, error: &str, log: &[LogEntry], end_data: &serde_json::Value) {
         let log = serde_json::to_string(log).expect("serialisable");
-        let result = self.store.finish_event(id, now_millis(), error, &log, "null").await;
+        let result = self.store.finish_event(id, now_millis(), error, &log, &end_data.to_string()).await;
         if locked {
             self.held.lock().unwrap().remove(id);
         }
@@ -266,10 +267,17 @@ pub struct RunningEvent {
     id: String,
     locked: bool,
     log: Mutex<Vec<LogEntry>>,
+    /// The event's end custom data (JSON), e.g. the image a deploy made.
+    end_data: Mutex<serde_json::Value>,
     finished: bool,
 }
 
 impl RunningEvent {
+    /// Sets the end custom data recorded when the event finishes.
+    pub fn set_end_data(&self, data: serde_json::Value) {
+        *self.end_data.lock().unwrap() = data;
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -286,8 +294,9 @@ impl RunningEvent {
             Err(e) => e.to_string(),
         };
         let log = std::mem::take(&mut *self.log.lock().unwrap());
+        let end_data = std::mem::take(&mut *self.end_data.lock().unwrap());
         self.finished = true;
-        self.events.finish(&self.id, self.locked, &error, &log).await;
+        self.events.finish(&self.id, self.locked, &error, &log, &end_data).await;
         result
     }
 }
@@ -301,7 +310,9 @@ impl Drop for RunningEvent {
         let (id, locked) = (self.id.clone(), self.locked);
         let log = std::mem::take(&mut *self.log.lock().unwrap());
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move { events.finish(&id, locked, "event aborted before it finished", &log).await });
+            handle.spawn(async move {
+                events.finish(&id, locked, "event aborted before it finished", &log, &serde_json::Value::Null).await
+            });
         }
     }
 }

@@ -11,6 +11,8 @@
 //! Compiled code is cached on disk by content hash (shared with the plugin
 //! engine's cache format), so loading bytes seen before costs a file read.
 
+pub mod catalog;
+
 use crate::plugin::engine::{EPOCH_TICK, cached_component, spawn_epoch_ticker};
 use bytes::Bytes;
 use http_body_util::BodyExt;

@@ -2,7 +2,9 @@
 
 use super::{PlanRecord, Store, StoreError, StoreResult, conflict_or, json_list, now_millis, parse_list};
 use serde::{Deserialize, Serialize};
+use super::VersionRecord;
 use super::views::Slot;
+use std::collections::HashMap;
 use sqlx::Row;
 use std::sync::Arc;
 use sqlx::any::AnyRow;
@@ -100,6 +102,19 @@ fn full_app(row: &AnyRow) -> StoreResult<AppRecord> {
     Ok(a)
 }
 
+fn env_var(r: &AnyRow) -> StoreResult<(String, EnvVar)> {
+    Ok((
+        r.try_get("app")?,
+        EnvVar {
+            name: r.try_get("name")?,
+            value: r.try_get("value")?,
+            public: r.try_get::<i64, _>("public")? != 0,
+            alias: r.try_get("alias")?,
+            managed_by: r.try_get("managed_by")?,
+        },
+    ))
+}
+
 /// Stale apps the list reads one by one; more, and it reads the whole table.
 const MAX_REREAD: usize = 64;
 
@@ -131,6 +146,8 @@ fn app_view(row: &AnyRow) -> StoreResult<AppView> {
         plan,
         provisioner: row.try_get("pool_provisioner")?,
         lock_event: row.try_get("lock_event")?,
+        versions: Vec::new(),
+        env: Vec::new(),
     })
 }
 
@@ -142,6 +159,9 @@ pub struct AppView {
     pub provisioner: Option<String>,
     /// The running event holding the app's lock.
     pub lock_event: Option<String>,
+    /// Deployed versions, oldest first.
+    pub versions: Vec<VersionRecord>,
+    pub env: Vec<EnvVar>,
 }
 
 fn app_not_found(name: &str) -> StoreError {
@@ -208,7 +228,14 @@ impl Store {
         }
         let read_at = self.views.generation();
         let row = sqlx::query(&view_sql("WHERE a.name = $1")).bind(name).fetch_optional(&self.pool).await?;
-        let view = row.as_ref().map(app_view).transpose()?.map(Arc::new);
+        let view = match row.as_ref().map(app_view).transpose()? {
+            None => None,
+            Some(mut view) => {
+                view.versions = self.versions(name).await?;
+                view.env = self.app_env(name).await?;
+                Some(Arc::new(view))
+            }
+        };
         self.views.insert(read_at, name, view.clone());
         Ok(view)
     }
@@ -230,7 +257,23 @@ impl Store {
         }
         let read_at = self.views.generation();
         let rows = sqlx::query(&view_sql("ORDER BY a.name")).fetch_all(&self.pool).await?;
-        let views = rows.iter().map(|r| app_view(r).map(Arc::new)).collect::<StoreResult<Vec<_>>>()?;
+        let mut versions: HashMap<String, Vec<VersionRecord>> = HashMap::new();
+        for v in self.all_versions().await? {
+            versions.entry(v.app.clone()).or_default().push(v);
+        }
+        let mut env: HashMap<String, Vec<EnvVar>> = HashMap::new();
+        for (app, var) in self.all_env().await? {
+            env.entry(app).or_default().push(var);
+        }
+        let views = rows
+            .iter()
+            .map(|r| {
+                let mut view = app_view(r)?;
+                view.versions = versions.remove(&view.app.name).unwrap_or_default();
+                view.env = env.remove(&view.app.name).unwrap_or_default();
+                Ok(Arc::new(view))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
         self.views.install(read_at, &views);
         Ok(views)
     }
@@ -295,26 +338,25 @@ impl Store {
     }
 
     pub async fn app_env(&self, app: &str) -> StoreResult<Vec<EnvVar>> {
-        let rows = sqlx::query("SELECT name, value, public, alias, managed_by FROM app_env WHERE app = $1 ORDER BY name")
+        let rows = sqlx::query("SELECT app, name, value, public, alias, managed_by FROM app_env WHERE app = $1 ORDER BY name")
             .bind(app)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EnvVar {
-                    name: r.try_get("name")?,
-                    value: r.try_get("value")?,
-                    public: r.try_get::<i64, _>("public")? != 0,
-                    alias: r.try_get("alias")?,
-                    managed_by: r.try_get("managed_by")?,
-                })
-            })
-            .collect()
+        rows.iter().map(env_var).map(|r| r.map(|(_, v)| v)).collect()
+    }
+
+    /// Every app's env, by app then name (for the view cache).
+    async fn all_env(&self) -> StoreResult<Vec<(String, EnvVar)>> {
+        let rows = sqlx::query("SELECT app, name, value, public, alias, managed_by FROM app_env ORDER BY app, name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(env_var).collect()
     }
 
     /// Sets variables (replacing same-named ones) and, with `prune`, removes
     /// the variables managed by it that are not in `vars`. Returns the pruned names.
     pub async fn set_app_env(&self, app: &str, vars: &[EnvVar], prune: Option<&str>) -> StoreResult<Vec<String>> {
+        let _stale = self.views.stale(app);
         let mut tx = self.pool.begin().await?;
         for v in vars {
             sqlx::query("DELETE FROM app_env WHERE app = $1 AND name = $2").bind(app).bind(&v.name).execute(&mut *tx).await?;
@@ -341,6 +383,7 @@ impl Store {
 
     /// Removes variables by name; returns how many existed.
     pub async fn unset_app_env(&self, app: &str, names: &[String]) -> StoreResult<u64> {
+        let _stale = self.views.stale(app);
         let mut tx = self.pool.begin().await?;
         let mut removed = 0;
         for name in names {

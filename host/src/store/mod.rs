@@ -17,6 +17,7 @@ mod roles;
 mod teams;
 mod tokens;
 mod users;
+mod versions;
 mod views;
 mod webhooks;
 
@@ -31,6 +32,7 @@ pub use roles::{RoleBinding, RoleRecord, SubjectKind};
 pub use teams::TeamRecord;
 pub use tokens::{SessionRecord, TeamTokenRecord};
 pub use users::UserRecord;
+pub use versions::VersionRecord;
 pub use webhooks::{DeliveryRecord, EventFilter, WebhookRecord};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};

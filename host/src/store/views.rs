@@ -247,6 +247,8 @@ mod tests {
             plan: None,
             provisioner: None,
             lock_event: None,
+            versions: vec![],
+            env: vec![],
         })
     }
 

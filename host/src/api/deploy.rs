@@ -1,0 +1,165 @@
+//! `POST /apps/{app}/deploy` (API-NOTES §2.7, §1.6.2): the source rules,
+//! permissions by source kind, and tsuru's raw text stream ending in `OK`.
+//! The pipeline itself is `crate::deploy`.
+
+use super::apps::{AppTarget, app_contexts, app_event};
+use super::params::Params;
+use super::stream::{KEEPALIVE, TextWriter, text_stream};
+use super::{AppState, Caller, ClientIp, Routes};
+use crate::deploy::{DeployError, Progress, deploy_wasm, extract, image_name};
+use crate::error::{ApiError, ApiResult};
+use crate::server::Server;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::Method;
+use axum::response::Response;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub(super) fn routes(r: Routes) -> Routes {
+    r.add("1.0", Method::POST, "/apps/{app}/deploy", deploy)
+}
+
+/// The provisioner built into the host for WASM apps; pools without one use it.
+pub const WASM_PROVISIONER: &str = "wasm";
+
+const ORIGINS: &[&str] = &["app-deploy", "git", "rollback", "drag-and-drop", "image", "rebuild"];
+
+/// The deploy's input: the uploaded `file` and the other fields.
+struct Input {
+    file: Option<Vec<u8>>,
+    fields: BTreeMap<String, String>,
+}
+
+impl Input {
+    async fn read(req: Request, server: &Arc<Server>) -> ApiResult<Input> {
+        let multipart = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("multipart/form-data"));
+        if !multipart {
+            let params = Params::from_request(req, server).await?;
+            let fields = params.pairs().into_iter().collect();
+            return Ok(Input { file: None, fields });
+        }
+        let mut form = Multipart::from_request(req, server).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let mut input = Input { file: None, fields: BTreeMap::new() };
+        while let Some(field) = form.next_field().await.map_err(|e| ApiError::bad_request(e.body_text()))? {
+            let name = field.name().unwrap_or_default().to_string();
+            let bytes = field.bytes().await.map_err(|e| ApiError::bad_request(e.body_text()))?;
+            if name == "file" {
+                input.file = Some(bytes.to_vec());
+            } else {
+                input.fields.insert(name, String::from_utf8_lossy(&bytes).into_owned());
+            }
+        }
+        Ok(input)
+    }
+
+    fn field(&self, key: &str) -> &str {
+        self.fields.get(key).map(String::as_str).unwrap_or_default()
+    }
+}
+
+async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, req: Request) -> ApiResult<Response> {
+    let input = Input::read(req, &server).await?;
+    let (archive_url, image, dockerfile) = (input.field("archive-url"), input.field("image"), input.field("dockerfile"));
+    let has_file = input.file.is_some();
+    if !archive_url.is_empty() && (!image.is_empty() || !dockerfile.is_empty() || has_file) {
+        return Err(ApiError::bad_request(r#"Cannot set "archive-url" mutually with "dockerfile", "file" or "image" fields"#));
+    }
+    if !image.is_empty() && (!dockerfile.is_empty() || has_file) {
+        return Err(ApiError::bad_request(r#"Cannot set "image" mutually with "dockerfile" or "file" fields"#));
+    }
+    if archive_url.is_empty() && image.is_empty() && dockerfile.is_empty() && !has_file {
+        return Err(ApiError::bad_request(r#"You must provide at least one of: "archive-url", "dockerfile", "image" or "file""#));
+    }
+    let origin = if image.is_empty() { input.field("origin").to_string() } else { "image".to_string() };
+    if !origin.is_empty() && !ORIGINS.contains(&origin.as_str()) {
+        return Err(ApiError::bad_request("Invalid deployment origin"));
+    }
+    let permission = if !dockerfile.is_empty() {
+        "app.deploy.dockerfile"
+    } else if !image.is_empty() {
+        "app.deploy.image"
+    } else if has_file {
+        "app.deploy.upload"
+    } else if !input.field("commit").is_empty() {
+        "app.deploy.git"
+    } else {
+        "app.deploy.archive-url"
+    };
+    if !caller.allows(permission, &app_contexts(&app)) {
+        return Err(ApiError::forbidden_with("User does not have permission to do this action in this app"));
+    }
+    let provisioner = match server.store.pool(&app.pool).await?.map(|p| p.provisioner) {
+        Some(p) if !p.is_empty() => p,
+        _ => WASM_PROVISIONER.to_string(),
+    };
+    if provisioner != WASM_PROVISIONER {
+        return Err(ApiError::bad_request(format!("the {provisioner:?} provisioner of pool {:?} cannot deploy yet", app.pool)));
+    }
+    if !image.is_empty() || !dockerfile.is_empty() {
+        let kind = if image.is_empty() { "a Dockerfile" } else { "an image" };
+        return Err(ApiError::bad_request(format!(
+            r#"the wasm provisioner cannot deploy {kind}: deploy a wasi:http component with "file" or "archive-url""#
+        )));
+    }
+    let mut data = json!({"app": app.name, "origin": origin, "message": input.field("message"), "kind": permission.trim_start_matches("app.deploy.")});
+    if !archive_url.is_empty() {
+        data["archive-url"] = Value::String(archive_url.to_string());
+    }
+    let event = app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
+    let event_id = event.id().to_string();
+    let archive_url = archive_url.to_string();
+    let headers = [("x-tsuru-eventid", event_id.clone())];
+    Ok(text_stream(KEEPALIVE, &headers, move |out| async move {
+        let result = async {
+            let upload = match input.file {
+                Some(bytes) => bytes,
+                None => fetch(&server, &archive_url, &out).await?,
+            };
+            let artifact = extract(&upload).map_err(|e| e.to_string())?;
+            deploy_wasm(&server, &app.name, artifact, &event_id, &out).await.map_err(|e: DeployError| e.to_string())
+        }
+        .await;
+        match &result {
+            Ok(version) => event.set_end_data(json!({"image": image_name(&app.name, *version)})),
+            Err(e) => {
+                out.write(&format!("\n---- ERROR during deploy: ----\n{e}\n")).await;
+            }
+        }
+        if event.done(result).await.is_ok() {
+            out.write("\nOK\n").await;
+        }
+    }))
+}
+
+impl Progress for TextWriter {
+    async fn line(&self, text: String) {
+        self.write(&text).await;
+    }
+}
+
+/// Downloads `archive-url`, bounded by the API's body limit.
+async fn fetch(server: &Server, url: &str, out: &TextWriter) -> Result<Vec<u8>, String> {
+    out.write(&format!("---- Downloading {url} ----\n")).await;
+    let limit = server.config.api.max_body_bytes;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .map_err(|e| format!("cannot download {url}: {e}"))?;
+    let mut response = client.get(url).send().await.map_err(|e| format!("cannot download {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("cannot download {url}: the server answered {}", response.status()));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("cannot download {url}: {e}"))? {
+        if bytes.len() + chunk.len() > limit {
+            return Err(format!("{url} is larger than the {limit} bytes a deploy may be"));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,46 @@
+//! The content-addressed blob store: uploaded artifacts (app components)
+//! under `data_dir/blobs`, each named by the SHA-256 of its bytes, written
+//! once (temporary file, then rename) and never changed.
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone)]
+pub struct Blobs {
+    dir: PathBuf,
+}
+
+impl Blobs {
+    pub fn new(dir: &Path) -> std::io::Result<Blobs> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Blobs { dir: dir.to_path_buf() })
+    }
+
+    pub fn digest(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    /// Stores `bytes` (a no-op when present) and returns their digest.
+    pub async fn put(&self, bytes: &[u8]) -> std::io::Result<String> {
+        let digest = Blobs::digest(bytes);
+        let path = self.path(&digest);
+        if tokio::fs::try_exists(&path).await? {
+            return Ok(digest);
+        }
+        let tmp = path.with_extension(format!("tmp{}-{}", std::process::id(), rand::random::<u32>()));
+        tokio::fs::write(&tmp, bytes).await?;
+        tokio::fs::rename(&tmp, &path).await?;
+        Ok(digest)
+    }
+
+    pub async fn get(&self, digest: &str) -> std::io::Result<Vec<u8>> {
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not a blob digest: {digest:?}")));
+        }
+        tokio::fs::read(self.path(digest)).await
+    }
+
+    fn path(&self, digest: &str) -> PathBuf {
+        self.dir.join(digest)
+    }
+}

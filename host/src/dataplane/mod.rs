@@ -1,0 +1,149 @@
+//! The embedded router's data plane: app traffic on `[router] listen`.
+//!
+//! A request is routed by its Host: `<app>.<router domain>`, or a cname of an
+//! app. The app's routable versions share the traffic by weight; a WASM
+//! version runs in the app runtime with a fresh instance per request. The
+//! route comes from the app view cache, so a deploy, an env change or a new
+//! cname takes effect on the next request, in every torii process.
+
+use crate::runtime::ResponseBody;
+use crate::runtime::catalog::invocation;
+use crate::server::Server;
+use crate::store::{AppView, VersionRecord};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Accepts app traffic on `listener` until the returned task is aborted.
+pub fn serve(server: Arc<Server>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "router: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let server = server.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let server = server.clone();
+                    async move { Ok::<_, std::convert::Infallible>(route(&server, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    })
+}
+
+async fn route(server: &Server, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
+    let Some(host) = request_host(&req) else {
+        return plain(400, "the request names no host");
+    };
+    let app = match host.strip_suffix(&server.config.router.domain).and_then(|h| h.strip_suffix('.')) {
+        Some(app) if !app.contains('.') => app.to_string(),
+        _ => match server.store.cname_owner(&host).await {
+            Ok(Some(app)) => app,
+            Ok(None) => return plain(404, &format!("no app answers at {host}")),
+            Err(e) => return plain(500, &format!("torii could not look up {host}: {e}")),
+        },
+    };
+    let view = match server.store.app_view(&app).await {
+        Ok(Some(view)) => view,
+        Ok(None) => return plain(404, &format!("no app answers at {host}")),
+        Err(e) => return plain(500, &format!("torii could not look up app {app}: {e}")),
+    };
+    let Some(version) = pick(&view, rand::random::<f64>()) else {
+        return plain(503, &format!("app {app} has no deployed version yet: deploy one with `tsuru app deploy`"));
+    };
+    let code = match server.apps.code(&version.digest).await {
+        Ok(code) => code,
+        Err(e) => return plain(500, &format!("app {app} version {} cannot run: {e}", version.version)),
+    };
+    server.apps.runtime.handle(&code, invocation(&view), req).await
+}
+
+/// The host a request is for, lower case, without port.
+fn request_host<B>(req: &hyper::Request<B>) -> Option<String> {
+    let raw = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host())?;
+    let host = match raw.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => raw,
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// The routable version a request goes to, `roll` in [0, 1) choosing among
+/// them by weight.
+fn pick(view: &AppView, roll: f64) -> Option<&VersionRecord> {
+    let routable: Vec<&VersionRecord> = view.versions.iter().filter(|v| v.routable && v.weight > 0).collect();
+    let total: i64 = routable.iter().map(|v| v.weight).sum();
+    let mut point = roll * total as f64;
+    for v in &routable {
+        point -= v.weight as f64;
+        if point < 0.0 {
+            return Some(v);
+        }
+    }
+    routable.last().copied()
+}
+
+fn plain(status: u16, text: &str) -> hyper::Response<ResponseBody> {
+    let body = http_body_util::Full::new(Bytes::from(format!("{text}\n"))).map_err(|never| match never {}).boxed_unsync();
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(body)
+        .expect("static response parts")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AppRecord;
+
+    fn version(n: i64, weight: i64, routable: bool) -> VersionRecord {
+        VersionRecord {
+            app: "a".into(),
+            version: n,
+            digest: String::new(),
+            processes: vec![],
+            routable,
+            weight,
+            deploy_event: String::new(),
+            disabled_reason: String::new(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn weights_split_the_traffic() {
+        let view = AppView {
+            app: AppRecord::default(),
+            plan: None,
+            provisioner: None,
+            lock_event: None,
+            versions: vec![version(1, 90, true), version(2, 10, true), version(3, 100, false)],
+            env: vec![],
+        };
+        assert_eq!(pick(&view, 0.0).unwrap().version, 1);
+        assert_eq!(pick(&view, 0.899).unwrap().version, 1);
+        assert_eq!(pick(&view, 0.9).unwrap().version, 2);
+        assert_eq!(pick(&view, 0.999).unwrap().version, 2);
+        let none = AppView { versions: vec![version(3, 100, false)], ..view };
+        assert!(pick(&none, 0.5).is_none());
+    }
+
+    #[test]
+    fn hosts_lose_their_port_and_case() {
+        let req = hyper::Request::get("/").header("host", "Web.Torii.Localhost:8888").body(()).unwrap();
+        assert_eq!(request_host(&req).as_deref(), Some("web.torii.localhost"));
+    }
+}

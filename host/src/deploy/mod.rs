@@ -1,0 +1,157 @@
+//! The deploy pipeline for WASM apps: from uploaded bytes to a new routable
+//! version. HTTP-free: the API hands it bytes and a progress sink.
+//!
+//! An upload is a bare component or a tar.gz holding one (`app.wasm`, or the
+//! only `.wasm` file) and optionally a `Procfile` naming processes. The
+//! component is checked and compiled before anything is recorded, so a bad
+//! deploy leaves the running version untouched.
+
+use crate::blobs::Blobs;
+use crate::runtime::LoadError;
+use crate::server::Server;
+use std::io::Read;
+use std::time::Instant;
+
+/// What a deploy unpacked.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Artifact {
+    pub component: Vec<u8>,
+    /// Process names from the Procfile; `web` without one.
+    pub processes: Vec<String>,
+    /// Where the component came from, for the progress output.
+    pub source: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("the upload is empty")]
+    Empty,
+    #[error("the archive cannot be read: {0}")]
+    Archive(String),
+    #[error("the archive holds no .wasm component (put one at app.wasm)")]
+    NoComponent,
+    #[error("the archive holds several .wasm files ({0}); name the one to run app.wasm")]
+    SeveralComponents(String),
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error("cannot store the component: {0}")]
+    Blob(std::io::Error),
+    #[error("cannot record the version: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Largest file read out of an archive (the upload itself is bounded by the
+/// API's body limit; this bounds what decompression may produce).
+const MAX_UNPACKED: u64 = 1 << 30;
+
+/// A bare component, or a tar.gz holding one.
+pub fn extract(upload: &[u8]) -> Result<Artifact, DeployError> {
+    if upload.is_empty() {
+        return Err(DeployError::Empty);
+    }
+    if !upload.starts_with(&[0x1f, 0x8b]) {
+        return Ok(Artifact { component: upload.to_vec(), processes: vec!["web".into()], source: "the uploaded file".into() });
+    }
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(upload));
+    let mut wasm: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut procfile = None;
+    let entries = archive.entries().map_err(|e| DeployError::Archive(e.to_string()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| DeployError::Archive(e.to_string()))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path().map_err(|e| DeployError::Archive(e.to_string()))?.to_string_lossy().trim_start_matches("./").to_string();
+        let wanted = path.ends_with(".wasm") || path == "Procfile";
+        if !wanted {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        entry.take(MAX_UNPACKED).read_to_end(&mut bytes).map_err(|e| DeployError::Archive(e.to_string()))?;
+        if path == "Procfile" {
+            procfile = Some(String::from_utf8_lossy(&bytes).into_owned());
+        } else {
+            wasm.push((path, bytes));
+        }
+    }
+    let (name, component) = match wasm.iter().position(|(p, _)| p == "app.wasm") {
+        Some(i) => wasm.swap_remove(i),
+        None if wasm.len() == 1 => wasm.remove(0),
+        None if wasm.is_empty() => return Err(DeployError::NoComponent),
+        None => return Err(DeployError::SeveralComponents(wasm.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", "))),
+    };
+    Ok(Artifact { component, processes: procfile.as_deref().map(processes).unwrap_or_else(|| vec!["web".into()]), source: name })
+}
+
+/// Process names of a Procfile (`name: command` lines).
+fn processes(procfile: &str) -> Vec<String> {
+    let names: Vec<String> = procfile
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, _)| name.trim().to_string())
+        .filter(|n| !n.is_empty() && !n.starts_with('#'))
+        .collect();
+    if names.is_empty() { vec!["web".into()] } else { names }
+}
+
+/// Where progress goes (the deploy's text stream).
+pub trait Progress {
+    fn line(&self, text: String) -> impl Future<Output = ()> + Send;
+}
+
+/// Checks, compiles, stores and records `artifact` as the next version of
+/// `app`, which then takes all the traffic. Returns the version number.
+pub async fn deploy_wasm(server: &Server, app: &str, artifact: Artifact, event_id: &str, out: &impl Progress) -> Result<i64, DeployError> {
+    let digest = Blobs::digest(&artifact.component);
+    out.line(format!(
+        "---- Checking {} ({} KiB, sha256 {}) ----\n",
+        artifact.source,
+        artifact.component.len().div_ceil(1024),
+        &digest[..12]
+    ))
+    .await;
+    let started = Instant::now();
+    tokio::task::block_in_place(|| server.apps.load(&digest, &artifact.component))?;
+    out.line(format!(" ---> a wasi:http component, ready in {} ms\n", started.elapsed().as_millis())).await;
+    server.apps.blobs.put(&artifact.component).await.map_err(DeployError::Blob)?;
+    let version = server.store.add_version(app, &digest, &artifact.processes, event_id).await?;
+    out.line(format!(" ---> processes: {}\n", artifact.processes.join(", "))).await;
+    out.line(format!("---- Version {version} of app {app:?} is serving all its traffic ----\n")).await;
+    Ok(version)
+}
+
+/// The image name tsuru shows for a version (deploy history parses `:vN`).
+pub fn image_name(app: &str, version: i64) -> String {
+    format!("torii/app-{app}:v{version}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+        for (name, bytes) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, name, *bytes).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn finds_the_component_and_processes() {
+        let bare = extract(b"\0asm....").unwrap();
+        assert_eq!((bare.component, bare.processes), (b"\0asm....".to_vec(), vec!["web".to_string()]));
+        let one = extract(&tar_gz(&[("./dist/hello.wasm", b"W"), ("Procfile", b"web: run\nworker: work\n"), ("README", b"x")])).unwrap();
+        assert_eq!((one.component, one.processes, one.source), (b"W".to_vec(), vec!["web".into(), "worker".into()], "dist/hello.wasm".into()));
+        let named = extract(&tar_gz(&[("a.wasm", b"A"), ("app.wasm", b"B")])).unwrap();
+        assert_eq!(named.component, b"B");
+        assert!(matches!(extract(&tar_gz(&[("a.wasm", b"A"), ("b.wasm", b"B")])), Err(DeployError::SeveralComponents(_))));
+        assert!(matches!(extract(&tar_gz(&[("README", b"x")])), Err(DeployError::NoComponent)));
+        assert!(matches!(extract(&[0x1f, 0x8b, 1, 2, 3]), Err(DeployError::Archive(_))));
+        assert!(matches!(extract(b""), Err(DeployError::Empty)));
+    }
+}

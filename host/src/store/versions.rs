@@ -1,0 +1,79 @@
+//! Deployed app versions.
+
+use super::{Store, StoreResult, now_millis};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRecord {
+    pub app: String,
+    pub version: i64,
+    /// SHA-256 of the artifact in the blob store.
+    pub digest: String,
+    pub processes: Vec<String>,
+    pub routable: bool,
+    /// Share of the traffic among routable versions.
+    pub weight: i64,
+    pub deploy_event: String,
+    pub disabled_reason: String,
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "app, version, digest, processes, routable, weight, deploy_event, disabled_reason, created_at";
+
+pub(super) fn version(row: &AnyRow) -> StoreResult<VersionRecord> {
+    let processes: String = row.try_get("processes")?;
+    Ok(VersionRecord {
+        app: row.try_get("app")?,
+        version: row.try_get("version")?,
+        digest: row.try_get("digest")?,
+        processes: super::parse_list(&processes),
+        routable: row.try_get::<i64, _>("routable")? != 0,
+        weight: row.try_get("weight")?,
+        deploy_event: row.try_get("deploy_event")?,
+        disabled_reason: row.try_get("disabled_reason")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    /// Records version N+1 of `app` and makes it the only routable version
+    /// (all the traffic); returns N+1. Counts the deploy on the app.
+    pub async fn add_version(&self, app: &str, digest: &str, processes: &[String], deploy_event: &str) -> StoreResult<i64> {
+        let _stale = self.views.stale(app);
+        let mut tx = self.pool.begin().await?;
+        // Written first: on SQLite this takes the write lock before any read.
+        sqlx::query("UPDATE apps SET deploys = deploys + 1 WHERE name = $1").bind(app).execute(&mut *tx).await?;
+        sqlx::query("UPDATE app_versions SET routable = 0, weight = 0 WHERE app = $1").bind(app).execute(&mut *tx).await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO app_versions ({COLUMNS}) \
+             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, 1, 100, $4, '', $5 FROM app_versions WHERE app = $1 \
+             RETURNING version"
+        ))
+        .bind(app)
+        .bind(digest)
+        .bind(super::json_list(processes))
+        .bind(deploy_event)
+        .bind(now_millis())
+        .fetch_one(&mut *tx)
+        .await?;
+        let number: i64 = row.try_get("version")?;
+        tx.commit().await?;
+        Ok(number)
+    }
+
+    /// Every version of `app`, oldest first.
+    pub async fn versions(&self, app: &str) -> StoreResult<Vec<VersionRecord>> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM app_versions WHERE app = $1 ORDER BY version"))
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(version).collect()
+    }
+
+    /// Every version of every app, by app then version (for the view cache).
+    pub(super) async fn all_versions(&self) -> StoreResult<Vec<VersionRecord>> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM app_versions ORDER BY app, version")).fetch_all(&self.pool).await?;
+        rows.iter().map(version).collect()
+    }
+}

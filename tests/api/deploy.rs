@@ -1,0 +1,146 @@
+//! WASM deploys end to end: upload → version → the router serves it.
+
+use crate::support::{TestServer, backends};
+use serde_json::json;
+
+const HELLO: &str = env!("TORII_GUEST_APP_HELLO");
+const ECHO_ENV: &str = env!("TORII_GUEST_APP_ECHO_ENV");
+
+/// A multipart body with a `file` part and text fields.
+fn upload(file: &[u8], fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(format!("--XBOUNDARY\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
+    }
+    body.extend_from_slice(
+        b"--XBOUNDARY\r\nContent-Disposition: form-data; name=\"file\"; filename=\"archive.tar.gz\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(b"\r\n--XBOUNDARY--\r\n");
+    body
+}
+
+const MP: &str = "multipart/form-data; boundary=XBOUNDARY";
+
+fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    for (name, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, *bytes).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+async fn setup(b: crate::support::Backend) -> TestServer {
+    let t = TestServer::start(b).await;
+    t.team("t1").await;
+    t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
+    t.req("POST", "/1.0/apps").admin().form(&[("name", "web"), ("teamOwner", "t1")]).send().await.expect_status(201);
+    t
+}
+
+backends! {
+    async fn deploy_serves_redeploy_replaces_and_env_reaches_new_requests(b) {
+        let t = setup(b).await;
+        let (status, body) = t.app_get("web.apps.test", "/").await;
+        assert_eq!((status, body.as_str()), (503, "app web has no deployed version yet: deploy one with `tsuru app deploy`\n"));
+        assert_eq!(t.app_get("nobody.apps.test", "/").await, (404, "no app answers at nobody.apps.test\n".into()));
+
+        // A bare component.
+        let hello = std::fs::read(HELLO).unwrap();
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&hello, &[("origin", "app-deploy"), ("message", "first")])).send().await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("content-type"), "text");
+        let event_id = r.header("x-tsuru-eventid");
+        assert_eq!(event_id.len(), 24);
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert!(r.body.contains("---- Version 1 of app \"web\" is serving all its traffic ----"), "{}", r.body);
+        assert_eq!(t.app_get("web.apps.test", "/hi?x=1").await, (200, "hello from web at /hi?x=1\n".into()));
+        assert_eq!(t.app_get("WEB.apps.test:80", "/").await.0, 200);
+
+        // A tar.gz with a Procfile: version 2 replaces version 1.
+        let echo = std::fs::read(ECHO_ENV).unwrap();
+        let archive = tar_gz(&[("app.wasm", &echo), ("Procfile", b"web: app.wasm\n")]);
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&archive, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(t.app_get("web.apps.test", "/?name=TSURU_APPNAME").await, (200, "web\n".into()));
+
+        // New requests see env changes, private values included.
+        t.req("POST", "/1.0/apps/web/env").admin()
+            .json(json!({"envs": [{"name": "GREETING", "value": "hi"}, {"name": "SECRET", "value": "s3", "private": true}], "noRestart": true}))
+            .send().await.expect_status(200);
+        assert_eq!(t.app_get("web.apps.test", "/?name=GREETING").await, (200, "hi\n".into()));
+        assert_eq!(t.app_get("web.apps.test", "/?name=SECRET").await, (200, "s3\n".into()));
+
+        // A cname reaches the app too.
+        t.req("POST", "/1.0/apps/web/cname").admin().form(&[("cname", "www.example.com")]).send().await.expect(200, "");
+        assert_eq!(t.app_get("www.example.com", "/?name=GREETING").await, (200, "hi\n".into()));
+
+        // History and app info follow.
+        let info = t.req("GET", "/1.0/apps/web").admin().send().await.json();
+        assert_eq!((info["deploys"].clone(), info["provisioner"].clone()), (json!(2), json!("wasm")));
+        let deploys = t.req("GET", "/1.0/deploys?app=web").admin().send().await.json();
+        let versions: Vec<_> = deploys.as_array().unwrap().iter().map(|d| (d["Version"].clone(), d["Image"].clone(), d["Error"].clone())).collect();
+        assert_eq!(versions, vec![
+            (json!(2), json!("torii/app-web:v2"), json!("")),
+            (json!(1), json!("torii/app-web:v1"), json!("")),
+        ]);
+        assert_eq!(deploys[1]["ID"], event_id);
+        assert_eq!(deploys[1]["Message"], "first");
+        t.stop().await;
+    }
+}
+
+backends! {
+    async fn bad_deploys_fail_clearly_and_change_nothing(b) {
+        let t = setup(b).await;
+        let hello = std::fs::read(HELLO).unwrap();
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&hello, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+
+        let native = std::fs::read(env!("TORII_GUEST_AUTH_NATIVE")).unwrap();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"definitely not wasm".to_vec(), "the file is not WebAssembly"),
+            (b"\0asm\x01\0\0\0".to_vec(), "the file is a core WebAssembly module, not a component"),
+            (native, "the component"),
+            (tar_gz(&[("README.md", b"nothing to run")]), "the archive holds no .wasm component"),
+            (vec![0x1f, 0x8b, 0, 0], "the archive cannot be read"),
+        ];
+        for (bytes, expected) in cases {
+            let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&bytes, &[])).send().await;
+            assert_eq!(r.status, 200);
+            assert!(r.body.contains("\n---- ERROR during deploy: ----\n"), "{}", r.body);
+            assert!(r.body.contains(expected), "expected {expected:?} in {}", r.body);
+            assert!(!r.body.ends_with("\nOK\n"), "{}", r.body);
+            assert_eq!(t.app_get("web.apps.test", "/").await, (200, "hello from web at /\n".into()));
+        }
+        let info = t.req("GET", "/1.0/apps/web").admin().send().await.json();
+        assert_eq!(info["deploys"], 1);
+        let failed = t.req("GET", "/1.1/events?kindname=app.deploy").admin().send().await.json();
+        let errors = failed.as_array().unwrap().iter().filter(|e| !e["Error"].as_str().unwrap().is_empty()).count();
+        assert_eq!(errors, 5);
+
+        // Source rules and provisioner limits: 400 before anything starts.
+        let deploy = |form: &[(&'static str, &'static str)]| t.req("POST", "/1.0/apps/web/deploy").admin().form(form);
+        deploy(&[]).send().await.expect_error(400, r#"You must provide at least one of: "archive-url", "dockerfile", "image" or "file""#);
+        deploy(&[("archive-url", "http://127.0.0.1:1/a.tar.gz"), ("image", "busybox")]).send().await
+            .expect_error(400, r#"Cannot set "archive-url" mutually with "dockerfile", "file" or "image" fields"#);
+        deploy(&[("image", "busybox"), ("dockerfile", "FROM scratch")]).send().await
+            .expect_error(400, r#"Cannot set "image" mutually with "dockerfile" or "file" fields"#);
+        deploy(&[("archive-url", "http://127.0.0.1:1/a"), ("origin", "nowhere")]).send().await.expect_error(400, "Invalid deployment origin");
+        deploy(&[("image", "busybox")]).send().await.expect_error(400,
+            r#"the wasm provisioner cannot deploy an image: deploy a wasi:http component with "file" or "archive-url""#);
+        t.req("POST", "/1.0/apps/ghost/deploy").admin().form(&[("image", "x")]).send().await.expect_error(404, "App ghost not found.");
+
+        // Permission by source kind.
+        t.role("uploader", "team", &["app.read", "app.deploy.archive-url"]).await;
+        let dev = t.user("dev@example.com").await;
+        t.assign("uploader", "dev@example.com", "t1").await;
+        t.req("POST", "/1.0/apps/web/deploy").token(&dev).raw(MP, upload(&hello, &[])).send().await
+            .expect_error(403, "User does not have permission to do this action in this app");
+        t.stop().await;
+    }
+}
