@@ -144,3 +144,82 @@ backends! {
         t.stop().await;
     }
 }
+
+/// The messages of an x-json-stream, and its terminal error.
+fn stream(body: &str) -> (Vec<String>, Option<String>) {
+    let mut messages = Vec::new();
+    let mut error = None;
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        match v.get("Error") {
+            Some(e) => error = Some(e.as_str().unwrap().to_string()),
+            None => messages.push(v["Message"].as_str().unwrap().to_string()),
+        }
+    }
+    (messages, error)
+}
+
+backends! {
+    async fn rollback_stop_start_and_sleep(b) {
+        let t = setup(b).await;
+        for component in [HELLO, ECHO_ENV] {
+            let bytes = std::fs::read(component).unwrap();
+            let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&bytes, &[])).send().await;
+            assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        }
+        assert_eq!(t.app_get("web.apps.test", "/?name=TSURU_APPNAME").await, (200, "web\n".into()));
+
+        // Rollback: version 1 answers again; history records it as a deploy.
+        t.req("POST", "/1.0/apps/web/deploy/rollback").admin().form(&[]).send().await
+            .expect_error(400, "you cannot rollback without an image name");
+        t.req("POST", "/1.0/apps/web/deploy/rollback").admin().form(&[("image", "v9")]).send().await
+            .expect_error(400, "invalid version \"v9\": app \"web\" has no such version");
+        let r = t.req("POST", "/1.0/apps/web/deploy/rollback").admin().form(&[("image", "torii/app-web:v1")]).send().await;
+        let (messages, error) = stream(&r.body);
+        assert_eq!(error, None, "{}", r.body);
+        assert_eq!(messages.last().unwrap(), "---- Version 1 of app \"web\" is serving all its traffic ----\n");
+        assert_eq!(t.app_get("web.apps.test", "/").await, (200, "hello from web at /\n".into()));
+        let deploys = t.req("GET", "/1.0/deploys?app=web").admin().send().await.json();
+        assert_eq!((deploys[0]["Version"].clone(), deploys[0]["Origin"].clone()), (json!(1), json!("rollback")));
+
+        // A version disabled for rollback is refused inside the stream.
+        t.req("PUT", "/1.4/apps/web/deploy/rollback/update").admin().form(&[("image", "v2"), ("disable", "maybe")]).send().await
+            .expect_error(400, "Cannot set 'disable' status to: 'maybe', instead of 'true' or 'false'");
+        t.req("PUT", "/1.4/apps/web/deploy/rollback/update").admin().form(&[("image", "v2"), ("disable", "true"), ("reason", "leaks memory")]).send().await
+            .expect(200, "");
+        let r = t.req("POST", "/1.0/apps/web/deploy/rollback").admin().form(&[("image", "2")]).send().await;
+        assert_eq!(stream(&r.body).1.as_deref(), Some("the selected version is disabled for rollback: leaks memory"));
+        assert_eq!(t.app_get("web.apps.test", "/").await, (200, "hello from web at /\n".into()));
+
+        // Units: one per process of the routable version.
+        let info = t.req("GET", "/1.0/apps/web").admin().send().await.json();
+        let unit = &info["units"][0];
+        assert_eq!(info["units"].as_array().unwrap().len(), 1);
+        assert_eq!((unit["ID"].clone(), unit["ProcessName"].clone(), unit["Status"].clone(), unit["Version"].clone(), unit["Ready"].clone()),
+            (json!("web-web-v1-0"), json!("web"), json!("started"), json!(1), json!(true)));
+        assert_eq!(info["quota"], json!({"limit": -1, "inuse": 1}));
+
+        // Stop: the router refuses with a clear answer; start serves again.
+        let r = t.req("POST", "/1.0/apps/web/stop").admin().form(&[]).send().await;
+        assert_eq!(stream(&r.body), (vec!["---- Stopping the app \"web\" ----\n".to_string(), " ---> 1 unit(s) stopped\n".to_string()], None));
+        assert_eq!(t.app_get("web.apps.test", "/").await, (503, "app web is stopped: start it with `tsuru app start -a web`\n".into()));
+        assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["units"][0]["Status"], "stopped");
+        t.req("POST", "/1.0/apps/web/start").admin().form(&[]).send().await.expect_status(200);
+        assert_eq!(t.app_get("web.apps.test", "/").await.0, 200);
+
+        // Sleep needs a proxy; the first request wakes the app.
+        t.req("POST", "/1.0/apps/web/sleep").admin().form(&[]).send().await.expect_error(400, "Empty proxy URL");
+        t.req("POST", "/1.0/apps/web/sleep").admin().form(&[("proxy", "http://127.0.0.1:1")]).send().await.expect_status(200);
+        assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["units"][0]["Status"], "asleep");
+        assert_eq!(t.app_get("web.apps.test", "/").await, (200, "hello from web at /\n".into()));
+        assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["units"][0]["Status"], "started");
+        t.req("POST", "/1.0/apps/web/stop").admin().form(&[("process", "worker")]).send().await
+            .expect_error(400, "process error: no command declared in Procfile for process \"worker\"");
+        let kinds = t.req("GET", "/1.1/events?target.value=web").admin().send().await.json();
+        let names: Vec<&str> = kinds.as_array().unwrap().iter().map(|e| e["Kind"]["Name"].as_str().unwrap()).collect();
+        for kind in ["app.update.stop", "app.update.start", "app.update.sleep", "app.update.deploy.rollback"] {
+            assert!(names.contains(&kind), "{kind} missing from {names:?}");
+        }
+        t.stop().await;
+    }
+}

@@ -262,6 +262,7 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         quota_limit: -1,
         deploys: 0,
         created_at: now_millis(),
+        status: "started".into(),
         teams: vec![team],
     };
     let token = new_session_token();
@@ -349,13 +350,13 @@ async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(vie
     // The pool's provisioner, or the built-in one pools use by default.
     let provisioner = provisioner.as_deref().filter(|p| !p.is_empty()).unwrap_or(super::deploy::WASM_PROVISIONER);
     out.insert("provisioner", json!(provisioner));
-    // Units arrive with provisioners; none are in use yet.
-    out.insert("quota", json!(QuotaJson { limit: app.quota_limit, inuse: 0 }));
+    let units = units_json(&view);
+    out.insert("quota", json!(QuotaJson { limit: app.quota_limit, inuse: units.len() as i64 }));
     out.insert("serviceInstanceBinds", json!([]));
     out.insert("tags", list_or_null(&app.tags));
     out.insert("teamowner", json!(app.team_owner));
     out.insert("teams", json!(app.teams));
-    out.insert("units", json!([]));
+    out.insert("units", json!(units));
     out.insert("volumeBinds", Value::Null);
     Ok(json(StatusCode::OK, &out))
 }
@@ -363,6 +364,68 @@ async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(vie
 /// A list flag as tsuru reads it: Go's `ParseBool`, anything else is false.
 fn flag(params: &Params, key: &str) -> bool {
     params.get(key).and_then(|raw| parse_bool(&raw)).unwrap_or(false)
+}
+
+/// A unit as tsuru shows it (Go field names). A WASM unit is a concurrency
+/// slot of a routable version's process, in-process: it has no address.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct UnitJson {
+    #[serde(rename = "ID")]
+    id: String,
+    name: String,
+    app_name: String,
+    process_name: String,
+    #[serde(rename = "Type")]
+    kind: &'static str,
+    #[serde(rename = "InternalIP")]
+    internal_ip: &'static str,
+    status: String,
+    status_reason: &'static str,
+    address: Option<()>,
+    addresses: Option<()>,
+    version: i64,
+    routable: bool,
+    restarts: i64,
+    created_at: String,
+    ready: bool,
+    host_addr: &'static str,
+    host_port: &'static str,
+    #[serde(rename = "IP")]
+    ip: &'static str,
+}
+
+fn units_json(view: &AppView) -> Vec<UnitJson> {
+    let status = if view.app.status.is_empty() { "started" } else { view.app.status.as_str() };
+    let mut out = Vec::new();
+    for v in view.versions.iter().filter(|v| v.routable) {
+        for process in &v.processes {
+            for i in 0..v.units.max(0) {
+                let id = format!("{}-{process}-v{}-{i}", view.app.name, v.version);
+                out.push(UnitJson {
+                    name: id.clone(),
+                    id,
+                    app_name: view.app.name.clone(),
+                    process_name: process.clone(),
+                    kind: "wasm",
+                    internal_ip: "",
+                    status: status.to_string(),
+                    status_reason: "",
+                    address: None,
+                    addresses: None,
+                    version: v.version,
+                    routable: true,
+                    restarts: 0,
+                    created_at: time_json(v.created_at),
+                    ready: status == "started",
+                    host_addr: "",
+                    host_port: "",
+                    ip: "",
+                });
+            }
+        }
+    }
+    out
 }
 
 /// An app as the list shows it (tsuru's `app.App` with `json` omissions).

@@ -11,13 +11,86 @@ use crate::error::{ApiError, ApiResult};
 use crate::server::Server;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::Method;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub(super) fn routes(r: Routes) -> Routes {
     r.add("1.0", Method::POST, "/apps/{app}/deploy", deploy)
+        .add("1.0", Method::POST, "/apps/{app}/deploy/rollback", rollback)
+        .add("1.4", Method::PUT, "/apps/{app}/deploy/rollback/update", rollback_update)
+}
+
+/// The version an `image` names: `v3`, `3` or an image ending in `:v3`.
+fn version_named(image: &str) -> Option<i64> {
+    let tail = image.rsplit_once(":v").map(|(_, v)| v).unwrap_or(image);
+    tail.trim_start_matches('v').parse().ok().filter(|n| *n > 0)
+}
+
+/// `POST /apps/{app}/deploy/rollback`: an earlier version takes all the traffic again.
+async fn rollback(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
+    let image = params.get("image").unwrap_or_default();
+    if image.is_empty() {
+        return Err(ApiError::bad_request("you cannot rollback without an image name"));
+    }
+    let origin = params.get("origin").unwrap_or_default();
+    if !origin.is_empty() && !ORIGINS.contains(&origin.as_str()) {
+        return Err(ApiError::bad_request("Invalid deployment origin"));
+    }
+    if !caller.allows("app.deploy.rollback", &app_contexts(&app)) {
+        return Err(ApiError::forbidden_with("You don't have permission to do this action"));
+    }
+    let versions = server.store.versions(&app.name).await?;
+    let Some(target) = version_named(&image).and_then(|n| versions.iter().find(|v| v.version == n)).cloned() else {
+        return Err(ApiError::bad_request(format!("invalid version {image:?}: app {:?} has no such version", app.name)));
+    };
+    let data = json!({"app": app.name, "image": image, "origin": "rollback", "kind": "rollback"});
+    let event = app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
+    Ok(super::stream::json_stream(axum::http::StatusCode::OK, KEEPALIVE, move |w| async move {
+        let result = async {
+            if !target.disabled_reason.is_empty() {
+                return Err(format!("the selected version is disabled for rollback: {}", target.disabled_reason));
+            }
+            w.message(&format!("---- Rolling back app {:?} to version {} ----\n", app.name, target.version)).await;
+            // The version must still load: its bytes and compiled code are kept.
+            server.apps.code(&target.digest).await.map_err(|e| e.to_string())?;
+            server.store.route_only(&app.name, target.version).await.map_err(|e| e.to_string())?;
+            event.set_end_data(json!({"image": image_name(&app.name, target.version)}));
+            w.message(&format!("---- Version {} of app {:?} is serving all its traffic ----\n", target.version, app.name)).await;
+            Ok(())
+        }
+        .await;
+        event.done(result).await
+    }))
+}
+
+/// `PUT /1.4/apps/{app}/deploy/rollback/update`: (un)marks a version for rollback.
+async fn rollback_update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
+    let image = params.get("image").unwrap_or_default();
+    if image.is_empty() {
+        return Err(ApiError::bad_request("you must specify an image"));
+    }
+    let raw = params.get("disable").unwrap_or_default();
+    let Some(disable) = super::params::parse_bool(&raw) else {
+        return Err(ApiError::bad_request(format!("Cannot set 'disable' status to: '{raw}', instead of 'true' or 'false'")));
+    };
+    let reason = params.get("reason").unwrap_or_default();
+    if disable && reason.is_empty() {
+        return Err(ApiError::bad_request("reason is mandatory when disabling a version for rollback"));
+    }
+    caller.require("app.update.deploy.rollback", &app_contexts(&app))?;
+    let Some(number) = version_named(&image) else {
+        return Err(ApiError::bad_request(format!("invalid version {image:?}")));
+    };
+    let data = json!({"app": app.name, "image": image, "disable": disable, "reason": reason});
+    let event = app_event(&server, &caller, &ip, "app.update.deploy.rollback", &app, data).await?;
+    let result = match server.store.set_version_disabled(&app.name, number, if disable { &reason } else { "" }).await {
+        Ok(true) => Ok(axum::http::StatusCode::OK.into_response()),
+        Ok(false) => Err(ApiError::bad_request(format!("invalid version {image:?}: app {:?} has no such version", app.name))),
+        Err(e) => Err(ApiError::from(e)),
+    };
+    event.done(result).await
 }
 
 /// The provisioner built into the host for WASM apps; pools without one use it.

@@ -15,6 +15,7 @@ mod deploys;
 mod env;
 mod event_blocks;
 mod events;
+mod lifecycle;
 mod logs;
 mod names;
 mod misc;
@@ -91,6 +92,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = logs::routes(routes);
     let routes = deploys::routes(routes);
     let routes = deploy::routes(routes);
+    let routes = lifecycle::routes(routes);
     let routes = webhooks::routes(routes);
     let routes = platforms::routes(routes);
     let routes = cnames::routes(routes);

@@ -60,6 +60,16 @@ async fn route(server: &Server, req: hyper::Request<Incoming>) -> hyper::Respons
         Ok(None) => return plain(404, &format!("no app answers at {host}")),
         Err(e) => return plain(500, &format!("torii could not look up app {app}: {e}")),
     };
+    match view.app.status.as_str() {
+        "stopped" => return plain(503, &format!("app {app} is stopped: start it with `tsuru app start -a {app}`")),
+        "asleep" => {
+            // The first request wakes the app.
+            if let Err(e) = server.store.set_app_status(&app, "started").await {
+                return plain(500, &format!("torii could not wake app {app}: {e}"));
+            }
+        }
+        _ => {}
+    }
     let Some(version) = pick(&view, rand::random::<f64>()) else {
         return plain(503, &format!("app {app} has no deployed version yet: deploy one with `tsuru app deploy`"));
     };
@@ -120,6 +130,7 @@ mod tests {
             deploy_event: String::new(),
             disabled_reason: String::new(),
             created_at: 0,
+            units: 1,
         }
     }
 

@@ -37,6 +37,12 @@ impl Catalog {
         Ok(code)
     }
 
+    /// Forgets the loaded version with `digest` (the next use reads the
+    /// compiled code from disk again).
+    pub fn unload(&self, digest: &str) {
+        self.loaded.lock().unwrap().remove(digest);
+    }
+
     /// The loaded version with `digest`, read from the blob store if needed.
     pub async fn code(&self, digest: &str) -> Result<Arc<AppCode>, CatalogError> {
         if let Some(code) = self.loaded.lock().unwrap().get(digest) {

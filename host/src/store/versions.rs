@@ -17,9 +17,11 @@ pub struct VersionRecord {
     pub deploy_event: String,
     pub disabled_reason: String,
     pub created_at: i64,
+    /// Requests of this version that may run at once, per process.
+    pub units: i64,
 }
 
-const COLUMNS: &str = "app, version, digest, processes, routable, weight, deploy_event, disabled_reason, created_at";
+const COLUMNS: &str = "app, version, digest, processes, routable, weight, deploy_event, disabled_reason, created_at, units";
 
 pub(super) fn version(row: &AnyRow) -> StoreResult<VersionRecord> {
     let processes: String = row.try_get("processes")?;
@@ -33,6 +35,7 @@ pub(super) fn version(row: &AnyRow) -> StoreResult<VersionRecord> {
         deploy_event: row.try_get("deploy_event")?,
         disabled_reason: row.try_get("disabled_reason")?,
         created_at: row.try_get("created_at")?,
+        units: row.try_get("units")?,
     })
 }
 
@@ -47,7 +50,7 @@ impl Store {
         sqlx::query("UPDATE app_versions SET routable = 0, weight = 0 WHERE app = $1").bind(app).execute(&mut *tx).await?;
         let row = sqlx::query(&format!(
             "INSERT INTO app_versions ({COLUMNS}) \
-             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, 1, 100, $4, '', $5 FROM app_versions WHERE app = $1 \
+             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, 1, 100, $4, '', $5, 1 FROM app_versions WHERE app = $1 \
              RETURNING version"
         ))
         .bind(app)
@@ -60,6 +63,35 @@ impl Store {
         let number: i64 = row.try_get("version")?;
         tx.commit().await?;
         Ok(number)
+    }
+
+    /// Makes `version` the only routable version of `app` (all the traffic).
+    pub async fn route_only(&self, app: &str, version: i64) -> StoreResult<()> {
+        let _stale = self.views.stale(app);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE app_versions SET routable = CASE WHEN version = $2 THEN 1 ELSE 0 END, \
+             weight = CASE WHEN version = $2 THEN 100 ELSE 0 END WHERE app = $1",
+        )
+        .bind(app)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE apps SET deploys = deploys + 1 WHERE name = $1").bind(app).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks `version` as not (or again) available for rollback.
+    pub async fn set_version_disabled(&self, app: &str, version: i64, reason: &str) -> StoreResult<bool> {
+        let _stale = self.views.stale(app);
+        let done = sqlx::query("UPDATE app_versions SET disabled_reason = $1 WHERE app = $2 AND version = $3")
+            .bind(reason)
+            .bind(app)
+            .bind(version)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Every version of `app`, oldest first.
