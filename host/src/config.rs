@@ -54,11 +54,13 @@ pub struct AppsConfig {
     pub max_memory_mb: u64,
     /// App instances (requests in flight) at once, across all apps.
     pub max_instances: u32,
+    /// How long a request waits for a free unit before it gets 503.
+    pub queue_timeout_ms: u64,
 }
 
 impl Default for AppsConfig {
     fn default() -> Self {
-        AppsConfig { cpu_deadline_ms: 10_000, max_memory_mb: 512, max_instances: 1000 }
+        AppsConfig { cpu_deadline_ms: 10_000, max_memory_mb: 512, max_instances: 1000, queue_timeout_ms: 1000 }
     }
 }
 

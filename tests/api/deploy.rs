@@ -223,3 +223,80 @@ backends! {
         t.stop().await;
     }
 }
+
+backends! {
+    async fn units_bound_concurrent_requests(b) {
+        let mut o = crate::support::Options::new(b);
+        o.extra_toml = "[apps]\nqueue_timeout_ms = 100\n".into();
+        let t = TestServer::start_with(o).await;
+        t.team("t1").await;
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "web"), ("teamOwner", "t1")]).send().await.expect_status(201);
+        t.req("PUT", "/1.0/apps/web/units").admin().form(&[("units", "1")]).send().await
+            .expect_error(400, "app \"web\" has no deployed version");
+        let burn = std::fs::read(env!("TORII_GUEST_APP_BURN")).unwrap();
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&burn, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+
+        // One unit: a second request at the same time waits 100 ms, then 503.
+        let two = || async {
+            tokio::join!(t.app_get("web.apps.test", "/sleep?ms=700"), async {
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                t.app_get("web.apps.test", "/").await
+            })
+        };
+        let (slow, second) = two().await;
+        assert_eq!(slow, (200, "awake\n".into()));
+        assert_eq!(second, (503, "app web is busy: its 1 unit(s) are all serving; add units with `tsuru unit add -a web`\n".into()));
+
+        t.req("PUT", "/1.0/apps/web/units").admin().form(&[("units", "0")]).send().await
+            .expect_error(400, "Invalid number of units: the number must be an integer greater than 0.");
+        t.req("PUT", "/1.0/apps/web/units").admin().form(&[]).send().await.expect_error(400, "You must provide the number of units.");
+        let r = t.req("PUT", "/1.0/apps/web/units").admin().form(&[("units", "2")]).send().await;
+        assert!(r.body.contains("version 1 now runs 3 unit(s)"), "{}", r.body);
+        let (slow, second) = two().await;
+        assert_eq!((slow.0, second.0), (200, 200));
+        assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["units"].as_array().unwrap().len(), 3);
+
+        // The app quota counts units.
+        t.req("PUT", "/1.0/apps/web/quota").admin().form(&[("limit", "2")]).send().await
+            .expect_error(403, "New limit is less than the current allocated value");
+        t.req("PUT", "/1.0/apps/web/quota").admin().form(&[("limit", "4")]).send().await.expect_status(200);
+        t.req("PUT", "/1.0/apps/web/units").admin().form(&[("units", "2")]).send().await
+            .expect_error(403, "Quota exceeded. Available: 1, Requested: 2.");
+        assert_eq!(t.req("GET", "/1.0/apps/web/quota").admin().send().await.json(), json!({"limit": 4, "inuse": 3}));
+
+        // Removing every unit leaves the app deployed but unable to serve.
+        t.req("DELETE", "/1.0/apps/web/units?units=3").admin().send().await.expect_status(200);
+        assert_eq!(t.app_get("web.apps.test", "/").await, (503, "app web has no units: add some with `tsuru unit add 1 -a web`\n".into()));
+        t.req("DELETE", "/1.0/apps/web/units?units=1").admin().send().await.expect_error(400, "version 1 has only 0 unit(s)");
+        t.stop().await;
+    }
+}
+
+backends! {
+    async fn a_runaway_request_is_cut_and_the_next_is_served(b) {
+        let mut o = crate::support::Options::new(b);
+        o.extra_toml = "[apps]\ncpu_deadline_ms = 300\n".into();
+        let t = TestServer::start_with(o).await;
+        t.team("t1").await;
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "web"), ("teamOwner", "t1"), ("plan", "c0.1m0.1")]).send().await.expect_status(201);
+        let bytes = std::fs::read(env!("TORII_GUEST_APP_BURN")).unwrap();
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&bytes, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(t.app_get("web.apps.test", "/burn").await, (504, "the request ran past the app's CPU deadline of 300 ms\n".into()));
+        assert_eq!(t.app_get("web.apps.test", "/").await, (200, "awake\n".into()));
+
+        // The plan's memory (128 MiB) bounds each request.
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "hog"), ("teamOwner", "t1"), ("plan", "c0.1m0.1")]).send().await.expect_status(201);
+        let bytes = std::fs::read(env!("TORII_GUEST_APP_HOG")).unwrap();
+        let r = t.req("POST", "/1.0/apps/hog/deploy").admin().raw(MP, upload(&bytes, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(t.app_get("hog.apps.test", "/?mb=8").await, (200, "held 8 MiB\n".into()));
+        assert_eq!(t.app_get("hog.apps.test", "/?mb=300").await,
+            (500, "the request needed more than the app's memory limit of 128 MiB\n".into()));
+        assert_eq!(t.app_get("hog.apps.test", "/?mb=8").await, (200, "held 8 MiB\n".into()));
+        t.stop().await;
+    }
+}

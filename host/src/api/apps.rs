@@ -586,10 +586,16 @@ async fn revoke(
     event.done(result.map_err(ApiError::from)).await
 }
 
-async fn quota_get(Caller(caller): Caller, AppTarget(app): AppTarget) -> ApiResult<Response> {
+/// Units in use: those of the routable versions (started, stopped or asleep).
+async fn units_in_use(server: &Server, app: &str) -> ApiResult<i64> {
+    let versions = server.store.versions(app).await?;
+    Ok(versions.iter().filter(|v| v.routable).map(|v| v.units * v.processes.len() as i64).sum())
+}
+
+async fn quota_get(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget) -> ApiResult<Response> {
     caller.require("app.read", &app_contexts(&app))?;
-    // In use counts units; provisioners bring them.
-    Ok(json(StatusCode::OK, &QuotaJson { limit: app.quota_limit, inuse: 0 }))
+    let inuse = units_in_use(&server, &app.name).await?;
+    Ok(json(StatusCode::OK, &QuotaJson { limit: app.quota_limit, inuse }))
 }
 
 async fn quota_set(
@@ -601,6 +607,9 @@ async fn quota_set(
 ) -> ApiResult<Response> {
     caller.require("app.admin.quota", &app_contexts(&app))?;
     let limit = parse_limit(&params)?;
+    if limit >= 0 && limit < units_in_use(&server, &app.name).await? {
+        return Err(ApiError::forbidden_with("New limit is less than the current allocated value"));
+    }
     let data = request_data(&params, &[("app", &app.name)]);
     let event = app_event(&server, &caller, &ip, "app.admin.quota", &app, data).await?;
     let result = server.store.set_app_quota(&app.name, limit).await.map(|()| empty(StatusCode::OK));

@@ -27,6 +27,7 @@ mod roles;
 pub mod stream;
 mod teams;
 pub mod tokens;
+mod units;
 pub mod users;
 mod webhooks;
 
@@ -93,6 +94,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = deploys::routes(routes);
     let routes = deploy::routes(routes);
     let routes = lifecycle::routes(routes);
+    let routes = units::routes(routes);
     let routes = webhooks::routes(routes);
     let routes = platforms::routes(routes);
     let routes = cnames::routes(routes);

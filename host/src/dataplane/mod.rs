@@ -15,11 +15,39 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Units are concurrency slots: a version with N units runs at most N
+/// requests at once; more wait up to `[apps] queue_timeout_ms`, then get 503.
+#[derive(Default)]
+struct Slots {
+    by_version: Mutex<HashMap<(String, i64), (i64, Arc<Semaphore>)>>,
+}
+
+impl Slots {
+    /// The semaphore of `app`'s `version` with `units` permits (replaced when
+    /// the unit count changed; requests holding the old one finish on it).
+    fn of(&self, app: &str, version: i64, units: i64) -> Arc<Semaphore> {
+        let mut map = self.by_version.lock().unwrap();
+        let key = (app.to_string(), version);
+        match map.get(&key) {
+            Some((n, sem)) if *n == units => sem.clone(),
+            _ => {
+                let sem = Arc::new(Semaphore::new(usize::try_from(units).unwrap_or(0)));
+                map.insert(key, (units, sem.clone()));
+                sem
+            }
+        }
+    }
+}
 
 /// Accepts app traffic on `listener` until the returned task is aborted.
 pub fn serve(server: Arc<Server>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    let slots = Arc::new(Slots::default());
     tokio::spawn(async move {
         loop {
             let (stream, _) = match listener.accept().await {
@@ -31,11 +59,11 @@ pub fn serve(server: Arc<Server>, listener: TcpListener) -> tokio::task::JoinHan
                 }
             };
             let _ = stream.set_nodelay(true);
-            let server = server.clone();
+            let (server, slots) = (server.clone(), slots.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let server = server.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(&server, req).await) }
+                    let (server, slots) = (server.clone(), slots.clone());
+                    async move { Ok::<_, std::convert::Infallible>(route(&server, &slots, req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
@@ -43,7 +71,7 @@ pub fn serve(server: Arc<Server>, listener: TcpListener) -> tokio::task::JoinHan
     })
 }
 
-async fn route(server: &Server, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
+async fn route(server: &Server, slots: &Slots, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
     let Some(host) = request_host(&req) else {
         return plain(400, "the request names no host");
     };
@@ -72,6 +100,20 @@ async fn route(server: &Server, req: hyper::Request<Incoming>) -> hyper::Respons
     }
     let Some(version) = pick(&view, rand::random::<f64>()) else {
         return plain(503, &format!("app {app} has no deployed version yet: deploy one with `tsuru app deploy`"));
+    };
+    if version.units <= 0 {
+        return plain(503, &format!("app {app} has no units: add some with `tsuru unit add 1 -a {app}`"));
+    }
+    let slot = slots.of(&app, version.version, version.units);
+    let queue = Duration::from_millis(server.config.apps.queue_timeout_ms);
+    let _permit = match tokio::time::timeout(queue, slot.acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return plain(503, &format!(
+                "app {app} is busy: its {} unit(s) are all serving; add units with `tsuru unit add -a {app}`",
+                version.units
+            ));
+        }
     };
     let code = match server.apps.code(&version.digest).await {
         Ok(code) => code,

@@ -82,6 +82,18 @@ impl Store {
         Ok(())
     }
 
+    /// Sets how many units `version` runs.
+    pub async fn set_version_units(&self, app: &str, version: i64, units: i64) -> StoreResult<()> {
+        let _stale = self.views.stale(app);
+        sqlx::query("UPDATE app_versions SET units = $1 WHERE app = $2 AND version = $3")
+            .bind(units)
+            .bind(app)
+            .bind(version)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Marks `version` as not (or again) available for rollback.
     pub async fn set_version_disabled(&self, app: &str, version: i64, reason: &str) -> StoreResult<bool> {
         let _stale = self.views.stale(app);
