@@ -176,6 +176,10 @@ pub async fn start(server: Arc<Server>, listener: Option<TcpListener>) -> anyhow
     let router = crate::dataplane::serve(server.clone(), router_listener);
     let app = crate::api::router(server.clone());
     let (tx, rx) = oneshot::channel::<()>();
+    // Streams (deploy output, x-json-streams) are many small writes: no Nagle delays.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async {

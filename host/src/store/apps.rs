@@ -1,13 +1,12 @@
 //! Apps, app teams, app env and app tokens.
 
-use super::{PlanRecord, Store, StoreError, StoreResult, conflict_or, json_list, now_millis, parse_list};
-use serde::{Deserialize, Serialize};
-use super::VersionRecord;
 use super::views::Slot;
-use std::collections::HashMap;
+use super::{PlanRecord, Store, StoreError, StoreResult, VersionRecord, conflict_or, json_list, now_millis, parse_list};
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use std::sync::Arc;
 use sqlx::any::AnyRow;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataItem {

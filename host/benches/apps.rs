@@ -1,0 +1,174 @@
+//! WASM app benchmark. One run, printed; run with `cargo bench --bench apps`.
+//!
+//! Starts the release `torii` on SQLite, deploys the example `hello`
+//! component through the API and measures, side by side in the same run:
+//! - requests/s and p50/p99 through torii's router (32 keep-alive
+//!   connections, fresh instance per request) against `wasmtime serve`
+//!   48.0.8 on the same component (skipped with a note when not installed;
+//!   `WASMTIME` may name the binary) and a native axum hello as the ceiling;
+//! - deploy-to-first-200 for a fresh component (compiled on deploy) and for
+//!   bytes already compiled;
+//! - the extra latency of the first request after sleep;
+//! - the server's RSS with 1,000 deployed, sleeping apps.
+
+mod common;
+
+use common::{CONNECTIONS, Load, MEASURE, Target, Torii, WARMUP, free_port, micros};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HELLO: &str = env!("TORII_GUEST_APP_HELLO");
+
+fn multipart(file: &[u8]) -> (String, Vec<u8>) {
+    let mut body = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"app.wasm\"\r\n\r\n".to_vec();
+    body.extend_from_slice(file);
+    body.extend_from_slice(b"\r\n--B--\r\n");
+    ("multipart/form-data; boundary=B".into(), body)
+}
+
+async fn deploy(t: &Torii, app: &str, bytes: &[u8]) {
+    let (ct, body) = multipart(bytes);
+    let res = t
+        .client
+        .post(format!("{}/1.0/apps/{app}/deploy", t.base))
+        .bearer_auth(&t.token)
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let text = res.text().await.unwrap();
+    assert!(text.ends_with("\nOK\n"), "deploy {app}: {text}");
+}
+
+/// One GET through the router; the status.
+async fn get(client: &reqwest::Client, t: &Torii, app: &str) -> u16 {
+    client.get(format!("http://{}/", t.router)).header("host", format!("{app}.apps.bench")).send().await.unwrap().status().as_u16()
+}
+
+fn row(name: &str, l: &Load) {
+    println!("{:<34} {:>10.0} {:>10} {:>10}", name, l.rps(), micros(l.percentile(0.5)), micros(l.percentile(0.99)));
+}
+
+async fn axum_hello() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async { "hello from axum\n" });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn wasmtime_binary() -> Option<String> {
+    let candidates = [std::env::var("WASMTIME").ok(), Some("wasmtime".into()), Some("/tmp/wasmtime-cli/bin/wasmtime".into())];
+    candidates.into_iter().flatten().find(|c| {
+        Command::new(c).arg("--version").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("48.0.8"))
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let torii = Torii::start(dir.path(), "").await;
+    let hello = std::fs::read(HELLO).unwrap();
+    torii.post("/1.0/teams", &[("name", "bench")]).await;
+    torii.post("/1.0/pools", &[("name", "bench"), ("default", "true")]).await;
+    let client = reqwest::Client::new();
+
+    // Deploy to first 200: fresh bytes (compiled on deploy), then the same bytes again.
+    let mut first_200 = Vec::new();
+    for app in ["hello", "again"] {
+        torii.post("/1.0/apps", &[("name", app), ("teamOwner", "bench")]).await;
+        let start = Instant::now();
+        deploy(&torii, app, &hello).await;
+        assert_eq!(get(&client, &torii, app).await, 200);
+        first_200.push(start.elapsed());
+    }
+    // One unit serves one request at a time: give the loaded app room for every connection.
+    let res = torii.client.put(format!("{}/1.0/apps/hello/units", torii.base)).bearer_auth(&torii.token).form(&[("units", "63")]).send().await.unwrap();
+    assert!(res.status().is_success());
+    res.text().await.unwrap();
+
+    println!("torii WASM app benchmark: {CONNECTIONS} connections, {}s each after {}s warm-up, release build", MEASURE.as_secs(), WARMUP.as_secs());
+    println!("{:<34} {:>10} {:>10} {:>10}", "server", "req/s", "p50", "p99");
+    let router = common::load(&Target { addr: torii.router, path: "/".into(), host: "hello.apps.bench".into(), token: None }).await;
+    row("torii router → hello component", &router);
+
+    let axum_addr = axum_hello().await;
+    let axum = common::load(&Target { addr: axum_addr, path: "/".into(), host: "bench".into(), token: None }).await;
+    row("native axum hello (ceiling)", &axum);
+
+    let wasmtime = match wasmtime_binary() {
+        None => {
+            println!("{:<34} skipped: wasmtime 48.0.8 not installed (cargo install wasmtime-cli --version 48.0.8 --locked)", "wasmtime serve");
+            None
+        }
+        Some(bin) => {
+            let port = free_port();
+            let mut child = Command::new(&bin)
+                .args(["serve", "-S", "cli", "--addr", &format!("127.0.0.1:{port}"), HELLO])
+                .env("TSURU_APPNAME", "hello")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while client.get(format!("http://{addr}/")).send().await.is_err() {
+                assert!(Instant::now() < deadline, "wasmtime serve did not start");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let l = common::load(&Target { addr, path: "/".into(), host: "bench".into(), token: None }).await;
+            row("wasmtime serve 48.0.8 → hello", &l);
+            let _ = child.kill();
+            let _ = child.wait();
+            Some(l)
+        }
+    };
+    if let Some(w) = &wasmtime {
+        println!("router / wasmtime serve throughput: {:.2} (target ≥ 1.5)", router.rps() / w.rps());
+    }
+    println!("router / native axum throughput: {:.2} (target ≥ 0.25)", router.rps() / axum.rps());
+    println!(
+        "deploy to first 200: fresh component {:.1} ms (target < 300 ms), already-compiled bytes {:.1} ms (target < 20 ms)",
+        first_200[0].as_secs_f64() * 1e3,
+        first_200[1].as_secs_f64() * 1e3
+    );
+
+    // First request after sleep vs a warm request, one at a time.
+    let (mut woken, mut warm) = (Vec::new(), Vec::new());
+    for _ in 0..50 {
+        torii.post("/1.0/apps/again/sleep", &[("proxy", "http://127.0.0.1:1")]).await;
+        let start = Instant::now();
+        assert_eq!(get(&client, &torii, "again").await, 200);
+        woken.push(start.elapsed());
+        let start = Instant::now();
+        assert_eq!(get(&client, &torii, "again").await, 200);
+        warm.push(start.elapsed());
+    }
+    woken.sort();
+    warm.sort();
+    let p50 = |v: &[Duration]| v[v.len() / 2];
+    println!(
+        "first request after sleep: p50 {} vs warm {}: extra {} (target < 1 ms)",
+        micros(p50(&woken)),
+        micros(p50(&warm)),
+        micros(p50(&woken).saturating_sub(p50(&warm)))
+    );
+
+    // RSS with 1,000 deployed, sleeping apps.
+    const APPS: usize = 1000;
+    let before = torii.rss();
+    let started = Instant::now();
+    for i in 0..APPS {
+        let app = format!("sleepy-{i:04}");
+        torii.post("/1.0/apps", &[("name", &app), ("teamOwner", "bench")]).await;
+        deploy(&torii, &app, &hello).await;
+        torii.post(&format!("/1.0/apps/{app}/sleep"), &[("proxy", "http://127.0.0.1:1")]).await;
+    }
+    println!(
+        "RSS with {APPS} deployed sleeping apps: {:.0} MB (before them: {:.0} MB; target < 300 MB); created, deployed and slept in {:.1} s",
+        torii.rss() as f64 / 1e6,
+        before as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -1,0 +1,175 @@
+//! Shared by the bench binaries: a keep-alive HTTP/1.1 load generator and a
+//! release `torii` started on SQLite with a logged-in root user.
+
+#![allow(dead_code)]
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CONNECTIONS: usize = 32;
+pub const WARMUP: Duration = Duration::from_secs(1);
+pub const MEASURE: Duration = Duration::from_secs(5);
+
+pub struct Load {
+    pub requests: usize,
+    pub elapsed: Duration,
+    pub latencies: Vec<Duration>,
+}
+
+impl Load {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    pub fn percentile(&self, p: f64) -> Duration {
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i]
+    }
+}
+
+pub fn micros(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+/// What each request carries.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub path: String,
+    pub host: String,
+    pub token: Option<String>,
+}
+
+async fn connection(target: Target, until: Instant, record_from: Instant) -> (usize, Vec<Duration>) {
+    let stream = tokio::net::TcpStream::connect(target.addr).await.expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let mut latencies = Vec::with_capacity(200_000);
+    let mut count = 0;
+    loop {
+        if Instant::now() >= until {
+            break;
+        }
+        let mut req = Request::get(target.path.as_str()).header("host", target.host.as_str());
+        if let Some(t) = &target.token {
+            req = req.header("authorization", format!("bearer {t}"));
+        }
+        let req = req.body(Empty::<Bytes>::new()).unwrap();
+        let start = Instant::now();
+        let res = sender.send_request(req).await.expect("response");
+        assert_eq!(res.status(), StatusCode::OK, "GET {} (host {})", target.path, target.host);
+        res.into_body().collect().await.expect("body");
+        if start >= record_from {
+            latencies.push(start.elapsed());
+            count += 1;
+        }
+    }
+    (count, latencies)
+}
+
+/// `CONNECTIONS` keep-alive connections for `WARMUP` + `MEASURE`.
+pub async fn load(target: &Target) -> Load {
+    let start = Instant::now();
+    let record_from = start + WARMUP;
+    let until = record_from + MEASURE;
+    let tasks: Vec<_> = (0..CONNECTIONS).map(|_| tokio::spawn(connection(target.clone(), until, record_from))).collect();
+    let mut requests = 0;
+    let mut latencies = Vec::new();
+    for t in tasks {
+        let (n, l) = t.await.unwrap();
+        requests += n;
+        latencies.extend(l);
+    }
+    latencies.sort();
+    Load { requests, elapsed: MEASURE, latencies }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A release `torii serve` on SQLite in `dir`; stopped (SIGTERM) on drop.
+pub struct Torii {
+    pub child: Child,
+    pub api: SocketAddr,
+    pub router: SocketAddr,
+    pub base: String,
+    pub token: String,
+    pub client: reqwest::Client,
+}
+
+impl Torii {
+    pub async fn start(dir: &std::path::Path, extra_toml: &str) -> Torii {
+        let (port, router_port) = (free_port(), free_port());
+        let config = dir.join("torii.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[router]\nlisten = \"127.0.0.1:{router_port}\"\ndomain = \"apps.bench\"\n{extra_toml}",
+                dir.join("data")
+            ),
+        )
+        .unwrap();
+        let bin = env!("CARGO_BIN_EXE_torii");
+        let mut create = Command::new(bin)
+            .args(["root-user-create", "bench@example.com", "--config"])
+            .arg(&config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        create.stdin.take().unwrap().write_all(b"bench-secret\n").unwrap();
+        assert!(create.wait().unwrap().success());
+        let child = Command::new(bin).args(["serve", "--config"]).arg(&config).env("TORII_LOG", "warn").spawn().unwrap();
+        let api: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let router: SocketAddr = format!("127.0.0.1:{router_port}").parse().unwrap();
+        let client = reqwest::Client::new();
+        let base = format!("http://{api}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.get(format!("{base}/healthcheck")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let login: serde_json::Value = client
+            .post(format!("{base}/1.0/auth/login"))
+            .form(&[("email", "bench@example.com"), ("password", "bench-secret")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["token"].as_str().unwrap().to_string();
+        Torii { child, api, router, base, token, client }
+    }
+
+    /// POSTs a form as the root user; panics unless it succeeds.
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> String {
+        let res = self.client.post(format!("{}{path}", self.base)).bearer_auth(&self.token).form(form).send().await.unwrap();
+        let status = res.status();
+        let body = res.text().await.unwrap_or_default();
+        assert!(status.is_success(), "POST {path}: {status} {body}");
+        body
+    }
+
+    /// Resident memory of the server process, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap();
+        kb * 1024
+    }
+}
+
+impl Drop for Torii {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
