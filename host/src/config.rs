@@ -22,6 +22,7 @@ pub struct Config {
     pub logs: LogsConfig,
     pub webhooks: WebhooksConfig,
     pub apps: AppsConfig,
+    pub pools: PoolsConfig,
     #[serde(rename = "plugin")]
     pub plugin: Vec<PluginEntry>,
 }
@@ -42,6 +43,23 @@ pub struct RouterConfig {
     pub listen: SocketAddr,
     /// Apps answer at `<app>.<domain>` (and at their cnames).
     pub domain: String,
+}
+
+/// The provisioner built into the host: WASM apps in the app runtime.
+pub const WASM_PROVISIONER: &str = "wasm";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolsConfig {
+    /// The provisioner of pools created without one: `wasm` (built in) or
+    /// the name of a provisioner plugin entry.
+    pub default_provisioner: String,
+}
+
+impl Default for PoolsConfig {
+    fn default() -> Self {
+        PoolsConfig { default_provisioner: WASM_PROVISIONER.into() }
+    }
 }
 
 /// The app runtime (WASM apps).
@@ -216,6 +234,7 @@ impl Default for Config {
             logs: LogsConfig::default(),
             webhooks: WebhooksConfig::default(),
             apps: AppsConfig::default(),
+            pools: PoolsConfig::default(),
             plugin: Vec::new(),
         }
     }
@@ -384,6 +403,12 @@ impl Config {
         if self.events.lock_expire_secs == 0 {
             return Err(invalid("events.lock_expire_secs", "must be at least 1"));
         }
+        if !self.provisioner_exists(&self.pools.default_provisioner) {
+            return Err(invalid(
+                "pools.default_provisioner",
+                format!("{:?} is neither \"wasm\" nor a provisioner plugin entry", self.pools.default_provisioner),
+            ));
+        }
         if self.apps.cpu_deadline_ms == 0 || self.apps.max_memory_mb == 0 || self.apps.max_instances == 0 {
             return Err(invalid("apps", "cpu_deadline_ms, max_memory_mb and max_instances must be positive"));
         }
@@ -406,6 +431,16 @@ impl Config {
             Some(url) => url.clone(),
             None => format!("sqlite://{}?mode=rwc", self.data_dir.join("torii.db").display()),
         }
+    }
+
+    /// True for the built-in provisioner and configured provisioner plugins.
+    pub fn provisioner_exists(&self, name: &str) -> bool {
+        name == WASM_PROVISIONER || self.plugin.iter().any(|p| p.kind == PluginKind::Provisioner && p.name == name)
+    }
+
+    /// The provisioner of a pool: its own, or the configured default.
+    pub fn pool_provisioner<'a>(&'a self, own: &'a str) -> &'a str {
+        if own.is_empty() { &self.pools.default_provisioner } else { own }
     }
 
     /// The SQLite database file, when the database is a SQLite file.
@@ -452,5 +487,13 @@ mod tests {
         assert!(e.contains("auth.scheme"), "{e}");
         let e = Config::parse("[[plugin]]\nname=\"x\"\nkind=\"router\"\n").unwrap_err().to_string();
         assert!(e.contains("plugin[0]"), "{e}");
+        let e = Config::parse("[pools]\ndefault_provisioner = \"kubernetes\"\n").unwrap_err().to_string();
+        assert!(e.contains("pools.default_provisioner") && e.contains("kubernetes"), "{e}");
+    }
+
+    #[test]
+    fn pools_without_a_provisioner_use_the_default() {
+        let c = Config::parse("").unwrap();
+        assert_eq!((c.pool_provisioner(""), c.pool_provisioner("docker")), ("wasm", "docker"));
     }
 }

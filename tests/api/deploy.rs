@@ -48,6 +48,9 @@ backends! {
         let (status, body) = t.app_get("web.apps.test", "/").await;
         assert_eq!((status, body.as_str()), (503, "app web has no deployed version yet: deploy one with `tsuru app deploy`\n"));
         assert_eq!(t.app_get("nobody.apps.test", "/").await, (404, "no app answers at nobody.apps.test\n".into()));
+        // `wasm` is built in: a pool may name it (pools naming none use `[pools] default_provisioner`).
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "edge"), ("provisioner", "wasm")]).send().await.expect(201, "");
+        assert_eq!(t.req("GET", "/1.8/pools/edge").admin().send().await.json()["provisioner"], "wasm");
 
         // A bare component.
         let hello = std::fs::read(HELLO).unwrap();

@@ -347,8 +347,8 @@ async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(vie
     out.insert("plan", json!(app_plan_json(app, plan, false)));
     out.insert("platform", json!(platform));
     out.insert("pool", json!(app.pool));
-    // The pool's provisioner, or the built-in one pools use by default.
-    let provisioner = provisioner.as_deref().filter(|p| !p.is_empty()).unwrap_or(super::deploy::WASM_PROVISIONER);
+    // The pool's provisioner, or the configured default.
+    let provisioner = server.config.pool_provisioner(provisioner.as_deref().unwrap_or_default());
     out.insert("provisioner", json!(provisioner));
     let units = units_json(&view);
     out.insert("quota", json!(QuotaJson { limit: app.quota_limit, inuse: units.len() as i64 }));

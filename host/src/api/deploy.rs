@@ -7,6 +7,7 @@ use super::params::Params;
 use super::stream::{KEEPALIVE, TextWriter, text_stream};
 use super::{AppState, Caller, ClientIp, Routes};
 use crate::deploy::{DeployError, Progress, deploy_wasm, extract, image_name};
+use crate::config::WASM_PROVISIONER;
 use crate::error::{ApiError, ApiResult};
 use crate::server::Server;
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -93,8 +94,6 @@ async fn rollback_update(State(server): AppState, Caller(caller): Caller, ip: Cl
     event.done(result).await
 }
 
-/// The provisioner built into the host for WASM apps; pools without one use it.
-pub const WASM_PROVISIONER: &str = "wasm";
 
 const ORIGINS: &[&str] = &["app-deploy", "git", "rollback", "drag-and-drop", "image", "rebuild"];
 
@@ -166,10 +165,8 @@ async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
     if !caller.allows(permission, &app_contexts(&app)) {
         return Err(ApiError::forbidden_with("User does not have permission to do this action in this app"));
     }
-    let provisioner = match server.store.pool(&app.pool).await?.map(|p| p.provisioner) {
-        Some(p) if !p.is_empty() => p,
-        _ => WASM_PROVISIONER.to_string(),
-    };
+    let own = server.store.pool(&app.pool).await?.map(|p| p.provisioner).unwrap_or_default();
+    let provisioner = server.config.pool_provisioner(&own).to_string();
     if provisioner != WASM_PROVISIONER {
         return Err(ApiError::bad_request(format!("the {provisioner:?} provisioner of pool {:?} cannot deploy yet", app.pool)));
     }

@@ -10,7 +10,6 @@ use super::events::{record, request_data};
 use super::params::{Params, parse_bool};
 use super::{AppState, Caller, ClientIp, Routes, empty, json, json_list};
 use crate::auth::Identity;
-use crate::config::PluginKind;
 use crate::error::{ApiError, ApiResult};
 use crate::events::Target;
 use crate::pools::{self, Constraint, FIELDS};
@@ -154,9 +153,7 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         return Err(ApiError::bad_request(INVALID_POOL));
     }
     let provisioner = params.field("provisioner").unwrap_or_default();
-    if !provisioner.is_empty()
-        && provisioner != super::deploy::WASM_PROVISIONER
-        && !server.config.plugin.iter().any(|p| p.kind == PluginKind::Provisioner && p.name == provisioner)
+    if !provisioner.is_empty() && !server.config.provisioner_exists(&provisioner)
     {
         return Err(ApiError::bad_request(format!("provisioner {provisioner:?} is not configured")));
     }
