@@ -35,7 +35,9 @@ fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 async fn setup(b: crate::support::Backend) -> TestServer {
-    let t = TestServer::start(b).await;
+    let mut o = crate::support::Options::new(b);
+    o.api_toml = "max_body_bytes = 2097152".into();
+    let t = TestServer::start_with(o).await;
     t.team("t1").await;
     t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
     t.req("POST", "/1.0/apps").admin().form(&[("name", "web"), ("teamOwner", "t1")]).send().await.expect_status(201);
@@ -63,6 +65,20 @@ backends! {
         assert!(r.body.contains("---- Version 1 of app \"web\" is serving all its traffic ----"), "{}", r.body);
         assert_eq!(t.app_get("web.apps.test", "/hi?x=1").await, (200, "hello from web at /hi?x=1\n".into()));
         assert_eq!(t.app_get("WEB.apps.test:80", "/").await.0, 200);
+        // What the app printed is in its log, under the unit that served it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let entry = loop {
+            let r = t.req("GET", "/1.0/apps/web/log?source=app&lines=10").admin().send().await;
+            if r.status == 200 {
+                let lines: Vec<serde_json::Value> = serde_json::from_str(r.body.lines().next().unwrap()).unwrap();
+                if let Some(e) = lines.iter().find(|e| e["Message"] == "served /hi?x=1") {
+                    break e.clone();
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "the app's output never reached its log: {}", t.req("GET", "/1.0/apps/web/log?lines=10").admin().send().await.body);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!((entry["Source"].clone(), entry["Unit"].clone(), entry["AppName"].clone()), (json!("app"), json!("web-web-v1-0"), json!("web")));
 
         // A tar.gz with a Procfile: version 2 replaces version 1.
         let echo = std::fs::read(ECHO_ENV).unwrap();
@@ -138,6 +154,28 @@ backends! {
             r#"the wasm provisioner cannot deploy an image: deploy a wasi:http component with "file" or "archive-url""#);
         t.req("POST", "/1.0/apps/ghost/deploy").admin().form(&[("image", "x")]).send().await.expect_error(404, "App ghost not found.");
 
+        // Past the configured body limit (2 MiB here; a 1 GB upload alike): 413
+        // as soon as the headers arrive, before one byte of the upload is read.
+        let addr = t.base.trim_start_matches("http://").to_string();
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /1.0/apps/web/deploy HTTP/1.1\r\nHost: {addr}\r\nAuthorization: bearer {}\r\nContent-Type: {MP}\r\nContent-Length: {}\r\n\r\n",
+            t.admin_token,
+            1u64 << 30
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut conn, head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut conn, &mut answer)).await.unwrap().unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["deploys"], 1);
+
+        // No shell in a WASM app; diff is gone in tsuru too.
+        t.req("POST", "/1.0/apps/web/run").admin().form(&[]).send().await.expect_error(400, "You must provide the command to run");
+        t.req("POST", "/1.0/apps/web/run").admin().form(&[("command", "ls")]).send().await.expect_error(400,
+            "the wasm provisioner does not run commands: a WASM app has no shell or processes to run them in; deploy a component that does the work on a request instead");
+        t.req("POST", "/1.0/apps/web/diff").admin().form(&[]).send().await.expect_error(410, "diff deploy is deprecated, this call does nothing");
+
         // Permission by source kind.
         t.role("uploader", "team", &["app.read", "app.deploy.archive-url"]).await;
         let dev = t.user("dev@example.com").await;
@@ -193,6 +231,15 @@ backends! {
         let r = t.req("POST", "/1.0/apps/web/deploy/rollback").admin().form(&[("image", "2")]).send().await;
         assert_eq!(stream(&r.body).1.as_deref(), Some("the selected version is disabled for rollback: leaks memory"));
         assert_eq!(t.app_get("web.apps.test", "/").await, (200, "hello from web at /\n".into()));
+
+        // A version that serves no traffic can be deleted; the serving one cannot.
+        t.req("DELETE", "/1.10/apps/web/versions/1").admin().send().await
+            .expect_error(400, "version 1 of app \"web\" is serving traffic: roll back or deploy another version first");
+        t.req("DELETE", "/1.10/apps/web/versions/7").admin().send().await.expect_error(404, "version 7 of app \"web\" not found");
+        let r = t.req("DELETE", "/1.10/apps/web/versions/2").admin().send().await;
+        assert_eq!(stream(&r.body), (vec!["---> Deleting version 2 of app web\n".to_string(), "---- Done removing application version 2.\n".to_string()], None));
+        let r = t.req("POST", "/1.0/apps/web/deploy/rollback").admin().form(&[("image", "v2")]).send().await;
+        r.expect_error(400, "invalid version \"v2\": app \"web\" has no such version");
 
         // Units: one per process of the routable version.
         let info = t.req("GET", "/1.0/apps/web").admin().send().await.json();

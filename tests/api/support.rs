@@ -195,6 +195,8 @@ pub struct Options {
     pub extra_toml: String,
     /// Extra lines inside the `[auth]` table.
     pub auth_toml: String,
+    /// Extra lines inside the `[api]` table.
+    pub api_toml: String,
     pub user_registration: bool,
     /// Join this database (another test server's) instead of a fresh one.
     pub database_url: Option<String>,
@@ -202,7 +204,14 @@ pub struct Options {
 
 impl Options {
     pub fn new(backend: Backend) -> Options {
-        Options { backend, extra_toml: String::new(), auth_toml: String::new(), user_registration: false, database_url: None }
+        Options {
+            backend,
+            extra_toml: String::new(),
+            auth_toml: String::new(),
+            api_toml: String::new(),
+            user_registration: false,
+            database_url: None,
+        }
     }
 }
 
@@ -221,11 +230,12 @@ impl TestServer {
             (None, Backend::Postgres) => fresh_postgres_database().await,
         };
         let toml = format!(
-            "data_dir = {:?}\n{}\n[database]\nurl = {:?}\nmax_connections = 8\n[api]\nlisten = \"127.0.0.1:0\"\n\
+            "data_dir = {:?}\n{}\n[database]\nurl = {:?}\nmax_connections = 8\n[api]\nlisten = \"127.0.0.1:0\"\n{}\n\
              [router]\nlisten = \"127.0.0.1:0\"\ndomain = \"apps.test\"\n[auth]\nuser_registration = {}\n{}\n[plugins]\ncache_dir = {:?}\n",
             data.path(),
             "",
             db_url,
+            opts.api_toml,
             opts.user_registration,
             opts.auth_toml,
             shared_cache_dir(),

@@ -21,6 +21,45 @@ pub(super) fn routes(r: Routes) -> Routes {
     r.add("1.0", Method::POST, "/apps/{app}/deploy", deploy)
         .add("1.0", Method::POST, "/apps/{app}/deploy/rollback", rollback)
         .add("1.4", Method::PUT, "/apps/{app}/deploy/rollback/update", rollback_update)
+        .add("1.10", Method::DELETE, "/apps/{app}/versions/{version}", version_delete)
+        .add("1.0", Method::POST, "/apps/{appname}/diff", diff)
+}
+
+/// `POST /apps/{appname}/diff`: deprecated in tsuru, always 410.
+async fn diff(Caller(_): Caller) -> ApiResult<Response> {
+    Err(ApiError::new(axum::http::StatusCode::GONE, "diff deploy is deprecated, this call does nothing"))
+}
+
+/// `DELETE /1.10/apps/{app}/versions/{version}`: removes a version that no
+/// longer serves traffic (its bytes stay in the blob store for other apps).
+async fn version_delete(
+    State(server): AppState,
+    Caller(caller): Caller,
+    ip: ClientIp,
+    AppTarget(app): AppTarget,
+    axum::extract::Path((_, version)): axum::extract::Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require("app.update", &app_contexts(&app))?;
+    let number = version_named(&version).ok_or_else(|| ApiError::bad_request(format!("invalid version {version:?}")))?;
+    let versions = server.store.versions(&app.name).await?;
+    let Some(target) = versions.iter().find(|v| v.version == number).cloned() else {
+        return Err(ApiError::not_found(format!("version {number} of app {:?} not found", app.name)));
+    };
+    if target.routable {
+        return Err(ApiError::bad_request(format!(
+            "version {number} of app {:?} is serving traffic: roll back or deploy another version first",
+            app.name
+        )));
+    }
+    let data = json!({"app": app.name, "version": number});
+    let event = app_event(&server, &caller, &ip, "app.update", &app, data).await?;
+    Ok(super::stream::json_stream(axum::http::StatusCode::OK, KEEPALIVE, move |w| async move {
+        w.message(&format!("---> Deleting version {number} of app {}\n", app.name)).await;
+        let result = server.store.delete_version(&app.name, number).await.map_err(|e| e.to_string());
+        event.done(result).await?;
+        w.message(&format!("---- Done removing application version {number}.\n")).await;
+        Ok(())
+    }))
 }
 
 /// The version an `image` names: `v3`, `3` or an image ending in `:v3`.

@@ -19,6 +19,22 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.0", Method::POST, "/apps/{app}/stop", stop)
         .add("1.0", Method::POST, "/apps/{app}/restart", restart)
         .add("1.0", Method::POST, "/apps/{app}/sleep", sleep)
+        .add("1.0", Method::POST, "/apps/{app}/run", run_command)
+}
+
+/// `POST /apps/{app}/run`: WASM apps have no shell to run a command in, so
+/// after tsuru's own checks the answer says so instead of pretending.
+async fn run_command(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
+    if params.get("command").is_none_or(|c| c.is_empty()) {
+        return Err(ApiError::bad_request("You must provide the command to run"));
+    }
+    caller.require("app.run", &app_contexts(&app))?;
+    let own = server.store.pool(&app.pool).await?.map(|p| p.provisioner).unwrap_or_default();
+    let provisioner = server.config.pool_provisioner(&own);
+    Err(ApiError::bad_request(format!(
+        "the {provisioner} provisioner does not run commands: a WASM app has no shell or processes to run them in; \
+         deploy a component that does the work on a request instead"
+    )))
 }
 
 #[derive(Clone, Copy)]

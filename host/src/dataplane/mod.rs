@@ -25,23 +25,56 @@ use tokio::sync::Semaphore;
 /// requests at once; more wait up to `[apps] queue_timeout_ms`, then get 503.
 #[derive(Default)]
 struct Slots {
-    by_version: Mutex<HashMap<(String, i64), (i64, Arc<Semaphore>)>>,
+    by_version: Mutex<HashMap<(String, i64), Arc<UnitSlots>>>,
+}
+
+/// The units of one version: a permit per unit, and which unit numbers are free.
+struct UnitSlots {
+    units: i64,
+    permits: Arc<Semaphore>,
+    free: Mutex<Vec<i64>>,
+}
+
+/// A unit serving one request; its number goes back when dropped.
+struct Unit {
+    slots: Arc<UnitSlots>,
+    number: i64,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Unit {
+    fn drop(&mut self) {
+        self.slots.free.lock().unwrap().push(self.number);
+    }
 }
 
 impl Slots {
-    /// The semaphore of `app`'s `version` with `units` permits (replaced when
-    /// the unit count changed; requests holding the old one finish on it).
-    fn of(&self, app: &str, version: i64, units: i64) -> Arc<Semaphore> {
+    /// The units of `app`'s `version` (replaced when the unit count changed;
+    /// requests holding the old ones finish on them).
+    fn of(&self, app: &str, version: i64, units: i64) -> Arc<UnitSlots> {
         let mut map = self.by_version.lock().unwrap();
         let key = (app.to_string(), version);
         match map.get(&key) {
-            Some((n, sem)) if *n == units => sem.clone(),
+            Some(slots) if slots.units == units => slots.clone(),
             _ => {
-                let sem = Arc::new(Semaphore::new(usize::try_from(units).unwrap_or(0)));
-                map.insert(key, (units, sem.clone()));
-                sem
+                let slots = Arc::new(UnitSlots {
+                    units,
+                    permits: Arc::new(Semaphore::new(usize::try_from(units).unwrap_or(0))),
+                    free: Mutex::new((0..units).rev().collect()),
+                });
+                map.insert(key, slots.clone());
+                slots
             }
         }
+    }
+}
+
+impl UnitSlots {
+    /// Waits up to `queue` for a free unit.
+    async fn take(self: &Arc<Self>, queue: Duration) -> Option<Unit> {
+        let permit = tokio::time::timeout(queue, self.permits.clone().acquire_owned()).await.ok()?.ok()?;
+        let number = self.free.lock().unwrap().pop()?;
+        Some(Unit { slots: self.clone(), number, _permit: permit })
     }
 }
 
@@ -71,7 +104,7 @@ pub fn serve(server: Arc<Server>, listener: TcpListener) -> tokio::task::JoinHan
     })
 }
 
-async fn route(server: &Server, slots: &Slots, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
+async fn route(server: &Arc<Server>, slots: &Slots, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
     let Some(host) = request_host(&req) else {
         return plain(400, "the request names no host");
     };
@@ -104,11 +137,10 @@ async fn route(server: &Server, slots: &Slots, req: hyper::Request<Incoming>) ->
     if version.units <= 0 {
         return plain(503, &format!("app {app} has no units: add some with `tsuru unit add 1 -a {app}`"));
     }
-    let slot = slots.of(&app, version.version, version.units);
     let queue = Duration::from_millis(server.config.apps.queue_timeout_ms);
-    let _permit = match tokio::time::timeout(queue, slot.acquire_owned()).await {
-        Ok(Ok(permit)) => permit,
-        _ => {
+    let unit = match slots.of(&app, version.version, version.units).take(queue).await {
+        Some(unit) => unit,
+        None => {
             return plain(503, &format!(
                 "app {app} is busy: its {} unit(s) are all serving; add units with `tsuru unit add -a {app}`",
                 version.units
@@ -119,7 +151,38 @@ async fn route(server: &Server, slots: &Slots, req: hyper::Request<Incoming>) ->
         Ok(code) => code,
         Err(e) => return plain(500, &format!("app {app} version {} cannot run: {e}", version.version)),
     };
-    server.apps.runtime.handle(&code, invocation(&view), req).await
+    let mut invocation = invocation(&view);
+    invocation.output = Some(log_sink(server.clone(), &app, unit_name(&app, version, unit.number)));
+    server.apps.runtime.handle(&code, invocation, req).await
+}
+
+/// A unit's name, as app info lists it.
+pub fn unit_name(app: &str, version: &VersionRecord, number: i64) -> String {
+    let process = version.processes.first().map(String::as_str).unwrap_or("web");
+    format!("{app}-{process}-v{}-{number}", version.version)
+}
+
+/// Writes what an instance printed into the app's log, one entry per line,
+/// source `app`, under the unit's name.
+fn log_sink(server: Arc<Server>, app: &str, unit: String) -> crate::runtime::OutputSink {
+    let app = app.to_string();
+    Arc::new(move |stdout: Bytes, stderr: Bytes| {
+        let now = crate::store::now_millis();
+        let entries: Vec<(i64, String, String, String)> = [stdout, stderr]
+            .iter()
+            .flat_map(|bytes| String::from_utf8_lossy(bytes).lines().map(str::to_string).collect::<Vec<_>>())
+            .filter(|line| !line.is_empty())
+            .map(|line| (now, line, "app".to_string(), unit.clone()))
+            .collect();
+        let (server, app) = (server.clone(), app.clone());
+        tokio::spawn(async move {
+            let keep = i64::from(server.config.logs.max_lines_per_app);
+            match server.store.append_logs(&app, &entries, keep).await {
+                Ok(()) => server.log_written.notify_waiters(),
+                Err(e) => tracing::warn!(app = %app, error = %e, "cannot write the app's output to its log"),
+            }
+        });
+    })
 }
 
 /// The host a request is for, lower case, without port.

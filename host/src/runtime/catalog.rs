@@ -72,5 +72,5 @@ pub fn invocation(view: &AppView) -> Invocation {
         m if m > 0 => m,
         _ => view.plan.as_ref().map(|p| p.memory).unwrap_or(0),
     };
-    Invocation { env, memory_bytes: usize::try_from(memory).unwrap_or(0) }
+    Invocation { env, memory_bytes: usize::try_from(memory).unwrap_or(0), output: None }
 }

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -64,13 +65,22 @@ pub struct AppCode {
     pre: ProxyPre<AppState>,
 }
 
+/// Receives what a request's instance wrote to stdout and stderr, once it ends.
+pub type OutputSink = Arc<dyn Fn(Bytes, Bytes) + Send + Sync>;
+
 /// What one request runs with.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Invocation {
     pub env: Vec<(String, String)>,
     /// The plan's memory; 0 or more than the slot size means the slot size.
     pub memory_bytes: usize,
+    /// Where the guest's stdout/stderr go; discarded without one.
+    pub output: Option<OutputSink>,
 }
+
+/// What a request may write to stdout (and again to stderr); more fails the
+/// guest's write.
+const MAX_OUTPUT: usize = 1 << 20;
 
 /// Bytes of each instance's memory reset in place (not decommitted) after use.
 const KEEP_RESIDENT: usize = 2 << 20;
@@ -160,6 +170,11 @@ impl AppRuntime {
         };
         let mut wasi = WasiCtx::builder();
         wasi.envs(&invocation.env);
+        let pipes = invocation.output.map(|sink| {
+            let (stdout, stderr) = (MemoryOutputPipe::new(MAX_OUTPUT), MemoryOutputPipe::new(MAX_OUTPUT));
+            wasi.stdout(stdout.clone()).stderr(stderr.clone());
+            (sink, stdout, stderr)
+        });
         let state = AppState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
@@ -180,8 +195,18 @@ impl AppRuntime {
         // The guest may go on streaming its body after it hands over the
         // response head, so it runs in its own task.
         let task = tokio::spawn(async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            let result = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            }
+            .await;
+            if let Some((sink, stdout, stderr)) = pipes {
+                let (out, err) = (stdout.contents(), stderr.contents());
+                if !out.is_empty() || !err.is_empty() {
+                    sink(out, err);
+                }
+            }
+            result
         });
         match receiver.await {
             Ok(Ok(response)) => Ok(response.map(|body: HyperOutgoingBody| body.boxed_unsync())),
@@ -320,6 +345,7 @@ impl ResourceLimiter for MemoryCap {
 mod tests {
     use super::*;
     use http_body_util::Empty;
+    use std::sync::Mutex;
 
     fn runtime(dir: &Path) -> AppRuntime {
         let limits = RuntimeLimits { max_memory_bytes: 64 << 20, instances: 16, cpu_deadline: Duration::from_millis(500) };
@@ -341,8 +367,17 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let rt = runtime(dir.path());
         let hello = rt.load(&std::fs::read(env!("TORII_GUEST_APP_HELLO")).unwrap()).unwrap();
-        let env = Invocation { env: vec![("TSURU_APPNAME".into(), "web".into())], memory_bytes: 0 };
+        let output: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let seen = output.clone();
+        let sink: OutputSink = Arc::new(move |out, _err| seen.lock().unwrap().extend_from_slice(&out));
+        let env = Invocation { env: vec![("TSURU_APPNAME".into(), "web".into())], memory_bytes: 0, output: Some(sink) };
         assert_eq!(text(rt.handle(&hello, env.clone(), get("/x?y=1")).await).await, (200, "hello from web at /x?y=1\n".into()));
+        // The guest logs each request on stdout; the sink gets it once the instance ends.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while output.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(String::from_utf8_lossy(&output.lock().unwrap()), "served /x?y=1\n");
         let echo = rt.load(&std::fs::read(env!("TORII_GUEST_APP_ECHO_ENV")).unwrap()).unwrap();
         assert_eq!(text(rt.handle(&echo, env, get("/?name=TSURU_APPNAME")).await).await, (200, "web\n".into()));
     }
@@ -359,7 +394,7 @@ mod tests {
         assert_eq!(text(rt.handle(&burn, Invocation::default(), get("/")).await).await, (200, "awake\n".into()));
 
         let hog = rt.load(&std::fs::read(env!("TORII_GUEST_APP_HOG")).unwrap()).unwrap();
-        let small = Invocation { env: vec![], memory_bytes: 16 << 20 };
+        let small = Invocation { memory_bytes: 16 << 20, ..Invocation::default() };
         assert_eq!(text(rt.handle(&hog, small.clone(), get("/?mb=4")).await).await, (200, "held 4 MiB\n".into()));
         let (status, body) = text(rt.handle(&hog, small.clone(), get("/?mb=32")).await).await;
         assert_eq!((status, body.as_str()), (500, "the request needed more than the app's memory limit of 16 MiB\n"));

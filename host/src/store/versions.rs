@@ -106,6 +106,13 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Removes `version` of `app`.
+    pub async fn delete_version(&self, app: &str, version: i64) -> StoreResult<()> {
+        let _stale = self.views.stale(app);
+        sqlx::query("DELETE FROM app_versions WHERE app = $1 AND version = $2").bind(app).bind(version).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Every version of `app`, oldest first.
     pub async fn versions(&self, app: &str) -> StoreResult<Vec<VersionRecord>> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM app_versions WHERE app = $1 ORDER BY version"))

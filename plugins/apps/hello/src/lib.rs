@@ -12,6 +12,8 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
         let app = std::env::var("TSURU_APPNAME").unwrap_or_else(|_| "an app".into());
         let path = request.path_with_query().unwrap_or_default();
         let text = format!("hello from {app} at {path}\n");
+        // One access-log line on stdout: it lands in the app's log.
+        println!("served {path}");
         respond(out, 200, &text);
     }
 }
