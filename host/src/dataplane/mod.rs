@@ -6,6 +6,8 @@
 //! route comes from the app view cache, so a deploy, an env change or a new
 //! cname takes effect on the next request, in every torii process.
 
+pub mod logs;
+
 use crate::runtime::ResponseBody;
 use crate::runtime::catalog::invocation;
 use crate::server::Server;
@@ -81,6 +83,7 @@ impl UnitSlots {
 /// Accepts app traffic on `listener` until the returned task is aborted.
 pub fn serve(server: Arc<Server>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
     let slots = Arc::new(Slots::default());
+    let logs = logs::LogBatcher::start(Arc::downgrade(&server));
     tokio::spawn(async move {
         loop {
             let (stream, _) = match listener.accept().await {
@@ -92,11 +95,11 @@ pub fn serve(server: Arc<Server>, listener: TcpListener) -> tokio::task::JoinHan
                 }
             };
             let _ = stream.set_nodelay(true);
-            let (server, slots) = (server.clone(), slots.clone());
+            let (server, slots, logs) = (server.clone(), slots.clone(), logs.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let (server, slots) = (server.clone(), slots.clone());
-                    async move { Ok::<_, std::convert::Infallible>(route(&server, &slots, req).await) }
+                    let (server, slots, logs) = (server.clone(), slots.clone(), logs.clone());
+                    async move { Ok::<_, std::convert::Infallible>(route(&server, &slots, &logs, req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
@@ -104,7 +107,7 @@ pub fn serve(server: Arc<Server>, listener: TcpListener) -> tokio::task::JoinHan
     })
 }
 
-async fn route(server: &Arc<Server>, slots: &Slots, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
+async fn route(server: &Server, slots: &Slots, logs: &logs::LogBatcher, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
     let Some(host) = request_host(&req) else {
         return plain(400, "the request names no host");
     };
@@ -152,7 +155,7 @@ async fn route(server: &Arc<Server>, slots: &Slots, req: hyper::Request<Incoming
         Err(e) => return plain(500, &format!("app {app} version {} cannot run: {e}", version.version)),
     };
     let mut invocation = invocation(&view);
-    invocation.output = Some(log_sink(server.clone(), &app, unit_name(&app, version, unit.number)));
+    invocation.output = Some(log_sink(logs.clone(), &app, unit_name(&app, version, unit.number)));
     server.apps.runtime.handle(&code, invocation, req).await
 }
 
@@ -162,26 +165,17 @@ pub fn unit_name(app: &str, version: &VersionRecord, number: i64) -> String {
     format!("{app}-{process}-v{}-{number}", version.version)
 }
 
-/// Writes what an instance printed into the app's log, one entry per line,
-/// source `app`, under the unit's name.
-fn log_sink(server: Arc<Server>, app: &str, unit: String) -> crate::runtime::OutputSink {
+/// Sends what an instance printed to the app's log, one entry per line,
+/// source `app`, under the unit's name (written in batches).
+fn log_sink(logs: logs::LogBatcher, app: &str, unit: String) -> crate::runtime::OutputSink {
     let app = app.to_string();
     Arc::new(move |stdout: Bytes, stderr: Bytes| {
         let now = crate::store::now_millis();
-        let entries: Vec<(i64, String, String, String)> = [stdout, stderr]
-            .iter()
-            .flat_map(|bytes| String::from_utf8_lossy(bytes).lines().map(str::to_string).collect::<Vec<_>>())
-            .filter(|line| !line.is_empty())
-            .map(|line| (now, line, "app".to_string(), unit.clone()))
-            .collect();
-        let (server, app) = (server.clone(), app.clone());
-        tokio::spawn(async move {
-            let keep = i64::from(server.config.logs.max_lines_per_app);
-            match server.store.append_logs(&app, &entries, keep).await {
-                Ok(()) => server.log_written.notify_waiters(),
-                Err(e) => tracing::warn!(app = %app, error = %e, "cannot write the app's output to its log"),
+        for bytes in [stdout, stderr] {
+            for line in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.is_empty()) {
+                logs.push((app.clone(), now, line.to_string(), unit.clone()));
             }
-        });
+        }
     })
 }
 
