@@ -83,7 +83,7 @@ pub struct Invocation {
 const MAX_OUTPUT: usize = 1 << 20;
 
 /// Bytes of each instance's memory reset in place (not decommitted) after use.
-const KEEP_RESIDENT: usize = 2 << 20;
+const KEEP_RESIDENT: usize = 8 << 20;
 
 pub type ResponseBody = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
