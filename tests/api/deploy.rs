@@ -350,3 +350,49 @@ backends! {
         t.stop().await;
     }
 }
+
+backends! {
+    async fn new_versions_join_the_traffic_when_made_routable(b) {
+        let t = setup(b).await;
+        let hello = std::fs::read(HELLO).unwrap();
+        let echo = std::fs::read(ECHO_ENV).unwrap();
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&hello, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&echo, &[("new-version", "true"), ("override-versions", "true")])).send().await
+            .expect_error(400, "new-version and override-versions cannot be used together");
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&echo, &[("new-version", "true")])).send().await;
+        assert!(r.body.contains("Version 2 of app \"web\" is deployed without traffic"), "{}", r.body);
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        // Still all on version 1.
+        for _ in 0..20 {
+            assert_eq!(t.app_get("web.apps.test", "/").await, (200, "hello from web at /\n".into()));
+        }
+        t.req("POST", "/1.8/apps/web/routable").admin().json(json!({"version": "9", "isRoutable": true})).send().await
+            .expect_error(400, "Invalid version: 9");
+        t.req("POST", "/1.8/apps/web/routable").admin().json(json!({"version": "x", "isRoutable": true})).send().await
+            .expect_error(400, "Invalid version: x");
+        t.req("POST", "/1.8/apps/web/routable").admin().json(json!({"version": "2", "isRoutable": true})).send().await.expect(200, "");
+
+        // Two routable versions share the traffic equally: 1,000 requests within ±5 points of 50/50.
+        let mut hello_count = 0;
+        for _ in 0..1000 {
+            let (status, body) = t.app_get("web.apps.test", "/").await;
+            assert_eq!(status, 200);
+            if body.starts_with("hello") {
+                hello_count += 1;
+            }
+        }
+        assert!((450..=550).contains(&hello_count), "version 1 got {hello_count} of 1000");
+        assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["units"].as_array().unwrap().len(), 2);
+
+        // With two versions serving, a plain deploy must say which way it goes.
+        t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&hello, &[])).send().await
+            .expect_error(400, "multiple versions currently deployed, either new-version or override-old-versions must be set");
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&hello, &[("override-versions", "true")])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        for _ in 0..20 {
+            assert_eq!(t.app_get("web.apps.test", "/").await, (200, "hello from web at /\n".into()));
+        }
+        t.stop().await;
+    }
+}

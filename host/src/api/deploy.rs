@@ -10,6 +10,7 @@ use crate::deploy::{DeployError, Progress, deploy_wasm, extract, image_name};
 use crate::config::WASM_PROVISIONER;
 use crate::error::{ApiError, ApiResult};
 use crate::server::Server;
+use crate::store::NewVersion;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,24 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.4", Method::PUT, "/apps/{app}/deploy/rollback/update", rollback_update)
         .add("1.10", Method::DELETE, "/apps/{app}/versions/{version}", version_delete)
         .add("1.0", Method::POST, "/apps/{appname}/diff", diff)
+        .add("1.8", Method::POST, "/apps/{app}/routable", routable)
+}
+
+/// `POST /1.8/apps/{app}/routable`: a version joins the traffic (shared
+/// equally among routable versions) or leaves it.
+async fn routable(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
+    let raw = params.field("version").unwrap_or_default();
+    let version: i64 = raw.parse().ok().filter(|n| *n > 0).ok_or_else(|| ApiError::bad_request(format!("Invalid version: {raw}")))?;
+    let is_routable = params.optional_bool("isRoutable")?.unwrap_or(false);
+    caller.require("app.update.routable", &app_contexts(&app))?;
+    let data = json!({"app": app.name, "version": version, "isRoutable": is_routable});
+    let event = app_event(&server, &caller, &ip, "app.update.routable", &app, data).await?;
+    let result = match server.store.set_routable(&app.name, version, is_routable).await {
+        Ok(true) => Ok(axum::http::StatusCode::OK.into_response()),
+        Ok(false) => Err(ApiError::bad_request(format!("Invalid version: {raw}"))),
+        Err(e) => Err(ApiError::from(e)),
+    };
+    event.done(result).await
 }
 
 /// `POST /apps/{appname}/diff`: deprecated in tsuru, always 410.
@@ -186,6 +205,16 @@ async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
     if archive_url.is_empty() && image.is_empty() && dockerfile.is_empty() && !has_file {
         return Err(ApiError::bad_request(r#"You must provide at least one of: "archive-url", "dockerfile", "image" or "file""#));
     }
+    let flag = |key: &str| -> ApiResult<bool> {
+        match input.field(key) {
+            "" => Ok(false),
+            raw => super::params::parse_bool(raw).ok_or_else(|| ApiError::bad_request(format!("invalid {key}: {raw:?}"))),
+        }
+    };
+    let (new_version, override_versions) = (flag("new-version")?, flag("override-versions")?);
+    if new_version && override_versions {
+        return Err(ApiError::bad_request("new-version and override-versions cannot be used together"));
+    }
     let origin = if image.is_empty() { input.field("origin").to_string() } else { "image".to_string() };
     if !origin.is_empty() && !ORIGINS.contains(&origin.as_str()) {
         return Err(ApiError::bad_request("Invalid deployment origin"));
@@ -215,6 +244,11 @@ async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
             r#"the wasm provisioner cannot deploy {kind}: deploy a wasi:http component with "file" or "archive-url""#
         )));
     }
+    let routable = server.store.versions(&app.name).await?.iter().filter(|v| v.routable).count();
+    if routable > 1 && !new_version && !override_versions {
+        return Err(ApiError::bad_request("multiple versions currently deployed, either new-version or override-old-versions must be set"));
+    }
+    let how = if new_version { NewVersion::Beside } else { NewVersion::Replace };
     let mut data = json!({"app": app.name, "origin": origin, "message": input.field("message"), "kind": permission.trim_start_matches("app.deploy.")});
     if !archive_url.is_empty() {
         data["archive-url"] = Value::String(archive_url.to_string());
@@ -230,7 +264,7 @@ async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
                 None => fetch(&server, &archive_url, &out).await?,
             };
             let artifact = extract(&upload).map_err(|e| e.to_string())?;
-            deploy_wasm(&server, &app.name, artifact, &event_id, &out).await.map_err(|e: DeployError| e.to_string())
+            deploy_wasm(&server, &app.name, artifact, &event_id, how, &out).await.map_err(|e: DeployError| e.to_string())
         }
         .await;
         match &result {

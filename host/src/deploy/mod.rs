@@ -9,6 +9,7 @@
 use crate::blobs::Blobs;
 use crate::runtime::LoadError;
 use crate::server::Server;
+use crate::store::NewVersion;
 use std::io::Read;
 use std::time::Instant;
 
@@ -100,8 +101,16 @@ pub trait Progress {
 }
 
 /// Checks, compiles, stores and records `artifact` as the next version of
-/// `app`, which then takes all the traffic. Returns the version number.
-pub async fn deploy_wasm(server: &Server, app: &str, artifact: Artifact, event_id: &str, out: &impl Progress) -> Result<i64, DeployError> {
+/// `app`, which then takes all the traffic (or none, beside the others).
+/// Returns the version number.
+pub async fn deploy_wasm(
+    server: &Server,
+    app: &str,
+    artifact: Artifact,
+    event_id: &str,
+    how: NewVersion,
+    out: &impl Progress,
+) -> Result<i64, DeployError> {
     let digest = Blobs::digest(&artifact.component);
     out.line(format!(
         "---- Checking {} ({} KiB, sha256 {}) ----\n",
@@ -114,9 +123,17 @@ pub async fn deploy_wasm(server: &Server, app: &str, artifact: Artifact, event_i
     tokio::task::block_in_place(|| server.apps.load(&digest, &artifact.component))?;
     out.line(format!(" ---> a wasi:http component, ready in {} ms\n", started.elapsed().as_millis())).await;
     server.apps.blobs.put(&artifact.component).await.map_err(DeployError::Blob)?;
-    let version = server.store.add_version(app, &digest, &artifact.processes, event_id).await?;
+    let version = server.store.add_version(app, &digest, &artifact.processes, event_id, how).await?;
     out.line(format!(" ---> processes: {}\n", artifact.processes.join(", "))).await;
-    out.line(format!("---- Version {version} of app {app:?} is serving all its traffic ----\n")).await;
+    match how {
+        NewVersion::Replace => out.line(format!("---- Version {version} of app {app:?} is serving all its traffic ----\n")).await,
+        NewVersion::Beside => {
+            out.line(format!(
+                "---- Version {version} of app {app:?} is deployed without traffic: make it routable to share the traffic ----\n"
+            ))
+            .await
+        }
+    }
     Ok(version)
 }
 

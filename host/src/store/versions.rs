@@ -21,6 +21,15 @@ pub struct VersionRecord {
     pub units: i64,
 }
 
+/// Where a deployed version goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewVersion {
+    /// The only routable version: all the traffic.
+    Replace,
+    /// Beside the routable ones, without traffic until made routable.
+    Beside,
+}
+
 const COLUMNS: &str = "app, version, digest, processes, routable, weight, deploy_event, disabled_reason, created_at, units";
 
 pub(super) fn version(row: &AnyRow) -> StoreResult<VersionRecord> {
@@ -40,17 +49,25 @@ pub(super) fn version(row: &AnyRow) -> StoreResult<VersionRecord> {
 }
 
 impl Store {
-    /// Records version N+1 of `app` and makes it the only routable version
-    /// (all the traffic); returns N+1. Counts the deploy on the app.
-    pub async fn add_version(&self, app: &str, digest: &str, processes: &[String], deploy_event: &str) -> StoreResult<i64> {
+    /// Records version N+1 of `app` and returns N+1; counts the deploy on the
+    /// app. `Replace` makes it the only routable version (all the traffic);
+    /// `Beside` adds it without traffic (tsuru's `new-version`), to be made
+    /// routable later.
+    pub async fn add_version(&self, app: &str, digest: &str, processes: &[String], deploy_event: &str, how: NewVersion) -> StoreResult<i64> {
         let _stale = self.views.stale(app);
         let mut tx = self.pool.begin().await?;
         // Written first: on SQLite this takes the write lock before any read.
         sqlx::query("UPDATE apps SET deploys = deploys + 1 WHERE name = $1").bind(app).execute(&mut *tx).await?;
-        sqlx::query("UPDATE app_versions SET routable = 0, weight = 0 WHERE app = $1").bind(app).execute(&mut *tx).await?;
+        let routable = match how {
+            NewVersion::Replace => {
+                sqlx::query("UPDATE app_versions SET routable = 0, weight = 0 WHERE app = $1").bind(app).execute(&mut *tx).await?;
+                1
+            }
+            NewVersion::Beside => 0,
+        };
         let row = sqlx::query(&format!(
             "INSERT INTO app_versions ({COLUMNS}) \
-             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, 1, 100, $4, '', $5, 1 FROM app_versions WHERE app = $1 \
+             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $6, $7, $4, '', $5, 1 FROM app_versions WHERE app = $1 \
              RETURNING version"
         ))
         .bind(app)
@@ -58,6 +75,8 @@ impl Store {
         .bind(super::json_list(processes))
         .bind(deploy_event)
         .bind(now_millis())
+        .bind(routable)
+        .bind(routable * 100)
         .fetch_one(&mut *tx)
         .await?;
         let number: i64 = row.try_get("version")?;
@@ -80,6 +99,21 @@ impl Store {
         sqlx::query("UPDATE apps SET deploys = deploys + 1 WHERE name = $1").bind(app).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Makes `version` routable (sharing the traffic equally with the other
+    /// routable versions) or takes it out of the traffic. False when there is
+    /// no such version.
+    pub async fn set_routable(&self, app: &str, version: i64, routable: bool) -> StoreResult<bool> {
+        let _stale = self.views.stale(app);
+        let done = sqlx::query("UPDATE app_versions SET routable = $1, weight = $2 WHERE app = $3 AND version = $4")
+            .bind(i64::from(routable))
+            .bind(if routable { 100i64 } else { 0 })
+            .bind(app)
+            .bind(version)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Sets how many units `version` runs.
