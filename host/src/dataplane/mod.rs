@@ -8,12 +8,11 @@
 
 pub mod logs;
 
-use crate::runtime::ResponseBody;
+use crate::runtime::{ResponseBody, plain_text as plain};
 use crate::runtime::catalog::invocation;
 use crate::server::Server;
 use crate::store::{AppView, VersionRecord};
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -202,15 +201,6 @@ fn pick(view: &AppView, roll: f64) -> Option<&VersionRecord> {
         }
     }
     routable.last().copied()
-}
-
-fn plain(status: u16, text: &str) -> hyper::Response<ResponseBody> {
-    let body = http_body_util::Full::new(Bytes::from(format!("{text}\n"))).map_err(|never| match never {}).boxed_unsync();
-    hyper::Response::builder()
-        .status(status)
-        .header("content-type", "text/plain; charset=utf-8")
-        .body(body)
-        .expect("static response parts")
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::Component;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter};
 
 /// How often the epoch advances; deadlines are whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -51,6 +51,36 @@ impl PluginEngine {
     /// same bytes by a compatible engine from the cache.
     pub fn component(&self, bytes: &[u8]) -> anyhow::Result<Component> {
         cached_component(&self.engine, &self.cache_dir, bytes)
+    }
+}
+
+/// Raised (as a trap) when a guest tries to grow a memory past its cap, so
+/// the failure is named instead of surfacing as a guest abort.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit reached")]
+pub struct MemoryLimit;
+
+/// Caps every memory of an instance at `bytes` (a refused growth traps with
+/// [`MemoryLimit`]) and its tables at `max_table_elements`.
+pub struct MemoryCap {
+    pub bytes: usize,
+    pub max_table_elements: usize,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.bytes || maximum.is_some_and(|max| desired > max) {
+            return Err(wasmtime::Error::new(MemoryLimit));
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(wasmtime::Error::new(MemoryLimit))
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= self.max_table_elements && maximum.is_none_or(|max| desired <= max))
     }
 }
 

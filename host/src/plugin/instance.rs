@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use super::engine::{MemoryCap, MemoryLimit};
+use wasmtime::{Store, Trap};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -38,7 +39,7 @@ pub struct HostCtx {
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: Limiter,
+    limits: MemoryCap,
     stderr: StderrTail,
     pub host: Arc<HostCtx>,
 }
@@ -121,36 +122,8 @@ fn guest_said(stderr: &str) -> String {
     }
 }
 
-/// Raised (as a trap) when a guest tries to grow a memory past its cap, so
-/// the failure is named instead of surfacing as a guest abort.
-#[derive(Debug, thiserror::Error)]
-#[error("memory limit reached")]
-struct MemoryLimit;
-
-/// Caps every memory of an instance at `memory_bytes`.
-struct Limiter {
-    memory_bytes: usize,
-}
-
 /// Most table elements a plugin may hold; tables are small in practice.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes || maximum.is_some_and(|max| desired > max) {
-            return Err(wasmtime::Error::new(MemoryLimit));
-        }
-        Ok(true)
-    }
-
-    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        Err(wasmtime::Error::new(MemoryLimit))
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|max| desired <= max))
-    }
-}
 
 /// A plugin kind's bindings, as the pool needs them.
 pub trait World: Send + Sync + 'static {
@@ -224,7 +197,7 @@ impl<W: World> PluginPool<W> {
         let state = PluginState {
             wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
-            limits: Limiter { memory_bytes: self.limits.memory_bytes },
+            limits: MemoryCap { bytes: self.limits.memory_bytes, max_table_elements: MAX_TABLE_ELEMENTS },
             stderr,
             host: self.host.clone(),
         };

@@ -13,7 +13,7 @@
 
 pub mod catalog;
 
-use crate::plugin::engine::{EPOCH_TICK, cached_component, spawn_epoch_ticker};
+use crate::plugin::engine::{EPOCH_TICK, MemoryCap, MemoryLimit, cached_component, spawn_epoch_ticker};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -180,7 +180,7 @@ impl AppRuntime {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: NoOutbound,
-            limiter: MemoryCap { bytes: memory },
+            limiter: MemoryCap { bytes: memory, max_table_elements: MAX_TABLE_ELEMENTS },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -259,13 +259,19 @@ impl Failure {
             Failure::App(text) => (500, text),
             Failure::Host(text) => (500, format!("torii could not run the request: {text}")),
         };
-        let body = http_body_util::Full::new(Bytes::from(format!("{text}\n"))).map_err(|never| match never {}).boxed_unsync();
-        hyper::Response::builder()
-            .status(status)
-            .header("content-type", "text/plain; charset=utf-8")
-            .body(body)
-            .expect("static response parts")
+        plain_text(status, &text)
     }
+}
+
+/// A plain-text answer (`text` and a newline), as torii answers app traffic
+/// it cannot hand to an app.
+pub fn plain_text(status: u16, text: &str) -> hyper::Response<ResponseBody> {
+    let body = http_body_util::Full::new(Bytes::from(format!("{text}\n"))).map_err(|never| match never {}).boxed_unsync();
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(body)
+        .expect("static response parts")
 }
 
 struct AppState {
@@ -312,34 +318,8 @@ impl WasiHttpHooks for NoOutbound {
     }
 }
 
-/// The memory cap of one request's instance.
-struct MemoryCap {
-    bytes: usize,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("memory limit reached")]
-struct MemoryLimit;
-
 /// Most table elements an app instance may hold.
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.bytes || maximum.is_some_and(|max| desired > max) {
-            return Err(wasmtime::Error::new(MemoryLimit));
-        }
-        Ok(true)
-    }
-
-    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        Err(wasmtime::Error::new(MemoryLimit))
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|max| desired <= max))
-    }
-}
 
 #[cfg(test)]
 mod tests {
