@@ -65,37 +65,16 @@ where
     F: FnOnce(StreamWriter) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    let (work_tx, mut work_rx) = mpsc::channel::<Bytes>(64);
-    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let (work_tx, work_rx) = mpsc::channel::<Bytes>(64);
     let writer = StreamWriter { tx: work_tx };
     tokio::spawn(async move {
         if let Err(e) = work(writer.clone()).await {
             writer.fail(&e).await;
         }
     });
-    // Forwards lines, and writes a bare newline after `keepalive` of silence.
-    tokio::spawn(async move {
-        let mut last_newline = true;
-        loop {
-            match tokio::time::timeout(keepalive, work_rx.recv()).await {
-                Ok(Some(bytes)) => {
-                    last_newline = bytes.ends_with(b"\n");
-                    if body_tx.send(Ok(bytes)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(_) => {
-                    let ka: &'static [u8] = if last_newline { b"\n" } else { b"\n\n" };
-                    last_newline = true;
-                    if body_tx.send(Ok(Bytes::from_static(ka))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    let body = Body::from_stream(receiver_stream(body_rx));
+    // A bare newline after `keepalive` of silence (another first if the last
+    // byte sent was not one).
+    let body = keepalive_body(work_rx, keepalive, |last_newline| Bytes::from_static(if last_newline { b"\n" } else { b"\n\n" }));
     let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-json-stream"));
@@ -122,22 +101,9 @@ where
     F: FnOnce(TextWriter) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (work_tx, mut work_rx) = mpsc::channel::<Bytes>(64);
-    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let (work_tx, work_rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(work(TextWriter { tx: work_tx }));
-    tokio::spawn(async move {
-        loop {
-            let bytes = match tokio::time::timeout(keepalive, work_rx.recv()).await {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => return,
-                Err(_) => Bytes::from_static(b"please wait...\n"),
-            };
-            if body_tx.send(Ok(bytes)).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut response = Response::new(Body::from_stream(receiver_stream(body_rx)));
+    let mut response = Response::new(keepalive_body(work_rx, keepalive, |_| Bytes::from_static(b"please wait...\n")));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text"));
     for (name, value) in headers {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -145,6 +111,27 @@ where
         }
     }
     response
+}
+
+/// A body forwarding what the work writes, and `keepalive_bytes(last byte
+/// sent was a newline)` after each `keepalive` of silence.
+fn keepalive_body(mut work_rx: mpsc::Receiver<Bytes>, keepalive: Duration, keepalive_bytes: impl Fn(bool) -> Bytes + Send + 'static) -> Body {
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let mut last_newline = true;
+        loop {
+            let bytes = match tokio::time::timeout(keepalive, work_rx.recv()).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return,
+                Err(_) => keepalive_bytes(last_newline),
+            };
+            last_newline = bytes.ends_with(b"\n");
+            if body_tx.send(Ok(bytes)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Body::from_stream(receiver_stream(body_rx))
 }
 
 pub(super) fn receiver_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> + Send {
