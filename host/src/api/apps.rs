@@ -586,10 +586,15 @@ async fn revoke(
     event.done(result.map_err(ApiError::from)).await
 }
 
+/// The provisioner serving `app`: its pool's, or the configured default.
+pub(super) async fn app_provisioner(server: &Server, app: &AppRecord) -> ApiResult<String> {
+    let own = server.store.pool(&app.pool).await?.map(|p| p.provisioner).unwrap_or_default();
+    Ok(server.config.pool_provisioner(&own).to_string())
+}
+
 /// Units in use: those of the routable versions (started, stopped or asleep).
 async fn units_in_use(server: &Server, app: &str) -> ApiResult<i64> {
-    let versions = server.store.versions(app).await?;
-    Ok(versions.iter().filter(|v| v.routable).map(|v| v.units * v.processes.len() as i64).sum())
+    Ok(crate::store::units_in_use(&server.store.versions(app).await?))
 }
 
 async fn quota_get(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget) -> ApiResult<Response> {

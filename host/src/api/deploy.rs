@@ -2,7 +2,7 @@
 //! permissions by source kind, and tsuru's raw text stream ending in `OK`.
 //! The pipeline itself is `crate::deploy`.
 
-use super::apps::{AppTarget, app_contexts, app_event};
+use super::apps::{AppTarget, app_contexts, app_event, app_provisioner};
 use super::params::Params;
 use super::stream::{KEEPALIVE, TextWriter, text_stream};
 use super::{AppState, Caller, ClientIp, Routes};
@@ -93,10 +93,7 @@ async fn rollback(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
     if image.is_empty() {
         return Err(ApiError::bad_request("you cannot rollback without an image name"));
     }
-    let origin = params.get("origin").unwrap_or_default();
-    if !origin.is_empty() && !ORIGINS.contains(&origin.as_str()) {
-        return Err(ApiError::bad_request("Invalid deployment origin"));
-    }
+    check_origin(&params.get("origin").unwrap_or_default())?;
     if !caller.allows("app.deploy.rollback", &app_contexts(&app)) {
         return Err(ApiError::forbidden_with("You don't have permission to do this action"));
     }
@@ -154,6 +151,11 @@ async fn rollback_update(State(server): AppState, Caller(caller): Caller, ip: Cl
 
 
 const ORIGINS: &[&str] = &["app-deploy", "git", "rollback", "drag-and-drop", "image", "rebuild"];
+
+/// An empty origin, or one of tsuru's deployment origins.
+fn check_origin(origin: &str) -> ApiResult<()> {
+    if origin.is_empty() || ORIGINS.contains(&origin) { Ok(()) } else { Err(ApiError::bad_request("Invalid deployment origin")) }
+}
 
 /// The deploy's input: the uploaded `file` and the other fields.
 struct Input {
@@ -216,9 +218,7 @@ async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
         return Err(ApiError::bad_request("new-version and override-versions cannot be used together"));
     }
     let origin = if image.is_empty() { input.field("origin").to_string() } else { "image".to_string() };
-    if !origin.is_empty() && !ORIGINS.contains(&origin.as_str()) {
-        return Err(ApiError::bad_request("Invalid deployment origin"));
-    }
+    check_origin(&origin)?;
     let permission = if !dockerfile.is_empty() {
         "app.deploy.dockerfile"
     } else if !image.is_empty() {
@@ -233,8 +233,7 @@ async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
     if !caller.allows(permission, &app_contexts(&app)) {
         return Err(ApiError::forbidden_with("User does not have permission to do this action in this app"));
     }
-    let own = server.store.pool(&app.pool).await?.map(|p| p.provisioner).unwrap_or_default();
-    let provisioner = server.config.pool_provisioner(&own).to_string();
+    let provisioner = app_provisioner(&server, &app).await?;
     if provisioner != WASM_PROVISIONER {
         return Err(ApiError::bad_request(format!("the {provisioner:?} provisioner of pool {:?} cannot deploy yet", app.pool)));
     }

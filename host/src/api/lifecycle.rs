@@ -4,7 +4,7 @@
 //! (stopped: 503), or wake the app on the next request (asleep: nothing but the
 //! compiled code on disk is kept).
 
-use super::apps::{AppTarget, app_contexts, app_event};
+use super::apps::{AppTarget, app_contexts, app_event, app_provisioner};
 use super::params::Params;
 use super::stream::{KEEPALIVE, json_stream};
 use super::{AppState, Caller, ClientIp, Routes};
@@ -29,8 +29,7 @@ async fn run_command(State(server): AppState, Caller(caller): Caller, AppTarget(
         return Err(ApiError::bad_request("You must provide the command to run"));
     }
     caller.require("app.run", &app_contexts(&app))?;
-    let own = server.store.pool(&app.pool).await?.map(|p| p.provisioner).unwrap_or_default();
-    let provisioner = server.config.pool_provisioner(&own);
+    let provisioner = app_provisioner(&server, &app).await?;
     Err(ApiError::bad_request(format!(
         "the {provisioner} provisioner does not run commands: a WASM app has no shell or processes to run them in; \
          deploy a component that does the work on a request instead"
@@ -123,7 +122,7 @@ async fn run(
         }
         match event.done(result).await {
             Ok(()) => {
-                let units: i64 = versions.iter().filter(|v| v.routable).map(|v| v.units * v.processes.len() as i64).sum();
+                let units = crate::store::units_in_use(&versions);
                 w.message(&format!(" ---> {units} unit(s) {}\n", action.status())).await;
                 Ok(())
             }

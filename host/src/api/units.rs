@@ -7,7 +7,7 @@ use super::params::Params;
 use super::stream::{KEEPALIVE, json_stream};
 use super::{AppState, Caller, ClientIp, Routes};
 use crate::error::{ApiError, ApiResult};
-use crate::store::VersionRecord;
+use crate::store::{VersionRecord, units_in_use};
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -67,7 +67,7 @@ async fn change(
         return Err(ApiError::bad_request(format!("version {} has only {} unit(s)", target.version, target.units)));
     }
     if adding && app.quota_limit >= 0 {
-        let in_use: i64 = routable.iter().map(|v| v.units * v.processes.len() as i64).sum();
+        let in_use = units_in_use(&versions);
         if in_use + count * target.processes.len() as i64 > app.quota_limit {
             return Err(ApiError::forbidden_with(format!("Quota exceeded. Available: {}, Requested: {count}.", (app.quota_limit - in_use).max(0))));
         }

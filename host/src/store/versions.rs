@@ -21,6 +21,12 @@ pub struct VersionRecord {
     pub units: i64,
 }
 
+/// Units of the routable versions: one per process per unit count. The app
+/// quota counts these.
+pub fn units_in_use(versions: &[VersionRecord]) -> i64 {
+    versions.iter().filter(|v| v.routable).map(|v| v.units * v.processes.len() as i64).sum()
+}
+
 /// Where a deployed version goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NewVersion {
