@@ -1,7 +1,8 @@
 //! Example app for deadlines: `/burn` spins forever, `/sleep?ms=N` sleeps N
 //! ms (monotonic clock), anything else answers `awake`.
 
-use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use app_support::respond;
+use wasip2::http::types::{IncomingRequest, ResponseOutparam};
 
 struct Burn;
 
@@ -19,16 +20,6 @@ impl wasip2::exports::http::incoming_handler::Guest for Burn {
         if let Some(ms) = path.strip_prefix("/sleep?ms=").and_then(|n| n.parse::<u64>().ok()) {
             wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
         }
-        respond(out, "awake\n");
+        respond(out, 200, "awake\n");
     }
-}
-
-fn respond(out: ResponseOutparam, text: &str) {
-    let response = OutgoingResponse::new(Fields::new());
-    let Ok(body) = response.body() else { return };
-    ResponseOutparam::set(out, Ok(response));
-    if let Ok(stream) = body.write() {
-        let _ = stream.blocking_write_and_flush(text.as_bytes());
-    }
-    let _ = OutgoingBody::finish(body, None);
 }

@@ -1,7 +1,8 @@
 //! Example app for memory limits: `?mb=N` allocates and touches N MiB, then
 //! answers how much it held.
 
-use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use app_support::respond;
+use wasip2::http::types::{IncomingRequest, ResponseOutparam};
 
 struct Hog;
 
@@ -16,16 +17,6 @@ impl wasip2::exports::http::incoming_handler::Guest for Hog {
             held.push(vec![1u8; 1 << 20]);
         }
         let total: usize = held.iter().map(|v| std::hint::black_box(v).len()).sum();
-        respond(out, &format!("held {} MiB\n", total >> 20));
+        respond(out, 200, &format!("held {} MiB\n", total >> 20));
     }
-}
-
-fn respond(out: ResponseOutparam, text: &str) {
-    let response = OutgoingResponse::new(Fields::new());
-    let Ok(body) = response.body() else { return };
-    ResponseOutparam::set(out, Ok(response));
-    if let Ok(stream) = body.write() {
-        let _ = stream.blocking_write_and_flush(text.as_bytes());
-    }
-    let _ = OutgoingBody::finish(body, None);
 }
