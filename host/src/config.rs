@@ -43,6 +43,10 @@ pub struct RouterConfig {
     pub listen: SocketAddr,
     /// Apps answer at `<app>.<domain>` (and at their cnames).
     pub domain: String,
+    /// Where HTTPS app traffic arrives, served with the certificate set for
+    /// the requested name (SNI). Unset: no TLS, and certificate calls answer
+    /// `no router with tls support`.
+    pub tls_listen: Option<SocketAddr>,
 }
 
 /// The provisioner built into the host: WASM apps in the app runtime.
@@ -248,7 +252,7 @@ impl Default for ApiConfig {
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        RouterConfig { listen: ([127, 0, 0, 1], 8888).into(), domain: "torii.localhost".into() }
+        RouterConfig { listen: ([127, 0, 0, 1], 8888).into(), domain: "torii.localhost".into(), tls_listen: None }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod plugin;
 pub mod pools;
+pub mod routers;
 pub mod rbac;
 pub mod runtime;
 pub mod store;

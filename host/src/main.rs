@@ -74,6 +74,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         api = %running.addr,
         apps = %running.router_addr,
+        apps_tls = ?running.tls_addr,
         database = ?running.server.store.backend(),
         auth_scheme = running.server.scheme.name(),
         "torii {} is serving the tsuru API",

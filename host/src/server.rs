@@ -137,6 +137,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Where app traffic arrives (`[router] listen`).
     pub router_addr: SocketAddr,
+    /// Where HTTPS app traffic arrives (`[router] tls_listen`), if anywhere.
+    pub tls_addr: Option<SocketAddr>,
     pub server: Arc<Server>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -173,7 +175,15 @@ pub async fn start(server: Arc<Server>, listener: Option<TcpListener>) -> anyhow
         .await
         .with_context(|| format!("cannot listen for app traffic on {} ([router] listen)", server.config.router.listen))?;
     let router_addr = router_listener.local_addr()?;
-    let router = crate::dataplane::serve(server.clone(), router_listener);
+    let (tls_listener, tls_addr) = match server.config.router.tls_listen {
+        None => (None, None),
+        Some(at) => {
+            let l = TcpListener::bind(at).await.with_context(|| format!("cannot listen for HTTPS app traffic on {at} ([router] tls_listen)"))?;
+            let addr = l.local_addr()?;
+            (Some(l), Some(addr))
+        }
+    };
+    let router = crate::dataplane::serve(server.clone(), router_listener, tls_listener);
     let app = crate::api::router(server.clone());
     let (tx, rx) = oneshot::channel::<()>();
     // Streams (deploy output, x-json-streams) are many small writes: no Nagle delays.
@@ -187,5 +197,5 @@ pub async fn start(server: Arc<Server>, listener: Option<TcpListener>) -> anyhow
             })
             .await
     });
-    Ok(Running { addr, router_addr, server, shutdown: Some(tx), task, router })
+    Ok(Running { addr, router_addr, tls_addr, server, shutdown: Some(tx), task, router })
 }

@@ -28,7 +28,7 @@ backends! {
         create(&[("name", "tsr")]).await.expect_error(400, INVALID);
         create(&[("name", "myapp"), ("platform", "python")]).await.expect_error(500, "Invalid platform");
         create(&[("name", "myapp"), ("plan", "nope")]).await.expect_error(400, "plan not found");
-        create(&[("name", "myapp"), ("router", "ingress")]).await.expect_status(400);
+        create(&[("name", "myapp"), ("router", "ingress")]).await.expect_error(400, "router \"ingress\" not found");
         create(&[("name", "myapp"), ("pool", "ghost")]).await.expect_error(400, "Pool does not exist.");
         let outsider = t.user("out@example.com").await;
         t.req("POST", "/1.0/apps").token(&outsider).form(&[("name", "x")]).send().await
@@ -37,7 +37,7 @@ backends! {
 
         // `tags` first, then the legacy repeated `tag`, trimmed and de-duplicated.
         let r = create(&[("name", "myapp"), ("description", "my app"), ("tag", "a"), ("tag", " a "), ("tags.0", "b")]).await;
-        r.expect(201, "{\"status\":\"success\"}\n");
+        r.expect(201, "{\"status\":\"success\",\"ip\":\"myapp.apps.test\"}\n");
         assert_eq!(r.header("content-type"), "application/json");
         create(&[("name", "myapp")]).await
             .expect_error(409, "tsuru failed to create the app \"myapp\": there is already an app with this name");
@@ -50,12 +50,14 @@ backends! {
         sorted.sort();
         assert_eq!(keys, sorted, "app info keys are sorted as tsuru's map");
         assert_eq!(v, json!({
-            "cname": null, "deploys": 0, "description": "my app",
+            "cname": null, "deploys": 0, "description": "my app", "ip": "myapp.apps.test",
             "lock": {"Locked": false, "Reason": "", "Owner": "", "AcquireDate": "0001-01-01T00:00:00Z"},
             "metadata": {"labels": null, "annotations": null},
             "name": "myapp", "owner": "dev@example.com",
-            "plan": {"name": "c0.1m0.2", "memory": 268435456, "cpushare": 0, "cpumilli": 100, "override": {"memory": null, "cpumilli": null}},
+            "plan": {"name": "c0.1m0.2", "memory": 268435456, "cpushare": 0, "cpumilli": 100, "override": {"memory": null, "cpumilli": null}, "router": "embedded"},
             "platform": "", "pool": "main", "provisioner": "wasm", "quota": {"limit": -1, "inuse": 0},
+            "router": "embedded", "routeropts": {},
+            "routers": [{"name": "embedded", "opts": {}, "address": "myapp.apps.test", "addresses": ["myapp.apps.test"], "type": "embedded", "status": "ready"}],
             "serviceInstanceBinds": [], "tags": ["b", "a"], "teamowner": "t1", "teams": ["t1"], "units": [], "volumeBinds": null
         }));
         t.req("GET", "/1.0/apps/ghost").token(&dev).send().await.expect_error(404, "App ghost not found.");
@@ -133,7 +135,8 @@ backends! {
         assert_eq!(list[0], json!({
             "name": "alpha", "pool": "main", "teamowner": "t1",
             "plan": {"name": "c0.1m0.2", "memory": 268435456, "cpushare": 0, "cpumilli": 100, "default": true, "override": {"memory": null, "cpumilli": null}},
-            "units": [], "cname": null, "ip": "", "routers": [],
+            "units": [], "cname": null, "ip": "alpha.apps.test",
+            "routers": [{"name": "embedded", "opts": {}, "address": "alpha.apps.test", "addresses": null, "type": ""}],
             "lock": {"Locked": false, "Reason": "", "Owner": "", "AcquireDate": "0001-01-01T00:00:00Z"},
             "tags": ["x"], "metadata": {"labels": null, "annotations": null}
         }));

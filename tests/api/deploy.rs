@@ -3,11 +3,11 @@
 use crate::support::{TestServer, backends};
 use serde_json::json;
 
-const HELLO: &str = env!("TORII_GUEST_APP_HELLO");
-const ECHO_ENV: &str = env!("TORII_GUEST_APP_ECHO_ENV");
+pub(crate) const HELLO: &str = env!("TORII_GUEST_APP_HELLO");
+pub(crate) const ECHO_ENV: &str = env!("TORII_GUEST_APP_ECHO_ENV");
 
 /// A multipart body with a `file` part and text fields.
-fn upload(file: &[u8], fields: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn upload(file: &[u8], fields: &[(&str, &str)]) -> Vec<u8> {
     let mut body = Vec::new();
     for (k, v) in fields {
         body.extend_from_slice(format!("--XBOUNDARY\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
@@ -20,7 +20,7 @@ fn upload(file: &[u8], fields: &[(&str, &str)]) -> Vec<u8> {
     body
 }
 
-const MP: &str = "multipart/form-data; boundary=XBOUNDARY";
+pub(crate) const MP: &str = "multipart/form-data; boundary=XBOUNDARY";
 
 fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));

@@ -9,7 +9,7 @@ use std::time::Duration;
 use torii::events::{Allowed, EventSpec, Owner, Target};
 use torii::rbac::Context;
 
-fn bson_data(custom: &Value) -> Value {
+pub(crate) fn bson_data(custom: &Value) -> Value {
     let data = custom["Data"].as_str().expect("Data");
     let bytes = base64::engine::general_purpose::STANDARD.decode(data).unwrap();
     let doc = bson::Document::from_reader(&mut bytes.as_slice()).unwrap();

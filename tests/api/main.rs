@@ -17,6 +17,7 @@ mod platforms;
 mod plugins;
 mod pools;
 mod roles;
+mod routers;
 mod teams;
 mod tokens;
 mod users;

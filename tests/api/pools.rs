@@ -30,7 +30,7 @@ backends! {
         assert_eq!(p.json(), json!({
             "name": "prod", "default": true, "provisioner": "", "labels": {"region": "eu"}, "public": true,
             "teams": ["t1"],
-            "allowed": {"team": ["t1"], "router": null, "service": null,
+            "allowed": {"team": ["t1"], "router": ["embedded"], "service": null,
                         "plan": p.json()["allowed"]["plan"].clone(), "volume-plan": null}
         }));
         assert_eq!(p.json()["allowed"]["plan"].as_array().unwrap().len(), 21);

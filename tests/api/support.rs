@@ -197,6 +197,8 @@ pub struct Options {
     pub auth_toml: String,
     /// Extra lines inside the `[api]` table.
     pub api_toml: String,
+    /// Extra lines inside the `[router]` table.
+    pub router_toml: String,
     pub user_registration: bool,
     /// Join this database (another test server's) instead of a fresh one.
     pub database_url: Option<String>,
@@ -209,6 +211,7 @@ impl Options {
             extra_toml: String::new(),
             auth_toml: String::new(),
             api_toml: String::new(),
+            router_toml: String::new(),
             user_registration: false,
             database_url: None,
         }
@@ -231,11 +234,12 @@ impl TestServer {
         };
         let toml = format!(
             "data_dir = {:?}\n{}\n[database]\nurl = {:?}\nmax_connections = 8\n[api]\nlisten = \"127.0.0.1:0\"\n{}\n\
-             [router]\nlisten = \"127.0.0.1:0\"\ndomain = \"apps.test\"\n[auth]\nuser_registration = {}\n{}\n[plugins]\ncache_dir = {:?}\n",
+             [router]\nlisten = \"127.0.0.1:0\"\ndomain = \"apps.test\"\n{}\n[auth]\nuser_registration = {}\n{}\n[plugins]\ncache_dir = {:?}\n",
             data.path(),
             "",
             db_url,
             opts.api_toml,
+            opts.router_toml,
             opts.user_registration,
             opts.auth_toml,
             shared_cache_dir(),
@@ -266,6 +270,11 @@ impl TestServer {
     /// Where app traffic arrives: the embedded router's data plane.
     pub fn router_url(&self) -> String {
         format!("http://{}", self.running.as_ref().unwrap().router_addr)
+    }
+
+    /// Where HTTPS app traffic arrives, when `[router] tls_listen` is set.
+    pub fn tls_addr(&self) -> std::net::SocketAddr {
+        self.running.as_ref().unwrap().tls_addr.expect("[router] tls_listen is set")
     }
 
     /// `GET path` through the router to `host`; answers status and body.

@@ -26,7 +26,8 @@ use crate::pools::{self, Constraint};
 use crate::rbac::{Context, ContextType};
 use crate::server::Server;
 use serde::Serialize;
-use crate::store::{AppColumn, AppRecord, AppView, EnvVar, Metadata, MetadataItem, PlanRecord, PoolRecord, now_millis};
+use crate::routers;
+use crate::store::{AppColumn, AppRecord, AppRouter, AppView, EnvVar, Metadata, MetadataItem, PlanRecord, PoolRecord, now_millis};
 
 pub(super) fn routes(r: Routes) -> Routes {
     r.add("1.0", Method::GET, "/apps", list)
@@ -226,9 +227,7 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
     let constraints = server.store.constraints().await?;
     let pool = choose_pool(&server, &constraints, params.field("pool"), &team).await?;
     let plan = choose_plan(&server, &constraints, params.field("plan"), &pool.name).await?;
-    if let Some(router) = params.field("router").filter(|r| !r.is_empty() && r != "none") {
-        return Err(ApiError::bad_request(format!("router {router:?} not found: no routers are configured")));
-    }
+    let app_routers = choose_routers(&server, &constraints, &params, &pool.name).await?;
     let (platform, platform_version) = match params.field("platform").filter(|p| !p.is_empty()) {
         None => (String::new(), String::new()),
         Some(p) => resolve_platform(&server, &caller, &p).await?,
@@ -273,10 +272,34 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
     ]
     .map(|(n, v)| EnvVar { name: n.into(), value: v, public: false, alias: String::new(), managed_by: String::new() });
     let event = app_event(&server, &caller, &ip, "app.create", &app, request_data(&params, &[])).await?;
-    let result = server.store.create_app(&app, &env, &hash_token(&token)).await;
-    event
-        .done(result.map(|()| json(StatusCode::CREATED, &json!({"status": "success"}))).map_err(ApiError::from))
-        .await
+    let ip = match app_routers.first() {
+        Some(r) => routers::find(&routers::catalogue(&server).await?, &r.router).map(|r| r.address(&name)),
+        None => None,
+    };
+    let result = server.store.create_app(&app, &env, &app_routers, &hash_token(&token)).await;
+    let answer = match ip {
+        Some(ip) => json!({"status": "success", "ip": ip}),
+        None => json!({"status": "success"}),
+    };
+    event.done(result.map(|()| json(StatusCode::CREATED, &answer)).map_err(ApiError::from)).await
+}
+
+/// The routers of a new app: `router` (`none`: no router) with `routerOpts`,
+/// else the pool's default router. Unknown or disallowed routers are 400s.
+async fn choose_routers(server: &Server, constraints: &[Constraint], params: &Params, pool: &str) -> ApiResult<Vec<AppRouter>> {
+    let opts = params.field_map("routerOpts");
+    routers::check_opts(&opts).map_err(ApiError::bad_request)?;
+    let name = match params.field("router").filter(|r| !r.is_empty()) {
+        Some(none) if none == "none" => return Ok(vec![]),
+        Some(name) => {
+            super::routers::router_for_pool(server, &name, pool).await.map_err(|e| ApiError::bad_request(e.message))?.name
+        }
+        None => match routers::default_for_pool(constraints, pool, &routers::catalogue(server).await?) {
+            Some(r) => r.name.clone(),
+            None => return Ok(vec![]),
+        },
+    };
+    Ok(vec![AppRouter { router: name, opts }])
 }
 
 /// An app's lock as tsuru shows it (Go field names).
@@ -325,7 +348,7 @@ fn list_or_null(v: &[String]) -> Value {
 }
 
 async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(view): AppViewTarget) -> ApiResult<Response> {
-    let AppView { app, plan, provisioner, lock_event, .. } = &*view;
+    let AppView { app, plan, provisioner, lock_event, routers: app_routers, .. } = &*view;
     caller.require("app.read.info", &app_contexts(app))?;
     let lock = match lock_event {
         None => None,
@@ -344,7 +367,15 @@ async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(vie
     out.insert("metadata", json!(metadata_json(&app.metadata)));
     out.insert("name", json!(app.name));
     out.insert("owner", json!(app.owner));
-    out.insert("plan", json!(app_plan_json(app, plan, false)));
+    let main_router = app_routers.first().map(|r| r.router.as_str());
+    out.insert("plan", json!(app_plan_json(app, plan, false).with_router(main_router)));
+    let routers_json = super::routers::app_routers_json(&view, &routers::catalogue(&server).await?);
+    if let (Some(first), Some(main)) = (routers_json.first(), app_routers.first()) {
+        out.insert("ip", json!(first.address));
+        out.insert("router", json!(main.router));
+        out.insert("routeropts", json!(main.opts));
+    }
+    out.insert("routers", json!(routers_json));
     out.insert("platform", json!(platform));
     out.insert("pool", json!(app.pool));
     // The pool's provisioner, or the configured default.
@@ -437,8 +468,8 @@ struct ListItem<'a> {
     plan: super::plans::PlanJson,
     units: [(); 0],
     cname: Option<&'a [String]>,
-    ip: &'static str,
-    routers: [(); 0],
+    ip: String,
+    routers: Vec<super::routers::AppRouterJson>,
     lock: LockJson<'a>,
     tags: Option<&'a [String]>,
     metadata: MetadataJson<'a>,
@@ -467,6 +498,7 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
     let wanted_tags: Vec<String> = params.all("tag").into_iter().filter(|s| !s.is_empty()).collect();
     let extended = flag(&params, "extended");
     let locks = server.store.locking_events("app").await?;
+    let catalogue = routers::catalogue(&server).await?;
 
     let mut out = Vec::new();
     let all = server.store.app_views().await?;
@@ -501,6 +533,7 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
         if locked_only && lock.is_none() {
             continue;
         }
+        let routers_json: Vec<_> = super::routers::app_routers_json(view, &catalogue).into_iter().map(|r| r.brief()).collect();
         out.push(ListItem {
             name: &app.name,
             pool: &app.pool,
@@ -508,8 +541,8 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
             plan: app_plan_json(app, &view.plan, true),
             units: [],
             cname: non_empty(&app.cnames),
-            ip: "",
-            routers: [],
+            ip: routers_json.first().map(|r| r.address.clone()).unwrap_or_default(),
+            routers: routers_json,
             lock: lock_json(lock),
             tags: non_empty(&app.tags),
             metadata: if extended { metadata_json(&app.metadata) } else { NO_METADATA },

@@ -17,13 +17,15 @@ mod event_blocks;
 mod events;
 mod lifecycle;
 mod logs;
-mod names;
+pub mod names;
 mod misc;
 pub mod plans;
 mod platforms;
 mod pools;
 pub mod params;
 mod roles;
+mod routers;
+mod certificates;
 pub mod stream;
 mod teams;
 pub mod tokens;
@@ -98,6 +100,8 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = webhooks::routes(routes);
     let routes = platforms::routes(routes);
     let routes = cnames::routes(routes);
+    let routes = routers::routes(routes);
+    let routes = certificates::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router

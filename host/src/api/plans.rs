@@ -36,6 +36,9 @@ pub struct PlanJson {
     default: bool,
     #[serde(rename = "override")]
     overrides: OverrideJson,
+    /// The app's main router, when the plan is shown as part of an app.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    router: Option<String>,
 }
 
 impl PlanJson {
@@ -43,6 +46,11 @@ impl PlanJson {
     pub fn with_overrides(mut self, memory: i64, cpumilli: i64) -> PlanJson {
         let positive = |n: i64| (n > 0).then_some(n);
         self.overrides = OverrideJson { memory: positive(memory), cpumilli: positive(cpumilli) };
+        self
+    }
+
+    pub fn with_router(mut self, router: Option<&str>) -> PlanJson {
+        self.router = router.map(str::to_string);
         self
     }
 }
@@ -55,6 +63,7 @@ pub fn plan_json(p: &PlanRecord) -> PlanJson {
         cpumilli: p.cpumilli,
         default: p.default,
         overrides: OverrideJson { memory: None, cpumilli: None },
+        router: None,
     }
 }
 

@@ -66,6 +66,7 @@ struct World {
     constraints: Vec<Constraint>,
     teams: Vec<String>,
     plans: Vec<String>,
+    routers: Vec<String>,
 }
 
 async fn world(server: &Server) -> ApiResult<World> {
@@ -73,6 +74,7 @@ async fn world(server: &Server) -> ApiResult<World> {
         constraints: server.store.constraints().await?,
         teams: server.store.teams().await?.into_iter().map(|t| t.name).collect(),
         plans: server.store.plans().await?.into_iter().map(|p| p.name).collect(),
+        routers: crate::routers::catalogue(server).await?.into_iter().map(|r| r.name).collect(),
     })
 }
 
@@ -86,8 +88,8 @@ fn pool_json(w: &World, p: PoolRecord) -> PoolJson {
         public: pools::is_public(&w.constraints, &p.name),
         allowed: AllowedJson {
             team: teams.clone(),
-            // Routers, services and volume plans arrive with their areas.
-            router: None,
+            // Services and volume plans arrive with their areas.
+            router: admitted("router", &w.routers),
             service: None,
             plan: admitted("plan", &w.plans),
             volume_plan: None,

@@ -7,6 +7,7 @@
 //! cname takes effect on the next request, in every torii process.
 
 pub mod logs;
+mod tls;
 
 use crate::runtime::{ResponseBody, plain_text as plain};
 use crate::runtime::catalog::invocation;
@@ -79,50 +80,115 @@ impl UnitSlots {
     }
 }
 
-/// Accepts app traffic on `listener` until the returned task is aborted.
-pub fn serve(server: Arc<Server>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
-    let slots = Arc::new(Slots::default());
+/// What every connection of the data plane shares.
+#[derive(Clone)]
+struct Plane {
+    server: Arc<Server>,
+    slots: Arc<Slots>,
+    logs: logs::LogBatcher,
+}
+
+/// Accepts app traffic on `listener` (HTTP) and `tls_listener` (HTTPS, the
+/// certificate chosen by SNI) until the returned task is aborted.
+pub fn serve(server: Arc<Server>, listener: TcpListener, tls_listener: Option<TcpListener>) -> tokio::task::JoinHandle<()> {
     let logs = logs::LogBatcher::start(Arc::downgrade(&server));
+    let plane = Plane { server, slots: Arc::new(Slots::default()), logs };
     tokio::spawn(async move {
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "router: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let (server, slots, logs) = (server.clone(), slots.clone(), logs.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let (server, slots, logs) = (server.clone(), slots.clone(), logs.clone());
-                    async move { Ok::<_, std::convert::Infallible>(route(&server, &slots, &logs, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-            });
+        let certs = Arc::new(tls::Certificates::default());
+        let plain = accept_loop(listener, plane.clone(), None);
+        match tls_listener {
+            Some(l) => {
+                tokio::join!(plain, accept_loop(l, plane, Some(certs)));
+            }
+            None => plain.await,
         }
     })
+}
+
+async fn accept_loop(listener: TcpListener, plane: Plane, tls: Option<Arc<tls::Certificates>>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "router: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let plane = plane.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve_connection(plane, stream).await,
+                Some(certs) => {
+                    if let Some(stream) = tls::handshake(&plane.server, &certs, stream).await {
+                        serve_connection(plane, stream).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection<S>(plane: Plane, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let plane = plane.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(&plane.server, &plane.slots, &plane.logs, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+}
+
+/// Which app a host name is for, and through which of its routers: a
+/// router's `<app>.<domain>` (the app must be linked to that router), or a
+/// cname of the app (served by its main router).
+pub(crate) async fn resolve(server: &Server, host: &str) -> Result<Option<(Arc<AppView>, String)>, String> {
+    let by_domain = |domain: &str| host.strip_suffix(domain).and_then(|h| h.strip_suffix('.')).filter(|a| !a.contains('.')).map(str::to_string);
+    let mut found = by_domain(&server.config.router.domain).map(|app| (app, crate::routers::EMBEDDED.to_string()));
+    if found.is_none() {
+        let dynamic = server.store.dynamic_routers().await.map_err(|e| format!("torii could not read the routers: {e}"))?;
+        found = dynamic.iter().find_map(|r| {
+            let domain = r.config.get("domain").and_then(|d| d.as_str())?;
+            by_domain(domain).map(|app| (app, r.name.clone()))
+        });
+    }
+    let (app, router) = match found {
+        Some((app, router)) => (app, Some(router)),
+        None => match server.store.cname_app(host).await {
+            Ok(Some(app)) => (app, None),
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(format!("torii could not look up {host}: {e}")),
+        },
+    };
+    let view = match server.store.app_view(&app).await {
+        Ok(Some(view)) => view,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(format!("torii could not look up app {app}: {e}")),
+    };
+    let router = match router {
+        Some(r) if view.routers.iter().any(|ar| ar.router == r) => r,
+        Some(_) => return Ok(None),
+        None => match view.routers.first() {
+            Some(main) => main.router.clone(),
+            None => return Ok(None),
+        },
+    };
+    Ok(Some((view, router)))
 }
 
 async fn route(server: &Server, slots: &Slots, logs: &logs::LogBatcher, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
     let Some(host) = request_host(&req) else {
         return plain(400, "the request names no host");
     };
-    let app = match host.strip_suffix(&server.config.router.domain).and_then(|h| h.strip_suffix('.')) {
-        Some(app) if !app.contains('.') => app.to_string(),
-        _ => match server.store.cname_owner(&host).await {
-            Ok(Some(app)) => app,
-            Ok(None) => return plain(404, &format!("no app answers at {host}")),
-            Err(e) => return plain(500, &format!("torii could not look up {host}: {e}")),
-        },
-    };
-    let view = match server.store.app_view(&app).await {
-        Ok(Some(view)) => view,
+    let (view, router) = match resolve(server, &host).await {
+        Ok(Some(found)) => found,
         Ok(None) => return plain(404, &format!("no app answers at {host}")),
-        Err(e) => return plain(500, &format!("torii could not look up app {app}: {e}")),
+        Err(e) => return plain(500, &e),
     };
+    let app = view.app.name.clone();
     match view.app.status.as_str() {
         "stopped" => return plain(503, &format!("app {app} is stopped: start it with `tsuru app start -a {app}`")),
         "asleep" => {
@@ -133,7 +199,8 @@ async fn route(server: &Server, slots: &Slots, logs: &logs::LogBatcher, req: hyp
         }
         _ => {}
     }
-    let Some(version) = pick(&view, rand::random::<f64>()) else {
+    let canary = crate::routers::linked(&view, &router).and_then(crate::routers::canary);
+    let Some(version) = pick(&view, canary, rand::random::<f64>()) else {
         return plain(503, &format!("app {app} has no deployed version yet: deploy one with `tsuru app deploy`"));
     };
     if version.units <= 0 {
@@ -189,18 +256,40 @@ fn request_host<B>(req: &hyper::Request<B>) -> Option<String> {
 }
 
 /// The routable version a request goes to, `roll` in [0, 1) choosing among
-/// them by weight.
-fn pick(view: &AppView, roll: f64) -> Option<&VersionRecord> {
+/// them by weight. With a `canary` percentage and several routable versions,
+/// the newest gets that share and the others split the rest by weight.
+fn pick(view: &AppView, canary: Option<u32>, roll: f64) -> Option<&VersionRecord> {
     let routable: Vec<&VersionRecord> = view.versions.iter().filter(|v| v.routable && v.weight > 0).collect();
-    let total: i64 = routable.iter().map(|v| v.weight).sum();
-    let mut point = roll * total as f64;
-    for v in &routable {
-        point -= v.weight as f64;
+    let newest = routable.iter().map(|v| v.version).max()?;
+    let mut shares: Vec<(&VersionRecord, f64)> = match canary {
+        Some(percent) if routable.len() > 1 => {
+            let others: i64 = routable.iter().filter(|v| v.version != newest).map(|v| v.weight).sum();
+            routable
+                .iter()
+                .map(|v| {
+                    let share = if v.version == newest {
+                        f64::from(percent) / 100.0
+                    } else {
+                        (1.0 - f64::from(percent) / 100.0) * v.weight as f64 / others as f64
+                    };
+                    (*v, share)
+                })
+                .collect()
+        }
+        _ => {
+            let total: i64 = routable.iter().map(|v| v.weight).sum();
+            routable.iter().map(|v| (*v, v.weight as f64 / total as f64)).collect()
+        }
+    };
+    shares.retain(|(_, share)| *share > 0.0);
+    let mut point = roll;
+    for (v, share) in &shares {
+        point -= share;
         if point < 0.0 {
             return Some(v);
         }
     }
-    routable.last().copied()
+    shares.last().map(|(v, _)| *v)
 }
 
 #[cfg(test)]
@@ -232,13 +321,38 @@ mod tests {
             lock_event: None,
             versions: vec![version(1, 90, true), version(2, 10, true), version(3, 100, false)],
             env: vec![],
+            routers: vec![],
+            certificates: vec![],
         };
-        assert_eq!(pick(&view, 0.0).unwrap().version, 1);
-        assert_eq!(pick(&view, 0.899).unwrap().version, 1);
-        assert_eq!(pick(&view, 0.9).unwrap().version, 2);
-        assert_eq!(pick(&view, 0.999).unwrap().version, 2);
+        assert_eq!(pick(&view, None, 0.0).unwrap().version, 1);
+        assert_eq!(pick(&view, None, 0.899).unwrap().version, 1);
+        assert_eq!(pick(&view, None, 0.9).unwrap().version, 2);
+        assert_eq!(pick(&view, None, 0.999).unwrap().version, 2);
         let none = AppView { versions: vec![version(3, 100, false)], ..view };
-        assert!(pick(&none, 0.5).is_none());
+        assert!(pick(&none, None, 0.5).is_none());
+    }
+
+    #[test]
+    fn a_canary_gives_the_newest_version_its_share() {
+        let view = AppView {
+            app: AppRecord::default(),
+            plan: None,
+            provisioner: None,
+            lock_event: None,
+            versions: vec![version(1, 1, true), version(2, 1, true), version(3, 1, true)],
+            env: vec![],
+            routers: vec![],
+            certificates: vec![],
+        };
+        assert_eq!(pick(&view, Some(10), 0.0).unwrap().version, 1);
+        assert_eq!(pick(&view, Some(10), 0.449).unwrap().version, 1);
+        assert_eq!(pick(&view, Some(10), 0.451).unwrap().version, 2);
+        assert_eq!(pick(&view, Some(10), 0.899).unwrap().version, 2);
+        assert_eq!(pick(&view, Some(10), 0.901).unwrap().version, 3);
+        assert_eq!(pick(&view, Some(0), 0.999).unwrap().version, 2, "canary 0 sends nothing to the newest");
+        assert_eq!(pick(&view, Some(100), 0.0).unwrap().version, 3);
+        let one = AppView { versions: vec![version(4, 1, true)], ..view };
+        assert_eq!(pick(&one, Some(0), 0.5).unwrap().version, 4, "a lone version takes everything");
     }
 
     #[test]

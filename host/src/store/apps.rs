@@ -1,7 +1,7 @@
 //! Apps, app teams, app env and app tokens.
 
 use super::views::Slot;
-use super::{PlanRecord, Store, StoreError, StoreResult, VersionRecord, conflict_or, json_list, now_millis, parse_list};
+use super::{AppRouter, CertificateRecord, PlanRecord, Store, StoreError, StoreResult, VersionRecord, conflict_or, json_list, now_millis, parse_list};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -151,6 +151,8 @@ fn app_view(row: &AnyRow) -> StoreResult<AppView> {
         lock_event: row.try_get("lock_event")?,
         versions: Vec::new(),
         env: Vec::new(),
+        routers: Vec::new(),
+        certificates: Vec::new(),
     })
 }
 
@@ -165,6 +167,9 @@ pub struct AppView {
     /// Deployed versions, oldest first.
     pub versions: Vec<VersionRecord>,
     pub env: Vec<EnvVar>,
+    /// Routers serving the app, main router first.
+    pub routers: Vec<AppRouter>,
+    pub certificates: Vec<CertificateRecord>,
 }
 
 fn app_not_found(name: &str) -> StoreError {
@@ -173,7 +178,7 @@ fn app_not_found(name: &str) -> StoreError {
 
 impl Store {
     /// Creates an app with its owner team, env and token hash, atomically.
-    pub async fn create_app(&self, a: &AppRecord, env: &[EnvVar], token_hash: &str) -> StoreResult<()> {
+    pub async fn create_app(&self, a: &AppRecord, env: &[EnvVar], routers: &[AppRouter], token_hash: &str) -> StoreResult<()> {
         let _stale = self.views.stale(&a.name);
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
@@ -203,6 +208,7 @@ impl Store {
         for e in env {
             insert_env(&mut tx, &a.name, e).await?;
         }
+        super::routers::insert_app_routers(&mut tx, &a.name, routers).await?;
         sqlx::query("INSERT INTO app_tokens (token_hash, app, created_at) VALUES ($1, $2, $3)")
             .bind(token_hash)
             .bind(&a.name)
@@ -236,6 +242,8 @@ impl Store {
             Some(mut view) => {
                 view.versions = self.versions(name).await?;
                 view.env = self.app_env(name).await?;
+                view.routers = self.app_routers(name).await?;
+                view.certificates = self.certificates(name).await?;
                 Some(Arc::new(view))
             }
         };
@@ -268,12 +276,22 @@ impl Store {
         for (app, var) in self.all_env().await? {
             env.entry(app).or_default().push(var);
         }
+        let mut routers: HashMap<String, Vec<AppRouter>> = HashMap::new();
+        for (app, r) in self.all_app_routers().await? {
+            routers.entry(app).or_default().push(r);
+        }
+        let mut certificates: HashMap<String, Vec<CertificateRecord>> = HashMap::new();
+        for (app, c) in self.all_certificates().await? {
+            certificates.entry(app).or_default().push(c);
+        }
         let views = rows
             .iter()
             .map(|r| {
                 let mut view = app_view(r)?;
                 view.versions = versions.remove(&view.app.name).unwrap_or_default();
                 view.env = env.remove(&view.app.name).unwrap_or_default();
+                view.routers = routers.remove(&view.app.name).unwrap_or_default();
+                view.certificates = certificates.remove(&view.app.name).unwrap_or_default();
                 Ok(Arc::new(view))
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -301,6 +319,8 @@ impl Store {
         sqlx::query("DELETE FROM app_tokens WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_logs WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_cnames WHERE app = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM app_routers WHERE app = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM app_certificates WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_env WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_teams WHERE app = $1").bind(name).execute(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM apps WHERE name = $1").bind(name).execute(&mut *tx).await?;

@@ -22,7 +22,8 @@
 //! the database under the app's lock.
 
 use super::AppView;
-use std::collections::BTreeMap;
+use super::routers::RouterRecord;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,7 +45,15 @@ struct Inner {
     /// from it.
     complete: bool,
     generation: u64,
+    /// The dynamic routers, once read (emptied with everything else).
+    routers: Option<Arc<Vec<RouterRecord>>>,
+    /// Which app each looked-up cname belongs to (`None`: no app); emptied
+    /// by any change to any app, since a cname may have moved.
+    hosts: HashMap<String, Option<String>>,
 }
+
+/// Cname lookups kept at most.
+const MAX_HOSTS: usize = 100_000;
 
 #[derive(Clone)]
 pub(super) enum Slot {
@@ -127,9 +136,42 @@ impl ViewCache {
         inner.complete = true;
     }
 
+    pub(super) fn routers(&self) -> Option<Arc<Vec<RouterRecord>>> {
+        if !self.trusted() {
+            return None;
+        }
+        self.lock().routers.clone()
+    }
+
+    pub(super) fn install_routers(&self, read_at: u64, routers: Arc<Vec<RouterRecord>>) {
+        let mut inner = self.lock();
+        if self.trusted() && inner.generation == read_at {
+            inner.routers = Some(routers);
+        }
+    }
+
+    /// The app owning cname `host`, when known: `Some(None)` means no app.
+    pub(super) fn host(&self, host: &str) -> Option<Option<String>> {
+        if !self.trusted() {
+            return None;
+        }
+        self.lock().hosts.get(host).cloned()
+    }
+
+    pub(super) fn insert_host(&self, read_at: u64, host: &str, app: Option<String>) {
+        let mut inner = self.lock();
+        if self.trusted() && inner.generation == read_at {
+            if inner.hosts.len() >= MAX_HOSTS {
+                inner.hosts.clear();
+            }
+            inner.hosts.insert(host.to_string(), app);
+        }
+    }
+
     pub(super) fn invalidate(&self, name: &str) {
         let mut inner = self.lock();
         inner.generation += 1;
+        inner.hosts.clear();
         if inner.complete {
             inner.views.insert(name.to_string(), Slot::Stale);
         } else {
@@ -142,6 +184,8 @@ impl ViewCache {
         inner.generation += 1;
         inner.views.clear();
         inner.complete = false;
+        inner.routers = None;
+        inner.hosts.clear();
     }
 
     /// Invalidates `name` when the returned guard drops: at the end of the
@@ -249,6 +293,8 @@ mod tests {
             lock_event: None,
             versions: vec![],
             env: vec![],
+            routers: vec![],
+            certificates: vec![],
         })
     }
 
@@ -264,6 +310,27 @@ mod tests {
         assert!(cache.get("a").is_some());
         cache.notified("*");
         assert!(cache.get("a").is_none());
+    }
+
+    #[test]
+    fn cname_owners_and_routers_go_with_any_change() {
+        let cache = ViewCache::new(true);
+        let read_at = cache.generation();
+        cache.insert_host(read_at, "www.a.com", Some("a".into()));
+        cache.insert_host(read_at, "www.none.com", None);
+        cache.install_routers(read_at, Arc::new(vec![]));
+        assert_eq!(cache.host("www.a.com"), Some(Some("a".into())));
+        assert_eq!(cache.host("www.none.com"), Some(None));
+        // Any app may have taken the cname.
+        cache.invalidate("b");
+        assert_eq!(cache.host("www.none.com"), None);
+        assert!(cache.routers().is_some());
+        let read_at = cache.generation();
+        cache.invalidate("b");
+        cache.insert_host(read_at, "www.a.com", Some("a".into()));
+        assert_eq!(cache.host("www.a.com"), None, "a raced read is not kept");
+        cache.clear();
+        assert!(cache.routers().is_none());
     }
 
     #[test]

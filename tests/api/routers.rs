@@ -1,0 +1,250 @@
+//! Routers: the catalogue, dynamic routers, app routers, canary weights,
+//! routes rebuild and TLS with per-name certificates (API-NOTES §2.9, §2.10).
+
+use crate::deploy::{ECHO_ENV, HELLO, MP, upload};
+use crate::support::{Options, TestServer, backends};
+use serde_json::json;
+
+async fn setup(opts: Options) -> TestServer {
+    let t = TestServer::start_with(opts).await;
+    t.team("t1").await;
+    t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
+    t.req("POST", "/1.0/apps").admin().form(&[("name", "web"), ("teamOwner", "t1")]).send().await.expect_status(201);
+    let hello = std::fs::read(HELLO).unwrap();
+    let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&hello, &[])).send().await;
+    assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+    t
+}
+
+backends! {
+    async fn catalogue_dynamic_routers_and_app_routers(b) {
+        let t = setup(Options::new(b)).await;
+        let list = t.req("GET", "/1.3/routers").admin().send().await.json();
+        assert_eq!(list.as_array().unwrap().len(), 1);
+        let embedded = &list[0];
+        assert_eq!(
+            (embedded["name"].clone(), embedded["type"].clone(), embedded["config"].clone(), embedded["readinessGates"].clone(), embedded["dynamic"].clone(), embedded["default"].clone()),
+            (json!("embedded"), json!("embedded"), json!({"domain": "apps.test"}), json!(null), json!(false), json!(true))
+        );
+        assert_eq!((embedded["info"]["domain"].clone(), embedded["info"]["tls"].clone()), (json!("apps.test"), json!("disabled")));
+        assert_eq!(t.req("GET", "/plans/routers").admin().send().await.json(), list);
+
+        // A new app gets the pool's default router; its address is the app's ip.
+        let r = t.req("POST", "/1.0/apps").admin().form(&[("name", "other"), ("teamOwner", "t1")]).send().await;
+        assert_eq!(r.json(), json!({"status": "success", "ip": "other.apps.test"}));
+        let info = t.req("GET", "/1.0/apps/web").admin().send().await.json();
+        assert_eq!((info["ip"].clone(), info["router"].clone(), info["routeropts"].clone(), info["plan"]["router"].clone()),
+            (json!("web.apps.test"), json!("embedded"), json!({}), json!("embedded")));
+        let embedded_app_router = json!({"name": "embedded", "opts": {}, "address": "web.apps.test", "addresses": ["web.apps.test"], "type": "embedded", "status": "ready"});
+        assert_eq!(info["routers"], json!([embedded_app_router]));
+        assert_eq!(t.req("GET", "/1.5/apps/web/routers").admin().send().await.json(), json!([embedded_app_router]));
+        let listed = t.req("GET", "/1.0/apps").admin().send().await.json();
+        assert_eq!(listed[1]["ip"], "web.apps.test");
+
+        // Dynamic routers: validated, unique, typed.
+        let add = |body: serde_json::Value| t.req("POST", "/1.8/routers").admin().json(body);
+        add(json!({"name": "canary", "type": "nginx", "config": {"domain": "canary.test"}})).send().await
+            .expect_error(400, "router type \"nginx\" is not known: the types are embedded");
+        add(json!({"name": "canary", "type": "embedded"})).send().await
+            .expect_error(400, "a router of type embedded needs config domain: a DNS name such as apps.example.com");
+        add(json!({"name": "canary", "type": "embedded", "config": {"domain": "apps.test"}})).send().await
+            .expect_error(400, "domain \"apps.test\" is already the domain of router \"embedded\"");
+        add(json!({"Name": "canary", "Type": "embedded", "Config": {"domain": "old.test"}, "ReadinessGates": ["a"]})).send().await.expect(201, "");
+        add(json!({"name": "canary", "type": "embedded", "config": {"domain": "x.test"}})).send().await.expect_error(409, "dynamic router already exists");
+        add(json!({"name": "embedded", "type": "embedded", "config": {"domain": "x.test"}})).send().await.expect_error(409, "dynamic router already exists");
+        t.req("PUT", "/1.8/routers/ghost").admin().json(json!({"type": "embedded", "config": {"domain": "g.test"}})).send().await
+            .expect_error(404, "dynamic router not found");
+        t.req("PUT", "/1.8/routers/canary").admin().json(json!({"type": "embedded", "config": {"domain": "canary.test"}})).send().await.expect(200, "");
+        let list = t.req("GET", "/1.3/routers").admin().send().await.json();
+        assert_eq!((list[1]["name"].clone(), list[1]["config"].clone(), list[1]["dynamic"].clone(), list[1]["readinessGates"].clone()),
+            (json!("canary"), json!({"domain": "canary.test"}), json!(true), json!(null)));
+        let pool = t.req("GET", "/1.8/pools/main").admin().send().await.json();
+        assert_eq!(pool["allowed"]["router"], json!(["embedded", "canary"]));
+
+        // Not linked yet: the router's domain does not serve the app.
+        assert_eq!(t.app_get("web.canary.test", "/").await, (404, "no app answers at web.canary.test\n".into()));
+        let link = |body: serde_json::Value| t.req("POST", "/1.5/apps/web/routers").admin().json(body);
+        link(json!({"name": "ghost"})).send().await.expect_error(404, "router \"ghost\" not found");
+        link(json!({"name": "canary", "opts": {"canary": "x"}})).send().await
+            .expect_error(400, "invalid router option canary \"x\": it must be a percentage from 0 to 100");
+        link(json!({"name": "canary", "opts": {"team": "blue"}})).send().await.expect(200, "");
+        link(json!({"name": "canary"})).send().await.expect_error(500, "router already linked to this app");
+        assert_eq!(t.app_get("web.canary.test", "/").await, (200, "hello from web at /\n".into()));
+        assert_eq!(t.app_get("other.canary.test", "/").await.0, 404);
+        let routers = t.req("GET", "/1.5/apps/web/routers").admin().send().await.json();
+        assert_eq!(routers[1], json!({"name": "canary", "opts": {"team": "blue"}, "address": "web.canary.test", "addresses": ["web.canary.test"], "type": "embedded", "status": "ready"}));
+        t.req("PUT", "/1.5/apps/web/routers/canary").admin().json(json!({"opts": {"team": "green"}})).send().await.expect(200, "");
+        assert_eq!(t.req("GET", "/1.5/apps/web/routers").admin().send().await.json()[1]["opts"], json!({"team": "green"}));
+        t.req("PUT", "/1.5/apps/other/routers/canary").admin().json(json!({"opts": {}})).send().await
+            .expect_error(500, "router \"canary\" not found in app");
+        t.req("PUT", "/1.5/apps/web/routers/ghost").admin().json(json!({"opts": {}})).send().await.expect_error(404, "router \"ghost\" not found");
+
+        // A pool may keep routers out.
+        t.req("PUT", "/1.3/constraints").admin().json(json!({"PoolExpr": "main", "Field": "router", "Values": ["canary"], "Blacklist": true})).send().await.expect_status(200);
+        t.req("POST", "/1.5/apps/other/routers").admin().json(json!({"name": "canary"})).send().await
+            .expect_error(400, "router \"canary\" is not available for pool \"main\". Available routers are: \"embedded\"");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "third"), ("teamOwner", "t1"), ("router", "canary")]).send().await
+            .expect_error(400, "router \"canary\" is not available for pool \"main\". Available routers are: \"embedded\"");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "third"), ("teamOwner", "t1"), ("router", "ghost")]).send().await
+            .expect_error(400, "router \"ghost\" not found");
+        t.req("PUT", "/1.3/constraints").admin().json(json!({"PoolExpr": "main", "Field": "router", "Values": [], "Blacklist": true})).send().await.expect_status(200);
+
+        // In use, a dynamic router stays.
+        t.req("DELETE", "/1.8/routers/canary").admin().send().await
+            .expect_error(409, "router \"canary\" is used by the apps web: remove it from them first");
+        t.req("DELETE", "/1.5/apps/web/routers/canary").admin().send().await.expect(200, "");
+        t.req("DELETE", "/1.5/apps/web/routers/canary").admin().send().await.expect_error(404, "router \"canary\" not found in app");
+        assert_eq!(t.app_get("web.canary.test", "/").await.0, 404);
+        t.req("DELETE", "/1.8/routers/canary").admin().send().await.expect(200, "");
+        t.req("DELETE", "/1.8/routers/canary").admin().send().await.expect_error(404, "dynamic router not found");
+        t.req("DELETE", "/1.8/routers/embedded").admin().send().await.expect_error(404, "dynamic router not found");
+
+        // An app without routers answers nowhere, not even at its cnames.
+        let r = t.req("POST", "/1.0/apps").admin().form(&[("name", "hidden"), ("teamOwner", "t1"), ("router", "none")]).send().await;
+        assert_eq!(r.json(), json!({"status": "success"}));
+        let info = t.req("GET", "/1.0/apps/hidden").admin().send().await.json();
+        assert_eq!((info.get("ip"), info["routers"].clone(), info["plan"].get("router")), (None, json!([]), None));
+        t.req("GET", "/1.5/apps/hidden/routers").admin().send().await.expect(204, "");
+        assert_eq!(t.app_get("hidden.apps.test", "/").await.0, 404);
+
+        // Routes rebuild: the embedded router computes routes from stored
+        // state, so there is never anything to add or remove.
+        let rebuilt = t.req("POST", "/1.0/apps/web/routes").admin().send().await.json();
+        assert_eq!(rebuilt, json!({"embedded": {"PrefixResults": [{"Prefix": "", "Added": null, "Removed": null}], "Added": null, "Removed": null}}));
+        assert_eq!(t.req("POST", "/1.0/apps/hidden/routes?dry=true").admin().send().await.json(), json!({}));
+
+        // Who sees what: app.create in a team sees the routers of pools its
+        // teams reach, and no config without router.create.
+        t.role("creator", "team", &["app.create"]).await;
+        let dev = t.user("dev@example.com").await;
+        t.assign("creator", "dev@example.com", "t1").await;
+        t.req("PUT", "/1.3/constraints").admin().json(json!({"PoolExpr": "main", "Field": "team", "Values": ["t1"], "Blacklist": false})).send().await.expect_status(200);
+        let seen = t.req("GET", "/1.3/routers").token(&dev).send().await.json();
+        assert_eq!((seen[0]["name"].clone(), seen[0]["config"].clone()), (json!("embedded"), json!(null)));
+        t.req("PUT", "/1.3/constraints").admin().json(json!({"PoolExpr": "main", "Field": "team", "Values": ["t2"], "Blacklist": false})).send().await.expect_status(200);
+        t.req("GET", "/1.3/routers").token(&dev).send().await.expect(204, "");
+        t.req("POST", "/1.8/routers").token(&dev).json(json!({"name": "x", "type": "embedded", "config": {"domain": "x.test"}})).send().await
+            .expect_error(403, "You don't have permission to do this action");
+        t.req("POST", "/1.5/apps/web/routers").token(&dev).json(json!({"name": "embedded"})).send().await.expect_status(403);
+
+        // Router changes are events.
+        let events = t.req("GET", "/1.1/events?kindname=router.create").admin().send().await.json();
+        assert_eq!(events[0]["Target"], json!({"Type": "router", "Value": "canary"}));
+        t.stop().await;
+    }
+}
+
+backends! {
+    async fn a_canary_option_splits_the_traffic_90_10(b) {
+        let t = setup(Options::new(b)).await;
+        let echo = std::fs::read(ECHO_ENV).unwrap();
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&echo, &[("new-version", "true")])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        t.req("POST", "/1.8/apps/web/routable").admin().json(json!({"version": "2", "isRoutable": true})).send().await.expect(200, "");
+        t.req("PUT", "/1.5/apps/web/routers/embedded").admin().json(json!({"opts": {"canary": "101"}})).send().await
+            .expect_error(400, "invalid router option canary \"101\": it must be a percentage from 0 to 100");
+        t.req("PUT", "/1.5/apps/web/routers/embedded").admin().json(json!({"opts": {"canary": "10"}})).send().await.expect(200, "");
+
+        // Version 2 (echo-env) answers the app's name; version 1 says hello.
+        let mut canary = 0;
+        for _ in 0..1000 {
+            let (status, body) = t.app_get("web.apps.test", "/?name=TSURU_APPNAME").await;
+            assert_eq!(status, 200, "{body}");
+            if body == "web\n" {
+                canary += 1;
+            } else {
+                assert!(body.starts_with("hello from web"), "{body}");
+            }
+        }
+        assert!((70..=130).contains(&canary), "the canary got {canary} of 1000 requests; 100 ± 30 expected");
+
+        // All of it, then none of it.
+        t.req("PUT", "/1.5/apps/web/routers/embedded").admin().form(&[("opts.canary", "100")]).send().await.expect(200, "");
+        for _ in 0..20 {
+            assert_eq!(t.app_get("web.apps.test", "/?name=TSURU_APPNAME").await, (200, "web\n".into()));
+        }
+        t.req("PUT", "/1.5/apps/web/routers/embedded").admin().json(json!({"opts": {"canary": "0"}})).send().await.expect(200, "");
+        for _ in 0..20 {
+            assert_eq!(t.app_get("web.apps.test", "/?name=TSURU_APPNAME").await.1, "hello from web at /?name=TSURU_APPNAME\n");
+        }
+        t.stop().await;
+    }
+}
+
+fn self_signed(names: &[&str]) -> (String, String, Vec<u8>) {
+    let c = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    (c.cert.pem(), c.key_pair.serialize_pem(), c.cert.der().to_vec())
+}
+
+/// `GET /` over HTTPS to `host` on the TLS listener; the certificate served.
+async fn https_get(t: &TestServer, host: &str) -> Result<(u16, String, Vec<u8>), String> {
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .tls_info(true)
+        .resolve(host, t.tls_addr())
+        .build()
+        .unwrap();
+    let r = client.get(format!("https://{host}:{}/", t.tls_addr().port())).send().await.map_err(|e| format!("{e:?}"))?;
+    let cert = r.extensions().get::<reqwest::tls::TlsInfo>().and_then(|i| i.peer_certificate()).map(|c| c.to_vec()).unwrap_or_default();
+    Ok((r.status().as_u16(), r.text().await.unwrap(), cert))
+}
+
+backends! {
+    async fn certificates_are_validated_and_served_by_sni(b) {
+        // Without a TLS listener no router supports TLS.
+        let plain = setup(Options::new(b)).await;
+        plain.req("GET", "/1.2/apps/web/certificate").admin().send().await.expect_error(500, "no router with tls support");
+        plain.req("PUT", "/1.2/apps/web/certificate").admin().form(&[("cname", "web.apps.test")]).send().await
+            .expect_error(400, "no router with tls support");
+        plain.stop().await;
+
+        let mut o = Options::new(b);
+        o.router_toml = "tls_listen = \"127.0.0.1:0\"".into();
+        let t = setup(o).await;
+        t.req("POST", "/1.0/apps/web/cname").admin().form(&[("cname", "www.example.com")]).send().await.expect(200, "");
+        assert_eq!(t.req("GET", "/1.2/apps/web/certificate").admin().send().await.json(),
+            json!({"embedded": {"web.apps.test": "", "www.example.com": ""}}));
+
+        let (cert, key, der) = self_signed(&["web.apps.test"]);
+        let (www_cert, www_key, www_der) = self_signed(&["www.example.com"]);
+        let (_, stranger_key, _) = self_signed(&["web.apps.test"]);
+        let set = |pairs: &[(&str, &str)]| t.req("PUT", "/1.2/apps/web/certificate").admin().form(pairs);
+        set(&[("certificate", &cert), ("key", &key)]).send().await.expect_error(400, "You must provide a cname.");
+        set(&[("cname", "nope.example.com"), ("certificate", &cert), ("key", &key)]).send().await.expect_error(400, "invalid name");
+        set(&[("cname", "www.example.com"), ("certificate", &cert), ("key", &key)]).send().await
+            .expect_error(400, "x509: certificate is not valid for www.example.com");
+        set(&[("cname", "web.apps.test"), ("certificate", &cert), ("key", &stranger_key)]).send().await
+            .expect_error(400, "tls: private key does not match public key");
+        set(&[("cname", "web.apps.test"), ("certificate", "junk"), ("key", &key)]).send().await
+            .expect_error(400, "tls: failed to find any PEM data in certificate input");
+        assert!(https_get(&t, "web.apps.test").await.is_err(), "no certificate yet: the handshake fails");
+
+        set(&[("cname", "web.apps.test"), ("certificate", &cert), ("key", &key)]).send().await.expect(200, "");
+        set(&[("cname", "www.example.com"), ("certificate", &www_cert), ("key", &www_key)]).send().await.expect(200, "");
+        assert_eq!(t.req("GET", "/1.2/apps/web/certificate").admin().send().await.json(),
+            json!({"embedded": {"web.apps.test": cert, "www.example.com": www_cert}}));
+
+        // Each name gets its own certificate, and the app answers.
+        let (status, body, served) = https_get(&t, "web.apps.test").await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "hello from web at /\n"));
+        assert_eq!(served, der);
+        let (status, _, served) = https_get(&t, "www.example.com").await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(served, www_der);
+        assert!(https_get(&t, "unknown.apps.test").await.is_err());
+
+        // The key never reaches the event log.
+        let events = t.req("GET", "/1.1/events?kindname=app.update.certificate.set").admin().send().await.json();
+        let data = crate::events::bson_data(&events[1]["StartCustomData"]);
+        assert_eq!(data, json!([{"name": ":app", "value": "web"}, {"name": "cname", "value": "web.apps.test"},
+            {"name": "certificate", "value": cert}, {"name": "key", "value": "*****"}]));
+
+        t.req("DELETE", "/1.2/apps/web/certificate").admin().send().await.expect_error(400, "You must provide a cname.");
+        t.req("DELETE", "/1.2/apps/web/certificate?cname=web.apps.test").admin().send().await.expect(200, "");
+        t.req("DELETE", "/1.2/apps/web/certificate?cname=web.apps.test").admin().send().await
+            .expect_error(400, "no certificate set for web.apps.test");
+        assert!(https_get(&t, "web.apps.test").await.is_err());
+        assert_eq!(https_get(&t, "www.example.com").await.unwrap().0, 200);
+        t.stop().await;
+    }
+}
