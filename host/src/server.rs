@@ -29,6 +29,8 @@ pub struct Server {
     pub started: Instant,
     /// Deployed app versions, loaded into the app runtime.
     pub apps: crate::runtime::catalog::Catalog,
+    /// Units of WASM apps in this process: concurrency slots and controls.
+    pub units: crate::dataplane::units::Units,
     _plugins: PluginEngine,
 }
 
@@ -110,6 +112,7 @@ impl Server {
         let blobs = crate::blobs::Blobs::new(&config.data_dir.join("blobs")).context("cannot create the blob store")?;
         Ok(Arc::new(Server {
             apps: crate::runtime::catalog::Catalog::new(runtime, blobs),
+            units: Default::default(),
             events,
             log_written: tokio::sync::Notify::new(),
             auth: Authenticator::new(store.clone(), key),

@@ -396,3 +396,93 @@ backends! {
         t.stop().await;
     }
 }
+
+/// Serves `body` to every GET on a loopback port until dropped; the URL.
+async fn serve_file(body: Vec<u8>) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/app.tar.gz", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { return };
+            let body = body.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut head = vec![0u8; 4096];
+                let _ = conn.read(&mut head).await;
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.write_all(&body).await;
+            });
+        }
+    });
+    (url, task)
+}
+
+backends! {
+    async fn build_rebuild_archive_url_kill_and_unit_status(b) {
+        let t = setup(b).await;
+        let hello = std::fs::read(HELLO).unwrap();
+        let echo = std::fs::read(ECHO_ENV).unwrap();
+
+        // archive-url: fetched over HTTP, then deployed like an upload.
+        let (url, server) = serve_file(tar_gz(&[("app.wasm", &hello)])).await;
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().form(&[("archive-url", url.as_str())]).send().await;
+        assert!(r.body.contains(&format!("---- Downloading {url} ----")), "{}", r.body);
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        server.abort();
+        assert_eq!(t.app_get("web.apps.test", "/").await, (200, "hello from web at /\n".into()));
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().form(&[("archive-url", url.as_str())]).send().await;
+        assert!(r.body.contains("---- ERROR during deploy: ----\ncannot download"), "{}", r.body);
+
+        // Build: a version without traffic, named at the end of the stream.
+        t.req("POST", "/1.5/apps/web/build").admin().raw(MP, upload(&echo, &[])).send().await.expect_error(400, "you must specify the image tag.");
+        let r = t.req("POST", "/1.5/apps/web/build").admin().raw(MP, upload(&echo, &[("tag", "canary")])).send().await;
+        assert_eq!(r.status, 200);
+        assert!(r.body.contains("---- Version 2 of app \"web\" is built (tag \"canary\"), without traffic ----\n"), "{}", r.body);
+        assert!(r.body.ends_with("\ntorii/app-web:v2\nOK\n"), "{}", r.body);
+        assert_eq!(t.app_get("web.apps.test", "/?name=TSURU_APPNAME").await.1, "hello from web at /?name=TSURU_APPNAME\n");
+        let r = t.req("POST", "/1.0/apps/web/deploy/rollback").admin().form(&[("image", "torii/app-web:v2")]).send().await;
+        assert_eq!(stream(&r.body).1, None, "{}", r.body);
+        assert_eq!(t.app_get("web.apps.test", "/?name=TSURU_APPNAME").await, (200, "web\n".into()));
+
+        // Rebuild: the serving component again, as version 3.
+        t.req("POST", "/1.3/apps/web/deploy/rebuild").admin().form(&[]).send().await.expect_error(400, "Invalid deployment origin");
+        t.req("POST", "/1.3/apps/web/deploy/rebuild").admin().form(&[("origin", "moon")]).send().await.expect_error(400, "Invalid deployment origin");
+        let r = t.req("POST", "/1.3/apps/web/deploy/rebuild").admin().form(&[("origin", "rebuild")]).send().await;
+        assert_eq!(r.header("content-type"), "application/x-json-stream");
+        let (messages, error) = stream(&r.body);
+        assert_eq!(error, None, "{}", r.body);
+        assert!(messages.iter().any(|m| m.contains("Checking version 2")), "{messages:?}");
+        assert!(messages.last().unwrap().contains("Version 3 of app \"web\" is serving all its traffic"), "{messages:?}");
+        assert_eq!(t.app_get("web.apps.test", "/?name=TSURU_APPNAME").await, (200, "web\n".into()));
+        let deploys = t.req("GET", "/1.0/deploys?app=web").admin().send().await.json();
+        assert_eq!((deploys[0]["Version"].clone(), deploys[0]["Image"].clone()), (json!(3), json!("torii/app-web:v3")));
+
+        // Kill a unit: the request it serves is cut, the next is served.
+        let burn = std::fs::read(env!("TORII_GUEST_APP_BURN")).unwrap();
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&burn, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        t.req("DELETE", "/1.12/apps/web/units/nope").admin().send().await.expect_error(404, "unit \"nope\" not found");
+        let started = std::time::Instant::now();
+        let (cut, ()) = tokio::join!(t.app_get("web.apps.test", "/sleep?ms=5000"), async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            t.req("DELETE", "/1.12/apps/web/units/web-web-v4-0?force=true").admin().send().await.expect(200, "");
+        });
+        assert_eq!(cut, (503, "unit web-web-v4-0 was killed while serving this request\n".into()));
+        assert!(started.elapsed() < std::time::Duration::from_secs(4), "the kill did not cut the request");
+        assert_eq!(t.app_get("web.apps.test", "/").await, (200, "awake\n".into()));
+        let unit = &t.req("GET", "/1.0/apps/web").admin().send().await.json()["units"][0];
+        assert_eq!((unit["ID"].clone(), unit["Restarts"].clone(), unit["Status"].clone()), (json!("web-web-v4-0"), json!(1), json!("started")));
+
+        // Unit status: matched by id prefix, shown while the app runs.
+        t.req("POST", "/1.0/apps/web/units/web-web-v4").admin().form(&[("status", "bogus")]).send().await.expect_error(400, "invalid status");
+        t.req("POST", "/1.0/apps/web/units/zzz").admin().form(&[("status", "error")]).send().await.expect_error(404, "unit \"zzz\" not found");
+        t.req("POST", "/1.0/apps/web/units/web-web-v4").admin().form(&[("status", "error")]).send().await.expect(200, "");
+        let unit = &t.req("GET", "/1.0/apps/web").admin().send().await.json()["units"][0];
+        assert_eq!((unit["Status"].clone(), unit["Ready"].clone()), (json!("error"), json!(false)));
+        let r = t.req("POST", "/1.0/apps/web/restart").admin().form(&[]).send().await;
+        assert_eq!(stream(&r.body).1, None, "{}", r.body);
+        assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["units"][0]["Status"], "started");
+        t.stop().await;
+    }
+}

@@ -381,7 +381,7 @@ async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(vie
     // The pool's provisioner, or the configured default.
     let provisioner = server.config.pool_provisioner(provisioner.as_deref().unwrap_or_default());
     out.insert("provisioner", json!(provisioner));
-    let units = units_json(&view);
+    let units = units_json(&server, &view);
     out.insert("quota", json!(QuotaJson { limit: app.quota_limit, inuse: units.len() as i64 }));
     out.insert("serviceInstanceBinds", json!([]));
     out.insert("tags", list_or_null(&app.tags));
@@ -426,37 +426,39 @@ struct UnitJson {
     ip: &'static str,
 }
 
-fn units_json(view: &AppView) -> Vec<UnitJson> {
-    let status = if view.app.status.is_empty() { "started" } else { view.app.status.as_str() };
-    let mut out = Vec::new();
-    for v in view.versions.iter().filter(|v| v.routable) {
-        for process in &v.processes {
-            for i in 0..v.units.max(0) {
-                let id = format!("{}-{process}-v{}-{i}", view.app.name, v.version);
-                out.push(UnitJson {
-                    name: id.clone(),
-                    id,
-                    app_name: view.app.name.clone(),
-                    process_name: process.clone(),
-                    kind: "wasm",
-                    internal_ip: "",
-                    status: status.to_string(),
-                    status_reason: "",
-                    address: None,
-                    addresses: None,
-                    version: v.version,
-                    routable: true,
-                    restarts: 0,
-                    created_at: time_json(v.created_at),
-                    ready: status == "started",
-                    host_addr: "",
-                    host_port: "",
-                    ip: "",
-                });
+fn units_json(server: &Server, view: &AppView) -> Vec<UnitJson> {
+    let app_status = if view.app.status.is_empty() { "started" } else { view.app.status.as_str() };
+    super::units::units_of(view)
+        .into_iter()
+        .map(|(id, process, v)| {
+            let control = server.units.known(&view.app.name, &id);
+            // A status set on the unit shows while the app runs.
+            let status = match control.as_ref().and_then(|c| c.status()) {
+                Some(set) if app_status == "started" => set,
+                _ => app_status.to_string(),
+            };
+            UnitJson {
+                name: id.clone(),
+                id,
+                app_name: view.app.name.clone(),
+                process_name: process.to_string(),
+                kind: "wasm",
+                internal_ip: "",
+                ready: status == "started",
+                status,
+                status_reason: "",
+                address: None,
+                addresses: None,
+                version: v.version,
+                routable: true,
+                restarts: control.map(|c| c.restarts()).unwrap_or(0),
+                created_at: time_json(v.created_at),
+                host_addr: "",
+                host_port: "",
+                ip: "",
             }
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 /// An app as the list shows it (tsuru's `app.App` with `json` omissions).

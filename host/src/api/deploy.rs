@@ -6,7 +6,7 @@ use super::apps::{AppTarget, app_contexts, app_event, app_provisioner};
 use super::params::Params;
 use super::stream::{KEEPALIVE, TextWriter, text_stream};
 use super::{AppState, Caller, ClientIp, Routes};
-use crate::deploy::{DeployError, Progress, deploy_wasm, extract, image_name};
+use crate::deploy::{DeployError, Progress, deploy_wasm, extract, image_name, placed};
 use crate::config::WASM_PROVISIONER;
 use crate::error::{ApiError, ApiResult};
 use crate::server::Server;
@@ -25,6 +25,8 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.10", Method::DELETE, "/apps/{app}/versions/{version}", version_delete)
         .add("1.0", Method::POST, "/apps/{appname}/diff", diff)
         .add("1.8", Method::POST, "/apps/{app}/routable", routable)
+        .add("1.5", Method::POST, "/apps/{app}/build", build)
+        .add("1.3", Method::POST, "/apps/{app}/deploy/rebuild", rebuild)
 }
 
 /// `POST /1.8/apps/{app}/routable`: a version joins the traffic (shared
@@ -194,8 +196,18 @@ impl Input {
     }
 }
 
-async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, req: Request) -> ApiResult<Response> {
-    let input = Input::read(req, &server).await?;
+/// What a deploy or build asks for, once its source rules are checked.
+struct Source {
+    archive_url: String,
+    how: NewVersion,
+    origin: String,
+    /// The permission its source kind needs (`app.deploy.upload`, ...).
+    permission: &'static str,
+}
+
+/// tsuru's source rules (API-NOTES §2.7), then what the wasm provisioner can
+/// take. Every failure is a 400 before anything starts.
+async fn source(server: &Server, app: &crate::store::AppRecord, input: &Input) -> ApiResult<Source> {
     let (archive_url, image, dockerfile) = (input.field("archive-url"), input.field("image"), input.field("dockerfile"));
     let has_file = input.file.is_some();
     if !archive_url.is_empty() && (!image.is_empty() || !dockerfile.is_empty() || has_file) {
@@ -207,16 +219,7 @@ async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
     if archive_url.is_empty() && image.is_empty() && dockerfile.is_empty() && !has_file {
         return Err(ApiError::bad_request(r#"You must provide at least one of: "archive-url", "dockerfile", "image" or "file""#));
     }
-    let flag = |key: &str| -> ApiResult<bool> {
-        match input.field(key) {
-            "" => Ok(false),
-            raw => super::params::parse_bool(raw).ok_or_else(|| ApiError::bad_request(format!("invalid {key}: {raw:?}"))),
-        }
-    };
-    let (new_version, override_versions) = (flag("new-version")?, flag("override-versions")?);
-    if new_version && override_versions {
-        return Err(ApiError::bad_request("new-version and override-versions cannot be used together"));
-    }
+    let how = versions_flags(server, &app.name, input.field("new-version"), input.field("override-versions")).await?;
     let origin = if image.is_empty() { input.field("origin").to_string() } else { "image".to_string() };
     check_origin(&origin)?;
     let permission = if !dockerfile.is_empty() {
@@ -230,10 +233,7 @@ async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
     } else {
         "app.deploy.archive-url"
     };
-    if !caller.allows(permission, &app_contexts(&app)) {
-        return Err(ApiError::forbidden_with("User does not have permission to do this action in this app"));
-    }
-    let provisioner = app_provisioner(&server, &app).await?;
+    let provisioner = app_provisioner(server, app).await?;
     if provisioner != WASM_PROVISIONER {
         return Err(ApiError::bad_request(format!("the {provisioner:?} provisioner of pool {:?} cannot deploy yet", app.pool)));
     }
@@ -243,27 +243,57 @@ async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
             r#"the wasm provisioner cannot deploy {kind}: deploy a wasi:http component with "file" or "archive-url""#
         )));
     }
-    let routable = server.store.versions(&app.name).await?.iter().filter(|v| v.routable).count();
+    Ok(Source { archive_url: archive_url.to_string(), how, origin, permission })
+}
+
+/// `new-version` / `override-versions`: where the new version goes. With
+/// several routable versions one of them must be given.
+async fn versions_flags(server: &Server, app: &str, new_version: &str, override_versions: &str) -> ApiResult<NewVersion> {
+    let flag = |key: &str, raw: &str| -> ApiResult<bool> {
+        match raw {
+            "" => Ok(false),
+            raw => super::params::parse_bool(raw).ok_or_else(|| ApiError::bad_request(format!("invalid {key}: {raw:?}"))),
+        }
+    };
+    let (new_version, override_versions) = (flag("new-version", new_version)?, flag("override-versions", override_versions)?);
+    if new_version && override_versions {
+        return Err(ApiError::bad_request("new-version and override-versions cannot be used together"));
+    }
+    let routable = server.store.versions(app).await?.iter().filter(|v| v.routable).count();
     if routable > 1 && !new_version && !override_versions {
         return Err(ApiError::bad_request("multiple versions currently deployed, either new-version or override-old-versions must be set"));
     }
-    let how = if new_version { NewVersion::Beside } else { NewVersion::Replace };
-    let mut data = json!({"app": app.name, "origin": origin, "message": input.field("message"), "kind": permission.trim_start_matches("app.deploy.")});
-    if !archive_url.is_empty() {
-        data["archive-url"] = Value::String(archive_url.to_string());
+    Ok(if new_version { NewVersion::Beside } else { NewVersion::Replace })
+}
+
+/// The component and processes of an upload or of `archive-url`.
+async fn artifact(server: &Server, file: Option<Vec<u8>>, archive_url: &str, out: &TextWriter) -> Result<crate::deploy::Artifact, String> {
+    let upload = match file {
+        Some(bytes) => bytes,
+        None => fetch(server, archive_url, out).await?,
+    };
+    extract(&upload).map_err(|e| e.to_string())
+}
+
+async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, req: Request) -> ApiResult<Response> {
+    let input = Input::read(req, &server).await?;
+    let src = source(&server, &app, &input).await?;
+    if !caller.allows(src.permission, &app_contexts(&app)) {
+        return Err(ApiError::forbidden_with("User does not have permission to do this action in this app"));
+    }
+    let mut data = json!({"app": app.name, "origin": src.origin, "message": input.field("message"), "kind": src.permission.trim_start_matches("app.deploy.")});
+    if !src.archive_url.is_empty() {
+        data["archive-url"] = Value::String(src.archive_url.clone());
     }
     let event = app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
     let event_id = event.id().to_string();
-    let archive_url = archive_url.to_string();
     let headers = [("x-tsuru-eventid", event_id.clone())];
     Ok(text_stream(KEEPALIVE, &headers, move |out| async move {
-        let result = async {
-            let upload = match input.file {
-                Some(bytes) => bytes,
-                None => fetch(&server, &archive_url, &out).await?,
-            };
-            let artifact = extract(&upload).map_err(|e| e.to_string())?;
-            deploy_wasm(&server, &app.name, artifact, &event_id, how, &out).await.map_err(|e: DeployError| e.to_string())
+        let result: Result<i64, String> = async {
+            let artifact = artifact(&server, input.file, &src.archive_url, &out).await?;
+            let version = deploy_wasm(&server, &app.name, artifact, &event_id, src.how, &out).await.map_err(|e: DeployError| e.to_string())?;
+            out.write(&placed(&app.name, version, src.how)).await;
+            Ok(version)
         }
         .await;
         match &result {
@@ -276,6 +306,91 @@ async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
             out.write("\nOK\n").await;
         }
     }))
+}
+
+/// `POST /1.5/apps/{app}/build`: builds a version without deploying it. The
+/// version waits beside the routable ones: make it routable, or roll back
+/// to it, to give it traffic. The answer ends with its image name and `OK`.
+async fn build(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, req: Request) -> ApiResult<Response> {
+    let input = Input::read(req, &server).await?;
+    let tag = input.field("tag").to_string();
+    if tag.is_empty() {
+        return Err(ApiError::bad_request("you must specify the image tag."));
+    }
+    let src = source(&server, &app, &input).await?;
+    caller.require("app.build", &app_contexts(&app))?;
+    let mut data = json!({"app": app.name, "tag": tag, "origin": src.origin, "kind": src.permission.trim_start_matches("app.deploy.")});
+    if !src.archive_url.is_empty() {
+        data["archive-url"] = Value::String(src.archive_url.clone());
+    }
+    let event = app_event(&server, &caller, &ip, "app.build", &app, data).await?;
+    let event_id = event.id().to_string();
+    let headers = [("x-tsuru-eventid", event_id.clone())];
+    Ok(text_stream(KEEPALIVE, &headers, move |out| async move {
+        let result: Result<i64, String> = async {
+            let artifact = artifact(&server, input.file, &src.archive_url, &out).await?;
+            let version = deploy_wasm(&server, &app.name, artifact, &event_id, NewVersion::Beside, &out).await.map_err(|e| e.to_string())?;
+            out.write(&format!("---- Version {version} of app {:?} is built (tag {tag:?}), without traffic ----\n", app.name)).await;
+            Ok(version)
+        }
+        .await;
+        match &result {
+            Ok(version) => {
+                let image = image_name(&app.name, *version);
+                event.set_end_data(json!({"image": image, "tag": tag}));
+                out.write(&format!("{image}\n")).await;
+            }
+            Err(e) => {
+                out.write(&format!("\n---- ERROR during build: ----\n{e}\n")).await;
+            }
+        }
+        if event.done(result).await.is_ok() {
+            out.write("OK\n").await;
+        }
+    }))
+}
+
+/// `POST /1.3/apps/{app}/deploy/rebuild`: deploys the newest routable
+/// version's component again as a new version (compiled code is reused).
+async fn rebuild(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
+    let origin = params.get("origin").unwrap_or_default();
+    if origin.is_empty() {
+        return Err(ApiError::bad_request("Invalid deployment origin"));
+    }
+    check_origin(&origin)?;
+    caller.require("app.deploy", &app_contexts(&app))?;
+    let how = versions_flags(
+        &server,
+        &app.name,
+        &params.get("new-version").unwrap_or_default(),
+        &params.get("override-versions").unwrap_or_default(),
+    )
+    .await?;
+    let versions = server.store.versions(&app.name).await?;
+    let Some(current) = versions.iter().filter(|v| v.routable).max_by_key(|v| v.version).cloned() else {
+        return Err(ApiError::bad_request(format!("app {:?} has no deployed version to rebuild", app.name)));
+    };
+    let data = json!({"app": app.name, "origin": origin, "kind": "rebuild"});
+    let event = app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
+    let event_id = event.id().to_string();
+    Ok(super::stream::json_stream(axum::http::StatusCode::OK, KEEPALIVE, move |w| async move {
+        let result = async {
+            let component = server.apps.blobs.get(&current.digest).await.map_err(|e| format!("the component of version {} is missing: {e}", current.version))?;
+            let artifact = crate::deploy::Artifact { component, processes: current.processes.clone(), source: format!("version {}", current.version) };
+            let version = deploy_wasm(&server, &app.name, artifact, &event_id, how, &w).await.map_err(|e| e.to_string())?;
+            w.message(&placed(&app.name, version, how)).await;
+            event.set_end_data(json!({"image": image_name(&app.name, version)}));
+            Ok(())
+        }
+        .await;
+        event.done(result).await
+    }))
+}
+
+impl Progress for super::stream::StreamWriter {
+    async fn line(&self, text: String) {
+        self.message(&text).await;
+    }
 }
 
 impl Progress for TextWriter {

@@ -114,6 +114,7 @@ async fn run(
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
         w.message(&format!("---- {} the app {:?} ----\n", action.verb(), app.name)).await;
         let result = server.store.set_app_status(&app.name, action.status()).await;
+        server.units.reset_statuses(&app.name);
         if result.is_ok() && matches!(action, Action::Sleep | Action::Stop) {
             // Nothing of a sleeping or stopped app stays in memory but its compiled code on disk.
             for v in &versions {

@@ -5,16 +5,83 @@
 use super::apps::{AppTarget, app_contexts, app_event};
 use super::params::Params;
 use super::stream::{KEEPALIVE, json_stream};
-use super::{AppState, Caller, ClientIp, Routes};
+use super::{AppState, Caller, ClientIp, Routes, empty};
 use crate::error::{ApiError, ApiResult};
-use crate::store::{VersionRecord, units_in_use};
-use axum::extract::State;
+use crate::server::Server;
+use crate::store::{AppView, VersionRecord, units_in_use};
+use axum::extract::{Path, State};
+use std::sync::Arc;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::json;
 
 pub(super) fn routes(r: Routes) -> Routes {
-    r.add("1.0", Method::PUT, "/apps/{app}/units", add).add("1.0", Method::DELETE, "/apps/{app}/units", remove)
+    r.add("1.0", Method::PUT, "/apps/{app}/units", add)
+        .add("1.0", Method::DELETE, "/apps/{app}/units", remove)
+        .add("1.12", Method::DELETE, "/apps/{app}/units/{unit}", kill)
+        .add("1.0", Method::POST, "/apps/{app}/units/{unit}", set_status)
+}
+
+/// Every unit of the app: (id, process, version), as app info lists them.
+pub fn units_of(view: &AppView) -> Vec<(String, &str, &VersionRecord)> {
+    let mut out = Vec::new();
+    for v in view.versions.iter().filter(|v| v.routable) {
+        for process in &v.processes {
+            for i in 0..v.units.max(0) {
+                out.push((format!("{}-{process}-v{}-{i}", view.app.name, v.version), process.as_str(), v));
+            }
+        }
+    }
+    out
+}
+
+/// Unit statuses tsuru knows (API-NOTES §2.4.3).
+const STATUSES: [&str; 7] = ["created", "building", "error", "starting", "started", "stopped", "asleep"];
+
+async fn view_of(server: &Server, app: &str) -> ApiResult<Arc<AppView>> {
+    server.store.app_view(app).await?.ok_or_else(|| ApiError::not_found(format!("App {app} not found.")))
+}
+
+/// `DELETE /1.12/apps/{app}/units/{unit}`: cuts the request the unit is
+/// serving, if any (its caller gets 503), and counts a restart; the unit
+/// serves the next request.
+async fn kill(
+    State(server): AppState,
+    Caller(caller): Caller,
+    ip: ClientIp,
+    AppTarget(app): AppTarget,
+    Path((_, unit)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require("app.update.unit.kill", &app_contexts(&app))?;
+    let view = view_of(&server, &app.name).await?;
+    if !units_of(&view).iter().any(|(id, _, _)| *id == unit) {
+        return Err(ApiError::not_found(format!("unit {unit:?} not found")));
+    }
+    let event = app_event(&server, &caller, &ip, "app.update.unit.kill", &app, json!({"app": app.name, "unit": unit})).await?;
+    server.units.kill(&app.name, &unit);
+    event.done(Ok(empty(StatusCode::OK))).await
+}
+
+/// `POST /apps/{app}/units/{unit}`: records a unit's status (the unit is
+/// matched by id prefix); app info shows it while the app runs.
+async fn set_status(
+    State(server): AppState,
+    Caller(caller): Caller,
+    AppTarget(app): AppTarget,
+    Path((_, unit)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Response> {
+    let status = params.get("status").unwrap_or_default();
+    if !STATUSES.contains(&status.as_str()) {
+        return Err(ApiError::bad_request("invalid status"));
+    }
+    caller.require("app.update.unit.status", &app_contexts(&app))?;
+    let view = view_of(&server, &app.name).await?;
+    let Some((id, _, _)) = units_of(&view).into_iter().find(|(id, _, _)| id.starts_with(&unit)) else {
+        return Err(ApiError::not_found(format!("unit {unit:?} not found")));
+    };
+    server.units.set_status(&app.name, &id, &status);
+    Ok(empty(StatusCode::OK))
 }
 
 async fn add(state: AppState, caller: Caller, ip: ClientIp, app: AppTarget, params: Params) -> ApiResult<Response> {

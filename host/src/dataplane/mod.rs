@@ -8,6 +8,7 @@
 
 pub mod logs;
 mod tls;
+pub mod units;
 
 use crate::runtime::{ResponseBody, plain_text as plain};
 use crate::runtime::catalog::invocation;
@@ -17,74 +18,14 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-
-/// Units are concurrency slots: a version with N units runs at most N
-/// requests at once; more wait up to `[apps] queue_timeout_ms`, then get 503.
-#[derive(Default)]
-struct Slots {
-    by_version: Mutex<HashMap<(String, i64), Arc<UnitSlots>>>,
-}
-
-/// The units of one version: a permit per unit, and which unit numbers are free.
-struct UnitSlots {
-    units: i64,
-    permits: Arc<Semaphore>,
-    free: Mutex<Vec<i64>>,
-}
-
-/// A unit serving one request; its number goes back when dropped.
-struct Unit {
-    slots: Arc<UnitSlots>,
-    number: i64,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Drop for Unit {
-    fn drop(&mut self) {
-        self.slots.free.lock().unwrap().push(self.number);
-    }
-}
-
-impl Slots {
-    /// The units of `app`'s `version` (replaced when the unit count changed;
-    /// requests holding the old ones finish on them).
-    fn of(&self, app: &str, version: i64, units: i64) -> Arc<UnitSlots> {
-        let mut map = self.by_version.lock().unwrap();
-        let key = (app.to_string(), version);
-        match map.get(&key) {
-            Some(slots) if slots.units == units => slots.clone(),
-            _ => {
-                let slots = Arc::new(UnitSlots {
-                    units,
-                    permits: Arc::new(Semaphore::new(usize::try_from(units).unwrap_or(0))),
-                    free: Mutex::new((0..units).rev().collect()),
-                });
-                map.insert(key, slots.clone());
-                slots
-            }
-        }
-    }
-}
-
-impl UnitSlots {
-    /// Waits up to `queue` for a free unit.
-    async fn take(self: &Arc<Self>, queue: Duration) -> Option<Unit> {
-        let permit = tokio::time::timeout(queue, self.permits.clone().acquire_owned()).await.ok()?.ok()?;
-        let number = self.free.lock().unwrap().pop()?;
-        Some(Unit { slots: self.clone(), number, _permit: permit })
-    }
-}
 
 /// What every connection of the data plane shares.
 #[derive(Clone)]
 struct Plane {
     server: Arc<Server>,
-    slots: Arc<Slots>,
     logs: logs::LogBatcher,
 }
 
@@ -92,7 +33,7 @@ struct Plane {
 /// certificate chosen by SNI) until the returned task is aborted.
 pub fn serve(server: Arc<Server>, listener: TcpListener, tls_listener: Option<TcpListener>) -> tokio::task::JoinHandle<()> {
     let logs = logs::LogBatcher::start(Arc::downgrade(&server));
-    let plane = Plane { server, slots: Arc::new(Slots::default()), logs };
+    let plane = Plane { server, logs };
     tokio::spawn(async move {
         let certs = Arc::new(tls::Certificates::default());
         let plain = accept_loop(listener, plane.clone(), None);
@@ -137,7 +78,7 @@ where
 {
     let service = service_fn(move |req| {
         let plane = plane.clone();
-        async move { Ok::<_, std::convert::Infallible>(route(&plane.server, &plane.slots, &plane.logs, req).await) }
+        async move { Ok::<_, std::convert::Infallible>(route(&plane.server, &plane.logs, req).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
 }
@@ -179,7 +120,7 @@ pub(crate) async fn resolve(server: &Server, host: &str) -> Result<Option<(Arc<A
     Ok(Some((view, router)))
 }
 
-async fn route(server: &Server, slots: &Slots, logs: &logs::LogBatcher, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
+async fn route(server: &Server, logs: &logs::LogBatcher, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
     let Some(host) = request_host(&req) else {
         return plain(400, "the request names no host");
     };
@@ -207,7 +148,7 @@ async fn route(server: &Server, slots: &Slots, logs: &logs::LogBatcher, req: hyp
         return plain(503, &format!("app {app} has no units: add some with `tsuru unit add 1 -a {app}`"));
     }
     let queue = Duration::from_millis(server.config.apps.queue_timeout_ms);
-    let unit = match slots.of(&app, version.version, version.units).take(queue).await {
+    let unit = match server.units.slots(&app, version.version, version.units).take(queue).await {
         Some(unit) => unit,
         None => {
             return plain(503, &format!(
@@ -220,9 +161,16 @@ async fn route(server: &Server, slots: &Slots, logs: &logs::LogBatcher, req: hyp
         Ok(code) => code,
         Err(e) => return plain(500, &format!("app {app} version {} cannot run: {e}", version.version)),
     };
+    let name = unit_name(&app, version, unit.number);
+    let control = server.units.control(&app, &name);
+    // Registered before the request runs, so a kill during it is seen.
+    let killed = control.killed();
     let mut invocation = invocation(&view);
-    invocation.output = Some(log_sink(logs.clone(), &app, unit_name(&app, version, unit.number)));
-    server.apps.runtime.handle(&code, invocation, req).await
+    invocation.output = Some(log_sink(logs.clone(), &app, name.clone()));
+    tokio::select! {
+        response = server.apps.runtime.handle(&code, invocation, req) => response,
+        _ = killed => plain(503, &format!("unit {name} was killed while serving this request")),
+    }
 }
 
 /// A unit's name, as app info lists it.

@@ -125,16 +125,17 @@ pub async fn deploy_wasm(
     server.apps.blobs.put(&artifact.component).await.map_err(DeployError::Blob)?;
     let version = server.store.add_version(app, &digest, &artifact.processes, event_id, how).await?;
     out.line(format!(" ---> processes: {}\n", artifact.processes.join(", "))).await;
+    Ok(version)
+}
+
+/// What a deploy says once its version is recorded.
+pub fn placed(app: &str, version: i64, how: NewVersion) -> String {
     match how {
-        NewVersion::Replace => out.line(format!("---- Version {version} of app {app:?} is serving all its traffic ----\n")).await,
+        NewVersion::Replace => format!("---- Version {version} of app {app:?} is serving all its traffic ----\n"),
         NewVersion::Beside => {
-            out.line(format!(
-                "---- Version {version} of app {app:?} is deployed without traffic: make it routable to share the traffic ----\n"
-            ))
-            .await
+            format!("---- Version {version} of app {app:?} is deployed without traffic: make it routable to share the traffic ----\n")
         }
     }
-    Ok(version)
 }
 
 /// The image name tsuru shows for a version (deploy history parses `:vN`).

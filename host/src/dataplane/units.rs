@@ -1,0 +1,163 @@
+//! Units of WASM apps: concurrency slots of a version, and what the API can
+//! do to one unit (kill it, set its status), kept in this process.
+//!
+//! A version with N units runs at most N requests at once; more wait up to
+//! `[apps] queue_timeout_ms`, then get 503. Killing a unit cuts the request
+//! it is serving (503) and counts a restart; the slot serves the next one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+/// Every unit this process knows: slots by version, controls by unit name.
+#[derive(Default)]
+pub struct Units {
+    by_version: Mutex<HashMap<(String, i64), Arc<UnitSlots>>>,
+    /// By (app, unit name).
+    controls: Mutex<HashMap<(String, String), Arc<Control>>>,
+}
+
+/// The units of one version: a permit per unit, and which unit numbers are free.
+pub struct UnitSlots {
+    units: i64,
+    permits: Arc<Semaphore>,
+    free: Mutex<Vec<i64>>,
+}
+
+/// A unit serving one request; its number goes back when dropped.
+pub struct Unit {
+    slots: Arc<UnitSlots>,
+    pub number: i64,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Unit {
+    fn drop(&mut self) {
+        self.slots.free.lock().unwrap().push(self.number);
+    }
+}
+
+/// What the API changed about one unit.
+#[derive(Default)]
+pub struct Control {
+    kill: Notify,
+    restarts: AtomicI64,
+    /// A status set through `POST /apps/{app}/units/{unit}`, shown while the app runs.
+    status: Mutex<Option<String>>,
+}
+
+impl Control {
+    /// Resolves when the unit is killed after this call.
+    pub fn killed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.kill.notified()
+    }
+
+    pub fn restarts(&self) -> i64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    pub fn status(&self) -> Option<String> {
+        self.status.lock().unwrap().clone()
+    }
+}
+
+impl Units {
+    /// The units of `app`'s `version` (replaced when the unit count changed;
+    /// requests holding the old ones finish on them).
+    pub fn slots(&self, app: &str, version: i64, units: i64) -> Arc<UnitSlots> {
+        let mut map = self.by_version.lock().unwrap();
+        let key = (app.to_string(), version);
+        match map.get(&key) {
+            Some(slots) if slots.units == units => slots.clone(),
+            _ => {
+                let slots = Arc::new(UnitSlots {
+                    units,
+                    permits: Arc::new(Semaphore::new(usize::try_from(units).unwrap_or(0))),
+                    free: Mutex::new((0..units).rev().collect()),
+                });
+                map.insert(key, slots.clone());
+                slots
+            }
+        }
+    }
+
+    /// The control of `app`'s unit called `name`.
+    pub fn control(&self, app: &str, name: &str) -> Arc<Control> {
+        let mut map = self.controls.lock().unwrap();
+        let key = (app.to_string(), name.to_string());
+        if let Some(c) = map.get(&key) {
+            return c.clone();
+        }
+        let c = Arc::new(Control::default());
+        map.insert(key, c.clone());
+        c
+    }
+
+    /// The control of a unit if the API or a request ever touched it.
+    pub fn known(&self, app: &str, name: &str) -> Option<Arc<Control>> {
+        self.controls.lock().unwrap().get(&(app.to_string(), name.to_string())).cloned()
+    }
+
+    /// Cuts the request the unit serves, if any, and counts a restart.
+    pub fn kill(&self, app: &str, name: &str) {
+        let c = self.control(app, name);
+        c.restarts.fetch_add(1, Ordering::Relaxed);
+        c.kill.notify_waiters();
+    }
+
+    pub fn set_status(&self, app: &str, name: &str, status: &str) {
+        *self.control(app, name).status.lock().unwrap() = Some(status.to_string());
+    }
+
+    /// Forgets statuses set on `app`'s units (it was started, stopped or restarted).
+    pub fn reset_statuses(&self, app: &str) {
+        for ((owner, _), c) in self.controls.lock().unwrap().iter() {
+            if owner == app {
+                *c.status.lock().unwrap() = None;
+            }
+        }
+    }
+}
+
+impl UnitSlots {
+    /// Waits up to `queue` for a free unit.
+    pub async fn take(self: &Arc<Self>, queue: Duration) -> Option<Unit> {
+        let permit = tokio::time::timeout(queue, self.permits.clone().acquire_owned()).await.ok()?.ok()?;
+        let number = self.free.lock().unwrap().pop()?;
+        Some(Unit { slots: self.clone(), number, _permit: permit })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_killed_unit_cuts_its_request_and_counts_a_restart() {
+        let units = Units::default();
+        let c = units.control("web", "web-web-v1-0");
+        let killed = c.killed();
+        units.kill("web", "web-web-v1-0");
+        tokio::time::timeout(Duration::from_secs(1), killed).await.expect("the waiting request sees the kill");
+        assert_eq!(c.restarts(), 1);
+        units.set_status("web", "web-web-v1-0", "error");
+        let other = units.control("web-api", "web-api-web-v1-0");
+        units.set_status("web-api", "web-api-web-v1-0", "error");
+        assert_eq!(c.status().as_deref(), Some("error"));
+        units.reset_statuses("web");
+        assert_eq!(other.status().as_deref(), Some("error"), "another app's units keep theirs");
+        assert_eq!(c.status(), None);
+    }
+
+    #[tokio::test]
+    async fn slots_queue_then_give_up() {
+        let units = Units::default();
+        let slots = units.slots("a", 1, 1);
+        let first = slots.take(Duration::from_millis(10)).await.unwrap();
+        assert!(slots.take(Duration::from_millis(10)).await.is_none());
+        drop(first);
+        assert_eq!(slots.take(Duration::from_millis(10)).await.unwrap().number, 0);
+    }
+}
