@@ -40,6 +40,18 @@ impl Blobs {
         tokio::fs::read(self.path(digest)).await
     }
 
+    pub async fn contains(&self, digest: &str) -> bool {
+        tokio::fs::try_exists(self.path(digest)).await.unwrap_or(false)
+    }
+
+    /// Removes a blob nothing refers to (an upload that failed its checks).
+    pub async fn remove(&self, digest: &str) -> std::io::Result<()> {
+        match tokio::fs::remove_file(self.path(digest)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     fn path(&self, digest: &str) -> PathBuf {
         self.dir.join(digest)
     }

@@ -49,7 +49,8 @@ pub struct RouterConfig {
     pub tls_listen: Option<SocketAddr>,
 }
 
-/// The provisioner built into the host: WASM apps in the app runtime.
+/// The default provisioner: the built-in `provisioner-wasm` plugin, which
+/// runs WASM apps in the host's app runtime.
 pub const WASM_PROVISIONER: &str = "wasm";
 
 #[derive(Debug, Clone, Deserialize)]
@@ -194,6 +195,7 @@ pub enum PluginKind {
 pub enum Capability {
     Log,
     Kv,
+    AppRuntime,
 }
 
 impl Capability {
@@ -201,6 +203,7 @@ impl Capability {
         match self {
             Capability::Log => "log",
             Capability::Kv => "kv",
+            Capability::AppRuntime => "app-runtime",
         }
     }
 }
@@ -306,7 +309,8 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 /// Built-in plugins that ship inside the binary: (name, kind).
-pub const BUILTIN_PLUGINS: &[(&str, PluginKind)] = &[("auth-native", PluginKind::AuthScheme)];
+pub const BUILTIN_PLUGINS: &[(&str, PluginKind)] =
+    &[("auth-native", PluginKind::AuthScheme), ("provisioner-wasm", PluginKind::Provisioner)];
 
 impl Config {
     /// Loads `path` (or the defaults when `None`) and validates it.
@@ -332,9 +336,21 @@ impl Config {
         Ok(config)
     }
 
-    /// Adds the implicit defaults (the built-in `native` scheme) and checks
-    /// cross-key rules.
+    /// Adds the implicit defaults (the built-in `native` scheme and `wasm`
+    /// provisioner) and checks cross-key rules.
     fn complete(&mut self) -> Result<(), ConfigError> {
+        if !self.plugin.iter().any(|p| p.name == WASM_PROVISIONER) {
+            self.plugin.push(PluginEntry {
+                name: WASM_PROVISIONER.into(),
+                kind: PluginKind::Provisioner,
+                builtin: Some("provisioner-wasm".into()),
+                path: None,
+                capabilities: [Capability::Log, Capability::AppRuntime].into(),
+                config: toml::Table::new(),
+                timeout_ms: None,
+                memory_mb: None,
+            });
+        }
         if !self.plugin.iter().any(|p| p.name == "native") {
             self.plugin.push(PluginEntry {
                 name: "native".into(),
@@ -410,7 +426,7 @@ impl Config {
         if !self.provisioner_exists(&self.pools.default_provisioner) {
             return Err(invalid(
                 "pools.default_provisioner",
-                format!("{:?} is neither \"wasm\" nor a provisioner plugin entry", self.pools.default_provisioner),
+                format!("{:?} is not a provisioner plugin entry (the built-in one is \"wasm\")", self.pools.default_provisioner),
             ));
         }
         if self.apps.cpu_deadline_ms == 0 || self.apps.max_memory_mb == 0 || self.apps.max_instances == 0 {
@@ -439,7 +455,7 @@ impl Config {
 
     /// True for the built-in provisioner and configured provisioner plugins.
     pub fn provisioner_exists(&self, name: &str) -> bool {
-        name == WASM_PROVISIONER || self.plugin.iter().any(|p| p.kind == PluginKind::Provisioner && p.name == name)
+        self.plugin.iter().any(|p| p.kind == PluginKind::Provisioner && p.name == name)
     }
 
     /// The provisioner of a pool: its own, or the configured default.
@@ -474,7 +490,9 @@ mod tests {
         assert!(!c.auth.user_registration);
         assert!(c.database_url().starts_with("sqlite://./data/torii.db"));
         assert_eq!(c.sqlite_path(), Some(PathBuf::from("./data/torii.db")));
-        assert_eq!(c.plugin.len(), 1);
+        let builtins: Vec<(&str, PluginKind)> = c.plugin.iter().map(|p| (p.name.as_str(), p.kind)).collect();
+        assert_eq!(builtins, [("wasm", PluginKind::Provisioner), ("native", PluginKind::AuthScheme)]);
+        assert_eq!(c.pools.default_provisioner, "wasm");
     }
 
     #[test]

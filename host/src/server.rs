@@ -1,6 +1,7 @@
 //! Assembling a running torii: storage, plugins, identity and the API listener.
 
 use anyhow::Context as _;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,8 @@ use crate::config::{Config, PluginEntry, PluginKind};
 use crate::events::Events;
 use crate::mail::Mailer;
 use crate::plugin::auth_scheme::{AuthScheme, AuthWorld};
-use crate::plugin::instance::{HostCtx, PluginPool};
+use crate::plugin::instance::{AppsHost, HostCtx, PluginPool};
+use crate::plugin::provisioner::{Provisioner, ProvisionerWorld};
 use crate::plugin::{Limits, PluginEngine};
 use crate::store::Store;
 
@@ -28,9 +30,14 @@ pub struct Server {
     pub log_written: tokio::sync::Notify,
     pub started: Instant,
     /// Deployed app versions, loaded into the app runtime.
-    pub apps: crate::runtime::catalog::Catalog,
+    pub apps: Arc<crate::runtime::catalog::Catalog>,
     /// Units of WASM apps in this process: concurrency slots and controls.
-    pub units: crate::dataplane::units::Units,
+    pub units: Arc<crate::dataplane::units::Units>,
+    /// The configured provisioners (the built-in `wasm` among them), by name.
+    pub provisioners: BTreeMap<String, Provisioner>,
+    /// Unit lists as provisioners last reported them, per app: the view and
+    /// unit-state generation they were made from (see `api::apps`).
+    pub unit_lists: std::sync::Mutex<std::collections::HashMap<String, (Arc<crate::store::AppView>, u64, Arc<Vec<crate::plugin::provisioner::Unit>>)>>,
     _plugins: PluginEngine,
 }
 
@@ -38,8 +45,21 @@ pub struct Server {
 pub fn builtin_plugin(name: &str) -> Option<&'static [u8]> {
     match name {
         "auth-native" => Some(include_bytes!(env!("TORII_GUEST_AUTH_NATIVE"))),
+        "provisioner-wasm" => Some(include_bytes!(env!("TORII_GUEST_PROVISIONER_WASM"))),
         _ => None,
     }
+}
+
+/// The compiled component of a plugin entry: built in, or read from its path.
+fn plugin_component(engine: &PluginEngine, entry: &PluginEntry) -> anyhow::Result<wasmtime::component::Component> {
+    let bytes: Vec<u8> = match (&entry.builtin, &entry.path) {
+        (Some(b), _) => builtin_plugin(b).with_context(|| format!("no built-in plugin {b:?}"))?.to_vec(),
+        (None, Some(path)) => {
+            std::fs::read(path).with_context(|| format!("plugin {:?}: cannot read {}", entry.name, path.display()))?
+        }
+        (None, None) => unreachable!("config validation"),
+    };
+    engine.component(&bytes).with_context(|| format!("plugin {:?} is not a valid component", entry.name))
 }
 
 fn limits(config: &Config, entry: &PluginEntry) -> Limits {
@@ -72,17 +92,9 @@ impl Server {
             .iter()
             .find(|p| p.name == config.auth.scheme && p.kind == PluginKind::AuthScheme)
             .expect("config validation guarantees the auth scheme entry");
-        let bytes: Vec<u8> = match (&entry.builtin, &entry.path) {
-            (Some(b), _) => builtin_plugin(b).with_context(|| format!("no built-in plugin {b:?}"))?.to_vec(),
-            (None, Some(path)) => std::fs::read(path)
-                .with_context(|| format!("plugin {:?}: cannot read {}", entry.name, path.display()))?,
-            (None, None) => unreachable!("config validation"),
-        };
-        let component = engine
-            .component(&bytes)
-            .with_context(|| format!("plugin {:?} is not a valid component", entry.name))?;
+        let component = plugin_component(&engine, entry)?;
         let config_json = serde_json::to_string(&entry.config)?;
-        let host = HostCtx { name: entry.name.clone(), grants: entry.capabilities.clone(), store: store.clone() };
+        let host = HostCtx { name: entry.name.clone(), grants: entry.capabilities.clone(), store: store.clone(), apps: None };
         let pool = PluginPool::<AuthWorld>::new(&engine, &component, host, config_json, limits(&config, entry)).await?;
 
         let instance = serde_json::json!({
@@ -110,9 +122,27 @@ impl Server {
         )
         .context("cannot start the app runtime")?;
         let blobs = crate::blobs::Blobs::new(&config.data_dir.join("blobs")).context("cannot create the blob store")?;
+        let apps = Arc::new(crate::runtime::catalog::Catalog::new(runtime, blobs));
+        let units = Arc::new(crate::dataplane::units::Units::default());
+
+        let mut provisioners = BTreeMap::new();
+        for entry in config.plugin.iter().filter(|p| p.kind == PluginKind::Provisioner) {
+            let component = plugin_component(&engine, entry)?;
+            let host = HostCtx {
+                name: entry.name.clone(),
+                grants: entry.capabilities.clone(),
+                store: store.clone(),
+                apps: Some(AppsHost { catalog: apps.clone(), units: units.clone(), default_provisioner: config.pools.default_provisioner.clone() }),
+            };
+            let config_json = serde_json::to_string(&entry.config)?;
+            let pool = PluginPool::<ProvisionerWorld>::new(&engine, &component, host, config_json, limits(&config, entry)).await?;
+            provisioners.insert(entry.name.clone(), Provisioner::new(pool));
+        }
         Ok(Arc::new(Server {
-            apps: crate::runtime::catalog::Catalog::new(runtime, blobs),
-            units: Default::default(),
+            apps,
+            units,
+            provisioners,
+            unit_lists: Default::default(),
             events,
             log_written: tokio::sync::Notify::new(),
             auth: Authenticator::new(store.clone(), key),

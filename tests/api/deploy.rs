@@ -251,7 +251,11 @@ backends! {
 
         // Stop: the router refuses with a clear answer; start serves again.
         let r = t.req("POST", "/1.0/apps/web/stop").admin().form(&[]).send().await;
-        assert_eq!(stream(&r.body), (vec!["---- Stopping the app \"web\" ----\n".to_string(), " ---> 1 unit(s) stopped\n".to_string()], None));
+        assert_eq!(stream(&r.body), (vec![
+            "---- Stopping the app \"web\" ----\n".to_string(),
+            " ---> app \"web\" is stopped: no code held in memory\n".to_string(),
+            " ---> 1 unit(s) stopped\n".to_string(),
+        ], None));
         assert_eq!(t.app_get("web.apps.test", "/").await, (503, "app web is stopped: start it with `tsuru app start -a web`\n".into()));
         assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["units"][0]["Status"], "stopped");
         t.req("POST", "/1.0/apps/web/start").admin().form(&[]).send().await.expect_status(200);
@@ -483,6 +487,67 @@ backends! {
         let r = t.req("POST", "/1.0/apps/web/restart").admin().form(&[]).send().await;
         assert_eq!(stream(&r.body).1, None, "{}", r.body);
         assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["units"][0]["Status"], "started");
+        t.stop().await;
+    }
+}
+
+backends! {
+    async fn provisioners_are_plugins_chosen_per_pool(b) {
+        // A second copy of the wasm provisioner, configured to send traffic
+        // to the `worker` process, and one that lacks the runtime capability.
+        let path = env!("TORII_GUEST_PROVISIONER_WASM");
+        let mut o = crate::support::Options::new(b);
+        o.extra_toml = format!(
+            "[[plugin]]\nname = \"edge\"\nkind = \"provisioner\"\npath = {path:?}\ncapabilities = [\"log\", \"app-runtime\"]\n\
+             [plugin.config]\nserving_process = \"worker\"\n\
+             [[plugin]]\nname = \"jailed\"\nkind = \"provisioner\"\npath = {path:?}\ncapabilities = [\"log\"]\n"
+        );
+        let t = TestServer::start_with(o).await;
+        t.team("t1").await;
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "edge"), ("provisioner", "edge")]).send().await.expect(201, "");
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "jail"), ("provisioner", "jailed")]).send().await.expect(201, "");
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "bad"), ("provisioner", "nope")]).send().await
+            .expect_error(400, "provisioner \"nope\" is not configured");
+        for (app, pool) in [("web", "main"), ("edgy", "edge"), ("caged", "jail")] {
+            t.req("POST", "/1.0/apps").admin().form(&[("name", app), ("teamOwner", "t1"), ("pool", pool)]).send().await.expect_status(201);
+        }
+        assert_eq!(t.req("GET", "/1.0/apps/edgy").admin().send().await.json()["provisioner"], "edge");
+
+        // Same archive; each provisioner decides which process serves.
+        let hello = std::fs::read(HELLO).unwrap();
+        let archive = tar_gz(&[("app.wasm", &hello), ("Procfile", b"web: app.wasm\nworker: app.wasm\n")]);
+        for app in ["web", "edgy"] {
+            let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().raw(MP, upload(&archive, &[])).send().await;
+            assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        }
+        let r = t.req("POST", "/1.0/apps/edgy/deploy").admin().raw(MP, upload(&archive, &[])).send().await;
+        assert!(r.body.contains(" ---> a wasi:http component, already compiled, ready in"), "{}", r.body);
+        assert!(r.body.contains(" ---> version 2 serves process worker with 1 unit(s)\n"), "{}", r.body);
+        for (host, unit) in [("web.apps.test", "web-web-v1-0"), ("edgy.apps.test", "edgy-worker-v2-0")] {
+            assert_eq!(t.app_get(host, "/").await.0, 200);
+            let app = host.split('.').next().unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let r = t.req("GET", &format!("/1.0/apps/{app}/log?source=app&lines=10")).admin().send().await;
+                if r.status == 200 && r.body.contains(&format!("\"Unit\":\"{unit}\"")) {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "no log line from unit {unit}: {}", r.body);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        // Both processes have units; app info lists what the provisioner reports.
+        let units = t.req("GET", "/1.0/apps/edgy").admin().send().await.json()["units"].clone();
+        let ids: Vec<_> = units.as_array().unwrap().iter().map(|u| u["ID"].as_str().unwrap().to_string()).collect();
+        assert_eq!(ids, ["edgy-web-v2-0", "edgy-worker-v2-0"]);
+
+        // A provisioner without the app-runtime grant fails clearly; nothing is recorded.
+        let r = t.req("POST", "/1.0/apps/caged/deploy").admin().raw(MP, upload(&archive, &[])).send().await;
+        assert!(r.body.contains("plugin \"jailed\" called capability \"app-runtime\", which its config does not grant"), "{}", r.body);
+        assert!(!r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(t.req("GET", "/1.0/apps/caged").admin().send().await.json()["deploys"], 0);
+        assert_eq!(t.app_get("caged.apps.test", "/").await.0, 503);
         t.stop().await;
     }
 }

@@ -26,6 +26,7 @@ use crate::pools::{self, Constraint};
 use crate::rbac::{Context, ContextType};
 use crate::server::Server;
 use serde::Serialize;
+use crate::plugin::provisioner::app_state;
 use crate::routers;
 use crate::store::{AppColumn, AppRecord, AppRouter, AppView, EnvVar, Metadata, MetadataItem, PlanRecord, PoolRecord, now_millis};
 
@@ -381,7 +382,13 @@ async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(vie
     // The pool's provisioner, or the configured default.
     let provisioner = server.config.pool_provisioner(provisioner.as_deref().unwrap_or_default());
     out.insert("provisioner", json!(provisioner));
-    let units = units_json(&server, &view);
+    let units = match units_json(&server, &view).await {
+        Ok(units) => units,
+        Err(e) => {
+            out.insert("error", json!(format!("unable to list app units: {e}")));
+            vec![]
+        }
+    };
     out.insert("quota", json!(QuotaJson { limit: app.quota_limit, inuse: units.len() as i64 }));
     out.insert("serviceInstanceBinds", json!([]));
     out.insert("tags", list_or_null(&app.tags));
@@ -412,7 +419,7 @@ struct UnitJson {
     #[serde(rename = "InternalIP")]
     internal_ip: &'static str,
     status: String,
-    status_reason: &'static str,
+    status_reason: String,
     address: Option<()>,
     addresses: Option<()>,
     version: i64,
@@ -426,39 +433,51 @@ struct UnitJson {
     ip: &'static str,
 }
 
-fn units_json(server: &Server, view: &AppView) -> Vec<UnitJson> {
-    let app_status = if view.app.status.is_empty() { "started" } else { view.app.status.as_str() };
-    super::units::units_of(view)
-        .into_iter()
-        .map(|(id, process, v)| {
-            let control = server.units.known(&view.app.name, &id);
-            // A status set on the unit shows while the app runs.
-            let status = match control.as_ref().and_then(|c| c.status()) {
-                Some(set) if app_status == "started" => set,
-                _ => app_status.to_string(),
-            };
-            UnitJson {
-                name: id.clone(),
-                id,
-                app_name: view.app.name.clone(),
-                process_name: process.to_string(),
-                kind: "wasm",
-                internal_ip: "",
-                ready: status == "started",
-                status,
-                status_reason: "",
-                address: None,
-                addresses: None,
-                version: v.version,
-                routable: true,
-                restarts: control.map(|c| c.restarts()).unwrap_or(0),
-                created_at: time_json(v.created_at),
-                host_addr: "",
-                host_port: "",
-                ip: "",
+/// The app's units as its provisioner reports them. Kept per view and
+/// unit-state generation, so app info does not call the plugin while
+/// nothing changed.
+async fn units_json(server: &Server, view: &Arc<AppView>) -> Result<Vec<UnitJson>, String> {
+    let generation = server.units.generation();
+    let cached = server.unit_lists.lock().unwrap().get(&view.app.name).and_then(|(v, g, units)| {
+        (Arc::ptr_eq(v, view) && *g == generation).then(|| units.clone())
+    });
+    let units = match cached {
+        Some(units) => units,
+        None => {
+            let name = server.config.pool_provisioner(view.provisioner.as_deref().unwrap_or_default());
+            let provisioner = server.provisioners.get(name).ok_or_else(|| format!("provisioner {name:?} is not configured"))?;
+            let units = Arc::new(provisioner.units(app_state(view)).await.map_err(|e| e.to_string())?);
+            let mut lists = server.unit_lists.lock().unwrap();
+            if lists.len() >= 100_000 {
+                lists.clear();
             }
+            lists.insert(view.app.name.clone(), (view.clone(), generation, units.clone()));
+            units
+        }
+    };
+    Ok(units
+        .iter()
+        .map(|u| UnitJson {
+            id: u.id.clone(),
+            name: u.name.clone(),
+            app_name: u.app.clone(),
+            process_name: u.process.clone(),
+            kind: "wasm",
+            internal_ip: "",
+            status: u.status.clone(),
+            status_reason: u.status_reason.clone(),
+            address: None,
+            addresses: None,
+            version: i64::from(u.version),
+            routable: true,
+            restarts: i64::from(u.restarts),
+            created_at: time_json(view.versions.iter().find(|v| v.version == i64::from(u.version)).map(|v| v.created_at).unwrap_or(0)),
+            ready: u.ready,
+            host_addr: "",
+            host_port: "",
+            ip: "",
         })
-        .collect()
+        .collect())
 }
 
 /// An app as the list shows it (tsuru's `app.App` with `json` omissions).
@@ -562,7 +581,15 @@ async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
         let name = app.name.clone();
         w.message(&format!("---- Removing application {name:?}...\n")).await;
-        let result = server.store.delete_app(&name).await.map_err(ApiError::from);
+        // The provisioner lets go of the app first (the wasm one stops serving it).
+        let result = match super::provision::provisioner_of(&server, &app).await {
+            Ok(p) => p.destroy(&name).await.map_err(super::provision::api_error),
+            Err(e) => Err(e),
+        };
+        let result = match result {
+            Ok(()) => server.store.delete_app(&name).await.map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
         // The app's token is gone: drop cached identities.
         server.auth.invalidate();
         let result = event.done(result).await;

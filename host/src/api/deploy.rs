@@ -2,12 +2,12 @@
 //! permissions by source kind, and tsuru's raw text stream ending in `OK`.
 //! The pipeline itself is `crate::deploy`.
 
-use super::apps::{AppTarget, app_contexts, app_event, app_provisioner};
+use super::apps::{AppTarget, app_contexts, app_event};
+use super::provision::{api_error, apply, provisioner_of};
 use super::params::Params;
 use super::stream::{KEEPALIVE, TextWriter, text_stream};
 use super::{AppState, Caller, ClientIp, Routes};
-use crate::deploy::{DeployError, Progress, deploy_wasm, extract, image_name, placed};
-use crate::config::WASM_PROVISIONER;
+use crate::deploy::{DeployError, Progress, deploy_component, extract, image_name, placed};
 use crate::error::{ApiError, ApiResult};
 use crate::server::Server;
 use crate::store::NewVersion;
@@ -38,8 +38,12 @@ async fn routable(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
     caller.require("app.update.routable", &app_contexts(&app))?;
     let data = json!({"app": app.name, "version": version, "isRoutable": is_routable});
     let event = app_event(&server, &caller, &ip, "app.update.routable", &app, data).await?;
+    let provisioner = provisioner_of(&server, &app).await?;
     let result = match server.store.set_routable(&app.name, version, is_routable).await {
-        Ok(true) => Ok(axum::http::StatusCode::OK.into_response()),
+        Ok(true) => match apply(&server, provisioner, &app.name).await {
+            Ok(_) => Ok(axum::http::StatusCode::OK.into_response()),
+            Err(e) => Err(ApiError::internal(e)),
+        },
         Ok(false) => Err(ApiError::bad_request(format!("Invalid version: {raw}"))),
         Err(e) => Err(ApiError::from(e)),
     };
@@ -76,7 +80,12 @@ async fn version_delete(
     let event = app_event(&server, &caller, &ip, "app.update", &app, data).await?;
     Ok(super::stream::json_stream(axum::http::StatusCode::OK, KEEPALIVE, move |w| async move {
         w.message(&format!("---> Deleting version {number} of app {}\n", app.name)).await;
-        let result = server.store.delete_version(&app.name, number).await.map_err(|e| e.to_string());
+        let result = async {
+            server.store.delete_version(&app.name, number).await.map_err(|e| e.to_string())?;
+            let provisioner = provisioner_of(&server, &app).await.map_err(|e| e.message)?;
+            apply(&server, provisioner, &app.name).await.map(|_| ())
+        }
+        .await;
         event.done(result).await?;
         w.message(&format!("---- Done removing application version {number}.\n")).await;
         Ok(())
@@ -111,9 +120,20 @@ async fn rollback(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
                 return Err(format!("the selected version is disabled for rollback: {}", target.disabled_reason));
             }
             w.message(&format!("---- Rolling back app {:?} to version {} ----\n", app.name, target.version)).await;
-            // The version must still load: its bytes and compiled code are kept.
-            server.apps.code(&target.digest).await.map_err(|e| e.to_string())?;
+            let provisioner = provisioner_of(&server, &app).await.map_err(|e| e.message)?;
+            // The version must still run: its bytes and compiled code are kept.
+            let candidate = crate::plugin::provisioner::AppVersion {
+                version: u32::try_from(target.version).unwrap_or(0),
+                artifact: target.digest.clone(),
+                processes: target.processes.iter().map(|p| crate::plugin::provisioner::Process { name: p.clone(), command: String::new(), units: 1 }).collect(),
+                routable: true,
+                weight: 1,
+            };
+            provisioner.prepare(&app.name, candidate).await.map_err(|e| e.to_string())?;
             server.store.route_only(&app.name, target.version).await.map_err(|e| e.to_string())?;
+            for line in apply(&server, provisioner, &app.name).await? {
+                w.message(&line).await;
+            }
             event.set_end_data(json!({"image": image_name(&app.name, target.version)}));
             w.message(&format!("---- Version {} of app {:?} is serving all its traffic ----\n", target.version, app.name)).await;
             Ok(())
@@ -233,16 +253,16 @@ async fn source(server: &Server, app: &crate::store::AppRecord, input: &Input) -
     } else {
         "app.deploy.archive-url"
     };
-    let provisioner = app_provisioner(server, app).await?;
-    if provisioner != WASM_PROVISIONER {
-        return Err(ApiError::bad_request(format!("the {provisioner:?} provisioner of pool {:?} cannot deploy yet", app.pool)));
-    }
-    if !image.is_empty() || !dockerfile.is_empty() {
-        let kind = if image.is_empty() { "a Dockerfile" } else { "an image" };
-        return Err(ApiError::bad_request(format!(
-            r#"the wasm provisioner cannot deploy {kind}: deploy a wasi:http component with "file" or "archive-url""#
-        )));
-    }
+    let kind = if !dockerfile.is_empty() {
+        "dockerfile"
+    } else if !image.is_empty() {
+        "image"
+    } else if has_file {
+        "file"
+    } else {
+        "archive-url"
+    };
+    provisioner_of(server, app).await?.can_deploy(kind).await.map_err(api_error)?;
     Ok(Source { archive_url: archive_url.to_string(), how, origin, permission })
 }
 
@@ -285,13 +305,17 @@ async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
     if !src.archive_url.is_empty() {
         data["archive-url"] = Value::String(src.archive_url.clone());
     }
+    let provisioner = provisioner_of(&server, &app).await?.name().to_string();
     let event = app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
     let event_id = event.id().to_string();
     let headers = [("x-tsuru-eventid", event_id.clone())];
     Ok(text_stream(KEEPALIVE, &headers, move |out| async move {
         let result: Result<i64, String> = async {
             let artifact = artifact(&server, input.file, &src.archive_url, &out).await?;
-            let version = deploy_wasm(&server, &app.name, artifact, &event_id, src.how, &out).await.map_err(|e: DeployError| e.to_string())?;
+            let provisioner = &server.provisioners[&provisioner];
+            let version = deploy_component(&server, provisioner, &app.name, artifact, &event_id, src.how, &out)
+                .await
+                .map_err(|e: DeployError| e.to_string())?;
             out.write(&placed(&app.name, version, src.how)).await;
             Ok(version)
         }
@@ -323,13 +347,17 @@ async fn build(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Ap
     if !src.archive_url.is_empty() {
         data["archive-url"] = Value::String(src.archive_url.clone());
     }
+    let provisioner = provisioner_of(&server, &app).await?.name().to_string();
     let event = app_event(&server, &caller, &ip, "app.build", &app, data).await?;
     let event_id = event.id().to_string();
     let headers = [("x-tsuru-eventid", event_id.clone())];
     Ok(text_stream(KEEPALIVE, &headers, move |out| async move {
         let result: Result<i64, String> = async {
             let artifact = artifact(&server, input.file, &src.archive_url, &out).await?;
-            let version = deploy_wasm(&server, &app.name, artifact, &event_id, NewVersion::Beside, &out).await.map_err(|e| e.to_string())?;
+            let provisioner = &server.provisioners[&provisioner];
+            let version = deploy_component(&server, provisioner, &app.name, artifact, &event_id, NewVersion::Beside, &out)
+                .await
+                .map_err(|e| e.to_string())?;
             out.write(&format!("---- Version {version} of app {:?} is built (tag {tag:?}), without traffic ----\n", app.name)).await;
             Ok(version)
         }
@@ -370,6 +398,7 @@ async fn rebuild(State(server): AppState, Caller(caller): Caller, ip: ClientIp, 
     let Some(current) = versions.iter().filter(|v| v.routable).max_by_key(|v| v.version).cloned() else {
         return Err(ApiError::bad_request(format!("app {:?} has no deployed version to rebuild", app.name)));
     };
+    let provisioner = provisioner_of(&server, &app).await?.name().to_string();
     let data = json!({"app": app.name, "origin": origin, "kind": "rebuild"});
     let event = app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
     let event_id = event.id().to_string();
@@ -377,7 +406,8 @@ async fn rebuild(State(server): AppState, Caller(caller): Caller, ip: ClientIp, 
         let result = async {
             let component = server.apps.blobs.get(&current.digest).await.map_err(|e| format!("the component of version {} is missing: {e}", current.version))?;
             let artifact = crate::deploy::Artifact { component, processes: current.processes.clone(), source: format!("version {}", current.version) };
-            let version = deploy_wasm(&server, &app.name, artifact, &event_id, how, &w).await.map_err(|e| e.to_string())?;
+            let provisioner = &server.provisioners[&provisioner];
+            let version = deploy_component(&server, provisioner, &app.name, artifact, &event_id, how, &w).await.map_err(|e| e.to_string())?;
             w.message(&placed(&app.name, version, how)).await;
             event.set_end_data(json!({"image": image_name(&app.name, version)}));
             Ok(())

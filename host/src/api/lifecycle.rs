@@ -4,7 +4,8 @@
 //! (stopped: 503), or wake the app on the next request (asleep: nothing but the
 //! compiled code on disk is kept).
 
-use super::apps::{AppTarget, app_contexts, app_event, app_provisioner};
+use super::apps::{AppTarget, app_contexts, app_event};
+use super::provision::{api_error, apply, desired, provisioner_of};
 use super::params::Params;
 use super::stream::{KEEPALIVE, json_stream};
 use super::{AppState, Caller, ClientIp, Routes};
@@ -29,11 +30,18 @@ async fn run_command(State(server): AppState, Caller(caller): Caller, AppTarget(
         return Err(ApiError::bad_request("You must provide the command to run"));
     }
     caller.require("app.run", &app_contexts(&app))?;
-    let provisioner = app_provisioner(&server, &app).await?;
-    Err(ApiError::bad_request(format!(
-        "the {provisioner} provisioner does not run commands: a WASM app has no shell or processes to run them in; \
-         deploy a component that does the work on a request instead"
-    )))
+    let command = params.get("command").unwrap_or_default();
+    let once = params.get("once").and_then(|v| super::params::parse_bool(&v)).unwrap_or(false);
+    let isolated = params.get("isolated").and_then(|v| super::params::parse_bool(&v)).unwrap_or(false);
+    let provisioner = provisioner_of(&server, &app).await?;
+    let state = desired(&server, &app.name).await?;
+    let lines = provisioner.run(state, &command, once, isolated).await.map_err(api_error)?;
+    Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
+        for line in lines {
+            w.message(&line).await;
+        }
+        Ok(())
+    }))
 }
 
 #[derive(Clone, Copy)]
@@ -113,14 +121,17 @@ async fn run(
     let event = app_event(&server, &caller, &ip, action.permission(), &app, data).await?;
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
         w.message(&format!("---- {} the app {:?} ----\n", action.verb(), app.name)).await;
-        let result = server.store.set_app_status(&app.name, action.status()).await;
-        server.units.reset_statuses(&app.name);
-        if result.is_ok() && matches!(action, Action::Sleep | Action::Stop) {
-            // Nothing of a sleeping or stopped app stays in memory but its compiled code on disk.
-            for v in &versions {
-                server.apps.unload(&v.digest);
+        let result = async {
+            server.store.set_app_status(&app.name, action.status()).await.map_err(|e| e.to_string())?;
+            server.units.reset_statuses(&app.name);
+            // The provisioner makes it so (the wasm one unloads a sleeping or stopped app's code).
+            let provisioner = provisioner_of(&server, &app).await.map_err(|e| e.message)?;
+            for line in apply(&server, provisioner, &app.name).await? {
+                w.message(&line).await;
             }
+            Ok::<_, String>(())
         }
+        .await;
         match event.done(result).await {
             Ok(()) => {
                 let units = crate::store::units_in_use(&versions);

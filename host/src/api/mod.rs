@@ -20,6 +20,7 @@ mod logs;
 pub mod names;
 mod misc;
 pub mod plans;
+mod provision;
 mod platforms;
 mod pools;
 pub mod params;

@@ -7,10 +7,9 @@ use super::params::Params;
 use super::stream::{KEEPALIVE, json_stream};
 use super::{AppState, Caller, ClientIp, Routes, empty};
 use crate::error::{ApiError, ApiResult};
-use crate::server::Server;
-use crate::store::{AppView, VersionRecord, units_in_use};
+use super::provision::{api_error, apply, desired, provisioner_of};
+use crate::store::{VersionRecord, units_in_use};
 use axum::extract::{Path, State};
-use std::sync::Arc;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::json;
@@ -22,29 +21,12 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.0", Method::POST, "/apps/{app}/units/{unit}", set_status)
 }
 
-/// Every unit of the app: (id, process, version), as app info lists them.
-pub fn units_of(view: &AppView) -> Vec<(String, &str, &VersionRecord)> {
-    let mut out = Vec::new();
-    for v in view.versions.iter().filter(|v| v.routable) {
-        for process in &v.processes {
-            for i in 0..v.units.max(0) {
-                out.push((format!("{}-{process}-v{}-{i}", view.app.name, v.version), process.as_str(), v));
-            }
-        }
-    }
-    out
-}
-
 /// Unit statuses tsuru knows (API-NOTES §2.4.3).
 const STATUSES: [&str; 7] = ["created", "building", "error", "starting", "started", "stopped", "asleep"];
 
-async fn view_of(server: &Server, app: &str) -> ApiResult<Arc<AppView>> {
-    server.store.app_view(app).await?.ok_or_else(|| ApiError::not_found(format!("App {app} not found.")))
-}
-
-/// `DELETE /1.12/apps/{app}/units/{unit}`: cuts the request the unit is
-/// serving, if any (its caller gets 503), and counts a restart; the unit
-/// serves the next request.
+/// `DELETE /1.12/apps/{app}/units/{unit}`: the provisioner kills the unit
+/// (for WASM apps: the request it serves is cut with a 503, a restart is
+/// counted, and the unit serves the next request).
 async fn kill(
     State(server): AppState,
     Caller(caller): Caller,
@@ -53,17 +35,18 @@ async fn kill(
     Path((_, unit)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     caller.require("app.update.unit.kill", &app_contexts(&app))?;
-    let view = view_of(&server, &app.name).await?;
-    if !units_of(&view).iter().any(|(id, _, _)| *id == unit) {
+    let provisioner = provisioner_of(&server, &app).await?;
+    let state = desired(&server, &app.name).await?;
+    if !provisioner.units(state.clone()).await.map_err(api_error)?.iter().any(|u| u.id == unit) {
         return Err(ApiError::not_found(format!("unit {unit:?} not found")));
     }
     let event = app_event(&server, &caller, &ip, "app.update.unit.kill", &app, json!({"app": app.name, "unit": unit})).await?;
-    server.units.kill(&app.name, &unit);
-    event.done(Ok(empty(StatusCode::OK))).await
+    let result = provisioner.kill_unit(state, &unit).await.map_err(api_error);
+    event.done(result.map(|()| empty(StatusCode::OK))).await
 }
 
-/// `POST /apps/{app}/units/{unit}`: records a unit's status (the unit is
-/// matched by id prefix); app info shows it while the app runs.
+/// `POST /apps/{app}/units/{unit}`: the provisioner records a unit's status
+/// (the unit is matched by id prefix); app info shows it while the app runs.
 async fn set_status(
     State(server): AppState,
     Caller(caller): Caller,
@@ -76,11 +59,9 @@ async fn set_status(
         return Err(ApiError::bad_request("invalid status"));
     }
     caller.require("app.update.unit.status", &app_contexts(&app))?;
-    let view = view_of(&server, &app.name).await?;
-    let Some((id, _, _)) = units_of(&view).into_iter().find(|(id, _, _)| id.starts_with(&unit)) else {
-        return Err(ApiError::not_found(format!("unit {unit:?} not found")));
-    };
-    server.units.set_status(&app.name, &id, &status);
+    let provisioner = provisioner_of(&server, &app).await?;
+    let state = desired(&server, &app.name).await?;
+    provisioner.set_unit_status(state, &unit, &status).await.map_err(api_error)?;
     Ok(empty(StatusCode::OK))
 }
 
@@ -144,13 +125,17 @@ async fn change(
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
         let verb = if adding { "Adding" } else { "Removing" };
         w.message(&format!("---- {verb} {count} unit(s) of version {} ----\n", target.version)).await;
-        let result = server.store.set_version_units(&app.name, target.version, units).await;
-        match event.done(result).await {
-            Ok(()) => {
-                w.message(&format!(" ---> version {} now runs {units} unit(s)\n", target.version)).await;
-                Ok(())
+        let result = async {
+            server.store.set_version_units(&app.name, target.version, units).await.map_err(|e| e.to_string())?;
+            let provisioner = provisioner_of(&server, &app).await.map_err(|e| e.message)?;
+            for line in apply(&server, provisioner, &app.name).await? {
+                w.message(&line).await;
             }
-            Err(e) => Err(e.to_string()),
+            Ok::<_, String>(())
         }
+        .await;
+        event.done(result).await?;
+        w.message(&format!(" ---> version {} now runs {units} unit(s)\n", target.version)).await;
+        Ok(())
     }))
 }

@@ -13,7 +13,7 @@ pub mod units;
 use crate::runtime::{ResponseBody, plain_text as plain};
 use crate::runtime::catalog::invocation;
 use crate::server::Server;
-use crate::store::{AppView, VersionRecord};
+use crate::store::{AppView, RouteRecord};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -141,19 +141,22 @@ async fn route(server: &Server, logs: &logs::LogBatcher, req: hyper::Request<Inc
         _ => {}
     }
     let canary = crate::routers::linked(&view, &router).and_then(crate::routers::canary);
-    let Some(version) = pick(&view, canary, rand::random::<f64>()) else {
+    let Some(route) = pick(&view.routes, canary, rand::random::<f64>()) else {
         return plain(503, &format!("app {app} has no deployed version yet: deploy one with `tsuru app deploy`"));
     };
-    if version.units <= 0 {
+    let Some(version) = view.versions.iter().find(|v| v.version == route.version) else {
+        return plain(503, &format!("app {app} serves version {} which no longer exists: rebuild its routes", route.version));
+    };
+    if route.units <= 0 {
         return plain(503, &format!("app {app} has no units: add some with `tsuru unit add 1 -a {app}`"));
     }
     let queue = Duration::from_millis(server.config.apps.queue_timeout_ms);
-    let unit = match server.units.slots(&app, version.version, version.units).take(queue).await {
+    let unit = match server.units.slots(&app, route.version, route.units).take(queue).await {
         Some(unit) => unit,
         None => {
             return plain(503, &format!(
                 "app {app} is busy: its {} unit(s) are all serving; add units with `tsuru unit add -a {app}`",
-                version.units
+                route.units
             ));
         }
     };
@@ -161,7 +164,7 @@ async fn route(server: &Server, logs: &logs::LogBatcher, req: hyper::Request<Inc
         Ok(code) => code,
         Err(e) => return plain(500, &format!("app {app} version {} cannot run: {e}", version.version)),
     };
-    let name = unit_name(&app, version, unit.number);
+    let name = format!("{app}-{}-v{}-{}", route.process, route.version, unit.number);
     let control = server.units.control(&app, &name);
     // Registered before the request runs, so a kill during it is seen.
     let killed = control.killed();
@@ -171,12 +174,6 @@ async fn route(server: &Server, logs: &logs::LogBatcher, req: hyper::Request<Inc
         response = server.apps.runtime.handle(&code, invocation, req) => response,
         _ = killed => plain(503, &format!("unit {name} was killed while serving this request")),
     }
-}
-
-/// A unit's name, as app info lists it.
-pub fn unit_name(app: &str, version: &VersionRecord, number: i64) -> String {
-    let process = version.processes.first().map(String::as_str).unwrap_or("web");
-    format!("{app}-{process}-v{}-{number}", version.version)
 }
 
 /// Sends what an instance printed to the app's log, one entry per line,
@@ -203,104 +200,72 @@ fn request_host<B>(req: &hyper::Request<B>) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
-/// The routable version a request goes to, `roll` in [0, 1) choosing among
-/// them by weight. With a `canary` percentage and several routable versions,
-/// the newest gets that share and the others split the rest by weight.
-fn pick(view: &AppView, canary: Option<u32>, roll: f64) -> Option<&VersionRecord> {
-    let routable: Vec<&VersionRecord> = view.versions.iter().filter(|v| v.routable && v.weight > 0).collect();
-    let newest = routable.iter().map(|v| v.version).max()?;
-    let mut shares: Vec<(&VersionRecord, f64)> = match canary {
-        Some(percent) if routable.len() > 1 => {
-            let others: i64 = routable.iter().filter(|v| v.version != newest).map(|v| v.weight).sum();
-            routable
-                .iter()
-                .map(|v| {
-                    let share = if v.version == newest {
+/// The route a request goes to, `roll` in [0, 1) choosing among them by
+/// weight. With a `canary` percentage and several routes, the newest version
+/// gets that share and the others split the rest by weight.
+fn pick(routes: &[RouteRecord], canary: Option<u32>, roll: f64) -> Option<&RouteRecord> {
+    let live: Vec<&RouteRecord> = routes.iter().filter(|r| r.weight > 0).collect();
+    let newest = live.iter().map(|r| r.version).max()?;
+    let mut shares: Vec<(&RouteRecord, f64)> = match canary {
+        Some(percent) if live.len() > 1 => {
+            let others: i64 = live.iter().filter(|r| r.version != newest).map(|r| r.weight).sum();
+            live.iter()
+                .map(|r| {
+                    let share = if r.version == newest {
                         f64::from(percent) / 100.0
                     } else {
-                        (1.0 - f64::from(percent) / 100.0) * v.weight as f64 / others as f64
+                        (1.0 - f64::from(percent) / 100.0) * r.weight as f64 / others as f64
                     };
-                    (*v, share)
+                    (*r, share)
                 })
                 .collect()
         }
         _ => {
-            let total: i64 = routable.iter().map(|v| v.weight).sum();
-            routable.iter().map(|v| (*v, v.weight as f64 / total as f64)).collect()
+            let total: i64 = live.iter().map(|r| r.weight).sum();
+            live.iter().map(|r| (*r, r.weight as f64 / total as f64)).collect()
         }
     };
     shares.retain(|(_, share)| *share > 0.0);
     let mut point = roll;
-    for (v, share) in &shares {
+    for (r, share) in &shares {
         point -= share;
         if point < 0.0 {
-            return Some(v);
+            return Some(r);
         }
     }
-    shares.last().map(|(v, _)| *v)
+    shares.last().map(|(r, _)| *r)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::AppRecord;
 
-    fn version(n: i64, weight: i64, routable: bool) -> VersionRecord {
-        VersionRecord {
-            app: "a".into(),
-            version: n,
-            digest: String::new(),
-            processes: vec![],
-            routable,
-            weight,
-            deploy_event: String::new(),
-            disabled_reason: String::new(),
-            created_at: 0,
-            units: 1,
-        }
+    fn route(n: i64, weight: i64) -> RouteRecord {
+        RouteRecord { version: n, process: "web".into(), units: 1, weight }
     }
 
     #[test]
     fn weights_split_the_traffic() {
-        let view = AppView {
-            app: AppRecord::default(),
-            plan: None,
-            provisioner: None,
-            lock_event: None,
-            versions: vec![version(1, 90, true), version(2, 10, true), version(3, 100, false)],
-            env: vec![],
-            routers: vec![],
-            certificates: vec![],
-        };
-        assert_eq!(pick(&view, None, 0.0).unwrap().version, 1);
-        assert_eq!(pick(&view, None, 0.899).unwrap().version, 1);
-        assert_eq!(pick(&view, None, 0.9).unwrap().version, 2);
-        assert_eq!(pick(&view, None, 0.999).unwrap().version, 2);
-        let none = AppView { versions: vec![version(3, 100, false)], ..view };
-        assert!(pick(&none, None, 0.5).is_none());
+        let routes = [route(1, 90), route(2, 10), route(3, 0)];
+        assert_eq!(pick(&routes, None, 0.0).unwrap().version, 1);
+        assert_eq!(pick(&routes, None, 0.899).unwrap().version, 1);
+        assert_eq!(pick(&routes, None, 0.9).unwrap().version, 2);
+        assert_eq!(pick(&routes, None, 0.999).unwrap().version, 2);
+        assert!(pick(&[route(3, 0)], None, 0.5).is_none());
+        assert!(pick(&[], None, 0.5).is_none());
     }
 
     #[test]
     fn a_canary_gives_the_newest_version_its_share() {
-        let view = AppView {
-            app: AppRecord::default(),
-            plan: None,
-            provisioner: None,
-            lock_event: None,
-            versions: vec![version(1, 1, true), version(2, 1, true), version(3, 1, true)],
-            env: vec![],
-            routers: vec![],
-            certificates: vec![],
-        };
-        assert_eq!(pick(&view, Some(10), 0.0).unwrap().version, 1);
-        assert_eq!(pick(&view, Some(10), 0.449).unwrap().version, 1);
-        assert_eq!(pick(&view, Some(10), 0.451).unwrap().version, 2);
-        assert_eq!(pick(&view, Some(10), 0.899).unwrap().version, 2);
-        assert_eq!(pick(&view, Some(10), 0.901).unwrap().version, 3);
-        assert_eq!(pick(&view, Some(0), 0.999).unwrap().version, 2, "canary 0 sends nothing to the newest");
-        assert_eq!(pick(&view, Some(100), 0.0).unwrap().version, 3);
-        let one = AppView { versions: vec![version(4, 1, true)], ..view };
-        assert_eq!(pick(&one, Some(0), 0.5).unwrap().version, 4, "a lone version takes everything");
+        let routes = [route(1, 1), route(2, 1), route(3, 1)];
+        assert_eq!(pick(&routes, Some(10), 0.0).unwrap().version, 1);
+        assert_eq!(pick(&routes, Some(10), 0.449).unwrap().version, 1);
+        assert_eq!(pick(&routes, Some(10), 0.451).unwrap().version, 2);
+        assert_eq!(pick(&routes, Some(10), 0.899).unwrap().version, 2);
+        assert_eq!(pick(&routes, Some(10), 0.901).unwrap().version, 3);
+        assert_eq!(pick(&routes, Some(0), 0.999).unwrap().version, 2, "canary 0 sends nothing to the newest");
+        assert_eq!(pick(&routes, Some(100), 0.0).unwrap().version, 3);
+        assert_eq!(pick(&[route(4, 1)], Some(0), 0.5).unwrap().version, 4, "a lone version takes everything");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! it is serving (503) and counts a restart; the slot serves the next one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -17,6 +17,8 @@ pub struct Units {
     by_version: Mutex<HashMap<(String, i64), Arc<UnitSlots>>>,
     /// By (app, unit name).
     controls: Mutex<HashMap<(String, String), Arc<Control>>>,
+    /// Bumped on every kill and status change, so unit lists made before are stale.
+    generation: AtomicU64,
 }
 
 /// The units of one version: a permit per unit, and which unit numbers are free.
@@ -100,15 +102,33 @@ impl Units {
         self.controls.lock().unwrap().get(&(app.to_string(), name.to_string())).cloned()
     }
 
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Cuts the request the unit serves, if any, and counts a restart.
     pub fn kill(&self, app: &str, name: &str) {
         let c = self.control(app, name);
         c.restarts.fetch_add(1, Ordering::Relaxed);
         c.kill.notify_waiters();
+        self.changed();
     }
 
     pub fn set_status(&self, app: &str, name: &str, status: &str) {
         *self.control(app, name).status.lock().unwrap() = Some(status.to_string());
+        self.changed();
+    }
+
+    /// Every unit of `app` this process has seen: (name, restarts, status set).
+    pub fn seen(&self, app: &str) -> Vec<(String, i64, Option<String>)> {
+        let map = self.controls.lock().unwrap();
+        let mut out: Vec<_> = map.iter().filter(|((owner, _), _)| owner == app).map(|((_, name), c)| (name.clone(), c.restarts(), c.status())).collect();
+        out.sort();
+        out
     }
 
     /// Forgets statuses set on `app`'s units (it was started, stopped or restarted).
@@ -118,6 +138,7 @@ impl Units {
                 *c.status.lock().unwrap() = None;
             }
         }
+        self.changed();
     }
 }
 

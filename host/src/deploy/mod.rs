@@ -7,11 +7,10 @@
 //! deploy leaves the running version untouched.
 
 use crate::blobs::Blobs;
-use crate::runtime::LoadError;
+use crate::plugin::provisioner::{AppVersion, Process, Provisioner, app_state};
 use crate::server::Server;
 use crate::store::NewVersion;
 use std::io::Read;
-use std::time::Instant;
 
 /// What a deploy unpacked.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,8 +32,9 @@ pub enum DeployError {
     NoComponent,
     #[error("the archive holds several .wasm files ({0}); name the one to run app.wasm")]
     SeveralComponents(String),
+    /// The provisioner refused the version, or failed.
     #[error("{0}")]
-    Load(#[from] LoadError),
+    Provision(String),
     #[error("cannot store the component: {0}")]
     Blob(std::io::Error),
     #[error("cannot record the version: {0}")]
@@ -100,11 +100,13 @@ pub trait Progress {
     fn line(&self, text: String) -> impl Future<Output = ()> + Send;
 }
 
-/// Checks, compiles, stores and records `artifact` as the next version of
-/// `app`, which then takes all the traffic (or none, beside the others).
-/// Returns the version number.
-pub async fn deploy_wasm(
+/// Stores `artifact`, has the app's provisioner check it can run, records it
+/// as the next version of `app` (taking all the traffic, or none beside the
+/// others) and has the provisioner serve the new state. A version the
+/// provisioner refuses is never recorded. Returns the version number.
+pub async fn deploy_component(
     server: &Server,
+    provisioner: &Provisioner,
     app: &str,
     artifact: Artifact,
     event_id: &str,
@@ -119,12 +121,35 @@ pub async fn deploy_wasm(
         &digest[..12]
     ))
     .await;
-    let started = Instant::now();
-    tokio::task::block_in_place(|| server.apps.load(&digest, &artifact.component))?;
-    out.line(format!(" ---> a wasi:http component, ready in {} ms\n", started.elapsed().as_millis())).await;
+    let known = server.apps.blobs.contains(&digest).await;
     server.apps.blobs.put(&artifact.component).await.map_err(DeployError::Blob)?;
+    let candidate = AppVersion {
+        version: 0,
+        artifact: digest.clone(),
+        processes: artifact.processes.iter().map(|p| Process { name: p.clone(), command: String::new(), units: 1 }).collect(),
+        routable: how == NewVersion::Replace,
+        weight: 1,
+    };
+    match provisioner.prepare(app, candidate).await {
+        Ok(lines) => {
+            for line in lines {
+                out.line(line).await;
+            }
+        }
+        Err(e) => {
+            if !known {
+                // Nothing refers to bytes that never passed the checks.
+                let _ = server.apps.blobs.remove(&digest).await;
+            }
+            return Err(DeployError::Provision(e.to_string()));
+        }
+    }
     let version = server.store.add_version(app, &digest, &artifact.processes, event_id, how).await?;
     out.line(format!(" ---> processes: {}\n", artifact.processes.join(", "))).await;
+    let view = server.store.app_view(app).await?.ok_or_else(|| DeployError::Provision(format!("app {app:?} is gone")))?;
+    for line in provisioner.apply(app_state(&view)).await.map_err(|e| DeployError::Provision(e.to_string()))? {
+        out.line(line).await;
+    }
     Ok(version)
 }
 

@@ -33,6 +33,16 @@ pub struct HostCtx {
     pub name: String,
     pub grants: BTreeSet<Capability>,
     pub store: Db,
+    /// The WASM app runtime, for provisioners (capability `app-runtime`).
+    pub apps: Option<AppsHost>,
+}
+
+/// The app runtime's parts a provisioner plugin reaches.
+pub struct AppsHost {
+    pub catalog: Arc<crate::runtime::catalog::Catalog>,
+    pub units: Arc<crate::dataplane::units::Units>,
+    /// The provisioner of pools that name none (`[pools] default_provisioner`).
+    pub default_provisioner: String,
 }
 
 /// The data of one plugin instance's store.

@@ -15,6 +15,7 @@
 //! granted capability.
 
 pub mod auth_scheme;
+pub mod provisioner;
 pub mod capabilities;
 pub mod engine;
 pub mod instance;

@@ -37,6 +37,11 @@ impl Catalog {
         Ok(code)
     }
 
+    /// True when the version with `digest` is loaded in memory.
+    pub fn is_loaded(&self, digest: &str) -> bool {
+        self.loaded.lock().unwrap().contains_key(digest)
+    }
+
     /// Forgets the loaded version with `digest` (the next use reads the
     /// compiled code from disk again).
     pub fn unload(&self, digest: &str) {

@@ -1,7 +1,7 @@
 //! Apps, app teams, app env and app tokens.
 
 use super::views::Slot;
-use super::{AppRouter, CertificateRecord, PlanRecord, Store, StoreError, StoreResult, VersionRecord, conflict_or, json_list, now_millis, parse_list};
+use super::{AppRouter, CertificateRecord, PlanRecord, RouteRecord, Store, StoreError, StoreResult, VersionRecord, conflict_or, json_list, now_millis, parse_list};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -153,6 +153,7 @@ fn app_view(row: &AnyRow) -> StoreResult<AppView> {
         env: Vec::new(),
         routers: Vec::new(),
         certificates: Vec::new(),
+        routes: Vec::new(),
     })
 }
 
@@ -170,6 +171,8 @@ pub struct AppView {
     /// Routers serving the app, main router first.
     pub routers: Vec<AppRouter>,
     pub certificates: Vec<CertificateRecord>,
+    /// What the router serves, as the provisioner set it.
+    pub routes: Vec<RouteRecord>,
 }
 
 fn app_not_found(name: &str) -> StoreError {
@@ -244,6 +247,7 @@ impl Store {
                 view.env = self.app_env(name).await?;
                 view.routers = self.app_routers(name).await?;
                 view.certificates = self.certificates(name).await?;
+                view.routes = self.routes(name).await?;
                 Some(Arc::new(view))
             }
         };
@@ -284,6 +288,10 @@ impl Store {
         for (app, c) in self.all_certificates().await? {
             certificates.entry(app).or_default().push(c);
         }
+        let mut routes: HashMap<String, Vec<RouteRecord>> = HashMap::new();
+        for (app, r) in self.all_routes().await? {
+            routes.entry(app).or_default().push(r);
+        }
         let views = rows
             .iter()
             .map(|r| {
@@ -292,6 +300,7 @@ impl Store {
                 view.env = env.remove(&view.app.name).unwrap_or_default();
                 view.routers = routers.remove(&view.app.name).unwrap_or_default();
                 view.certificates = certificates.remove(&view.app.name).unwrap_or_default();
+                view.routes = routes.remove(&view.app.name).unwrap_or_default();
                 Ok(Arc::new(view))
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -320,6 +329,7 @@ impl Store {
         sqlx::query("DELETE FROM app_logs WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_cnames WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_routers WHERE app = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM app_routes WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_certificates WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_env WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_teams WHERE app = $1").bind(name).execute(&mut *tx).await?;

@@ -34,7 +34,7 @@ pub use roles::{RoleBinding, RoleRecord, SubjectKind};
 pub use teams::TeamRecord;
 pub use tokens::{SessionRecord, TeamTokenRecord};
 pub use users::UserRecord;
-pub use versions::{NewVersion, VersionRecord, units_in_use};
+pub use versions::{NewVersion, RouteRecord, VersionRecord, units_in_use};
 pub use webhooks::{DeliveryRecord, EventFilter, WebhookRecord};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};

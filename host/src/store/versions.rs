@@ -168,3 +168,56 @@ impl Store {
         rows.iter().map(version).collect()
     }
 }
+
+/// What the router serves of one version (set by the app's provisioner).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRecord {
+    pub version: i64,
+    /// The process that takes the traffic.
+    pub process: String,
+    /// Requests it may run at once.
+    pub units: i64,
+    /// Share of the traffic among the app's routes.
+    pub weight: i64,
+}
+
+fn route(row: &AnyRow) -> StoreResult<(String, RouteRecord)> {
+    Ok((
+        row.try_get("app")?,
+        RouteRecord { version: row.try_get("version")?, process: row.try_get("process")?, units: row.try_get("units")?, weight: row.try_get("weight")? },
+    ))
+}
+
+impl Store {
+    /// Replaces what the router serves for `app`.
+    pub async fn set_routes(&self, app: &str, routes: &[RouteRecord]) -> StoreResult<()> {
+        let _stale = self.views.stale(app);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM app_routes WHERE app = $1").bind(app).execute(&mut *tx).await?;
+        for r in routes {
+            sqlx::query("INSERT INTO app_routes (app, version, process, units, weight) VALUES ($1, $2, $3, $4, $5)")
+                .bind(app)
+                .bind(r.version)
+                .bind(&r.process)
+                .bind(r.units)
+                .bind(r.weight)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn routes(&self, app: &str) -> StoreResult<Vec<RouteRecord>> {
+        let rows = sqlx::query("SELECT app, version, process, units, weight FROM app_routes WHERE app = $1 ORDER BY version")
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| route(r).map(|(_, r)| r)).collect()
+    }
+
+    pub(super) async fn all_routes(&self) -> StoreResult<Vec<(String, RouteRecord)>> {
+        let rows = sqlx::query("SELECT app, version, process, units, weight FROM app_routes ORDER BY app, version").fetch_all(&self.pool).await?;
+        rows.iter().map(route).collect()
+    }
+}

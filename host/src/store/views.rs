@@ -295,6 +295,7 @@ mod tests {
             env: vec![],
             routers: vec![],
             certificates: vec![],
+            routes: vec![],
         })
     }
 

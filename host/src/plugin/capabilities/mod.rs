@@ -2,6 +2,7 @@
 //! implements the host side of one WIT interface; every call first checks the
 //! plugin's grant and traps with [`Denied`] when it is missing.
 
+mod app_runtime;
 mod kv;
 mod log;
 

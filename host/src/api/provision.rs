@@ -1,0 +1,36 @@
+//! Calls into an app's provisioner plugin from the API: which provisioner an
+//! app has, and telling it the app's desired state after a change.
+
+use super::apps::app_provisioner;
+use crate::error::{ApiError, ApiResult};
+use crate::plugin::provisioner::{AppState, ProvisionError, Provisioner, app_state};
+use crate::server::Server;
+use crate::store::AppRecord;
+
+/// The provisioner of `app`'s pool (or the default one).
+pub async fn provisioner_of<'a>(server: &'a Server, app: &AppRecord) -> ApiResult<&'a Provisioner> {
+    let name = app_provisioner(server, app).await?;
+    server.provisioners.get(&name).ok_or_else(|| ApiError::internal(format!("provisioner {name:?} is not configured")))
+}
+
+/// The desired state of `app`, read from the database.
+pub async fn desired(server: &Server, app: &str) -> ApiResult<AppState> {
+    let view = server.store.app_view(app).await?.ok_or_else(|| ApiError::not_found(format!("App {app} not found.")))?;
+    Ok(app_state(&view))
+}
+
+/// A refusal keeps its words (a 400, or 404 for something not found); a
+/// failing plugin is a 500 naming it.
+pub fn api_error(e: ProvisionError) -> ApiError {
+    match e {
+        ProvisionError::Refused(m) if m.ends_with("not found") => ApiError::not_found(m),
+        ProvisionError::Refused(m) => ApiError::bad_request(m),
+        ProvisionError::Plugin(p) => ApiError::internal(p.to_string()),
+    }
+}
+
+/// Hands `app`'s desired state to its provisioner; the lines it reports.
+pub async fn apply(server: &Server, provisioner: &Provisioner, app: &str) -> Result<Vec<String>, String> {
+    let state = desired(server, app).await.map_err(|e| e.message)?;
+    provisioner.apply(state).await.map_err(|e| format!("provisioner {:?}: {e}", provisioner.name()))
+}

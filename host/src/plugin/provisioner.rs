@@ -1,0 +1,171 @@
+//! The `provisioner` plugin kind: bindings and the typed API the host uses.
+//!
+//! The host owns an app's desired state and hands it over after each change;
+//! the plugin makes it so through its capabilities (`app-runtime` for WASM
+//! apps) and reports units.
+
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use super::PluginError;
+use super::instance::{BoxFuture, PluginPool, PluginState, World};
+use crate::store::AppView;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "torii:plugin/provisioner-plugin",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "torii:plugin/log": crate::plugin::capabilities::bindings::torii::plugin::log,
+            "torii:plugin/kv": crate::plugin::capabilities::bindings::torii::plugin::kv,
+            "torii:plugin/app-runtime": crate::plugin::capabilities::bindings::torii::plugin::app_runtime,
+        },
+    });
+}
+
+pub use bindings::exports::torii::plugin::provisioner::{AppState, AppVersion, EnvVar, Process, Unit};
+
+/// Why a provisioner call did not succeed: the plugin failed, or it
+/// answered with a refusal (shown to the user as it is).
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub struct ProvisionerWorld;
+
+impl World for ProvisionerWorld {
+    type Pre = bindings::ProvisionerPluginPre<PluginState>;
+    type Bindings = bindings::ProvisionerPlugin;
+
+    fn pre(instance_pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
+        bindings::ProvisionerPluginPre::new(instance_pre)
+    }
+
+    fn instantiate<'a>(pre: &'a Self::Pre, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Self::Bindings>> {
+        Box::pin(pre.instantiate_async(store))
+    }
+
+    fn init<'a>(
+        bindings: &'a Self::Bindings,
+        store: &'a mut Store<PluginState>,
+        config: &'a str,
+    ) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
+        Box::pin(bindings.torii_plugin_lifecycle().call_init(store, config))
+    }
+}
+
+/// A configured provisioner.
+pub struct Provisioner {
+    pool: PluginPool<ProvisionerWorld>,
+}
+
+fn flatten<T>(r: Result<Result<T, String>, PluginError>) -> Result<T, ProvisionError> {
+    match r {
+        Err(e) => Err(ProvisionError::Plugin(e)),
+        Ok(Err(e)) => Err(ProvisionError::Refused(e)),
+        Ok(Ok(v)) => Ok(v),
+    }
+}
+
+/// What the provisioner is told about an app: its desired state.
+pub fn app_state(view: &AppView) -> AppState {
+    let resolved = |name: &str, value: &str, alias: &str| -> String {
+        if alias.is_empty() {
+            return value.to_string();
+        }
+        view.env.iter().find(|o| o.name == alias).map(|o| o.value.clone()).unwrap_or_else(|| name.to_string())
+    };
+    let memory = match view.app.override_memory {
+        m if m > 0 => m,
+        _ => view.plan.as_ref().map(|p| p.memory).unwrap_or(0),
+    };
+    let cpu = match view.app.override_cpumilli {
+        c if c > 0 => c,
+        _ => view.plan.as_ref().map(|p| p.cpumilli).unwrap_or(0),
+    };
+    AppState {
+        name: view.app.name.clone(),
+        pool: view.app.pool.clone(),
+        plan_memory: u64::try_from(memory).unwrap_or(0),
+        plan_cpu_milli: u32::try_from(cpu).unwrap_or(0),
+        env: view.env.iter().map(|e| EnvVar { name: e.name.clone(), value: resolved(&e.name, &e.value, &e.alias), public: e.public }).collect(),
+        versions: view
+            .versions
+            .iter()
+            .map(|v| AppVersion {
+                version: u32::try_from(v.version).unwrap_or(0),
+                artifact: v.digest.clone(),
+                processes: v
+                    .processes
+                    .iter()
+                    .map(|p| Process { name: p.clone(), command: String::new(), units: u32::try_from(v.units).unwrap_or(0) })
+                    .collect(),
+                routable: v.routable,
+                weight: u32::try_from(v.weight).unwrap_or(0),
+            })
+            .collect(),
+        status: if view.app.status.is_empty() { "started".into() } else { view.app.status.clone() },
+    }
+}
+
+impl Provisioner {
+    pub fn new(pool: PluginPool<ProvisionerWorld>) -> Provisioner {
+        Provisioner { pool }
+    }
+
+    pub fn name(&self) -> &str {
+        self.pool.name()
+    }
+
+    pub async fn can_deploy(&self, kind: &str) -> Result<(), ProvisionError> {
+        let kind = kind.to_string();
+        flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_can_deploy(s, &kind).await })).await)
+    }
+
+    pub async fn prepare(&self, app: &str, version: AppVersion) -> Result<Vec<String>, ProvisionError> {
+        let app = app.to_string();
+        flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_prepare(s, &app, &version).await })).await)
+    }
+
+    pub async fn apply(&self, desired: AppState) -> Result<Vec<String>, ProvisionError> {
+        flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_apply(s, &desired).await })).await)
+    }
+
+    pub async fn units(&self, desired: AppState) -> Result<Vec<Unit>, ProvisionError> {
+        flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_units(s, &desired).await })).await)
+    }
+
+    pub async fn kill_unit(&self, desired: AppState, unit: &str) -> Result<(), ProvisionError> {
+        let unit = unit.to_string();
+        flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_kill_unit(s, &desired, &unit).await })).await)
+    }
+
+    pub async fn set_unit_status(&self, desired: AppState, unit: &str, status: &str) -> Result<(), ProvisionError> {
+        let (unit, status) = (unit.to_string(), status.to_string());
+        flatten(
+            self.pool
+                .call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_set_unit_status(s, &desired, &unit, &status).await }))
+                .await,
+        )
+    }
+
+    pub async fn run(&self, desired: AppState, command: &str, once: bool, isolated: bool) -> Result<Vec<String>, ProvisionError> {
+        let command = command.to_string();
+        flatten(
+            self.pool
+                .call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_run(s, &desired, &command, once, isolated).await }))
+                .await,
+        )
+    }
+
+    pub async fn destroy(&self, app: &str) -> Result<(), ProvisionError> {
+        let app = app.to_string();
+        flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_destroy(s, &app).await })).await)
+    }
+}

@@ -1,0 +1,145 @@
+//! The `wasm` provisioner: apps are wasi:http components run by the host's
+//! app runtime (capability `app-runtime`), a fresh instance per request.
+//!
+//! Policy kept here:
+//! - what can be deployed (a component, uploaded or fetched; no images);
+//! - which process of a version takes the traffic (`web`, else the first
+//!   one the Procfile names) and with how many units (concurrency slots);
+//! - stopped and sleeping apps hold no loaded code (scale to zero); the
+//!   runtime loads it again on the first request after a wake;
+//! - the units app info lists, with their status and restarts.
+
+use torii_provisioner_sdk::app_runtime::{self, Route};
+use torii_provisioner_sdk::export_provisioner;
+use torii_provisioner_sdk::provisioner::{AppState, AppVersion, Provisioner, Unit};
+
+struct Wasm {
+    /// The process that takes the traffic when a version has it.
+    serving_process: String,
+}
+
+/// The process of `v` that gets the traffic.
+fn serving<'a>(v: &'a AppVersion, preferred: &str) -> Option<&'a torii_provisioner_sdk::provisioner::Process> {
+    v.processes.iter().find(|p| p.name == preferred).or_else(|| v.processes.first())
+}
+
+fn unit_id(app: &str, process: &str, version: u32, n: u32) -> String {
+    format!("{app}-{process}-v{version}-{n}")
+}
+
+impl Wasm {
+    fn all_units(&self, app: &AppState) -> Vec<Unit> {
+        let stats = app_runtime::units_seen(&app.name);
+        let app_status = if app.status.is_empty() { "started" } else { app.status.as_str() };
+        let mut out = Vec::new();
+        for v in app.versions.iter().filter(|v| v.routable) {
+            for p in &v.processes {
+                for n in 0..p.units {
+                    let id = unit_id(&app.name, &p.name, v.version, n);
+                    let seen = stats.iter().find(|s| s.name == id);
+                    // A status set on a unit shows while the app runs.
+                    let status = match seen.and_then(|s| s.status.clone()) {
+                        Some(set) if app_status == "started" => set,
+                        _ => app_status.to_string(),
+                    };
+                    out.push(Unit {
+                        name: id.clone(),
+                        id,
+                        app: app.name.clone(),
+                        process: p.name.clone(),
+                        version: v.version,
+                        ready: status == "started",
+                        status,
+                        status_reason: String::new(),
+                        address: None,
+                        restarts: seen.map(|s| s.restarts).unwrap_or(0),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Provisioner for Wasm {
+    fn init(config: serde_json::Value) -> Result<Self, String> {
+        let serving_process = match config.get("serving_process") {
+            None => "web".to_string(),
+            Some(serde_json::Value::String(p)) if !p.is_empty() => p.clone(),
+            Some(other) => return Err(format!("serving_process must be a process name, not {other}")),
+        };
+        Ok(Wasm { serving_process })
+    }
+
+    fn can_deploy(&self, kind: &str) -> Result<(), String> {
+        match kind {
+            "file" | "archive-url" => Ok(()),
+            "image" | "dockerfile" => {
+                let what = if kind == "image" { "an image" } else { "a Dockerfile" };
+                Err(format!(r#"the wasm provisioner cannot deploy {what}: deploy a wasi:http component with "file" or "archive-url""#))
+            }
+            other => Err(format!("the wasm provisioner cannot deploy from {other:?}")),
+        }
+    }
+
+    fn prepare(&self, _app: &str, version: &AppVersion) -> Result<Vec<String>, String> {
+        let prepared = app_runtime::prepare(&version.artifact)?;
+        let how = if prepared.cached { "already compiled" } else { "compiled" };
+        Ok(vec![format!(" ---> a wasi:http component, {how}, ready in {} ms\n", prepared.millis)])
+    }
+
+    fn apply(&self, desired: &AppState) -> Result<Vec<String>, String> {
+        let mut lines = Vec::new();
+        let mut routes = Vec::new();
+        for v in desired.versions.iter().filter(|v| v.routable && v.weight > 0) {
+            let Some(p) = serving(v, &self.serving_process) else { continue };
+            routes.push(Route { version: v.version, process: p.name.clone(), units: p.units, weight: v.weight });
+        }
+        app_runtime::set_routes(&desired.name, &routes)?;
+        match desired.status.as_str() {
+            "stopped" | "asleep" => {
+                app_runtime::unload(&desired.name);
+                lines.push(format!(" ---> app {:?} is {}: no code held in memory\n", desired.name, desired.status));
+            }
+            _ => {
+                for r in &routes {
+                    lines.push(format!(" ---> version {} serves process {} with {} unit(s)\n", r.version, r.process, r.units));
+                }
+            }
+        }
+        Ok(lines)
+    }
+
+    fn units(&self, desired: &AppState) -> Result<Vec<Unit>, String> {
+        Ok(self.all_units(desired))
+    }
+
+    fn kill_unit(&self, desired: &AppState, unit: &str) -> Result<(), String> {
+        if !self.all_units(desired).iter().any(|u| u.id == unit) {
+            return Err(format!("unit {unit:?} not found"));
+        }
+        app_runtime::kill_unit(&desired.name, unit);
+        Ok(())
+    }
+
+    fn set_unit_status(&self, desired: &AppState, unit: &str, status: &str) -> Result<(), String> {
+        let units = self.all_units(desired);
+        let Some(found) = units.iter().find(|u| u.id.starts_with(unit)) else {
+            return Err(format!("unit {unit:?} not found"));
+        };
+        app_runtime::set_unit_status(&desired.name, &found.id, status);
+        Ok(())
+    }
+
+    fn run(&self, _desired: &AppState, _command: &str, _once: bool, _isolated: bool) -> Result<Vec<String>, String> {
+        Err("the wasm provisioner does not run commands: a WASM app has no shell or processes to run them in; deploy a component that does the work on a request instead".into())
+    }
+
+    fn destroy(&self, app: &str) -> Result<(), String> {
+        app_runtime::set_routes(app, &[])?;
+        app_runtime::unload(app);
+        Ok(())
+    }
+}
+
+export_provisioner!(Wasm);

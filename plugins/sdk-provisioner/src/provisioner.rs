@@ -1,0 +1,118 @@
+//! The `provisioner` plugin kind.
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "torii:plugin/provisioner-plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_provisioner_world",
+        default_bindings_module: "torii_provisioner_sdk::provisioner::bindings",
+        with: {
+            "torii:plugin/log@0.1.0": torii_plugin_sdk::auth::bindings::torii::plugin::log,
+            "torii:plugin/kv@0.1.0": torii_plugin_sdk::auth::bindings::torii::plugin::kv,
+        },
+    });
+}
+
+pub use bindings::exports::torii::plugin::provisioner::{AppState, AppVersion, EnvVar, Process, Unit};
+
+/// What a provisioner plugin implements. One value lives per plugin
+/// instance, made by [`Provisioner::init`] from the plugin's config table.
+/// Calls come from the host after it changed the app's desired state.
+pub trait Provisioner: Sized + 'static {
+    fn init(config: serde_json::Value) -> Result<Self, String>;
+
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// `Err` with the message the user sees when `kind` cannot be deployed.
+    fn can_deploy(&self, kind: &str) -> Result<(), String>;
+    fn prepare(&self, app: &str, version: &AppVersion) -> Result<Vec<String>, String>;
+    fn apply(&self, desired: &AppState) -> Result<Vec<String>, String>;
+    fn units(&self, desired: &AppState) -> Result<Vec<Unit>, String>;
+    fn kill_unit(&self, desired: &AppState, unit: &str) -> Result<(), String>;
+    fn set_unit_status(&self, desired: &AppState, unit: &str, status: &str) -> Result<(), String>;
+    fn run(&self, desired: &AppState, command: &str, once: bool, isolated: bool) -> Result<Vec<String>, String>;
+    fn destroy(&self, app: &str) -> Result<(), String>;
+
+    fn reconcile(&self) -> Result<Vec<String>, String> {
+        Ok(vec![])
+    }
+}
+
+/// Exports a type implementing [`Provisioner`] as the plugin's component exports.
+#[macro_export]
+macro_rules! export_provisioner {
+    ($provisioner:ty) => {
+        const _: () = {
+            use $crate::provisioner::bindings::exports::torii::plugin::{lifecycle, provisioner};
+            use $crate::provisioner::{AppState, AppVersion, Provisioner, Unit};
+
+            ::std::thread_local! {
+                static STATE: ::std::cell::RefCell<::std::option::Option<$provisioner>> =
+                    const { ::std::cell::RefCell::new(None) };
+            }
+
+            fn with<R>(f: impl FnOnce(&$provisioner) -> R) -> R {
+                STATE.with(|s| {
+                    let s = s.borrow();
+                    f(s.as_ref().expect("the host calls init before any other export"))
+                })
+            }
+
+            struct ToriiExport;
+
+            impl lifecycle::Guest for ToriiExport {
+                fn init(config: String) -> Result<(), String> {
+                    let value = if config.is_empty() {
+                        $crate::__private::serde_json::Value::Null
+                    } else {
+                        $crate::__private::serde_json::from_str(&config)
+                            .map_err(|e| format!("config is not JSON: {e}"))?
+                    };
+                    let p = <$provisioner as Provisioner>::init(value)?;
+                    STATE.with(|s| *s.borrow_mut() = Some(p));
+                    Ok(())
+                }
+
+                fn health() -> Result<(), String> {
+                    with(|s| s.health())
+                }
+            }
+
+            impl provisioner::Guest for ToriiExport {
+                fn can_deploy(kind: String) -> Result<(), String> {
+                    with(|s| s.can_deploy(&kind))
+                }
+                fn prepare(app: String, version: AppVersion) -> Result<Vec<String>, String> {
+                    with(|s| s.prepare(&app, &version))
+                }
+                fn apply(desired: AppState) -> Result<Vec<String>, String> {
+                    with(|s| s.apply(&desired))
+                }
+                fn units(desired: AppState) -> Result<Vec<Unit>, String> {
+                    with(|s| s.units(&desired))
+                }
+                fn kill_unit(desired: AppState, unit: String) -> Result<(), String> {
+                    with(|s| s.kill_unit(&desired, &unit))
+                }
+                fn set_unit_status(desired: AppState, unit: String, status: String) -> Result<(), String> {
+                    with(|s| s.set_unit_status(&desired, &unit, &status))
+                }
+                fn run(desired: AppState, command: String, once: bool, isolated: bool) -> Result<Vec<String>, String> {
+                    with(|s| s.run(&desired, &command, once, isolated))
+                }
+                fn destroy(app: String) -> Result<(), String> {
+                    with(|s| s.destroy(&app))
+                }
+                fn reconcile() -> Result<Vec<String>, String> {
+                    with(|s| s.reconcile())
+                }
+            }
+
+            $crate::provisioner::bindings::__export_provisioner_world!(ToriiExport with_types_in $crate::provisioner::bindings);
+        };
+    };
+}
