@@ -1,13 +1,14 @@
 //! App output on its way to the app log, batched: a busy app printing a line
-//! per request must not cost a database transaction per request. Lines are
-//! collected for up to [`FLUSH_EVERY`] (or [`MAX_BATCH`] lines) and written
-//! with one `append_logs` per app, then log followers are woken.
+//! per request must not cost a database transaction, nor even a task wake-up,
+//! per request. Lines are appended to a shared buffer; a writer task takes the
+//! whole buffer every [`FLUSH_EVERY`] (sooner once [`MAX_BATCH`] lines wait)
+//! and writes it with one `append_logs` per app, then wakes log followers.
 
 use crate::server::Server;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 /// One app log entry: app, date, message, unit.
 pub type Line = (String, i64, String, String);
@@ -19,45 +20,53 @@ const QUEUE: usize = 100_000;
 
 #[derive(Clone)]
 pub struct LogBatcher {
-    tx: mpsc::Sender<Line>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    lines: Mutex<Vec<Line>>,
+    /// Wakes the writer early when a full batch waits.
+    full: Notify,
 }
 
 impl LogBatcher {
     /// Starts the writer; it ends when the server is gone.
     pub fn start(server: Weak<Server>) -> LogBatcher {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(server, rx));
-        LogBatcher { tx }
+        let shared = Arc::new(Shared { lines: Mutex::new(Vec::new()), full: Notify::new() });
+        tokio::spawn(write(server, shared.clone()));
+        LogBatcher { shared }
     }
 
     /// Queues a line; a full queue drops it rather than slow the request.
     pub fn push(&self, line: Line) {
-        if self.tx.try_send(line).is_err() {
+        let mut lines = self.shared.lines.lock().unwrap();
+        if lines.len() >= QUEUE {
+            drop(lines);
             tracing::warn!("app log queue full: dropping app output");
+            return;
+        }
+        lines.push(line);
+        if lines.len() == MAX_BATCH {
+            self.shared.full.notify_one();
         }
     }
 }
 
-async fn write(server: Weak<Server>, mut rx: mpsc::Receiver<Line>) {
-    let mut batch: Vec<Line> = Vec::new();
+async fn write(server: Weak<Server>, shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let first = match rx.recv().await {
-            Some(line) => line,
-            None => return,
-        };
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
-        while batch.len() < MAX_BATCH {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(line)) => batch.push(line),
-                Ok(None) | Err(_) => break,
-            }
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.full.notified() => {}
         }
+        let batch = std::mem::take(&mut *shared.lines.lock().unwrap());
         let Some(server) = server.upgrade() else { return };
-        flush(&server, std::mem::take(&mut batch)).await;
+        if !batch.is_empty() {
+            flush(&server, batch).await;
+        }
     }
 }
-
 async fn flush(server: &Arc<Server>, batch: Vec<Line>) {
     let mut by_app: BTreeMap<String, Vec<(i64, String, String, String)>> = BTreeMap::new();
     for (app, date, message, unit) in batch {

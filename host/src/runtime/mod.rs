@@ -192,9 +192,7 @@ impl AppRuntime {
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(Failure::host)?;
         let out = store.data_mut().http().new_response_outparam(sender).map_err(Failure::host)?;
         let pre = code.pre.clone();
-        // The guest may go on streaming its body after it hands over the
-        // response head, so it runs in its own task.
-        let task = tokio::spawn(async move {
+        let mut guest = Box::pin(async move {
             let result = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
@@ -208,13 +206,30 @@ impl AppRuntime {
             }
             result
         });
-        match receiver.await {
+        let mut receiver = receiver;
+        // The guest runs in this task until it ends (the usual case: a small
+        // answer, no task spawned) or hands over the response head while it
+        // goes on streaming its body; then it goes on in its own task.
+        let (answer, finished) = tokio::select! {
+            biased;
+            result = &mut guest => (receiver.await, Some(result)),
+            answer = &mut receiver => (answer, None),
+        };
+        let answered = answer.is_ok();
+        let finished = match finished {
+            Some(result) => Some(result),
+            None if answered => {
+                tokio::spawn(guest);
+                None
+            }
+            None => Some(guest.await),
+        };
+        match answer {
             Ok(Ok(response)) => Ok(response.map(|body: HyperOutgoingBody| body.boxed_unsync())),
             Ok(Err(code)) => Err(Failure::App(format!("the app answered with an error: {code:?}"))),
-            Err(_) => Err(match task.await {
-                Ok(Ok(())) => Failure::NoAnswer,
-                Ok(Err(e)) => Failure::from_trap(e, memory, self.limits.cpu_deadline),
-                Err(e) => Failure::App(format!("the app's task failed: {e}")),
+            Err(_) => Err(match finished {
+                Some(Ok(())) | None => Failure::NoAnswer,
+                Some(Err(e)) => Failure::from_trap(e, memory, self.limits.cpu_deadline),
             }),
         }
     }

@@ -22,19 +22,26 @@ pub struct LogQuery {
     pub units: Vec<String>,
 }
 
+/// Rows per INSERT statement (5 parameters each, well within both backends' limits).
+const ROWS_PER_INSERT: usize = 100;
+
 impl Store {
     /// Appends entries and trims the app's log to its newest `keep` entries.
+    /// Entries go in multi-row INSERTs: a busy app's batch is a few statements.
     pub async fn append_logs(&self, app: &str, entries: &[(i64, String, String, String)], keep: i64) -> StoreResult<()> {
+        // Entries past what the log keeps would be trimmed at once.
+        let skip = entries.len().saturating_sub(usize::try_from(keep.max(0)).unwrap_or(usize::MAX));
         let mut tx = self.pool.begin().await?;
-        for (date, message, source, unit) in entries {
-            sqlx::query("INSERT INTO app_logs (app, date, message, source, unit) VALUES ($1, $2, $3, $4, $5)")
-                .bind(app)
-                .bind(*date)
-                .bind(message)
-                .bind(source)
-                .bind(unit)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in entries[skip..].chunks(ROWS_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${}, ${}, ${})", 5 * i + 1, 5 * i + 2, 5 * i + 3, 5 * i + 4, 5 * i + 5))
+                .collect();
+            let sql = format!("INSERT INTO app_logs (app, date, message, source, unit) VALUES {}", rows.join(", "));
+            let mut query = sqlx::query(&sql);
+            for (date, message, source, unit) in chunk {
+                query = query.bind(app).bind(*date).bind(message).bind(source).bind(unit);
+            }
+            query.execute(&mut *tx).await?;
         }
         sqlx::query(
             "DELETE FROM app_logs WHERE app = $1 AND id <= \
