@@ -480,6 +480,18 @@ async fn units_json(server: &Server, view: &Arc<AppView>) -> Result<Vec<UnitJson
         .collect())
 }
 
+/// An app router as the list shows it: tsuru fills only name, opts and
+/// address there (`addresses` null, `type` empty).
+#[derive(Serialize)]
+struct ListRouterJson<'a> {
+    name: &'a str,
+    opts: &'a BTreeMap<String, String>,
+    address: String,
+    addresses: Option<()>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
 /// An app as the list shows it (tsuru's `app.App` with `json` omissions).
 #[derive(Serialize)]
 struct ListItem<'a> {
@@ -490,7 +502,7 @@ struct ListItem<'a> {
     units: [(); 0],
     cname: Option<&'a [String]>,
     ip: String,
-    routers: Vec<super::routers::AppRouterJson>,
+    routers: Vec<ListRouterJson<'a>>,
     lock: LockJson<'a>,
     tags: Option<&'a [String]>,
     metadata: MetadataJson<'a>,
@@ -554,7 +566,17 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
         if locked_only && lock.is_none() {
             continue;
         }
-        let routers_json: Vec<_> = super::routers::app_routers_json(view, &catalogue).into_iter().map(|r| r.brief()).collect();
+        let routers_json: Vec<ListRouterJson> = view
+            .routers
+            .iter()
+            .map(|r| ListRouterJson {
+                name: &r.router,
+                opts: &r.opts,
+                address: routers::find(&catalogue, &r.router).map(|d| d.address(&app.name)).unwrap_or_default(),
+                addresses: None,
+                kind: "",
+            })
+            .collect();
         out.push(ListItem {
             name: &app.name,
             pool: &app.pool,

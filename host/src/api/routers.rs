@@ -158,13 +158,6 @@ pub struct AppRouterJson {
     status_detail: String,
 }
 
-impl AppRouterJson {
-    /// As the app list shows it: tsuru fills only name, opts and address there.
-    pub fn brief(self) -> AppRouterJson {
-        AppRouterJson { addresses: None, kind: String::new(), status: String::new(), status_detail: String::new(), ..self }
-    }
-}
-
 /// The app's routers with their addresses, main router first.
 pub fn app_routers_json(view: &AppView, all: &[RouterDef]) -> Vec<AppRouterJson> {
     view.routers
