@@ -120,15 +120,55 @@ pub fn cached_component(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> anyh
     Ok(unsafe { Component::deserialize(engine, &compiled) }.map_err(anyhow::Error::from)?)
 }
 
+/// The component compiled earlier from the bytes whose SHA-256 is `digest`,
+/// if the cache holds it: no need to read or hash the original bytes.
+pub fn compiled_component(engine: &Engine, cache_dir: &Path, digest: &str) -> Option<Component> {
+    // Only a SHA-256 in hex names a cache file (the digest may come from a plugin).
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        return None;
+    }
+    let path = cache_path_for(engine, cache_dir, digest);
+    if !path.exists() {
+        return None;
+    }
+    // SAFETY: as in `cached_component`: written by an engine with the same
+    // compatibility hash, into a directory only torii writes.
+    unsafe { Component::deserialize_file(engine, &path) }.ok()
+}
+
 fn cache_path(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> PathBuf {
+    cache_path_for(engine, cache_dir, &hex::encode(Sha256::digest(bytes)))
+}
+
+fn cache_path_for(engine: &Engine, cache_dir: &Path, digest: &str) -> PathBuf {
     let mut compat = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut compat);
-    let digest = hex::encode(Sha256::digest(bytes));
     cache_dir.join(format!("{digest}-{:016x}.cwasm", compat.finish()))
 }
 
 impl Drop for PluginEngine {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_sha256_names_a_compiled_component() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let engine = Engine::default();
+        // The empty component: magic, version 0x0d, layer 1.
+        let bytes = b"\0asm\x0d\0\x01\0".to_vec();
+        let digest = hex::encode(Sha256::digest(&bytes));
+        assert!(compiled_component(&engine, dir.path(), &digest).is_none(), "nothing compiled yet");
+        cached_component(&engine, dir.path(), &bytes).unwrap();
+        assert!(compiled_component(&engine, dir.path(), &digest).is_some());
+        std::fs::write(dir.path().join("evil"), b"not compiled code").unwrap();
+        for bad in ["../evil", "evil", &digest.to_uppercase(), &digest[..63]] {
+            assert!(compiled_component(&engine, dir.path(), bad).is_none(), "{bad}");
+        }
     }
 }

@@ -53,6 +53,12 @@ impl Catalog {
         if let Some(code) = self.loaded.lock().unwrap().get(digest) {
             return Ok(code.clone());
         }
+        // Compiled before (a wake-up, a restart): straight from the compiled cache.
+        if let Some(code) = tokio::task::block_in_place(|| self.runtime.load_compiled(digest)) {
+            let code = Arc::new(code);
+            self.loaded.lock().unwrap().insert(digest.to_string(), code.clone());
+            return Ok(code);
+        }
         let bytes = self.blobs.get(digest).await.map_err(|e| CatalogError::Missing(digest.to_string(), e))?;
         let (digest, runtime_bytes) = (digest.to_string(), bytes);
         // Compiling is CPU work: keep it off the async workers.

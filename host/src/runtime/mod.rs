@@ -141,7 +141,19 @@ impl AppRuntime {
                 LoadError::Invalid(format!("{e:#}"))
             }
         })?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Import(format!("{e:#}")))?;
+        self.link(&component)
+    }
+
+    /// The version compiled before from bytes with SHA-256 `digest`, straight
+    /// from the compiled cache (a wake-up: no blob read, no hashing); `None`
+    /// when the cache does not hold it.
+    pub fn load_compiled(&self, digest: &str) -> Option<AppCode> {
+        let component = crate::plugin::engine::compiled_component(&self.engine, &self.cache_dir, digest)?;
+        self.link(&component).ok()
+    }
+
+    fn link(&self, component: &wasmtime::component::Component) -> Result<AppCode, LoadError> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| LoadError::Import(format!("{e:#}")))?;
         let pre = ProxyPre::new(pre).map_err(|e| LoadError::NotHttp(format!("{e:#}")))?;
         Ok(AppCode { pre })
     }
