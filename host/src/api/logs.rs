@@ -47,7 +47,7 @@ fn line(entries: &[LogRecord]) -> Bytes {
         .iter()
         .map(|e| EntryJson { date: time_json(e.date), message: &e.message, source: &e.source, app: &e.app, unit: &e.unit })
         .collect();
-    let mut text = super::stream::escape_html(&serde_json::to_string(&json).expect("serialisable"));
+    let mut text = super::stream::escape_html(serde_json::to_string(&json).expect("serialisable"));
     text.push('\n');
     Bytes::from(text)
 }

@@ -213,7 +213,7 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeCaller {
 }
 
 fn encode<T: Serialize>(value: &T) -> String {
-    let mut text = stream::escape_html(&serde_json::to_string(value).expect("serialisable"));
+    let mut text = stream::escape_html(serde_json::to_string(value).expect("serialisable"));
     text.push('\n');
     text
 }

@@ -29,14 +29,26 @@ fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
-/// Tsuru's JSON encoder escapes `<`, `>` and `&` inside strings.
-pub fn escape_html(json: &str) -> String {
-    json.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
+/// Tsuru's JSON encoder escapes `<`, `>` and `&` inside strings (JSON has
+/// them nowhere else). One pass; no copy when there is nothing to escape.
+pub fn escape_html(json: String) -> String {
+    let Some(first) = memchr::memchr3(b'<', b'>', b'&', json.as_bytes()) else { return json };
+    let mut out = String::with_capacity(json.len() + 16);
+    out.push_str(&json[..first]);
+    for c in json[first..].chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn encode(message: &str, error: Option<&str>) -> Bytes {
     let line = Line { message, timestamp: timestamp(), error };
-    let mut text = escape_html(&serde_json::to_string(&line).expect("serialisable"));
+    let mut text = escape_html(serde_json::to_string(&line).expect("serialisable"));
     text.push('\n');
     Bytes::from(text)
 }
@@ -141,6 +153,12 @@ pub(super) fn receiver_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn html_characters_are_escaped_as_go_does() {
+        assert_eq!(escape_html(r#"{"a":"<b>&é","c":1}"#.to_string()), r#"{"a":"\u003cb\u003e\u0026é","c":1}"#);
+        assert_eq!(escape_html(r#"{"a":"plain"}"#.to_string()), r#"{"a":"plain"}"#);
+    }
     use http_body_util::BodyExt;
 
     #[tokio::test]
