@@ -295,27 +295,38 @@ async fn artifact(server: &Server, file: Option<Vec<u8>>, archive_url: &str, out
     extract(&upload).map_err(|e| e.to_string())
 }
 
+/// Unpacks the upload (or fetches `archive-url`) and deploys it as the app's
+/// next version through its provisioner; the version number.
+async fn upload_version(server: &Server, provisioner: &str, app: &str, file: Option<Vec<u8>>, src: &Source, event_id: &str, how: NewVersion, out: &TextWriter) -> Result<i64, String> {
+    let artifact = artifact(server, file, &src.archive_url, out).await?;
+    let provisioner = &server.provisioners[provisioner];
+    deploy_component(server, provisioner, app, artifact, event_id, how, out).await.map_err(|e: DeployError| e.to_string())
+}
+
+/// The event data of a deploy or build: `fields`, then the source's kind and URL.
+fn source_data(mut data: Value, src: &Source) -> Value {
+    data["origin"] = Value::String(src.origin.clone());
+    data["kind"] = Value::String(src.permission.trim_start_matches("app.deploy.").to_string());
+    if !src.archive_url.is_empty() {
+        data["archive-url"] = Value::String(src.archive_url.clone());
+    }
+    data
+}
+
 async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, req: Request) -> ApiResult<Response> {
     let input = Input::read(req, &server).await?;
     let src = source(&server, &app, &input).await?;
     if !caller.allows(src.permission, &app_contexts(&app)) {
         return Err(ApiError::forbidden_with("User does not have permission to do this action in this app"));
     }
-    let mut data = json!({"app": app.name, "origin": src.origin, "message": input.field("message"), "kind": src.permission.trim_start_matches("app.deploy.")});
-    if !src.archive_url.is_empty() {
-        data["archive-url"] = Value::String(src.archive_url.clone());
-    }
+    let data = source_data(json!({"app": app.name, "message": input.field("message")}), &src);
     let provisioner = provisioner_of(&server, &app).await?.name().to_string();
     let event = app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
     let event_id = event.id().to_string();
     let headers = [("x-tsuru-eventid", event_id.clone())];
     Ok(text_stream(KEEPALIVE, &headers, move |out| async move {
         let result: Result<i64, String> = async {
-            let artifact = artifact(&server, input.file, &src.archive_url, &out).await?;
-            let provisioner = &server.provisioners[&provisioner];
-            let version = deploy_component(&server, provisioner, &app.name, artifact, &event_id, src.how, &out)
-                .await
-                .map_err(|e: DeployError| e.to_string())?;
+            let version = upload_version(&server, &provisioner, &app.name, input.file, &src, &event_id, src.how, &out).await?;
             out.write(&placed(&app.name, version, src.how)).await;
             Ok(version)
         }
@@ -343,21 +354,14 @@ async fn build(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Ap
     }
     let src = source(&server, &app, &input).await?;
     caller.require("app.build", &app_contexts(&app))?;
-    let mut data = json!({"app": app.name, "tag": tag, "origin": src.origin, "kind": src.permission.trim_start_matches("app.deploy.")});
-    if !src.archive_url.is_empty() {
-        data["archive-url"] = Value::String(src.archive_url.clone());
-    }
+    let data = source_data(json!({"app": app.name, "tag": tag}), &src);
     let provisioner = provisioner_of(&server, &app).await?.name().to_string();
     let event = app_event(&server, &caller, &ip, "app.build", &app, data).await?;
     let event_id = event.id().to_string();
     let headers = [("x-tsuru-eventid", event_id.clone())];
     Ok(text_stream(KEEPALIVE, &headers, move |out| async move {
         let result: Result<i64, String> = async {
-            let artifact = artifact(&server, input.file, &src.archive_url, &out).await?;
-            let provisioner = &server.provisioners[&provisioner];
-            let version = deploy_component(&server, provisioner, &app.name, artifact, &event_id, NewVersion::Beside, &out)
-                .await
-                .map_err(|e| e.to_string())?;
+            let version = upload_version(&server, &provisioner, &app.name, input.file, &src, &event_id, NewVersion::Beside, &out).await?;
             out.write(&format!("---- Version {version} of app {:?} is built (tag {tag:?}), without traffic ----\n", app.name)).await;
             Ok(version)
         }
