@@ -1,8 +1,10 @@
 //! Start, stop, restart and sleep of an app (API-NOTES §2.4.8), as
-//! x-json-streams. For WASM apps every request runs a fresh instance, so these
-//! switch what the router does with the app's traffic: serve it, refuse it
-//! (stopped: 503), or wake the app on the next request (asleep: nothing but the
-//! compiled code on disk is kept).
+//! x-json-streams: the app's status is recorded, then its provisioner applies
+//! it. For WASM apps every request runs a fresh instance, so these switch what
+//! the router does with the app's traffic: serve it, refuse it (stopped: 503),
+//! or wake the app on the next request (asleep: the `wasm` provisioner drops
+//! its loaded code; the compiled code on disk stays). `app run` is the
+//! provisioner's to answer.
 
 use super::apps::{AppTarget, app_contexts, app_event};
 use super::provision::{api_error, apply, desired, provisioner_of};

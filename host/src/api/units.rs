@@ -1,4 +1,5 @@
-//! `PUT/DELETE /apps/{app}/units` (API-NOTES §2.5). For WASM apps a unit is a
+//! `PUT/DELETE /apps/{app}/units`, kill unit and unit status (API-NOTES §2.5),
+//! each handed to the app's provisioner. For WASM apps a unit is a
 //! concurrency slot of a version: N units serve N requests at once, more wait
 //! briefly in the data plane and then get 503.
 
