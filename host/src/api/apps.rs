@@ -67,11 +67,13 @@ impl FromRequestParts<Arc<Server>> for AppViewTarget {
 
     async fn from_request_parts(parts: &mut Parts, server: &Arc<Server>) -> Result<Self, ApiError> {
         let name = app_path(parts, server).await?;
-        match server.store.app_view(&name).await? {
-            Some(view) => Ok(AppViewTarget(view)),
-            None => Err(ApiError::not_found(format!("App {name} not found."))),
-        }
+        view_of(server, &name).await.map(AppViewTarget)
     }
+}
+
+/// The view of app `name` (cached), or tsuru's 404.
+pub(super) async fn view_of(server: &Server, name: &str) -> ApiResult<Arc<AppView>> {
+    server.store.app_view(name).await?.ok_or_else(|| ApiError::not_found(format!("App {name} not found.")))
 }
 
 /// The `{app}` of the path; an app token may only name its own app.

@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde_json::json;
 use std::collections::BTreeMap;
 
-use super::apps::{AppTarget, app_contexts, app_event};
+use super::apps::{AppTarget, app_contexts, app_event, view_of};
 use super::params::Params;
 use super::{AppState, Caller, ClientIp, Routes, empty, json};
 use crate::error::{ApiError, ApiResult};
@@ -33,10 +33,6 @@ async fn tls_names(server: &Server, view: &AppView) -> ApiResult<Vec<(String, Ve
         .filter(|r| routers::supports_tls(server, r))
         .map(|r| (r.name.clone(), routers::names_of(view, r)))
         .collect())
-}
-
-async fn view_of(server: &Server, app: &str) -> ApiResult<std::sync::Arc<AppView>> {
-    server.store.app_view(app).await?.ok_or_else(|| ApiError::not_found(format!("App {app} not found.")))
 }
 
 async fn list(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget) -> ApiResult<Response> {

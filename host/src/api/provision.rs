@@ -15,7 +15,7 @@ pub async fn provisioner_of<'a>(server: &'a Server, app: &AppRecord) -> ApiResul
 
 /// The desired state of `app`, read from the database.
 pub async fn desired(server: &Server, app: &str) -> ApiResult<AppState> {
-    let view = server.store.app_view(app).await?.ok_or_else(|| ApiError::not_found(format!("App {app} not found.")))?;
+    let view = super::apps::view_of(server, app).await?;
     Ok(app_state(&view))
 }
 

@@ -8,9 +8,8 @@ use axum::response::Response;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use super::apps::{AppTarget, app_contexts, app_event};
+use super::apps::{AppTarget, app_contexts, app_event, view_of};
 use super::events::{record, request_data};
 use super::params::{Params, parse_bool};
 use super::{AppState, Caller, ClientIp, Routes, empty, json, json_list};
@@ -183,10 +182,6 @@ pub fn app_routers_json(view: &AppView, all: &[RouterDef]) -> Vec<AppRouterJson>
             },
         })
         .collect()
-}
-
-async fn view_of(server: &Server, app: &str) -> ApiResult<Arc<AppView>> {
-    server.store.app_view(app).await?.ok_or_else(|| ApiError::not_found(format!("App {app} not found.")))
 }
 
 async fn app_list(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget) -> ApiResult<Response> {
