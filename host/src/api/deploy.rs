@@ -122,13 +122,7 @@ async fn rollback(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
             w.message(&format!("---- Rolling back app {:?} to version {} ----\n", app.name, target.version)).await;
             let provisioner = provisioner_of(&server, &app).await.map_err(|e| e.message)?;
             // The version must still run: its bytes and compiled code are kept.
-            let candidate = crate::plugin::provisioner::AppVersion {
-                version: u32::try_from(target.version).unwrap_or(0),
-                artifact: target.digest.clone(),
-                processes: target.processes.iter().map(|p| crate::plugin::provisioner::Process { name: p.clone(), command: String::new(), units: 1 }).collect(),
-                routable: true,
-                weight: 1,
-            };
+            let candidate = crate::plugin::provisioner::app_version(target.version, &target.digest, &target.processes, 1, true, 1);
             provisioner.prepare(&app.name, candidate).await.map_err(|e| e.to_string())?;
             server.store.route_only(&app.name, target.version).await.map_err(|e| e.to_string())?;
             for line in apply(&server, provisioner, &app.name).await? {

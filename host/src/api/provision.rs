@@ -31,6 +31,5 @@ pub fn api_error(e: ProvisionError) -> ApiError {
 
 /// Hands `app`'s desired state to its provisioner; the lines it reports.
 pub async fn apply(server: &Server, provisioner: &Provisioner, app: &str) -> Result<Vec<String>, String> {
-    let state = desired(server, app).await.map_err(|e| e.message)?;
-    provisioner.apply(state).await.map_err(|e| format!("provisioner {:?}: {e}", provisioner.name()))
+    provisioner.apply_stored(&server.store, app).await
 }

@@ -7,7 +7,7 @@
 //! deploy leaves the running version untouched.
 
 use crate::blobs::Blobs;
-use crate::plugin::provisioner::{AppVersion, Process, Provisioner, app_state};
+use crate::plugin::provisioner::{Provisioner, app_version};
 use crate::server::Server;
 use crate::store::NewVersion;
 use std::io::Read;
@@ -123,13 +123,7 @@ pub async fn deploy_component(
     .await;
     let known = server.apps.blobs.contains(&digest).await;
     server.apps.blobs.put(&artifact.component).await.map_err(DeployError::Blob)?;
-    let candidate = AppVersion {
-        version: 0,
-        artifact: digest.clone(),
-        processes: artifact.processes.iter().map(|p| Process { name: p.clone(), command: String::new(), units: 1 }).collect(),
-        routable: how == NewVersion::Replace,
-        weight: 1,
-    };
+    let candidate = app_version(0, &digest, &artifact.processes, 1, how == NewVersion::Replace, 1);
     match provisioner.prepare(app, candidate).await {
         Ok(lines) => {
             for line in lines {
@@ -146,8 +140,7 @@ pub async fn deploy_component(
     }
     let version = server.store.add_version(app, &digest, &artifact.processes, event_id, how).await?;
     out.line(format!(" ---> processes: {}\n", artifact.processes.join(", "))).await;
-    let view = server.store.app_view(app).await?.ok_or_else(|| DeployError::Provision(format!("app {app:?} is gone")))?;
-    for line in provisioner.apply(app_state(&view)).await.map_err(|e| DeployError::Provision(e.to_string()))? {
+    for line in provisioner.apply_stored(&server.store, app).await.map_err(DeployError::Provision)? {
         out.line(line).await;
     }
     Ok(version)

@@ -9,7 +9,7 @@ use wasmtime::component::InstancePre;
 
 use super::PluginError;
 use super::instance::{BoxFuture, PluginPool, PluginState, World};
-use crate::store::AppView;
+use crate::store::{AppView, Store as Db};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -95,22 +95,19 @@ pub fn app_state(view: &AppView) -> AppState {
         plan_memory: u64::try_from(memory).unwrap_or(0),
         plan_cpu_milli: u32::try_from(cpu).unwrap_or(0),
         env: view.env.iter().map(|e| EnvVar { name: e.name.clone(), value: resolved(&e.name, &e.value, &e.alias), public: e.public }).collect(),
-        versions: view
-            .versions
-            .iter()
-            .map(|v| AppVersion {
-                version: u32::try_from(v.version).unwrap_or(0),
-                artifact: v.digest.clone(),
-                processes: v
-                    .processes
-                    .iter()
-                    .map(|p| Process { name: p.clone(), command: String::new(), units: u32::try_from(v.units).unwrap_or(0) })
-                    .collect(),
-                routable: v.routable,
-                weight: u32::try_from(v.weight).unwrap_or(0),
-            })
-            .collect(),
+        versions: view.versions.iter().map(|v| app_version(v.version, &v.digest, &v.processes, v.units, v.routable, v.weight)).collect(),
         status: if view.app.status.is_empty() { "started".into() } else { view.app.status.clone() },
+    }
+}
+
+/// A version as a provisioner is told of it: each process with `units` units.
+pub fn app_version(version: i64, digest: &str, processes: &[String], units: i64, routable: bool, weight: i64) -> AppVersion {
+    AppVersion {
+        version: u32::try_from(version).unwrap_or(0),
+        artifact: digest.to_string(),
+        processes: processes.iter().map(|p| Process { name: p.clone(), command: String::new(), units: u32::try_from(units).unwrap_or(0) }).collect(),
+        routable,
+        weight: u32::try_from(weight).unwrap_or(0),
     }
 }
 
@@ -135,6 +132,13 @@ impl Provisioner {
 
     pub async fn apply(&self, desired: AppState) -> Result<Vec<String>, ProvisionError> {
         flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_apply(s, &desired).await })).await)
+    }
+
+    /// Applies `app`'s desired state as the store holds it now; the lines the
+    /// provisioner reports.
+    pub async fn apply_stored(&self, store: &Db, app: &str) -> Result<Vec<String>, String> {
+        let view = store.app_view(app).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("App {app} not found."))?;
+        self.apply(app_state(&view)).await.map_err(|e| format!("provisioner {:?}: {e}", self.name()))
     }
 
     pub async fn units(&self, desired: AppState) -> Result<Vec<Unit>, ProvisionError> {
