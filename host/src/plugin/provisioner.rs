@@ -75,26 +75,12 @@ fn flatten<T>(r: Result<Result<T, String>, PluginError>) -> Result<T, ProvisionE
 
 /// What the provisioner is told about an app: its desired state.
 pub fn app_state(view: &AppView) -> AppState {
-    let resolved = |name: &str, value: &str, alias: &str| -> String {
-        if alias.is_empty() {
-            return value.to_string();
-        }
-        view.env.iter().find(|o| o.name == alias).map(|o| o.value.clone()).unwrap_or_else(|| name.to_string())
-    };
-    let memory = match view.app.override_memory {
-        m if m > 0 => m,
-        _ => view.plan.as_ref().map(|p| p.memory).unwrap_or(0),
-    };
-    let cpu = match view.app.override_cpumilli {
-        c if c > 0 => c,
-        _ => view.plan.as_ref().map(|p| p.cpumilli).unwrap_or(0),
-    };
     AppState {
         name: view.app.name.clone(),
         pool: view.app.pool.clone(),
-        plan_memory: u64::try_from(memory).unwrap_or(0),
-        plan_cpu_milli: u32::try_from(cpu).unwrap_or(0),
-        env: view.env.iter().map(|e| EnvVar { name: e.name.clone(), value: resolved(&e.name, &e.value, &e.alias), public: e.public }).collect(),
+        plan_memory: u64::try_from(view.memory()).unwrap_or(0),
+        plan_cpu_milli: u32::try_from(view.cpu_milli()).unwrap_or(0),
+        env: view.env.iter().map(|e| EnvVar { name: e.name.clone(), value: view.env_value(e), public: e.public }).collect(),
         versions: view.versions.iter().map(|v| app_version(v.version, &v.digest, &v.processes, v.units, v.routable, v.weight)).collect(),
         status: if view.app.status.is_empty() { "started".into() } else { view.app.status.clone() },
     }

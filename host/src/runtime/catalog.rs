@@ -4,7 +4,7 @@
 
 use super::{AppCode, AppRuntime, Invocation, LoadError};
 use crate::blobs::Blobs;
-use crate::store::{AppView, EnvVar};
+use crate::store::AppView;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -27,16 +27,6 @@ impl Catalog {
         Catalog { runtime, blobs, loaded: Mutex::new(HashMap::new()) }
     }
 
-    /// Checks and compiles `bytes` as an app version and keeps the result.
-    pub fn load(&self, digest: &str, bytes: &[u8]) -> Result<Arc<AppCode>, LoadError> {
-        if let Some(code) = self.loaded.lock().unwrap().get(digest) {
-            return Ok(code.clone());
-        }
-        let code = Arc::new(self.runtime.load(bytes)?);
-        self.loaded.lock().unwrap().insert(digest.to_string(), code.clone());
-        Ok(code)
-    }
-
     /// True when the version with `digest` is loaded in memory.
     pub fn is_loaded(&self, digest: &str) -> bool {
         self.loaded.lock().unwrap().contains_key(digest)
@@ -53,18 +43,18 @@ impl Catalog {
         if let Some(code) = self.loaded.lock().unwrap().get(digest) {
             return Ok(code.clone());
         }
-        // Compiled before (a wake-up, a restart): straight from the compiled cache.
-        if let Some(code) = tokio::task::block_in_place(|| self.runtime.load_compiled(digest)) {
-            let code = Arc::new(code);
-            self.loaded.lock().unwrap().insert(digest.to_string(), code.clone());
-            return Ok(code);
-        }
-        let bytes = self.blobs.get(digest).await.map_err(|e| CatalogError::Missing(digest.to_string(), e))?;
-        let (digest, runtime_bytes) = (digest.to_string(), bytes);
-        // Compiling is CPU work: keep it off the async workers.
-        let code = tokio::task::block_in_place(|| self.runtime.load(&runtime_bytes))?;
+        // Compiled before (a wake-up, a restart): straight from the compiled
+        // cache. Otherwise from the blob; compiling is CPU work, kept off the
+        // async workers.
+        let code = match tokio::task::block_in_place(|| self.runtime.load_compiled(digest)) {
+            Some(code) => code,
+            None => {
+                let bytes = self.blobs.get(digest).await.map_err(|e| CatalogError::Missing(digest.to_string(), e))?;
+                tokio::task::block_in_place(|| self.runtime.load(&bytes))?
+            }
+        };
         let code = Arc::new(code);
-        self.loaded.lock().unwrap().insert(digest, code.clone());
+        self.loaded.lock().unwrap().insert(digest.to_string(), code.clone());
         Ok(code)
     }
 }
@@ -72,16 +62,6 @@ impl Catalog {
 /// What a request to `view`'s app runs with: every env var (aliases resolved,
 /// private ones included) and the plan's memory (or the app's override).
 pub fn invocation(view: &AppView) -> Invocation {
-    let value = |v: &EnvVar| -> String {
-        if v.alias.is_empty() {
-            return v.value.clone();
-        }
-        view.env.iter().find(|o| o.name == v.alias).map(|o| o.value.clone()).unwrap_or_default()
-    };
-    let env = view.env.iter().map(|v| (v.name.clone(), value(v))).collect();
-    let memory = match view.app.override_memory {
-        m if m > 0 => m,
-        _ => view.plan.as_ref().map(|p| p.memory).unwrap_or(0),
-    };
-    Invocation { env, memory_bytes: usize::try_from(memory).unwrap_or(0), output: None }
+    let env = view.env.iter().map(|v| (v.name.clone(), view.env_value(v))).collect();
+    Invocation { env, memory_bytes: usize::try_from(view.memory()).unwrap_or(0), output: None }
 }

@@ -175,6 +175,33 @@ pub struct AppView {
     pub routes: Vec<RouteRecord>,
 }
 
+impl AppView {
+    /// The value `var` shows: its own, or that of the variable its alias
+    /// names (empty when that variable is gone).
+    pub fn env_value(&self, var: &EnvVar) -> String {
+        if var.alias.is_empty() {
+            return var.value.clone();
+        }
+        self.env.iter().find(|o| o.name == var.alias).map(|o| o.value.clone()).unwrap_or_default()
+    }
+
+    /// The app's memory in bytes: its override, else its plan's (0: none).
+    pub fn memory(&self) -> i64 {
+        match self.app.override_memory {
+            m if m > 0 => m,
+            _ => self.plan.as_ref().map(|p| p.memory).unwrap_or(0),
+        }
+    }
+
+    /// The app's CPU in millicores: its override, else its plan's (0: none).
+    pub fn cpu_milli(&self) -> i64 {
+        match self.app.override_cpumilli {
+            c if c > 0 => c,
+            _ => self.plan.as_ref().map(|p| p.cpumilli).unwrap_or(0),
+        }
+    }
+}
+
 fn app_not_found(name: &str) -> StoreError {
     StoreError::NotFound(format!("App {name} not found."))
 }
