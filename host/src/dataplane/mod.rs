@@ -91,10 +91,7 @@ pub(crate) async fn resolve(server: &Server, host: &str) -> Result<Option<(Arc<A
     let mut found = by_domain(&server.config.router.domain).map(|app| (app, crate::routers::EMBEDDED.to_string()));
     if found.is_none() {
         let dynamic = server.store.dynamic_routers().await.map_err(|e| format!("torii could not read the routers: {e}"))?;
-        found = dynamic.iter().find_map(|r| {
-            let domain = r.config.get("domain").and_then(|d| d.as_str())?;
-            by_domain(domain).map(|app| (app, r.name.clone()))
-        });
+        found = dynamic.iter().find_map(|r| by_domain(crate::routers::domain_of(r)?).map(|app| (app, r.name.clone())));
     }
     let (app, router) = match found {
         Some((app, router)) => (app, Some(router)),
@@ -110,7 +107,7 @@ pub(crate) async fn resolve(server: &Server, host: &str) -> Result<Option<(Arc<A
         Err(e) => return Err(format!("torii could not look up app {app}: {e}")),
     };
     let router = match router {
-        Some(r) if view.routers.iter().any(|ar| ar.router == r) => r,
+        Some(r) if crate::routers::linked(&view, &r).is_some() => r,
         Some(_) => return Ok(None),
         None => match view.routers.first() {
             Some(main) => main.router.clone(),

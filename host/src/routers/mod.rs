@@ -72,7 +72,8 @@ pub fn find<'a>(all: &'a [RouterDef], name: &str) -> Option<&'a RouterDef> {
     all.iter().find(|r| r.name == name)
 }
 
-fn domain_of(r: &RouterRecord) -> Option<&str> {
+/// The domain a dynamic router serves (its config's `domain`).
+pub fn domain_of(r: &RouterRecord) -> Option<&str> {
     r.config.get("domain").and_then(|d| d.as_str())
 }
 

@@ -118,6 +118,15 @@ fn env_var(r: &AnyRow) -> StoreResult<(String, EnvVar)> {
     ))
 }
 
+/// Rows of many apps, grouped by app (each group keeps the rows' order).
+fn by_app<T>(rows: impl IntoIterator<Item = (String, T)>) -> HashMap<String, Vec<T>> {
+    let mut out: HashMap<String, Vec<T>> = HashMap::new();
+    for (app, row) in rows {
+        out.entry(app).or_default().push(row);
+    }
+    out
+}
+
 /// Stale apps the list reads one by one; more, and it reads the whole table.
 const MAX_REREAD: usize = 64;
 
@@ -299,26 +308,11 @@ impl Store {
         }
         let read_at = self.views.generation();
         let rows = sqlx::query(&view_sql("ORDER BY a.name")).fetch_all(&self.pool).await?;
-        let mut versions: HashMap<String, Vec<VersionRecord>> = HashMap::new();
-        for v in self.all_versions().await? {
-            versions.entry(v.app.clone()).or_default().push(v);
-        }
-        let mut env: HashMap<String, Vec<EnvVar>> = HashMap::new();
-        for (app, var) in self.all_env().await? {
-            env.entry(app).or_default().push(var);
-        }
-        let mut routers: HashMap<String, Vec<AppRouter>> = HashMap::new();
-        for (app, r) in self.all_app_routers().await? {
-            routers.entry(app).or_default().push(r);
-        }
-        let mut certificates: HashMap<String, Vec<CertificateRecord>> = HashMap::new();
-        for (app, c) in self.all_certificates().await? {
-            certificates.entry(app).or_default().push(c);
-        }
-        let mut routes: HashMap<String, Vec<RouteRecord>> = HashMap::new();
-        for (app, r) in self.all_routes().await? {
-            routes.entry(app).or_default().push(r);
-        }
+        let mut versions = by_app(self.all_versions().await?.into_iter().map(|v| (v.app.clone(), v)));
+        let mut env = by_app(self.all_env().await?);
+        let mut routers = by_app(self.all_app_routers().await?);
+        let mut certificates = by_app(self.all_certificates().await?);
+        let mut routes = by_app(self.all_routes().await?);
         let views = rows
             .iter()
             .map(|r| {
