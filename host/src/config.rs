@@ -49,6 +49,11 @@ pub struct RouterConfig {
     pub tls_listen: Option<SocketAddr>,
 }
 
+/// A pool's provisioner: `own`, or `default` when the pool names none.
+pub fn provisioner_or<'a>(own: &'a str, default: &'a str) -> &'a str {
+    if own.is_empty() { default } else { own }
+}
+
 /// The default provisioner: the built-in `provisioner-wasm` plugin, which
 /// runs WASM apps in the host's app runtime.
 pub const WASM_PROVISIONER: &str = "wasm";
@@ -460,7 +465,7 @@ impl Config {
 
     /// The provisioner of a pool: its own, or the configured default.
     pub fn pool_provisioner<'a>(&'a self, own: &'a str) -> &'a str {
-        if own.is_empty() { &self.pools.default_provisioner } else { own }
+        provisioner_or(own, &self.pools.default_provisioner)
     }
 
     /// The SQLite database file, when the database is a SQLite file.

@@ -13,7 +13,7 @@ use crate::config::{Config, PluginEntry, PluginKind};
 use crate::events::Events;
 use crate::mail::Mailer;
 use crate::plugin::auth_scheme::{AuthScheme, AuthWorld};
-use crate::plugin::instance::{AppsHost, HostCtx, PluginPool};
+use crate::plugin::instance::{AppsHost, HostCtx, PluginPool, World};
 use crate::plugin::provisioner::{Provisioner, ProvisionerWorld};
 use crate::plugin::{Limits, PluginEngine};
 use crate::store::Store;
@@ -50,8 +50,16 @@ pub fn builtin_plugin(name: &str) -> Option<&'static [u8]> {
     }
 }
 
-/// The compiled component of a plugin entry: built in, or read from its path.
-fn plugin_component(engine: &PluginEngine, entry: &PluginEntry) -> anyhow::Result<wasmtime::component::Component> {
+/// A plugin entry, loaded (built in, or read from its path), linked and
+/// initialised with its config, its grants and `apps` when it may reach the
+/// app runtime.
+async fn plugin_pool<W: World>(
+    engine: &PluginEngine,
+    config: &Config,
+    entry: &PluginEntry,
+    store: &Store,
+    apps: Option<AppsHost>,
+) -> anyhow::Result<PluginPool<W>> {
     let bytes: Vec<u8> = match (&entry.builtin, &entry.path) {
         (Some(b), _) => builtin_plugin(b).with_context(|| format!("no built-in plugin {b:?}"))?.to_vec(),
         (None, Some(path)) => {
@@ -59,7 +67,10 @@ fn plugin_component(engine: &PluginEngine, entry: &PluginEntry) -> anyhow::Resul
         }
         (None, None) => unreachable!("config validation"),
     };
-    engine.component(&bytes).with_context(|| format!("plugin {:?} is not a valid component", entry.name))
+    let component = engine.component(&bytes).with_context(|| format!("plugin {:?} is not a valid component", entry.name))?;
+    let host = HostCtx { name: entry.name.clone(), grants: entry.capabilities.clone(), store: store.clone(), apps };
+    let config_json = serde_json::to_string(&entry.config)?;
+    Ok(PluginPool::<W>::new(engine, &component, host, config_json, limits(config, entry)).await?)
 }
 
 fn limits(config: &Config, entry: &PluginEntry) -> Limits {
@@ -92,10 +103,7 @@ impl Server {
             .iter()
             .find(|p| p.name == config.auth.scheme && p.kind == PluginKind::AuthScheme)
             .expect("config validation guarantees the auth scheme entry");
-        let component = plugin_component(&engine, entry)?;
-        let config_json = serde_json::to_string(&entry.config)?;
-        let host = HostCtx { name: entry.name.clone(), grants: entry.capabilities.clone(), store: store.clone(), apps: None };
-        let pool = PluginPool::<AuthWorld>::new(&engine, &component, host, config_json, limits(&config, entry)).await?;
+        let pool = plugin_pool::<AuthWorld>(&engine, &config, entry, &store, None).await?;
 
         let instance = serde_json::json!({
             "Name": hostname(),
@@ -127,15 +135,8 @@ impl Server {
 
         let mut provisioners = BTreeMap::new();
         for entry in config.plugin.iter().filter(|p| p.kind == PluginKind::Provisioner) {
-            let component = plugin_component(&engine, entry)?;
-            let host = HostCtx {
-                name: entry.name.clone(),
-                grants: entry.capabilities.clone(),
-                store: store.clone(),
-                apps: Some(AppsHost { catalog: apps.clone(), units: units.clone(), default_provisioner: config.pools.default_provisioner.clone() }),
-            };
-            let config_json = serde_json::to_string(&entry.config)?;
-            let pool = PluginPool::<ProvisionerWorld>::new(&engine, &component, host, config_json, limits(&config, entry)).await?;
+            let runtime = AppsHost { catalog: apps.clone(), units: units.clone(), default_provisioner: config.pools.default_provisioner.clone() };
+            let pool = plugin_pool::<ProvisionerWorld>(&engine, &config, entry, &store, Some(runtime)).await?;
             provisioners.insert(entry.name.clone(), Provisioner::new(pool));
         }
         Ok(Arc::new(Server {

@@ -261,10 +261,10 @@ async fn app_remove(
     event.done(result.map(|()| empty(StatusCode::OK))).await
 }
 
-/// `POST /apps/{app}/routes[?dry=true]`. The embedded router computes an
-/// app's routes from its stored state on every request, so there is never a
-/// route to add or remove; the rebuild drops what this process has cached of
-/// the app, so the next request reads it from the database again.
+/// `POST /apps/{app}/routes[?dry=true]`. The embedded router reads an app's
+/// routes (as its provisioner stored them) on every request, so there is
+/// never a route to add or remove; the rebuild drops what this process has
+/// cached of the app, so the next request reads it from the database again.
 async fn rebuild(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
     caller.require("app.admin.routes", &app_contexts(&app))?;
     let dry = params.get("dry").and_then(|d| parse_bool(&d)).unwrap_or(false);

@@ -21,7 +21,7 @@ async fn owns(host: &HostCtx, app: &str) -> Result<(), String> {
         Ok(None) => return Err(format!("no app {app:?}")),
         Err(e) => return Err(e.to_string()),
     };
-    let provisioner = view.provisioner.as_deref().filter(|p| !p.is_empty()).unwrap_or(&apps.default_provisioner);
+    let provisioner = crate::config::provisioner_or(view.provisioner.as_deref().unwrap_or_default(), &apps.default_provisioner);
     if provisioner != host.name {
         return Err(format!("app {app:?} is not provisioned by {:?}", host.name));
     }
