@@ -341,6 +341,17 @@ backends! {
         assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
         assert_eq!(t.app_get("web.apps.test", "/burn").await, (504, "the request ran past the app's CPU deadline of 300 ms\n".into()));
         assert_eq!(t.app_get("web.apps.test", "/").await, (200, "awake\n".into()));
+        t.stop().await;
+    }
+}
+
+backends! {
+    // The default deadline (10 s): touching 128 MiB on a loaded machine may take
+    // longer than the 300 ms the test above sets.
+    async fn a_request_past_the_plan_memory_fails_and_the_next_is_served(b) {
+        let t = TestServer::start(b).await;
+        t.team("t1").await;
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
 
         // The plan's memory (128 MiB) bounds each request.
         t.req("POST", "/1.0/apps").admin().form(&[("name", "hog"), ("teamOwner", "t1"), ("plan", "c0.1m0.1")]).send().await.expect_status(201);
