@@ -58,6 +58,11 @@ pub fn provisioner_or<'a>(own: &'a str, default: &'a str) -> &'a str {
 /// runs WASM apps in the host's app runtime.
 pub const WASM_PROVISIONER: &str = "wasm";
 
+/// The built-in router (plugin `router-embedded`): its plugin entry, its
+/// type and the name of the router in the catalogue. An entry of this name
+/// in the config file replaces it.
+pub const EMBEDDED_ROUTER: &str = "embedded";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolsConfig {
@@ -201,6 +206,7 @@ pub enum Capability {
     Log,
     Kv,
     AppRuntime,
+    Proxy,
 }
 
 impl Capability {
@@ -209,6 +215,7 @@ impl Capability {
             Capability::Log => "log",
             Capability::Kv => "kv",
             Capability::AppRuntime => "app-runtime",
+            Capability::Proxy => "proxy",
         }
     }
 }
@@ -315,7 +322,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 
 /// Built-in plugins that ship inside the binary: (name, kind).
 pub const BUILTIN_PLUGINS: &[(&str, PluginKind)] =
-    &[("auth-native", PluginKind::AuthScheme), ("provisioner-wasm", PluginKind::Provisioner)];
+    &[("auth-native", PluginKind::AuthScheme), ("provisioner-wasm", PluginKind::Provisioner), ("router-embedded", PluginKind::Router)];
 
 impl Config {
     /// Loads `path` (or the defaults when `None`) and validates it.
@@ -341,8 +348,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Adds the implicit defaults (the built-in `native` scheme and `wasm`
-    /// provisioner) and checks cross-key rules.
+    /// Adds the implicit defaults (the built-in `native` scheme, `wasm`
+    /// provisioner and `embedded` router) and checks cross-key rules.
     fn complete(&mut self) -> Result<(), ConfigError> {
         if !self.plugin.iter().any(|p| p.name == WASM_PROVISIONER) {
             self.plugin.push(PluginEntry {
@@ -351,6 +358,18 @@ impl Config {
                 builtin: Some("provisioner-wasm".into()),
                 path: None,
                 capabilities: [Capability::Log, Capability::AppRuntime].into(),
+                config: toml::Table::new(),
+                timeout_ms: None,
+                memory_mb: None,
+            });
+        }
+        if !self.plugin.iter().any(|p| p.name == EMBEDDED_ROUTER) {
+            self.plugin.push(PluginEntry {
+                name: EMBEDDED_ROUTER.into(),
+                kind: PluginKind::Router,
+                builtin: Some("router-embedded".into()),
+                path: None,
+                capabilities: [Capability::Log, Capability::Proxy].into(),
                 config: toml::Table::new(),
                 timeout_ms: None,
                 memory_mb: None,
@@ -410,6 +429,9 @@ impl Config {
             }
             Some(_) => {}
         }
+        if self.plugin.iter().any(|p| p.name == EMBEDDED_ROUTER && p.kind != PluginKind::Router) {
+            return Err(invalid("plugin", format!("the plugin named {EMBEDDED_ROUTER:?} serves the built-in router: it must be of kind router")));
+        }
         if self.auth.token_expire_days == 0 {
             return Err(invalid("auth.token_expire_days", "must be at least 1"));
         }
@@ -459,6 +481,11 @@ impl Config {
     }
 
     /// True for the built-in provisioner and configured provisioner plugins.
+    /// Router types: the names of the router plugin entries (`embedded` among them).
+    pub fn router_types(&self) -> Vec<&str> {
+        self.plugin.iter().filter(|p| p.kind == PluginKind::Router).map(|p| p.name.as_str()).collect()
+    }
+
     pub fn provisioner_exists(&self, name: &str) -> bool {
         self.plugin.iter().any(|p| p.kind == PluginKind::Provisioner && p.name == name)
     }
@@ -496,7 +523,7 @@ mod tests {
         assert!(c.database_url().starts_with("sqlite://./data/torii.db"));
         assert_eq!(c.sqlite_path(), Some(PathBuf::from("./data/torii.db")));
         let builtins: Vec<(&str, PluginKind)> = c.plugin.iter().map(|p| (p.name.as_str(), p.kind)).collect();
-        assert_eq!(builtins, [("wasm", PluginKind::Provisioner), ("native", PluginKind::AuthScheme)]);
+        assert_eq!(builtins, [("wasm", PluginKind::Provisioner), ("embedded", PluginKind::Router), ("native", PluginKind::AuthScheme)]);
         assert_eq!(c.pools.default_provisioner, "wasm");
     }
 

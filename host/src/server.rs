@@ -15,6 +15,8 @@ use crate::mail::Mailer;
 use crate::plugin::auth_scheme::{AuthScheme, AuthWorld};
 use crate::plugin::instance::{AppsHost, HostCtx, PluginPool, World};
 use crate::plugin::provisioner::{Provisioner, ProvisionerWorld};
+use crate::plugin::router::{RouterPlugin, RouterWorld};
+use crate::routers::sync::Routing;
 use crate::plugin::{Limits, PluginEngine};
 use crate::store::Store;
 
@@ -35,6 +37,8 @@ pub struct Server {
     pub units: Arc<crate::dataplane::units::Units>,
     /// The configured provisioners (the built-in `wasm` among them), by name.
     pub provisioners: BTreeMap<String, Provisioner>,
+    /// The router plugins (the built-in `embedded` among them), by the type they serve.
+    pub routing: Arc<Routing>,
     /// Unit lists as provisioners last reported them, per app: the view and
     /// unit-state generation they were made from (see `api::apps`).
     pub unit_lists: std::sync::Mutex<std::collections::HashMap<String, (Arc<crate::store::AppView>, u64, Arc<Vec<crate::plugin::provisioner::Unit>>)>>,
@@ -46,6 +50,7 @@ pub fn builtin_plugin(name: &str) -> Option<&'static [u8]> {
     match name {
         "auth-native" => Some(include_bytes!(env!("TORII_GUEST_AUTH_NATIVE"))),
         "provisioner-wasm" => Some(include_bytes!(env!("TORII_GUEST_PROVISIONER_WASM"))),
+        "router-embedded" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_EMBEDDED"))),
         _ => None,
     }
 }
@@ -133,9 +138,23 @@ impl Server {
         let apps = Arc::new(crate::runtime::catalog::Catalog::new(runtime, blobs));
         let units = Arc::new(crate::dataplane::units::Units::default());
 
+        let mut router_plugins = BTreeMap::new();
+        for entry in config.plugin.iter().filter(|p| p.kind == PluginKind::Router) {
+            let pool = plugin_pool::<RouterWorld>(&engine, &config, entry, &store, None).await?;
+            router_plugins.insert(entry.name.clone(), RouterPlugin::new(pool));
+        }
+        let routing = Arc::new(Routing::new(store.clone(), config.router.domain.clone(), router_plugins));
+        let apps_synced = routing.sync_all().await.map_err(|e| anyhow::anyhow!("cannot set up the routes: {e}"))?;
+        tracing::debug!(apps = apps_synced, "routes handed to the routers");
+
         let mut provisioners = BTreeMap::new();
         for entry in config.plugin.iter().filter(|p| p.kind == PluginKind::Provisioner) {
-            let runtime = AppsHost { catalog: apps.clone(), units: units.clone(), default_provisioner: config.pools.default_provisioner.clone() };
+            let runtime = AppsHost {
+                catalog: apps.clone(),
+                units: units.clone(),
+                routing: routing.clone(),
+                default_provisioner: config.pools.default_provisioner.clone(),
+            };
             let pool = plugin_pool::<ProvisionerWorld>(&engine, &config, entry, &store, Some(runtime)).await?;
             provisioners.insert(entry.name.clone(), Provisioner::new(pool));
         }
@@ -143,6 +162,7 @@ impl Server {
             apps,
             units,
             provisioners,
+            routing,
             unit_lists: Default::default(),
             events,
             log_written: tokio::sync::Notify::new(),

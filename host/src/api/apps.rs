@@ -279,12 +279,15 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         Some(r) => routers::find(&routers::catalogue(&server).await?, &r.router).map(|r| r.address(&name)),
         None => None,
     };
-    let result = server.store.create_app(&app, &env, &app_routers, &hash_token(&token)).await;
+    let result = match server.store.create_app(&app, &env, &app_routers, &hash_token(&token)).await {
+        Ok(()) => super::routers::sync_routes(&server, &name).await,
+        Err(e) => Err(e.into()),
+    };
     let answer = match ip {
         Some(ip) => json!({"status": "success", "ip": ip}),
         None => json!({"status": "success"}),
     };
-    event.done(result.map(|()| json(StatusCode::CREATED, &answer)).map_err(ApiError::from)).await
+    event.done(result.map(|()| json(StatusCode::CREATED, &answer))).await
 }
 
 /// The routers of a new app: `router` (`none`: no router) with `routerOpts`,
@@ -608,6 +611,14 @@ async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
         // The provisioner lets go of the app first (the wasm one stops serving it).
         let result = match super::provision::provisioner_of(&server, &app).await {
             Ok(p) => p.destroy(&name).await.map_err(super::provision::api_error),
+            Err(e) => Err(e),
+        };
+        // Then its routers forget it.
+        let result = match result {
+            Ok(()) => match view_of(&server, &name).await {
+                Ok(view) => server.routing.remove(&view).await.map_err(|e| ApiError::internal(format!("the routers of app {name} could not forget it: {e}"))),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         let result = match result {

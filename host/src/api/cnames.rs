@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 
 use super::apps::{AppTarget, app_contexts, app_event};
 use super::params::{Params, parse_bool};
+use super::routers::sync_routes;
 use super::{AppState, Caller, ClientIp, Routes, empty};
 use crate::error::{ApiError, ApiResult};
 use crate::store::StoreError;
@@ -47,6 +48,7 @@ async fn add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppT
             StoreError::Conflict(m) => ApiError::internal(m),
             other => other.into(),
         })?;
+        sync_routes(&server, &app.name).await?;
         Ok(empty(StatusCode::OK))
     };
     event.done(work.await).await
@@ -57,11 +59,14 @@ async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
     let list = cnames(&params)?;
     let data = json!([{"name": ":app", "value": app.name}, {"name": "cname", "value": list}]);
     let event = app_event(&server, &caller, &ip, "app.update.cname.remove", &app, data).await?;
-    let result = server.store.remove_cnames(&app.name, &list).await.map_err(|e| match e {
-        StoreError::NotFound(m) => ApiError::bad_request(m),
-        other => other.into(),
-    });
-    event.done(result.map(|()| empty(StatusCode::OK))).await
+    let work = async {
+        server.store.remove_cnames(&app.name, &list).await.map_err(|e| match e {
+            StoreError::NotFound(m) => ApiError::bad_request(m),
+            other => other.into(),
+        })?;
+        sync_routes(&server, &app.name).await
+    };
+    event.done(work.await.map(|()| empty(StatusCode::OK))).await
 }
 
 /// `POST /swap`: exchanges two apps' addresses. Routers that torii speaks to
@@ -100,7 +105,15 @@ async fn swap(State(server): AppState, Caller(caller): Caller, ip: ClientIp, par
             return first.done(Err::<Response, _>(e)).await;
         }
     };
-    let result = server.store.swap_cnames(&app1.name, &app2.name).await.map_err(ApiError::from);
+    let work = async {
+        server.store.swap_cnames(&app1.name, &app2.name).await?;
+        server
+            .routing
+            .sync_together(&[&app1.name, &app2.name])
+            .await
+            .map_err(|e| ApiError::internal(format!("the routes of the swapped apps could not be updated: {e}")))
+    };
+    let result = work.await;
     let result = second.done(result).await;
     first.done(result.map(|()| empty(StatusCode::OK))).await
 }

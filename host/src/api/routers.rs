@@ -108,7 +108,7 @@ fn dynamic_router(params: &Params, name: String) -> RouterRecord {
 async fn add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     caller.require("router.create", &[])?;
     let r = dynamic_router(&params, params.field("name").unwrap_or_default());
-    routers::check_dynamic(&r, &server.config.router.domain).map_err(ApiError::bad_request)?;
+    routers::check_dynamic(&r, &server.config.router.domain, &server.config.router_types()).map_err(ApiError::bad_request)?;
     if routers::find(&routers::catalogue(&server).await?, &r.name).is_some() {
         return Err(ApiError::conflict("dynamic router already exists"));
     }
@@ -124,10 +124,17 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
         return Err(ApiError::not_found("dynamic router not found"));
     }
     let r = dynamic_router(&params, name.clone());
-    routers::check_dynamic(&r, &server.config.router.domain).map_err(ApiError::bad_request)?;
+    routers::check_dynamic(&r, &server.config.router.domain, &server.config.router_types()).map_err(ApiError::bad_request)?;
     let event = record(&server, Some(&caller), &ip, "router.update", Target::new("router", &name), request_data(&params, &[("name", &name)])).await?;
-    let result = server.store.update_router(&r).await.map(|()| empty(StatusCode::OK));
-    event.done(result.map_err(ApiError::from)).await
+    let work = async {
+        server.store.update_router(&r).await?;
+        // Its apps answer at names in the new domain.
+        for app in server.store.apps_of_router(&name).await? {
+            sync_routes(&server, &app).await?;
+        }
+        Ok(empty(StatusCode::OK))
+    };
+    event.done(work.await).await
 }
 
 async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Path(name): Path<String>) -> ApiResult<Response> {
@@ -205,6 +212,12 @@ pub async fn router_for_pool(server: &Server, name: &str, pool: &str) -> ApiResu
     Ok(r.clone())
 }
 
+/// Hands `app`'s routes to its routers after a change. A failure fails the
+/// request; the change itself stays (`POST /apps/{app}/routes` tries again).
+pub(super) async fn sync_routes(server: &Server, app: &str) -> ApiResult<()> {
+    server.routing.sync(app).await.map_err(|e| ApiError::internal(format!("the routes of app {app} could not be updated: {e}")))
+}
+
 fn opts(params: &Params) -> ApiResult<BTreeMap<String, String>> {
     let opts = params.field_map("opts");
     routers::check_opts(&opts).map_err(ApiError::bad_request)?;
@@ -217,11 +230,14 @@ async fn app_add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, 
     let r = router_for_pool(&server, &name, &app.pool).await?;
     let entry = AppRouter { router: r.name, opts: opts(&params)? };
     let event = app_event(&server, &caller, &ip, "app.update.router.add", &app, request_data(&params, &[("app", &app.name)])).await?;
-    let result = server.store.add_app_router(&app.name, &entry).await.map_err(|e| match e {
-        StoreError::Conflict(m) => ApiError::internal(m),
-        other => other.into(),
-    });
-    event.done(result.map(|()| empty(StatusCode::OK))).await
+    let work = async {
+        server.store.add_app_router(&app.name, &entry).await.map_err(|e| match e {
+            StoreError::Conflict(m) => ApiError::internal(m),
+            other => other.into(),
+        })?;
+        sync_routes(&server, &app.name).await
+    };
+    event.done(work.await.map(|()| empty(StatusCode::OK))).await
 }
 
 async fn app_update(
@@ -239,12 +255,15 @@ async fn app_update(
     let entry = AppRouter { router: router.clone(), opts: opts(&params)? };
     let data = request_data(&params, &[("app", &app.name), ("router", &router)]);
     let event = app_event(&server, &caller, &ip, "app.update.router.update", &app, data).await?;
-    let result = server.store.update_app_router(&app.name, &entry).await.map_err(|e| match e {
-        // Only a router that does not exist at all is a 404 (API-NOTES §2.10).
-        StoreError::NotFound(m) => ApiError::internal(m),
-        other => other.into(),
-    });
-    event.done(result.map(|()| empty(StatusCode::OK))).await
+    let work = async {
+        server.store.update_app_router(&app.name, &entry).await.map_err(|e| match e {
+            // Only a router that does not exist at all is a 404 (API-NOTES §2.10).
+            StoreError::NotFound(m) => ApiError::internal(m),
+            other => other.into(),
+        })?;
+        sync_routes(&server, &app.name).await
+    };
+    event.done(work.await.map(|()| empty(StatusCode::OK))).await
 }
 
 async fn app_remove(
@@ -257,26 +276,44 @@ async fn app_remove(
     caller.require("app.update.router.remove", &app_contexts(&app))?;
     let data = request_data(&Params::default(), &[("app", &app.name), ("router", &router)]);
     let event = app_event(&server, &caller, &ip, "app.update.router.remove", &app, data).await?;
-    let result = server.store.remove_app_router(&app.name, &router).await.map_err(ApiError::from);
-    event.done(result.map(|()| empty(StatusCode::OK))).await
+    let work = async {
+        server.store.remove_app_router(&app.name, &router).await?;
+        sync_routes(&server, &app.name).await
+    };
+    event.done(work.await.map(|()| empty(StatusCode::OK))).await
 }
 
-/// `POST /apps/{app}/routes[?dry=true]`. The embedded router reads an app's
-/// routes (as its provisioner stored them) on every request, so there is
-/// never a route to add or remove; the rebuild drops what this process has
-/// cached of the app, so the next request reads it from the database again.
+/// `POST /apps/{app}/routes[?dry=true]`: hands the app's routes to each of
+/// its routers again, and reports per router the host names that were
+/// added to or removed from the proxy table (`dry`: that would be).
 async fn rebuild(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
     caller.require("app.admin.routes", &app_contexts(&app))?;
     let dry = params.get("dry").and_then(|d| parse_bool(&d)).unwrap_or(false);
     let view = view_of(&server, &app.name).await?;
+    let all = routers::catalogue(&server).await?;
+    let mut before = BTreeMap::new();
+    for r in &view.routers {
+        before.insert(r.router.clone(), server.store.proxy_hosts_of(&r.router, &app.name).await?);
+    }
     if !dry {
         server.store.forget_view(&app.name);
+        sync_routes(&server, &app.name).await?;
     }
     let mut out = serde_json::Map::new();
-    for r in &view.routers {
+    for (position, r) in view.routers.iter().enumerate() {
+        let after = match (dry, routers::find(&all, &r.router)) {
+            (false, _) => server.store.proxy_hosts_of(&r.router, &app.name).await?,
+            (true, Some(def)) => routers::hosts_of(&view, def, position == 0),
+            (true, None) => vec![],
+        };
+        let old = before.remove(&r.router).unwrap_or_default();
+        let added: Vec<&String> = after.iter().filter(|h| !old.contains(h)).collect();
+        let removed: Vec<&String> = old.iter().filter(|h| !after.contains(h)).collect();
+        let list = |l: Vec<&String>| if l.is_empty() { serde_json::Value::Null } else { json!(l) };
+        let (added, removed) = (list(added), list(removed));
         out.insert(
             r.router.clone(),
-            json!({"PrefixResults": [{"Prefix": "", "Added": null, "Removed": null}], "Added": null, "Removed": null}),
+            json!({"PrefixResults": [{"Prefix": "", "Added": added, "Removed": removed}], "Added": added, "Removed": removed}),
         );
     }
     Ok(json(StatusCode::OK, &out))

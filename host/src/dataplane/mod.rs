@@ -1,11 +1,14 @@
 //! The embedded router's data plane: app traffic on `[router] listen`.
 //!
-//! A request is routed by its Host: `<app>.<router domain>`, or a cname of an
-//! app. The app's routable versions share the traffic by weight; a WASM
-//! version runs in the app runtime with a fresh instance per request. The
-//! route comes from the app view cache, so a deploy, an env change or a new
-//! cname takes effect on the next request, in every torii process.
+//! A request is routed by its Host through the proxy table the router
+//! plugins write (`<app>.<router domain>`, an app's cnames). The app's
+//! routable versions share the traffic by weight; a WASM version runs in the
+//! app runtime with a fresh instance per request, a version with HTTP
+//! backends (127.0.0.1 addresses) is proxied to one of them. Entries and app
+//! views come from the view cache, so a deploy, an env change or a new cname
+//! takes effect on the next request, in every torii process.
 
+mod forward;
 pub mod logs;
 mod tls;
 pub mod units;
@@ -13,7 +16,7 @@ pub mod units;
 use crate::runtime::{ResponseBody, plain_text as plain};
 use crate::runtime::catalog::invocation;
 use crate::server::Server;
-use crate::store::{AppView, RouteRecord};
+use crate::store::{AppView, ProxyBackend, ProxyEntry};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -27,13 +30,15 @@ use tokio::net::TcpListener;
 struct Plane {
     server: Arc<Server>,
     logs: logs::LogBatcher,
+    /// Keep-alive connections to HTTP backends.
+    backends: forward::Client,
 }
 
 /// Accepts app traffic on `listener` (HTTP) and `tls_listener` (HTTPS, the
 /// certificate chosen by SNI) until the returned task is aborted.
 pub fn serve(server: Arc<Server>, listener: TcpListener, tls_listener: Option<TcpListener>) -> tokio::task::JoinHandle<()> {
     let logs = logs::LogBatcher::start(Arc::downgrade(&server));
-    let plane = Plane { server, logs };
+    let plane = Plane { server, logs, backends: forward::client() };
     tokio::spawn(async move {
         let certs = Arc::new(tls::Certificates::default());
         let plain = accept_loop(listener, plane.clone(), None);
@@ -48,7 +53,7 @@ pub fn serve(server: Arc<Server>, listener: TcpListener, tls_listener: Option<Tc
 
 async fn accept_loop(listener: TcpListener, plane: Plane, tls: Option<Arc<tls::Certificates>>) {
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "router: accept failed");
@@ -61,10 +66,10 @@ async fn accept_loop(listener: TcpListener, plane: Plane, tls: Option<Arc<tls::C
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(plane, stream).await,
+                None => serve_connection(plane, stream, forward::Origin { peer, https: false }).await,
                 Some(certs) => {
                     if let Some(stream) = tls::handshake(&plane.server, &certs, stream).await {
-                        serve_connection(plane, stream).await;
+                        serve_connection(plane, stream, forward::Origin { peer, https: true }).await;
                     }
                 }
             }
@@ -72,56 +77,45 @@ async fn accept_loop(listener: TcpListener, plane: Plane, tls: Option<Arc<tls::C
     }
 }
 
-async fn serve_connection<S>(plane: Plane, stream: S)
+async fn serve_connection<S>(plane: Plane, stream: S, origin: forward::Origin)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| {
         let plane = plane.clone();
-        async move { Ok::<_, std::convert::Infallible>(route(&plane.server, &plane.logs, req).await) }
+        async move { Ok::<_, std::convert::Infallible>(route(&plane, origin, req).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
 }
 
-/// Which app a host name is for, and through which of its routers: a
-/// router's `<app>.<domain>` (the app must be linked to that router), or a
-/// cname of the app (served by its main router).
-pub(crate) async fn resolve(server: &Server, host: &str) -> Result<Option<(Arc<AppView>, String)>, String> {
-    let by_domain = |domain: &str| host.strip_suffix(domain).and_then(|h| h.strip_suffix('.')).filter(|a| !a.contains('.')).map(str::to_string);
-    let mut found = by_domain(&server.config.router.domain).map(|app| (app, crate::routers::EMBEDDED.to_string()));
-    if found.is_none() {
-        let dynamic = server.store.dynamic_routers().await.map_err(|e| format!("torii could not read the routers: {e}"))?;
-        found = dynamic.iter().find_map(|r| by_domain(crate::routers::domain_of(r)?).map(|app| (app, r.name.clone())));
+/// Which app a host name is for, and what it points at: the proxy table's
+/// entry (written by the router plugins) for the name, else for the
+/// wildcard one level up (`*.example.com`), and the app's view.
+pub(crate) async fn resolve(server: &Server, host: &str) -> Result<Option<(Arc<AppView>, Arc<ProxyEntry>)>, String> {
+    let lookup = |name: String| async move { server.store.proxy_host(&name).await.map_err(|e| format!("torii could not look up {name}: {e}")) };
+    let entry = match lookup(host.to_string()).await? {
+        Some(entry) => entry,
+        None => match host.split_once('.') {
+            Some((_, parent)) if parent.contains('.') => match lookup(format!("*.{parent}")).await? {
+                Some(entry) => entry,
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        },
+    };
+    match server.store.app_view(&entry.app).await {
+        Ok(Some(view)) => Ok(Some((view, entry))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!("torii could not look up app {}: {e}", entry.app)),
     }
-    let (app, router) = match found {
-        Some((app, router)) => (app, Some(router)),
-        None => match server.store.cname_app(host).await {
-            Ok(Some(app)) => (app, None),
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(format!("torii could not look up {host}: {e}")),
-        },
-    };
-    let view = match server.store.app_view(&app).await {
-        Ok(Some(view)) => view,
-        Ok(None) => return Ok(None),
-        Err(e) => return Err(format!("torii could not look up app {app}: {e}")),
-    };
-    let router = match router {
-        Some(r) if crate::routers::linked(&view, &r).is_some() => r,
-        Some(_) => return Ok(None),
-        None => match view.routers.first() {
-            Some(main) => main.router.clone(),
-            None => return Ok(None),
-        },
-    };
-    Ok(Some((view, router)))
 }
 
-async fn route(server: &Server, logs: &logs::LogBatcher, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
+async fn route(plane: &Plane, origin: forward::Origin, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
+    let server = &plane.server;
     let Some(host) = request_host(&req) else {
         return plain(400, "the request names no host");
     };
-    let (view, router) = match resolve(server, &host).await {
+    let (view, entry) = match resolve(server, &host).await {
         Ok(Some(found)) => found,
         Ok(None) => return plain(404, &format!("no app answers at {host}")),
         Err(e) => return plain(500, &e),
@@ -137,9 +131,14 @@ async fn route(server: &Server, logs: &logs::LogBatcher, req: hyper::Request<Inc
         }
         _ => {}
     }
-    let canary = crate::routers::linked(&view, &router).and_then(crate::routers::canary);
-    let Some(route) = pick(&view.routes, canary, rand::random::<f64>()) else {
+    let Some(backend) = pick(&entry.backends, rand::random::<f64>()) else {
         return plain(503, &format!("app {app} has no deployed version yet: deploy one with `tsuru app deploy`"));
+    };
+    if !backend.addresses.is_empty() {
+        return forward::forward(&plane.backends, &app, backend, origin, req).await;
+    }
+    let Some(route) = view.routes.iter().find(|r| r.version == backend.version) else {
+        return plain(503, &format!("app {app} serves version {} which its provisioner no longer runs: rebuild its routes", backend.version));
     };
     let Some(version) = view.versions.iter().find(|v| v.version == route.version) else {
         return plain(503, &format!("app {app} serves version {} which no longer exists: rebuild its routes", route.version));
@@ -166,7 +165,7 @@ async fn route(server: &Server, logs: &logs::LogBatcher, req: hyper::Request<Inc
     // Registered before the request runs, so a kill during it is seen.
     let killed = control.killed();
     let mut invocation = invocation(&view);
-    invocation.output = Some(log_sink(logs.clone(), &app, name.clone()));
+    invocation.output = Some(log_sink(plane.logs.clone(), &app, name.clone()));
     tokio::select! {
         response = server.apps.runtime.handle(&code, invocation, req) => response,
         _ = killed => plain(503, &format!("unit {name} was killed while serving this request")),
@@ -197,72 +196,41 @@ fn request_host<B>(req: &hyper::Request<B>) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
-/// The route a request goes to, `roll` in [0, 1) choosing among them by
-/// weight. With a `canary` percentage and several routes, the newest version
-/// gets that share and the others split the rest by weight.
-fn pick(routes: &[RouteRecord], canary: Option<u32>, roll: f64) -> Option<&RouteRecord> {
-    let live: Vec<&RouteRecord> = routes.iter().filter(|r| r.weight > 0).collect();
-    let newest = live.iter().map(|r| r.version).max()?;
-    let mut shares: Vec<(&RouteRecord, f64)> = match canary {
-        Some(percent) if live.len() > 1 => {
-            let others: i64 = live.iter().filter(|r| r.version != newest).map(|r| r.weight).sum();
-            live.iter()
-                .map(|r| {
-                    let share = if r.version == newest {
-                        f64::from(percent) / 100.0
-                    } else {
-                        (1.0 - f64::from(percent) / 100.0) * r.weight as f64 / others as f64
-                    };
-                    (*r, share)
-                })
-                .collect()
-        }
-        _ => {
-            let total: i64 = live.iter().map(|r| r.weight).sum();
-            live.iter().map(|r| (*r, r.weight as f64 / total as f64)).collect()
-        }
-    };
-    shares.retain(|(_, share)| *share > 0.0);
-    let mut point = roll;
-    for (r, share) in &shares {
-        point -= share;
-        if point < 0.0 {
-            return Some(r);
-        }
+/// The backend a request goes to, `roll` in [0, 1) choosing among them by
+/// weight (the router plugin already applied any canary share).
+fn pick(backends: &[ProxyBackend], roll: f64) -> Option<&ProxyBackend> {
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total == 0 {
+        return None;
     }
-    shares.last().map(|(r, _)| *r)
+    let mut point = (roll * total as f64) as u64;
+    for b in backends {
+        let w = u64::from(b.weight);
+        if point < w {
+            return Some(b);
+        }
+        point -= w;
+    }
+    backends.iter().rev().find(|b| b.weight > 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn route(n: i64, weight: i64) -> RouteRecord {
-        RouteRecord { version: n, process: "web".into(), units: 1, weight }
+    fn backend(version: i64, weight: u32) -> ProxyBackend {
+        ProxyBackend { version, addresses: vec![], weight }
     }
 
     #[test]
     fn weights_split_the_traffic() {
-        let routes = [route(1, 90), route(2, 10), route(3, 0)];
-        assert_eq!(pick(&routes, None, 0.0).unwrap().version, 1);
-        assert_eq!(pick(&routes, None, 0.899).unwrap().version, 1);
-        assert_eq!(pick(&routes, None, 0.9).unwrap().version, 2);
-        assert_eq!(pick(&routes, None, 0.999).unwrap().version, 2);
-        assert!(pick(&[route(3, 0)], None, 0.5).is_none());
-        assert!(pick(&[], None, 0.5).is_none());
-    }
-
-    #[test]
-    fn a_canary_gives_the_newest_version_its_share() {
-        let routes = [route(1, 1), route(2, 1), route(3, 1)];
-        assert_eq!(pick(&routes, Some(10), 0.0).unwrap().version, 1);
-        assert_eq!(pick(&routes, Some(10), 0.449).unwrap().version, 1);
-        assert_eq!(pick(&routes, Some(10), 0.451).unwrap().version, 2);
-        assert_eq!(pick(&routes, Some(10), 0.899).unwrap().version, 2);
-        assert_eq!(pick(&routes, Some(10), 0.901).unwrap().version, 3);
-        assert_eq!(pick(&routes, Some(0), 0.999).unwrap().version, 2, "canary 0 sends nothing to the newest");
-        assert_eq!(pick(&routes, Some(100), 0.0).unwrap().version, 3);
-        assert_eq!(pick(&[route(4, 1)], Some(0), 0.5).unwrap().version, 4, "a lone version takes everything");
+        let backends = [backend(1, 90), backend(2, 10), backend(3, 0)];
+        assert_eq!(pick(&backends, 0.0).unwrap().version, 1);
+        assert_eq!(pick(&backends, 0.899).unwrap().version, 1);
+        assert_eq!(pick(&backends, 0.9).unwrap().version, 2);
+        assert_eq!(pick(&backends, 0.999).unwrap().version, 2);
+        assert!(pick(&[backend(3, 0)], 0.5).is_none());
+        assert!(pick(&[], 0.5).is_none());
     }
 
     #[test]

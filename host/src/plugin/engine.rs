@@ -113,7 +113,11 @@ pub fn cached_component(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> anyh
         }
     }
     let compiled = engine.precompile_component(bytes).map_err(anyhow::Error::from)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // A name of its own per write: threads compiling the same bytes at once
+    // must not write into each other's file (a reader could see it half done).
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, &compiled)?;
     std::fs::rename(&tmp, &path)?;
     // SAFETY: as above; we just produced these bytes.

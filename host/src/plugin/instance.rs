@@ -41,6 +41,8 @@ pub struct HostCtx {
 pub struct AppsHost {
     pub catalog: Arc<crate::runtime::catalog::Catalog>,
     pub units: Arc<crate::dataplane::units::Units>,
+    /// Told after the provisioner changes what an app serves.
+    pub routing: Arc<crate::routers::sync::Routing>,
     /// The provisioner of pools that name none (`[pools] default_provisioner`).
     pub default_provisioner: String,
 }

@@ -5,10 +5,10 @@
 //! - [`instance`]: a pool of warm instances per configured plugin; every call
 //!   runs under an epoch deadline and a memory cap, and a trap, a timeout or an
 //!   out-of-memory throws the instance away and becomes a [`PluginError`].
-//! - [`capabilities`]: what the host offers plugins (`log`, `kv`), denied
-//!   unless the plugin's config entry grants it.
-//! - one module per plugin kind ([`auth_scheme`]) with the WIT bindings and a
-//!   typed API for the rest of the host.
+//! - [`capabilities`]: what the host offers plugins (`log`, `kv`,
+//!   `app-runtime`, `proxy`), denied unless the plugin's config entry grants it.
+//! - one module per plugin kind ([`auth_scheme`], [`provisioner`], [`router`])
+//!   with the WIT bindings and a typed API for the rest of the host.
 //!
 //! **Invariant: nothing a plugin does can take the host down.** Plugins never
 //! see the database, the network or another plugin's data except through a
@@ -16,6 +16,7 @@
 
 pub mod auth_scheme;
 pub mod provisioner;
+pub mod router;
 pub mod capabilities;
 pub mod engine;
 pub mod instance;

@@ -1,26 +1,26 @@
 //! The router catalogue and what a router means for an app.
 //!
-//! Routers are of type `embedded`: the data plane of this process (see
-//! `dataplane`). The built-in router `embedded` serves `<app>.<[router]
-//! domain>`; each dynamic router (`/1.8/routers`) of type `embedded` serves
-//! `<app>.<its config domain>` on the same listeners. An app answers at the
-//! address of each router it is linked to and at its cnames.
+//! A router's type names the router plugin that serves it (`embedded`, the
+//! built-in `router-embedded`, writes the host proxy table the data plane
+//! serves). The built-in router `embedded` serves `<app>.<[router] domain>`;
+//! each dynamic router (`/1.8/routers`) serves `<app>.<its config domain>`.
+//! An app answers at the address of each router it is linked to and at its
+//! cnames (on its main router). [`sync::Routing`] tells the plugins.
 //!
 //! App router options understood: `canary` — the share of the traffic, in
 //! percent, that the newest routable version receives when several versions
 //! are routable (the others share the rest by their weights).
 
+pub mod sync;
 pub mod tls;
 
 use crate::pools::{self, Constraint};
 use crate::server::Server;
-use crate::store::{AppRouter, AppView, RouterRecord, StoreResult};
+use crate::store::{AppRouter, AppView, RouterRecord, Store, StoreResult};
 use std::collections::BTreeMap;
 
-/// The built-in router's name and the only router type.
-pub const EMBEDDED: &str = "embedded";
-/// Router types this host knows.
-pub const TYPES: [&str; 1] = [EMBEDDED];
+/// The built-in router's name and type.
+pub const EMBEDDED: &str = crate::config::EMBEDDED_ROUTER;
 
 /// A router as the catalogue lists it.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,10 +43,15 @@ impl RouterDef {
 
 /// Every router: the built-in one first, then the dynamic ones by name.
 pub async fn catalogue(server: &Server) -> StoreResult<Vec<RouterDef>> {
-    let dynamic = server.store.dynamic_routers().await?;
+    catalogue_of(&server.store, &server.config.router.domain).await
+}
+
+/// The catalogue with the built-in router serving `domain`.
+pub async fn catalogue_of(store: &Store, domain: &str) -> StoreResult<Vec<RouterDef>> {
+    let dynamic = store.dynamic_routers().await?;
     let mut out = Vec::with_capacity(dynamic.len() + 1);
     let mut config = serde_json::Map::new();
-    config.insert("domain".into(), server.config.router.domain.clone().into());
+    config.insert("domain".into(), domain.into());
     out.push(RouterDef {
         name: EMBEDDED.into(),
         kind: EMBEDDED.into(),
@@ -54,7 +59,7 @@ pub async fn catalogue(server: &Server) -> StoreResult<Vec<RouterDef>> {
         readiness_gates: vec![],
         dynamic: false,
         default: true,
-        domain: server.config.router.domain.clone(),
+        domain: domain.to_string(),
     });
     out.extend(dynamic.iter().map(|r| RouterDef {
         name: r.name.clone(),
@@ -72,6 +77,14 @@ pub fn find<'a>(all: &'a [RouterDef], name: &str) -> Option<&'a RouterDef> {
     all.iter().find(|r| r.name == name)
 }
 
+/// The type of router `name` (the plugin serving it), if there is such a router.
+pub async fn kind_of(store: &Store, name: &str) -> StoreResult<Option<String>> {
+    if name == EMBEDDED {
+        return Ok(Some(EMBEDDED.into()));
+    }
+    Ok(store.dynamic_routers().await?.iter().find(|r| r.name == name).map(|r| r.kind.clone()))
+}
+
 /// The domain a dynamic router serves (its config's `domain`).
 pub fn domain_of(r: &RouterRecord) -> Option<&str> {
     r.config.get("domain").and_then(|d| d.as_str())
@@ -87,21 +100,22 @@ pub fn valid_domain(d: &str) -> bool {
         })
 }
 
-/// Why a dynamic router cannot be stored as given, if it cannot.
-pub fn check_dynamic(r: &RouterRecord, config_domain: &str) -> Result<(), String> {
+/// Why a dynamic router cannot be stored as given, if it cannot. `types`:
+/// the configured router plugins.
+pub fn check_dynamic(r: &RouterRecord, config_domain: &str, types: &[&str]) -> Result<(), String> {
     if r.name.is_empty() {
         return Err("router name is required".into());
     }
     if !crate::api::names::valid(&r.name) {
         return Err("invalid router name: it should have at most 40 characters, containing only lower case letters, numbers or dashes, starting with a letter".into());
     }
-    if !TYPES.contains(&r.kind.as_str()) {
-        return Err(format!("router type {:?} is not known: the types are {}", r.kind, TYPES.join(", ")));
+    if !types.contains(&r.kind.as_str()) {
+        return Err(format!("router type {:?} is not known: the types are {}", r.kind, types.join(", ")));
     }
     match domain_of(r) {
         Some(d) if valid_domain(d) && d != config_domain => Ok(()),
         Some(d) if d == config_domain => Err(format!("domain {d:?} is already the domain of router {EMBEDDED:?}")),
-        _ => Err(format!("a router of type {EMBEDDED} needs config domain: a DNS name such as apps.example.com")),
+        _ => Err(format!("a router of type {} needs config domain: a DNS name such as apps.example.com", r.kind)),
     }
 }
 
@@ -149,14 +163,20 @@ pub fn names_of(view: &AppView, r: &RouterDef) -> Vec<String> {
     names
 }
 
+/// The host names a router points at the app: its address there, and the
+/// app's cnames when it is the app's main (first) router; sorted.
+pub fn hosts_of(view: &AppView, r: &RouterDef, main: bool) -> Vec<String> {
+    let mut hosts = vec![r.address(&view.app.name)];
+    if main {
+        hosts.extend(view.app.cnames.iter().cloned());
+    }
+    hosts.sort();
+    hosts
+}
+
 /// The app router entry of `view` named `router`.
 pub fn linked<'a>(view: &'a AppView, router: &str) -> Option<&'a AppRouter> {
     view.routers.iter().find(|r| r.router == router)
-}
-
-/// The canary share set on an app router, in percent.
-pub fn canary(r: &AppRouter) -> Option<u32> {
-    r.opts.get("canary").and_then(|v| canary_percent(v))
 }
 
 #[cfg(test)]
@@ -186,7 +206,5 @@ mod tests {
             opts.insert("canary".to_string(), bad.to_string());
             assert!(check_opts(&opts).is_err(), "{bad}");
         }
-        let r = AppRouter { router: EMBEDDED.into(), opts: [("canary".to_string(), "10".to_string())].into() };
-        assert_eq!(canary(&r), Some(10));
     }
 }

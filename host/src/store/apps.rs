@@ -351,6 +351,7 @@ impl Store {
         sqlx::query("DELETE FROM app_cnames WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_routers WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_routes WHERE app = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM proxy_hosts WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_certificates WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_env WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_teams WHERE app = $1").bind(name).execute(&mut *tx).await?;

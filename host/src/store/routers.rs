@@ -130,6 +130,12 @@ impl Store {
         Ok(())
     }
 
+    /// The apps linked to router `name`, by name.
+    pub async fn apps_of_router(&self, name: &str) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query("SELECT app FROM app_routers WHERE router = $1 ORDER BY app").bind(name).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(r.try_get("app")?)).collect()
+    }
+
     /// The routers of `app`, main router first.
     pub(super) async fn app_routers(&self, app: &str) -> StoreResult<Vec<AppRouter>> {
         let rows = sqlx::query("SELECT app, router, opts FROM app_routers WHERE app = $1 ORDER BY position")
@@ -220,17 +226,6 @@ impl Store {
             return Err(StoreError::NotFound(format!("no certificate set for {name}")));
         }
         Ok(())
-    }
-
-    /// The app a cname belongs to; cached with the app views.
-    pub async fn cname_app(&self, cname: &str) -> StoreResult<Option<String>> {
-        if let Some(owner) = self.views.host(cname) {
-            return Ok(owner);
-        }
-        let read_at = self.views.generation();
-        let owner = self.cname_owner(cname).await?;
-        self.views.insert_host(read_at, cname, owner.clone());
-        Ok(owner)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Deployed app versions.
 
-use super::{Store, StoreResult, now_millis};
+use super::{Store, StoreResult, json_list, now_millis, parse_list};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -179,12 +179,21 @@ pub struct RouteRecord {
     pub units: i64,
     /// Share of the traffic among the app's routes.
     pub weight: i64,
+    /// HTTP servers on 127.0.0.1 running the version; empty: it runs in the
+    /// app runtime.
+    pub addresses: Vec<String>,
 }
 
 fn route(row: &AnyRow) -> StoreResult<(String, RouteRecord)> {
     Ok((
         row.try_get("app")?,
-        RouteRecord { version: row.try_get("version")?, process: row.try_get("process")?, units: row.try_get("units")?, weight: row.try_get("weight")? },
+        RouteRecord {
+            version: row.try_get("version")?,
+            process: row.try_get("process")?,
+            units: row.try_get("units")?,
+            weight: row.try_get("weight")?,
+            addresses: parse_list(&row.try_get::<String, _>("addresses")?),
+        },
     ))
 }
 
@@ -195,12 +204,13 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM app_routes WHERE app = $1").bind(app).execute(&mut *tx).await?;
         for r in routes {
-            sqlx::query("INSERT INTO app_routes (app, version, process, units, weight) VALUES ($1, $2, $3, $4, $5)")
+            sqlx::query("INSERT INTO app_routes (app, version, process, units, weight, addresses) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(app)
                 .bind(r.version)
                 .bind(&r.process)
                 .bind(r.units)
                 .bind(r.weight)
+                .bind(json_list(&r.addresses))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -209,7 +219,7 @@ impl Store {
     }
 
     pub(super) async fn routes(&self, app: &str) -> StoreResult<Vec<RouteRecord>> {
-        let rows = sqlx::query("SELECT app, version, process, units, weight FROM app_routes WHERE app = $1 ORDER BY version")
+        let rows = sqlx::query("SELECT app, version, process, units, weight, addresses FROM app_routes WHERE app = $1 ORDER BY version")
             .bind(app)
             .fetch_all(&self.pool)
             .await?;
@@ -217,7 +227,7 @@ impl Store {
     }
 
     pub(super) async fn all_routes(&self) -> StoreResult<Vec<(String, RouteRecord)>> {
-        let rows = sqlx::query("SELECT app, version, process, units, weight FROM app_routes ORDER BY app, version").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT app, version, process, units, weight, addresses FROM app_routes ORDER BY app, version").fetch_all(&self.pool).await?;
         rows.iter().map(route).collect()
     }
 }

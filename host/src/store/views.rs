@@ -21,7 +21,7 @@
 //! Only read-only answers use the cache; operations that change an app read
 //! the database under the app's lock.
 
-use super::AppView;
+use super::{AppView, ProxyEntry};
 use super::routers::RouterRecord;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,12 +47,12 @@ struct Inner {
     generation: u64,
     /// The dynamic routers, once read (emptied with everything else).
     routers: Option<Arc<Vec<RouterRecord>>>,
-    /// Which app each looked-up cname belongs to (`None`: no app); emptied
-    /// by any change to any app, since a cname may have moved.
-    hosts: HashMap<String, Option<String>>,
+    /// What each looked-up host name points at in the proxy table (`None`:
+    /// nothing); emptied by any change to any app, since a host may have moved.
+    hosts: HashMap<String, Option<Arc<ProxyEntry>>>,
 }
 
-/// Cname lookups kept at most.
+/// Host lookups kept at most.
 const MAX_HOSTS: usize = 100_000;
 
 #[derive(Clone)]
@@ -150,21 +150,21 @@ impl ViewCache {
         }
     }
 
-    /// The app owning cname `host`, when known: `Some(None)` means no app.
-    pub(super) fn host(&self, host: &str) -> Option<Option<String>> {
+    /// What `host` points at, when known: `Some(None)` means nothing.
+    pub(super) fn host(&self, host: &str) -> Option<Option<Arc<ProxyEntry>>> {
         if !self.trusted() {
             return None;
         }
         self.lock().hosts.get(host).cloned()
     }
 
-    pub(super) fn insert_host(&self, read_at: u64, host: &str, app: Option<String>) {
+    pub(super) fn insert_host(&self, read_at: u64, host: &str, entry: Option<Arc<ProxyEntry>>) {
         let mut inner = self.lock();
         if self.trusted() && inner.generation == read_at {
             if inner.hosts.len() >= MAX_HOSTS {
                 inner.hosts.clear();
             }
-            inner.hosts.insert(host.to_string(), app);
+            inner.hosts.insert(host.to_string(), entry);
         }
     }
 
@@ -314,21 +314,22 @@ mod tests {
     }
 
     #[test]
-    fn cname_owners_and_routers_go_with_any_change() {
+    fn proxy_hosts_and_routers_go_with_any_change() {
+        let entry = |app: &str| Some(Arc::new(ProxyEntry { app: app.into(), router: "embedded".into(), backends: vec![] }));
         let cache = ViewCache::new(true);
         let read_at = cache.generation();
-        cache.insert_host(read_at, "www.a.com", Some("a".into()));
+        cache.insert_host(read_at, "www.a.com", entry("a"));
         cache.insert_host(read_at, "www.none.com", None);
         cache.install_routers(read_at, Arc::new(vec![]));
-        assert_eq!(cache.host("www.a.com"), Some(Some("a".into())));
+        assert_eq!(cache.host("www.a.com"), Some(entry("a")));
         assert_eq!(cache.host("www.none.com"), Some(None));
-        // Any app may have taken the cname.
+        // Any app may have taken the host.
         cache.invalidate("b");
         assert_eq!(cache.host("www.none.com"), None);
         assert!(cache.routers().is_some());
         let read_at = cache.generation();
         cache.invalidate("b");
-        cache.insert_host(read_at, "www.a.com", Some("a".into()));
+        cache.insert_host(read_at, "www.a.com", entry("a"));
         assert_eq!(cache.host("www.a.com"), None, "a raced read is not kept");
         cache.clear();
         assert!(cache.routers().is_none());

@@ -93,7 +93,7 @@ impl Provisioner for Wasm {
         let mut routes = Vec::new();
         for v in desired.versions.iter().filter(|v| v.routable && v.weight > 0) {
             let Some(p) = serving(v, &self.serving_process) else { continue };
-            routes.push(Route { version: v.version, process: p.name.clone(), units: p.units, weight: v.weight });
+            routes.push(Route { version: v.version, process: p.name.clone(), units: p.units, weight: v.weight, addresses: vec![] });
         }
         app_runtime::set_routes(&desired.name, &routes)?;
         match desired.status.as_str() {

@@ -63,9 +63,22 @@ impl Host for PluginState {
             if !v.processes.contains(&r.process) {
                 return Ok(Err(format!("version {} of app {app:?} has no process {:?}", r.version, r.process)));
             }
-            records.push(RouteRecord { version: v.version, process: r.process, units: i64::from(r.units), weight: i64::from(r.weight) });
+            if let Some(bad) = r.addresses.iter().find(|a| !super::loopback(a)) {
+                return Ok(Err(format!("backend address {bad:?} is not a loopback address with a port, such as 127.0.0.1:8000")));
+            }
+            records.push(RouteRecord {
+                version: v.version,
+                process: r.process,
+                units: i64::from(r.units),
+                weight: i64::from(r.weight),
+                addresses: r.addresses,
+            });
         }
-        Ok(host.store.set_routes(&app, &records).await.map_err(|e| e.to_string()))
+        if let Err(e) = host.store.set_routes(&app, &records).await {
+            return Ok(Err(e.to_string()));
+        }
+        let Some(apps) = host.apps.as_ref() else { return Ok(Err(UNAVAILABLE.into())) };
+        Ok(apps.routing.sync(&app).await)
     }
 
     async fn unload(&mut self, app: String) -> wasmtime::Result<()> {

@@ -5,6 +5,7 @@
 mod app_runtime;
 mod kv;
 mod log;
+mod proxy;
 
 use crate::config::Capability;
 use crate::plugin::PluginState;
@@ -33,6 +34,12 @@ impl PluginState {
             Err(wasmtime::Error::new(Denied { plugin: self.host.name.clone(), capability: capability.name() }))
         }
     }
+}
+
+/// `127.0.0.1:<port>` (or another loopback address): backends named by
+/// plugins are on this machine's loopback, so app traffic never leaves it.
+fn loopback(address: &str) -> bool {
+    matches!(address.parse::<std::net::SocketAddr>(), Ok(a) if a.ip().is_loopback() && a.port() != 0)
 }
 
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<PluginState>) -> wasmtime::Result<()> {

@@ -1,0 +1,68 @@
+//! `proxy`: the host's proxy table, for router plugins. A plugin writes only
+//! for routers of its own type (the router's type names the plugin entry),
+//! only for existing apps, and only HTTP backends on the loopback interface.
+
+use super::bindings::torii::plugin::proxy::{Backend, Host};
+use crate::config::Capability;
+use crate::plugin::PluginState;
+use crate::plugin::instance::HostCtx;
+use crate::store::ProxyBackend;
+
+/// `Ok` when `router` is of the calling plugin's type.
+async fn serves(host: &HostCtx, router: &str) -> Result<(), String> {
+    match crate::routers::kind_of(&host.store, router).await {
+        Ok(Some(kind)) if kind == host.name => Ok(()),
+        Ok(Some(kind)) => Err(format!("router {router:?} is of type {kind:?}, not served by plugin {:?}", host.name)),
+        Ok(None) => Err(format!("no router {router:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The backends as the table keeps them; `Err` for an address that is not
+/// `127.0.0.1:<port>` (or another loopback address): app traffic stays on
+/// this machine's loopback.
+fn checked(backends: Vec<Backend>) -> Result<Vec<ProxyBackend>, String> {
+    backends
+        .into_iter()
+        .map(|b| {
+            if let Some(bad) = b.addresses.iter().find(|a| !super::loopback(a)) {
+                return Err(format!("backend address {bad:?} is not a loopback address with a port, such as 127.0.0.1:8000"));
+            }
+            Ok(ProxyBackend { version: i64::from(b.version), addresses: b.addresses, weight: b.weight })
+        })
+        .collect()
+}
+
+impl Host for PluginState {
+    async fn set_app(&mut self, router: String, app: String, hosts: Vec<String>, backends: Vec<Backend>) -> wasmtime::Result<Result<(), String>> {
+        self.check(Capability::Proxy)?;
+        let host = self.host.clone();
+        if let Err(e) = serves(&host, &router).await {
+            return Ok(Err(e));
+        }
+        match host.store.app_view(&app).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(Err(format!("no app {app:?}"))),
+            Err(e) => return Ok(Err(e.to_string())),
+        }
+        let hosts: Vec<String> = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        // `*.example.com` serves every name directly under example.com.
+        if let Some(bad) = hosts.iter().find(|h| !crate::routers::valid_domain(h.strip_prefix("*.").unwrap_or(h))) {
+            return Ok(Err(format!("{bad:?} is not a host name")));
+        }
+        let backends = match checked(backends) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(host.store.set_proxy_app(&router, &app, &hosts, &backends).await.map_err(|e| e.to_string()))
+    }
+
+    async fn remove_app(&mut self, router: String, app: String) -> wasmtime::Result<Result<(), String>> {
+        self.check(Capability::Proxy)?;
+        let host = self.host.clone();
+        if let Err(e) = serves(&host, &router).await {
+            return Ok(Err(e));
+        }
+        Ok(host.store.remove_proxy_app(&router, &app).await.map_err(|e| e.to_string()))
+    }
+}
