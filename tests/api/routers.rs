@@ -73,6 +73,12 @@ backends! {
         assert_eq!(t.app_get("other.canary.test", "/").await.0, 404);
         let routers = t.req("GET", "/1.5/apps/web/routers").admin().send().await.json();
         assert_eq!(routers[1], json!({"name": "canary", "opts": {"team": "blue"}, "address": "web.canary.test", "addresses": ["web.canary.test"], "type": "embedded", "status": "ready"}));
+        // A new domain for the router moves its apps there.
+        t.req("PUT", "/1.8/routers/canary").admin().json(json!({"type": "embedded", "config": {"domain": "canary2.test"}})).send().await.expect(200, "");
+        assert_eq!(t.app_get("web.canary2.test", "/").await, (200, "hello from web at /\n".into()));
+        assert_eq!(t.app_get("web.canary.test", "/").await.0, 404);
+        t.req("PUT", "/1.8/routers/canary").admin().json(json!({"type": "embedded", "config": {"domain": "canary.test"}})).send().await.expect(200, "");
+        assert_eq!(t.app_get("web.canary.test", "/").await.0, 200);
         t.req("PUT", "/1.5/apps/web/routers/canary").admin().json(json!({"opts": {"team": "green"}})).send().await.expect(200, "");
         assert_eq!(t.req("GET", "/1.5/apps/web/routers").admin().send().await.json()[1]["opts"], json!({"team": "green"}));
         t.req("PUT", "/1.5/apps/other/routers/canary").admin().json(json!({"opts": {}})).send().await
@@ -107,11 +113,18 @@ backends! {
         t.req("GET", "/1.5/apps/hidden/routers").admin().send().await.expect(204, "");
         assert_eq!(t.app_get("hidden.apps.test", "/").await.0, 404);
 
-        // Routes rebuild: the embedded router computes routes from stored
-        // state, so there is never anything to add or remove.
+        // Routes rebuild: in step, nothing to add or remove; after the proxy
+        // table lost the app's entry, the rebuild (not its dry run) restores it.
         let rebuilt = t.req("POST", "/1.0/apps/web/routes").admin().send().await.json();
         assert_eq!(rebuilt, json!({"embedded": {"PrefixResults": [{"Prefix": "", "Added": null, "Removed": null}], "Added": null, "Removed": null}}));
         assert_eq!(t.req("POST", "/1.0/apps/hidden/routes?dry=true").admin().send().await.json(), json!({}));
+        t.server().store.remove_proxy_app("embedded", "web").await.unwrap();
+        assert_eq!(t.app_get("web.apps.test", "/").await.0, 404);
+        let added = json!({"embedded": {"PrefixResults": [{"Prefix": "", "Added": ["web.apps.test"], "Removed": null}], "Added": ["web.apps.test"], "Removed": null}});
+        assert_eq!(t.req("POST", "/1.0/apps/web/routes?dry=true").admin().send().await.json(), added);
+        assert_eq!(t.app_get("web.apps.test", "/").await.0, 404);
+        assert_eq!(t.req("POST", "/1.0/apps/web/routes").admin().send().await.json(), added);
+        assert_eq!(t.app_get("web.apps.test", "/").await, (200, "hello from web at /\n".into()));
 
         // Who sees what: app.create in a team sees the routers of pools its
         // teams reach, and no config without router.create.
@@ -177,6 +190,123 @@ fn self_signed(names: &[&str]) -> (String, String, Vec<u8>) {
 }
 
 /// `GET /` over HTTPS to `host` on the TLS listener; the certificate served.
+backends! {
+    async fn cnames_wildcards_and_swaps_route_requests(b) {
+        let t = setup(Options::new(b)).await;
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "env"), ("teamOwner", "t1")]).send().await.expect_status(201);
+        let echo = std::fs::read(ECHO_ENV).unwrap();
+        let r = t.req("POST", "/1.0/apps/env/deploy").admin().raw(MP, upload(&echo, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        let app_at = |host: &'static str| {
+            let t = &t;
+            async move {
+                match t.app_get(host, "/?name=TSURU_APPNAME").await {
+                    (200, name) if name == "env\n" => "env".to_string(),
+                    (200, body) if body.starts_with("hello from web") => "web".to_string(),
+                    (status, body) => format!("{status} {body}"),
+                }
+            }
+        };
+        t.req("POST", "/1.0/apps/web/cname").admin().form(&[("cname", "www.example.com"), ("cname", "*.example.org")]).send().await.expect(200, "");
+        t.req("POST", "/1.0/apps/env/cname").admin().form(&[("cname", "env.example.com")]).send().await.expect(200, "");
+        assert_eq!(app_at("www.example.com").await, "web");
+        assert_eq!(app_at("Docs.Example.org").await, "web", "a wildcard cname serves every name one level down");
+        assert_eq!(app_at("a.b.example.org").await, "404 no app answers at a.b.example.org\n");
+        assert_eq!(app_at("env.example.com").await, "env");
+
+        // Swapped cnames route to their new apps at once.
+        t.req("POST", "/1.0/swap").admin().form(&[("app1", "web"), ("app2", "env"), ("cnameOnly", "true"), ("force", "true")]).send().await.expect(200, "");
+        assert_eq!(app_at("www.example.com").await, "env");
+        assert_eq!(app_at("docs.example.org").await, "env");
+        assert_eq!(app_at("env.example.com").await, "web");
+        assert_eq!(app_at("web.apps.test").await, "web", "the apps keep their own addresses");
+
+        // A removed cname answers no more; a removed app nowhere.
+        t.req("DELETE", "/1.0/apps/env/cname?cname=*.example.org").admin().send().await.expect(200, "");
+        assert_eq!(app_at("docs.example.org").await, "404 no app answers at docs.example.org\n");
+        t.req("DELETE", "/1.0/apps/env").admin().send().await.expect_status(200);
+        assert_eq!(app_at("www.example.com").await, "404 no app answers at www.example.com\n");
+        assert_eq!(app_at("env.apps.test").await, "404 no app answers at env.apps.test\n");
+        assert!(t.server().store.proxy_routers_of("env").await.unwrap().is_empty());
+        t.stop().await;
+    }
+}
+
+/// An HTTP server on 127.0.0.1 standing for an app running outside torii:
+/// it answers 201 with what it received, as JSON, and a header of its own.
+async fn echo_backend() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use axum::http::{HeaderMap, Method, Uri};
+    async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: String) -> (axum::http::StatusCode, [(&'static str, &'static str); 1], axum::Json<serde_json::Value>) {
+        let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let seen = json!({
+            "method": method.as_str(), "uri": uri.to_string(), "body": body, "host": h("host"),
+            "forwarded_for": h("x-forwarded-for"), "forwarded_proto": h("x-forwarded-proto"),
+            "forwarded_host": h("x-forwarded-host"), "custom": h("x-custom"), "private": h("x-private"),
+        });
+        (axum::http::StatusCode::CREATED, [("x-backend", "outside")], axum::Json(seen))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(echo);
+    (addr, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
+}
+
+backends! {
+    async fn versions_with_http_backends_are_proxied_to_them(b) {
+        let (live, backend) = echo_backend().await;
+        // A port nothing listens on.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut o = Options::new(b);
+        o.extra_toml = format!(
+            "[[plugin]]\nname = \"outside\"\nkind = \"provisioner\"\npath = {:?}\ncapabilities = [\"log\", \"app-runtime\"]\n\
+             [plugin.config.backends]\next = [\"{live}\"]\ndown = [\"{dead}\"]\nfar = [\"192.0.2.1:80\"]\n",
+            env!("TORII_GUEST_TEST_HTTP_BACKENDS")
+        );
+        let t = setup(o).await;
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "outside"), ("provisioner", "outside")]).send().await.expect(201, "");
+        let hello = std::fs::read(HELLO).unwrap();
+        for app in ["ext", "down", "far"] {
+            t.req("POST", "/1.0/apps").admin().form(&[("name", app), ("teamOwner", "t1"), ("pool", "outside")]).send().await.expect_status(201);
+        }
+        let r = t.req("POST", "/1.0/apps/ext/deploy").admin().raw(MP, upload(&hello, &[])).send().await;
+        assert!(r.body.contains(&format!(" ---> version 1 served by {live}\n")) && r.body.ends_with("\nOK\n"), "{}", r.body);
+
+        // The request reaches the backend as sent, with X-Forwarded-*; the
+        // answer comes back as the backend gave it; connection headers do not pass.
+        let r = t.client.post(format!("{}/some/path?q=1", t.router_url())).header("host", "ext.apps.test")
+            .header("x-custom", "kept").header("connection", "x-private").header("x-private", "dropped")
+            .body("ping").send().await.unwrap();
+        assert_eq!((r.status().as_u16(), r.headers()["x-backend"].to_str().unwrap().to_string()), (201, "outside".to_string()));
+        let seen: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(seen, json!({"method": "POST", "uri": "/some/path?q=1", "body": "ping", "host": "ext.apps.test",
+            "forwarded_for": "127.0.0.1", "forwarded_proto": "http", "forwarded_host": "ext.apps.test",
+            "custom": "kept", "private": null}));
+        let units = t.req("GET", "/1.0/apps/ext").admin().send().await.json()["units"].clone();
+        assert_eq!((units[0]["ID"].clone(), units[0]["Status"].clone()), (json!("ext-web-v1-0"), json!("started")));
+
+        // Stopped: the router answers for the app, the backend is not asked.
+        t.req("POST", "/1.0/apps/ext/stop").admin().send().await.expect_status(200);
+        assert_eq!(t.app_get("ext.apps.test", "/").await, (503, "app ext is stopped: start it with `tsuru app start -a ext`\n".into()));
+        t.req("POST", "/1.0/apps/ext/start").admin().send().await.expect_status(200);
+        assert_eq!(t.app_get("ext.apps.test", "/").await.0, 201);
+
+        // A backend that does not answer is a 502 naming it.
+        let r = t.req("POST", "/1.0/apps/down/deploy").admin().raw(MP, upload(&hello, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        let (status, body) = t.app_get("down.apps.test", "/").await;
+        assert_eq!(status, 502, "{body}");
+        assert!(body.starts_with(&format!("app down version 1: its backend {dead} did not answer: ")), "{body}");
+
+        // Only loopback addresses may be backends: the deploy says why, nothing is served.
+        let r = t.req("POST", "/1.0/apps/far/deploy").admin().raw(MP, upload(&hello, &[])).send().await;
+        assert!(r.body.contains("backend address \"192.0.2.1:80\" is not a loopback address with a port, such as 127.0.0.1:8000"), "{}", r.body);
+        assert!(!r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(t.app_get("far.apps.test", "/").await.0, 503);
+        backend.abort();
+        t.stop().await;
+    }
+}
+
 async fn https_get(t: &TestServer, host: &str) -> Result<(u16, String, Vec<u8>), String> {
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
