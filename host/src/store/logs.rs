@@ -1,6 +1,6 @@
 //! App logs.
 
-use super::{Store, StoreResult};
+use super::{Backend, Store, StoreResult};
 use sqlx::Row;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,27 +22,28 @@ pub struct LogQuery {
     pub units: Vec<String>,
 }
 
-/// Rows per INSERT statement (5 parameters each, well within both backends' limits).
-const ROWS_PER_INSERT: usize = 100;
+/// One statement inserts a whole batch, handed over as one JSON parameter
+/// (`[[date, message, source, unit], ...]`, in order): a busy app's batch
+/// of thousands of lines costs one bind, not five per line.
+const INSERT_SQLITE: &str = "INSERT INTO app_logs (app, date, message, source, unit) \
+     SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]') \
+     FROM json_each($2) ORDER BY key";
+const INSERT_POSTGRES: &str = "INSERT INTO app_logs (app, date, message, source, unit) \
+     SELECT $1, (e->>0)::bigint, e->>1, e->>2, e->>3 \
+     FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(e, n) ORDER BY n";
 
 impl Store {
     /// Appends entries and trims the app's log to its newest `keep` entries.
-    /// Entries go in multi-row INSERTs: a busy app's batch is a few statements.
     pub async fn append_logs(&self, app: &str, entries: &[(i64, String, String, String)], keep: i64) -> StoreResult<()> {
         // Entries past what the log keeps would be trimmed at once.
         let skip = entries.len().saturating_sub(usize::try_from(keep.max(0)).unwrap_or(usize::MAX));
+        let rows = serde_json::to_string(&entries[skip..]).expect("log entries serialise");
+        let insert = match self.backend {
+            Backend::Sqlite => INSERT_SQLITE,
+            Backend::Postgres => INSERT_POSTGRES,
+        };
         let mut tx = self.pool.begin().await?;
-        for chunk in entries[skip..].chunks(ROWS_PER_INSERT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${}, ${}, ${})", 5 * i + 1, 5 * i + 2, 5 * i + 3, 5 * i + 4, 5 * i + 5))
-                .collect();
-            let sql = format!("INSERT INTO app_logs (app, date, message, source, unit) VALUES {}", rows.join(", "));
-            let mut query = sqlx::query(&sql);
-            for (date, message, source, unit) in chunk {
-                query = query.bind(app).bind(*date).bind(message).bind(source).bind(unit);
-            }
-            query.execute(&mut *tx).await?;
-        }
+        sqlx::query(insert).bind(app).bind(rows).execute(&mut *tx).await?;
         sqlx::query(
             "DELETE FROM app_logs WHERE app = $1 AND id <= \
              (SELECT id FROM app_logs WHERE app = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
