@@ -87,12 +87,24 @@ backends! {
         assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
         assert_eq!(t.app_get("web.apps.test", "/?name=TSURU_APPNAME").await, (200, "web\n".into()));
 
-        // New requests see env changes, private values included.
-        t.req("POST", "/1.0/apps/web/env").admin()
+        // New requests see env changes, private values included; without
+        // `noRestart` the app restarts (its provisioner gets the new state).
+        let r = t.req("POST", "/1.0/apps/web/env").admin()
             .json(json!({"envs": [{"name": "GREETING", "value": "hi"}, {"name": "SECRET", "value": "s3", "private": true}], "noRestart": true}))
-            .send().await.expect_status(200);
+            .send().await;
+        r.expect_status(200);
+        assert!(!r.body.contains("Restarting"), "{}", r.body);
         assert_eq!(t.app_get("web.apps.test", "/?name=GREETING").await, (200, "hi\n".into()));
         assert_eq!(t.app_get("web.apps.test", "/?name=SECRET").await, (200, "s3\n".into()));
+        let r = t.req("POST", "/1.0/apps/web/env").admin().json(json!({"envs": [{"name": "MOOD", "value": "calm"}]})).send().await;
+        let messages: Vec<String> = r.body.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["Message"].as_str().unwrap_or_default().to_string()).collect();
+        assert_eq!(messages, ["---- Setting 1 new environment variables ----\n", "---- Restarting the app \"web\" ----\n",
+            " ---> version 2 serves process web with 1 unit(s)\n"]);
+        let r = t.req("DELETE", "/1.0/apps/web/env?env=MOOD").admin().send().await;
+        assert!(r.body.contains("---- Restarting the app \\\"web\\\" ----"), "{}", r.body);
+        assert_eq!(t.app_get("web.apps.test", "/?name=MOOD").await, (404, "MOOD is not set\n".into()));
+        let r = t.req("DELETE", "/1.0/apps/web/env?env=MOOD&noRestart=true").admin().send().await;
+        assert!(!r.body.contains("Restarting"), "{}", r.body);
 
         // A cname reaches the app too.
         t.req("POST", "/1.0/apps/web/cname").admin().form(&[("cname", "www.example.com")]).send().await.expect(200, "");

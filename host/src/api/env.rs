@@ -9,11 +9,12 @@ use std::sync::LazyLock;
 
 use super::apps::{AppTarget, app_contexts, app_event};
 use super::params::{Params, parse_bool};
-use super::stream::{KEEPALIVE, json_stream};
+use super::stream::{KEEPALIVE, StreamWriter, json_stream};
 use super::{AppState, Caller, ClientIp, Routes, json};
 use crate::auth::Subject;
 use crate::error::{ApiError, ApiResult};
-use crate::store::EnvVar;
+use crate::server::Server;
+use crate::store::{AppRecord, EnvVar};
 
 pub(super) fn routes(r: Routes) -> Routes {
     r.add("1.0", Method::GET, "/apps/{app}/env", get)
@@ -118,9 +119,26 @@ fn flag(params: &Params, key: &str) -> bool {
     params.field(key).and_then(|v| parse_bool(&v)).unwrap_or(false)
 }
 
+/// After an env change, an app with units restarts: its provisioner gets the
+/// new desired state (new instances, or new containers, see the new values)
+/// and its lines join the stream. An app without units has nothing to restart.
+async fn restart(server: &Server, app: &AppRecord, w: &StreamWriter) -> ApiResult<()> {
+    let versions = server.store.versions(&app.name).await?;
+    if crate::store::units_in_use(&versions) == 0 {
+        return Ok(());
+    }
+    w.message(&format!("---- Restarting the app {:?} ----\n", app.name)).await;
+    let provisioner = super::provision::provisioner_of(server, app).await?;
+    for line in super::provision::apply(server, provisioner, &app.name).await.map_err(ApiError::internal)? {
+        w.message(&line).await;
+    }
+    Ok(())
+}
+
 async fn set(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
     caller.require("app.update.env.set", &app_contexts(&app))?;
     let managed_by = params.field("managedBy").unwrap_or_default();
+    let no_restart = flag(&params, "noRestart");
     let prune = flag(&params, "pruneUnused");
     let vars = requested(&params, flag(&params, "private"), &managed_by);
     if vars.is_empty() && managed_by.is_empty() {
@@ -153,14 +171,18 @@ async fn set(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppT
                 w.message(&format!("---- Pruning {name} from environment variables ----\n")).await;
             }
         }
-        // A restart follows only for apps with units; provisioners bring units.
-        event.done(result).await.map(|_| ()).map_err(|e| e.message)
+        let result = match result {
+            Ok(_) if !no_restart => restart(&server, &app, &w).await,
+            other => other.map(|_| ()),
+        };
+        event.done(result).await.map_err(|e| e.message)
     }))
 }
 
 async fn unset(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
     caller.require("app.update.env.unset", &app_contexts(&app))?;
     let names: Vec<String> = params.all("env").into_iter().filter(|n| !n.is_empty()).collect();
+    let no_restart = params.get("noRestart").and_then(|v| parse_bool(&v)).unwrap_or(false);
     if names.is_empty() {
         return Err(ApiError::bad_request("You must provide the list of environment variables."));
     }
@@ -169,6 +191,10 @@ async fn unset(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Ap
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
         w.message(&format!("---- Unsetting {} environment variables ----\n", names.len())).await;
         let result = server.store.unset_app_env(&app.name, &names).await.map_err(ApiError::from);
-        event.done(result).await.map(|_| ()).map_err(|e| e.message)
+        let result = match result {
+            Ok(_) if !no_restart => restart(&server, &app, &w).await,
+            other => other.map(|_| ()),
+        };
+        event.done(result).await.map_err(|e| e.message)
     }))
 }
