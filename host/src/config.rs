@@ -351,41 +351,25 @@ impl Config {
     /// Adds the implicit defaults (the built-in `native` scheme, `wasm`
     /// provisioner and `embedded` router) and checks cross-key rules.
     fn complete(&mut self) -> Result<(), ConfigError> {
-        if !self.plugin.iter().any(|p| p.name == WASM_PROVISIONER) {
-            self.plugin.push(PluginEntry {
-                name: WASM_PROVISIONER.into(),
-                kind: PluginKind::Provisioner,
-                builtin: Some("provisioner-wasm".into()),
-                path: None,
-                capabilities: [Capability::Log, Capability::AppRuntime].into(),
-                config: toml::Table::new(),
-                timeout_ms: None,
-                memory_mb: None,
-            });
-        }
-        if !self.plugin.iter().any(|p| p.name == EMBEDDED_ROUTER) {
-            self.plugin.push(PluginEntry {
-                name: EMBEDDED_ROUTER.into(),
-                kind: PluginKind::Router,
-                builtin: Some("router-embedded".into()),
-                path: None,
-                capabilities: [Capability::Log, Capability::Proxy].into(),
-                config: toml::Table::new(),
-                timeout_ms: None,
-                memory_mb: None,
-            });
-        }
-        if !self.plugin.iter().any(|p| p.name == "native") {
-            self.plugin.push(PluginEntry {
-                name: "native".into(),
-                kind: PluginKind::AuthScheme,
-                builtin: Some("auth-native".into()),
-                path: None,
-                capabilities: [Capability::Log, Capability::Kv].into(),
-                config: toml::Table::new(),
-                timeout_ms: None,
-                memory_mb: None,
-            });
+        // (entry name, kind, built-in plugin, grants), each unless declared.
+        let implicit = [
+            (WASM_PROVISIONER, PluginKind::Provisioner, "provisioner-wasm", [Capability::Log, Capability::AppRuntime]),
+            (EMBEDDED_ROUTER, PluginKind::Router, "router-embedded", [Capability::Log, Capability::Proxy]),
+            ("native", PluginKind::AuthScheme, "auth-native", [Capability::Log, Capability::Kv]),
+        ];
+        for (name, kind, builtin, grants) in implicit {
+            if !self.plugin.iter().any(|p| p.name == name) {
+                self.plugin.push(PluginEntry {
+                    name: name.into(),
+                    kind,
+                    builtin: Some(builtin.into()),
+                    path: None,
+                    capabilities: grants.into(),
+                    config: toml::Table::new(),
+                    timeout_ms: None,
+                    memory_mb: None,
+                });
+            }
         }
         let mut seen = BTreeSet::new();
         for (i, p) in self.plugin.iter().enumerate() {
