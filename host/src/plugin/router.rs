@@ -59,10 +59,6 @@ impl RouterPlugin {
         RouterPlugin { pool }
     }
 
-    pub fn name(&self) -> &str {
-        self.pool.name()
-    }
-
     /// Makes the router serve `route`; a failure or refusal as the user sees it.
     pub async fn ensure(&self, route: Route) -> Result<(), String> {
         let r = self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_router().call_ensure(s, &route).await })).await;
