@@ -302,6 +302,9 @@ backends! {
         assert!(r.body.contains("backend address \"192.0.2.1:80\" is not a loopback address with a port, such as 127.0.0.1:8000"), "{}", r.body);
         assert!(!r.body.ends_with("\nOK\n"), "{}", r.body);
         assert_eq!(t.app_get("far.apps.test", "/").await.0, 503);
+        // The version the provisioner could not serve is not kept.
+        assert_eq!(t.req("GET", "/1.0/apps/far").admin().send().await.json()["deploys"], 0);
+        assert!(t.server().store.versions("far").await.unwrap().is_empty());
         backend.abort();
         t.stop().await;
     }

@@ -103,7 +103,8 @@ pub trait Progress {
 /// Stores `artifact`, has the app's provisioner check it can run, records it
 /// as the next version of `app` (taking all the traffic, or none beside the
 /// others) and has the provisioner serve the new state. A version the
-/// provisioner refuses is never recorded. Returns the version number.
+/// provisioner refuses, or whose new state it cannot serve, is not kept.
+/// Returns the version number.
 pub async fn deploy_component(
     server: &Server,
     provisioner: &Provisioner,
@@ -138,12 +139,26 @@ pub async fn deploy_component(
             return Err(DeployError::Provision(e.to_string()));
         }
     }
+    let before = server.store.versions(app).await?;
     let version = server.store.add_version(app, &digest, &artifact.processes, event_id, how).await?;
     out.line(format!(" ---> processes: {}\n", artifact.processes.join(", "))).await;
-    for line in provisioner.apply_stored(&server.store, app).await.map_err(DeployError::Provision)? {
-        out.line(line).await;
+    match provisioner.apply_stored(&server.store, app).await {
+        Ok(lines) => {
+            for line in lines {
+                out.line(line).await;
+            }
+            Ok(version)
+        }
+        Err(e) => {
+            // The provisioner could not serve the new state: the app goes
+            // back to what it served before, and the version is not kept.
+            server.store.undo_version(app, version, &before).await?;
+            if let Err(again) = provisioner.apply_stored(&server.store, app).await {
+                tracing::warn!(app, error = %again, "deploy: the earlier state could not be applied again");
+            }
+            Err(DeployError::Provision(e))
+        }
     }
-    Ok(version)
 }
 
 /// What a deploy says once its version is recorded.

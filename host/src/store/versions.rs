@@ -90,6 +90,27 @@ impl Store {
         Ok(number)
     }
 
+    /// Takes back a deploy whose new `version` could not be served: removes
+    /// it, gives the other versions back their routable flags and weights as
+    /// in `before`, and uncounts the deploy.
+    pub async fn undo_version(&self, app: &str, version: i64, before: &[VersionRecord]) -> StoreResult<()> {
+        let _stale = self.views.stale(app);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE apps SET deploys = deploys - 1 WHERE name = $1 AND deploys > 0").bind(app).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM app_versions WHERE app = $1 AND version = $2").bind(app).bind(version).execute(&mut *tx).await?;
+        for v in before {
+            sqlx::query("UPDATE app_versions SET routable = $3, weight = $4 WHERE app = $1 AND version = $2")
+                .bind(app)
+                .bind(v.version)
+                .bind(i64::from(v.routable))
+                .bind(v.weight)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Makes `version` the only routable version of `app` (all the traffic).
     pub async fn route_only(&self, app: &str, version: i64) -> StoreResult<()> {
         let _stale = self.views.stale(app);
