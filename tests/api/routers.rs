@@ -189,7 +189,6 @@ fn self_signed(names: &[&str]) -> (String, String, Vec<u8>) {
     (c.cert.pem(), c.key_pair.serialize_pem(), c.cert.der().to_vec())
 }
 
-/// `GET /` over HTTPS to `host` on the TLS listener; the certificate served.
 backends! {
     async fn cnames_wildcards_and_swaps_route_requests(b) {
         let t = setup(Options::new(b)).await;
@@ -310,6 +309,7 @@ backends! {
     }
 }
 
+/// `GET /` over HTTPS to `host` on the TLS listener; the certificate served.
 async fn https_get(t: &TestServer, host: &str) -> Result<(u16, String, Vec<u8>), String> {
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
