@@ -31,12 +31,29 @@ impl Store {
     /// router pointed at for the app; all or nothing. A host another app or
     /// router holds is a conflict.
     pub async fn set_proxy_app(&self, router: &str, app: &str, hosts: &[String], backends: &[ProxyBackend]) -> StoreResult<()> {
-        let _stale = self.views.stale(app);
         let live: Vec<&ProxyBackend> = backends.iter().filter(|b| b.weight > 0).collect();
         let encoded = serde_json::to_string(&live).expect("backends serialise");
+        // Unchanged (a sync at start, a rebuild in step): no write, so no
+        // other process's cache is emptied for nothing.
+        let held = sqlx::query("SELECT host, backends FROM proxy_hosts WHERE router = $1 AND app = $2 ORDER BY host")
+            .bind(router)
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut wanted: Vec<&String> = hosts.iter().collect();
+        wanted.sort();
+        wanted.dedup();
+        let same = held.len() == wanted.len()
+            && held.iter().zip(&wanted).all(|(row, host)| {
+                row.try_get::<String, _>("host").is_ok_and(|h| &h == *host) && row.try_get::<String, _>("backends").is_ok_and(|b| b == encoded)
+            });
+        if same {
+            return Ok(());
+        }
+        let _stale = self.views.stale(app);
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM proxy_hosts WHERE router = $1 AND app = $2").bind(router).bind(app).execute(&mut *tx).await?;
-        for host in hosts {
+        for host in wanted {
             let held = sqlx::query("SELECT router, app FROM proxy_hosts WHERE host = $1").bind(host).fetch_optional(&mut *tx).await?;
             if let Some(row) = held {
                 let (other_router, other_app): (String, String) = (row.try_get("router")?, row.try_get("app")?);
