@@ -17,11 +17,11 @@ pub struct ProxyBackend {
     pub weight: u32,
 }
 
-/// What a host name points at.
+/// What a host name points at (whichever router wrote it: the data plane
+/// serves them all alike).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyEntry {
     pub app: String,
-    pub router: String,
     /// Only backends with a positive weight.
     pub backends: Vec<ProxyBackend>,
 }
@@ -99,14 +99,13 @@ impl Store {
             return Ok(entry);
         }
         let read_at = self.views.generation();
-        let row = sqlx::query("SELECT router, app, backends FROM proxy_hosts WHERE host = $1").bind(host).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT app, backends FROM proxy_hosts WHERE host = $1").bind(host).fetch_optional(&self.pool).await?;
         let entry = match row {
             None => None,
             Some(row) => {
                 let backends: String = row.try_get("backends")?;
                 Some(Arc::new(ProxyEntry {
                     app: row.try_get("app")?,
-                    router: row.try_get("router")?,
                     backends: serde_json::from_str(&backends).unwrap_or_default(),
                 }))
             }

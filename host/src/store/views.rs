@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn proxy_hosts_and_routers_go_with_any_change() {
-        let entry = |app: &str| Some(Arc::new(ProxyEntry { app: app.into(), router: "embedded".into(), backends: vec![] }));
+        let entry = |app: &str| Some(Arc::new(ProxyEntry { app: app.into(), backends: vec![] }));
         let cache = ViewCache::new(true);
         let read_at = cache.generation();
         cache.insert_host(read_at, "www.a.com", entry("a"));
