@@ -128,11 +128,7 @@ async fn restart(server: &Server, app: &AppRecord, w: &StreamWriter) -> ApiResul
         return Ok(());
     }
     w.message(&format!("---- Restarting the app {:?} ----\n", app.name)).await;
-    let provisioner = super::provision::provisioner_of(server, app).await?;
-    for line in super::provision::apply(server, provisioner, &app.name).await.map_err(ApiError::internal)? {
-        w.message(&line).await;
-    }
-    Ok(())
+    super::provision::apply_streamed(server, app, w).await.map_err(ApiError::internal)
 }
 
 async fn set(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {

@@ -7,7 +7,7 @@
 //! provisioner's to answer.
 
 use super::apps::{AppTarget, app_contexts, app_event};
-use super::provision::{api_error, apply, desired, provisioner_of};
+use super::provision::{api_error, apply_streamed, desired, provisioner_of};
 use super::params::Params;
 use super::stream::{KEEPALIVE, json_stream};
 use super::{AppState, Caller, ClientIp, Routes};
@@ -127,11 +127,7 @@ async fn run(
             server.store.set_app_status(&app.name, action.status()).await.map_err(|e| e.to_string())?;
             server.units.reset_statuses(&app.name);
             // The provisioner makes it so (the wasm one unloads a sleeping or stopped app's code).
-            let provisioner = provisioner_of(&server, &app).await.map_err(|e| e.message)?;
-            for line in apply(&server, provisioner, &app.name).await? {
-                w.message(&line).await;
-            }
-            Ok::<_, String>(())
+            apply_streamed(&server, &app, &w).await
         }
         .await;
         match event.done(result).await {

@@ -2,6 +2,7 @@
 //! app has, and telling it the app's desired state after a change.
 
 use super::apps::app_provisioner;
+use super::stream::StreamWriter;
 use crate::error::{ApiError, ApiResult};
 use crate::plugin::provisioner::{AppState, ProvisionError, Provisioner, app_state};
 use crate::server::Server;
@@ -32,4 +33,14 @@ pub fn api_error(e: ProvisionError) -> ApiError {
 /// Hands `app`'s desired state to its provisioner; the lines it reports.
 pub async fn apply(server: &Server, provisioner: &Provisioner, app: &str) -> Result<Vec<String>, String> {
     provisioner.apply_stored(&server.store, app).await
+}
+
+/// Hands `app`'s desired state to its pool's provisioner and writes the
+/// lines it reports into the request's stream.
+pub async fn apply_streamed(server: &Server, app: &AppRecord, w: &StreamWriter) -> Result<(), String> {
+    let provisioner = provisioner_of(server, app).await.map_err(|e| e.message)?;
+    for line in apply(server, provisioner, &app.name).await? {
+        w.message(&line).await;
+    }
+    Ok(())
 }

@@ -8,7 +8,7 @@ use super::params::Params;
 use super::stream::{KEEPALIVE, json_stream};
 use super::{AppState, Caller, ClientIp, Routes, empty};
 use crate::error::{ApiError, ApiResult};
-use super::provision::{api_error, apply, desired, provisioner_of};
+use super::provision::{api_error, apply_streamed, desired, provisioner_of};
 use crate::store::{VersionRecord, units_in_use};
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
@@ -128,11 +128,7 @@ async fn change(
         w.message(&format!("---- {verb} {count} unit(s) of version {} ----\n", target.version)).await;
         let result = async {
             server.store.set_version_units(&app.name, target.version, units).await.map_err(|e| e.to_string())?;
-            let provisioner = provisioner_of(&server, &app).await.map_err(|e| e.message)?;
-            for line in apply(&server, provisioner, &app.name).await? {
-                w.message(&line).await;
-            }
-            Ok::<_, String>(())
+            apply_streamed(&server, &app, &w).await
         }
         .await;
         event.done(result).await?;
