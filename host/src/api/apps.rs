@@ -608,23 +608,16 @@ async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
         let name = app.name.clone();
         w.message(&format!("---- Removing application {name:?}...\n")).await;
-        // The provisioner lets go of the app first (the wasm one stops serving it).
-        let result = match super::provision::provisioner_of(&server, &app).await {
-            Ok(p) => p.destroy(&name).await.map_err(super::provision::api_error),
-            Err(e) => Err(e),
-        };
-        // Then its routers forget it.
-        let result = match result {
-            Ok(()) => match view_of(&server, &name).await {
-                Ok(view) => server.routing.remove(&view).await.map_err(|e| ApiError::internal(format!("the routers of app {name} could not forget it: {e}"))),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        let result = match result {
-            Ok(()) => server.store.delete_app(&name).await.map_err(ApiError::from),
-            Err(e) => Err(e),
-        };
+        let result = async {
+            // The provisioner lets go of the app first (the wasm one stops serving it),
+            // then its routers forget it.
+            let provisioner = super::provision::provisioner_of(&server, &app).await?;
+            provisioner.destroy(&name).await.map_err(super::provision::api_error)?;
+            let view = view_of(&server, &name).await?;
+            server.routing.remove(&view).await.map_err(|e| ApiError::internal(format!("the routers of app {name} could not forget it: {e}")))?;
+            server.store.delete_app(&name).await.map_err(ApiError::from)
+        }
+        .await;
         // The app's token is gone: drop cached identities.
         server.auth.invalidate();
         let result = event.done(result).await;
