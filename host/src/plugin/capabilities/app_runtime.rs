@@ -63,8 +63,8 @@ impl Host for PluginState {
             if !v.processes.contains(&r.process) {
                 return Ok(Err(format!("version {} of app {app:?} has no process {:?}", r.version, r.process)));
             }
-            if let Some(bad) = r.addresses.iter().find(|a| !super::loopback(a)) {
-                return Ok(Err(format!("backend address {bad:?} is not a loopback address with a port, such as 127.0.0.1:8000")));
+            if let Err(e) = super::check_loopback(&r.addresses) {
+                return Ok(Err(e));
             }
             records.push(RouteRecord {
                 version: v.version,

@@ -18,16 +18,13 @@ async fn serves(host: &HostCtx, router: &str) -> Result<(), String> {
     }
 }
 
-/// The backends as the table keeps them; `Err` for an address that is not
-/// `127.0.0.1:<port>` (or another loopback address): app traffic stays on
-/// this machine's loopback.
+/// The backends as the table keeps them; `Err` for an address off the
+/// loopback interface.
 fn checked(backends: Vec<Backend>) -> Result<Vec<ProxyBackend>, String> {
     backends
         .into_iter()
         .map(|b| {
-            if let Some(bad) = b.addresses.iter().find(|a| !super::loopback(a)) {
-                return Err(format!("backend address {bad:?} is not a loopback address with a port, such as 127.0.0.1:8000"));
-            }
+            super::check_loopback(&b.addresses)?;
             Ok(ProxyBackend { version: i64::from(b.version), addresses: b.addresses, weight: b.weight })
         })
         .collect()
