@@ -58,6 +58,12 @@ pub fn provisioner_or<'a>(own: &'a str, default: &'a str) -> &'a str {
 /// runs WASM apps in the host's app runtime.
 pub const WASM_PROVISIONER: &str = "wasm";
 
+/// The built-in `provisioner-docker` plugin: container apps on the Docker
+/// nodes registered through `/1.2/node`.
+pub const DOCKER_PROVISIONER: &str = "docker";
+/// Call deadline of the implicit `docker` entry (image builds are long).
+const DOCKER_TIMEOUT_MS: u64 = 900_000;
+
 /// The built-in router (plugin `router-embedded`): its plugin entry, its
 /// type and the name of the router in the catalogue. An entry of this name
 /// in the config file replaces it.
@@ -207,6 +213,7 @@ pub enum Capability {
     Kv,
     AppRuntime,
     Proxy,
+    Containers,
 }
 
 impl Capability {
@@ -216,6 +223,7 @@ impl Capability {
             Capability::Kv => "kv",
             Capability::AppRuntime => "app-runtime",
             Capability::Proxy => "proxy",
+            Capability::Containers => "containers",
         }
     }
 }
@@ -321,8 +329,12 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 /// Built-in plugins that ship inside the binary: (name, kind).
-pub const BUILTIN_PLUGINS: &[(&str, PluginKind)] =
-    &[("auth-native", PluginKind::AuthScheme), ("provisioner-wasm", PluginKind::Provisioner), ("router-embedded", PluginKind::Router)];
+pub const BUILTIN_PLUGINS: &[(&str, PluginKind)] = &[
+    ("auth-native", PluginKind::AuthScheme),
+    ("provisioner-wasm", PluginKind::Provisioner),
+    ("provisioner-docker", PluginKind::Provisioner),
+    ("router-embedded", PluginKind::Router),
+];
 
 impl Config {
     /// Loads `path` (or the defaults when `None`) and validates it.
@@ -351,22 +363,30 @@ impl Config {
     /// Adds the implicit defaults (the built-in `native` scheme, `wasm`
     /// provisioner and `embedded` router) and checks cross-key rules.
     fn complete(&mut self) -> Result<(), ConfigError> {
-        // (entry name, kind, built-in plugin, grants), each unless declared.
-        let implicit = [
-            (WASM_PROVISIONER, PluginKind::Provisioner, "provisioner-wasm", [Capability::Log, Capability::AppRuntime]),
-            (EMBEDDED_ROUTER, PluginKind::Router, "router-embedded", [Capability::Log, Capability::Proxy]),
-            ("native", PluginKind::AuthScheme, "auth-native", [Capability::Log, Capability::Kv]),
+        // (entry name, kind, built-in plugin, grants, call deadline), each unless declared.
+        let implicit: [(&str, PluginKind, &str, &[Capability], Option<u64>); 4] = [
+            (WASM_PROVISIONER, PluginKind::Provisioner, "provisioner-wasm", &[Capability::Log, Capability::AppRuntime], None),
+            // Its calls create, start and build containers: minutes, not seconds.
+            (
+                DOCKER_PROVISIONER,
+                PluginKind::Provisioner,
+                "provisioner-docker",
+                &[Capability::Log, Capability::AppRuntime, Capability::Containers],
+                Some(DOCKER_TIMEOUT_MS),
+            ),
+            (EMBEDDED_ROUTER, PluginKind::Router, "router-embedded", &[Capability::Log, Capability::Proxy], None),
+            ("native", PluginKind::AuthScheme, "auth-native", &[Capability::Log, Capability::Kv], None),
         ];
-        for (name, kind, builtin, grants) in implicit {
+        for (name, kind, builtin, grants, timeout_ms) in implicit {
             if !self.plugin.iter().any(|p| p.name == name) {
                 self.plugin.push(PluginEntry {
                     name: name.into(),
                     kind,
                     builtin: Some(builtin.into()),
                     path: None,
-                    capabilities: grants.into(),
+                    capabilities: grants.iter().copied().collect(),
                     config: toml::Table::new(),
-                    timeout_ms: None,
+                    timeout_ms,
                     memory_mb: None,
                 });
             }
@@ -507,7 +527,12 @@ mod tests {
         assert!(c.database_url().starts_with("sqlite://./data/torii.db"));
         assert_eq!(c.sqlite_path(), Some(PathBuf::from("./data/torii.db")));
         let builtins: Vec<(&str, PluginKind)> = c.plugin.iter().map(|p| (p.name.as_str(), p.kind)).collect();
-        assert_eq!(builtins, [("wasm", PluginKind::Provisioner), ("embedded", PluginKind::Router), ("native", PluginKind::AuthScheme)]);
+        assert_eq!(
+            builtins,
+            [("wasm", PluginKind::Provisioner), ("docker", PluginKind::Provisioner), ("embedded", PluginKind::Router), ("native", PluginKind::AuthScheme)]
+        );
+        let docker = &c.plugin[1];
+        assert_eq!((docker.timeout_ms, docker.capabilities.contains(&Capability::Containers)), (Some(DOCKER_TIMEOUT_MS), true));
         assert_eq!(c.pools.default_provisioner, "wasm");
     }
 

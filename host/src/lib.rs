@@ -5,6 +5,7 @@ pub mod auth;
 pub mod blobs;
 pub mod config;
 pub mod dataplane;
+pub mod docker;
 pub mod deploy;
 pub mod error;
 pub mod events;

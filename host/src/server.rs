@@ -29,7 +29,9 @@ pub struct Server {
     pub mailer: Mailer,
     pub events: Arc<Events>,
     /// Woken on every log write from this process, so followers see it at once.
-    pub log_written: tokio::sync::Notify,
+    pub log_written: Arc<tokio::sync::Notify>,
+    /// Clients of the Docker nodes (`/1.2/node`), shared with the docker provisioner.
+    pub docker: Arc<crate::docker::Engines>,
     pub started: Instant,
     /// Deployed app versions, loaded into the app runtime.
     pub apps: Arc<crate::runtime::catalog::Catalog>,
@@ -50,6 +52,7 @@ pub fn builtin_plugin(name: &str) -> Option<&'static [u8]> {
     match name {
         "auth-native" => Some(include_bytes!(env!("TORII_GUEST_AUTH_NATIVE"))),
         "provisioner-wasm" => Some(include_bytes!(env!("TORII_GUEST_PROVISIONER_WASM"))),
+        "provisioner-docker" => Some(include_bytes!(env!("TORII_GUEST_PROVISIONER_DOCKER"))),
         "router-embedded" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_EMBEDDED"))),
         _ => None,
     }
@@ -147,6 +150,9 @@ impl Server {
         let apps_synced = routing.sync_all().await.map_err(|e| anyhow::anyhow!("cannot set up the routes: {e}"))?;
         tracing::debug!(apps = apps_synced, "routes handed to the routers");
 
+        let log_written = Arc::new(tokio::sync::Notify::new());
+        let followers = crate::docker::logs::Followers::new(store.clone(), i64::from(config.logs.max_lines_per_app), log_written.clone());
+        let docker = Arc::new(crate::docker::Engines::new(DOCKER_CALL_TIMEOUT, followers));
         let mut provisioners = BTreeMap::new();
         for entry in config.plugin.iter().filter(|p| p.kind == PluginKind::Provisioner) {
             let runtime = AppsHost {
@@ -154,6 +160,7 @@ impl Server {
                 units: units.clone(),
                 routing: routing.clone(),
                 default_provisioner: config.pools.default_provisioner.clone(),
+                docker: entry.capabilities.contains(&crate::config::Capability::Containers).then(|| docker.clone()),
             };
             let pool = plugin_pool::<ProvisionerWorld>(&engine, &config, entry, &store, Some(runtime)).await?;
             provisioners.insert(entry.name.clone(), Provisioner::new(pool));
@@ -165,7 +172,8 @@ impl Server {
             routing,
             unit_lists: Default::default(),
             events,
-            log_written: tokio::sync::Notify::new(),
+            log_written,
+            docker,
             auth: Authenticator::new(store.clone(), key),
             scheme: AuthScheme::new(pool),
             mailer: Mailer::new(config.smtp.clone()),
@@ -182,6 +190,9 @@ fn hostname() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "torii".into())
 }
+
+/// Bound of one Docker engine call (builds have their own).
+const DOCKER_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a stopping server waits for open requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

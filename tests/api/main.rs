@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod crash;
 mod deploy;
+mod docker;
 mod env;
 mod events;
 mod logs;

@@ -98,10 +98,10 @@ async fn compiled_plugins_are_cached_by_content_hash() {
         v.sort();
         v
     };
-    // The built-in plugins: the native auth scheme, the wasm provisioner and
-    // the embedded router.
+    // The built-in plugins: the native auth scheme, the wasm and docker
+    // provisioners and the embedded router.
     let first = entries();
-    assert_eq!(first.len(), 3, "{first:?}");
+    assert_eq!(first.len(), 4, "{first:?}");
     for entry in &first {
         let name = entry.file_name().unwrap().to_string_lossy().to_string();
         // <sha256 of the component>-<engine compatibility hash>.cwasm

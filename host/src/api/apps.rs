@@ -26,7 +26,7 @@ use crate::pools::{self, Constraint};
 use crate::rbac::{Context, ContextType};
 use crate::server::Server;
 use serde::Serialize;
-use crate::plugin::provisioner::app_state;
+use crate::plugin::provisioner::{Unit, app_state};
 use crate::routers;
 use crate::store::{AppColumn, AppRecord, AppRouter, AppView, EnvVar, Metadata, MetadataItem, PlanRecord, PoolRecord, now_millis};
 
@@ -413,7 +413,7 @@ fn flag(params: &Params, key: &str) -> bool {
 /// slot of a routable version's process, in-process: it has no address.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct UnitJson {
+pub(super) struct UnitJson {
     #[serde(rename = "ID")]
     id: String,
     name: String,
@@ -422,26 +422,89 @@ struct UnitJson {
     #[serde(rename = "Type")]
     kind: &'static str,
     #[serde(rename = "InternalIP")]
-    internal_ip: &'static str,
+    internal_ip: String,
     status: String,
     status_reason: String,
-    address: Option<()>,
-    addresses: Option<()>,
+    address: Option<UrlJson>,
+    addresses: Option<Vec<UrlJson>>,
     version: i64,
     routable: bool,
     restarts: i64,
     created_at: String,
     ready: bool,
-    host_addr: &'static str,
-    host_port: &'static str,
+    host_addr: String,
+    host_port: String,
     #[serde(rename = "IP")]
-    ip: &'static str,
+    ip: String,
+}
+
+/// A Go `url.URL` as tsuru's unit JSON shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct UrlJson {
+    scheme: String,
+    opaque: &'static str,
+    user: Option<()>,
+    host: String,
+    path: &'static str,
+    raw_path: &'static str,
+    omit_host: bool,
+    force_query: bool,
+    raw_query: &'static str,
+    fragment: &'static str,
+    raw_fragment: &'static str,
+}
+
+/// A unit as tsuru shows it. Units on a node (containers) show where they
+/// answer: `Address` is their published `127.0.0.1` port.
+pub(super) fn unit_json(view: &AppView, u: &Unit) -> UnitJson {
+    let url = u.address.as_deref().and_then(|a| a.split_once("://")).map(|(scheme, host)| UrlJson::new(scheme, host));
+    let (ip, port) = url.as_ref().and_then(|u| u.host.rsplit_once(':')).map(|(h, p)| (h.to_string(), p.to_string())).unwrap_or_default();
+    let container = !u.node.is_empty();
+    UnitJson {
+        id: u.id.clone(),
+        name: u.name.clone(),
+        app_name: u.app.clone(),
+        process_name: u.process.clone(),
+        kind: if container { "container" } else { "wasm" },
+        internal_ip: ip.clone(),
+        status: u.status.clone(),
+        status_reason: u.status_reason.clone(),
+        addresses: url.as_ref().map(|u| vec![UrlJson::new(&u.scheme, &u.host)]),
+        address: url,
+        version: i64::from(u.version),
+        routable: true,
+        restarts: i64::from(u.restarts),
+        created_at: time_json(view.versions.iter().find(|v| v.version == i64::from(u.version)).map(|v| v.created_at).unwrap_or(0)),
+        ready: u.ready,
+        host_addr: ip.clone(),
+        host_port: port,
+        ip,
+    }
+}
+
+impl UrlJson {
+    fn new(scheme: &str, host: &str) -> UrlJson {
+        UrlJson {
+            scheme: scheme.to_string(),
+            opaque: "",
+            user: None,
+            host: host.to_string(),
+            path: "",
+            raw_path: "",
+            omit_host: false,
+            force_query: false,
+            raw_query: "",
+            fragment: "",
+            raw_fragment: "",
+        }
+    }
 }
 
 /// The app's units as its provisioner reports them. Kept per view and
 /// unit-state generation, so app info does not call the plugin while
 /// nothing changed.
-async fn units_json(server: &Server, view: &Arc<AppView>) -> Result<Vec<UnitJson>, String> {
+pub(super) async fn units_of(server: &Server, view: &Arc<AppView>) -> Result<Arc<Vec<Unit>>, String> {
     let generation = server.units.generation();
     let cached = server.unit_lists.lock().unwrap().get(&view.app.name).and_then(|(v, g, units)| {
         (Arc::ptr_eq(v, view) && *g == generation).then(|| units.clone())
@@ -460,29 +523,11 @@ async fn units_json(server: &Server, view: &Arc<AppView>) -> Result<Vec<UnitJson
             units
         }
     };
-    Ok(units
-        .iter()
-        .map(|u| UnitJson {
-            id: u.id.clone(),
-            name: u.name.clone(),
-            app_name: u.app.clone(),
-            process_name: u.process.clone(),
-            kind: "wasm",
-            internal_ip: "",
-            status: u.status.clone(),
-            status_reason: u.status_reason.clone(),
-            address: None,
-            addresses: None,
-            version: i64::from(u.version),
-            routable: true,
-            restarts: i64::from(u.restarts),
-            created_at: time_json(view.versions.iter().find(|v| v.version == i64::from(u.version)).map(|v| v.created_at).unwrap_or(0)),
-            ready: u.ready,
-            host_addr: "",
-            host_port: "",
-            ip: "",
-        })
-        .collect())
+    Ok(units)
+}
+
+async fn units_json(server: &Server, view: &Arc<AppView>) -> Result<Vec<UnitJson>, String> {
+    Ok(units_of(server, view).await?.iter().map(|u| unit_json(view, u)).collect())
 }
 
 /// An app router as the list shows it: tsuru fills only name, opts and

@@ -7,7 +7,7 @@ use super::provision::{api_error, apply, provisioner_of};
 use super::params::Params;
 use super::stream::{KEEPALIVE, TextWriter, text_stream};
 use super::{AppState, Caller, ClientIp, Routes};
-use crate::deploy::{DeployError, Progress, deploy_component, extract, image_name, placed};
+use crate::deploy::{DeployError, Progress, deploy_component, deploy_image, extract, image_name, placed};
 use crate::error::{ApiError, ApiResult};
 use crate::server::Server;
 use crate::store::NewVersion;
@@ -123,7 +123,8 @@ async fn rollback(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
             let provisioner = provisioner_of(&server, &app).await.map_err(|e| e.message)?;
             // The version must still run: its bytes and compiled code are kept.
             let candidate = crate::plugin::provisioner::app_version(target.version, &target.digest, &target.processes, 1, true, 1);
-            provisioner.prepare(&app.name, candidate).await.map_err(|e| e.to_string())?;
+            let view = server.store.app_view(&app.name).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("App {} not found.", app.name))?;
+            provisioner.prepare(crate::plugin::provisioner::app_state(&view), candidate).await.map_err(|e| e.to_string())?;
             server.store.route_only(&app.name, target.version).await.map_err(|e| e.to_string())?;
             for line in apply(&server, provisioner, &app.name).await? {
                 w.message(&line).await;
@@ -213,6 +214,8 @@ impl Input {
 /// What a deploy or build asks for, once its source rules are checked.
 struct Source {
     archive_url: String,
+    /// An image to deploy as it is (`image`).
+    image: String,
     how: NewVersion,
     origin: String,
     /// The permission its source kind needs (`app.deploy.upload`, ...).
@@ -257,7 +260,7 @@ async fn source(server: &Server, app: &crate::store::AppRecord, input: &Input) -
         "archive-url"
     };
     provisioner_of(server, app).await?.can_deploy(kind).await.map_err(api_error)?;
-    Ok(Source { archive_url: archive_url.to_string(), how, origin, permission })
+    Ok(Source { archive_url: archive_url.to_string(), image: image.to_string(), how, origin, permission })
 }
 
 /// `new-version` / `override-versions`: where the new version goes. With
@@ -292,8 +295,11 @@ async fn artifact(server: &Server, file: Option<Vec<u8>>, archive_url: &str, out
 /// Unpacks the upload (or fetches `archive-url`) and deploys it as the app's
 /// next version through its provisioner; the version number.
 async fn upload_version(server: &Server, provisioner: &str, app: &str, file: Option<Vec<u8>>, src: &Source, event_id: &str, how: NewVersion, out: &TextWriter) -> Result<i64, String> {
-    let artifact = artifact(server, file, &src.archive_url, out).await?;
     let provisioner = &server.provisioners[provisioner];
+    if !src.image.is_empty() {
+        return deploy_image(server, provisioner, app, &src.image, event_id, how, out).await.map_err(|e| e.to_string());
+    }
+    let artifact = artifact(server, file, &src.archive_url, out).await?;
     deploy_component(server, provisioner, app, artifact, event_id, how, out).await.map_err(|e: DeployError| e.to_string())
 }
 

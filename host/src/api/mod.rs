@@ -18,6 +18,7 @@ mod events;
 mod lifecycle;
 mod logs;
 pub mod names;
+mod nodes;
 mod misc;
 pub mod plans;
 mod provision;
@@ -103,6 +104,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = cnames::routes(routes);
     let routes = routers::routes(routes);
     let routes = certificates::routes(routes);
+    let routes = nodes::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router

@@ -7,7 +7,7 @@
 //! deploy leaves the running version untouched.
 
 use crate::blobs::Blobs;
-use crate::plugin::provisioner::{Provisioner, app_version};
+use crate::plugin::provisioner::{Provisioner, app_state, app_version};
 use crate::server::Server;
 use crate::store::NewVersion;
 use std::io::Read;
@@ -124,24 +124,68 @@ pub async fn deploy_component(
     .await;
     let known = server.apps.blobs.contains(&digest).await;
     server.apps.blobs.put(&artifact.component).await.map_err(DeployError::Blob)?;
-    let candidate = app_version(0, &digest, &artifact.processes, 1, how == NewVersion::Replace, 1);
-    match provisioner.prepare(app, candidate).await {
-        Ok(lines) => {
-            for line in lines {
-                out.line(line).await;
-            }
+    if let Err(e) = prepare(server, provisioner, app, &digest, &artifact.processes, how, out).await {
+        if !known {
+            // Nothing refers to bytes that never passed the checks.
+            let _ = server.apps.blobs.remove(&digest).await;
         }
-        Err(e) => {
-            if !known {
-                // Nothing refers to bytes that never passed the checks.
-                let _ = server.apps.blobs.remove(&digest).await;
-            }
-            return Err(DeployError::Provision(e.to_string()));
-        }
+        return Err(e);
     }
+    record(server, provisioner, app, &digest, &artifact.processes, event_id, how, out).await
+}
+
+/// Deploys an image (present on the provisioner's backends) as the app's next
+/// version: its `web` process runs the image's own command.
+pub async fn deploy_image(
+    server: &Server,
+    provisioner: &Provisioner,
+    app: &str,
+    image: &str,
+    event_id: &str,
+    how: NewVersion,
+    out: &impl Progress,
+) -> Result<i64, DeployError> {
+    out.line(format!("---- Deploying image {image} ----\n")).await;
+    let processes = ["web".to_string()];
+    prepare(server, provisioner, app, image, &processes, how, out).await?;
+    record(server, provisioner, app, image, &processes, event_id, how, out).await
+}
+
+/// The provisioner's check of a version not recorded yet; its lines go out.
+async fn prepare(
+    server: &Server,
+    provisioner: &Provisioner,
+    app: &str,
+    artifact: &str,
+    processes: &[String],
+    how: NewVersion,
+    out: &impl Progress,
+) -> Result<(), DeployError> {
+    let view = server.store.app_view(app).await?.ok_or_else(|| DeployError::Provision(format!("App {app} not found.")))?;
+    let candidate = app_version(0, artifact, processes, 1, how == NewVersion::Replace, 1);
+    let lines = provisioner.prepare(app_state(&view), candidate).await.map_err(|e| DeployError::Provision(e.to_string()))?;
+    for line in lines {
+        out.line(line).await;
+    }
+    Ok(())
+}
+
+/// Records the version and has the provisioner serve the new state; a state
+/// it cannot serve takes the version back.
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    server: &Server,
+    provisioner: &Provisioner,
+    app: &str,
+    artifact: &str,
+    processes: &[String],
+    event_id: &str,
+    how: NewVersion,
+    out: &impl Progress,
+) -> Result<i64, DeployError> {
     let before = server.store.versions(app).await?;
-    let version = server.store.add_version(app, &digest, &artifact.processes, event_id, how).await?;
-    out.line(format!(" ---> processes: {}\n", artifact.processes.join(", "))).await;
+    let version = server.store.add_version(app, artifact, processes, event_id, how).await?;
+    out.line(format!(" ---> processes: {}\n", processes.join(", "))).await;
     match provisioner.apply_stored(&server.store, app).await {
         Ok(lines) => {
             for line in lines {

@@ -45,6 +45,8 @@ pub struct AppsHost {
     pub routing: Arc<crate::routers::sync::Routing>,
     /// The provisioner of pools that name none (`[pools] default_provisioner`).
     pub default_provisioner: String,
+    /// Docker engines, for provisioners granted `containers`.
+    pub docker: Option<Arc<crate::docker::Engines>>,
 }
 
 /// The data of one plugin instance's store.

@@ -21,6 +21,7 @@ mod bindings {
             "torii:plugin/log": crate::plugin::capabilities::bindings::torii::plugin::log,
             "torii:plugin/kv": crate::plugin::capabilities::bindings::torii::plugin::kv,
             "torii:plugin/app-runtime": crate::plugin::capabilities::bindings::torii::plugin::app_runtime,
+            "torii:plugin/containers": crate::plugin::capabilities::bindings::torii::plugin::containers,
         },
     });
 }
@@ -111,9 +112,8 @@ impl Provisioner {
         flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_can_deploy(s, &kind).await })).await)
     }
 
-    pub async fn prepare(&self, app: &str, version: AppVersion) -> Result<Vec<String>, ProvisionError> {
-        let app = app.to_string();
-        flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_prepare(s, &app, &version).await })).await)
+    pub async fn prepare(&self, desired: AppState, version: AppVersion) -> Result<Vec<String>, ProvisionError> {
+        flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_prepare(s, &desired, &version).await })).await)
     }
 
     pub async fn apply(&self, desired: AppState) -> Result<Vec<String>, ProvisionError> {
@@ -152,6 +152,11 @@ impl Provisioner {
                 .call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_run(s, &desired, &command, once, isolated).await }))
                 .await,
         )
+    }
+
+    /// Repairs the app's drift from `desired` (healing); one line per repair.
+    pub async fn reconcile(&self, desired: AppState) -> Result<Vec<String>, ProvisionError> {
+        flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_reconcile(s, &desired).await })).await)
     }
 
     pub async fn destroy(&self, app: &str) -> Result<(), ProvisionError> {

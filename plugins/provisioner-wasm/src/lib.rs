@@ -52,6 +52,7 @@ impl Wasm {
                         status,
                         status_reason: String::new(),
                         address: None,
+                        node: String::new(),
                         restarts: seen.map(|s| s.restarts).unwrap_or(0),
                     });
                 }
@@ -82,7 +83,7 @@ impl Provisioner for Wasm {
         }
     }
 
-    fn prepare(&self, _app: &str, version: &AppVersion) -> Result<Vec<String>, String> {
+    fn prepare(&self, _desired: &AppState, version: &AppVersion) -> Result<Vec<String>, String> {
         let prepared = app_runtime::prepare(&version.artifact)?;
         let how = if prepared.cached { "already compiled" } else { "compiled" };
         Ok(vec![format!(" ---> a wasi:http component, {how}, ready in {} ms\n", prepared.millis)])

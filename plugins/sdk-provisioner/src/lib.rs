@@ -4,9 +4,10 @@
 //! A crate of its own because wit-bindgen's export macros of one world would
 //! collide with another world's in one crate (both export `lifecycle`). Log
 //! and kv come from `torii-plugin-sdk`; the `app-runtime` capability is in
-//! [`app_runtime`].
+//! [`app_runtime`], `containers` (Docker engines) in [`containers`].
 
 pub mod app_runtime;
+pub mod containers;
 pub mod provisioner;
 
 #[doc(hidden)]

@@ -29,7 +29,7 @@ pub trait Provisioner: Sized + 'static {
 
     /// `Err` with the message the user sees when `kind` cannot be deployed.
     fn can_deploy(&self, kind: &str) -> Result<(), String>;
-    fn prepare(&self, app: &str, version: &AppVersion) -> Result<Vec<String>, String>;
+    fn prepare(&self, desired: &AppState, version: &AppVersion) -> Result<Vec<String>, String>;
     fn apply(&self, desired: &AppState) -> Result<Vec<String>, String>;
     fn units(&self, desired: &AppState) -> Result<Vec<Unit>, String>;
     fn kill_unit(&self, desired: &AppState, unit: &str) -> Result<(), String>;
@@ -37,7 +37,8 @@ pub trait Provisioner: Sized + 'static {
     fn run(&self, desired: &AppState, command: &str, once: bool, isolated: bool) -> Result<Vec<String>, String>;
     fn destroy(&self, app: &str) -> Result<(), String>;
 
-    fn reconcile(&self) -> Result<Vec<String>, String> {
+    /// Repairs the app's drift from `desired` (healing); one line per repair.
+    fn reconcile(&self, _desired: &AppState) -> Result<Vec<String>, String> {
         Ok(vec![])
     }
 }
@@ -86,8 +87,8 @@ macro_rules! export_provisioner {
                 fn can_deploy(kind: String) -> Result<(), String> {
                     with(|s| s.can_deploy(&kind))
                 }
-                fn prepare(app: String, version: AppVersion) -> Result<Vec<String>, String> {
-                    with(|s| s.prepare(&app, &version))
+                fn prepare(desired: AppState, version: AppVersion) -> Result<Vec<String>, String> {
+                    with(|s| s.prepare(&desired, &version))
                 }
                 fn apply(desired: AppState) -> Result<Vec<String>, String> {
                     with(|s| s.apply(&desired))
@@ -107,8 +108,8 @@ macro_rules! export_provisioner {
                 fn destroy(app: String) -> Result<(), String> {
                     with(|s| s.destroy(&app))
                 }
-                fn reconcile() -> Result<Vec<String>, String> {
-                    with(|s| s.reconcile())
+                fn reconcile(desired: AppState) -> Result<Vec<String>, String> {
+                    with(|s| s.reconcile(&desired))
                 }
             }
 

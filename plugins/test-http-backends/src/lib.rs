@@ -37,8 +37,8 @@ impl Provisioner for HttpBackends {
         Ok(())
     }
 
-    fn prepare(&self, app: &str, version: &AppVersion) -> Result<Vec<String>, String> {
-        let addresses = self.addresses(app)?;
+    fn prepare(&self, desired: &AppState, version: &AppVersion) -> Result<Vec<String>, String> {
+        let addresses = self.addresses(&desired.name)?;
         Ok(vec![format!(" ---> version {} will be served by {}\n", version.version, addresses.join(", "))])
     }
 
@@ -72,6 +72,7 @@ impl Provisioner for HttpBackends {
                     address: Some(format!("http://{address}")),
                     ready: true,
                     restarts: 0,
+                    node: String::new(),
                 });
             }
         }

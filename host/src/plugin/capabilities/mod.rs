@@ -3,6 +3,7 @@
 //! plugin's grant and traps with [`Denied`] when it is missing.
 
 mod app_runtime;
+mod containers;
 mod kv;
 mod log;
 mod proxy;

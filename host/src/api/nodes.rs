@@ -1,0 +1,300 @@
+//! Docker nodes (`/1.2/node`, API-NOTES §2.17): the engines container apps
+//! run on. A node is a Docker engine endpoint (`unix:///path` or
+//! `tcp://127.0.0.1:port`) in one pool whose provisioner is granted
+//! `containers`; the provisioner plugin schedules units on the pool's nodes.
+
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::apps::{UnitJson, unit_json, units_of};
+use super::events::{record, request_data};
+use super::params::Params;
+use super::stream::{KEEPALIVE, json_stream, text_stream};
+use super::{AppState, Caller, ClientIp, Routes, empty, json, json_list, time_json};
+use crate::config::Capability;
+use crate::error::{ApiError, ApiResult};
+use crate::events::Target;
+use crate::rbac::{Context, ContextType};
+use crate::server::Server;
+use crate::store::{AppColumn, NODE_DISABLED, NODE_READY, NodeRecord, now_millis};
+
+pub(super) fn routes(r: Routes) -> Routes {
+    r.add("1.2", Method::GET, "/node", list)
+        .add("1.2", Method::POST, "/node", add)
+        .add("1.2", Method::PUT, "/node", update)
+        .add("1.2", Method::DELETE, "/node/{*address}", remove)
+        .add("1.2", Method::GET, "/node/{*address}", read_path)
+        .torii(Method::GET, "/1.6/node/{*address}", read_path)
+        .add("1.0", Method::GET, "/docker/node", list)
+        .add("1.0", Method::POST, "/docker/node", add)
+        .add("1.0", Method::PUT, "/docker/node", update)
+        .add("1.0", Method::DELETE, "/docker/node/{*address}", remove)
+        .add("1.0", Method::GET, "/docker/node/{*address}", read_path)
+}
+
+/// Status of a node being removed: its units are moved to the pool's other nodes.
+const NODE_REMOVING: &str = "removing";
+
+fn pool_ctx(pool: &str) -> Context {
+    Context::new(ContextType::Pool, pool)
+}
+
+/// tsuru's node spec.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeJson {
+    address: String,
+    #[serde(rename = "IaaSID")]
+    iaas_id: String,
+    metadata: BTreeMap<String, String>,
+    status: String,
+    pool: String,
+    provisioner: String,
+}
+
+fn node_json(n: &NodeRecord, provisioner: &str) -> NodeJson {
+    let mut metadata = n.metadata.clone();
+    metadata.insert("pool".into(), n.pool.clone());
+    NodeJson {
+        address: n.address.clone(),
+        iaas_id: n.iaas_id.clone(),
+        metadata,
+        status: n.status.clone(),
+        pool: n.pool.clone(),
+        provisioner: provisioner.to_string(),
+    }
+}
+
+/// The provisioner of `pool` when it runs units on nodes (is granted
+/// `containers`); a 400 naming the pool otherwise.
+async fn node_provisioner(server: &Server, pool: &str) -> ApiResult<String> {
+    let record = server.store.pool(pool).await?.ok_or_else(|| ApiError::not_found("Pool does not exist."))?;
+    let name = server.config.pool_provisioner(&record.provisioner).to_string();
+    let takes_nodes = server.config.plugin.iter().any(|p| p.name == name && p.capabilities.contains(&Capability::Containers));
+    if !takes_nodes {
+        return Err(ApiError::bad_request(format!("pool {pool:?} is provisioned by {name:?}, which runs no units on docker nodes")));
+    }
+    Ok(name)
+}
+
+async fn provisioner_name(server: &Server, pool: &str) -> String {
+    match server.store.pool(pool).await {
+        Ok(Some(p)) => server.config.pool_provisioner(&p.provisioner).to_string(),
+        _ => String::new(),
+    }
+}
+
+/// `GET /1.2/node`: the nodes of the pools the caller may read (filter
+/// `Metadata.<key>=<value>`), and no IaaS machines (none are configured).
+async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -> ApiResult<Response> {
+    let filter = params.field_map("metadata");
+    let mut nodes = Vec::new();
+    for n in server.store.nodes().await? {
+        if !caller.allows("node.read", &[pool_ctx(&n.pool)]) {
+            continue;
+        }
+        let provisioner = provisioner_name(&server, &n.pool).await;
+        let spec = node_json(&n, &provisioner);
+        if filter.iter().all(|(k, v)| spec.metadata.get(k) == Some(v)) {
+            nodes.push(spec);
+        }
+    }
+    if nodes.is_empty() {
+        return Ok(empty(StatusCode::NO_CONTENT));
+    }
+    let machines: [(); 0] = [];
+    Ok(json(StatusCode::OK, &json!({"nodes": nodes, "machines": machines})))
+}
+
+/// `POST /1.2/node`: registers an engine (`Register=true`,
+/// `Metadata.address`, `Metadata.pool`, other metadata kept). Answers 201 at
+/// once; checks that need the engine report in the stream.
+async fn add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
+    let mut metadata = params.field_map("metadata");
+    let pool = metadata.remove("pool").unwrap_or_default();
+    if pool.is_empty() {
+        return Err(ApiError::bad_request("pool is required"));
+    }
+    caller.require("node.create", &[pool_ctx(&pool)])?;
+    let register = params.optional_bool("register")?.unwrap_or(false);
+    let address = metadata.remove("address").unwrap_or_default();
+    if !register {
+        return Err(ApiError::bad_request(
+            "no IaaS is configured to create machines: register a running Docker engine with Register=true and Metadata.address",
+        ));
+    }
+    if address.is_empty() {
+        return Err(ApiError::bad_request("address is required to register a node"));
+    }
+    let provisioner = node_provisioner(&server, &pool).await?;
+    let iaas_id = metadata.remove("iaas-id").unwrap_or_default();
+    let data = request_data(&params, &[]);
+    let event = record(&server, Some(&caller), &ip, "node.create", Target::new("node", &address), data).await?;
+    Ok(json_stream(StatusCode::CREATED, KEEPALIVE, move |w| async move {
+        let result = async {
+            let address = crate::docker::check_address(&address).map_err(|e| e.to_string())?;
+            if server.store.node(&address).await.map_err(|e| e.to_string())?.is_some() {
+                return Err(format!("node with address {address:?} already exists in provisioner {provisioner:?}"));
+            }
+            w.message(&format!("---- Checking the docker engine at {address} ----\n")).await;
+            let engine = server.docker.info(&address).await.map_err(|e| e.to_string())?;
+            w.message(&format!(" ---> docker {} on {:?}: {} CPUs, {} MiB\n", engine.version, engine.name, engine.cpus, engine.memory >> 20)).await;
+            let node = NodeRecord { address: address.clone(), pool, metadata, status: NODE_READY.into(), iaas_id };
+            server.store.add_node(&node).await.map_err(|e| match e {
+                crate::store::StoreError::Conflict(_) => format!("node with address {address:?} already exists in provisioner {provisioner:?}"),
+                other => other.to_string(),
+            })?;
+            w.message(&format!("---- Node {address} added to pool {:?} ----\n", node.pool)).await;
+            Ok(())
+        }
+        .await;
+        event.done(result).await
+    }))
+}
+
+/// `PUT /1.2/node`: `Address`, `Metadata.<key>` (`pool` moves the node, an
+/// empty value removes a key), `Enable` / `Disable` (the scheduler avoids a
+/// disabled node).
+async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
+    let address = params.field("address").unwrap_or_default();
+    if address.is_empty() {
+        return Err(ApiError::bad_request("address is required"));
+    }
+    let enable = params.optional_bool("enable")?.unwrap_or(false);
+    let disable = params.optional_bool("disable")?.unwrap_or(false);
+    if enable && disable {
+        return Err(ApiError::bad_request("A node can't be enabled and disabled simultaneously."));
+    }
+    let address = crate::docker::check_address(&address).unwrap_or(address);
+    let mut node = server.store.node(&address).await?.ok_or_else(|| ApiError::not_found("Node not found."))?;
+    caller.require("node.update", &[pool_ctx(&node.pool)])?;
+    let mut metadata = params.field_map("metadata");
+    if let Some(pool) = metadata.remove("pool").filter(|p| !p.is_empty() && *p != node.pool) {
+        caller.require("node.update", &[pool_ctx(&pool)])?;
+        node_provisioner(&server, &pool).await?;
+        node.pool = pool;
+    }
+    for (k, v) in metadata {
+        if v.is_empty() {
+            node.metadata.remove(&k);
+        } else {
+            node.metadata.insert(k, v);
+        }
+    }
+    if enable {
+        node.status = NODE_READY.into();
+    } else if disable {
+        node.status = NODE_DISABLED.into();
+    }
+    let event = record(&server, Some(&caller), &ip, "node.update", Target::new("node", &address), request_data(&params, &[])).await?;
+    let result = server.store.update_node(&node).await.map(|()| empty(StatusCode::OK)).map_err(ApiError::from);
+    event.done(result).await
+}
+
+/// `DELETE /1.2/node/{address}`: unless `no-rebalance=true`, the node's units
+/// move to the pool's other nodes first (each app of the pool is applied
+/// again with the node marked as leaving). Plain-text progress.
+async fn remove(
+    State(server): AppState,
+    Caller(caller): Caller,
+    ip: ClientIp,
+    Path(address): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let address = crate::docker::check_address(&address).unwrap_or(address);
+    let mut node = server.store.node(&address).await?.ok_or_else(|| ApiError::not_found("Node not found."))?;
+    caller.require("node.delete", &[pool_ctx(&node.pool)])?;
+    let rebalance = !params.get("no-rebalance").and_then(|v| super::params::parse_bool(&v)).unwrap_or(false);
+    let data = json!([{"name": "address", "value": address}, {"name": "no-rebalance", "value": (!rebalance).to_string()}]);
+    let event = record(&server, Some(&caller), &ip, "node.delete", Target::new("node", &address), data).await?;
+    Ok(text_stream(KEEPALIVE, &[], move |out| async move {
+        let result: Result<(), String> = async {
+            if rebalance {
+                node.status = NODE_REMOVING.into();
+                server.store.update_node(&node).await.map_err(|e| e.to_string())?;
+                for app in server.store.app_names_where(AppColumn::Pool, &node.pool).await.map_err(|e| e.to_string())? {
+                    let Some(record) = server.store.app(&app).await.map_err(|e| e.to_string())? else { continue };
+                    let provisioner = super::provision::provisioner_of(&server, &record).await.map_err(|e| e.message)?;
+                    out.write(&format!("---- Moving the units of app {app:?} off {address} ----\n")).await;
+                    for line in super::provision::apply(&server, provisioner, &app).await? {
+                        out.write(&line).await;
+                    }
+                }
+            }
+            server.store.remove_node(&address).await.map_err(|e| e.to_string())?;
+            server.docker.forget(&address);
+            out.write(&format!("Node {address} removed.\n")).await;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = event.done(result).await {
+            // Units stay where they were: the node is usable again.
+            if node.status == NODE_REMOVING {
+                node.status = NODE_READY.into();
+                let _ = server.store.update_node(&node).await;
+            }
+            out.write(&format!("Error: {e}\n")).await;
+        }
+    }))
+}
+
+/// `GET /1.2/node/{path}`: `apps/{app}/containers` (units of an app),
+/// `{address}/containers` (units on a node), else `{address}`: node info.
+async fn read_path(State(server): AppState, Caller(caller): Caller, Path(path): Path<String>) -> ApiResult<Response> {
+    if let Some(app) = path.strip_prefix("apps/").and_then(|p| p.strip_suffix("/containers")) {
+        return units_by_app(&server, &caller, app).await;
+    }
+    if let Some(address) = path.strip_suffix("/containers") {
+        let node = node_for(&server, &caller, address).await?;
+        let units = units_on(&server, &node).await?;
+        return Ok(if units.is_empty() { empty(StatusCode::NO_CONTENT) } else { json_list(&units) });
+    }
+    let node = node_for(&server, &caller, &path).await?;
+    let units = units_on(&server, &node).await?;
+    let now = time_json(now_millis());
+    let check = match server.docker.ping(&node.address).await {
+        Ok(()) => json!({"Name": "docker", "Err": "", "Successful": true}),
+        Err(e) => json!({"Name": "docker", "Err": e.to_string(), "Successful": false}),
+    };
+    let provisioner = provisioner_name(&server, &node.pool).await;
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "node": node_json(&node, &provisioner),
+            "status": {"Address": node.address, "Checks": [{"Time": now, "Checks": [check]}], "LastSuccess": now, "LastUpdate": now},
+            "units": units,
+        }),
+    ))
+}
+
+/// The node at `address` once the caller may read its pool.
+async fn node_for(server: &Server, caller: &crate::auth::Identity, address: &str) -> ApiResult<NodeRecord> {
+    let address = crate::docker::check_address(address).unwrap_or_else(|_| address.to_string());
+    let node = server.store.node(&address).await?.ok_or_else(|| ApiError::not_found("Node not found."))?;
+    caller.require("node.read", &[pool_ctx(&node.pool)])?;
+    Ok(node)
+}
+
+/// The units the provisioners report on `node`.
+async fn units_on(server: &Arc<Server>, node: &NodeRecord) -> ApiResult<Vec<UnitJson>> {
+    let mut out = Vec::new();
+    for app in server.store.app_names_where(AppColumn::Pool, &node.pool).await? {
+        let Some(view) = server.store.app_view(&app).await? else { continue };
+        let units = units_of(server, &view).await.map_err(ApiError::internal)?;
+        out.extend(units.iter().filter(|u| u.node == node.address).map(|u| unit_json(&view, u)));
+    }
+    Ok(out)
+}
+
+async fn units_by_app(server: &Arc<Server>, caller: &crate::auth::Identity, app: &str) -> ApiResult<Response> {
+    let view = super::apps::view_of(server, app).await?;
+    caller.require("app.read", &super::apps::app_contexts(&view.app))?;
+    let units = units_of(server, &view).await.map_err(ApiError::internal)?;
+    let units: Vec<UnitJson> = units.iter().map(|u| unit_json(&view, u)).collect();
+    Ok(if units.is_empty() { empty(StatusCode::NO_CONTENT) } else { json_list(&units) })
+}

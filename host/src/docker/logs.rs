@@ -1,0 +1,94 @@
+//! Container output into the app log: one task per followed container reads
+//! the engine's log stream (stdout and stderr, from now on) and writes what
+//! arrived every [`FLUSH_EVERY`], one INSERT per batch, under the unit's name.
+//! A task ends with its container (or its engine connection); following a
+//! container twice is one follow.
+
+use crate::store::Store;
+use bollard::Docker;
+use bollard::query_parameters::LogsOptionsBuilder;
+use futures_util::StreamExt;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+#[derive(Clone)]
+pub struct Followers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    /// Log lines kept per app.
+    keep: i64,
+    /// Woken after each write, so log followers of the API see it at once.
+    written: Arc<Notify>,
+    /// `address id` of the containers followed now.
+    following: Mutex<HashSet<String>>,
+}
+
+impl Followers {
+    pub fn new(store: Store, keep: i64, written: Arc<Notify>) -> Followers {
+        Followers { inner: Arc::new(Inner { store, keep, written, following: Mutex::new(HashSet::new()) }) }
+    }
+
+    /// Starts following `id` unless it is followed already.
+    pub fn follow(&self, client: Docker, address: &str, id: &str, app: &str, unit: &str) {
+        let key = format!("{address} {id}");
+        if !self.inner.following.lock().unwrap().insert(key.clone()) {
+            return;
+        }
+        let inner = self.inner.clone();
+        let (id, app, unit) = (id.to_string(), app.to_string(), unit.to_string());
+        tokio::spawn(async move {
+            copy(&inner, &client, &id, &app, &unit).await;
+            inner.following.lock().unwrap().remove(&key);
+        });
+    }
+}
+
+async fn copy(inner: &Inner, client: &Docker, id: &str, app: &str, unit: &str) {
+    let since = i32::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    let options = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).since(since).build();
+    let mut stream = client.logs(id, Some(options));
+    let mut pending = String::new();
+    let mut batch: Vec<(i64, String, String, String)> = Vec::new();
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tokio::select! {
+            item = stream.next() => match item {
+                Some(Ok(output)) => {
+                    pending.push_str(&String::from_utf8_lossy(&output.into_bytes()));
+                    while let Some(end) = pending.find('\n') {
+                        let line: String = pending.drain(..=end).collect();
+                        batch.push((crate::store::now_millis(), line.trim_end().to_string(), "app".into(), unit.to_string()));
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(app, unit, error = %e, "container log stream ended");
+                    break;
+                }
+                None => break,
+            },
+            _ = tick.tick() => flush(inner, app, &mut batch).await,
+        }
+    }
+    if !pending.trim().is_empty() {
+        batch.push((crate::store::now_millis(), pending.trim_end().to_string(), "app".into(), unit.to_string()));
+    }
+    flush(inner, app, &mut batch).await;
+}
+
+async fn flush(inner: &Inner, app: &str, batch: &mut Vec<(i64, String, String, String)>) {
+    if batch.is_empty() {
+        return;
+    }
+    let entries = std::mem::take(batch);
+    if let Err(e) = inner.store.append_logs(app, &entries, inner.keep).await {
+        tracing::warn!(app, error = %e, "cannot write container output to the app log");
+    }
+    inner.written.notify_waiters();
+}

@@ -1,0 +1,199 @@
+//! `containers`: Docker Engine operations for provisioner plugins. Each call
+//! names a node; the host checks the node is registered in a pool the
+//! calling plugin provisions, then runs the call through its own client
+//! (`crate::docker`), bounded in time. Containers are made from a spec that
+//! has no mounts, privileges or host network, with ports on 127.0.0.1 only.
+
+use super::bindings::torii::plugin::containers::{Container, ContainerSpec, Engine, ExecOutput, Host, Image, Node};
+use crate::config::Capability;
+use crate::docker::{ContainerInfo, Engines};
+use crate::plugin::PluginState;
+use crate::plugin::instance::HostCtx;
+use std::sync::Arc;
+use std::time::Duration;
+
+const UNAVAILABLE: &str = "docker engines are not available to this plugin";
+/// Bound of an image build.
+const BUILD_LIMIT: Duration = Duration::from_secs(600);
+
+/// The provisioner serving `pool`, as the pool record names it (or the default).
+async fn pool_provisioner(host: &HostCtx, pool: &str) -> Result<String, String> {
+    let Some(apps) = host.apps.as_ref() else { return Err(UNAVAILABLE.into()) };
+    let record = host.store.pool(pool).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("no pool {pool:?}"))?;
+    Ok(crate::config::provisioner_or(&record.provisioner, &apps.default_provisioner).to_string())
+}
+
+/// `Ok` when `node` is registered in a pool this plugin provisions.
+async fn owns_node(host: &HostCtx, node: &str) -> Result<(), String> {
+    let record = host.store.node(node).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("no docker node {node:?}"))?;
+    if pool_provisioner(host, &record.pool).await? != host.name {
+        return Err(format!("docker node {node:?} is in pool {:?}, which {:?} does not provision", record.pool, host.name));
+    }
+    Ok(())
+}
+
+impl PluginState {
+    /// The engines, once the capability is granted.
+    fn engines(&self) -> wasmtime::Result<(Arc<HostCtx>, Option<Arc<Engines>>)> {
+        self.check(Capability::Containers)?;
+        Ok((self.host.clone(), self.host.apps.as_ref().and_then(|a| a.docker.clone())))
+    }
+
+    /// Runs `f` on the engines once the plugin may reach `node`.
+    async fn on_node<T>(&mut self, node: &str, f: impl AsyncFnOnce(&Engines) -> Result<T, crate::docker::EngineError>) -> wasmtime::Result<Result<T, String>> {
+        let (host, engines) = self.engines()?;
+        let Some(engines) = engines else { return Ok(Err(UNAVAILABLE.into())) };
+        if let Err(e) = owns_node(&host, node).await {
+            return Ok(Err(e));
+        }
+        Ok(f(&engines).await.map_err(|e| e.to_string()))
+    }
+}
+
+fn container(c: ContainerInfo) -> Container {
+    Container {
+        id: c.id,
+        name: c.name,
+        image: c.image,
+        labels: c.labels.into_iter().collect(),
+        state: c.state,
+        address: c.address,
+        restarts: c.restarts,
+        exit_code: c.exit_code,
+    }
+}
+
+impl Host for PluginState {
+    async fn nodes(&mut self, pool: String) -> wasmtime::Result<Result<Vec<Node>, String>> {
+        let (host, _) = self.engines()?;
+        let nodes = if pool.is_empty() {
+            host.store.nodes().await
+        } else {
+            match pool_provisioner(&host, &pool).await {
+                Ok(p) if p == host.name => {}
+                Ok(_) => return Ok(Err(format!("pool {pool:?} is not provisioned by {:?}", host.name))),
+                Err(e) => return Ok(Err(e)),
+            }
+            host.store.pool_nodes(&pool).await
+        };
+        let nodes = match nodes {
+            Ok(n) => n,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let mut mine = Vec::with_capacity(nodes.len());
+        for n in nodes {
+            // A node whose pool is gone, or served by another plugin, is not this plugin's.
+            if pool_provisioner(&host, &n.pool).await.is_ok_and(|p| p == host.name) {
+                mine.push(Node { address: n.address, pool: n.pool, metadata: n.metadata.into_iter().collect(), status: n.status });
+            }
+        }
+        Ok(Ok(mine))
+    }
+
+    async fn create(&mut self, node: String, spec: ContainerSpec) -> wasmtime::Result<Result<String, String>> {
+        let spec = crate::docker::Spec {
+            name: spec.name,
+            image: spec.image,
+            cmd: spec.cmd,
+            env: spec.env,
+            labels: spec.labels,
+            port: spec.port,
+            memory: spec.memory,
+            cpu_milli: spec.cpu_milli,
+        };
+        self.on_node(&node, async |e| e.create(&node, spec).await).await
+    }
+
+    async fn start(&mut self, node: String, id: String) -> wasmtime::Result<Result<(), String>> {
+        self.on_node(&node, async |e| e.start(&node, &id).await).await
+    }
+
+    async fn stop(&mut self, node: String, id: String, timeout_secs: u32) -> wasmtime::Result<Result<(), String>> {
+        self.on_node(&node, async |e| e.stop(&node, &id, timeout_secs).await).await
+    }
+
+    async fn remove(&mut self, node: String, id: String) -> wasmtime::Result<Result<(), String>> {
+        self.on_node(&node, async |e| e.remove(&node, &id).await).await
+    }
+
+    async fn inspect(&mut self, node: String, id: String) -> wasmtime::Result<Result<Option<Container>, String>> {
+        Ok(self.on_node(&node, async |e| e.inspect(&node, &id).await).await?.map(|c| c.map(container)))
+    }
+
+    async fn list(&mut self, node: String, labels: Vec<(String, String)>) -> wasmtime::Result<Result<Vec<Container>, String>> {
+        Ok(self.on_node(&node, async |e| e.list(&node, &labels).await).await?.map(|l| l.into_iter().map(container).collect()))
+    }
+
+    async fn wait_listening(&mut self, node: String, id: String, timeout_ms: u32) -> wasmtime::Result<Result<Option<String>, String>> {
+        self.on_node(&node, async |e| e.wait_listening(&node, &id, Duration::from_millis(u64::from(timeout_ms))).await).await
+    }
+
+    async fn wait(&mut self, node: String, id: String, timeout_secs: u32) -> wasmtime::Result<Result<i64, String>> {
+        self.on_node(&node, async |e| e.wait(&node, &id, timeout_secs).await).await
+    }
+
+    async fn follow_logs(&mut self, node: String, id: String, app: String, unit: String) -> wasmtime::Result<Result<(), String>> {
+        let (host, _) = self.engines()?;
+        // The app must be one this plugin provisions, so a plugin writes only its own apps' logs.
+        match host.store.app_view(&app).await {
+            Ok(Some(view)) if pool_provisioner(&host, &view.app.pool).await.as_deref() == Ok(host.name.as_str()) => {}
+            Ok(_) => return Ok(Err(format!("app {app:?} is not provisioned by {:?}", host.name))),
+            Err(e) => return Ok(Err(e.to_string())),
+        }
+        self.on_node(&node, async |e| e.follow_logs(&node, &id, &app, &unit).await).await
+    }
+
+    async fn exec(&mut self, node: String, id: String, cmd: Vec<String>) -> wasmtime::Result<Result<ExecOutput, String>> {
+        Ok(self.on_node(&node, async |e| e.exec(&node, &id, cmd).await).await?.map(|(exit_code, output)| ExecOutput { exit_code, output }))
+    }
+
+    async fn image_info(&mut self, node: String, image: String) -> wasmtime::Result<Result<Option<Image>, String>> {
+        Ok(self.on_node(&node, async |e| e.image(&node, &image).await).await?.map(|i| {
+            i.map(|i| Image { id: i.id, ports: i.ports, cmd: i.cmd, entrypoint: i.entrypoint, working_dir: i.working_dir })
+        }))
+    }
+
+    async fn build(
+        &mut self,
+        node: String,
+        context: String,
+        dockerfile: String,
+        tag: String,
+        args: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<Vec<String>, String>> {
+        let Some(catalog) = self.host.apps.as_ref().map(|a| a.catalog.clone()) else { return Ok(Err(UNAVAILABLE.into())) };
+        self.on_node(&node, async |e| {
+            let bytes = catalog.blobs.get(&context).await.map_err(|err| crate::docker::EngineError::Invalid(format!("build context {context:?}: {err}")))?;
+            e.build(&node, bytes, &dockerfile, &tag, &args, BUILD_LIMIT).await
+        })
+        .await
+    }
+
+    async fn import_image(&mut self, node: String, rootfs: String, tag: String) -> wasmtime::Result<Result<(), String>> {
+        let Some(catalog) = self.host.apps.as_ref().map(|a| a.catalog.clone()) else { return Ok(Err(UNAVAILABLE.into())) };
+        self.on_node(&node, async |e| {
+            let bytes = catalog.blobs.get(&rootfs).await.map_err(|err| crate::docker::EngineError::Invalid(format!("root filesystem {rootfs:?}: {err}")))?;
+            e.import(&node, bytes, &tag).await
+        })
+        .await
+    }
+
+    async fn tag(&mut self, node: String, image: String, tag: String) -> wasmtime::Result<Result<(), String>> {
+        self.on_node(&node, async |e| e.tag(&node, &image, &tag).await).await
+    }
+
+    async fn remove_image(&mut self, node: String, image: String) -> wasmtime::Result<Result<(), String>> {
+        self.on_node(&node, async |e| e.remove_image(&node, &image).await).await
+    }
+
+    async fn info(&mut self, node: String) -> wasmtime::Result<Result<Engine, String>> {
+        Ok(self.on_node(&node, async |e| e.info(&node).await).await?.map(|i| Engine {
+            name: i.name,
+            version: i.version,
+            containers: i.containers,
+            images: i.images,
+            cpus: i.cpus,
+            memory: i.memory,
+        }))
+    }
+}

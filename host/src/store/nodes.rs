@@ -1,0 +1,92 @@
+//! Docker nodes (`/1.2/node`): the engines container apps run on, by pool.
+
+use super::{Store, StoreError, StoreResult, conflict_or, now_millis};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use std::collections::BTreeMap;
+
+/// A registered Docker engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// `unix:///path/docker.sock` or `tcp://127.0.0.1:port`.
+    pub address: String,
+    pub pool: String,
+    /// tsuru's node metadata, without `pool`.
+    pub metadata: BTreeMap<String, String>,
+    /// "ready" or "disabled".
+    pub status: String,
+    pub iaas_id: String,
+}
+
+pub const NODE_READY: &str = "ready";
+pub const NODE_DISABLED: &str = "disabled";
+
+fn node(row: &AnyRow) -> StoreResult<NodeRecord> {
+    let metadata: String = row.try_get("metadata")?;
+    Ok(NodeRecord {
+        address: row.try_get("address")?,
+        pool: row.try_get("pool")?,
+        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        status: row.try_get("status")?,
+        iaas_id: row.try_get("iaas_id")?,
+    })
+}
+
+const COLUMNS: &str = "address, pool, metadata, status, iaas_id";
+
+impl Store {
+    /// Registers a node; a node at the same address is a conflict.
+    pub async fn add_node(&self, n: &NodeRecord) -> StoreResult<()> {
+        sqlx::query("INSERT INTO nodes (address, pool, metadata, status, iaas_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&n.address)
+            .bind(&n.pool)
+            .bind(serde_json::to_string(&n.metadata).expect("strings serialise"))
+            .bind(&n.status)
+            .bind(&n.iaas_id)
+            .bind(now_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, &format!("node with address {:?} already exists", n.address)))?;
+        Ok(())
+    }
+
+    pub async fn node(&self, address: &str) -> StoreResult<Option<NodeRecord>> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM nodes WHERE address = $1")).bind(address).fetch_optional(&self.pool).await?;
+        row.as_ref().map(node).transpose()
+    }
+
+    /// Every node, by address.
+    pub async fn nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM nodes ORDER BY address")).fetch_all(&self.pool).await?;
+        rows.iter().map(node).collect()
+    }
+
+    /// The nodes of `pool`, by address.
+    pub async fn pool_nodes(&self, pool: &str) -> StoreResult<Vec<NodeRecord>> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM nodes WHERE pool = $1 ORDER BY address")).bind(pool).fetch_all(&self.pool).await?;
+        rows.iter().map(node).collect()
+    }
+
+    /// Replaces a node's pool, metadata and status.
+    pub async fn update_node(&self, n: &NodeRecord) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE nodes SET pool = $2, metadata = $3, status = $4 WHERE address = $1")
+            .bind(&n.address)
+            .bind(&n.pool)
+            .bind(serde_json::to_string(&n.metadata).expect("strings serialise"))
+            .bind(&n.status)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("Node not found.".into()));
+        }
+        Ok(())
+    }
+
+    pub async fn remove_node(&self, address: &str) -> StoreResult<()> {
+        let done = sqlx::query("DELETE FROM nodes WHERE address = $1").bind(address).execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("Node not found.".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,515 @@
+//! The `docker` provisioner: an app's units are containers on the Docker
+//! nodes of its pool (capability `containers`); the router reaches them at
+//! their ports published on 127.0.0.1 (capability `app-runtime`,
+//! `set-routes` with addresses).
+//!
+//! Policy kept here:
+//! - what can be deployed: an image present on the pool's nodes;
+//! - container naming and labels (app, process, version, unit, pool, config);
+//! - scheduling: units spread by app and process, then by app, then by node
+//!   load, never on a node that is not ready (`schedule`);
+//! - env: the app's variables plus `PORT` (the image's first exposed port,
+//!   else 8888); a unit whose image, command, env or plan changed is replaced,
+//!   new units first;
+//! - stop/sleep stop the containers (start brings them back), kill removes
+//!   one (a new one takes its place), healing replaces dead or missing units.
+
+mod schedule;
+
+use schedule::{NodeLoad, config_hash, pick, pick_surplus};
+use std::collections::BTreeMap;
+use torii_provisioner_sdk::app_runtime::{self, Route};
+use torii_provisioner_sdk::containers::{self, Container, ContainerSpec, Node};
+use torii_provisioner_sdk::export_provisioner;
+use torii_provisioner_sdk::provisioner::{AppState, AppVersion, Process, Provisioner, Unit};
+
+const LABEL_APP: &str = "torii.app";
+const LABEL_PROCESS: &str = "torii.process";
+const LABEL_VERSION: &str = "torii.version";
+const LABEL_POOL: &str = "torii.pool";
+const LABEL_CONFIG: &str = "torii.config";
+/// Marks every container this provisioner made.
+const LABEL_MANAGED: &str = "torii.provisioner";
+
+/// Status of a node being removed: its units move to the other nodes.
+const NODE_REMOVING: &str = "removing";
+
+/// The port a unit's server is told to listen on when its image exposes none.
+const DEFAULT_PORT: u16 = 8888;
+/// How long a new unit may take to accept connections before it counts as failed.
+const START_TIMEOUT_MS: u32 = 30_000;
+/// Grace of a stopping container before it is killed.
+const STOP_TIMEOUT_SECS: u32 = 10;
+
+struct Docker {
+    /// The name of this plugin entry, written on its containers.
+    name: String,
+}
+
+/// One of the app's containers and the node it is on.
+struct Placed {
+    node: usize,
+    c: Container,
+}
+
+impl Placed {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.c.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn version(&self) -> u32 {
+        self.label(LABEL_VERSION).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    fn process(&self) -> &str {
+        self.label(LABEL_PROCESS).unwrap_or("")
+    }
+
+    fn running(&self) -> bool {
+        self.c.state == "running"
+    }
+}
+
+/// The app's nodes and containers as the engines report them now.
+struct Cluster {
+    nodes: Vec<Node>,
+    /// Nodes that did not answer (their containers are unknown).
+    unreachable: Vec<(usize, String)>,
+    units: Vec<Placed>,
+    /// Every container of this provisioner per node (for load).
+    totals: Vec<usize>,
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn random_suffix() -> String {
+    format!("{:06x}", wasip2::random::random::get_random_u64() & 0xff_ffff)
+}
+
+/// The process that takes a version's traffic: `web`, else the first.
+fn serving(v: &AppVersion) -> Option<&Process> {
+    v.processes.iter().find(|p| p.name == "web").or_else(|| v.processes.first())
+}
+
+impl Docker {
+    fn cluster(&self, pool: &str, app: &str) -> Result<Cluster, String> {
+        let nodes = containers::nodes(pool)?;
+        let mut cluster = Cluster { totals: vec![0; nodes.len()], nodes: Vec::new(), unreachable: Vec::new(), units: Vec::new() };
+        for (i, node) in nodes.iter().enumerate() {
+            match containers::list(&node.address, &[(LABEL_MANAGED.to_string(), self.name.clone())]) {
+                Ok(list) => {
+                    cluster.totals[i] = list.len();
+                    for c in list {
+                        if c.labels.iter().any(|(k, v)| k == LABEL_APP && v == app) {
+                            cluster.units.push(Placed { node: i, c });
+                        }
+                    }
+                }
+                Err(e) => cluster.unreachable.push((i, e)),
+            }
+        }
+        cluster.nodes = nodes;
+        Ok(cluster)
+    }
+
+    /// Brings the app's containers in line with `desired`; progress lines.
+    /// `healing` reports only the repairs (dead or missing units replaced).
+    fn converge(&self, desired: &AppState, healing: bool) -> Result<Vec<String>, String> {
+        let mut lines = Vec::new();
+        // Routable versions run (as in the wasm provisioner): a deploy's old
+        // version stops, a rollback starts it again from its image.
+        let running: Vec<&AppVersion> = desired.versions.iter().filter(|v| v.routable).collect();
+        let wanted: usize = running.iter().flat_map(|v| &v.processes).map(|p| p.units as usize).sum();
+        let mut cluster = self.cluster(&desired.pool, &desired.name)?;
+        if wanted == 0 && cluster.units.is_empty() {
+            app_runtime::set_routes(&desired.name, &[])?;
+            return Ok(lines);
+        }
+        if cluster.nodes.is_empty() {
+            return Err(format!("pool {:?} has no docker nodes: add one with POST /1.2/node", desired.pool));
+        }
+        for (i, e) in &cluster.unreachable {
+            lines.push(format!(" ---> node {} does not answer, its units are left out: {e}\n", cluster.nodes[*i].address));
+        }
+        if desired.status == "stopped" || desired.status == "asleep" {
+            app_runtime::set_routes(&desired.name, &[])?;
+            for u in cluster.units.iter().filter(|u| u.running()) {
+                containers::stop(&cluster.nodes[u.node].address, &u.c.id, STOP_TIMEOUT_SECS)?;
+                lines.push(format!(" ---> Stopped unit {} [{}]\n", short(&u.c.id), u.process()));
+            }
+            return Ok(lines);
+        }
+
+        // Units of versions or processes that should not run.
+        let keep = |u: &Placed| running.iter().any(|v| v.version == u.version() && v.processes.iter().any(|p| p.name == u.process() && p.units > 0));
+        let (kept, gone): (Vec<Placed>, Vec<Placed>) = std::mem::take(&mut cluster.units).into_iter().partition(keep);
+        cluster.units = kept;
+
+        let mut addresses: BTreeMap<(u32, String), Vec<String>> = BTreeMap::new();
+        for v in &running {
+            for p in v.processes.iter().filter(|p| p.units > 0) {
+                let served = self.converge_process(desired, v, p, &mut cluster, healing, &mut lines)?;
+                addresses.insert((v.version, p.name.clone()), served);
+            }
+        }
+        for u in &gone {
+            containers::remove(&cluster.nodes[u.node].address, &u.c.id)?;
+            if !healing {
+                lines.push(format!(" ---> Removed unit {} [{}] of version {}\n", short(&u.c.id), u.process(), u.version()));
+            }
+        }
+
+        let routes: Vec<Route> = desired
+            .versions
+            .iter()
+            .filter(|v| v.routable && v.weight > 0)
+            .filter_map(|v| {
+                let process = serving(v)?;
+                let served = addresses.get(&(v.version, process.name.clone())).filter(|a| !a.is_empty())?;
+                Some(Route { version: v.version, process: process.name.clone(), units: served.len() as u32, weight: v.weight, addresses: served.clone() })
+            })
+            .collect();
+        app_runtime::set_routes(&desired.name, &routes)?;
+        Ok(lines)
+    }
+
+    /// Makes one process of one version run `p.units` current containers;
+    /// the addresses of the ones that serve.
+    fn converge_process(
+        &self,
+        desired: &AppState,
+        v: &AppVersion,
+        p: &Process,
+        cluster: &mut Cluster,
+        healing: bool,
+        lines: &mut Vec<String>,
+    ) -> Result<Vec<String>, String> {
+        let image = v.artifact.clone();
+        let cmd: Vec<String> = if p.command.is_empty() { Vec::new() } else { vec!["/bin/sh".into(), "-c".into(), p.command.clone()] };
+        let mine = |u: &Placed| u.version() == v.version && u.process() == p.name;
+
+        // Dead units go; they are replaced below.
+        let mut i = 0;
+        while i < cluster.units.len() {
+            let u = &cluster.units[i];
+            if mine(u) && !u.running() {
+                containers::remove(&cluster.nodes[u.node].address, &u.c.id)?;
+                lines.push(format!(" ---> Unit {} [{}] was {} (exit code {}): replacing it\n", short(&u.c.id), p.name, u.c.state, u.c.exit_code));
+                cluster.totals[u.node] = cluster.totals[u.node].saturating_sub(1);
+                cluster.units.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+
+        let mut created = 0;
+        let mut outdated: Vec<usize> = Vec::new();
+        let mut current;
+        // The spec depends on the node only through the image's port, so
+        // the hash is worked out per node when first needed.
+        let mut hashes = vec![String::new(); cluster.nodes.len()];
+        let want = p.units as usize;
+        loop {
+            let running: Vec<usize> = (0..cluster.units.len()).filter(|&i| mine(&cluster.units[i])).collect();
+            outdated.clear();
+            current = 0;
+            for &i in &running {
+                let u = &cluster.units[i];
+                let hash = self.hash_for(desired, &image, &cmd, &cluster.nodes[u.node].address, &mut hashes[u.node])?;
+                // Units on a node being removed are replaced elsewhere.
+                let leaving = cluster.nodes[u.node].status == NODE_REMOVING;
+                if u.label(LABEL_CONFIG) == Some(hash.as_str()) && !leaving {
+                    current += 1;
+                } else {
+                    outdated.push(i);
+                }
+            }
+            if current >= want {
+                break;
+            }
+            let loads = self.loads(cluster, &desired.name, &p.name);
+            let Some(n) = pick(&loads) else {
+                return Err(format!("no docker node of pool {:?} is ready to run units", desired.pool));
+            };
+            let node = cluster.nodes[n].address.clone();
+            let placed = self.start_unit(desired, v, p, &image, &cmd, &node, n, &mut hashes[n])?;
+            if healing {
+                lines.push(format!(" ---> A unit of version {} [{}] was missing: started {} on {node}\n", v.version, p.name, short(&placed.c.id)));
+            } else {
+                lines.push(format!(" ---> Started unit {} [{}] on {}\n", short(&placed.c.id), p.name, node));
+            }
+            cluster.totals[n] += 1;
+            cluster.units.push(placed);
+            created += 1;
+        }
+        if created > 0 && !healing {
+            lines.insert(lines.len() - created, format!("---- Starting {created} new unit{} [{}: {want}] ----\n", if created == 1 { "" } else { "s" }, p.name));
+        }
+        // Old units go once the new ones run, then any surplus.
+        let mut remove: Vec<usize> = outdated.clone();
+        let mut surplus = current.saturating_sub(want);
+        while surplus > 0 {
+            let loads = self.loads_excluding(cluster, &desired.name, &p.name, &remove, v.version);
+            let Some(n) = pick_surplus(&loads) else { break };
+            let Some(i) = (0..cluster.units.len()).find(|&i| mine(&cluster.units[i]) && cluster.units[i].node == n && !remove.contains(&i)) else {
+                break;
+            };
+            remove.push(i);
+            surplus -= 1;
+        }
+        remove.sort_unstable();
+        for &i in remove.iter().rev() {
+            let u = cluster.units.remove(i);
+            containers::remove(&cluster.nodes[u.node].address, &u.c.id)?;
+            cluster.totals[u.node] = cluster.totals[u.node].saturating_sub(1);
+            if !healing {
+                lines.push(format!(" ---> Removed unit {} [{}]\n", short(&u.c.id), p.name));
+            }
+        }
+        let mut served = Vec::new();
+        for u in cluster.units.iter().filter(|u| mine(u) && u.running()) {
+            let node = &cluster.nodes[u.node].address;
+            containers::follow_logs(node, &u.c.id, &desired.name, &u.c.name)?;
+            if let Some(address) = &u.c.address {
+                served.push(address.clone());
+            }
+        }
+        Ok(served)
+    }
+
+    /// The config hash of a unit of this version and process on `node`.
+    fn hash_for(&self, desired: &AppState, image: &str, cmd: &[String], node: &str, cached: &mut String) -> Result<String, String> {
+        if cached.is_empty() {
+            let port = self.port(node, image)?;
+            *cached = config_hash(self.spec_parts(desired, image, cmd, port).iter().map(String::as_str));
+        }
+        Ok(cached.clone())
+    }
+
+    fn port(&self, node: &str, image: &str) -> Result<u16, String> {
+        let info = containers::image_info(node, image)?.ok_or_else(|| missing_image(image, node))?;
+        Ok(info.ports.first().copied().unwrap_or(DEFAULT_PORT))
+    }
+
+    fn env(&self, desired: &AppState, port: u16) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = desired.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+        env.retain(|(k, _)| k != "PORT");
+        env.push(("PORT".into(), port.to_string()));
+        env.sort();
+        env
+    }
+
+    fn spec_parts(&self, desired: &AppState, image: &str, cmd: &[String], port: u16) -> Vec<String> {
+        let mut parts = vec![image.to_string(), cmd.join("\u{1}"), desired.plan_memory.to_string(), desired.plan_cpu_milli.to_string()];
+        parts.extend(self.env(desired, port).into_iter().map(|(k, v)| format!("{k}={v}")));
+        parts
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_unit(
+        &self,
+        desired: &AppState,
+        v: &AppVersion,
+        p: &Process,
+        image: &str,
+        cmd: &[String],
+        node: &str,
+        n: usize,
+        hash: &mut String,
+    ) -> Result<Placed, String> {
+        let port = self.port(node, image)?;
+        let config = self.hash_for(desired, image, cmd, node, hash)?;
+        let name = format!("{}-{}-v{}-{}", desired.name, p.name, v.version, random_suffix());
+        let spec = ContainerSpec {
+            name: name.clone(),
+            image: image.to_string(),
+            cmd: cmd.to_vec(),
+            env: self.env(desired, port),
+            labels: vec![
+                (LABEL_MANAGED.into(), self.name.clone()),
+                (LABEL_APP.into(), desired.name.clone()),
+                (LABEL_PROCESS.into(), p.name.clone()),
+                (LABEL_VERSION.into(), v.version.to_string()),
+                (LABEL_POOL.into(), desired.pool.clone()),
+                (LABEL_CONFIG.into(), config),
+            ],
+            port: Some(port),
+            memory: desired.plan_memory,
+            cpu_milli: desired.plan_cpu_milli,
+        };
+        let id = containers::create(node, &spec)?;
+        // A unit that does not come up is removed, so no container is left without a record.
+        let started = containers::start(node, &id).and_then(|()| {
+            containers::wait_listening(node, &id, START_TIMEOUT_MS)?
+                .ok_or_else(|| format!("unit {} [{}] on {node} did not listen on port {port} within {} s", short(&id), p.name, START_TIMEOUT_MS / 1000))
+        });
+        match started {
+            Ok(_) => {}
+            Err(e) => {
+                let _ = containers::remove(node, &id);
+                return Err(e);
+            }
+        }
+        let c = containers::inspect(node, &id)?.ok_or_else(|| format!("unit {} vanished from {node} as it started", short(&id)))?;
+        Ok(Placed { node: n, c })
+    }
+
+    fn loads(&self, cluster: &Cluster, app: &str, process: &str) -> Vec<NodeLoad> {
+        self.loads_excluding(cluster, app, process, &[], u32::MAX)
+    }
+
+    /// Node loads, leaving out the units at `skip` (about to go).
+    fn loads_excluding(&self, cluster: &Cluster, app: &str, process: &str, skip: &[usize], version: u32) -> Vec<NodeLoad> {
+        let _ = app;
+        cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(n, node)| {
+                let here = cluster.units.iter().enumerate().filter(|(i, u)| u.node == n && !skip.contains(i)).map(|(_, u)| u);
+                let (mut same_process, mut same_app) = (0, 0);
+                for u in here {
+                    same_app += 1;
+                    if u.process() == process && (version == u32::MAX || u.version() == version) {
+                        same_process += 1;
+                    }
+                }
+                NodeLoad {
+                    address: node.address.clone(),
+                    ready: node.status == "ready" && !cluster.unreachable.iter().any(|(i, _)| *i == n),
+                    same_process,
+                    same_app,
+                    total: cluster.totals[n],
+                }
+            })
+            .collect()
+    }
+}
+
+fn missing_image(image: &str, node: &str) -> String {
+    format!("image {image:?} is not on docker node {node}: images are not pulled, build or load it on every node of the pool")
+}
+
+fn unit_status(app_status: &str, state: &str) -> &'static str {
+    match state {
+        "running" => "started",
+        "created" => "created",
+        "restarting" => "starting",
+        "exited" | "dead" if app_status == "stopped" || app_status == "asleep" => "stopped",
+        _ => "error",
+    }
+}
+
+impl Provisioner for Docker {
+    fn init(config: serde_json::Value) -> Result<Self, String> {
+        let name = config.get("name").and_then(|n| n.as_str()).unwrap_or("docker").to_string();
+        Ok(Docker { name })
+    }
+
+    fn can_deploy(&self, kind: &str) -> Result<(), String> {
+        match kind {
+            "image" => Ok(()),
+            other => Err(format!("the docker provisioner cannot deploy from {other:?} yet: deploy an image present on the pool's nodes")),
+        }
+    }
+
+    fn prepare(&self, desired: &AppState, version: &AppVersion) -> Result<Vec<String>, String> {
+        let image = &version.artifact;
+        // Every ready node of the pool may get units: each must have the image.
+        let nodes: Vec<Node> = containers::nodes(&desired.pool)?.into_iter().filter(|n| n.status == "ready").collect();
+        if nodes.is_empty() {
+            return Err(format!("pool {:?} has no ready docker node: add one with POST /1.2/node", desired.pool));
+        }
+        let mut lines = Vec::new();
+        for node in &nodes {
+            let info = containers::image_info(&node.address, image)?.ok_or_else(|| missing_image(image, &node.address))?;
+            let port = info.ports.first().copied().unwrap_or(DEFAULT_PORT);
+            lines.push(format!(" ---> image {image} ({}) on {}, serving on port {port}\n", short(info.id.trim_start_matches("sha256:")), node.address));
+        }
+        Ok(lines)
+    }
+
+    fn apply(&self, desired: &AppState) -> Result<Vec<String>, String> {
+        self.converge(desired, false)
+    }
+
+    fn reconcile(&self, desired: &AppState) -> Result<Vec<String>, String> {
+        self.converge(desired, true)
+    }
+
+    fn units(&self, desired: &AppState) -> Result<Vec<Unit>, String> {
+        let cluster = self.cluster(&desired.pool, &desired.name)?;
+        let mut units: Vec<Unit> = cluster
+            .units
+            .iter()
+            .map(|u| Unit {
+                id: u.c.id.clone(),
+                name: u.c.name.clone(),
+                app: desired.name.clone(),
+                process: u.process().to_string(),
+                version: u.version(),
+                status: unit_status(&desired.status, &u.c.state).to_string(),
+                status_reason: if u.running() { String::new() } else { format!("container is {} (exit code {})", u.c.state, u.c.exit_code) },
+                address: u.c.address.as_ref().map(|a| format!("http://{a}")),
+                node: cluster.nodes[u.node].address.clone(),
+                ready: u.running(),
+                restarts: u.c.restarts,
+            })
+            .collect();
+        units.sort_by(|a, b| (a.version, &a.process, &a.name).cmp(&(b.version, &b.process, &b.name)));
+        Ok(units)
+    }
+
+    fn kill_unit(&self, desired: &AppState, unit: &str) -> Result<(), String> {
+        let cluster = self.cluster(&desired.pool, &desired.name)?;
+        let u = cluster
+            .units
+            .iter()
+            .find(|u| u.c.name == unit || (unit.len() >= 4 && u.c.id.starts_with(unit)))
+            .ok_or_else(|| format!("unit {unit:?} not found"))?;
+        containers::remove(&cluster.nodes[u.node].address, &u.c.id)?;
+        // Killing a unit replaces it, as a crashed one would be.
+        self.converge(desired, true).map(|_| ())
+    }
+
+    fn set_unit_status(&self, _desired: &AppState, _unit: &str, _status: &str) -> Result<(), String> {
+        Err("the docker provisioner reads unit statuses from the docker engines; they cannot be set".into())
+    }
+
+    fn run(&self, desired: &AppState, command: &str, once: bool, isolated: bool) -> Result<Vec<String>, String> {
+        if isolated {
+            return Err("isolated runs are not supported by the docker provisioner yet; run without --isolated".into());
+        }
+        let cluster = self.cluster(&desired.pool, &desired.name)?;
+        let mut running: Vec<&Placed> = cluster.units.iter().filter(|u| u.running()).collect();
+        if running.is_empty() {
+            return Err(format!("app {:?} has no running units to run the command in", desired.name));
+        }
+        if once {
+            running.truncate(1);
+        }
+        let mut lines = Vec::new();
+        for u in running {
+            let out = containers::exec(&cluster.nodes[u.node].address, &u.c.id, &["/bin/sh".into(), "-c".into(), command.into()])?;
+            lines.extend(out.output.lines().map(|l| format!("{l}\n")));
+            if out.exit_code != 0 {
+                return Err(format!("{}the command exited with code {} in unit {}", lines.concat(), out.exit_code, u.c.name));
+            }
+        }
+        Ok(lines)
+    }
+
+    fn destroy(&self, app: &str) -> Result<(), String> {
+        for node in containers::nodes("")? {
+            let labels = [(LABEL_MANAGED.to_string(), self.name.clone()), (LABEL_APP.to_string(), app.to_string())];
+            for c in containers::list(&node.address, &labels)? {
+                containers::remove(&node.address, &c.id)?;
+            }
+        }
+        app_runtime::set_routes(app, &[])
+    }
+}
+
+export_provisioner!(Docker);

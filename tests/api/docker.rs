@@ -1,0 +1,220 @@
+//! Container apps on real Docker engines: nodes, image deploys, units spread
+//! over two engines, the router proxying to published 127.0.0.1 ports.
+//!
+//! Needs the engines `.ci/docker-engines start` runs (`TORII_TEST_DOCKER_NODES`,
+//! two sockets, with `torii/busybox:latest` imported); without them the tests
+//! say so and pass, unless `TORII_TEST_REQUIRE_DOCKER=1` (as in CI).
+
+use crate::support::{Backend, Options, TestServer, backends};
+use serde_json::{Value, json};
+use std::process::Command;
+use tokio::sync::OnceCell;
+
+/// The two engines' addresses, or `None` (test skipped) when none run.
+fn nodes() -> Option<[String; 2]> {
+    match std::env::var("TORII_TEST_DOCKER_NODES") {
+        Ok(v) if !v.is_empty() => {
+            let list: Vec<String> = v.split(',').map(str::to_string).collect();
+            assert_eq!(list.len(), 2, "TORII_TEST_DOCKER_NODES names two engines: {v}");
+            Some([list[0].clone(), list[1].clone()])
+        }
+        _ => {
+            if std::env::var("TORII_TEST_REQUIRE_DOCKER").as_deref() == Ok("1") {
+                panic!("TORII_TEST_REQUIRE_DOCKER=1 but TORII_TEST_DOCKER_NODES is not set");
+            }
+            eprintln!("docker tests not run: TORII_TEST_DOCKER_NODES is not set (.ci/run sets it)");
+            None
+        }
+    }
+}
+
+fn base_image() -> String {
+    std::env::var("TORII_TEST_DOCKER_IMAGE").unwrap_or_else(|_| "torii/busybox:latest".into())
+}
+
+/// `docker build` on `node` from a Dockerfile alone (no context).
+fn build(node: &str, tag: &str, dockerfile: &str) {
+    use std::io::Write;
+    let mut child = Command::new("docker")
+        .args(["-H", node, "build", "-q", "-t", tag, "-"])
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker CLI");
+    child.stdin.take().unwrap().write_all(dockerfile.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "docker build {tag} on {node}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// An image serving `text` with busybox httpd on port 8888.
+fn httpd_dockerfile(text: &str) -> String {
+    format!(
+        "FROM {}\nRUN mkdir -p /www && echo '{text}' > /www/index.html\nEXPOSE 8888\nCMD [\"httpd\", \"-f\", \"-p\", \"8888\", \"-h\", \"/www\"]\n",
+        base_image()
+    )
+}
+
+static IMAGES: OnceCell<()> = OnceCell::const_new();
+
+/// `torii-test/httpd:1` and `:2` on both engines, built once per test run.
+async fn images(nodes: &[String; 2]) {
+    IMAGES
+        .get_or_init(|| async {
+            let nodes = nodes.clone();
+            tokio::task::spawn_blocking(move || {
+                for node in &nodes {
+                    build(node, "torii-test/httpd:1", &httpd_dockerfile("hello from v1"));
+                    build(node, "torii-test/httpd:2", &httpd_dockerfile("hello from v2"));
+                }
+            })
+            .await
+            .unwrap();
+        })
+        .await;
+}
+
+/// Containers on `node` carrying `label`.
+fn containers(node: &str, label: &str) -> Vec<String> {
+    let out = Command::new("docker").args(["-H", node, "ps", "-aq", "--filter", &format!("label={label}")]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// A name unique to this test run and backend (the engines are shared).
+fn unique(prefix: &str, b: Backend) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{:x}", if b == Backend::Sqlite { "s" } else { "p" }, nanos & 0xfffff)
+}
+
+fn stream_errors(body: &str) -> Vec<String> {
+    body.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter_map(|v| v["Error"].as_str().map(str::to_string)).filter(|e| !e.is_empty()).collect()
+}
+
+async fn add_node(t: &TestServer, address: &str, pool: &str) -> crate::support::Response {
+    t.req("POST", "/1.2/node")
+        .admin()
+        .form(&[("Register", "true"), ("Metadata.address", address), ("Metadata.pool", pool), ("Metadata.zone", "z1")])
+        .send()
+        .await
+}
+
+backends! {
+    async fn image_deploys_run_units_across_nodes_behind_the_router(b) {
+        let Some(nodes) = nodes() else { return };
+        images(&nodes).await;
+        let t = TestServer::start_with(Options::new(b)).await;
+        t.team("t1").await;
+        let pool = unique("dk", b);
+        t.req("POST", "/1.0/pools").admin().form(&[("name", pool.as_str()), ("provisioner", "docker")]).send().await.expect(201, "");
+
+        // Nodes: bad input is refused before anything starts.
+        t.req("POST", "/1.2/node").admin().form(&[("Register", "true"), ("Metadata.address", nodes[0].as_str())]).send().await
+            .expect_error(400, "pool is required");
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "wasmy")]).send().await.expect(201, "");
+        add_node(&t, &nodes[0], "wasmy").await.expect_error(400, "pool \"wasmy\" is provisioned by \"wasm\", which runs no units on docker nodes");
+        add_node(&t, &nodes[0], "nopool").await.expect_error(404, "Pool does not exist.");
+        // Checks that need the engine answer in the 201 stream.
+        let r = add_node(&t, "tcp://10.1.2.3:2375", &pool).await;
+        assert_eq!(r.status, 201);
+        assert_eq!(stream_errors(&r.body), vec!["Invalid address url: \"tcp://10.1.2.3:2375\": engines are reached on loopback only (127.0.0.1)"]);
+        for node in &nodes {
+            let r = add_node(&t, node, &pool).await;
+            assert_eq!((r.status.as_u16(), stream_errors(&r.body)), (201, vec![]), "{}", r.body);
+            assert!(r.body.contains(&format!("---- Node {node} added to pool"), ), "{}", r.body);
+        }
+        let r = add_node(&t, &nodes[0], &pool).await;
+        assert_eq!(stream_errors(&r.body), vec![format!("node with address {:?} already exists in provisioner \"docker\"", nodes[0])]);
+        let listed = t.req("GET", "/1.2/node").admin().send().await;
+        let listed = listed.json();
+        assert_eq!(listed["machines"], json!([]));
+        assert_eq!(
+            listed["nodes"][0],
+            json!({"Address": nodes[0], "IaaSID": "", "Metadata": {"pool": pool, "zone": "z1"}, "Status": "ready", "Pool": pool, "Provisioner": "docker"})
+        );
+        assert_eq!(listed["nodes"].as_array().unwrap().len(), 2);
+
+        // An image deploy: a unit starts, the router reaches it on 127.0.0.1.
+        let app = unique("web", b);
+        let host = format!("{app}.apps.test");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", app.as_str()), ("teamOwner", "t1"), ("pool", pool.as_str())]).send().await.expect_status(201);
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("image", "torii-test/httpd:1")]).send().await;
+        assert!(r.body.contains("---- Deploying image torii-test/httpd:1 ----") && r.body.contains(" ---> Started unit "), "{}", r.body);
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+
+        // An image no node has: refused, nothing recorded, v1 still serves.
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("image", "torii-test/absent:9")]).send().await;
+        assert!(r.body.contains("image \"torii-test/absent:9\" is not on docker node"), "{}", r.body);
+        assert!(!r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json()["deploys"], 1);
+
+        // Three units: spread over both nodes, each a container of the app.
+        let r = t.req("PUT", &format!("/1.0/apps/{app}/units")).admin().form(&[("units", "2"), ("process", "web")]).send().await;
+        assert!(stream_errors(&r.body).is_empty() && r.body.contains("Starting 2 new units [web: 3]"), "{}", r.body);
+        let info = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json();
+        let units = info["units"].as_array().unwrap().clone();
+        assert_eq!(units.len(), 3, "{units:?}");
+        for u in &units {
+            assert_eq!((u["Type"].as_str(), u["Status"].as_str(), u["ProcessName"].as_str(), u["Version"].as_i64()), (Some("container"), Some("started"), Some("web"), Some(1)));
+            assert_eq!(u["Address"]["Scheme"], "http");
+            assert_eq!(u["HostAddr"], "127.0.0.1");
+        }
+        let app_label = format!("torii.app={app}");
+        let per_node: Vec<usize> = nodes.iter().map(|n| containers(n, &app_label).len()).collect();
+        assert_eq!(per_node.iter().sum::<usize>(), 3);
+        assert!(per_node.iter().all(|n| *n >= 1), "units spread over both nodes: {per_node:?}");
+        for (node, count) in nodes.iter().zip(&per_node) {
+            let on = t.req("GET", &format!("/1.2/node/{node}/containers")).admin().send().await;
+            let on = on.json();
+            assert_eq!(on.as_array().unwrap().len(), *count, "{on}");
+        }
+        let by_app = t.req("GET", &format!("/1.2/node/apps/{app}/containers")).admin().send().await.json();
+        assert_eq!(by_app.as_array().unwrap().len(), 3);
+        for _ in 0..12 {
+            assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+        }
+
+        // A second image: new units take over, the old ones go.
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("image", "torii-test/httpd:2")]).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v2\n".into()));
+        let info = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json();
+        assert!(info["units"].as_array().unwrap().iter().all(|u| u["Version"] == 2), "{}", info["units"]);
+
+        // Rollback: version 1's image runs again.
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy/rollback")).admin().form(&[("image", "v1")]).send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+
+        // Env set: units are replaced and see it.
+        let r = t.req("POST", &format!("/1.0/apps/{app}/env")).admin().json(json!({"envs": [{"name": "GREETING", "value": "hi"}]})).send().await;
+        assert!(stream_errors(&r.body).is_empty() && r.body.contains("Started unit"), "{}", r.body);
+        let ran = t.req("POST", &format!("/1.0/apps/{app}/run")).admin().form(&[("command", "echo $GREETING-$PORT"), ("once", "true")]).send().await;
+        assert!(ran.body.contains("hi-8888"), "{}", ran.body);
+
+        // Stop: the containers stop and the router answers for the app; start brings them back.
+        t.req("POST", &format!("/1.0/apps/{app}/stop")).admin().send().await.expect_status(200);
+        assert_eq!(t.app_get(&host, "/").await.0, 503);
+        let info = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json();
+        assert!(info["units"].as_array().unwrap().iter().all(|u| u["Status"] == "stopped"), "{}", info["units"]);
+        t.req("POST", &format!("/1.0/apps/{app}/start")).admin().send().await.expect_status(200);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+
+        // Node info and removal: the node's units move to the other node.
+        let info = t.req("GET", &format!("/1.6/node/{}", nodes[1])).admin().send().await.json();
+        assert_eq!((info["node"]["Address"].clone(), info["status"]["Checks"][0]["Checks"][0]["Successful"].clone()), (json!(nodes[1]), json!(true)));
+        let r = t.req("DELETE", &format!("/1.2/node/{}", nodes[1])).admin().send().await;
+        assert!(r.body.ends_with(&format!("Node {} removed.\n", nodes[1])), "{}", r.body);
+        assert_eq!(containers(&nodes[1], &app_label).len(), 0);
+        assert_eq!(containers(&nodes[0], &app_label).len(), 3);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+        t.req("DELETE", &format!("/1.2/node/{}", nodes[1])).admin().send().await.expect_error(404, "Node not found.");
+
+        // App removal takes its containers away.
+        let r = t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(containers(&nodes[0], &app_label).len(), 0);
+        t.stop().await;
+    }
+}
