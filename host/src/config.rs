@@ -20,6 +20,7 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub events: EventsConfig,
     pub logs: LogsConfig,
+    pub healing: HealingConfig,
     pub webhooks: WebhooksConfig,
     pub apps: AppsConfig,
     pub pools: PoolsConfig,
@@ -169,6 +170,21 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// Unit healing: how often the provisioners that run units on nodes are
+/// asked to repair each app (`reconcile`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealingConfig {
+    /// Seconds between rounds; 0 turns healing off.
+    pub interval_secs: u64,
+}
+
+impl Default for HealingConfig {
+    fn default() -> Self {
+        HealingConfig { interval_secs: 30 }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogsConfig {
@@ -259,6 +275,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             events: EventsConfig::default(),
             logs: LogsConfig::default(),
+            healing: HealingConfig::default(),
             webhooks: WebhooksConfig::default(),
             apps: AppsConfig::default(),
             pools: PoolsConfig::default(),

@@ -9,6 +9,7 @@ pub mod docker;
 pub mod deploy;
 pub mod error;
 pub mod events;
+pub mod healing;
 pub mod plugin;
 pub mod pools;
 pub mod routers;

@@ -249,6 +249,9 @@ pub async fn start(server: Arc<Server>, listener: Option<TcpListener>) -> anyhow
         }
     };
     let router = crate::dataplane::serve(server.clone(), router_listener, tls_listener);
+    if server.config.healing.interval_secs > 0 {
+        crate::healing::start(Arc::downgrade(&server), Duration::from_secs(server.config.healing.interval_secs));
+    }
     let app = crate::api::router(server.clone());
     let (tx, rx) = oneshot::channel::<()>();
     // Streams (deploy output, x-json-streams) are many small writes: no Nagle delays.

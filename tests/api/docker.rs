@@ -218,3 +218,91 @@ backends! {
         t.stop().await;
     }
 }
+
+/// A server whose healing runs every second, with both engines as nodes of a
+/// fresh docker pool; the pool's name.
+async fn healing_server(b: Backend, nodes: &[String; 2]) -> (TestServer, String) {
+    let mut o = Options::new(b);
+    o.extra_toml = "[healing]\ninterval_secs = 1\n".into();
+    let t = TestServer::start_with(o).await;
+    t.team("t1").await;
+    let pool = unique("heal", b);
+    t.req("POST", "/1.0/pools").admin().form(&[("name", pool.as_str()), ("provisioner", "docker")]).send().await.expect(201, "");
+    for node in nodes {
+        let r = add_node(&t, node, &pool).await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+    }
+    (t, pool)
+}
+
+/// Polls `check` for up to 20 s.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("{what}: not within 20 s");
+}
+
+backends! {
+    async fn healing_replaces_units_killed_behind_its_back(b) {
+        let Some(nodes) = nodes() else { return };
+        images(&nodes).await;
+        let (t, pool) = healing_server(b, &nodes).await;
+        t.req("GET", "/1.3/healing").admin().send().await.expect_status(204);
+        t.req("GET", "/1.3/healing?filter=machine").admin().send().await.expect_error(400, "invalid filter, possible values are 'node' or 'container'");
+
+        // A node marked down gets no new units.
+        t.req("PUT", "/1.2/node").admin().form(&[("Address", nodes[1].as_str()), ("Disable", "true")]).send().await.expect(200, "");
+        t.req("PUT", "/1.2/node").admin().form(&[("Address", nodes[1].as_str()), ("Disable", "true"), ("Enable", "true")]).send().await
+            .expect_error(400, "A node can't be enabled and disabled simultaneously.");
+        let listed = t.req("GET", "/1.2/node").admin().send().await.json();
+        assert_eq!(listed["nodes"][1]["Status"], "disabled");
+        let app = unique("heal", b);
+        let host = format!("{app}.apps.test");
+        let app_label = format!("torii.app={app}");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", app.as_str()), ("teamOwner", "t1"), ("pool", pool.as_str())]).send().await.expect_status(201);
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("image", "torii-test/httpd:1")]).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        let r = t.req("PUT", &format!("/1.0/apps/{app}/units")).admin().form(&[("units", "1")]).send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!((containers(&nodes[0], &app_label).len(), containers(&nodes[1], &app_label).len()), (2, 0));
+        t.req("PUT", "/1.2/node").admin().form(&[("Address", nodes[1].as_str()), ("Enable", "true")]).send().await.expect(200, "");
+
+        // A unit killed behind torii's back is replaced, and the repair is recorded.
+        let victim = containers(&nodes[0], &app_label)[0].clone();
+        let name = String::from_utf8(Command::new("docker").args(["-H", &nodes[0], "inspect", "-f", "{{.Name}}", &victim]).output().unwrap().stdout).unwrap();
+        let name = name.trim().trim_start_matches('/').to_string();
+        assert!(Command::new("docker").args(["-H", &nodes[0], "kill", &victim]).output().unwrap().status.success());
+        eventually("the killed unit is replaced", async || {
+            let running: usize = nodes.iter().map(|n| {
+                let out = Command::new("docker").args(["-H", n, "ps", "-q", "--filter", &format!("label={app_label}")]).output().unwrap();
+                String::from_utf8_lossy(&out.stdout).lines().count()
+            }).sum();
+            running == 2 && !containers(&nodes[0], &app_label).contains(&victim)
+        }).await;
+        // The repair is recorded once the provisioner has reported it.
+        eventually("the repair is recorded", async || t.req("GET", "/1.3/healing").admin().send().await.status == 200).await;
+        let history = t.req("GET", "/1.3/healing?filter=container").admin().send().await.json();
+        let entry = &history[0];
+        assert_eq!((entry["Action"].clone(), entry["FailingContainer"]["ID"].clone(), entry["Successful"].clone()), (json!("container-healing"), json!(name), json!(true)));
+        assert_eq!(entry["FailingNode"]["Address"], json!(nodes[0]));
+        assert!(entry["Reason"].as_str().unwrap().starts_with(&format!("unit {name} was exited")), "{entry}");
+        t.req("GET", "/1.3/healing?filter=node").admin().send().await.expect_status(204);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+
+        // Killing a unit through the API replaces it at once.
+        let units = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json()["units"].clone();
+        let unit = units[0]["Name"].as_str().unwrap().to_string();
+        t.req("DELETE", &format!("/1.12/apps/{app}/units/{unit}?force=true")).admin().send().await.expect_status(200);
+        let units = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json()["units"].clone();
+        assert_eq!(units.as_array().unwrap().len(), 2, "{units}");
+        assert!(units.as_array().unwrap().iter().all(|u| u["Name"] != json!(unit) && u["Status"] == "started"), "{units}");
+
+        let r = t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        t.stop().await;
+    }
+}

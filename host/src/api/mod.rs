@@ -14,6 +14,7 @@ mod deploy;
 mod deploys;
 mod env;
 mod event_blocks;
+mod healing;
 mod events;
 mod lifecycle;
 mod logs;
@@ -105,6 +106,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = routers::routes(routes);
     let routes = certificates::routes(routes);
     let routes = nodes::routes(routes);
+    let routes = healing::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router

@@ -38,7 +38,7 @@ async fn kill(
     caller.require("app.update.unit.kill", &app_contexts(&app))?;
     let provisioner = provisioner_of(&server, &app).await?;
     let state = desired(&server, &app.name).await?;
-    if !provisioner.units(state.clone()).await.map_err(api_error)?.iter().any(|u| u.id == unit) {
+    if !provisioner.units(state.clone()).await.map_err(api_error)?.iter().any(|u| u.id == unit || u.name == unit) {
         return Err(ApiError::not_found(format!("unit {unit:?} not found")));
     }
     let event = app_event(&server, &caller, &ip, "app.update.unit.kill", &app, json!({"app": app.name, "unit": unit})).await?;

@@ -26,7 +26,7 @@ mod bindings {
     });
 }
 
-pub use bindings::exports::torii::plugin::provisioner::{AppState, AppVersion, EnvVar, Process, Unit};
+pub use bindings::exports::torii::plugin::provisioner::{AppState, AppVersion, EnvVar, Process, Repair, Unit};
 
 /// Why a provisioner call did not succeed: the plugin failed, or it
 /// answered with a refusal (shown to the user as it is).
@@ -154,8 +154,8 @@ impl Provisioner {
         )
     }
 
-    /// Repairs the app's drift from `desired` (healing); one line per repair.
-    pub async fn reconcile(&self, desired: AppState) -> Result<Vec<String>, ProvisionError> {
+    /// Repairs the app's drift from `desired` (healing); the repairs made.
+    pub async fn reconcile(&self, desired: AppState) -> Result<Vec<Repair>, ProvisionError> {
         flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_reconcile(s, &desired).await })).await)
     }
 

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use torii_provisioner_sdk::app_runtime::{self, Route};
 use torii_provisioner_sdk::containers::{self, Container, ContainerSpec, Node};
 use torii_provisioner_sdk::export_provisioner;
-use torii_provisioner_sdk::provisioner::{AppState, AppVersion, Process, Provisioner, Unit};
+use torii_provisioner_sdk::provisioner::{AppState, AppVersion, Process, Provisioner, Repair, Unit};
 
 const LABEL_APP: &str = "torii.app";
 const LABEL_PROCESS: &str = "torii.process";
@@ -44,6 +44,16 @@ const STOP_TIMEOUT_SECS: u32 = 10;
 struct Docker {
     /// The name of this plugin entry, written on its containers.
     name: String,
+}
+
+/// What a convergence did.
+#[derive(Default)]
+struct Report {
+    /// Healing: the desired state was applied before, so a unit short of it
+    /// went missing (in an apply it is a scale-up).
+    healing: bool,
+    lines: Vec<String>,
+    repairs: Vec<Repair>,
 }
 
 /// One of the app's containers and the node it is on.
@@ -114,10 +124,11 @@ impl Docker {
         Ok(cluster)
     }
 
-    /// Brings the app's containers in line with `desired`; progress lines.
-    /// `healing` reports only the repairs (dead or missing units replaced).
-    fn converge(&self, desired: &AppState, healing: bool) -> Result<Vec<String>, String> {
-        let mut lines = Vec::new();
+    /// Brings the app's containers in line with `desired`: progress lines and
+    /// the repairs made (dead or missing units replaced).
+    fn converge(&self, desired: &AppState, healing: bool) -> Result<Report, String> {
+        let mut report = Report { healing, ..Report::default() };
+        let lines = &mut report.lines;
         // Routable versions run (as in the wasm provisioner): a deploy's old
         // version stops, a rollback starts it again from its image.
         let running: Vec<&AppVersion> = desired.versions.iter().filter(|v| v.routable).collect();
@@ -125,7 +136,7 @@ impl Docker {
         let mut cluster = self.cluster(&desired.pool, &desired.name)?;
         if wanted == 0 && cluster.units.is_empty() {
             app_runtime::set_routes(&desired.name, &[])?;
-            return Ok(lines);
+            return Ok(report);
         }
         if cluster.nodes.is_empty() {
             return Err(format!("pool {:?} has no docker nodes: add one with POST /1.2/node", desired.pool));
@@ -139,7 +150,7 @@ impl Docker {
                 containers::stop(&cluster.nodes[u.node].address, &u.c.id, STOP_TIMEOUT_SECS)?;
                 lines.push(format!(" ---> Stopped unit {} [{}]\n", short(&u.c.id), u.process()));
             }
-            return Ok(lines);
+            return Ok(report);
         }
 
         // Units of versions or processes that should not run.
@@ -150,15 +161,13 @@ impl Docker {
         let mut addresses: BTreeMap<(u32, String), Vec<String>> = BTreeMap::new();
         for v in &running {
             for p in v.processes.iter().filter(|p| p.units > 0) {
-                let served = self.converge_process(desired, v, p, &mut cluster, healing, &mut lines)?;
+                let served = self.converge_process(desired, v, p, &mut cluster, &mut report)?;
                 addresses.insert((v.version, p.name.clone()), served);
             }
         }
         for u in &gone {
             containers::remove(&cluster.nodes[u.node].address, &u.c.id)?;
-            if !healing {
-                lines.push(format!(" ---> Removed unit {} [{}] of version {}\n", short(&u.c.id), u.process(), u.version()));
-            }
+            report.lines.push(format!(" ---> Removed unit {} [{}] of version {}\n", short(&u.c.id), u.process(), u.version()));
         }
 
         let routes: Vec<Route> = desired
@@ -172,7 +181,7 @@ impl Docker {
             })
             .collect();
         app_runtime::set_routes(&desired.name, &routes)?;
-        Ok(lines)
+        Ok(report)
     }
 
     /// Makes one process of one version run `p.units` current containers;
@@ -183,20 +192,23 @@ impl Docker {
         v: &AppVersion,
         p: &Process,
         cluster: &mut Cluster,
-        healing: bool,
-        lines: &mut Vec<String>,
+        report: &mut Report,
     ) -> Result<Vec<String>, String> {
         let image = v.artifact.clone();
         let cmd: Vec<String> = if p.command.is_empty() { Vec::new() } else { vec!["/bin/sh".into(), "-c".into(), p.command.clone()] };
         let mine = |u: &Placed| u.version() == v.version && u.process() == p.name;
 
         // Dead units go; they are replaced below.
+        let mut failed: Vec<(String, String, String)> = Vec::new();
         let mut i = 0;
         while i < cluster.units.len() {
             let u = &cluster.units[i];
             if mine(u) && !u.running() {
-                containers::remove(&cluster.nodes[u.node].address, &u.c.id)?;
-                lines.push(format!(" ---> Unit {} [{}] was {} (exit code {}): replacing it\n", short(&u.c.id), p.name, u.c.state, u.c.exit_code));
+                let node = cluster.nodes[u.node].address.clone();
+                containers::remove(&node, &u.c.id)?;
+                let reason = format!("unit {} was {} (exit code {})", u.c.name, u.c.state, u.c.exit_code);
+                report.lines.push(format!(" ---> Unit {} [{}] was {} (exit code {}): replacing it\n", short(&u.c.id), p.name, u.c.state, u.c.exit_code));
+                failed.push((u.c.name.clone(), node, reason));
                 cluster.totals[u.node] = cluster.totals[u.node].saturating_sub(1);
                 cluster.units.remove(i);
             } else {
@@ -235,16 +247,22 @@ impl Docker {
             };
             let node = cluster.nodes[n].address.clone();
             let placed = self.start_unit(desired, v, p, &image, &cmd, &node, n, &mut hashes[n])?;
-            if healing {
-                lines.push(format!(" ---> A unit of version {} [{}] was missing: started {} on {node}\n", v.version, p.name, short(&placed.c.id)));
-            } else {
-                lines.push(format!(" ---> Started unit {} [{}] on {}\n", short(&placed.c.id), p.name, node));
+            report.lines.push(format!(" ---> Started unit {} [{}] on {}\n", short(&placed.c.id), p.name, node));
+            // Units replacing dead ones, or making up for missing ones, are repairs.
+            let (failing_unit, failing_node, reason) = match failed.pop() {
+                Some(f) => f,
+                None if report.healing && current + outdated.len() < want => (String::new(), String::new(), format!("a unit of version {} [{}] was missing", v.version, p.name)),
+                None => (String::new(), String::new(), String::new()),
+            };
+            if !reason.is_empty() {
+                report.repairs.push(Repair { failing_unit, failing_node, created_unit: placed.c.name.clone(), created_node: node.clone(), reason });
             }
             cluster.totals[n] += 1;
             cluster.units.push(placed);
             created += 1;
         }
-        if created > 0 && !healing {
+        if created > 0 {
+            let lines = &mut report.lines;
             lines.insert(lines.len() - created, format!("---- Starting {created} new unit{} [{}: {want}] ----\n", if created == 1 { "" } else { "s" }, p.name));
         }
         // Old units go once the new ones run, then any surplus.
@@ -264,9 +282,7 @@ impl Docker {
             let u = cluster.units.remove(i);
             containers::remove(&cluster.nodes[u.node].address, &u.c.id)?;
             cluster.totals[u.node] = cluster.totals[u.node].saturating_sub(1);
-            if !healing {
-                lines.push(format!(" ---> Removed unit {} [{}]\n", short(&u.c.id), p.name));
-            }
+            report.lines.push(format!(" ---> Removed unit {} [{}]\n", short(&u.c.id), p.name));
         }
         let mut served = Vec::new();
         for u in cluster.units.iter().filter(|u| mine(u) && u.running()) {
@@ -432,11 +448,11 @@ impl Provisioner for Docker {
     }
 
     fn apply(&self, desired: &AppState) -> Result<Vec<String>, String> {
-        self.converge(desired, false)
+        Ok(self.converge(desired, false)?.lines)
     }
 
-    fn reconcile(&self, desired: &AppState) -> Result<Vec<String>, String> {
-        self.converge(desired, true)
+    fn reconcile(&self, desired: &AppState) -> Result<Vec<Repair>, String> {
+        Ok(self.converge(desired, true)?.repairs)
     }
 
     fn units(&self, desired: &AppState) -> Result<Vec<Unit>, String> {
@@ -471,7 +487,7 @@ impl Provisioner for Docker {
             .ok_or_else(|| format!("unit {unit:?} not found"))?;
         containers::remove(&cluster.nodes[u.node].address, &u.c.id)?;
         // Killing a unit replaces it, as a crashed one would be.
-        self.converge(desired, true).map(|_| ())
+        self.converge(desired, false).map(|_| ())
     }
 
     fn set_unit_status(&self, _desired: &AppState, _unit: &str, _status: &str) -> Result<(), String> {

@@ -15,7 +15,7 @@ pub mod bindings {
     });
 }
 
-pub use bindings::exports::torii::plugin::provisioner::{AppState, AppVersion, EnvVar, Process, Unit};
+pub use bindings::exports::torii::plugin::provisioner::{AppState, AppVersion, EnvVar, Process, Repair, Unit};
 
 /// What a provisioner plugin implements. One value lives per plugin
 /// instance, made by [`Provisioner::init`] from the plugin's config table.
@@ -37,8 +37,8 @@ pub trait Provisioner: Sized + 'static {
     fn run(&self, desired: &AppState, command: &str, once: bool, isolated: bool) -> Result<Vec<String>, String>;
     fn destroy(&self, app: &str) -> Result<(), String>;
 
-    /// Repairs the app's drift from `desired` (healing); one line per repair.
-    fn reconcile(&self, _desired: &AppState) -> Result<Vec<String>, String> {
+    /// Repairs the app's drift from `desired` (healing); the repairs made.
+    fn reconcile(&self, _desired: &AppState) -> Result<Vec<Repair>, String> {
         Ok(vec![])
     }
 }
@@ -108,7 +108,7 @@ macro_rules! export_provisioner {
                 fn destroy(app: String) -> Result<(), String> {
                     with(|s| s.destroy(&app))
                 }
-                fn reconcile(desired: AppState) -> Result<Vec<String>, String> {
+                fn reconcile(desired: AppState) -> Result<Vec<$crate::provisioner::Repair>, String> {
                     with(|s| s.reconcile(&desired))
                 }
             }

@@ -1,0 +1,99 @@
+//! Unit healing: every `[healing] interval_secs`, each app of a pool whose
+//! provisioner runs units on nodes (is granted `containers`) is handed to
+//! its provisioner's `reconcile`, which replaces dead or missing units. Every
+//! repair becomes a finished `healer` event on the new unit (`/1.3/healing`
+//! lists them).
+//!
+//! An app an operation holds (a deploy, a scale) is left for the next round;
+//! a repair racing an operation that starts meanwhile can at worst start one
+//! unit too many, which the next `apply` or round removes.
+
+use crate::config::Capability;
+use crate::events::{Allowed, EventSpec, Owner, Target};
+use crate::plugin::provisioner::{Repair, app_state};
+use crate::rbac::{Context, ContextType};
+use crate::server::Server;
+use crate::store::AppColumn;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// The event kind of a repair.
+pub const HEALER: &str = "healer";
+
+/// Starts the rounds; they end when the server is gone.
+pub fn start(server: Weak<Server>, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(server) = server.upgrade() else { return };
+            round(&server).await;
+        }
+    });
+}
+
+/// One pass over the apps of node-running provisioners; the repairs made.
+pub async fn round(server: &Arc<Server>) -> usize {
+    let mut repaired = 0;
+    let pools = match server.store.pools().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "healing: cannot list pools");
+            return 0;
+        }
+    };
+    for pool in pools {
+        let name = server.config.pool_provisioner(&pool.provisioner);
+        let runs_nodes = server.config.plugin.iter().any(|p| p.name == name && p.capabilities.contains(&Capability::Containers));
+        let Some(provisioner) = server.provisioners.get(name).filter(|_| runs_nodes) else { continue };
+        let apps = server.store.app_names_where(AppColumn::Pool, &pool.name).await.unwrap_or_default();
+        for app in apps {
+            let Ok(Some(view)) = server.store.app_view(&app).await else { continue };
+            let idle = view.app.status.is_empty() || view.app.status == "started";
+            if view.lock_event.is_some() || !idle || !view.versions.iter().any(|v| v.routable) {
+                continue;
+            }
+            match provisioner.reconcile(app_state(&view)).await {
+                Ok(repairs) => {
+                    for r in repairs {
+                        record(server, &app, &r).await;
+                        repaired += 1;
+                    }
+                }
+                Err(e) => tracing::warn!(app, error = %e, "healing: reconcile failed"),
+            }
+        }
+    }
+    repaired
+}
+
+async fn record(server: &Arc<Server>, app: &str, r: &Repair) {
+    tracing::info!(app, failing = r.failing_unit, created = r.created_unit, reason = r.reason, "healing: unit replaced");
+    let spec = EventSpec {
+        target: Target::new("container", &r.created_unit),
+        kind: HEALER.into(),
+        internal: true,
+        owner: Owner::Internal,
+        source_ip: String::new(),
+        allowed: Allowed::new("app.read.events", vec![Context::new(ContextType::App, app)]),
+        allowed_cancel: None,
+        cancelable: false,
+        start_custom: serde_json::json!({
+            "app": app,
+            "failingUnit": r.failing_unit,
+            "failingNode": r.failing_node,
+            "createdUnit": r.created_unit,
+            "createdNode": r.created_node,
+            "reason": r.reason,
+        }),
+        lock: false,
+    };
+    match server.events.start(spec).await {
+        Ok(event) => {
+            let _ = event.done(Ok::<(), String>(())).await;
+        }
+        Err(e) => tracing::warn!(app, error = %e, "healing: cannot record the repair"),
+    }
+}
