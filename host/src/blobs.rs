@@ -33,8 +33,13 @@ impl Blobs {
         Ok(digest)
     }
 
+    /// Whether `name` has the shape of a blob digest (64 hex digits).
+    pub fn is_digest(name: &str) -> bool {
+        name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
     pub async fn get(&self, digest: &str) -> std::io::Result<Vec<u8>> {
-        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !Blobs::is_digest(digest) {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not a blob digest: {digest:?}")));
         }
         tokio::fs::read(self.path(digest)).await

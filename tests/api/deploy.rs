@@ -22,7 +22,7 @@ pub(crate) fn upload(file: &[u8], fields: &[(&str, &str)]) -> Vec<u8> {
 
 pub(crate) const MP: &str = "multipart/form-data; boundary=XBOUNDARY";
 
-fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
     for (name, bytes) in files {
         let mut header = tar::Header::new_gnu();

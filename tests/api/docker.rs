@@ -5,6 +5,7 @@
 //! two sockets, with `torii/busybox:latest` imported); without them the tests
 //! say so and pass, unless `TORII_TEST_REQUIRE_DOCKER=1` (as in CI).
 
+use crate::deploy::{MP, tar_gz, upload};
 use crate::support::{Backend, Options, TestServer, backends};
 use serde_json::{Value, json};
 use std::process::Command;
@@ -181,6 +182,24 @@ backends! {
         assert_eq!(t.app_get(&host, "/").await, (200, "hello from v2\n".into()));
         let info = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json();
         assert!(info["units"].as_array().unwrap().iter().all(|u| u["Version"] == 2), "{}", info["units"]);
+
+        // A Dockerfile with the uploaded file as its context: built on every node, then deployed.
+        let dockerfile = format!(
+            "FROM {}\nCOPY site/ /www/\nEXPOSE 8888\nCMD [\"httpd\", \"-f\", \"-p\", \"8888\", \"-h\", \"/www\"]\n",
+            base_image()
+        );
+        let context = tar_gz(&[("site/index.html", b"hello from the build\n")]);
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().raw(MP, upload(&context, &[("dockerfile", dockerfile.as_str())])).send().await;
+        assert!(r.body.contains("---- Building an image from the Dockerfile") && r.body.contains("Successfully built"), "{}", r.body);
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from the build\n".into()));
+        // A Dockerfile that does not build: the stream says why, version 3 keeps serving.
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("dockerfile", "FROM torii-test/absent:1\n")]).send().await;
+        assert!(r.body.contains("build image") && !r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from the build\n".into()));
+        // A file alone needs a platform, which this provisioner does not build yet.
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().raw(MP, upload(&context, &[])).send().await;
+        assert_eq!(r.status, 400, "{}", r.body);
 
         // Rollback: version 1's image runs again.
         let r = t.req("POST", &format!("/1.0/apps/{app}/deploy/rollback")).admin().form(&[("image", "v1")]).send().await;

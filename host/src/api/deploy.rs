@@ -7,7 +7,7 @@ use super::provision::{api_error, apply, provisioner_of};
 use super::params::Params;
 use super::stream::{KEEPALIVE, TextWriter, text_stream};
 use super::{AppState, Caller, ClientIp, Routes};
-use crate::deploy::{DeployError, Progress, deploy_component, deploy_image, extract, image_name, placed};
+use crate::deploy::{DeployError, Progress, build_context, deploy_build, deploy_component, deploy_image, extract, image_name, placed};
 use crate::error::{ApiError, ApiResult};
 use crate::server::Server;
 use crate::store::NewVersion;
@@ -216,6 +216,8 @@ struct Source {
     archive_url: String,
     /// An image to deploy as it is (`image`).
     image: String,
+    /// A Dockerfile to build (with `file`, if given, as its context).
+    dockerfile: String,
     how: NewVersion,
     origin: String,
     /// The permission its source kind needs (`app.deploy.upload`, ...).
@@ -260,7 +262,7 @@ async fn source(server: &Server, app: &crate::store::AppRecord, input: &Input) -
         "archive-url"
     };
     provisioner_of(server, app).await?.can_deploy(kind).await.map_err(api_error)?;
-    Ok(Source { archive_url: archive_url.to_string(), image: image.to_string(), how, origin, permission })
+    Ok(Source { archive_url: archive_url.to_string(), image: image.to_string(), dockerfile: dockerfile.to_string(), how, origin, permission })
 }
 
 /// `new-version` / `override-versions`: where the new version goes. With
@@ -298,6 +300,10 @@ async fn upload_version(server: &Server, provisioner: &str, app: &str, file: Opt
     let provisioner = &server.provisioners[provisioner];
     if !src.image.is_empty() {
         return deploy_image(server, provisioner, app, &src.image, event_id, how, out).await.map_err(|e| e.to_string());
+    }
+    if !src.dockerfile.is_empty() {
+        let context = build_context(&src.dockerfile, file.as_deref()).map_err(|e| e.to_string())?;
+        return deploy_build(server, provisioner, app, context, event_id, how, out).await.map_err(|e| e.to_string());
     }
     let artifact = artifact(server, file, &src.archive_url, out).await?;
     deploy_component(server, provisioner, app, artifact, event_id, how, out).await.map_err(|e: DeployError| e.to_string())
@@ -408,10 +414,8 @@ async fn rebuild(State(server): AppState, Caller(caller): Caller, ip: ClientIp, 
     let event_id = event.id().to_string();
     Ok(super::stream::json_stream(axum::http::StatusCode::OK, KEEPALIVE, move |w| async move {
         let result = async {
-            let component = server.apps.blobs.get(&current.digest).await.map_err(|e| format!("the component of version {} is missing: {e}", current.version))?;
-            let artifact = crate::deploy::Artifact { component, processes: current.processes.clone(), source: format!("version {}", current.version) };
             let provisioner = &server.provisioners[&provisioner];
-            let version = deploy_component(&server, provisioner, &app.name, artifact, &event_id, how, &w).await.map_err(|e| e.to_string())?;
+            let version = crate::deploy::redeploy(&server, provisioner, &app.name, &current, &event_id, how, &w).await.map_err(|e| e.to_string())?;
             w.message(&placed(&app.name, version, how)).await;
             event.set_end_data(json!({"image": image_name(&app.name, version)}));
             Ok(())

@@ -151,6 +151,95 @@ pub async fn deploy_image(
     record(server, provisioner, app, image, &processes, event_id, how, out).await
 }
 
+/// The artifact of a version built from a build context in the blob store:
+/// `build:<sha256 of the context tar>`. The provisioner builds the image.
+pub fn build_artifact(digest: &str) -> String {
+    format!("build:{digest}")
+}
+
+/// A build context: the files of `upload` (a tar.gz or tar, if any) and the
+/// `Dockerfile` given, as one uncompressed tar.
+pub fn build_context(dockerfile: &str, upload: Option<&[u8]>) -> Result<Vec<u8>, DeployError> {
+    let mut out = tar::Builder::new(Vec::new());
+    if let Some(upload) = upload.filter(|u| !u.is_empty()) {
+        let reader: Box<dyn Read> =
+            if upload.starts_with(&[0x1f, 0x8b]) { Box::new(flate2::read::GzDecoder::new(upload)) } else { Box::new(upload) };
+        let mut archive = tar::Archive::new(reader);
+        let mut unpacked: u64 = 0;
+        for entry in archive.entries().map_err(|e| DeployError::Archive(e.to_string()))? {
+            let mut entry = entry.map_err(|e| DeployError::Archive(e.to_string()))?;
+            let path = entry.path().map_err(|e| DeployError::Archive(e.to_string()))?.into_owned();
+            if path.as_os_str() == "Dockerfile" || path.as_os_str() == "./Dockerfile" {
+                continue;
+            }
+            unpacked += entry.header().size().unwrap_or(0);
+            if unpacked > MAX_UNPACKED {
+                return Err(DeployError::Archive(format!("the build context unpacks past {} MiB", MAX_UNPACKED >> 20)));
+            }
+            let mut header = entry.header().clone();
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).map_err(|e| DeployError::Archive(e.to_string()))?;
+            out.append_data(&mut header, &path, bytes.as_slice()).map_err(|e| DeployError::Archive(e.to_string()))?;
+        }
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    out.append_data(&mut header, "Dockerfile", dockerfile.as_bytes()).map_err(|e| DeployError::Archive(e.to_string()))?;
+    out.into_inner().map_err(|e| DeployError::Archive(e.to_string()))
+}
+
+/// Deploys an image built from `context` (see [`build_context`]) as the
+/// app's next version; the provisioner builds it before it is recorded.
+pub async fn deploy_build(
+    server: &Server,
+    provisioner: &Provisioner,
+    app: &str,
+    context: Vec<u8>,
+    event_id: &str,
+    how: NewVersion,
+    out: &impl Progress,
+) -> Result<i64, DeployError> {
+    let digest = Blobs::digest(&context);
+    out.line(format!("---- Building an image from the Dockerfile ({} KiB of context) ----\n", context.len().div_ceil(1024))).await;
+    let known = server.apps.blobs.contains(&digest).await;
+    server.apps.blobs.put(&context).await.map_err(DeployError::Blob)?;
+    let artifact = build_artifact(&digest);
+    let processes = ["web".to_string()];
+    if let Err(e) = prepare(server, provisioner, app, &artifact, &processes, how, out).await {
+        if !known {
+            let _ = server.apps.blobs.remove(&digest).await;
+        }
+        return Err(e);
+    }
+    record(server, provisioner, app, &artifact, &processes, event_id, how, out).await
+}
+
+/// Deploys what `version` was made from again, as the next version
+/// (`rebuild`): the same component, image or build context.
+pub async fn redeploy(
+    server: &Server,
+    provisioner: &Provisioner,
+    app: &str,
+    version: &crate::store::VersionRecord,
+    event_id: &str,
+    how: NewVersion,
+    out: &impl Progress,
+) -> Result<i64, DeployError> {
+    let missing = |e: std::io::Error| DeployError::Provision(format!("what version {} was made from is missing: {e}", version.version));
+    if let Some(digest) = version.digest.strip_prefix("build:") {
+        let context = server.apps.blobs.get(digest).await.map_err(missing)?;
+        return deploy_build(server, provisioner, app, context, event_id, how, out).await;
+    }
+    if !Blobs::is_digest(&version.digest) {
+        return deploy_image(server, provisioner, app, &version.digest, event_id, how, out).await;
+    }
+    let component = server.apps.blobs.get(&version.digest).await.map_err(missing)?;
+    let artifact = Artifact { component, processes: version.processes.clone(), source: format!("version {}", version.version) };
+    deploy_component(server, provisioner, app, artifact, event_id, how, out).await
+}
+
 /// The provisioner's check of a version not recorded yet; its lines go out.
 async fn prepare(
     server: &Server,

@@ -194,7 +194,7 @@ impl Docker {
         cluster: &mut Cluster,
         report: &mut Report,
     ) -> Result<Vec<String>, String> {
-        let image = v.artifact.clone();
+        let artifact = v.artifact.clone();
         let cmd: Vec<String> = if p.command.is_empty() { Vec::new() } else { vec!["/bin/sh".into(), "-c".into(), p.command.clone()] };
         let mine = |u: &Placed| u.version() == v.version && u.process() == p.name;
 
@@ -229,7 +229,7 @@ impl Docker {
             current = 0;
             for &i in &running {
                 let u = &cluster.units[i];
-                let hash = self.hash_for(desired, &image, &cmd, &cluster.nodes[u.node].address, &mut hashes[u.node])?;
+                let hash = self.hash_for(desired, &artifact, &cmd, &cluster.nodes[u.node].address, &mut hashes[u.node])?;
                 // Units on a node being removed are replaced elsewhere.
                 let leaving = cluster.nodes[u.node].status == NODE_REMOVING;
                 if u.label(LABEL_CONFIG) == Some(hash.as_str()) && !leaving {
@@ -246,7 +246,7 @@ impl Docker {
                 return Err(format!("no docker node of pool {:?} is ready to run units", desired.pool));
             };
             let node = cluster.nodes[n].address.clone();
-            let placed = self.start_unit(desired, v, p, &image, &cmd, &node, n, &mut hashes[n])?;
+            let placed = self.start_unit(desired, v, p, &artifact, &cmd, &node, n, &mut hashes[n])?;
             report.lines.push(format!(" ---> Started unit {} [{}] on {}\n", short(&placed.c.id), p.name, node));
             // Units replacing dead ones, or making up for missing ones, are repairs.
             let (failing_unit, failing_node, reason) = match failed.pop() {
@@ -296,16 +296,17 @@ impl Docker {
     }
 
     /// The config hash of a unit of this version and process on `node`.
-    fn hash_for(&self, desired: &AppState, image: &str, cmd: &[String], node: &str, cached: &mut String) -> Result<String, String> {
+    fn hash_for(&self, desired: &AppState, artifact: &str, cmd: &[String], node: &str, cached: &mut String) -> Result<String, String> {
         if cached.is_empty() {
-            let port = self.port(node, image)?;
-            *cached = config_hash(self.spec_parts(desired, image, cmd, port).iter().map(String::as_str));
+            let port = self.port(node, artifact)?;
+            *cached = config_hash(self.spec_parts(desired, &image_of(artifact), cmd, port).iter().map(String::as_str));
         }
         Ok(cached.clone())
     }
 
-    fn port(&self, node: &str, image: &str) -> Result<u16, String> {
-        let info = containers::image_info(node, image)?.ok_or_else(|| missing_image(image, node))?;
+    /// The port units of `artifact` listen on: the image's first exposed one.
+    fn port(&self, node: &str, artifact: &str) -> Result<u16, String> {
+        let info = ensure_image(node, artifact, &mut Vec::new())?;
         Ok(info.ports.first().copied().unwrap_or(DEFAULT_PORT))
     }
 
@@ -329,14 +330,15 @@ impl Docker {
         desired: &AppState,
         v: &AppVersion,
         p: &Process,
-        image: &str,
+        artifact: &str,
         cmd: &[String],
         node: &str,
         n: usize,
         hash: &mut String,
     ) -> Result<Placed, String> {
-        let port = self.port(node, image)?;
-        let config = self.hash_for(desired, image, cmd, node, hash)?;
+        let port = self.port(node, artifact)?;
+        let config = self.hash_for(desired, artifact, cmd, node, hash)?;
+        let image = image_of(artifact);
         let name = format!("{}-{}-v{}-{}", desired.name, p.name, v.version, random_suffix());
         let spec = ContainerSpec {
             name: name.clone(),
@@ -404,6 +406,30 @@ impl Docker {
     }
 }
 
+/// The image a version runs: its artifact (an image name), or for
+/// `build:<digest>` the image built from that build context.
+fn image_of(artifact: &str) -> String {
+    match artifact.strip_prefix("build:") {
+        Some(digest) => format!("torii-build:{}", &digest[..digest.len().min(24)]),
+        None => artifact.to_string(),
+    }
+}
+
+/// The image of `artifact` on `node`, built there from its context first
+/// when it is a build the node lacks (a node added after the deploy); the
+/// build's output goes to `lines`.
+fn ensure_image(node: &str, artifact: &str, lines: &mut Vec<String>) -> Result<containers::Image, String> {
+    let image = image_of(artifact);
+    if let Some(info) = containers::image_info(node, &image)? {
+        return Ok(info);
+    }
+    let Some(context) = artifact.strip_prefix("build:") else { return Err(missing_image(&image, node)) };
+    lines.push(format!(" ---> building {image} on {node}\n"));
+    let output = containers::build(node, context, "Dockerfile", &image, &[])?;
+    lines.extend(output.into_iter().map(|l| format!("     {l}\n")));
+    containers::image_info(node, &image)?.ok_or_else(|| format!("the build of {image} on {node} made no image"))
+}
+
 fn missing_image(image: &str, node: &str) -> String {
     format!("image {image:?} is not on docker node {node}: images are not pulled, build or load it on every node of the pool")
 }
@@ -426,13 +452,15 @@ impl Provisioner for Docker {
 
     fn can_deploy(&self, kind: &str) -> Result<(), String> {
         match kind {
-            "image" => Ok(()),
-            other => Err(format!("the docker provisioner cannot deploy from {other:?} yet: deploy an image present on the pool's nodes")),
+            "image" | "dockerfile" => Ok(()),
+            other => Err(format!(
+                "the docker provisioner cannot deploy from {other:?} yet: deploy an image present on the pool's nodes, or a Dockerfile (with the file as its context)"
+            )),
         }
     }
 
     fn prepare(&self, desired: &AppState, version: &AppVersion) -> Result<Vec<String>, String> {
-        let image = &version.artifact;
+        let image = image_of(&version.artifact);
         // Every ready node of the pool may get units: each must have the image.
         let nodes: Vec<Node> = containers::nodes(&desired.pool)?.into_iter().filter(|n| n.status == "ready").collect();
         if nodes.is_empty() {
@@ -440,7 +468,7 @@ impl Provisioner for Docker {
         }
         let mut lines = Vec::new();
         for node in &nodes {
-            let info = containers::image_info(&node.address, image)?.ok_or_else(|| missing_image(image, &node.address))?;
+            let info = ensure_image(&node.address, &version.artifact, &mut lines)?;
             let port = info.ports.first().copied().unwrap_or(DEFAULT_PORT);
             lines.push(format!(" ---> image {image} ({}) on {}, serving on port {port}\n", short(info.id.trim_start_matches("sha256:")), node.address));
         }
