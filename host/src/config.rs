@@ -511,6 +511,13 @@ impl Config {
         self.plugin.iter().any(|p| p.kind == PluginKind::Provisioner && p.name == name)
     }
 
+    /// Whether the provisioner entry `name` runs units on Docker nodes (is
+    /// granted `containers`): it takes nodes, is healed, and files deployed
+    /// to it are built onto a platform image.
+    pub fn uses_nodes(&self, name: &str) -> bool {
+        self.plugin.iter().any(|p| p.name == name && p.capabilities.contains(&Capability::Containers))
+    }
+
     /// The provisioner of a pool: its own, or the configured default.
     pub fn pool_provisioner<'a>(&'a self, own: &'a str) -> &'a str {
         provisioner_or(own, &self.pools.default_provisioner)

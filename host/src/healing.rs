@@ -8,7 +8,6 @@
 //! a repair racing an operation that starts meanwhile can at worst start one
 //! unit too many, which the next `apply` or round removes.
 
-use crate::config::Capability;
 use crate::events::{Allowed, EventSpec, Owner, Target};
 use crate::plugin::provisioner::{Repair, app_state};
 use crate::rbac::{Context, ContextType};
@@ -46,8 +45,7 @@ pub async fn round(server: &Arc<Server>) -> usize {
     };
     for pool in pools {
         let name = server.config.pool_provisioner(&pool.provisioner);
-        let runs_nodes = server.config.plugin.iter().any(|p| p.name == name && p.capabilities.contains(&Capability::Containers));
-        let Some(provisioner) = server.provisioners.get(name).filter(|_| runs_nodes) else { continue };
+        let Some(provisioner) = server.provisioners.get(name).filter(|_| server.config.uses_nodes(name)) else { continue };
         let apps = server.store.app_names_where(AppColumn::Pool, &pool.name).await.unwrap_or_default();
         for app in apps {
             let Ok(Some(view)) = server.store.app_view(&app).await else { continue };

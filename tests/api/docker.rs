@@ -190,16 +190,16 @@ backends! {
         );
         let context = tar_gz(&[("site/index.html", b"hello from the build\n")]);
         let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().raw(MP, upload(&context, &[("dockerfile", dockerfile.as_str())])).send().await;
-        assert!(r.body.contains("---- Building an image from the Dockerfile") && r.body.contains("Successfully built"), "{}", r.body);
+        assert!(r.body.contains("---- Building the app's image") && r.body.contains(" ---> image torii-build:"), "{}", r.body);
         assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
         assert_eq!(t.app_get(&host, "/").await, (200, "hello from the build\n".into()));
         // A Dockerfile that does not build: the stream says why, version 3 keeps serving.
         let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("dockerfile", "FROM torii-test/absent:1\n")]).send().await;
         assert!(r.body.contains("build image") && !r.body.ends_with("\nOK\n"), "{}", r.body);
         assert_eq!(t.app_get(&host, "/").await, (200, "hello from the build\n".into()));
-        // A file alone needs a platform, which this provisioner does not build yet.
+        // A file alone goes onto the app's platform, and this app has none.
         let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().raw(MP, upload(&context, &[])).send().await;
-        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.body.contains(&format!("app {app:?} has no platform to deploy files onto")) && !r.body.ends_with("\nOK\n"), "{}", r.body);
 
         // Rollback: version 1's image runs again.
         let r = t.req("POST", &format!("/1.0/apps/{app}/deploy/rollback")).admin().form(&[("image", "v1")]).send().await;
@@ -319,6 +319,50 @@ backends! {
         let units = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json()["units"].clone();
         assert_eq!(units.as_array().unwrap().len(), 2, "{units}");
         assert!(units.as_array().unwrap().iter().all(|u| u["Name"] != json!(unit) && u["Status"] == "started"), "{units}");
+
+        let r = t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        t.stop().await;
+    }
+}
+
+backends! {
+    async fn archives_deploy_onto_a_platform_built_from_its_dockerfile(b) {
+        let Some(nodes) = nodes() else { return };
+        let (t, pool) = healing_server(b, &nodes).await;
+        // A platform from an uploaded Dockerfile; its other form fields are build arguments.
+        let platform = unique("busy", b);
+        let dockerfile = format!("FROM {}\nARG GREETING\nRUN mkdir -p /etc/torii && echo \"$GREETING\" > /etc/torii/greeting\n", base_image());
+        let r = t.req("POST", "/1.0/platforms").admin()
+            .raw(MP, crate::platforms::multipart(&[("name", platform.as_str()), ("GREETING", "built with an argument")], Some(&dockerfile)))
+            .send().await;
+        assert!(r.body.contains("Platform successfully added!"), "{}", r.body);
+        let app = unique("site", b);
+        let host = format!("{app}.apps.test");
+        t.req("POST", "/1.0/apps").admin()
+            .form(&[("name", app.as_str()), ("teamOwner", "t1"), ("pool", pool.as_str()), ("platform", platform.as_str())]).send().await.expect_status(201);
+
+        // An archive without a Procfile: refused, nothing recorded.
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().raw(MP, upload(&tar_gz(&[("index.html", b"x")]), &[])).send().await;
+        assert!(r.body.contains("the archive holds no Procfile") && !r.body.ends_with("\nOK\n"), "{}", r.body);
+
+        // The archive lands in /home/application/current; each Procfile process runs in its own units.
+        let archive = tar_gz(&[
+            ("Procfile", b"web: cat /etc/torii/greeting > public/greeting.txt && httpd -f -p $PORT -h public\nworker: sleep 3600\n"),
+            ("public/index.html", b"hello from the platform\n"),
+        ]);
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().raw(MP, upload(&archive, &[])).send().await;
+        assert!(r.body.contains(&format!("---- Deploying onto platform {platform} (version 1) ----")), "{}", r.body);
+        assert!(r.body.contains(" ---> processes: web, worker") && r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from the platform\n".into()));
+        assert_eq!(t.app_get(&host, "/greeting.txt").await, (200, "built with an argument\n".into()));
+        let units = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json()["units"].clone();
+        let mut processes: Vec<&str> = units.as_array().unwrap().iter().map(|u| u["ProcessName"].as_str().unwrap()).collect();
+        processes.sort();
+        assert_eq!(processes, ["web", "worker"], "{units}");
+        assert!(units.as_array().unwrap().iter().all(|u| u["Status"] == "started"), "{units}");
+        let ran = t.req("POST", &format!("/1.0/apps/{app}/run")).admin().form(&[("command", "pwd; cat Procfile | wc -l"), ("once", "true")]).send().await;
+        assert!(ran.body.contains("/home/application/current") && ran.body.contains('2'), "{}", ran.body);
 
         let r = t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await;
         assert!(stream_errors(&r.body).is_empty(), "{}", r.body);

@@ -14,7 +14,7 @@ mod events;
 mod logs;
 mod mail;
 mod plans;
-mod platforms;
+pub(crate) mod platforms;
 mod plugins;
 mod pools;
 mod roles;

@@ -3,7 +3,7 @@
 use crate::support::{TestServer, backends};
 use serde_json::{Value, json};
 
-fn multipart(fields: &[(&str, &str)], dockerfile: Option<&str>) -> Vec<u8> {
+pub(crate) fn multipart(fields: &[(&str, &str)], dockerfile: Option<&str>) -> Vec<u8> {
     let mut body = String::new();
     for (k, v) in fields {
         body.push_str(&format!("--XBOUNDARY\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"));

@@ -303,7 +303,23 @@ async fn upload_version(server: &Server, provisioner: &str, app: &str, file: Opt
     }
     if !src.dockerfile.is_empty() {
         let context = build_context(&src.dockerfile, file.as_deref()).map_err(|e| e.to_string())?;
-        return deploy_build(server, provisioner, app, context, event_id, how, out).await.map_err(|e| e.to_string());
+        return deploy_build(server, provisioner, app, context, &["web".to_string()], event_id, how, out).await.map_err(|e| e.to_string());
+    }
+    if server.config.uses_nodes(provisioner.name()) {
+        // Files onto the app's platform, as an image the provisioner builds.
+        let platform = server.store.app(app).await.map_err(|e| e.to_string())?.map(|a| a.platform).unwrap_or_default();
+        if platform.is_empty() {
+            return Err(format!("app {app:?} has no platform to deploy files onto: set one (tsuru app update -l <platform>), or deploy an image or a Dockerfile"));
+        }
+        let (version, dockerfile, args) =
+            server.store.platform_build(&platform).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("platform {platform:?} does not exist"))?;
+        let upload = match file {
+            Some(bytes) => bytes,
+            None => fetch(server, &src.archive_url, out).await?,
+        };
+        out.write(&format!("---- Deploying onto platform {platform} (version {version}) ----\n")).await;
+        let (context, processes) = crate::deploy::platform_context(&dockerfile, &args, &upload).map_err(|e| e.to_string())?;
+        return deploy_build(server, provisioner, app, context, &processes, event_id, how, out).await.map_err(|e| e.to_string());
     }
     let artifact = artifact(server, file, &src.archive_url, out).await?;
     deploy_component(server, provisioner, app, artifact, event_id, how, out).await.map_err(|e: DeployError| e.to_string())

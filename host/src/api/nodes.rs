@@ -16,7 +16,6 @@ use super::events::{record, request_data};
 use super::params::Params;
 use super::stream::{KEEPALIVE, json_stream, text_stream};
 use super::{AppState, Caller, ClientIp, Routes, empty, json, json_list, time_json};
-use crate::config::Capability;
 use crate::error::{ApiError, ApiResult};
 use crate::events::Target;
 use crate::rbac::{Context, ContextType};
@@ -75,8 +74,7 @@ fn node_json(n: &NodeRecord, provisioner: &str) -> NodeJson {
 async fn node_provisioner(server: &Server, pool: &str) -> ApiResult<String> {
     let record = server.store.pool(pool).await?.ok_or_else(|| ApiError::not_found("Pool does not exist."))?;
     let name = server.config.pool_provisioner(&record.provisioner).to_string();
-    let takes_nodes = server.config.plugin.iter().any(|p| p.name == name && p.capabilities.contains(&Capability::Containers));
-    if !takes_nodes {
+    if !server.config.uses_nodes(&name) {
         return Err(ApiError::bad_request(format!("pool {pool:?} is provisioned by {name:?}, which runs no units on docker nodes")));
     }
     Ok(name)

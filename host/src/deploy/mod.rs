@@ -32,6 +32,10 @@ pub enum DeployError {
     NoComponent,
     #[error("the archive holds several .wasm files ({0}); name the one to run app.wasm")]
     SeveralComponents(String),
+    #[error("the archive holds no Procfile: name the processes to run in one (web: <command>)")]
+    NoProcfile,
+    #[error("the platform's Dockerfile has no FROM line")]
+    PlatformWithoutFrom,
     /// The provisioner refused the version, or failed.
     #[error("{0}")]
     Provision(String),
@@ -190,30 +194,130 @@ pub fn build_context(dockerfile: &str, upload: Option<&[u8]>) -> Result<Vec<u8>,
     out.into_inner().map_err(|e| DeployError::Archive(e.to_string()))
 }
 
-/// Deploys an image built from `context` (see [`build_context`]) as the
-/// app's next version; the provisioner builds it before it is recorded.
+/// Where a platform build puts the app's files.
+pub const APP_DIR: &str = "/home/application/current";
+/// The stage name the platform's Dockerfile is built as, in a platform build.
+const PLATFORM_STAGE: &str = "torii-platform";
+/// Runs the Procfile process `$TSURU_PROCESSNAME` names (the provisioner
+/// sets it per unit), from the app's directory.
+const START_SCRIPT: &str = r#"#!/bin/sh
+# torii: runs the Procfile process named by $TSURU_PROCESSNAME (default: web).
+cd /home/application/current || exit 1
+proc="${TSURU_PROCESSNAME:-web}"
+cmd=$(sed -n "s/^${proc}:[[:space:]]*//p" Procfile | head -n 1)
+if [ -z "$cmd" ]; then
+    echo "torii: the Procfile has no process "$proc"" >&2
+    exit 1
+fi
+exec /bin/sh -c "$cmd"
+"#;
+
+/// A build context deploying `upload` (a tar.gz or tar holding a `Procfile`)
+/// onto a platform: the platform's Dockerfile (its build arguments as `ARG`
+/// defaults) as the base stage, the app's files in [`APP_DIR`], and a start
+/// script that runs the unit's Procfile process. Also the process names.
+pub fn platform_context(platform_dockerfile: &str, args: &std::collections::BTreeMap<String, String>, upload: &[u8]) -> Result<(Vec<u8>, Vec<String>), DeployError> {
+    if upload.is_empty() {
+        return Err(DeployError::Empty);
+    }
+    let reader: Box<dyn Read> = if upload.starts_with(&[0x1f, 0x8b]) { Box::new(flate2::read::GzDecoder::new(upload)) } else { Box::new(upload) };
+    let mut archive = tar::Archive::new(reader);
+    let mut files = tar::Builder::new(Vec::new());
+    let mut procfile = None;
+    let mut unpacked: u64 = 0;
+    for entry in archive.entries().map_err(|e| DeployError::Archive(e.to_string()))? {
+        let mut entry = entry.map_err(|e| DeployError::Archive(e.to_string()))?;
+        let path = entry.path().map_err(|e| DeployError::Archive(e.to_string()))?.to_string_lossy().trim_start_matches("./").to_string();
+        if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == "..") {
+            continue;
+        }
+        unpacked += entry.header().size().unwrap_or(0);
+        if unpacked > MAX_UNPACKED {
+            return Err(DeployError::Archive(format!("the archive unpacks past {} MiB", MAX_UNPACKED >> 20)));
+        }
+        let mut header = entry.header().clone();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(|e| DeployError::Archive(e.to_string()))?;
+        if path == "Procfile" {
+            procfile = Some(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        files.append_data(&mut header, format!("app/{path}"), bytes.as_slice()).map_err(|e| DeployError::Archive(e.to_string()))?;
+    }
+    let procfile = procfile.ok_or(DeployError::NoProcfile)?;
+    let mut dockerfile = String::new();
+    let lines: Vec<&str> = platform_dockerfile.lines().collect();
+    let last_from = lines.iter().rposition(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM ")).ok_or(DeployError::PlatformWithoutFrom)?;
+    let mut stage = PLATFORM_STAGE.to_string();
+    for (i, line) in lines.iter().enumerate() {
+        if i == last_from {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.iter().position(|w| w.eq_ignore_ascii_case("AS")) {
+                Some(at) if at + 1 < words.len() => stage = words[at + 1].to_string(),
+                _ => {
+                    dockerfile.push_str(&format!("{} AS {PLATFORM_STAGE}\n", line.trim_end()));
+                    continue;
+                }
+            }
+        }
+        dockerfile.push_str(&with_build_arg(line, args));
+        dockerfile.push('\n');
+    }
+    dockerfile.push_str(&format!(
+        "\nFROM {stage}\nCOPY app/ {APP_DIR}/\nCOPY torii-start /torii-start\nWORKDIR {APP_DIR}\nCMD [\"/bin/sh\", \"/torii-start\"]\n"
+    ));
+    let mut add = |name: &str, bytes: &[u8], mode: u32| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(mode);
+        header.set_cksum();
+        files.append_data(&mut header, name, bytes).map_err(|e| DeployError::Archive(e.to_string()))
+    };
+    add("torii-start", START_SCRIPT.as_bytes(), 0o755)?;
+    add("Dockerfile", dockerfile.as_bytes(), 0o644)?;
+    let context = files.into_inner().map_err(|e| DeployError::Archive(e.to_string()))?;
+    Ok((context, processes(&procfile)))
+}
+
+/// An `ARG name[=default]` line whose argument was given, with the given
+/// value as its default: what `--build-arg` does, for a Dockerfile built as
+/// one stage of another. Other lines as they are.
+fn with_build_arg(line: &str, args: &std::collections::BTreeMap<String, String>) -> String {
+    let trimmed = line.trim_start();
+    if trimmed.len() > 4 && trimmed[..4].eq_ignore_ascii_case("ARG ") {
+        let name = trimmed[4..].trim().split(['=', ' ', '\t']).next().unwrap_or_default();
+        if let Some(value) = args.get(name) {
+            return format!("ARG {name}={value:?}");
+        }
+    }
+    line.to_string()
+}
+
+/// Deploys an image built from `context` (see [`build_context`] and
+/// [`platform_context`]) running `processes` as the app's next version; the
+/// provisioner builds it before it is recorded.
+#[allow(clippy::too_many_arguments)]
 pub async fn deploy_build(
     server: &Server,
     provisioner: &Provisioner,
     app: &str,
     context: Vec<u8>,
+    processes: &[String],
     event_id: &str,
     how: NewVersion,
     out: &impl Progress,
 ) -> Result<i64, DeployError> {
     let digest = Blobs::digest(&context);
-    out.line(format!("---- Building an image from the Dockerfile ({} KiB of context) ----\n", context.len().div_ceil(1024))).await;
+    out.line(format!("---- Building the app's image ({} KiB of context) ----\n", context.len().div_ceil(1024))).await;
     let known = server.apps.blobs.contains(&digest).await;
     server.apps.blobs.put(&context).await.map_err(DeployError::Blob)?;
     let artifact = build_artifact(&digest);
-    let processes = ["web".to_string()];
-    if let Err(e) = prepare(server, provisioner, app, &artifact, &processes, how, out).await {
+    if let Err(e) = prepare(server, provisioner, app, &artifact, processes, how, out).await {
         if !known {
             let _ = server.apps.blobs.remove(&digest).await;
         }
         return Err(e);
     }
-    record(server, provisioner, app, &artifact, &processes, event_id, how, out).await
+    record(server, provisioner, app, &artifact, processes, event_id, how, out).await
 }
 
 /// Deploys what `version` was made from again, as the next version
@@ -230,7 +334,7 @@ pub async fn redeploy(
     let missing = |e: std::io::Error| DeployError::Provision(format!("what version {} was made from is missing: {e}", version.version));
     if let Some(digest) = version.digest.strip_prefix("build:") {
         let context = server.apps.blobs.get(digest).await.map_err(missing)?;
-        return deploy_build(server, provisioner, app, context, event_id, how, out).await;
+        return deploy_build(server, provisioner, app, context, &version.processes, event_id, how, out).await;
     }
     if !Blobs::is_digest(&version.digest) {
         return deploy_image(server, provisioner, app, &version.digest, event_id, how, out).await;
@@ -323,6 +427,49 @@ mod tests {
             builder.append_data(&mut header, name, *bytes).unwrap();
         }
         builder.into_inner().unwrap().finish().unwrap()
+    }
+
+    fn tar_entries(tar: &[u8]) -> Vec<(String, String)> {
+        let mut archive = tar::Archive::new(tar);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let path = e.path().unwrap().to_string_lossy().into_owned();
+                let mut text = String::new();
+                e.read_to_string(&mut text).unwrap();
+                (path, text)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn platform_builds_stack_the_app_on_the_platform_stage() {
+        let args = std::collections::BTreeMap::from([("V".to_string(), "1 \"two\"".to_string())]);
+        let upload = tar_gz(&[("Procfile", b"web: run\nworker: work\n"), ("./src/a.txt", b"A")]);
+        let (context, processes) = platform_context("ARG BASE=x\nFROM busybox\nARG V\nRUN echo $V\n", &args, &upload).unwrap();
+        assert_eq!(processes, ["web", "worker"]);
+        let entries = tar_entries(&context);
+        let names: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, ["app/Procfile", "app/src/a.txt", "torii-start", "Dockerfile"]);
+        assert_eq!(
+            entries[3].1,
+            "ARG BASE=x\nFROM busybox AS torii-platform\nARG V=\"1 \\\"two\\\"\"\nRUN echo $V\n\nFROM torii-platform\n\
+             COPY app/ /home/application/current/\nCOPY torii-start /torii-start\nWORKDIR /home/application/current\nCMD [\"/bin/sh\", \"/torii-start\"]\n"
+        );
+        // A named last stage is reused; an archive without a Procfile is refused.
+        let (context, _) = platform_context("FROM a AS base\n", &Default::default(), &upload).unwrap();
+        assert!(tar_entries(&context)[3].1.starts_with("FROM a AS base\n\nFROM base\n"));
+        assert!(matches!(platform_context("FROM a\n", &Default::default(), &tar_gz(&[("x", b"")])), Err(DeployError::NoProcfile)));
+        assert!(matches!(platform_context("RUN x\n", &Default::default(), &upload), Err(DeployError::PlatformWithoutFrom)));
+    }
+
+    #[test]
+    fn dockerfile_contexts_carry_the_upload_and_the_dockerfile() {
+        let context = build_context("FROM x\n", Some(&tar_gz(&[("Dockerfile", b"ignored"), ("site/i.html", b"hi")]))).unwrap();
+        assert_eq!(tar_entries(&context), [("site/i.html".to_string(), "hi".to_string()), ("Dockerfile".to_string(), "FROM x\n".to_string())]);
+        assert_eq!(tar_entries(&build_context("FROM y\n", None).unwrap()), [("Dockerfile".to_string(), "FROM y\n".to_string())]);
     }
 
     #[test]

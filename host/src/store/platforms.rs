@@ -66,6 +66,18 @@ impl Store {
             .collect()
     }
 
+    /// What the platform's current version is built from: its version,
+    /// Dockerfile and build arguments. `None` for an unknown platform.
+    pub async fn platform_build(&self, name: &str) -> StoreResult<Option<(i64, String, std::collections::BTreeMap<String, String>)>> {
+        let row = sqlx::query("SELECT version, dockerfile, build_args FROM platform_versions WHERE platform = $1 AND current = 1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let args: String = row.try_get("build_args")?;
+        Ok(Some((row.try_get("version")?, row.try_get("dockerfile")?, serde_json::from_str(&args).unwrap_or_default())))
+    }
+
     /// Adds version N+1 and makes it current; returns N+1.
     pub async fn add_platform_version(&self, name: &str, dockerfile: &str, build_args: &str) -> StoreResult<i64> {
         let mut tx = self.pool.begin().await?;

@@ -56,14 +56,25 @@ pub(super) fn version(row: &AnyRow) -> StoreResult<VersionRecord> {
 
 impl Store {
     /// Records version N+1 of `app` and returns N+1; counts the deploy on the
-    /// app. `Replace` makes it the only routable version (all the traffic);
-    /// `Beside` adds it without traffic (tsuru's `new-version`), to be made
-    /// routable later.
+    /// app. `Replace` makes it the only routable version (all the traffic),
+    /// with as many units as the routable version it replaces had (as a
+    /// tsuru deploy keeps the app's scale); `Beside` adds it without traffic
+    /// (tsuru's `new-version`) and one unit, to be made routable later.
     pub async fn add_version(&self, app: &str, digest: &str, processes: &[String], deploy_event: &str, how: NewVersion) -> StoreResult<i64> {
         let _stale = self.views.stale(app);
         let mut tx = self.pool.begin().await?;
         // Written first: on SQLite this takes the write lock before any read.
         sqlx::query("UPDATE apps SET deploys = deploys + 1 WHERE name = $1").bind(app).execute(&mut *tx).await?;
+        let units: i64 = match how {
+            NewVersion::Replace => {
+                let row = sqlx::query("SELECT COALESCE(MAX(units), 1) AS units FROM app_versions WHERE app = $1 AND routable = 1")
+                    .bind(app)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                row.try_get::<i64, _>("units")?.max(1)
+            }
+            NewVersion::Beside => 1,
+        };
         let routable = match how {
             NewVersion::Replace => {
                 sqlx::query("UPDATE app_versions SET routable = 0, weight = 0 WHERE app = $1").bind(app).execute(&mut *tx).await?;
@@ -73,7 +84,7 @@ impl Store {
         };
         let row = sqlx::query(&format!(
             "INSERT INTO app_versions ({COLUMNS}) \
-             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $6, $7, $4, '', $5, 1 FROM app_versions WHERE app = $1 \
+             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $6, $7, $4, '', $5, $8 FROM app_versions WHERE app = $1 \
              RETURNING version"
         ))
         .bind(app)
@@ -83,6 +94,7 @@ impl Store {
         .bind(now_millis())
         .bind(routable)
         .bind(routable * 100)
+        .bind(units)
         .fetch_one(&mut *tx)
         .await?;
         let number: i64 = row.try_get("version")?;

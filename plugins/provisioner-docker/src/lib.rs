@@ -98,6 +98,11 @@ fn random_suffix() -> String {
     format!("{:06x}", wasip2::random::random::get_random_u64() & 0xff_ffff)
 }
 
+/// Whether `p` is the process of `v` that takes the traffic.
+fn serves(v: &AppVersion, p: &Process) -> bool {
+    serving(v).is_some_and(|s| s.name == p.name)
+}
+
 /// The process that takes a version's traffic: `web`, else the first.
 fn serving(v: &AppVersion) -> Option<&Process> {
     v.processes.iter().find(|p| p.name == "web").or_else(|| v.processes.first())
@@ -229,7 +234,7 @@ impl Docker {
             current = 0;
             for &i in &running {
                 let u = &cluster.units[i];
-                let hash = self.hash_for(desired, &artifact, &cmd, &cluster.nodes[u.node].address, &mut hashes[u.node])?;
+                let hash = self.hash_for(desired, &artifact, &p.name, &cmd, &cluster.nodes[u.node].address, &mut hashes[u.node])?;
                 // Units on a node being removed are replaced elsewhere.
                 let leaving = cluster.nodes[u.node].status == NODE_REMOVING;
                 if u.label(LABEL_CONFIG) == Some(hash.as_str()) && !leaving {
@@ -296,10 +301,10 @@ impl Docker {
     }
 
     /// The config hash of a unit of this version and process on `node`.
-    fn hash_for(&self, desired: &AppState, artifact: &str, cmd: &[String], node: &str, cached: &mut String) -> Result<String, String> {
+    fn hash_for(&self, desired: &AppState, artifact: &str, process: &str, cmd: &[String], node: &str, cached: &mut String) -> Result<String, String> {
         if cached.is_empty() {
             let port = self.port(node, artifact)?;
-            *cached = config_hash(self.spec_parts(desired, &image_of(artifact), cmd, port).iter().map(String::as_str));
+            *cached = config_hash(self.spec_parts(desired, &image_of(artifact), process, cmd, port).iter().map(String::as_str));
         }
         Ok(cached.clone())
     }
@@ -310,17 +315,20 @@ impl Docker {
         Ok(info.ports.first().copied().unwrap_or(DEFAULT_PORT))
     }
 
-    fn env(&self, desired: &AppState, port: u16) -> Vec<(String, String)> {
+    /// The unit's env: the app's, `PORT`, and `TSURU_PROCESSNAME` (which
+    /// Procfile process a platform image's start script runs).
+    fn env(&self, desired: &AppState, process: &str, port: u16) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = desired.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
-        env.retain(|(k, _)| k != "PORT");
+        env.retain(|(k, _)| k != "PORT" && k != "TSURU_PROCESSNAME");
         env.push(("PORT".into(), port.to_string()));
+        env.push(("TSURU_PROCESSNAME".into(), process.to_string()));
         env.sort();
         env
     }
 
-    fn spec_parts(&self, desired: &AppState, image: &str, cmd: &[String], port: u16) -> Vec<String> {
+    fn spec_parts(&self, desired: &AppState, image: &str, process: &str, cmd: &[String], port: u16) -> Vec<String> {
         let mut parts = vec![image.to_string(), cmd.join("\u{1}"), desired.plan_memory.to_string(), desired.plan_cpu_milli.to_string()];
-        parts.extend(self.env(desired, port).into_iter().map(|(k, v)| format!("{k}={v}")));
+        parts.extend(self.env(desired, process, port).into_iter().map(|(k, v)| format!("{k}={v}")));
         parts
     }
 
@@ -337,14 +345,14 @@ impl Docker {
         hash: &mut String,
     ) -> Result<Placed, String> {
         let port = self.port(node, artifact)?;
-        let config = self.hash_for(desired, artifact, cmd, node, hash)?;
+        let config = self.hash_for(desired, artifact, &p.name, cmd, node, hash)?;
         let image = image_of(artifact);
         let name = format!("{}-{}-v{}-{}", desired.name, p.name, v.version, random_suffix());
         let spec = ContainerSpec {
             name: name.clone(),
             image: image.to_string(),
             cmd: cmd.to_vec(),
-            env: self.env(desired, port),
+            env: self.env(desired, &p.name, port),
             labels: vec![
                 (LABEL_MANAGED.into(), self.name.clone()),
                 (LABEL_APP.into(), desired.name.clone()),
@@ -353,15 +361,26 @@ impl Docker {
                 (LABEL_POOL.into(), desired.pool.clone()),
                 (LABEL_CONFIG.into(), config),
             ],
-            port: Some(port),
+            // Only the serving process is published (and reached by the router).
+            port: serves(v, p).then_some(port),
             memory: desired.plan_memory,
             cpu_milli: desired.plan_cpu_milli,
         };
         let id = containers::create(node, &spec)?;
         // A unit that does not come up is removed, so no container is left without a record.
         let started = containers::start(node, &id).and_then(|()| {
-            containers::wait_listening(node, &id, START_TIMEOUT_MS)?
-                .ok_or_else(|| format!("unit {} [{}] on {node} did not listen on port {port} within {} s", short(&id), p.name, START_TIMEOUT_MS / 1000))
+            if serves(v, p) {
+                containers::wait_listening(node, &id, START_TIMEOUT_MS)?
+                    .ok_or_else(|| format!("unit {} [{}] on {node} did not listen on port {port} within {} s", short(&id), p.name, START_TIMEOUT_MS / 1000))
+                    .map(|_| ())
+            } else {
+                // A process without traffic only has to keep running.
+                match containers::wait(node, &id, 1) {
+                    Ok(code) => Err(format!("unit {} [{}] on {node} ended at once (exit code {code})", short(&id), p.name)),
+                    Err(e) if e.contains("did not answer within") => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
         });
         match started {
             Ok(_) => {}
@@ -452,10 +471,8 @@ impl Provisioner for Docker {
 
     fn can_deploy(&self, kind: &str) -> Result<(), String> {
         match kind {
-            "image" | "dockerfile" => Ok(()),
-            other => Err(format!(
-                "the docker provisioner cannot deploy from {other:?} yet: deploy an image present on the pool's nodes, or a Dockerfile (with the file as its context)"
-            )),
+            "image" | "dockerfile" | "file" | "archive-url" => Ok(()),
+            other => Err(format!("the docker provisioner cannot deploy from {other:?}")),
         }
     }
 
