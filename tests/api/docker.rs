@@ -220,6 +220,26 @@ backends! {
         t.req("POST", &format!("/1.0/apps/{app}/start")).admin().send().await.expect_status(200);
         assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
 
+        // Moves: every unit of node A to node B, then one back; rebalance evens them out.
+        let r = t.req("POST", "/docker/containers/move").admin().form(&[("from", nodes[0].as_str()), ("to", nodes[1].as_str())]).send().await;
+        assert!(stream_errors(&r.body).is_empty() && r.body.contains("Containers moved successfully!"), "{}", r.body);
+        assert_eq!((containers(&nodes[0], &app_label).len(), containers(&nodes[1], &app_label).len()), (0, 3));
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+        let r = t.req("POST", "/1.3/node/rebalance").admin().form(&[("MetadataFilter.pool", pool.as_str()), ("Dry", "true")]).send().await;
+        assert!(r.body.contains("Would move unit") && r.body.contains("Units would be rebalanced as above."), "{}", r.body);
+        assert_eq!((containers(&nodes[0], &app_label).len(), containers(&nodes[1], &app_label).len()), (0, 3));
+        let r = t.req("POST", "/1.3/node/rebalance").admin().form(&[("MetadataFilter.pool", pool.as_str())]).send().await;
+        assert!(stream_errors(&r.body).is_empty() && r.body.contains("Moved unit") && r.body.contains("Units successfully rebalanced!"), "{}", r.body);
+        assert_eq!((containers(&nodes[0], &app_label).len(), containers(&nodes[1], &app_label).len()), (1, 2));
+        let one = containers(&nodes[1], &app_label)[0].clone();
+        let r = t.req("POST", &format!("/docker/container/{one}/move")).admin().form(&[("to", nodes[0].as_str())]).send().await;
+        assert!(stream_errors(&r.body).is_empty() && r.body.contains("Moved unit"), "{}", r.body);
+        assert_eq!((containers(&nodes[0], &app_label).len(), containers(&nodes[1], &app_label).len()), (2, 1));
+        t.req("POST", "/docker/container/feedbeef/move").admin().form(&[("to", nodes[0].as_str())]).send().await.expect_error(404, "Container feedbeef not found");
+        for _ in 0..6 {
+            assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+        }
+
         // Node info and removal: the node's units move to the other node.
         let info = t.req("GET", &format!("/1.6/node/{}", nodes[1])).admin().send().await.json();
         assert_eq!((info["node"]["Address"].clone(), info["status"]["Checks"][0]["Checks"][0]["Successful"].clone()), (json!(nodes[1]), json!(true)));

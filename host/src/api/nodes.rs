@@ -34,6 +34,10 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.0", Method::PUT, "/docker/node", update)
         .add("1.0", Method::DELETE, "/docker/node/{*address}", remove)
         .add("1.0", Method::GET, "/docker/node/{*address}", read_path)
+        .add("1.3", Method::POST, "/node/rebalance", rebalance)
+        .add("1.0", Method::POST, "/docker/containers/rebalance", rebalance)
+        .add("1.0", Method::POST, "/docker/container/{id}/move", move_one)
+        .add("1.0", Method::POST, "/docker/containers/move", move_all)
 }
 
 /// Status of a node being removed: its units are moved to the pool's other nodes.
@@ -238,6 +242,130 @@ async fn remove(
             }
             out.write(&format!("Error: {e}\n")).await;
         }
+    }))
+}
+
+/// The apps of every pool whose provisioner runs units on nodes (or of `pool`).
+async fn node_apps(server: &Server, pool: Option<&str>) -> ApiResult<Vec<String>> {
+    let mut apps = Vec::new();
+    for p in server.store.pools().await? {
+        if pool.is_some_and(|want| want != p.name) || !server.config.uses_nodes(server.config.pool_provisioner(&p.provisioner)) {
+            continue;
+        }
+        apps.extend(server.store.app_names_where(AppColumn::Pool, &p.name).await?);
+    }
+    Ok(apps)
+}
+
+/// `POST /1.3/node/rebalance`: spreads the units of the apps of a pool
+/// (`MetadataFilter.pool`; all node pools without it; `AppFilter` narrows
+/// to some apps) evenly over its ready nodes; `Dry` only says what it would move.
+async fn rebalance(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
+    let pool = params.field_map("metadatafilter").remove("pool").filter(|p| !p.is_empty());
+    let contexts: Vec<Context> = pool.iter().map(|p| pool_ctx(p)).collect();
+    caller.require("node.update.rebalance", &contexts)?;
+    let only: Vec<String> = params.field_list("appfilter");
+    let dry = params.optional_bool("dry")?.unwrap_or(false);
+    let apps: Vec<String> = node_apps(&server, pool.as_deref()).await?.into_iter().filter(|a| only.is_empty() || only.contains(a)).collect();
+    let target = match &pool {
+        Some(p) => Target::new("pool", p),
+        None => Target::new("global", ""),
+    };
+    let event = record(&server, Some(&caller), &ip, "node.update.rebalance", target, request_data(&params, &[])).await?;
+    Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
+        let result = async {
+            for app in &apps {
+                let Some(record) = server.store.app(app).await.map_err(|e| e.to_string())? else { continue };
+                let provisioner = super::provision::provisioner_of(&server, &record).await.map_err(|e| e.message)?;
+                let desired = super::provision::desired(&server, app).await.map_err(|e| e.message)?;
+                let lines = provisioner.rebalance(desired, dry).await.map_err(|e| format!("app {app:?}: {e}"))?;
+                if !lines.is_empty() {
+                    w.message(&format!("---- Rebalancing app {app:?} ----\n")).await;
+                    for line in lines {
+                        w.message(&line).await;
+                    }
+                }
+            }
+            w.message(if dry { "Units would be rebalanced as above.\n" } else { "Units successfully rebalanced!\n" }).await;
+            Ok(())
+        }
+        .await;
+        event.done(result).await
+    }))
+}
+
+/// The app and unit a container id (or a prefix of it, or a unit name) names.
+async fn find_unit(server: &Arc<Server>, id: &str) -> ApiResult<(Arc<crate::store::AppView>, crate::plugin::provisioner::Unit)> {
+    for app in node_apps(server, None).await? {
+        let Some(view) = server.store.app_view(&app).await? else { continue };
+        let units = units_of(server, &view).await.map_err(ApiError::internal)?;
+        if let Some(u) = units.iter().find(|u| u.name == id || (id.len() >= 4 && u.id.starts_with(id))) {
+            return Ok((view, u.clone()));
+        }
+    }
+    Err(ApiError::not_found(format!("Container {id} not found")))
+}
+
+/// Moves `units` of `app` to `to` through its provisioner, into the stream.
+async fn move_units(server: &Server, app: &str, units: Vec<String>, to: &str, w: &super::stream::StreamWriter) -> Result<(), String> {
+    let record = server.store.app(app).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("App {app} not found."))?;
+    let provisioner = super::provision::provisioner_of(server, &record).await.map_err(|e| e.message)?;
+    let desired = super::provision::desired(server, app).await.map_err(|e| e.message)?;
+    for line in provisioner.move_units(desired, units, to).await.map_err(|e| format!("app {app:?}: {e}"))? {
+        w.message(&line).await;
+    }
+    Ok(())
+}
+
+/// `POST /docker/container/{id}/move` (key `to`): one unit to another node.
+async fn move_one(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Path(id): Path<String>, params: Params) -> ApiResult<Response> {
+    let to = params.get("to").unwrap_or_default();
+    if to.is_empty() {
+        return Err(ApiError::bad_request(format!("Invalid params: id: {id} - to: ")));
+    }
+    let to = crate::docker::check_address(&to).unwrap_or(to);
+    let target = server.store.node(&to).await?.ok_or_else(|| ApiError::not_found("Node not found."))?;
+    let (view, unit) = find_unit(&server, &id).await?;
+    caller.require("node.update.move.container", &[pool_ctx(&view.app.pool), pool_ctx(&target.pool)])?;
+    let data = json!([{"name": "id", "value": id}, {"name": "to", "value": to}]);
+    let event = record(&server, Some(&caller), &ip, "node.update.move.container", Target::new("container", &unit.id), data).await?;
+    Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
+        let result = async {
+            w.message(&format!("---- Moving unit {} of app {:?} to {to} ----\n", unit.name, view.app.name)).await;
+            move_units(&server, &view.app.name, vec![unit.id.clone()], &to, &w).await
+        }
+        .await;
+        event.done(result).await
+    }))
+}
+
+/// `POST /docker/containers/move` (keys `from`, `to`): every unit on one node to another.
+async fn move_all(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
+    let (from, to) = (params.get("from").unwrap_or_default(), params.get("to").unwrap_or_default());
+    if from.is_empty() || to.is_empty() {
+        return Err(ApiError::bad_request(format!("Invalid params: from: {from} - to: {to}")));
+    }
+    let (from, to) = (crate::docker::check_address(&from).unwrap_or(from), crate::docker::check_address(&to).unwrap_or(to));
+    let source = server.store.node(&from).await?.ok_or_else(|| ApiError::not_found("Node not found."))?;
+    let target = server.store.node(&to).await?.ok_or_else(|| ApiError::not_found("Node not found."))?;
+    caller.require("node.update.move.containers", &[pool_ctx(&source.pool), pool_ctx(&target.pool)])?;
+    let data = json!([{"name": "from", "value": from}, {"name": "to", "value": to}]);
+    let event = record(&server, Some(&caller), &ip, "node.update.move.containers", Target::new("node", &from), data).await?;
+    Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
+        let result = async {
+            for app in server.store.app_names_where(AppColumn::Pool, &source.pool).await.map_err(|e| e.to_string())? {
+                let Some(view) = server.store.app_view(&app).await.map_err(|e| e.to_string())? else { continue };
+                let units: Vec<String> = units_of(&server, &view).await?.iter().filter(|u| u.node == from).map(|u| u.id.clone()).collect();
+                if !units.is_empty() {
+                    w.message(&format!("---- Moving {} units of app {app:?} from {from} to {to} ----\n", units.len())).await;
+                    move_units(&server, &app, units, &to, &w).await?;
+                }
+            }
+            w.message("Containers moved successfully!\n").await;
+            Ok(())
+        }
+        .await;
+        event.done(result).await
     }))
 }
 

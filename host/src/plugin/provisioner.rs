@@ -154,6 +154,17 @@ impl Provisioner {
         )
     }
 
+    /// Moves the app's `units` to node `to`; progress lines.
+    pub async fn move_units(&self, desired: AppState, units: Vec<String>, to: &str) -> Result<Vec<String>, ProvisionError> {
+        let to = to.to_string();
+        flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_move_units(s, &desired, &units, &to).await })).await)
+    }
+
+    /// Spreads the app's units over its nodes (`dry`: says what it would do).
+    pub async fn rebalance(&self, desired: AppState, dry: bool) -> Result<Vec<String>, ProvisionError> {
+        flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_rebalance(s, &desired, dry).await })).await)
+    }
+
     /// Repairs the app's drift from `desired` (healing); the repairs made.
     pub async fn reconcile(&self, desired: AppState) -> Result<Vec<Repair>, ProvisionError> {
         flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_reconcile(s, &desired).await })).await)

@@ -98,6 +98,11 @@ fn random_suffix() -> String {
     format!("{:06x}", wasip2::random::random::get_random_u64() & 0xff_ffff)
 }
 
+/// A process's command; empty: the image's own.
+fn command(p: &Process) -> Vec<String> {
+    if p.command.is_empty() { Vec::new() } else { vec!["/bin/sh".into(), "-c".into(), p.command.clone()] }
+}
+
 /// Whether `p` is the process of `v` that takes the traffic.
 fn serves(v: &AppVersion, p: &Process) -> bool {
     serving(v).is_some_and(|s| s.name == p.name)
@@ -200,7 +205,7 @@ impl Docker {
         report: &mut Report,
     ) -> Result<Vec<String>, String> {
         let artifact = v.artifact.clone();
-        let cmd: Vec<String> = if p.command.is_empty() { Vec::new() } else { vec!["/bin/sh".into(), "-c".into(), p.command.clone()] };
+        let cmd = command(p);
         let mine = |u: &Placed| u.version() == v.version && u.process() == p.name;
 
         // Dead units go; they are replaced below.
@@ -298,6 +303,25 @@ impl Docker {
             }
         }
         Ok(served)
+    }
+
+    /// Starts a unit like `cluster.units[i]` on node `to`, then removes the
+    /// old one; the progress line.
+    fn move_unit(&self, desired: &AppState, cluster: &mut Cluster, i: usize, to: usize) -> Result<String, String> {
+        let u = &cluster.units[i];
+        let (version, process) = (u.version(), u.process().to_string());
+        let v = desired.versions.iter().find(|v| v.version == version).ok_or_else(|| format!("unit {} runs version {version}, which the app no longer has", u.c.name))?;
+        let p = v.processes.iter().find(|p| p.name == process).ok_or_else(|| format!("unit {} runs process {process:?}, which version {version} lacks", u.c.name))?;
+        let node = cluster.nodes[to].address.clone();
+        let placed = self.start_unit(desired, v, p, &v.artifact, &command(p), &node, to, &mut String::new())?;
+        let old = cluster.units.remove(i);
+        let from = cluster.nodes[old.node].address.clone();
+        containers::remove(&from, &old.c.id)?;
+        cluster.totals[old.node] = cluster.totals[old.node].saturating_sub(1);
+        cluster.totals[to] += 1;
+        let line = format!(" ---> Moved unit {} [{process}] from {from} to {node}: now {}\n", old.c.name, placed.c.name);
+        cluster.units.push(placed);
+        Ok(line)
     }
 
     /// The config hash of a unit of this version and process on `node`.
@@ -558,6 +582,63 @@ impl Provisioner for Docker {
             if out.exit_code != 0 {
                 return Err(format!("{}the command exited with code {} in unit {}", lines.concat(), out.exit_code, u.c.name));
             }
+        }
+        Ok(lines)
+    }
+
+    fn move_units(&self, desired: &AppState, units: &[String], to: &str) -> Result<Vec<String>, String> {
+        let mut cluster = self.cluster(&desired.pool, &desired.name)?;
+        let target = cluster.nodes.iter().position(|n| n.address == to).ok_or_else(|| format!("{to:?} is not a node of pool {:?}", desired.pool))?;
+        if cluster.nodes[target].status != "ready" || cluster.unreachable.iter().any(|(i, _)| *i == target) {
+            return Err(format!("node {to} does not take units now (status {})", cluster.nodes[target].status));
+        }
+        let mut lines = Vec::new();
+        for wanted in units {
+            let found = cluster.units.iter().position(|u| u.c.name == *wanted || (wanted.len() >= 4 && u.c.id.starts_with(wanted.as_str())));
+            let i = found.ok_or_else(|| format!("unit {wanted:?} not found"))?;
+            if cluster.units[i].node == target {
+                lines.push(format!(" ---> Unit {} is on {to} already\n", cluster.units[i].c.name));
+                continue;
+            }
+            lines.push(self.move_unit(desired, &mut cluster, i, target)?);
+        }
+        // The router gets the units' new addresses.
+        lines.extend(self.converge(desired, false)?.lines);
+        Ok(lines)
+    }
+
+    fn rebalance(&self, desired: &AppState, dry: bool) -> Result<Vec<String>, String> {
+        let mut cluster = self.cluster(&desired.pool, &desired.name)?;
+        let ready: Vec<usize> = (0..cluster.nodes.len())
+            .filter(|&n| cluster.nodes[n].status == "ready" && !cluster.unreachable.iter().any(|(i, _)| *i == n))
+            .collect();
+        if ready.is_empty() {
+            return Err(format!("pool {:?} has no ready docker node", desired.pool));
+        }
+        let mut lines = Vec::new();
+        for v in desired.versions.iter().filter(|v| v.routable) {
+            for p in v.processes.iter().filter(|p| p.units > 0) {
+                let mine = |u: &Placed| u.version() == v.version && u.process() == p.name;
+                loop {
+                    let count = |n: usize| cluster.units.iter().filter(|u| mine(u) && u.node == n).count();
+                    let most = *ready.iter().max_by_key(|&&n| (count(n), std::cmp::Reverse(n))).expect("ready nodes");
+                    let least = *ready.iter().min_by_key(|&&n| (count(n), n)).expect("ready nodes");
+                    if count(most) <= count(least) + 1 {
+                        break;
+                    }
+                    let i = cluster.units.iter().position(|u| mine(u) && u.node == most).expect("the node has units");
+                    if dry {
+                        let u = &cluster.units[i];
+                        lines.push(format!(" ---> Would move unit {} [{}] from {} to {}\n", u.c.name, p.name, cluster.nodes[most].address, cluster.nodes[least].address));
+                        cluster.units[i].node = least;
+                    } else {
+                        lines.push(self.move_unit(desired, &mut cluster, i, least)?);
+                    }
+                }
+            }
+        }
+        if !dry && !lines.is_empty() {
+            lines.extend(self.converge(desired, false)?.lines);
         }
         Ok(lines)
     }

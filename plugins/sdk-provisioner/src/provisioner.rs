@@ -37,6 +37,16 @@ pub trait Provisioner: Sized + 'static {
     fn run(&self, desired: &AppState, command: &str, once: bool, isolated: bool) -> Result<Vec<String>, String>;
     fn destroy(&self, app: &str) -> Result<(), String>;
 
+    /// Moves units to node `to` (provisioners that place units on nodes).
+    fn move_units(&self, _desired: &AppState, _units: &[String], _to: &str) -> Result<Vec<String>, String> {
+        Err("this provisioner does not place units on nodes".into())
+    }
+
+    /// Spreads the app's units evenly over the nodes.
+    fn rebalance(&self, _desired: &AppState, _dry: bool) -> Result<Vec<String>, String> {
+        Err("this provisioner does not place units on nodes".into())
+    }
+
     /// Repairs the app's drift from `desired` (healing); the repairs made.
     fn reconcile(&self, _desired: &AppState) -> Result<Vec<Repair>, String> {
         Ok(vec![])
@@ -107,6 +117,12 @@ macro_rules! export_provisioner {
                 }
                 fn destroy(app: String) -> Result<(), String> {
                     with(|s| s.destroy(&app))
+                }
+                fn move_units(desired: AppState, units: Vec<String>, to: String) -> Result<Vec<String>, String> {
+                    with(|s| s.move_units(&desired, &units, &to))
+                }
+                fn rebalance(desired: AppState, dry: bool) -> Result<Vec<String>, String> {
+                    with(|s| s.rebalance(&desired, dry))
                 }
                 fn reconcile(desired: AppState) -> Result<Vec<$crate::provisioner::Repair>, String> {
                     with(|s| s.reconcile(&desired))
