@@ -21,6 +21,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub logs: LogsConfig,
     pub healing: HealingConfig,
+    pub docker: DockerConfig,
     pub webhooks: WebhooksConfig,
     pub apps: AppsConfig,
     pub pools: PoolsConfig,
@@ -170,6 +171,20 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// The host's Docker engine client (nodes of the docker provisioner).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerConfig {
+    /// Bound of one engine call in milliseconds (image builds have their own).
+    pub call_timeout_ms: u64,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig { call_timeout_ms: 60_000 }
+    }
+}
+
 /// Unit healing: how often the provisioners that run units on nodes are
 /// asked to repair each app (`reconcile`).
 #[derive(Debug, Clone, Deserialize)]
@@ -276,6 +291,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             logs: LogsConfig::default(),
             healing: HealingConfig::default(),
+            docker: DockerConfig::default(),
             webhooks: WebhooksConfig::default(),
             apps: AppsConfig::default(),
             pools: PoolsConfig::default(),
@@ -476,6 +492,9 @@ impl Config {
                 "pools.default_provisioner",
                 format!("{:?} is not a provisioner plugin entry (the built-in one is \"wasm\")", self.pools.default_provisioner),
             ));
+        }
+        if self.docker.call_timeout_ms == 0 {
+            return Err(invalid("docker.call_timeout_ms", "must be positive"));
         }
         if self.apps.cpu_deadline_ms == 0 || self.apps.max_memory_mb == 0 || self.apps.max_instances == 0 {
             return Err(invalid("apps", "cpu_deadline_ms, max_memory_mb and max_instances must be positive"));

@@ -152,7 +152,7 @@ impl Server {
 
         let log_written = Arc::new(tokio::sync::Notify::new());
         let followers = crate::docker::logs::Followers::new(store.clone(), i64::from(config.logs.max_lines_per_app), log_written.clone());
-        let docker = Arc::new(crate::docker::Engines::new(DOCKER_CALL_TIMEOUT, followers));
+        let docker = Arc::new(crate::docker::Engines::new(Duration::from_millis(config.docker.call_timeout_ms), followers));
         let mut provisioners = BTreeMap::new();
         for entry in config.plugin.iter().filter(|p| p.kind == PluginKind::Provisioner) {
             let runtime = AppsHost {
@@ -190,9 +190,6 @@ fn hostname() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "torii".into())
 }
-
-/// Bound of one Docker engine call (builds have their own).
-const DOCKER_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a stopping server waits for open requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -59,6 +59,9 @@ fn httpd_dockerfile(text: &str) -> String {
 
 static IMAGES: OnceCell<()> = OnceCell::const_new();
 
+/// Docker tests share the engines: the fault test, which freezes one, runs alone.
+static ENGINES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// `torii-test/httpd:1` and `:2` on both engines, built once per test run.
 async fn images(nodes: &[String; 2]) {
     IMAGES
@@ -103,6 +106,7 @@ async fn add_node(t: &TestServer, address: &str, pool: &str) -> crate::support::
 backends! {
     async fn image_deploys_run_units_across_nodes_behind_the_router(b) {
         let Some(nodes) = nodes() else { return };
+        let _shared = ENGINES.read().await;
         images(&nodes).await;
         let t = TestServer::start_with(Options::new(b)).await;
         t.team("t1").await;
@@ -262,7 +266,7 @@ backends! {
 /// fresh docker pool; the pool's name.
 async fn healing_server(b: Backend, nodes: &[String; 2]) -> (TestServer, String) {
     let mut o = Options::new(b);
-    o.extra_toml = "[healing]\ninterval_secs = 1\n".into();
+    o.extra_toml = "[healing]\ninterval_secs = 1\n[docker]\ncall_timeout_ms = 2000\n".into();
     let t = TestServer::start_with(o).await;
     t.team("t1").await;
     let pool = unique("heal", b);
@@ -288,6 +292,7 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 backends! {
     async fn healing_replaces_units_killed_behind_its_back(b) {
         let Some(nodes) = nodes() else { return };
+        let _shared = ENGINES.read().await;
         images(&nodes).await;
         let (t, pool) = healing_server(b, &nodes).await;
         t.req("GET", "/1.3/healing").admin().send().await.expect_status(204);
@@ -349,6 +354,7 @@ backends! {
 backends! {
     async fn archives_deploy_onto_a_platform_built_from_its_dockerfile(b) {
         let Some(nodes) = nodes() else { return };
+        let _shared = ENGINES.read().await;
         let (t, pool) = healing_server(b, &nodes).await;
         // A platform from an uploaded Dockerfile; its other form fields are build arguments.
         let platform = unique("busy", b);
@@ -383,6 +389,65 @@ backends! {
         assert!(units.as_array().unwrap().iter().all(|u| u["Status"] == "started"), "{units}");
         let ran = t.req("POST", &format!("/1.0/apps/{app}/run")).admin().form(&[("command", "pwd; cat Procfile | wc -l"), ("once", "true")]).send().await;
         assert!(ran.body.contains("/home/application/current") && ran.body.contains('2'), "{}", ran.body);
+
+        let r = t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        t.stop().await;
+    }
+}
+
+/// The pid of the engine behind `node` (`.ci/docker-engines` keeps
+/// `docker.pid` beside `docker.sock`).
+fn engine_pid(node: &str) -> i32 {
+    let pidfile = node.trim_start_matches("unix://").replace("docker.sock", "docker.pid");
+    std::fs::read_to_string(&pidfile).unwrap_or_else(|e| panic!("{pidfile}: {e}")).trim().parse().unwrap()
+}
+
+fn signal(pid: i32, sig: &str) {
+    assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+}
+
+backends! {
+    async fn an_engine_that_stops_answering_mid_deploy_fails_it_cleanly(b) {
+        let Some(nodes) = nodes() else { return };
+        let _alone = ENGINES.write().await;
+        images(&nodes).await;
+        let slow = httpd_dockerfile("hello from slow").replace("CMD [\"httpd\"", "CMD [\"sh\", \"-c\", \"sleep 4; exec httpd -f -p 8888 -h /www\"]\n#");
+        for node in &nodes {
+            build(node, "torii-test/slow:1", &slow);
+        }
+        let (t, pool) = healing_server(b, &nodes).await;
+        // Units land on node B only.
+        t.req("PUT", "/1.2/node").admin().form(&[("Address", nodes[0].as_str()), ("Disable", "true")]).send().await.expect(200, "");
+        let app = unique("fault", b);
+        let host = format!("{app}.apps.test");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", app.as_str()), ("teamOwner", "t1"), ("pool", pool.as_str())]).send().await.expect_status(201);
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("image", "torii-test/httpd:1")]).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+
+        // Engine B freezes while the new version's unit starts.
+        let pid = engine_pid(&nodes[1]);
+        let deploy = {
+            let (client, url, token) = (t.client.clone(), format!("{}/1.0/apps/{app}/deploy", t.base), t.admin_token.clone());
+            tokio::spawn(async move {
+                client.post(url).bearer_auth(token).form(&[("image", "torii-test/slow:1")]).send().await.unwrap().text().await.unwrap()
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        signal(pid, "-STOP");
+        let body = deploy.await.unwrap();
+        signal(pid, "-CONT");
+        assert!(body.contains("---- ERROR during deploy: ----") && body.contains("did not answer within 2 s"), "{body}");
+        assert!(!body.ends_with("\nOK\n"), "{body}");
+        // The version is not kept; its half-started unit goes once the engine answers again.
+        assert_eq!(t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json()["deploys"], 1);
+        let version_2 = "torii.version=2";
+        eventually("the unit of the failed version is removed", async || {
+            containers(&nodes[1], &format!("torii.app={app}")).len() == 1 && containers(&nodes[1], version_2).iter().all(|c| {
+                !String::from_utf8_lossy(&Command::new("docker").args(["-H", &nodes[1], "inspect", "-f", "{{index .Config.Labels \"torii.app\"}}", c]).output().unwrap().stdout).contains(&app)
+            })
+        }).await;
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
 
         let r = t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await;
         assert!(stream_errors(&r.body).is_empty(), "{}", r.body);

@@ -23,7 +23,7 @@ pub enum EngineError {
     Invalid(String),
     #[error("docker node {address}: cannot connect: {message}")]
     Connect { address: String, message: String },
-    #[error("docker node {address}: {what} did not answer within {secs} s")]
+    #[error("docker node {address}: {what} did not answer{}", if *secs > 0 { format!(" within {secs} s") } else { String::new() })]
     Timeout { address: String, what: &'static str, secs: u64 },
     #[error("docker node {address}: {what}: {message}")]
     Docker { address: String, what: &'static str, message: String },
@@ -116,7 +116,8 @@ impl Engines {
         }
         let canonical = check_address(address)?;
         let connect = |e: bollard::errors::Error| EngineError::Connect { address: address.to_string(), message: e.to_string() };
-        let secs = self.timeout.as_secs().max(1);
+        // bollard's own bound, past ours: a slow engine is reported by `bounded`.
+        let secs = self.timeout.as_secs() + 1;
         let client = match canonical.strip_prefix("unix://") {
             Some(path) => Docker::connect_with_unix(path, secs, bollard::API_DEFAULT_VERSION).map_err(connect)?,
             None => Docker::connect_with_http(&canonical, secs, bollard::API_DEFAULT_VERSION).map_err(connect)?,
@@ -463,6 +464,9 @@ fn loopback(ip: Option<&str>, port: Option<u16>) -> Option<String> {
 
 fn docker_error(address: &str, what: &'static str, e: bollard::errors::Error) -> EngineError {
     let message = match e {
+        bollard::errors::Error::RequestTimeoutError => {
+            return EngineError::Timeout { address: address.to_string(), what, secs: 0 };
+        }
         bollard::errors::Error::DockerResponseServerError { status_code, message } => format!("{message} (status {status_code})"),
         other => other.to_string(),
     };
