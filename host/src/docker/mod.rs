@@ -274,6 +274,34 @@ impl Engines {
             .collect())
     }
 
+    /// Creates and starts a container; with `listening`, waits (up to
+    /// `limit`) until its published port answers, else checks it keeps
+    /// running for a moment. One that does not come up is removed.
+    pub async fn run(&self, address: &str, spec: Spec, listening: bool, limit: Duration) -> Result<ContainerInfo, EngineError> {
+        let (name, port) = (spec.name.clone(), spec.port);
+        let id = self.create(address, spec).await?;
+        let up = async {
+            self.start(address, &id).await?;
+            if listening {
+                if self.wait_listening(address, &id, limit).await?.is_none() {
+                    let port = port.map(|p| p.to_string()).unwrap_or_default();
+                    return Err(EngineError::Invalid(format!("unit {name} on {address} did not answer on port {port} within {} s", limit.as_secs())));
+                }
+            } else if let Ok(code) = self.wait(address, &id, 1).await {
+                return Err(EngineError::Invalid(format!("unit {name} on {address} ended at once (exit code {code})")));
+            }
+            self.inspect(address, &id).await?.ok_or_else(|| EngineError::Invalid(format!("unit {name} vanished from {address} as it started")))
+        };
+        match up.await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                // No container is left behind that nothing asked for.
+                let _ = self.remove(address, &id).await;
+                Err(e)
+            }
+        }
+    }
+
     /// Waits until the container's published port accepts a connection on
     /// loopback; its address. `None` when the time ran out or it ended.
     pub async fn wait_listening(&self, address: &str, id: &str, limit: Duration) -> Result<Option<String>, EngineError> {

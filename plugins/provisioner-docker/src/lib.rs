@@ -19,7 +19,7 @@ mod schedule;
 use schedule::{NodeLoad, config_hash, pick, pick_surplus};
 use std::collections::BTreeMap;
 use torii_provisioner_sdk::app_runtime::{self, Route};
-use torii_provisioner_sdk::containers::{self, Container, ContainerSpec, Node};
+use torii_provisioner_sdk::containers::{self, Container, ContainerSpec, Node, Placement};
 use torii_provisioner_sdk::export_provisioner;
 use torii_provisioner_sdk::provisioner::{AppState, AppVersion, Process, Provisioner, Repair, Unit};
 
@@ -226,55 +226,69 @@ impl Docker {
             }
         }
 
-        let mut created = 0;
-        let mut outdated: Vec<usize> = Vec::new();
-        let mut current;
         // The spec depends on the node only through the image's port, so
         // the hash is worked out per node when first needed.
         let mut hashes = vec![String::new(); cluster.nodes.len()];
         let want = p.units as usize;
-        loop {
-            let running: Vec<usize> = (0..cluster.units.len()).filter(|&i| mine(&cluster.units[i])).collect();
-            outdated.clear();
-            current = 0;
-            for &i in &running {
-                let u = &cluster.units[i];
-                let hash = self.hash_for(desired, &artifact, &p.name, &cmd, &cluster.nodes[u.node].address, &mut hashes[u.node])?;
-                // Units on a node being removed are replaced elsewhere.
-                let leaving = cluster.nodes[u.node].status == NODE_REMOVING;
-                if u.label(LABEL_CONFIG) == Some(hash.as_str()) && !leaving {
-                    current += 1;
-                } else {
-                    outdated.push(i);
+        let mut outdated: Vec<usize> = Vec::new();
+        let mut current = 0;
+        for i in (0..cluster.units.len()).filter(|&i| mine(&cluster.units[i])) {
+            let u = &cluster.units[i];
+            let hash = self.hash_for(desired, &artifact, &p.name, &cmd, &cluster.nodes[u.node].address, &mut hashes[u.node])?;
+            // Units on a node being removed are replaced elsewhere.
+            let leaving = cluster.nodes[u.node].status == NODE_REMOVING;
+            if u.label(LABEL_CONFIG) == Some(hash.as_str()) && !leaving {
+                current += 1;
+            } else {
+                outdated.push(i);
+            }
+        }
+        // The missing units: placed one by one by load, then started at once.
+        let need = want.saturating_sub(current);
+        if need > 0 {
+            let mut loads = self.loads(cluster, &desired.name, &p.name);
+            let mut planned = Vec::with_capacity(need);
+            for _ in 0..need {
+                let n = pick(&loads).ok_or_else(|| format!("no docker node of pool {:?} is ready to run units", desired.pool))?;
+                loads[n].same_process += 1;
+                loads[n].same_app += 1;
+                loads[n].total += 1;
+                planned.push(n);
+            }
+            let mut placements = Vec::with_capacity(need);
+            for &n in &planned {
+                placements.push(self.placement(desired, v, p, &artifact, &cmd, n, cluster, &mut hashes[n])?);
+            }
+            report.lines.push(format!("---- Starting {need} new unit{} [{}: {want}] ----\n", if need == 1 { "" } else { "s" }, p.name));
+            let mut first_error = None;
+            for (started, n) in containers::start_all(&placements, START_TIMEOUT_MS).into_iter().zip(planned) {
+                let c = match started {
+                    Ok(c) => c,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        continue;
+                    }
+                };
+                let node = cluster.nodes[n].address.clone();
+                report.lines.push(format!(" ---> Started unit {} [{}] on {node}\n", short(&c.id), p.name));
+                // Units replacing dead ones, or making up for missing ones, are repairs.
+                let (failing_unit, failing_node, reason) = match failed.pop() {
+                    Some(f) => f,
+                    None if report.healing => (String::new(), String::new(), format!("a unit of version {} [{}] was missing", v.version, p.name)),
+                    None => (String::new(), String::new(), String::new()),
+                };
+                if !reason.is_empty() {
+                    report.repairs.push(Repair { failing_unit, failing_node, created_unit: c.name.clone(), created_node: node, reason });
                 }
+                cluster.totals[n] += 1;
+                cluster.units.push(Placed { node: n, c });
+                current += 1;
             }
-            if current >= want {
-                break;
+            if let Some(e) = first_error {
+                return Err(e);
             }
-            let loads = self.loads(cluster, &desired.name, &p.name);
-            let Some(n) = pick(&loads) else {
-                return Err(format!("no docker node of pool {:?} is ready to run units", desired.pool));
-            };
-            let node = cluster.nodes[n].address.clone();
-            let placed = self.start_unit(desired, v, p, &artifact, &cmd, &node, n, &mut hashes[n])?;
-            report.lines.push(format!(" ---> Started unit {} [{}] on {}\n", short(&placed.c.id), p.name, node));
-            // Units replacing dead ones, or making up for missing ones, are repairs.
-            let (failing_unit, failing_node, reason) = match failed.pop() {
-                Some(f) => f,
-                None if report.healing && current + outdated.len() < want => (String::new(), String::new(), format!("a unit of version {} [{}] was missing", v.version, p.name)),
-                None => (String::new(), String::new(), String::new()),
-            };
-            if !reason.is_empty() {
-                report.repairs.push(Repair { failing_unit, failing_node, created_unit: placed.c.name.clone(), created_node: node.clone(), reason });
-            }
-            cluster.totals[n] += 1;
-            cluster.units.push(placed);
-            created += 1;
         }
-        if created > 0 {
-            let lines = &mut report.lines;
-            lines.insert(lines.len() - created, format!("---- Starting {created} new unit{} [{}: {want}] ----\n", if created == 1 { "" } else { "s" }, p.name));
-        }
+
         // Old units go once the new ones run, then any surplus.
         let mut remove: Vec<usize> = outdated.clone();
         let mut surplus = current.saturating_sub(want);
@@ -313,7 +327,9 @@ impl Docker {
         let v = desired.versions.iter().find(|v| v.version == version).ok_or_else(|| format!("unit {} runs version {version}, which the app no longer has", u.c.name))?;
         let p = v.processes.iter().find(|p| p.name == process).ok_or_else(|| format!("unit {} runs process {process:?}, which version {version} lacks", u.c.name))?;
         let node = cluster.nodes[to].address.clone();
-        let placed = self.start_unit(desired, v, p, &v.artifact, &command(p), &node, to, &mut String::new())?;
+        let placement = self.placement(desired, v, p, &v.artifact, &command(p), to, cluster, &mut String::new())?;
+        let started = containers::start_all(&[placement], START_TIMEOUT_MS).pop().ok_or("the host started nothing")??;
+        let placed = Placed { node: to, c: started };
         let old = cluster.units.remove(i);
         let from = cluster.nodes[old.node].address.clone();
         containers::remove(&from, &old.c.id)?;
@@ -356,25 +372,26 @@ impl Docker {
         parts
     }
 
+    /// A new unit of `p` (version `v`) for node `n`: its container spec, and
+    /// whether it must answer (it serves) before it counts as started.
     #[allow(clippy::too_many_arguments)]
-    fn start_unit(
+    fn placement(
         &self,
         desired: &AppState,
         v: &AppVersion,
         p: &Process,
         artifact: &str,
         cmd: &[String],
-        node: &str,
         n: usize,
+        cluster: &Cluster,
         hash: &mut String,
-    ) -> Result<Placed, String> {
+    ) -> Result<Placement, String> {
+        let node = &cluster.nodes[n].address;
         let port = self.port(node, artifact)?;
         let config = self.hash_for(desired, artifact, &p.name, cmd, node, hash)?;
-        let image = image_of(artifact);
-        let name = format!("{}-{}-v{}-{}", desired.name, p.name, v.version, random_suffix());
         let spec = ContainerSpec {
-            name: name.clone(),
-            image: image.to_string(),
+            name: format!("{}-{}-v{}-{}", desired.name, p.name, v.version, random_suffix()),
+            image: image_of(artifact),
             cmd: cmd.to_vec(),
             env: self.env(desired, &p.name, port),
             labels: vec![
@@ -385,36 +402,13 @@ impl Docker {
                 (LABEL_POOL.into(), desired.pool.clone()),
                 (LABEL_CONFIG.into(), config),
             ],
-            // Only the serving process is published (and reached by the router).
+            // Only the serving process is published (and reached by the router);
+            // a process without traffic only has to keep running.
             port: serves(v, p).then_some(port),
             memory: desired.plan_memory,
             cpu_milli: desired.plan_cpu_milli,
         };
-        let id = containers::create(node, &spec)?;
-        // A unit that does not come up is removed, so no container is left without a record.
-        let started = containers::start(node, &id).and_then(|()| {
-            if serves(v, p) {
-                containers::wait_listening(node, &id, START_TIMEOUT_MS)?
-                    .ok_or_else(|| format!("unit {} [{}] on {node} did not listen on port {port} within {} s", short(&id), p.name, START_TIMEOUT_MS / 1000))
-                    .map(|_| ())
-            } else {
-                // A process without traffic only has to keep running.
-                match containers::wait(node, &id, 1) {
-                    Ok(code) => Err(format!("unit {} [{}] on {node} ended at once (exit code {code})", short(&id), p.name)),
-                    Err(e) if e.contains("did not answer within") => Ok(()),
-                    Err(e) => Err(e),
-                }
-            }
-        });
-        match started {
-            Ok(_) => {}
-            Err(e) => {
-                let _ = containers::remove(node, &id);
-                return Err(e);
-            }
-        }
-        let c = containers::inspect(node, &id)?.ok_or_else(|| format!("unit {} vanished from {node} as it started", short(&id)))?;
-        Ok(Placed { node: n, c })
+        Ok(Placement { node: node.clone(), spec, wait_listening: serves(v, p) })
     }
 
     fn loads(&self, cluster: &Cluster, app: &str, process: &str) -> Vec<NodeLoad> {

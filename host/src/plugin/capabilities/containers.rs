@@ -4,7 +4,7 @@
 //! (`crate::docker`), bounded in time. Containers are made from a spec that
 //! has no mounts, privileges or host network, with ports on 127.0.0.1 only.
 
-use super::bindings::torii::plugin::containers::{Container, ContainerSpec, Engine, ExecOutput, Host, Image, Node};
+use super::bindings::torii::plugin::containers::{Container, ContainerSpec, Engine, ExecOutput, Host, Image, Node, Placement};
 use crate::config::Capability;
 use crate::docker::{ContainerInfo, Engines};
 use crate::plugin::PluginState;
@@ -50,6 +50,19 @@ impl PluginState {
     }
 }
 
+fn spec(s: ContainerSpec) -> crate::docker::Spec {
+    crate::docker::Spec {
+        name: s.name,
+        image: s.image,
+        cmd: s.cmd,
+        env: s.env,
+        labels: s.labels,
+        port: s.port,
+        memory: s.memory,
+        cpu_milli: s.cpu_milli,
+    }
+}
+
 fn container(c: ContainerInfo) -> Container {
     Container {
         id: c.id,
@@ -90,17 +103,28 @@ impl Host for PluginState {
         Ok(Ok(mine))
     }
 
+    async fn start_all(&mut self, placements: Vec<Placement>, timeout_ms: u32) -> wasmtime::Result<Vec<Result<Container, String>>> {
+        let (host, engines) = self.engines()?;
+        let Some(engines) = engines else { return Ok(placements.iter().map(|_| Err(UNAVAILABLE.to_string())).collect()) };
+        let mut allowed = std::collections::HashMap::new();
+        for p in &placements {
+            if !allowed.contains_key(&p.node) {
+                allowed.insert(p.node.clone(), owns_node(&host, &p.node).await);
+            }
+        }
+        let limit = Duration::from_millis(u64::from(timeout_ms));
+        let starts = placements.into_iter().map(|p| {
+            let (engines, allowed) = (engines.clone(), allowed[&p.node].clone());
+            async move {
+                allowed?;
+                engines.run(&p.node, spec(p.spec), p.wait_listening, limit).await.map(container).map_err(|e| e.to_string())
+            }
+        });
+        Ok(futures_util::future::join_all(starts).await)
+    }
+
     async fn create(&mut self, node: String, spec: ContainerSpec) -> wasmtime::Result<Result<String, String>> {
-        let spec = crate::docker::Spec {
-            name: spec.name,
-            image: spec.image,
-            cmd: spec.cmd,
-            env: spec.env,
-            labels: spec.labels,
-            port: spec.port,
-            memory: spec.memory,
-            cpu_milli: spec.cpu_milli,
-        };
+        let spec = self::spec(spec);
         self.on_node(&node, async |e| e.create(&node, spec).await).await
     }
 
