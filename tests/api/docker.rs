@@ -454,3 +454,57 @@ backends! {
         t.stop().await;
     }
 }
+
+/// Env of the node container `name` on `node`.
+fn node_container_env(node: &str, name: &str) -> Vec<String> {
+    let ids = containers(node, &format!("torii.nodecontainer={name}"));
+    assert_eq!(ids.len(), 1, "one {name} on {node}: {ids:?}");
+    let out = Command::new("docker").args(["-H", node, "inspect", "-f", "{{json .Config.Env}}", &ids[0]]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+backends! {
+    async fn node_containers_run_on_every_node_of_their_pools(b) {
+        let Some(nodes) = nodes() else { return };
+        let _shared = ENGINES.read().await;
+        let (t, pool) = healing_server(b, &nodes).await;
+        let name = unique("agent", b);
+        let image = base_image();
+        t.req("POST", "/1.2/nodecontainers").admin().form(&[("Name", name.as_str())]).send().await
+            .expect_error(400, "node container config image cannot be empty");
+        t.req("POST", "/1.2/nodecontainers").admin().form(&[("Config.Image", image.as_str())]).send().await
+            .expect_error(400, "node container config name cannot be empty");
+        let form = [("Name", name.as_str()), ("Config.Image", image.as_str()), ("Config.Cmd", "sleep"), ("Config.Cmd", "3600"), ("Config.Env.0", "A=1")];
+        t.req("POST", "/1.2/nodecontainers").admin().form(&form).send().await.expect(200, "");
+        t.req("POST", "/1.2/nodecontainers").admin().form(&form).send().await.expect_error(409, &format!("node container {name:?} already exists"));
+        for node in &nodes {
+            assert!(node_container_env(node, &name).contains(&"A=1".to_string()));
+        }
+        let listed = t.req("GET", "/1.2/nodecontainers").admin().send().await.json();
+        let mine = listed.as_array().unwrap().iter().find(|n| n["Name"] == json!(name)).unwrap().clone();
+        assert_eq!(mine["ConfigPools"][""]["Config"], json!({"Image": image, "Env": ["A=1"], "Cmd": ["sleep", "3600"]}));
+
+        // A pool's config extends the base: its nodes' containers are replaced.
+        t.req("POST", &format!("/1.2/nodecontainers/{name}")).admin().form(&[("pool", pool.as_str()), ("Config.Env.0", "B=2")]).send().await.expect(200, "");
+        for node in &nodes {
+            let env = node_container_env(node, &name);
+            assert!(env.contains(&"A=1".to_string()) && env.contains(&"B=2".to_string()), "{env:?}");
+        }
+        let info = t.req("GET", &format!("/1.2/nodecontainers/{name}")).admin().send().await.json();
+        assert_eq!(info[pool.as_str()]["Config"]["Env"], json!(["B=2"]));
+        let before = containers(&nodes[0], &format!("torii.nodecontainer={name}"));
+        let r = t.req("POST", &format!("/1.2/nodecontainers/{name}/upgrade")).admin().send().await;
+        assert!(stream_errors(&r.body).is_empty() && r.body.contains("running on"), "{}", r.body);
+        assert_ne!(containers(&nodes[0], &format!("torii.nodecontainer={name}")), before, "upgrade recreates");
+
+        // Removing the pool's config keeps the base; kill takes the containers away.
+        t.req("DELETE", &format!("/1.2/nodecontainers/{name}?pool={pool}")).admin().send().await.expect(200, "");
+        let r = t.req("DELETE", &format!("/1.2/nodecontainers/{name}?kill=true")).admin().send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        for node in &nodes {
+            assert!(containers(node, &format!("torii.nodecontainer={name}")).is_empty());
+        }
+        t.req("GET", &format!("/1.2/nodecontainers/{name}")).admin().send().await.expect_error(404, &format!("node container {name:?} not found"));
+        t.stop().await;
+    }
+}

@@ -19,6 +19,7 @@ mod events;
 mod lifecycle;
 mod logs;
 pub mod names;
+mod nodecontainers;
 mod nodes;
 mod misc;
 pub mod plans;
@@ -106,6 +107,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = routers::routes(routes);
     let routes = certificates::routes(routes);
     let routes = nodes::routes(routes);
+    let routes = nodecontainers::routes(routes);
     let routes = healing::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes

@@ -152,6 +152,17 @@ async fn add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, para
                 other => other.to_string(),
             })?;
             w.message(&format!("---- Node {address} added to pool {:?} ----\n", node.pool)).await;
+            // The node containers of its pool start there (the node stays added if they do not).
+            match crate::docker::nodecontainers::ensure_all(&server.docker, &server.store, None, Some(&node), false).await {
+                Ok(lines) => {
+                    for line in lines {
+                        w.message(&line).await;
+                    }
+                }
+                Err(e) => {
+                    w.message(&format!(" ---> node containers did not start on {address}: {e}\n")).await;
+                }
+            }
             Ok(())
         }
         .await;

@@ -7,6 +7,7 @@
 //! log ([`logs`]).
 
 pub mod logs;
+pub mod nodecontainers;
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};

@@ -90,3 +90,46 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Sets node container `name`'s config for `pool` ('' = every pool).
+    pub async fn set_node_container(&self, name: &str, pool: &str, config: &serde_json::Value) -> StoreResult<()> {
+        let text = config.to_string();
+        let done = sqlx::query("UPDATE node_containers SET config = $3 WHERE name = $1 AND pool = $2")
+            .bind(name)
+            .bind(pool)
+            .bind(&text)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            sqlx::query("INSERT INTO node_containers (name, pool, config) VALUES ($1, $2, $3)")
+                .bind(name)
+                .bind(pool)
+                .bind(&text)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| conflict_or(e, "node container already exists"))?;
+        }
+        Ok(())
+    }
+
+    /// Every node container config: (name, pool, config), by name then pool.
+    pub async fn node_containers(&self) -> StoreResult<Vec<(String, String, serde_json::Value)>> {
+        let rows = sqlx::query("SELECT name, pool, config FROM node_containers ORDER BY name, pool").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let config: String = r.try_get("config")?;
+                Ok((r.try_get("name")?, r.try_get("pool")?, serde_json::from_str(&config).unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    /// Removes `name`'s config for `pool`, or every config of `name`; how many went.
+    pub async fn delete_node_container(&self, name: &str, pool: Option<&str>) -> StoreResult<u64> {
+        let done = match pool {
+            Some(pool) => sqlx::query("DELETE FROM node_containers WHERE name = $1 AND pool = $2").bind(name).bind(pool).execute(&self.pool).await?,
+            None => sqlx::query("DELETE FROM node_containers WHERE name = $1").bind(name).execute(&self.pool).await?,
+        };
+        Ok(done.rows_affected())
+    }
+}
