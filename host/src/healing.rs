@@ -18,6 +18,8 @@ use std::time::Duration;
 
 /// The event kind of a repair.
 pub const HEALER: &str = "healer";
+/// The pool setting kind of the node healing config (`/1.2/healing/node`).
+pub const SETTING: &str = "healing";
 
 /// Starts the rounds; they end when the server is gone.
 pub fn start(server: Weak<Server>, every: Duration) {
@@ -43,7 +45,15 @@ pub async fn round(server: &Arc<Server>) -> usize {
             return 0;
         }
     };
+    // `/1.2/healing/node`: a pool's `Enabled`, else the default's, else on.
+    let settings = server.store.pool_settings(SETTING).await.unwrap_or_default();
+    let enabled = |pool: &str| {
+        [settings.get(pool), settings.get("")].into_iter().flatten().find_map(|v| v.get("Enabled").and_then(serde_json::Value::as_bool)).unwrap_or(true)
+    };
     for pool in pools {
+        if !enabled(&pool.name) {
+            continue;
+        }
         let name = server.config.pool_provisioner(&pool.provisioner);
         let Some(provisioner) = server.provisioners.get(name).filter(|_| server.config.uses_nodes(name)) else { continue };
         let apps = server.store.app_names_where(AppColumn::Pool, &pool.name).await.unwrap_or_default();

@@ -337,6 +337,38 @@ backends! {
         t.req("GET", "/1.3/healing?filter=node").admin().send().await.expect_status(204);
         assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
 
+        // Healing turned off for the pool: a dead unit stays dead until it is on again.
+        let config = t.req("GET", "/1.2/healing/node").admin().send().await.json();
+        assert_eq!(config, json!({"": {"Enabled": null, "EnabledInherited": false, "MaxTimeSinceSuccess": null, "MaxTimeSinceSuccessInherited": false, "MaxUnresponsiveTime": null, "MaxUnresponsiveTimeInherited": false}}));
+        t.req("POST", "/1.2/healing/node").admin().form(&[("MaxUnresponsiveTime", "120")]).send().await.expect(200, "");
+        t.req("POST", "/1.2/healing/node").admin().form(&[("pool", pool.as_str()), ("Enabled", "false")]).send().await.expect(200, "");
+        t.req("POST", "/1.2/healing/node").admin().form(&[("pool", pool.as_str()), ("MaxTimeSinceSuccess", "soon")]).send().await
+            .expect_error(400, "invalid MaxTimeSinceSuccess: \"soon\"");
+        let config = t.req("GET", "/1.2/healing/node").admin().send().await.json();
+        assert_eq!(config[pool.as_str()], json!({"Enabled": false, "EnabledInherited": false, "MaxTimeSinceSuccess": null, "MaxTimeSinceSuccessInherited": false, "MaxUnresponsiveTime": 120, "MaxUnresponsiveTimeInherited": true}));
+        let victim = containers(&nodes[1], &app_label).into_iter().chain(containers(&nodes[0], &app_label)).next().unwrap();
+        let on = if containers(&nodes[1], &app_label).contains(&victim) { &nodes[1] } else { &nodes[0] };
+        assert!(Command::new("docker").args(["-H", on, "kill", &victim]).output().unwrap().status.success());
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        assert!(containers(on, &app_label).contains(&victim), "healing is off for the pool");
+        t.req("DELETE", &format!("/1.2/healing/node?pool={pool}&name=Enabled")).admin().send().await.expect(200, "");
+        eventually("healing is back on", async || !containers(on, &app_label).contains(&victim)).await;
+
+        // A log config for the pool: units are replaced with it at once (restart=true).
+        let r = t.req("POST", "/docker/logs").admin().form(&[("pool", pool.as_str()), ("restart", "true"), ("Driver", "json-file"), ("LogOpts.max-size", "1m")]).send().await;
+        assert!(stream_errors(&r.body).is_empty() && r.body.contains("restarting unit"), "{}", r.body);
+        let logs = t.req("GET", "/docker/logs").admin().send().await.json();
+        assert_eq!(logs[pool.as_str()], json!({"Driver": "json-file", "LogOpts": {"max-size": "1m"}}));
+        t.req("POST", "/docker/logs").admin().form(&[("pool", pool.as_str())]).send().await.expect_error(400, "log driver is mandatory");
+        for node in &nodes {
+            for c in containers(node, &app_label) {
+                let out = Command::new("docker").args(["-H", node, "inspect", "-f", "{{json .HostConfig.LogConfig}}", &c]).output().unwrap();
+                let config: Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(config, json!({"Type": "json-file", "Config": {"max-size": "1m"}}));
+            }
+        }
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+
         // Killing a unit through the API replaces it at once.
         let units = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json()["units"].clone();
         let unit = units[0]["Name"].as_str().unwrap().to_string();
@@ -374,7 +406,7 @@ backends! {
 
         // The archive lands in /home/application/current; each Procfile process runs in its own units.
         let archive = tar_gz(&[
-            ("Procfile", b"web: cat /etc/torii/greeting > public/greeting.txt && httpd -f -p $PORT -h public\nworker: sleep 3600\n"),
+            ("Procfile", b"web: echo web is up; cat /etc/torii/greeting > public/greeting.txt && httpd -f -p $PORT -h public\nworker: echo worker is up; sleep 3600\n"),
             ("public/index.html", b"hello from the platform\n"),
         ]);
         let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().raw(MP, upload(&archive, &[])).send().await;
@@ -387,6 +419,13 @@ backends! {
         processes.sort();
         assert_eq!(processes, ["web", "worker"], "{units}");
         assert!(units.as_array().unwrap().iter().all(|u| u["Status"] == "started"), "{units}");
+        // What the units print reaches the app log under their names.
+        eventually("the units' output is in the app log", async || {
+            let log = t.req("GET", &format!("/1.0/apps/{app}/log?lines=50")).admin().send().await;
+            let entries: Vec<Value> = serde_json::from_str(&log.body).unwrap_or_default();
+            let line = |text: &str, process: &str| entries.iter().any(|e| e["Message"] == text && e["Unit"].as_str().is_some_and(|u| u.starts_with(&format!("{app}-{process}-v1-"))));
+            line("web is up", "web") && line("worker is up", "worker")
+        }).await;
         let ran = t.req("POST", &format!("/1.0/apps/{app}/run")).admin().form(&[("command", "pwd; cat Procfile | wc -l"), ("once", "true")]).send().await;
         assert!(ran.body.contains("/home/application/current") && ran.body.contains('2'), "{}", ran.body);
 

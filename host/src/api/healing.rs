@@ -1,5 +1,8 @@
-//! Healing history (`GET /1.3/healing`, API-NOTES §2.17): the units healing
-//! replaced, from the `healer` events `crate::healing` records.
+//! Healing (API-NOTES §2.17): the history (`GET /1.3/healing`), the units
+//! healing replaced, from the `healer` events `crate::healing` records; and
+//! the per-pool config (`/1.2/healing/node`: `Enabled`, `MaxTimeSinceSuccess`,
+//! `MaxUnresponsiveTime`, pool `""` the default the others inherit). A pool
+//! whose `Enabled` is false gets no unit healing.
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
@@ -9,11 +12,98 @@ use serde_json::{Value, json};
 use super::params::Params;
 use super::{AppState, Caller, Routes, empty, json_list, time_json};
 use crate::error::{ApiError, ApiResult};
-use crate::healing::HEALER;
+use crate::healing::{HEALER, SETTING as HEALING};
 use crate::store::EventQuery;
 
 pub(super) fn routes(r: Routes) -> Routes {
-    r.add("1.3", Method::GET, "/healing", history).add("1.0", Method::GET, "/docker/healing", history)
+    r.add("1.3", Method::GET, "/healing", history)
+        .add("1.0", Method::GET, "/docker/healing", history)
+        .add("1.2", Method::GET, "/healing/node", config_read)
+        .add("1.2", Method::POST, "/healing/node", config_update)
+        .add("1.2", Method::DELETE, "/healing/node", config_delete)
+        .add("1.0", Method::GET, "/docker/healing/node", config_read)
+        .add("1.0", Method::POST, "/docker/healing/node", config_update)
+        .add("1.0", Method::DELETE, "/docker/healing/node", config_delete)
+}
+
+const FIELDS: [&str; 3] = ["Enabled", "MaxTimeSinceSuccess", "MaxUnresponsiveTime"];
+
+/// A pool's config as tsuru shows it: its own values, else the default's
+/// (`<Field>Inherited: true`).
+fn shown(own: &Value, default: &Value, is_default: bool) -> Value {
+    let mut out = serde_json::Map::new();
+    for f in FIELDS {
+        let mine = own.get(f).filter(|v| !v.is_null());
+        let inherited = mine.is_none() && !is_default && default.get(f).is_some_and(|v| !v.is_null());
+        let value = mine.or_else(|| (!is_default).then(|| default.get(f)).flatten()).cloned().unwrap_or(Value::Null);
+        out.insert(f.to_string(), value);
+        out.insert(format!("{f}Inherited"), Value::Bool(inherited));
+    }
+    Value::Object(out)
+}
+
+fn pool_contexts(pool: &str) -> Vec<crate::rbac::Context> {
+    if pool.is_empty() { vec![] } else { vec![crate::rbac::Context::new(crate::rbac::ContextType::Pool, pool)] }
+}
+
+async fn config_read(State(server): AppState, Caller(caller): Caller) -> ApiResult<Response> {
+    let readable = match caller.grants.contexts_for("healing.read", crate::rbac::ContextType::Pool) {
+        Some(pools) if pools.is_empty() => return Err(ApiError::forbidden()),
+        other => other,
+    };
+    let settings = server.store.pool_settings(HEALING).await?;
+    let default = settings.get("").cloned().unwrap_or(Value::Null);
+    let mut out = serde_json::Map::new();
+    out.insert(String::new(), shown(&default, &Value::Null, true));
+    for (pool, own) in settings.iter().filter(|(p, _)| !p.is_empty()) {
+        if readable.as_ref().is_none_or(|r| r.contains(pool)) {
+            out.insert(pool.clone(), shown(own, &default, false));
+        }
+    }
+    Ok(super::json(StatusCode::OK, &out))
+}
+
+/// `POST` with key `pool` and fields `Enabled`, `MaxTimeSinceSuccess`,
+/// `MaxUnresponsiveTime`: the given ones are set.
+async fn config_update(State(server): AppState, Caller(caller): Caller, ip: super::ClientIp, params: Params) -> ApiResult<Response> {
+    let pool = params.get("pool").unwrap_or_default();
+    caller.require("healing.update", &pool_contexts(&pool))?;
+    let mut value = server.store.pool_settings(HEALING).await?.remove(&pool).unwrap_or_else(|| json!({}));
+    if let Some(enabled) = params.optional_bool("Enabled")? {
+        value["Enabled"] = Value::Bool(enabled);
+    }
+    for f in ["MaxTimeSinceSuccess", "MaxUnresponsiveTime"] {
+        if let Some(raw) = params.field(f).filter(|v| !v.is_empty()) {
+            let secs: i64 = raw.parse().ok().filter(|n| *n >= 0).ok_or_else(|| ApiError::bad_request(format!("invalid {f}: {raw:?}")))?;
+            value[f] = json!(secs);
+        }
+    }
+    let target = if pool.is_empty() { crate::events::Target::new("global", "") } else { crate::events::Target::new("pool", &pool) };
+    let event = super::events::record(&server, Some(&caller), &ip, "healing.update", target, super::events::request_data(&params, &[])).await?;
+    let result = server.store.set_pool_setting(HEALING, &pool, Some(&value)).await.map(|()| empty(StatusCode::OK)).map_err(ApiError::from);
+    event.done(result).await
+}
+
+/// `DELETE ?pool=&name=<field>...`: removes those fields (every one without
+/// `name`), so the pool inherits them again.
+async fn config_delete(State(server): AppState, Caller(caller): Caller, ip: super::ClientIp, params: Params) -> ApiResult<Response> {
+    let pool = params.get("pool").unwrap_or_default();
+    caller.require("healing.delete", &pool_contexts(&pool))?;
+    let names = params.all("name");
+    let mut value = server.store.pool_settings(HEALING).await?.remove(&pool).unwrap_or_else(|| json!({}));
+    if let Some(obj) = value.as_object_mut() {
+        if names.is_empty() {
+            obj.clear();
+        }
+        for n in &names {
+            obj.remove(n);
+        }
+    }
+    let target = if pool.is_empty() { crate::events::Target::new("global", "") } else { crate::events::Target::new("pool", &pool) };
+    let event = super::events::record(&server, Some(&caller), &ip, "healing.delete", target, super::events::request_data(&params, &[])).await?;
+    let keep = value.as_object().is_some_and(|o| !o.is_empty());
+    let result = server.store.set_pool_setting(HEALING, &pool, keep.then_some(&value)).await.map(|()| empty(StatusCode::OK)).map_err(ApiError::from);
+    event.done(result).await
 }
 
 /// Newest repairs shown.

@@ -12,6 +12,7 @@ mod auth;
 mod cnames;
 mod deploy;
 mod deploys;
+mod dockerlogs;
 mod env;
 mod event_blocks;
 mod healing;
@@ -109,6 +110,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = nodes::routes(routes);
     let routes = nodecontainers::routes(routes);
     let routes = healing::routes(routes);
+    let routes = dockerlogs::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router

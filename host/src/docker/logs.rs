@@ -1,5 +1,6 @@
 //! Container output into the app log: one task per followed container reads
-//! the engine's log stream (stdout and stderr, from now on) and writes what
+//! the engine's log stream (stdout and stderr; from its start when it started
+//! in the last [`FRESH_SECS`], else from now) and writes what
 //! arrived every [`FLUSH_EVERY`], one INSERT per batch, under the unit's name.
 //! A task ends with its container (or its engine connection); following a
 //! container twice is one follow.
@@ -50,8 +51,25 @@ impl Followers {
     }
 }
 
+/// A container that started this recently is followed from its start, so
+/// a new unit's first lines are kept; older ones from now (a torii restart
+/// re-follows them without repeating their history).
+const FRESH_SECS: i64 = 120;
+
 async fn copy(inner: &Inner, client: &Docker, id: &str, app: &str, unit: &str) {
-    let since = i32::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    let now = chrono::Utc::now().timestamp();
+    let started = client
+        .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+        .await
+        .ok()
+        .and_then(|c| c.state?.started_at)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.timestamp());
+    let since = match started {
+        Some(t) if now - t <= FRESH_SECS => t,
+        _ => now,
+    };
+    let since = i32::try_from(since).unwrap_or(0);
     let options = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).since(since).build();
     let mut stream = client.logs(id, Some(options));
     let mut pending = String::new();

@@ -17,6 +17,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// The pool setting kind of container log configs (`/docker/logs`).
+pub const LOGS_SETTING: &str = "logs";
+
 /// Why an engine call did not succeed (shown to the plugin, and from it to the user).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -63,6 +66,8 @@ pub struct Spec {
     pub port: Option<u16>,
     pub memory: u64,
     pub cpu_milli: u32,
+    /// The log driver and its options (`/docker/logs`); `None`: the engine's default.
+    pub log: Option<(String, BTreeMap<String, String>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +190,7 @@ impl Engines {
                 port_bindings: bindings,
                 memory: (spec.memory > 0).then(|| i64::try_from(spec.memory).unwrap_or(i64::MAX)),
                 nano_cpus: (spec.cpu_milli > 0).then(|| i64::from(spec.cpu_milli) * 1_000_000),
+                log_config: spec.log.map(|(driver, opts)| bollard::models::HostConfigLogConfig { typ: Some(driver), config: Some(opts.into_iter().collect()) }),
                 privileged: Some(false),
                 ..Default::default()
             }),

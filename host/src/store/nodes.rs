@@ -133,3 +133,32 @@ impl Store {
         Ok(done.rows_affected())
     }
 }
+
+impl Store {
+    /// Every pool's setting of `kind` (`healing`, `logs`): pool → JSON object.
+    pub async fn pool_settings(&self, kind: &str) -> StoreResult<std::collections::BTreeMap<String, serde_json::Value>> {
+        let rows = sqlx::query("SELECT pool, value FROM pool_settings WHERE kind = $1 ORDER BY pool").bind(kind).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let value: String = r.try_get("value")?;
+                Ok((r.try_get("pool")?, serde_json::from_str(&value).unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    /// Sets (or, with `None`, removes) `pool`'s setting of `kind`.
+    pub async fn set_pool_setting(&self, kind: &str, pool: &str, value: Option<&serde_json::Value>) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM pool_settings WHERE kind = $1 AND pool = $2").bind(kind).bind(pool).execute(&mut *tx).await?;
+        if let Some(value) = value {
+            sqlx::query("INSERT INTO pool_settings (kind, pool, value) VALUES ($1, $2, $3)")
+                .bind(kind)
+                .bind(pool)
+                .bind(value.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

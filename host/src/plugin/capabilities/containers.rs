@@ -50,8 +50,19 @@ impl PluginState {
     }
 }
 
+/// The log config (`/docker/logs`) of the pool `node` is in, else the default's.
+async fn log_config(host: &HostCtx, node: &str) -> Option<(String, std::collections::BTreeMap<String, String>)> {
+    let pool = host.store.node(node).await.ok().flatten()?.pool;
+    let settings = host.store.pool_settings(crate::docker::LOGS_SETTING).await.ok()?;
+    let value = settings.get(&pool).or_else(|| settings.get(""))?;
+    let driver = value["Driver"].as_str().filter(|d| !d.is_empty())?.to_string();
+    let opts = value["LogOpts"].as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect()).unwrap_or_default();
+    Some((driver, opts))
+}
+
 fn spec(s: ContainerSpec) -> crate::docker::Spec {
     crate::docker::Spec {
+        log: None,
         name: s.name,
         image: s.image,
         cmd: s.cmd,
@@ -109,22 +120,24 @@ impl Host for PluginState {
         let mut allowed = std::collections::HashMap::new();
         for p in &placements {
             if !allowed.contains_key(&p.node) {
-                allowed.insert(p.node.clone(), owns_node(&host, &p.node).await);
+                allowed.insert(p.node.clone(), (owns_node(&host, &p.node).await, log_config(&host, &p.node).await));
             }
         }
         let limit = Duration::from_millis(u64::from(timeout_ms));
         let starts = placements.into_iter().map(|p| {
-            let (engines, allowed) = (engines.clone(), allowed[&p.node].clone());
+            let (engines, (allowed, log)) = (engines.clone(), allowed[&p.node].clone());
             async move {
                 allowed?;
-                engines.run(&p.node, spec(p.spec), p.wait_listening, limit).await.map(container).map_err(|e| e.to_string())
+                let spec = crate::docker::Spec { log, ..spec(p.spec) };
+                engines.run(&p.node, spec, p.wait_listening, limit).await.map(container).map_err(|e| e.to_string())
             }
         });
         Ok(futures_util::future::join_all(starts).await)
     }
 
     async fn create(&mut self, node: String, spec: ContainerSpec) -> wasmtime::Result<Result<String, String>> {
-        let spec = self::spec(spec);
+        let log = log_config(&self.host, &node).await;
+        let spec = crate::docker::Spec { log, ..self::spec(spec) };
         self.on_node(&node, async |e| e.create(&node, spec).await).await
     }
 
