@@ -515,7 +515,7 @@ backends! {
             .expect_error(400, "node container config name cannot be empty");
         let form = [("Name", name.as_str()), ("Config.Image", image.as_str()), ("Config.Cmd", "sleep"), ("Config.Cmd", "3600"), ("Config.Env.0", "A=1")];
         t.req("POST", "/1.2/nodecontainers").admin().form(&form).send().await.expect(200, "");
-        t.req("POST", "/1.2/nodecontainers").admin().form(&form).send().await.expect_error(409, &format!("node container {name:?} already exists"));
+        t.req("POST", "/1.2/nodecontainers").admin().form(&form).send().await.expect_error(400, &format!("node container {name:?} already exists"));
         for node in &nodes {
             assert!(node_container_env(node, &name).contains(&"A=1".to_string()));
         }

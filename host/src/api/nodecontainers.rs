@@ -121,7 +121,8 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         return Err(ApiError::not_found("Pool does not exist."));
     }
     if all(&server).await?.get(&name).is_some_and(|pools| pools.contains_key(&pool)) {
-        return Err(ApiError::conflict(format!("node container {name:?} already exists")));
+        // tsuru reports it as a validation error (400), as its spec documents.
+        return Err(ApiError::bad_request(format!("node container {name:?} already exists")));
     }
     let event = record(&server, Some(&caller), &ip, "nodecontainer.create", Target::new("node-container", &name), request_data(&params, &[])).await?;
     let result = async {
