@@ -4,9 +4,9 @@
 //! repair becomes a finished `healer` event on the new unit (`/1.3/healing`
 //! lists them).
 //!
-//! An app an operation holds (a deploy, a scale) is left for the next round;
-//! a repair racing an operation that starts meanwhile can at worst start one
-//! unit too many, which the next `apply` or round removes.
+//! A round holds the app's lock while it reconciles (an internal event,
+//! discarded afterwards), so no operation changes the app's units meanwhile;
+//! an app an operation holds is left for the next round.
 
 use crate::events::{Allowed, EventSpec, Owner, Target};
 use crate::plugin::provisioner::{Repair, app_state};
@@ -63,7 +63,17 @@ pub async fn round(server: &Arc<Server>) -> usize {
             if view.lock_event.is_some() || !idle || !view.versions.iter().any(|v| v.routable) {
                 continue;
             }
-            match provisioner.reconcile(app_state(&view)).await {
+            // The app's lock, so no operation changes its units meanwhile;
+            // held by a running operation: next round.
+            let Some(lock) = lock(server, &app).await else { continue };
+            // The state as it is under the lock.
+            let Ok(Some(view)) = server.store.app_view(&app).await else {
+                lock.discard().await;
+                continue;
+            };
+            let outcome = provisioner.reconcile(app_state(&view)).await;
+            lock.discard().await;
+            match outcome {
                 Ok(repairs) => {
                     for r in repairs {
                         record(server, &app, &r).await;
@@ -75,6 +85,24 @@ pub async fn round(server: &Arc<Server>) -> usize {
         }
     }
     repaired
+}
+
+/// Takes `app`'s lock for a round, as an internal event that is discarded
+/// afterwards; `None` when an operation holds the app.
+async fn lock(server: &Arc<Server>, app: &str) -> Option<crate::events::RunningEvent> {
+    let spec = EventSpec {
+        target: Target::new("app", app),
+        kind: HEALER.into(),
+        internal: true,
+        owner: Owner::Internal,
+        source_ip: String::new(),
+        allowed: Allowed::new("app.read.events", vec![Context::new(ContextType::App, app)]),
+        allowed_cancel: None,
+        cancelable: false,
+        start_custom: serde_json::json!({"app": app}),
+        lock: true,
+    };
+    server.events.start(spec).await.ok()
 }
 
 async fn record(server: &Arc<Server>, app: &str, r: &Repair) {

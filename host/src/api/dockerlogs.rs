@@ -54,7 +54,7 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
             server.store.set_pool_setting(LOGS_SETTING, &pool, Some(&value)).await.map_err(|e| e.to_string())?;
             w.message("Log config successfully updated.\n").await;
             if restart {
-                restart_units(&server, &pool, &w).await?;
+                restart_units(&server, &caller, &ip, &pool, &w).await?;
             }
             Ok(())
         }
@@ -65,7 +65,13 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
 
 /// Replaces every unit of the pool's apps (every node pool's with `pool` ""),
 /// one at a time, so they are created with the new log config.
-async fn restart_units(server: &crate::server::Server, pool: &str, w: &super::stream::StreamWriter) -> Result<(), String> {
+async fn restart_units(
+    server: &std::sync::Arc<crate::server::Server>,
+    caller: &crate::auth::Identity,
+    ip: &ClientIp,
+    pool: &str,
+    w: &super::stream::StreamWriter,
+) -> Result<(), String> {
     let pools: Vec<String> = if pool.is_empty() {
         server.store.pools().await.map_err(|e| e.to_string())?.into_iter().map(|p| p.name).collect()
     } else {
@@ -73,16 +79,19 @@ async fn restart_units(server: &crate::server::Server, pool: &str, w: &super::st
     };
     for p in pools {
         for app in server.store.app_names_where(AppColumn::Pool, &p).await.map_err(|e| e.to_string())? {
-            let Some(record) = server.store.app(&app).await.map_err(|e| e.to_string())? else { continue };
-            let provisioner = super::provision::provisioner_of(server, &record).await.map_err(|e| e.message)?;
-            if !server.config.uses_nodes(provisioner.name()) {
-                continue;
-            }
-            let desired = super::provision::desired(server, &app).await.map_err(|e| e.message)?;
-            for unit in provisioner.units(desired.clone()).await.map_err(|e| e.to_string())? {
-                w.message(&format!(" ---> restarting unit {} of app {app:?}\n", unit.name)).await;
-                provisioner.kill_unit(desired.clone(), &unit.id).await.map_err(|e| format!("unit {}: {e}", unit.name))?;
-            }
+            super::provision::under_app_lock(server, caller, ip, "pool.update.logs", &app, async |record| {
+                let provisioner = super::provision::provisioner_of(server, &record).await.map_err(|e| e.message)?;
+                if !server.config.uses_nodes(provisioner.name()) {
+                    return Ok(());
+                }
+                let desired = super::provision::desired(server, &app).await.map_err(|e| e.message)?;
+                for unit in provisioner.units(desired.clone()).await.map_err(|e| e.to_string())? {
+                    w.message(&format!(" ---> restarting unit {} of app {app:?}\n", unit.name)).await;
+                    provisioner.kill_unit(desired.clone(), &unit.id).await.map_err(|e| format!("unit {}: {e}", unit.name))?;
+                }
+                Ok(())
+            })
+            .await?;
         }
     }
     Ok(())

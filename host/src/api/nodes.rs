@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::apps::{UnitJson, unit_json, units_of};
+use super::provision::under_app_lock;
 use super::events::{record, request_data};
 use super::params::Params;
 use super::stream::{KEEPALIVE, json_stream, text_stream};
@@ -231,12 +232,15 @@ async fn remove(
                 node.status = NODE_REMOVING.into();
                 server.store.update_node(&node).await.map_err(|e| e.to_string())?;
                 for app in server.store.app_names_where(AppColumn::Pool, &node.pool).await.map_err(|e| e.to_string())? {
-                    let Some(record) = server.store.app(&app).await.map_err(|e| e.to_string())? else { continue };
-                    let provisioner = super::provision::provisioner_of(&server, &record).await.map_err(|e| e.message)?;
                     out.write(&format!("---- Moving the units of app {app:?} off {address} ----\n")).await;
-                    for line in super::provision::apply(&server, provisioner, &app).await? {
-                        out.write(&line).await;
-                    }
+                    under_app_lock(&server, &caller, &ip, "node.delete", &app, async |record| {
+                        let provisioner = super::provision::provisioner_of(&server, &record).await.map_err(|e| e.message)?;
+                        for line in super::provision::apply(&server, provisioner, &app).await? {
+                            out.write(&line).await;
+                        }
+                        Ok(())
+                    })
+                    .await?;
                 }
             }
             server.store.remove_node(&address).await.map_err(|e| e.to_string())?;
@@ -286,16 +290,19 @@ async fn rebalance(State(server): AppState, Caller(caller): Caller, ip: ClientIp
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
         let result = async {
             for app in &apps {
-                let Some(record) = server.store.app(app).await.map_err(|e| e.to_string())? else { continue };
-                let provisioner = super::provision::provisioner_of(&server, &record).await.map_err(|e| e.message)?;
-                let desired = super::provision::desired(&server, app).await.map_err(|e| e.message)?;
-                let lines = provisioner.rebalance(desired, dry).await.map_err(|e| format!("app {app:?}: {e}"))?;
-                if !lines.is_empty() {
-                    w.message(&format!("---- Rebalancing app {app:?} ----\n")).await;
-                    for line in lines {
-                        w.message(&line).await;
+                under_app_lock(&server, &caller, &ip, "node.update.rebalance", app, async |record| {
+                    let provisioner = super::provision::provisioner_of(&server, &record).await.map_err(|e| e.message)?;
+                    let desired = super::provision::desired(&server, app).await.map_err(|e| e.message)?;
+                    let lines = provisioner.rebalance(desired, dry).await.map_err(|e| format!("app {app:?}: {e}"))?;
+                    if !lines.is_empty() {
+                        w.message(&format!("---- Rebalancing app {app:?} ----\n")).await;
+                        for line in lines {
+                            w.message(&line).await;
+                        }
                     }
-                }
+                    Ok(())
+                })
+                .await?;
             }
             w.message(if dry { "Units would be rebalanced as above.\n" } else { "Units successfully rebalanced!\n" }).await;
             Ok(())
@@ -317,15 +324,28 @@ async fn find_unit(server: &Arc<Server>, id: &str) -> ApiResult<(Arc<crate::stor
     Err(ApiError::not_found(format!("Container {id} not found")))
 }
 
-/// Moves `units` of `app` to `to` through its provisioner, into the stream.
-async fn move_units(server: &Server, app: &str, units: Vec<String>, to: &str, w: &super::stream::StreamWriter) -> Result<(), String> {
-    let record = server.store.app(app).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("App {app} not found."))?;
-    let provisioner = super::provision::provisioner_of(server, &record).await.map_err(|e| e.message)?;
-    let desired = super::provision::desired(server, app).await.map_err(|e| e.message)?;
-    for line in provisioner.move_units(desired, units, to).await.map_err(|e| format!("app {app:?}: {e}"))? {
-        w.message(&line).await;
-    }
-    Ok(())
+/// Moves `units` of `app` to `to` through its provisioner, under the app's
+/// lock, into the stream.
+#[allow(clippy::too_many_arguments)]
+async fn move_units(
+    server: &Arc<Server>,
+    caller: &crate::auth::Identity,
+    ip: &ClientIp,
+    kind: &str,
+    app: &str,
+    units: Vec<String>,
+    to: &str,
+    w: &super::stream::StreamWriter,
+) -> Result<(), String> {
+    under_app_lock(server, caller, ip, kind, app, async |record| {
+        let provisioner = super::provision::provisioner_of(server, &record).await.map_err(|e| e.message)?;
+        let desired = super::provision::desired(server, app).await.map_err(|e| e.message)?;
+        for line in provisioner.move_units(desired, units, to).await.map_err(|e| format!("app {app:?}: {e}"))? {
+            w.message(&line).await;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// `POST /docker/container/{id}/move` (key `to`): one unit to another node.
@@ -343,7 +363,7 @@ async fn move_one(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
         let result = async {
             w.message(&format!("---- Moving unit {} of app {:?} to {to} ----\n", unit.name, view.app.name)).await;
-            move_units(&server, &view.app.name, vec![unit.id.clone()], &to, &w).await
+            move_units(&server, &caller, &ip, "node.update.move.container", &view.app.name, vec![unit.id.clone()], &to, &w).await
         }
         .await;
         event.done(result).await
@@ -369,7 +389,7 @@ async fn move_all(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
                 let units: Vec<String> = units_of(&server, &view).await?.iter().filter(|u| u.node == from).map(|u| u.id.clone()).collect();
                 if !units.is_empty() {
                     w.message(&format!("---- Moving {} units of app {app:?} from {from} to {to} ----\n", units.len())).await;
-                    move_units(&server, &app, units, &to, &w).await?;
+                    move_units(&server, &caller, &ip, "node.update.move.containers", &app, units, &to, &w).await?;
                 }
             }
             w.message("Containers moved successfully!\n").await;

@@ -35,6 +35,26 @@ pub async fn apply(server: &Server, provisioner: &Provisioner, app: &str) -> Res
     provisioner.apply_stored(&server.store, app).await
 }
 
+/// Runs `work` on `app` under the app's lock (an event of `kind` on the app,
+/// as the caller), so node operations (moves, rebalance, node removal, log
+/// restarts) never race a deploy, a scale or a healing round on it.
+pub async fn under_app_lock<F, Fut>(
+    server: &std::sync::Arc<Server>,
+    caller: &crate::auth::Identity,
+    ip: &super::ClientIp,
+    kind: &str,
+    app: &str,
+    work: F,
+) -> Result<(), String>
+where
+    F: FnOnce(AppRecord) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let record = server.store.app(app).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("App {app} not found."))?;
+    let event = super::apps::app_event(server, caller, ip, kind, &record, serde_json::json!({"app": app})).await.map_err(|e| e.message)?;
+    event.done(work(record).await).await
+}
+
 /// Hands `app`'s desired state to its pool's provisioner and writes the
 /// lines it reports into the request's stream.
 pub async fn apply_streamed(server: &Server, app: &AppRecord, w: &StreamWriter) -> Result<(), String> {

@@ -226,6 +226,18 @@ impl Events {
         }
     }
 
+    /// Drops a running event without a trace: its lock is released and the
+    /// event removed (no webhook, nothing in the list).
+    async fn discard(&self, id: &str, locked: bool) {
+        let result = self.store.discard_event(id).await;
+        if locked {
+            self.held.lock().unwrap().remove(id);
+        }
+        if let Err(e) = result {
+            tracing::error!(event = id, error = %e, "could not discard an event");
+        }
+    }
+
     async fn finish(&self, id: &str, locked: bool, error: &str, log: &[LogEntry], end_data: &serde_json::Value) {
         let log = serde_json::to_string(log).expect("serialisable");
         let result = self.store.finish_event(id, now_millis(), error, &log, &end_data.to_string()).await;
@@ -298,6 +310,15 @@ impl RunningEvent {
         self.finished = true;
         self.events.finish(&self.id, self.locked, &error, &log, &end_data).await;
         result
+    }
+}
+
+impl RunningEvent {
+    /// Ends an event whose work turned out to be nothing worth recording
+    /// (a healing round that repaired nothing): it leaves no trace.
+    pub async fn discard(mut self) {
+        self.finished = true;
+        self.events.discard(&self.id, self.locked).await;
     }
 }
 

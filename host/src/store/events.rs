@@ -233,6 +233,23 @@ impl Store {
     }
 
     /// Ends an event and releases its lock.
+    /// Removes a running event and its lock, as if it never ran.
+    pub async fn discard_event(&self, id: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let released = sqlx::query("DELETE FROM event_locks WHERE event_id = $1 RETURNING target_type, target_value")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let released_app: Option<String> = match released {
+            Some(row) if row.try_get::<String, _>("target_type")? == "app" => Some(row.try_get("target_value")?),
+            _ => None,
+        };
+        let _stale = released_app.as_deref().map(|app| self.views.stale(app));
+        sqlx::query("DELETE FROM events WHERE id = $1 AND running = 1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn finish_event(&self, id: &str, end_time: i64, error: &str, log: &str, end_custom: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         let released = sqlx::query("DELETE FROM event_locks WHERE event_id = $1 RETURNING target_type, target_value")
