@@ -16,6 +16,7 @@
 mod common;
 
 use common::{CONNECTIONS, Load, MEASURE, Target, Torii, WARMUP, free_port, micros};
+use reqwest::Method;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -122,15 +123,7 @@ async fn main() {
 
     // Ten units through the API (started and answering) vs ten `docker run -d`.
     let start = Instant::now();
-    let res = torii
-        .client
-        .put(format!("{}/1.0/apps/{app}/units", torii.base))
-        .bearer_auth(&torii.token)
-        .form(&[("units", "10"), ("process", "web")])
-        .send()
-        .await
-        .unwrap();
-    let body = res.text().await.unwrap();
+    let body = torii.send(Method::PUT, &format!("/1.0/apps/{app}/units"), &[("units", "10"), ("process", "web")]).await;
     let units_api = start.elapsed();
     assert!(body.contains("Starting 10 new units") && !body.contains("\"Error\":\"u"), "{body}");
     let start = Instant::now();
@@ -142,26 +135,10 @@ async fn main() {
     let mut rm = vec!["rm", "-f"];
     rm.extend(ids.iter().map(String::as_str));
     docker(&node, &rm);
-    let res = torii
-        .client
-        .delete(format!("{}/1.0/apps/{app}/units?units=10&process=web", torii.base))
-        .bearer_auth(&torii.token)
-        .send()
-        .await
-        .unwrap();
-    res.text().await.unwrap();
+    torii.send(Method::DELETE, &format!("/1.0/apps/{app}/units?units=10&process=web"), &[]).await;
 
     // One unit: through torii's router, and through nginx to the same unit.
-    let info: serde_json::Value = torii
-        .client
-        .get(format!("{}/1.0/apps/{app}", torii.base))
-        .bearer_auth(&torii.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: serde_json::Value = serde_json::from_str(&torii.send(Method::GET, &format!("/1.0/apps/{app}"), &[]).await).unwrap();
     let units = info["units"].as_array().unwrap();
     assert_eq!(units.len(), 1, "{units:?}");
     let unit = units[0]["Address"]["Host"].as_str().unwrap().to_string();
@@ -195,8 +172,6 @@ async fn main() {
         }
         None => println!("nginx -> unit: skipped (nginx not installed; apt-get install nginx-light)"),
     }
-    // Removing the app takes its containers away; wait for the stream to end.
-    if let Ok(res) = torii.client.delete(format!("{}/1.0/apps/{app}", torii.base)).bearer_auth(&torii.token).send().await {
-        let _ = res.text().await;
-    }
+    // Removing the app takes its containers away; the stream ends when they are gone.
+    torii.send(Method::DELETE, &format!("/1.0/apps/{app}"), &[]).await;
 }

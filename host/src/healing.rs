@@ -90,8 +90,13 @@ pub async fn round(server: &Arc<Server>) -> usize {
 /// Takes `app`'s lock for a round, as an internal event that is discarded
 /// afterwards; `None` when an operation holds the app.
 async fn lock(server: &Arc<Server>, app: &str) -> Option<crate::events::RunningEvent> {
-    let spec = EventSpec {
-        target: Target::new("app", app),
+    server.events.start(healer_event(Target::new("app", app), app, serde_json::json!({"app": app}), true)).await.ok()
+}
+
+/// An internal `healer` event on `target`, readable by whoever reads `app`'s events.
+fn healer_event(target: Target, app: &str, data: serde_json::Value, lock: bool) -> EventSpec {
+    EventSpec {
+        target,
         kind: HEALER.into(),
         internal: true,
         owner: Owner::Internal,
@@ -99,34 +104,22 @@ async fn lock(server: &Arc<Server>, app: &str) -> Option<crate::events::RunningE
         allowed: Allowed::new("app.read.events", vec![Context::new(ContextType::App, app)]),
         allowed_cancel: None,
         cancelable: false,
-        start_custom: serde_json::json!({"app": app}),
-        lock: true,
-    };
-    server.events.start(spec).await.ok()
+        start_custom: data,
+        lock,
+    }
 }
 
 async fn record(server: &Arc<Server>, app: &str, r: &Repair) {
     tracing::info!(app, failing = r.failing_unit, created = r.created_unit, reason = r.reason, "healing: unit replaced");
-    let spec = EventSpec {
-        target: Target::new("container", &r.created_unit),
-        kind: HEALER.into(),
-        internal: true,
-        owner: Owner::Internal,
-        source_ip: String::new(),
-        allowed: Allowed::new("app.read.events", vec![Context::new(ContextType::App, app)]),
-        allowed_cancel: None,
-        cancelable: false,
-        start_custom: serde_json::json!({
-            "app": app,
-            "failingUnit": r.failing_unit,
-            "failingNode": r.failing_node,
-            "createdUnit": r.created_unit,
-            "createdNode": r.created_node,
-            "reason": r.reason,
-        }),
-        lock: false,
-    };
-    match server.events.start(spec).await {
+    let data = serde_json::json!({
+        "app": app,
+        "failingUnit": r.failing_unit,
+        "failingNode": r.failing_node,
+        "createdUnit": r.created_unit,
+        "createdNode": r.created_node,
+        "reason": r.reason,
+    });
+    match server.events.start(healer_event(Target::new("container", &r.created_unit), app, data, false)).await {
         Ok(event) => {
             let _ = event.done(Ok::<(), String>(())).await;
         }

@@ -262,11 +262,12 @@ backends! {
     }
 }
 
-/// A server whose healing runs every second, with both engines as nodes of a
+/// A server whose healing runs every second and whose engine calls give up
+/// after `call_timeout_ms`, with both engines as nodes of a
 /// fresh docker pool; the pool's name.
-async fn healing_server(b: Backend, nodes: &[String; 2]) -> (TestServer, String) {
+async fn healing_server(b: Backend, nodes: &[String; 2], call_timeout_ms: u64) -> (TestServer, String) {
     let mut o = Options::new(b);
-    o.extra_toml = "[healing]\ninterval_secs = 1\n[docker]\ncall_timeout_ms = 2000\n".into();
+    o.extra_toml = format!("[healing]\ninterval_secs = 1\n[docker]\ncall_timeout_ms = {call_timeout_ms}\n");
     let t = TestServer::start_with(o).await;
     t.team("t1").await;
     let pool = unique("heal", b);
@@ -294,7 +295,7 @@ backends! {
         let Some(nodes) = nodes() else { return };
         let _shared = ENGINES.read().await;
         images(&nodes).await;
-        let (t, pool) = healing_server(b, &nodes).await;
+        let (t, pool) = healing_server(b, &nodes, 15_000).await;
         t.req("GET", "/1.3/healing").admin().send().await.expect_status(204);
         t.req("GET", "/1.3/healing?filter=machine").admin().send().await.expect_error(400, "invalid filter, possible values are 'node' or 'container'");
 
@@ -330,7 +331,8 @@ backends! {
         // The repair is recorded once the provisioner has reported it.
         eventually("the repair is recorded", async || t.req("GET", "/1.3/healing").admin().send().await.status == 200).await;
         let history = t.req("GET", "/1.3/healing?filter=container").admin().send().await.json();
-        let entry = &history[0];
+        let entry = history.as_array().unwrap().iter().find(|e| e["FailingContainer"]["ID"] == json!(name)).unwrap_or_else(|| panic!("{history:#}"));
+        assert_eq!(history.as_array().unwrap().len(), 1, "one repair: {history:#}");
         assert_eq!((entry["Action"].clone(), entry["FailingContainer"]["ID"].clone(), entry["Successful"].clone()), (json!("container-healing"), json!(name), json!(true)));
         assert_eq!(entry["FailingNode"]["Address"], json!(nodes[0]));
         assert!(entry["Reason"].as_str().unwrap().starts_with(&format!("unit {name} was exited")), "{entry}");
@@ -387,7 +389,7 @@ backends! {
     async fn archives_deploy_onto_a_platform_built_from_its_dockerfile(b) {
         let Some(nodes) = nodes() else { return };
         let _shared = ENGINES.read().await;
-        let (t, pool) = healing_server(b, &nodes).await;
+        let (t, pool) = healing_server(b, &nodes, 15_000).await;
         // A platform from an uploaded Dockerfile; its other form fields are build arguments.
         let platform = unique("busy", b);
         let dockerfile = format!("FROM {}\nARG GREETING\nRUN mkdir -p /etc/torii && echo \"$GREETING\" > /etc/torii/greeting\n", base_image());
@@ -455,7 +457,7 @@ backends! {
         for node in &nodes {
             build(node, "torii-test/slow:1", &slow);
         }
-        let (t, pool) = healing_server(b, &nodes).await;
+        let (t, pool) = healing_server(b, &nodes, 2_000).await;
         // Units land on node B only.
         t.req("PUT", "/1.2/node").admin().form(&[("Address", nodes[0].as_str()), ("Disable", "true")]).send().await.expect(200, "");
         let app = unique("fault", b);
@@ -506,7 +508,7 @@ backends! {
     async fn node_containers_run_on_every_node_of_their_pools(b) {
         let Some(nodes) = nodes() else { return };
         let _shared = ENGINES.read().await;
-        let (t, pool) = healing_server(b, &nodes).await;
+        let (t, pool) = healing_server(b, &nodes, 15_000).await;
         let name = unique("agent", b);
         let image = base_image();
         t.req("POST", "/1.2/nodecontainers").admin().form(&[("Name", name.as_str())]).send().await

@@ -152,10 +152,20 @@ impl Torii {
 
     /// POSTs a form as the root user; panics unless it succeeds.
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> String {
-        let res = self.client.post(format!("{}{path}", self.base)).bearer_auth(&self.token).form(form).send().await.unwrap();
+        self.send(reqwest::Method::POST, path, form).await
+    }
+
+    /// Sends a request (with a form, unless empty) as the root user and reads
+    /// the whole answer (a stream to its end); panics unless it succeeds.
+    pub async fn send(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> String {
+        let mut req = self.client.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if !form.is_empty() {
+            req = req.form(form);
+        }
+        let res = req.send().await.unwrap();
         let status = res.status();
         let body = res.text().await.unwrap_or_default();
-        assert!(status.is_success(), "POST {path}: {status} {body}");
+        assert!(status.is_success(), "{method} {path}: {status} {body}");
         body
     }
 

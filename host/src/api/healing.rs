@@ -116,7 +116,8 @@ async fn history(State(server): AppState, Caller(caller): Caller, params: Params
         // torii heals units; nodes are not replaced (no IaaS makes new ones).
         "node" => Vec::new(),
         "" | "container" => {
-            let q = EventQuery { kind_names: vec![HEALER.into()], ..EventQuery::default() };
+            // Repairs only: a round's own (app lock) event is not one.
+            let q = EventQuery { kind_names: vec![HEALER.into()], target_type: Some("container".into()), ..EventQuery::default() };
             server.store.events(&q, 0, HISTORY).await?.iter().map(entry).collect()
         }
         _ => return Err(ApiError::bad_request("invalid filter, possible values are 'node' or 'container'")),

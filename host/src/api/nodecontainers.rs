@@ -124,12 +124,28 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         // tsuru reports it as a validation error (400), as its spec documents.
         return Err(ApiError::bad_request(format!("node container {name:?} already exists")));
     }
-    let event = record(&server, Some(&caller), &ip, "nodecontainer.create", Target::new("node-container", &name), request_data(&params, &[])).await?;
+    save(&server, &caller, &ip, "nodecontainer.create", &name, &pool, &config, &params).await
+}
+
+/// Stores `config` as `name`'s for `pool` under an event of `kind`, then
+/// brings the containers on the nodes in line (a node that fails is retried
+/// by the next change; the config stays).
+#[allow(clippy::too_many_arguments)]
+async fn save(
+    server: &std::sync::Arc<Server>,
+    caller: &crate::auth::Identity,
+    ip: &ClientIp,
+    kind: &str,
+    name: &str,
+    pool: &str,
+    config: &Value,
+    params: &Params,
+) -> ApiResult<Response> {
+    let event = record(server, Some(caller), ip, kind, Target::new("node-container", name), request_data(params, &[])).await?;
     let result = async {
-        server.store.set_node_container(&name, &pool, &config).await?;
-        // Started on the nodes now; a node that fails is retried by the next change.
-        if let Err(e) = ensure_all(&server.docker, &server.store, Some(&name), None, false).await {
-            tracing::warn!(name, error = %e, "node container: not started everywhere");
+        server.store.set_node_container(name, pool, config).await?;
+        if let Err(e) = ensure_all(&server.docker, &server.store, Some(name), None, false).await {
+            tracing::warn!(name, error = %e, "node container: not in line on every node");
         }
         Ok(empty(StatusCode::OK))
     }
@@ -160,16 +176,7 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
             }
         }
     }
-    let event = record(&server, Some(&caller), &ip, "nodecontainer.update", Target::new("node-container", &name), request_data(&params, &[])).await?;
-    let result = async {
-        server.store.set_node_container(&name, &pool, &config).await?;
-        if let Err(e) = ensure_all(&server.docker, &server.store, Some(&name), None, false).await {
-            tracing::warn!(name, error = %e, "node container: not updated everywhere");
-        }
-        Ok(empty(StatusCode::OK))
-    }
-    .await;
-    event.done(result).await
+    save(&server, &caller, &ip, "nodecontainer.update", &name, &pool, &config, &params).await
 }
 
 /// `DELETE ?pool=&kill=true`: drops the config (of `pool`, or every one);
@@ -178,10 +185,13 @@ async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
     let pool = params.get("pool").unwrap_or_default();
     caller.require("nodecontainer.delete", &contexts(&pool))?;
     let kill = params.get("kill").and_then(|k| super::params::parse_bool(&k)).unwrap_or(false);
-    if server.store.delete_node_container(&name, Some(&pool)).await? == 0 {
+    if !all(&server).await?.get(&name).is_some_and(|pools| pools.contains_key(&pool)) {
         return Err(ApiError::not_found(format!("node container {name:?} not found")));
     }
     let event = record(&server, Some(&caller), &ip, "nodecontainer.delete", Target::new("node-container", &name), request_data(&params, &[])).await?;
+    if let Err(e) = server.store.delete_node_container(&name, &pool).await {
+        return event.done(Err(ApiError::from(e))).await;
+    }
     if !kill {
         return event.done(Ok(empty(StatusCode::OK))).await;
     }

@@ -458,25 +458,24 @@ impl Engines {
     }
 }
 
-/// Whether something listens behind `addr` (127.0.0.1 only): connect, send
-/// nothing, and see the connection stay open for a moment. docker-proxy
-/// accepts on the published port even when the container's server is not up
-/// yet, then closes at once.
+/// Whether the unit's web server answers behind `addr` (127.0.0.1 only): an
+/// HTTP request gets any answer within a second. Accepting is not enough:
+/// docker-proxy accepts on the published port before the container's
+/// server is up (and holds the connection when it cannot reach it).
 async fn answers(addr: &str) -> bool {
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(parsed) = addr.parse::<std::net::SocketAddr>() else { return false };
     if !parsed.ip().is_loopback() {
         return false;
     }
-    let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(parsed)).await else {
-        return false;
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(parsed).await.ok()?;
+        stream.write_all(b"GET / HTTP/1.0\r\nHost: torii-probe\r\nUser-Agent: torii-readiness\r\n\r\n").await.ok()?;
+        let mut first = [0u8; 5];
+        let n = stream.read(&mut first).await.ok()?;
+        Some(n > 0)
     };
-    let mut byte = [0u8; 1];
-    match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut byte)).await {
-        Err(_) => true,       // still open: a server is there, waiting for a request
-        Ok(Ok(n)) => n > 0,   // it spoke first
-        Ok(Err(_)) => false,  // reset
-    }
+    matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Some(true)))
 }
 
 /// `repo:tag` split at the last colon after the last slash; `latest` without one.

@@ -232,34 +232,33 @@ impl Store {
         Ok(())
     }
 
-    /// Ends an event and releases its lock.
+    /// Releases event `id`'s lock in `tx`; the app whose lock it was, if an
+    /// app's (its view shows the lock, so it is stale once `tx` commits).
+    async fn release_lock(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str) -> StoreResult<Option<String>> {
+        let released = sqlx::query("DELETE FROM event_locks WHERE event_id = $1 RETURNING target_type, target_value")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(match released {
+            Some(row) if row.try_get::<String, _>("target_type")? == "app" => Some(row.try_get("target_value")?),
+            _ => None,
+        })
+    }
+
     /// Removes a running event and its lock, as if it never ran.
     pub async fn discard_event(&self, id: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let released = sqlx::query("DELETE FROM event_locks WHERE event_id = $1 RETURNING target_type, target_value")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let released_app: Option<String> = match released {
-            Some(row) if row.try_get::<String, _>("target_type")? == "app" => Some(row.try_get("target_value")?),
-            _ => None,
-        };
+        let released_app = Self::release_lock(&mut tx, id).await?;
         let _stale = released_app.as_deref().map(|app| self.views.stale(app));
         sqlx::query("DELETE FROM events WHERE id = $1 AND running = 1").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
 
+    /// Ends an event and releases its lock.
     pub async fn finish_event(&self, id: &str, end_time: i64, error: &str, log: &str, end_custom: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let released = sqlx::query("DELETE FROM event_locks WHERE event_id = $1 RETURNING target_type, target_value")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let released_app: Option<String> = match released {
-            Some(row) if row.try_get::<String, _>("target_type")? == "app" => Some(row.try_get("target_value")?),
-            _ => None,
-        };
+        let released_app = Self::release_lock(&mut tx, id).await?;
         let _stale = released_app.as_deref().map(|app| self.views.stale(app));
         let done = sqlx::query(
             "UPDATE events SET running = 0, end_time = $1, error = $2, log = $3, end_custom = $4, lock_update_time = $1 \

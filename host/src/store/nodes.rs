@@ -124,13 +124,10 @@ impl Store {
             .collect()
     }
 
-    /// Removes `name`'s config for `pool`, or every config of `name`; how many went.
-    pub async fn delete_node_container(&self, name: &str, pool: Option<&str>) -> StoreResult<u64> {
-        let done = match pool {
-            Some(pool) => sqlx::query("DELETE FROM node_containers WHERE name = $1 AND pool = $2").bind(name).bind(pool).execute(&self.pool).await?,
-            None => sqlx::query("DELETE FROM node_containers WHERE name = $1").bind(name).execute(&self.pool).await?,
-        };
-        Ok(done.rows_affected())
+    /// Removes `name`'s config for `pool`; whether there was one.
+    pub async fn delete_node_container(&self, name: &str, pool: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM node_containers WHERE name = $1 AND pool = $2").bind(name).bind(pool).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
     }
 }
 

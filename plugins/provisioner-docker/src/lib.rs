@@ -244,7 +244,10 @@ impl Docker {
             }
         }
         // The missing units: placed one by one by load, then started at once.
+        // While a node does not answer, healing replaces only units seen
+        // dead: the node may be slow rather than gone, and its units may run.
         let need = want.saturating_sub(current);
+        let need = if report.healing && !cluster.unreachable.is_empty() { need.min(failed.len()) } else { need };
         if need > 0 {
             let mut loads = self.loads(cluster, &desired.name, &p.name);
             let mut planned = Vec::with_capacity(need);
