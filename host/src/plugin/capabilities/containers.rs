@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const UNAVAILABLE: &str = "docker engines are not available to this plugin";
+/// The label the host puts on every container a plugin creates: its entry name.
+const OWNER_LABEL: &str = "torii.plugin";
 /// Bound of an image build.
 const BUILD_LIMIT: Duration = Duration::from_secs(600);
 
@@ -48,6 +50,30 @@ impl PluginState {
         }
         Ok(f(&engines).await.map_err(|e| e.to_string()))
     }
+
+    /// Runs `f` on container `id` of `node` once it is one this plugin
+    /// created (carries its owner label); any other is "not found".
+    async fn on_own<T>(
+        &mut self,
+        node: &str,
+        id: &str,
+        f: impl AsyncFnOnce(&Engines, &ContainerInfo) -> Result<T, crate::docker::EngineError>,
+    ) -> wasmtime::Result<Result<T, String>> {
+        let name = self.host.name.clone();
+        self.on_node(node, async |e| {
+            let c = e.inspect(node, id).await?.filter(|c| c.labels.get(OWNER_LABEL) == Some(&name));
+            let c = c.ok_or_else(|| crate::docker::EngineError::Invalid(format!("docker node {node}: no container {id:?} of plugin {name:?}")))?;
+            f(e, &c).await
+        })
+        .await
+    }
+}
+
+/// `spec` with the owner label of plugin `name` (replacing any the plugin set).
+fn owned(mut spec: crate::docker::Spec, name: &str) -> crate::docker::Spec {
+    spec.labels.retain(|(k, _)| k != OWNER_LABEL);
+    spec.labels.push((OWNER_LABEL.to_string(), name.to_string()));
+    spec
 }
 
 /// The log config (`/docker/logs`) of the pool `node` is in, else the default's.
@@ -125,10 +151,10 @@ impl Host for PluginState {
         }
         let limit = Duration::from_millis(u64::from(timeout_ms));
         let starts = placements.into_iter().map(|p| {
-            let (engines, (allowed, log)) = (engines.clone(), allowed[&p.node].clone());
+            let (engines, (allowed, log), owner) = (engines.clone(), allowed[&p.node].clone(), host.name.clone());
             async move {
                 allowed?;
-                let spec = crate::docker::Spec { log, ..spec(p.spec) };
+                let spec = owned(crate::docker::Spec { log, ..spec(p.spec) }, &owner);
                 engines.run(&p.node, spec, p.wait_listening, limit).await.map(container).map_err(|e| e.to_string())
             }
         });
@@ -137,36 +163,47 @@ impl Host for PluginState {
 
     async fn create(&mut self, node: String, spec: ContainerSpec) -> wasmtime::Result<Result<String, String>> {
         let log = log_config(&self.host, &node).await;
-        let spec = crate::docker::Spec { log, ..self::spec(spec) };
+        let spec = owned(crate::docker::Spec { log, ..self::spec(spec) }, &self.host.name);
         self.on_node(&node, async |e| e.create(&node, spec).await).await
     }
 
     async fn start(&mut self, node: String, id: String) -> wasmtime::Result<Result<(), String>> {
-        self.on_node(&node, async |e| e.start(&node, &id).await).await
+        self.on_own(&node, &id, async |e, c| e.start(&node, &c.id).await).await
     }
 
     async fn stop(&mut self, node: String, id: String, timeout_secs: u32) -> wasmtime::Result<Result<(), String>> {
-        self.on_node(&node, async |e| e.stop(&node, &id, timeout_secs).await).await
+        self.on_own(&node, &id, async |e, c| e.stop(&node, &c.id, timeout_secs).await).await
     }
 
     async fn remove(&mut self, node: String, id: String) -> wasmtime::Result<Result<(), String>> {
-        self.on_node(&node, async |e| e.remove(&node, &id).await).await
+        // A container already gone is fine, as the WIT says.
+        let name = self.host.name.clone();
+        self.on_node(&node, async |e| match e.inspect(&node, &id).await? {
+            Some(c) if c.labels.get(OWNER_LABEL) == Some(&name) => e.remove(&node, &c.id).await,
+            Some(_) => Err(crate::docker::EngineError::Invalid(format!("docker node {node}: no container {id:?} of plugin {name:?}"))),
+            None => Ok(()),
+        })
+        .await
     }
 
     async fn inspect(&mut self, node: String, id: String) -> wasmtime::Result<Result<Option<Container>, String>> {
-        Ok(self.on_node(&node, async |e| e.inspect(&node, &id).await).await?.map(|c| c.map(container)))
+        let name = self.host.name.clone();
+        Ok(self.on_node(&node, async |e| e.inspect(&node, &id).await).await?.map(|c| c.filter(|c| c.labels.get(OWNER_LABEL) == Some(&name)).map(container)))
     }
 
     async fn list(&mut self, node: String, labels: Vec<(String, String)>) -> wasmtime::Result<Result<Vec<Container>, String>> {
+        let mut labels = labels;
+        labels.retain(|(k, _)| k != OWNER_LABEL);
+        labels.push((OWNER_LABEL.to_string(), self.host.name.clone()));
         Ok(self.on_node(&node, async |e| e.list(&node, &labels).await).await?.map(|l| l.into_iter().map(container).collect()))
     }
 
     async fn wait_listening(&mut self, node: String, id: String, timeout_ms: u32) -> wasmtime::Result<Result<Option<String>, String>> {
-        self.on_node(&node, async |e| e.wait_listening(&node, &id, Duration::from_millis(u64::from(timeout_ms))).await).await
+        self.on_own(&node, &id, async |e, c| e.wait_listening(&node, &c.id, Duration::from_millis(u64::from(timeout_ms))).await).await
     }
 
     async fn wait(&mut self, node: String, id: String, timeout_secs: u32) -> wasmtime::Result<Result<i64, String>> {
-        self.on_node(&node, async |e| e.wait(&node, &id, timeout_secs).await).await
+        self.on_own(&node, &id, async |e, c| e.wait(&node, &c.id, timeout_secs).await).await
     }
 
     async fn follow_logs(&mut self, node: String, id: String, app: String, unit: String) -> wasmtime::Result<Result<(), String>> {
@@ -177,11 +214,11 @@ impl Host for PluginState {
             Ok(_) => return Ok(Err(format!("app {app:?} is not provisioned by {:?}", host.name))),
             Err(e) => return Ok(Err(e.to_string())),
         }
-        self.on_node(&node, async |e| e.follow_logs(&node, &id, &app, &unit).await).await
+        self.on_own(&node, &id, async |e, c| e.follow_logs(&node, &c.id, &app, &unit).await).await
     }
 
     async fn exec(&mut self, node: String, id: String, cmd: Vec<String>) -> wasmtime::Result<Result<ExecOutput, String>> {
-        Ok(self.on_node(&node, async |e| e.exec(&node, &id, cmd).await).await?.map(|(exit_code, output)| ExecOutput { exit_code, output }))
+        Ok(self.on_own(&node, &id, async |e, c| e.exec(&node, &c.id, cmd).await).await?.map(|(exit_code, output)| ExecOutput { exit_code, output }))
     }
 
     async fn image_info(&mut self, node: String, image: String) -> wasmtime::Result<Result<Option<Image>, String>> {
@@ -232,5 +269,17 @@ impl Host for PluginState {
             cpus: i.cpus,
             memory: i.memory,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_label_is_the_hosts_to_set() {
+        let forged = crate::docker::Spec { labels: vec![(OWNER_LABEL.into(), "other".into()), ("app".into(), "a".into())], ..Default::default() };
+        let spec = owned(forged, "docker");
+        assert_eq!(spec.labels, [("app".to_string(), "a".to_string()), (OWNER_LABEL.to_string(), "docker".to_string())]);
     }
 }
