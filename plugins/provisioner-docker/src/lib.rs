@@ -249,7 +249,7 @@ impl Docker {
         let need = want.saturating_sub(current);
         let need = if report.healing && !cluster.unreachable.is_empty() { need.min(failed.len()) } else { need };
         if need > 0 {
-            let mut loads = self.loads(cluster, &desired.name, &p.name);
+            let mut loads = self.loads(cluster, &p.name);
             let mut planned = Vec::with_capacity(need);
             for _ in 0..need {
                 let n = pick(&loads).ok_or_else(|| format!("no docker node of pool {:?} is ready to run units", desired.pool))?;
@@ -296,7 +296,7 @@ impl Docker {
         let mut remove: Vec<usize> = outdated.clone();
         let mut surplus = current.saturating_sub(want);
         while surplus > 0 {
-            let loads = self.loads_excluding(cluster, &desired.name, &p.name, &remove, v.version);
+            let loads = self.loads_excluding(cluster, &p.name, &remove, v.version);
             let Some(n) = pick_surplus(&loads) else { break };
             let Some(i) = (0..cluster.units.len()).find(|&i| mine(&cluster.units[i]) && cluster.units[i].node == n && !remove.contains(&i)) else {
                 break;
@@ -414,13 +414,13 @@ impl Docker {
         Ok(Placement { node: node.clone(), spec, wait_listening: serves(v, p) })
     }
 
-    fn loads(&self, cluster: &Cluster, app: &str, process: &str) -> Vec<NodeLoad> {
-        self.loads_excluding(cluster, app, process, &[], u32::MAX)
+    /// Node loads for a new unit of `process` (the cluster holds one app's units).
+    fn loads(&self, cluster: &Cluster, process: &str) -> Vec<NodeLoad> {
+        self.loads_excluding(cluster, process, &[], u32::MAX)
     }
 
     /// Node loads, leaving out the units at `skip` (about to go).
-    fn loads_excluding(&self, cluster: &Cluster, app: &str, process: &str, skip: &[usize], version: u32) -> Vec<NodeLoad> {
-        let _ = app;
+    fn loads_excluding(&self, cluster: &Cluster, process: &str, skip: &[usize], version: u32) -> Vec<NodeLoad> {
         cluster
             .nodes
             .iter()
