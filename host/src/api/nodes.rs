@@ -21,7 +21,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::events::Target;
 use crate::rbac::{Context, ContextType};
 use crate::server::Server;
-use crate::store::{AppColumn, NODE_DISABLED, NODE_READY, NodeRecord, now_millis};
+use crate::store::{AppColumn, NODE_DISABLED, NODE_READY, NODE_REMOVING, NodeRecord, now_millis};
 
 pub(super) fn routes(r: Routes) -> Routes {
     r.add("1.2", Method::GET, "/node", list)
@@ -40,9 +40,6 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.0", Method::POST, "/docker/container/{id}/move", move_one)
         .add("1.0", Method::POST, "/docker/containers/move", move_all)
 }
-
-/// Status of a node being removed: its units are moved to the pool's other nodes.
-const NODE_REMOVING: &str = "removing";
 
 fn pool_ctx(pool: &str) -> Context {
     Context::new(ContextType::Pool, pool)

@@ -28,7 +28,7 @@ pub use apps::{AppColumn, AppRecord, AppView, EnvVar, Metadata, MetadataItem};
 pub use blocks::BlockRecord;
 pub use events::{EventQuery, EventRecord, LockOutcome};
 pub use logs::{LogQuery, LogRecord};
-pub use nodes::{NODE_DISABLED, NODE_READY, NodeRecord};
+pub use nodes::{NODE_DISABLED, NODE_READY, NODE_REMOVING, NodeRecord};
 pub use plans::PlanRecord;
 pub use proxy::{ProxyBackend, ProxyEntry};
 pub use platforms::{PlatformRecord, PlatformVersion, platform_image};

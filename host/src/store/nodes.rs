@@ -13,13 +13,15 @@ pub struct NodeRecord {
     pub pool: String,
     /// tsuru's node metadata, without `pool`.
     pub metadata: BTreeMap<String, String>,
-    /// "ready" or "disabled".
+    /// "ready", "disabled" or "removing".
     pub status: String,
     pub iaas_id: String,
 }
 
 pub const NODE_READY: &str = "ready";
 pub const NODE_DISABLED: &str = "disabled";
+/// A node being removed: its units move to the pool's other nodes.
+pub const NODE_REMOVING: &str = "removing";
 
 fn node(row: &AnyRow) -> StoreResult<NodeRecord> {
     let metadata: String = row.try_get("metadata")?;
