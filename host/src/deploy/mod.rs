@@ -161,36 +161,51 @@ pub fn build_artifact(digest: &str) -> String {
     format!("build:{digest}")
 }
 
+/// Calls `f` with each entry of `upload` (a tar, or a tar.gz): its path
+/// without a leading `./`, its header and its bytes. What the entries unpack
+/// to is bounded by [`MAX_UNPACKED`]; `what` names the upload in that error.
+fn for_each_entry(upload: &[u8], what: &str, mut f: impl FnMut(String, tar::Header, Vec<u8>) -> Result<(), DeployError>) -> Result<(), DeployError> {
+    let archive_error = |e: std::io::Error| DeployError::Archive(e.to_string());
+    let reader: Box<dyn Read> = if upload.starts_with(&[0x1f, 0x8b]) { Box::new(flate2::read::GzDecoder::new(upload)) } else { Box::new(upload) };
+    let mut archive = tar::Archive::new(reader);
+    let mut unpacked: u64 = 0;
+    for entry in archive.entries().map_err(archive_error)? {
+        let mut entry = entry.map_err(archive_error)?;
+        let path = entry.path().map_err(archive_error)?.to_string_lossy().trim_start_matches("./").to_string();
+        unpacked += entry.header().size().unwrap_or(0);
+        if unpacked > MAX_UNPACKED {
+            return Err(DeployError::Archive(format!("{what} unpacks past {} MiB", MAX_UNPACKED >> 20)));
+        }
+        let header = entry.header().clone();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(archive_error)?;
+        f(path, header, bytes)?;
+    }
+    Ok(())
+}
+
+/// Adds a regular file `name` with `bytes` and permissions `mode` to `tar`.
+fn append_file(tar: &mut tar::Builder<Vec<u8>>, name: &str, bytes: &[u8], mode: u32) -> Result<(), DeployError> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(mode);
+    header.set_cksum();
+    tar.append_data(&mut header, name, bytes).map_err(|e| DeployError::Archive(e.to_string()))
+}
+
 /// A build context: the files of `upload` (a tar.gz or tar, if any) and the
 /// `Dockerfile` given, as one uncompressed tar.
 pub fn build_context(dockerfile: &str, upload: Option<&[u8]>) -> Result<Vec<u8>, DeployError> {
     let mut out = tar::Builder::new(Vec::new());
     if let Some(upload) = upload.filter(|u| !u.is_empty()) {
-        let reader: Box<dyn Read> =
-            if upload.starts_with(&[0x1f, 0x8b]) { Box::new(flate2::read::GzDecoder::new(upload)) } else { Box::new(upload) };
-        let mut archive = tar::Archive::new(reader);
-        let mut unpacked: u64 = 0;
-        for entry in archive.entries().map_err(|e| DeployError::Archive(e.to_string()))? {
-            let mut entry = entry.map_err(|e| DeployError::Archive(e.to_string()))?;
-            let path = entry.path().map_err(|e| DeployError::Archive(e.to_string()))?.into_owned();
-            if path.as_os_str() == "Dockerfile" || path.as_os_str() == "./Dockerfile" {
-                continue;
+        for_each_entry(upload, "the build context", |path, mut header, bytes| {
+            if path == "Dockerfile" {
+                return Ok(());
             }
-            unpacked += entry.header().size().unwrap_or(0);
-            if unpacked > MAX_UNPACKED {
-                return Err(DeployError::Archive(format!("the build context unpacks past {} MiB", MAX_UNPACKED >> 20)));
-            }
-            let mut header = entry.header().clone();
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(|e| DeployError::Archive(e.to_string()))?;
-            out.append_data(&mut header, &path, bytes.as_slice()).map_err(|e| DeployError::Archive(e.to_string()))?;
-        }
+            out.append_data(&mut header, &path, bytes.as_slice()).map_err(|e| DeployError::Archive(e.to_string()))
+        })?;
     }
-    let mut header = tar::Header::new_gnu();
-    header.set_size(dockerfile.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    out.append_data(&mut header, "Dockerfile", dockerfile.as_bytes()).map_err(|e| DeployError::Archive(e.to_string()))?;
+    append_file(&mut out, "Dockerfile", dockerfile.as_bytes(), 0o644)?;
     out.into_inner().map_err(|e| DeployError::Archive(e.to_string()))
 }
 
@@ -220,29 +235,17 @@ pub fn platform_context(platform_dockerfile: &str, args: &std::collections::BTre
     if upload.is_empty() {
         return Err(DeployError::Empty);
     }
-    let reader: Box<dyn Read> = if upload.starts_with(&[0x1f, 0x8b]) { Box::new(flate2::read::GzDecoder::new(upload)) } else { Box::new(upload) };
-    let mut archive = tar::Archive::new(reader);
     let mut files = tar::Builder::new(Vec::new());
     let mut procfile = None;
-    let mut unpacked: u64 = 0;
-    for entry in archive.entries().map_err(|e| DeployError::Archive(e.to_string()))? {
-        let mut entry = entry.map_err(|e| DeployError::Archive(e.to_string()))?;
-        let path = entry.path().map_err(|e| DeployError::Archive(e.to_string()))?.to_string_lossy().trim_start_matches("./").to_string();
+    for_each_entry(upload, "the archive", |path, mut header, bytes| {
         if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == "..") {
-            continue;
+            return Ok(());
         }
-        unpacked += entry.header().size().unwrap_or(0);
-        if unpacked > MAX_UNPACKED {
-            return Err(DeployError::Archive(format!("the archive unpacks past {} MiB", MAX_UNPACKED >> 20)));
-        }
-        let mut header = entry.header().clone();
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(|e| DeployError::Archive(e.to_string()))?;
         if path == "Procfile" {
             procfile = Some(String::from_utf8_lossy(&bytes).into_owned());
         }
-        files.append_data(&mut header, format!("app/{path}"), bytes.as_slice()).map_err(|e| DeployError::Archive(e.to_string()))?;
-    }
+        files.append_data(&mut header, format!("app/{path}"), bytes.as_slice()).map_err(|e| DeployError::Archive(e.to_string()))
+    })?;
     let procfile = procfile.ok_or(DeployError::NoProcfile)?;
     let mut dockerfile = String::new();
     let lines: Vec<&str> = platform_dockerfile.lines().collect();
@@ -265,15 +268,8 @@ pub fn platform_context(platform_dockerfile: &str, args: &std::collections::BTre
     dockerfile.push_str(&format!(
         "\nFROM {stage}\nCOPY app/ {APP_DIR}/\nCOPY torii-start /torii-start\nWORKDIR {APP_DIR}\nCMD [\"/bin/sh\", \"/torii-start\"]\n"
     ));
-    let mut add = |name: &str, bytes: &[u8], mode: u32| {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(mode);
-        header.set_cksum();
-        files.append_data(&mut header, name, bytes).map_err(|e| DeployError::Archive(e.to_string()))
-    };
-    add("torii-start", START_SCRIPT.as_bytes(), 0o755)?;
-    add("Dockerfile", dockerfile.as_bytes(), 0o644)?;
+    append_file(&mut files, "torii-start", START_SCRIPT.as_bytes(), 0o755)?;
+    append_file(&mut files, "Dockerfile", dockerfile.as_bytes(), 0o644)?;
     let context = files.into_inner().map_err(|e| DeployError::Archive(e.to_string()))?;
     Ok((context, processes(&procfile)))
 }
