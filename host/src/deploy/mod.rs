@@ -221,7 +221,7 @@ cd /home/application/current || exit 1
 proc="${TSURU_PROCESSNAME:-web}"
 cmd=$(sed -n "s/^${proc}:[[:space:]]*//p" Procfile | head -n 1)
 if [ -z "$cmd" ]; then
-    echo "torii: the Procfile has no process "$proc"" >&2
+    echo "torii: the Procfile has no process '$proc'" >&2
     exit 1
 fi
 exec /bin/sh -c "$cmd"
