@@ -10,12 +10,11 @@ use serde_json::json;
 
 use super::events::{record, request_data};
 use super::params::Params;
+use super::pools::{pool_contexts, pool_target, readable_pools, shows};
 use super::stream::{KEEPALIVE, json_stream};
 use super::{AppState, Caller, ClientIp, Routes, json};
 use crate::docker::LOGS_SETTING;
 use crate::error::{ApiError, ApiResult};
-use crate::events::Target;
-use crate::rbac::{Context, ContextType};
 use crate::store::AppColumn;
 
 pub(super) fn routes(r: Routes) -> Routes {
@@ -23,21 +22,17 @@ pub(super) fn routes(r: Routes) -> Routes {
 }
 
 async fn read(State(server): AppState, Caller(caller): Caller) -> ApiResult<Response> {
-    let readable = match caller.grants.contexts_for("pool.update.logs", ContextType::Pool) {
-        Some(pools) if pools.is_empty() => return Err(ApiError::forbidden()),
-        other => other,
-    };
+    let readable = readable_pools(&caller, "pool.update.logs")?;
     let mut settings = server.store.pool_settings(LOGS_SETTING).await?;
     settings.entry(String::new()).or_insert_with(|| json!({"Driver": "", "LogOpts": {}}));
-    settings.retain(|pool, _| pool.is_empty() || readable.as_ref().is_none_or(|r| r.contains(pool)));
+    settings.retain(|pool, _| shows(pool, &readable));
     Ok(json(StatusCode::OK, &settings))
 }
 
 /// `POST` keys `pool`, `restart`; fields `Driver`, `LogOpts.<key>`.
 async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     let pool = params.get("pool").unwrap_or_default();
-    let contexts: Vec<Context> = if pool.is_empty() { vec![] } else { vec![Context::new(ContextType::Pool, &pool)] };
-    caller.require("pool.update.logs", &contexts)?;
+    caller.require("pool.update.logs", &pool_contexts(&pool))?;
     let driver = params.field("driver").unwrap_or_default();
     if driver.is_empty() {
         return Err(ApiError::bad_request("log driver is mandatory"));
@@ -47,8 +42,7 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
     }
     let restart = params.get("restart").and_then(|r| super::params::parse_bool(&r)).unwrap_or(false);
     let value = json!({"Driver": driver, "LogOpts": params.field_map("logopts")});
-    let target = if pool.is_empty() { Target::new("global", "") } else { Target::new("pool", &pool) };
-    let event = record(&server, Some(&caller), &ip, "pool.update.logs", target, request_data(&params, &[])).await?;
+    let event = record(&server, Some(&caller), &ip, "pool.update.logs", pool_target(&pool), request_data(&params, &[])).await?;
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
         let result = async {
             server.store.set_pool_setting(LOGS_SETTING, &pool, Some(&value)).await.map_err(|e| e.to_string())?;

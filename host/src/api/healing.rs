@@ -10,6 +10,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::params::Params;
+use super::pools::{pool_contexts, pool_target, readable_pools, shows};
 use super::{AppState, Caller, Routes, empty, json_list, time_json};
 use crate::error::{ApiError, ApiResult};
 use crate::healing::{HEALER, SETTING as HEALING};
@@ -42,23 +43,14 @@ fn shown(own: &Value, default: &Value, is_default: bool) -> Value {
     Value::Object(out)
 }
 
-fn pool_contexts(pool: &str) -> Vec<crate::rbac::Context> {
-    if pool.is_empty() { vec![] } else { vec![crate::rbac::Context::new(crate::rbac::ContextType::Pool, pool)] }
-}
-
 async fn config_read(State(server): AppState, Caller(caller): Caller) -> ApiResult<Response> {
-    let readable = match caller.grants.contexts_for("healing.read", crate::rbac::ContextType::Pool) {
-        Some(pools) if pools.is_empty() => return Err(ApiError::forbidden()),
-        other => other,
-    };
+    let readable = readable_pools(&caller, "healing.read")?;
     let settings = server.store.pool_settings(HEALING).await?;
     let default = settings.get("").cloned().unwrap_or(Value::Null);
     let mut out = serde_json::Map::new();
     out.insert(String::new(), shown(&default, &Value::Null, true));
-    for (pool, own) in settings.iter().filter(|(p, _)| !p.is_empty()) {
-        if readable.as_ref().is_none_or(|r| r.contains(pool)) {
-            out.insert(pool.clone(), shown(own, &default, false));
-        }
+    for (pool, own) in settings.iter().filter(|(p, _)| !p.is_empty() && shows(p, &readable)) {
+        out.insert(pool.clone(), shown(own, &default, false));
     }
     Ok(super::json(StatusCode::OK, &out))
 }
@@ -78,8 +70,7 @@ async fn config_update(State(server): AppState, Caller(caller): Caller, ip: supe
             value[f] = json!(secs);
         }
     }
-    let target = if pool.is_empty() { crate::events::Target::new("global", "") } else { crate::events::Target::new("pool", &pool) };
-    let event = super::events::record(&server, Some(&caller), &ip, "healing.update", target, super::events::request_data(&params, &[])).await?;
+    let event = super::events::record(&server, Some(&caller), &ip, "healing.update", pool_target(&pool), super::events::request_data(&params, &[])).await?;
     let result = server.store.set_pool_setting(HEALING, &pool, Some(&value)).await.map(|()| empty(StatusCode::OK)).map_err(ApiError::from);
     event.done(result).await
 }
@@ -99,8 +90,7 @@ async fn config_delete(State(server): AppState, Caller(caller): Caller, ip: supe
             obj.remove(n);
         }
     }
-    let target = if pool.is_empty() { crate::events::Target::new("global", "") } else { crate::events::Target::new("pool", &pool) };
-    let event = super::events::record(&server, Some(&caller), &ip, "healing.delete", target, super::events::request_data(&params, &[])).await?;
+    let event = super::events::record(&server, Some(&caller), &ip, "healing.delete", pool_target(&pool), super::events::request_data(&params, &[])).await?;
     let keep = value.as_object().is_some_and(|o| !o.is_empty());
     let result = server.store.set_pool_setting(HEALING, &pool, keep.then_some(&value)).await.map(|()| empty(StatusCode::OK)).map_err(ApiError::from);
     event.done(result).await

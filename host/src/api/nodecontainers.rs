@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 
 use super::events::{record, request_data};
 use super::params::Params;
+use super::pools::{pool_contexts, readable_pools, shows};
 use super::stream::{KEEPALIVE, json_stream};
 use super::{AppState, Caller, ClientIp, Routes, empty, json};
 use crate::docker::nodecontainers::ensure_all;
 use crate::error::{ApiError, ApiResult};
 use crate::events::Target;
-use crate::rbac::{Context, ContextType};
 use crate::server::Server;
 
 pub(super) fn routes(r: Routes) -> Routes {
@@ -33,10 +33,6 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.0", Method::POST, "/docker/nodecontainers/{name}/upgrade", upgrade)
 }
 
-fn contexts(pool: &str) -> Vec<Context> {
-    if pool.is_empty() { vec![] } else { vec![Context::new(ContextType::Pool, pool)] }
-}
-
 /// name → pool → config, as stored.
 async fn all(server: &Server) -> ApiResult<BTreeMap<String, BTreeMap<String, Value>>> {
     let mut out: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
@@ -46,22 +42,13 @@ async fn all(server: &Server) -> ApiResult<BTreeMap<String, BTreeMap<String, Val
     Ok(out)
 }
 
-/// The pools whose configs the caller may read (`nodecontainer.read`):
-/// `None` for every pool; 403 without any context. The base config (`""`)
-/// shows to anyone who may read some pool's.
-fn readable_pools(caller: &crate::auth::Identity) -> ApiResult<Option<Vec<String>>> {
-    match caller.grants.contexts_for("nodecontainer.read", ContextType::Pool) {
-        Some(pools) if pools.is_empty() => Err(ApiError::forbidden()),
-        other => Ok(other),
-    }
-}
-
+/// The configs the caller may read (`nodecontainer.read`).
 fn visible(pools: BTreeMap<String, Value>, readable: &Option<Vec<String>>) -> BTreeMap<String, Value> {
-    pools.into_iter().filter(|(p, _)| p.is_empty() || readable.as_ref().is_none_or(|r| r.contains(p))).collect()
+    pools.into_iter().filter(|(p, _)| shows(p, readable)).collect()
 }
 
 async fn list(State(server): AppState, Caller(caller): Caller) -> ApiResult<Response> {
-    let readable = readable_pools(&caller)?;
+    let readable = readable_pools(&caller, "nodecontainer.read")?;
     let mut out = Vec::new();
     for (name, pools) in all(&server).await? {
         let shown = visible(pools, &readable);
@@ -73,7 +60,7 @@ async fn list(State(server): AppState, Caller(caller): Caller) -> ApiResult<Resp
 }
 
 async fn info(State(server): AppState, Caller(caller): Caller, Path(name): Path<String>) -> ApiResult<Response> {
-    let readable = readable_pools(&caller)?;
+    let readable = readable_pools(&caller, "nodecontainer.read")?;
     let pools = all(&server).await?.remove(&name).ok_or_else(|| ApiError::not_found(format!("node container {name:?} not found")))?;
     Ok(json(StatusCode::OK, &visible(pools, &readable)))
 }
@@ -105,7 +92,7 @@ fn config_from(params: &Params, name: &str) -> ApiResult<Value> {
 
 async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     let pool = params.get("pool").unwrap_or_default();
-    caller.require("nodecontainer.create", &contexts(&pool))?;
+    caller.require("nodecontainer.create", &pool_contexts(&pool))?;
     let name = params.field("name").unwrap_or_default();
     if name.is_empty() {
         return Err(ApiError::bad_request("node container config name cannot be empty"));
@@ -155,7 +142,7 @@ async fn save(
 
 async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Path(name): Path<String>, params: Params) -> ApiResult<Response> {
     let pool = params.get("pool").unwrap_or_default();
-    caller.require("nodecontainer.update", &contexts(&pool))?;
+    caller.require("nodecontainer.update", &pool_contexts(&pool))?;
     let existing = all(&server).await?.remove(&name).ok_or_else(|| ApiError::not_found(format!("node container {name:?} not found")))?;
     let mut config = config_from(&params, &name)?;
     // Fields the request leaves out keep their stored values.
@@ -183,7 +170,7 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
 /// with `kill`, the containers go too (x-json-stream).
 async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Path(name): Path<String>, params: Params) -> ApiResult<Response> {
     let pool = params.get("pool").unwrap_or_default();
-    caller.require("nodecontainer.delete", &contexts(&pool))?;
+    caller.require("nodecontainer.delete", &pool_contexts(&pool))?;
     let kill = params.get("kill").and_then(|k| super::params::parse_bool(&k)).unwrap_or(false);
     if !all(&server).await?.get(&name).is_some_and(|pools| pools.contains_key(&pool)) {
         return Err(ApiError::not_found(format!("node container {name:?} not found")));
@@ -195,33 +182,31 @@ async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
     if !kill {
         return event.done(Ok(empty(StatusCode::OK))).await;
     }
-    Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
-        let result = ensure_all(&server.docker, &server.store, Some(&name), None, false).await;
+    Ok(stream_ensure(server, event, name, false))
+}
+
+/// An x-json-stream that brings `name`'s containers in line on every node
+/// (`recreate`: new ones everywhere), then ends `event`.
+fn stream_ensure(server: std::sync::Arc<Server>, event: crate::events::RunningEvent, name: String, recreate: bool) -> Response {
+    json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
+        let result = ensure_all(&server.docker, &server.store, Some(&name), None, recreate).await;
         if let Ok(lines) = &result {
             for line in lines {
                 w.message(line).await;
             }
         }
         event.done(result.map(|_| ())).await
-    }))
+    })
 }
 
 /// `POST /{name}/upgrade`: recreates the containers on every node (a new
 /// image under the same tag, or a config change).
 async fn upgrade(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Path(name): Path<String>, params: Params) -> ApiResult<Response> {
     let pool = params.get("pool").unwrap_or_default();
-    caller.require("nodecontainer.update.upgrade", &contexts(&pool))?;
+    caller.require("nodecontainer.update.upgrade", &pool_contexts(&pool))?;
     if !all(&server).await?.contains_key(&name) {
         return Err(ApiError::not_found(format!("node container {name:?} not found")));
     }
     let event = record(&server, Some(&caller), &ip, "nodecontainer.update.upgrade", Target::new("node-container", &name), request_data(&params, &[])).await?;
-    Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
-        let result = ensure_all(&server.docker, &server.store, Some(&name), None, true).await;
-        if let Ok(lines) = &result {
-            for line in lines {
-                w.message(line).await;
-            }
-        }
-        event.done(result.map(|_| ())).await
-    }))
+    Ok(stream_ensure(server, event, name, true))
 }

@@ -15,11 +15,11 @@ use super::apps::{UnitJson, unit_json, units_of};
 use super::provision::under_app_lock;
 use super::events::{record, request_data};
 use super::params::Params;
+use super::pools::{pool_contexts, pool_ctx, pool_target};
 use super::stream::{KEEPALIVE, json_stream, text_stream};
 use super::{AppState, Caller, ClientIp, Routes, empty, json, json_list, time_json};
 use crate::error::{ApiError, ApiResult};
 use crate::events::Target;
-use crate::rbac::{Context, ContextType};
 use crate::server::Server;
 use crate::store::{AppColumn, NODE_DISABLED, NODE_READY, NODE_REMOVING, NodeRecord, now_millis};
 
@@ -39,10 +39,6 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.0", Method::POST, "/docker/containers/rebalance", rebalance)
         .add("1.0", Method::POST, "/docker/container/{id}/move", move_one)
         .add("1.0", Method::POST, "/docker/containers/move", move_all)
-}
-
-fn pool_ctx(pool: &str) -> Context {
-    Context::new(ContextType::Pool, pool)
 }
 
 /// tsuru's node spec.
@@ -274,16 +270,11 @@ async fn node_apps(server: &Server, pool: Option<&str>) -> ApiResult<Vec<String>
 /// to some apps) evenly over its ready nodes; `Dry` only says what it would move.
 async fn rebalance(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     let pool = params.field_map("metadatafilter").remove("pool").filter(|p| !p.is_empty());
-    let contexts: Vec<Context> = pool.iter().map(|p| pool_ctx(p)).collect();
-    caller.require("node.update.rebalance", &contexts)?;
+    caller.require("node.update.rebalance", &pool_contexts(pool.as_deref().unwrap_or_default()))?;
     let only: Vec<String> = params.field_list("appfilter");
     let dry = params.optional_bool("dry")?.unwrap_or(false);
     let apps: Vec<String> = node_apps(&server, pool.as_deref()).await?.into_iter().filter(|a| only.is_empty() || only.contains(a)).collect();
-    let target = match &pool {
-        Some(p) => Target::new("pool", p),
-        None => Target::new("global", ""),
-    };
-    let event = record(&server, Some(&caller), &ip, "node.update.rebalance", target, request_data(&params, &[])).await?;
+    let event = record(&server, Some(&caller), &ip, "node.update.rebalance", pool_target(pool.as_deref().unwrap_or_default()), request_data(&params, &[])).await?;
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
         let result = async {
             for app in &apps {

@@ -32,8 +32,33 @@ pub(super) fn routes(r: Routes) -> Routes {
 
 const INVALID_POOL: &str = "Invalid pool name, pool name should have at most 40 characters, containing only lower case letters, numbers or dashes, starting with a letter.";
 
-fn pool_ctx(name: &str) -> Context {
+pub(super) fn pool_ctx(name: &str) -> Context {
     Context::new(ContextType::Pool, name)
+}
+
+/// The contexts of an operation on `pool`; `""` (every pool) is global.
+pub(super) fn pool_contexts(pool: &str) -> Vec<Context> {
+    if pool.is_empty() { vec![] } else { vec![pool_ctx(pool)] }
+}
+
+/// The event target of an operation on `pool`; `""` (every pool) is global.
+pub(super) fn pool_target(pool: &str) -> Target {
+    if pool.is_empty() { Target::new("global", "") } else { Target::new("pool", pool) }
+}
+
+/// The pools in which the caller holds `scheme` (`None`: every pool); 403
+/// when none (tsuru's "needs at least one context").
+pub(super) fn readable_pools(caller: &Identity, scheme: &str) -> ApiResult<Option<Vec<String>>> {
+    match caller.grants.contexts_for(scheme, ContextType::Pool) {
+        Some(pools) if pools.is_empty() => Err(ApiError::forbidden()),
+        other => Ok(other),
+    }
+}
+
+/// Whether a per-pool setting of `pool` shows to a caller reading `readable`
+/// pools; the default (`""`) shows to everyone who may read some pool's.
+pub(super) fn shows(pool: &str, readable: &Option<Vec<String>>) -> bool {
+    pool.is_empty() || readable.as_ref().is_none_or(|r| r.iter().any(|p| p == pool))
 }
 
 #[derive(Serialize)]
