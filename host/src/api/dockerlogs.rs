@@ -15,7 +15,6 @@ use super::stream::{KEEPALIVE, json_stream};
 use super::{AppState, Caller, ClientIp, Routes, json};
 use crate::docker::LOGS_SETTING;
 use crate::error::{ApiError, ApiResult};
-use crate::store::AppColumn;
 
 pub(super) fn routes(r: Routes) -> Routes {
     r.add("1.0", Method::GET, "/docker/logs", read).add("1.0", Method::POST, "/docker/logs", update)
@@ -66,27 +65,18 @@ async fn restart_units(
     pool: &str,
     w: &super::stream::StreamWriter,
 ) -> Result<(), String> {
-    let pools: Vec<String> = if pool.is_empty() {
-        server.store.pools().await.map_err(|e| e.to_string())?.into_iter().map(|p| p.name).collect()
-    } else {
-        vec![pool.to_string()]
-    };
-    for p in pools {
-        for app in server.store.app_names_where(AppColumn::Pool, &p).await.map_err(|e| e.to_string())? {
-            super::provision::under_app_lock(server, caller, ip, "pool.update.logs", &app, async |record| {
-                let provisioner = super::provision::provisioner_of(server, &record).await.map_err(|e| e.message)?;
-                if !server.config.uses_nodes(provisioner.name()) {
-                    return Ok(());
-                }
-                let desired = super::provision::desired(server, &app).await.map_err(|e| e.message)?;
-                for unit in provisioner.units(desired.clone()).await.map_err(|e| e.to_string())? {
-                    w.message(&format!(" ---> restarting unit {} of app {app:?}\n", unit.name)).await;
-                    provisioner.kill_unit(desired.clone(), &unit.id).await.map_err(|e| format!("unit {}: {e}", unit.name))?;
-                }
-                Ok(())
-            })
-            .await?;
-        }
+    let pool = (!pool.is_empty()).then_some(pool);
+    for app in super::provision::node_apps(server, pool).await.map_err(|e| e.message)? {
+        super::provision::under_app_lock(server, caller, ip, "pool.update.logs", &app, async |record| {
+            let provisioner = super::provision::provisioner_of(server, &record).await.map_err(|e| e.message)?;
+            let desired = super::provision::desired(server, &app).await.map_err(|e| e.message)?;
+            for unit in provisioner.units(desired.clone()).await.map_err(|e| e.to_string())? {
+                w.message(&format!(" ---> restarting unit {} of app {app:?}\n", unit.name)).await;
+                provisioner.kill_unit(desired.clone(), &unit.id).await.map_err(|e| format!("unit {}: {e}", unit.name))?;
+            }
+            Ok(())
+        })
+        .await?;
     }
     Ok(())
 }

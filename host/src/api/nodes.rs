@@ -253,18 +253,6 @@ async fn remove(
     }))
 }
 
-/// The apps of every pool whose provisioner runs units on nodes (or of `pool`).
-async fn node_apps(server: &Server, pool: Option<&str>) -> ApiResult<Vec<String>> {
-    let mut apps = Vec::new();
-    for p in server.store.pools().await? {
-        if pool.is_some_and(|want| want != p.name) || !server.config.uses_nodes(server.config.pool_provisioner(&p.provisioner)) {
-            continue;
-        }
-        apps.extend(server.store.app_names_where(AppColumn::Pool, &p.name).await?);
-    }
-    Ok(apps)
-}
-
 /// `POST /1.3/node/rebalance`: spreads the units of the apps of a pool
 /// (`MetadataFilter.pool`; all node pools without it; `AppFilter` narrows
 /// to some apps) evenly over its ready nodes; `Dry` only says what it would move.
@@ -273,7 +261,7 @@ async fn rebalance(State(server): AppState, Caller(caller): Caller, ip: ClientIp
     caller.require("node.update.rebalance", &pool_contexts(pool.as_deref().unwrap_or_default()))?;
     let only: Vec<String> = params.field_list("appfilter");
     let dry = params.optional_bool("dry")?.unwrap_or(false);
-    let apps: Vec<String> = node_apps(&server, pool.as_deref()).await?.into_iter().filter(|a| only.is_empty() || only.contains(a)).collect();
+    let apps: Vec<String> = super::provision::node_apps(&server, pool.as_deref()).await?.into_iter().filter(|a| only.is_empty() || only.contains(a)).collect();
     let event = record(&server, Some(&caller), &ip, "node.update.rebalance", pool_target(pool.as_deref().unwrap_or_default()), request_data(&params, &[])).await?;
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
         let result = async {
@@ -302,7 +290,7 @@ async fn rebalance(State(server): AppState, Caller(caller): Caller, ip: ClientIp
 
 /// The app and unit a container id (or a prefix of it, or a unit name) names.
 async fn find_unit(server: &Arc<Server>, id: &str) -> ApiResult<(Arc<crate::store::AppView>, crate::plugin::provisioner::Unit)> {
-    for app in node_apps(server, None).await? {
+    for app in super::provision::node_apps(server, None).await? {
         let Some(view) = server.store.app_view(&app).await? else { continue };
         let units = units_of(server, &view).await.map_err(ApiError::internal)?;
         if let Some(u) = units.iter().find(|u| u.name == id || (id.len() >= 4 && u.id.starts_with(id))) {

@@ -35,6 +35,19 @@ pub async fn apply(server: &Server, provisioner: &Provisioner, app: &str) -> Res
     provisioner.apply_stored(&server.store, app).await
 }
 
+/// The apps of every pool whose provisioner runs units on nodes (or of
+/// `pool` alone, when it does).
+pub async fn node_apps(server: &Server, pool: Option<&str>) -> ApiResult<Vec<String>> {
+    let mut apps = Vec::new();
+    for p in server.store.pools().await? {
+        if pool.is_some_and(|want| want != p.name) || !server.config.uses_nodes(server.config.pool_provisioner(&p.provisioner)) {
+            continue;
+        }
+        apps.extend(server.store.app_names_where(crate::store::AppColumn::Pool, &p.name).await?);
+    }
+    Ok(apps)
+}
+
 /// Runs `work` on `app` under the app's lock (an event of `kind` on the app,
 /// as the caller), so node operations (moves, rebalance, node removal, log
 /// restarts) never race a deploy, a scale or a healing round on it.
