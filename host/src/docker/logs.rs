@@ -36,9 +36,14 @@ impl Followers {
         Followers { inner: Arc::new(Inner { store, keep, written, following: Mutex::new(HashSet::new()) }) }
     }
 
+    /// Whether container `id` of the engine at `address` is followed now.
+    pub fn is_following(&self, address: &str, id: &str) -> bool {
+        self.inner.following.lock().unwrap().contains(&key(address, id))
+    }
+
     /// Starts following `id` unless it is followed already.
     pub fn follow(&self, client: Docker, address: &str, id: &str, app: &str, unit: &str) {
-        let key = format!("{address} {id}");
+        let key = key(address, id);
         if !self.inner.following.lock().unwrap().insert(key.clone()) {
             return;
         }
@@ -55,6 +60,10 @@ impl Followers {
 /// a new unit's first lines are kept; older ones from now (a torii restart
 /// re-follows them without repeating their history).
 const FRESH_SECS: i64 = 120;
+
+fn key(address: &str, id: &str) -> String {
+    format!("{address} {id}")
+}
 
 async fn copy(inner: &Inner, client: &Docker, id: &str, app: &str, unit: &str) {
     let now = chrono::Utc::now().timestamp();

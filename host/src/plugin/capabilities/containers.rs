@@ -25,13 +25,13 @@ async fn pool_provisioner(host: &HostCtx, pool: &str) -> Result<String, String> 
     Ok(crate::config::provisioner_or(&record.provisioner, &apps.default_provisioner).to_string())
 }
 
-/// `Ok` when `node` is registered in a pool this plugin provisions.
-async fn owns_node(host: &HostCtx, node: &str) -> Result<(), String> {
+/// The node at `node` when it is registered in a pool this plugin provisions.
+async fn owns_node(host: &HostCtx, node: &str) -> Result<crate::store::NodeRecord, String> {
     let record = host.store.node(node).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("no docker node {node:?}"))?;
     if pool_provisioner(host, &record.pool).await? != host.name {
         return Err(format!("docker node {node:?} is in pool {:?}, which {:?} does not provision", record.pool, host.name));
     }
-    Ok(())
+    Ok(record)
 }
 
 impl PluginState {
@@ -76,11 +76,10 @@ fn owned(mut spec: crate::docker::Spec, name: &str) -> crate::docker::Spec {
     spec
 }
 
-/// The log config (`/docker/logs`) of the pool `node` is in, else the default's.
-async fn log_config(host: &HostCtx, node: &str) -> Option<(String, std::collections::BTreeMap<String, String>)> {
-    let pool = host.store.node(node).await.ok().flatten()?.pool;
+/// The log config (`/docker/logs`) of `pool`, else the default's.
+async fn log_config(host: &HostCtx, pool: &str) -> Option<(String, std::collections::BTreeMap<String, String>)> {
     let settings = host.store.pool_settings(crate::docker::LOGS_SETTING).await.ok()?;
-    let value = settings.get(&pool).or_else(|| settings.get(""))?;
+    let value = settings.get(pool).or_else(|| settings.get(""))?;
     let driver = value["Driver"].as_str().filter(|d| !d.is_empty())?.to_string();
     let opts = value["LogOpts"].as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect()).unwrap_or_default();
     Some((driver, opts))
@@ -143,10 +142,15 @@ impl Host for PluginState {
     async fn start_all(&mut self, placements: Vec<Placement>, timeout_ms: u32) -> wasmtime::Result<Vec<Result<Container, String>>> {
         let (host, engines) = self.engines()?;
         let Some(engines) = engines else { return Ok(placements.iter().map(|_| Err(UNAVAILABLE.to_string())).collect()) };
+        // Per node, once: may the plugin use it, and its pool's log config.
         let mut allowed = std::collections::HashMap::new();
         for p in &placements {
             if !allowed.contains_key(&p.node) {
-                allowed.insert(p.node.clone(), (owns_node(&host, &p.node).await, log_config(&host, &p.node).await));
+                let (owned, log) = match owns_node(&host, &p.node).await {
+                    Ok(record) => (Ok(()), log_config(&host, &record.pool).await),
+                    Err(e) => (Err(e), None),
+                };
+                allowed.insert(p.node.clone(), (owned, log));
             }
         }
         let limit = Duration::from_millis(u64::from(timeout_ms));
@@ -162,9 +166,14 @@ impl Host for PluginState {
     }
 
     async fn create(&mut self, node: String, spec: ContainerSpec) -> wasmtime::Result<Result<String, String>> {
-        let log = log_config(&self.host, &node).await;
-        let spec = owned(crate::docker::Spec { log, ..self::spec(spec) }, &self.host.name);
-        self.on_node(&node, async |e| e.create(&node, spec).await).await
+        let (host, engines) = self.engines()?;
+        let Some(engines) = engines else { return Ok(Err(UNAVAILABLE.into())) };
+        let record = match owns_node(&host, &node).await {
+            Ok(record) => record,
+            Err(e) => return Ok(Err(e)),
+        };
+        let spec = owned(crate::docker::Spec { log: log_config(&host, &record.pool).await, ..self::spec(spec) }, &host.name);
+        Ok(engines.create(&node, spec).await.map_err(|e| e.to_string()))
     }
 
     async fn start(&mut self, node: String, id: String) -> wasmtime::Result<Result<(), String>> {
@@ -207,7 +216,12 @@ impl Host for PluginState {
     }
 
     async fn follow_logs(&mut self, node: String, id: String, app: String, unit: String) -> wasmtime::Result<Result<(), String>> {
-        let (host, _) = self.engines()?;
+        let (host, engines) = self.engines()?;
+        // Followed already: it was this plugin's container, of an app it
+        // provisions, when the follow began (a second follow is a no-op anyway).
+        if engines.is_some_and(|d| d.logs.is_following(&node, &id)) {
+            return Ok(Ok(()));
+        }
         // The app must be one this plugin provisions, so a plugin writes only its own apps' logs.
         match host.store.app_view(&app).await {
             Ok(Some(view)) if pool_provisioner(&host, &view.app.pool).await.as_deref() == Ok(host.name.as_str()) => {}
