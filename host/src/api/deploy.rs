@@ -287,11 +287,15 @@ async fn versions_flags(server: &Server, app: &str, new_version: &str, override_
 
 /// The component and processes of an upload or of `archive-url`.
 async fn artifact(server: &Server, file: Option<Vec<u8>>, archive_url: &str, out: &TextWriter) -> Result<crate::deploy::Artifact, String> {
-    let upload = match file {
-        Some(bytes) => bytes,
-        None => fetch(server, archive_url, out).await?,
-    };
-    extract(&upload).map_err(|e| e.to_string())
+    extract(&upload_bytes(server, file, archive_url, out).await?).map_err(|e| e.to_string())
+}
+
+/// The uploaded file, or what `archive-url` names, fetched.
+async fn upload_bytes(server: &Server, file: Option<Vec<u8>>, archive_url: &str, out: &TextWriter) -> Result<Vec<u8>, String> {
+    match file {
+        Some(bytes) => Ok(bytes),
+        None => fetch(server, archive_url, out).await,
+    }
 }
 
 /// Unpacks the upload (or fetches `archive-url`) and deploys it as the app's
@@ -313,10 +317,7 @@ async fn upload_version(server: &Server, provisioner: &str, app: &str, file: Opt
         }
         let (version, dockerfile, args) =
             server.store.platform_build(&platform).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("platform {platform:?} does not exist"))?;
-        let upload = match file {
-            Some(bytes) => bytes,
-            None => fetch(server, &src.archive_url, out).await?,
-        };
+        let upload = upload_bytes(server, file, &src.archive_url, out).await?;
         out.write(&format!("---- Deploying onto platform {platform} (version {version}) ----\n")).await;
         let (context, processes) = crate::deploy::platform_context(&dockerfile, &args, &upload).map_err(|e| e.to_string())?;
         return deploy_build(server, provisioner, app, context, &processes, event_id, how, out).await.map_err(|e| e.to_string());
