@@ -49,6 +49,9 @@ pub struct RouterConfig {
     /// the requested name (SNI). Unset: no TLS, and certificate calls answer
     /// `no router with tls support`.
     pub tls_listen: Option<SocketAddr>,
+    /// Threads serving app traffic, each with its own connections; 0 means
+    /// one per core. The first server a process starts sets it.
+    pub workers: usize,
 }
 
 /// A pool's provisioner: `own`, or `default` when the pool names none.
@@ -308,7 +311,7 @@ impl Default for ApiConfig {
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        RouterConfig { listen: ([127, 0, 0, 1], 8888).into(), domain: "torii.localhost".into(), tls_listen: None }
+        RouterConfig { listen: ([127, 0, 0, 1], 8888).into(), domain: "torii.localhost".into(), tls_listen: None, workers: 0 }
     }
 }
 

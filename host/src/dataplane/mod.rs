@@ -6,12 +6,14 @@
 //! app runtime with a fresh instance per request, a version with HTTP
 //! backends (127.0.0.1 addresses) is proxied to one of them. Entries and app
 //! views come from the view cache, so a deploy, an env change or a new cname
-//! takes effect on the next request, in every torii process.
+//! takes effect on the next request, in every torii process. Connections are
+//! served on the data plane's own threads (`workers`), one thread each.
 
 mod forward;
 pub mod logs;
 mod tls;
 pub mod units;
+mod workers;
 
 use crate::runtime::{ResponseBody, plain_text as plain};
 use crate::runtime::catalog::invocation;
@@ -24,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// What every connection of the data plane shares.
 #[derive(Clone)]
@@ -32,26 +35,36 @@ struct Plane {
     logs: logs::LogBatcher,
     /// Keep-alive connections to HTTP backends.
     backends: forward::Client,
+    /// Closed when the data plane stops: its connections end.
+    stopped: watch::Receiver<()>,
 }
 
 /// Accepts app traffic on `listener` (HTTP) and `tls_listener` (HTTPS, the
-/// certificate chosen by SNI) until the returned task is aborted.
+/// certificate chosen by SNI), serving each connection on one of the
+/// process's data-plane workers, until the returned task is aborted; then
+/// every connection it accepted ends too.
 pub fn serve(server: Arc<Server>, listener: TcpListener, tls_listener: Option<TcpListener>) -> tokio::task::JoinHandle<()> {
+    let workers = workers::Workers::get(match server.config.router.workers {
+        0 => workers::default_count(),
+        n => n,
+    });
     let logs = logs::LogBatcher::start(Arc::downgrade(&server));
-    let plane = Plane { server, logs, backends: forward::client() };
+    let (stop, stopped) = watch::channel(());
+    let plane = Plane { server, logs, backends: forward::client(), stopped };
     tokio::spawn(async move {
+        let _stop = stop;
         let certs = Arc::new(tls::Certificates::default());
-        let plain = accept_loop(listener, plane.clone(), None);
+        let plain = accept_loop(listener, workers, plane.clone(), None);
         match tls_listener {
             Some(l) => {
-                tokio::join!(plain, accept_loop(l, plane, Some(certs)));
+                tokio::join!(plain, accept_loop(l, workers, plane, Some(certs)));
             }
             None => plain.await,
         }
     })
 }
 
-async fn accept_loop(listener: TcpListener, plane: Plane, tls: Option<Arc<tls::Certificates>>) {
+async fn accept_loop(listener: TcpListener, workers: &workers::Workers, plane: Plane, tls: Option<Arc<tls::Certificates>>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -62,16 +75,32 @@ async fn accept_loop(listener: TcpListener, plane: Plane, tls: Option<Arc<tls::C
             }
         };
         let _ = stream.set_nodelay(true);
+        // Handed over unregistered; the worker registers it with its own reactor.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "router: cannot hand a connection over");
+                continue;
+            }
+        };
         let plane = plane.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => serve_connection(plane, stream, forward::Origin { peer, https: false }).await,
-                Some(certs) => {
-                    if let Some(stream) = tls::handshake(&plane.server, &certs, stream).await {
-                        serve_connection(plane, stream, forward::Origin { peer, https: true }).await;
+        workers.spawn(async move {
+            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { return };
+            let mut stopped = plane.stopped.clone();
+            let connection = async {
+                match tls {
+                    None => serve_connection(plane, stream, forward::Origin { peer, https: false }).await,
+                    Some(certs) => {
+                        if let Some(stream) = tls::handshake(&plane.server, &certs, stream).await {
+                            serve_connection(plane, stream, forward::Origin { peer, https: true }).await;
+                        }
                     }
                 }
+            };
+            tokio::select! {
+                _ = connection => {}
+                _ = stopped.changed() => {}
             }
         });
     }

@@ -20,6 +20,8 @@ pub enum CatalogError {
     Missing(String, std::io::Error),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error("torii is shutting down")]
+    ShuttingDown,
 }
 
 impl Catalog {
@@ -39,23 +41,38 @@ impl Catalog {
     }
 
     /// The loaded version with `digest`, read from the blob store if needed.
-    pub async fn code(&self, digest: &str) -> Result<Arc<AppCode>, CatalogError> {
+    pub async fn code(self: &Arc<Self>, digest: &str) -> Result<Arc<AppCode>, CatalogError> {
         if let Some(code) = self.loaded.lock().unwrap().get(digest) {
             return Ok(code.clone());
         }
         // Compiled before (a wake-up, a restart): straight from the compiled
-        // cache. Otherwise from the blob; compiling is CPU work, kept off the
-        // async workers.
-        let code = match tokio::task::block_in_place(|| self.runtime.load_compiled(digest)) {
+        // cache. Otherwise from the blob. Loading and compiling are blocking
+        // work, kept off the async workers (the data plane's are
+        // single-threaded).
+        let compiled = self.blocking({
+            let digest = digest.to_string();
+            move |catalog| catalog.runtime.load_compiled(&digest)
+        });
+        let code = match compiled.await? {
             Some(code) => code,
             None => {
                 let bytes = self.blobs.get(digest).await.map_err(|e| CatalogError::Missing(digest.to_string(), e))?;
-                tokio::task::block_in_place(|| self.runtime.load(&bytes))?
+                self.blocking(move |catalog| catalog.runtime.load(&bytes)).await??
             }
         };
         let code = Arc::new(code);
         self.loaded.lock().unwrap().insert(digest.to_string(), code.clone());
         Ok(code)
+    }
+
+    /// Runs `work` on the blocking pool.
+    async fn blocking<R: Send + 'static>(self: &Arc<Self>, work: impl FnOnce(&Catalog) -> R + Send + 'static) -> Result<R, CatalogError> {
+        let catalog = self.clone();
+        match tokio::task::spawn_blocking(move || work(&catalog)).await {
+            Ok(result) => Ok(result),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(CatalogError::ShuttingDown),
+        }
     }
 }
 

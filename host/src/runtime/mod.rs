@@ -4,7 +4,9 @@
 //! compete with plugins for pool slots), with the pooling allocator and a
 //! fresh instance per request from an `InstancePre` (`ProxyPre`). A request
 //! gets the app's env vars, a memory cap (its plan's memory, bounded by the
-//! runtime's slot size) and a CPU deadline counted in epoch ticks. Apps get no
+//! runtime's slot size) and a CPU deadline counted in epoch ticks (yielding
+//! to other requests at each tick, so one computing guest never holds a data
+//! plane thread for more than a tick at a time). Apps get no
 //! capability beyond wasi:http: no preopened directories, no sockets, and
 //! outgoing HTTP requests are refused.
 //!
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -196,9 +198,15 @@ impl AppRuntime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let ticks = (self.limits.cpu_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // The guest yields to the other requests of its thread at every
+        // epoch tick it runs through, and is cut after `cpu_deadline` of
+        // them (time spent waiting to run again does not count).
+        let mut ticks_left = (self.limits.cpu_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            ticks_left -= 1;
+            Ok(if ticks_left == 0 { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(Failure::host)?;
@@ -406,6 +414,25 @@ mod tests {
         let (status, body) = text(rt.handle(&hog, small.clone(), get("/?mb=32")).await).await;
         assert_eq!((status, body.as_str()), (500, "the request needed more than the app's memory limit of 16 MiB\n"));
         assert_eq!(text(rt.handle(&hog, small, get("/?mb=4")).await).await, (200, "held 4 MiB\n".into()));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_computing_request_yields_to_the_others_on_its_thread() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let rt = runtime(dir.path());
+        let burn = rt.load(&std::fs::read(env!("TORII_GUEST_APP_BURN")).unwrap()).unwrap();
+        let hello = rt.load(&std::fs::read(env!("TORII_GUEST_APP_HELLO")).unwrap()).unwrap();
+        let burning = rt.handle(&burn, Invocation::default(), get("/burn"));
+        let started = std::time::Instant::now();
+        let quick = async {
+            let answer = text(rt.handle(&hello, Invocation::default(), get("/")).await).await;
+            (answer, started.elapsed())
+        };
+        // One thread: the quick request runs while the burning one yields at
+        // its first tick, long before the burning one is cut at 500 ms.
+        let ((status, _), ((hello_status, _), took)) = tokio::join!(async { text(burning.await).await }, quick);
+        assert_eq!((status, hello_status), (504, 200));
+        assert!(took < Duration::from_millis(250), "the quick request waited {took:?} for the burning one");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
