@@ -111,14 +111,20 @@ async fn main() {
     let axum_addr = axum_hello().await;
     let (mut routers, mut axums) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        routers.push(common::load(&Target { addr: torii.router, path: "/".into(), host: "hello.apps.bench".into(), token: None }).await);
+        let target = Target { addr: torii.router, path: "/".into(), host: "hello.apps.bench".into(), token: None };
+        routers.push(common::load_measuring(&target, Some(torii.child.id())).await);
         axums.push(common::load(&Target { addr: axum_addr, path: "/".into(), host: "bench".into(), token: None }).await);
     }
+    let routers_cpu: Vec<Duration> = routers.iter().filter_map(Load::cpu_per_request).collect();
     let router = median(routers);
     let axum = median(axums);
     row("torii router → hello component", &router);
     row("native axum hello (ceiling)", &axum);
     println!("router / native axum throughput: {:.2} (target ≥ 0.25)", router.rps() / axum.rps());
+    let mut cpu: Vec<Duration> = routers_cpu;
+    cpu.sort();
+    let us = |d: &Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6);
+    println!("torii CPU per routed request: {} (median of the rounds: {})", us(&cpu[cpu.len() / 2]), cpu.iter().map(us).collect::<Vec<_>>().join(", "));
     if std::env::var_os("TORII_BENCH_THROUGHPUT_ONLY").is_some() {
         return;
     }

@@ -20,11 +20,18 @@ pub struct Load {
     pub requests: usize,
     pub elapsed: Duration,
     pub latencies: Vec<Duration>,
+    /// CPU time (user + system) the server process spent over the measured
+    /// window, when its pid was given.
+    pub server_cpu: Option<Duration>,
 }
 
 impl Load {
     pub fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    /// The server's CPU time per measured request.
+    pub fn cpu_per_request(&self) -> Option<Duration> {
+        self.server_cpu.map(|cpu| cpu / self.requests.max(1) as u32)
     }
     pub fn percentile(&self, p: f64) -> Duration {
         let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
@@ -75,10 +82,35 @@ async fn connection(target: Target, until: Instant, record_from: Instant) -> (us
 
 /// `CONNECTIONS` keep-alive connections for `WARMUP` + `MEASURE`.
 pub async fn load(target: &Target) -> Load {
+    load_measuring(target, None).await
+}
+
+/// CPU time (user + system) process `pid` has used so far.
+pub fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the server's /proc stat");
+    // Fields after the command name (which may hold spaces): state is the 3rd
+    // field, utime and stime the 14th and 15th, in clock ticks.
+    let after = &stat[stat.rfind(')').expect("stat names the command") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().ok()).unwrap_or(100);
+    Duration::from_nanos(ticks * 1_000_000_000 / per_second)
+}
+
+/// [`load`], also measuring the CPU time server process `pid` spends over
+/// the measured window.
+pub async fn load_measuring(target: &Target, pid: Option<u32>) -> Load {
     let start = Instant::now();
     let record_from = start + WARMUP;
     let until = record_from + MEASURE;
     let tasks: Vec<_> = (0..CONNECTIONS).map(|_| tokio::spawn(connection(target.clone(), until, record_from))).collect();
+    let cpu_from = match pid {
+        Some(pid) => {
+            tokio::time::sleep_until(record_from.into()).await;
+            Some((pid, process_cpu(pid)))
+        }
+        None => None,
+    };
     let mut requests = 0;
     let mut latencies = Vec::new();
     for t in tasks {
@@ -86,15 +118,17 @@ pub async fn load(target: &Target) -> Load {
         requests += n;
         latencies.extend(l);
     }
+    let server_cpu = cpu_from.map(|(pid, from)| process_cpu(pid).saturating_sub(from));
     latencies.sort();
-    Load { requests, elapsed: MEASURE, latencies }
+    Load { requests, elapsed: MEASURE, latencies, server_cpu }
 }
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A release `torii serve` on SQLite in `dir`; stopped (SIGTERM) on drop.
+/// A release `torii serve` on SQLite in `dir` (the build `TORII_BENCH_BIN`
+/// names, else this one); stopped (SIGTERM) on drop.
 pub struct Torii {
     pub child: Child,
     pub api: SocketAddr,
@@ -116,8 +150,9 @@ impl Torii {
             ),
         )
         .unwrap();
-        let bin = env!("CARGO_BIN_EXE_torii");
-        let mut create = Command::new(bin)
+        // TORII_BENCH_BIN runs another build of torii (an A/B of two builds).
+        let bin = std::env::var("TORII_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_torii").to_string());
+        let mut create = Command::new(&bin)
             .args(["root-user-create", "bench@example.com", "--config"])
             .arg(&config)
             .stdin(Stdio::piped())
@@ -127,7 +162,7 @@ impl Torii {
             .unwrap();
         create.stdin.take().unwrap().write_all(b"bench-secret\n").unwrap();
         assert!(create.wait().unwrap().success());
-        let child = Command::new(bin).args(["serve", "--config"]).arg(&config).env("TORII_LOG", "warn").spawn().unwrap();
+        let child = Command::new(&bin).args(["serve", "--config"]).arg(&config).env("TORII_LOG", "warn").spawn().unwrap();
         let api: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let router: SocketAddr = format!("127.0.0.1:{router_port}").parse().unwrap();
         let client = reqwest::Client::new();
