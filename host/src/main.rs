@@ -9,6 +9,12 @@ use torii::config::Config;
 use torii::server::{self, Server};
 use torii::store::{RoleRecord, SubjectKind};
 
+/// mimalloc: a routed request allocates and frees a few hundred small
+/// objects (wasmtime's store and instance, wasi-http's fields), and with
+/// glibc's malloc that was a sixth of the data plane's instructions.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "torii", version, about = "A tsuru-compatible PaaS control plane with WebAssembly plugins")]
 struct Cli {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 /// One app log entry: app, date, message, unit.
-pub type Line = (String, i64, String, String);
+pub type Line = (Arc<str>, i64, String, Arc<str>);
 
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 const MAX_BATCH: usize = 2000;
@@ -68,13 +68,13 @@ async fn write(server: Weak<Server>, shared: Arc<Shared>) {
     }
 }
 async fn flush(server: &Arc<Server>, batch: Vec<Line>) {
-    let mut by_app: BTreeMap<String, Vec<(i64, String, String, String)>> = BTreeMap::new();
-    for (app, date, message, unit) in batch {
-        by_app.entry(app).or_default().push((date, message, "app".to_string(), unit));
+    let mut by_app: BTreeMap<&str, Vec<(i64, &str, &str, &str)>> = BTreeMap::new();
+    for (app, date, message, unit) in &batch {
+        by_app.entry(app).or_default().push((*date, message, "app", unit));
     }
     let keep = i64::from(server.config.logs.max_lines_per_app);
     for (app, entries) in by_app {
-        if let Err(e) = server.store.append_logs(&app, &entries, keep).await {
+        if let Err(e) = server.store.append_logs(app, &entries, keep).await {
             tracing::warn!(app = %app, error = %e, "cannot write the app's output to its log");
         }
     }

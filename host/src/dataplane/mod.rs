@@ -149,12 +149,12 @@ async fn route(plane: &Plane, origin: forward::Origin, req: hyper::Request<Incom
         Ok(None) => return plain(404, &format!("no app answers at {host}")),
         Err(e) => return plain(500, &e),
     };
-    let app = view.app.name.clone();
+    let app = view.app.name.as_str();
     match view.app.status.as_str() {
         "stopped" => return plain(503, &format!("app {app} is stopped: start it with `tsuru app start -a {app}`")),
         "asleep" => {
             // The first request wakes the app.
-            if let Err(e) = server.store.set_app_status(&app, "started").await {
+            if let Err(e) = server.store.set_app_status(app, "started").await {
                 return plain(500, &format!("torii could not wake app {app}: {e}"));
             }
         }
@@ -164,7 +164,7 @@ async fn route(plane: &Plane, origin: forward::Origin, req: hyper::Request<Incom
         return plain(503, &format!("app {app} has no deployed version yet: deploy one with `tsuru app deploy`"));
     };
     if !backend.addresses.is_empty() {
-        return forward::forward(&plane.backends, &app, backend, origin, req).await;
+        return forward::forward(&plane.backends, app, backend, origin, req).await;
     }
     let Some(route) = view.routes.iter().find(|r| r.version == backend.version) else {
         return plain(503, &format!("app {app} serves version {} which its provisioner no longer runs: rebuild its routes", backend.version));
@@ -176,7 +176,7 @@ async fn route(plane: &Plane, origin: forward::Origin, req: hyper::Request<Incom
         return plain(503, &format!("app {app} has no units: add some with `tsuru unit add 1 -a {app}`"));
     }
     let queue = Duration::from_millis(server.config.apps.queue_timeout_ms);
-    let unit = match server.units.slots(&app, route.version, route.units).take(queue).await {
+    let unit = match server.units.slots(&app, &route.process, route.version, route.units).take(queue).await {
         Some(unit) => unit,
         None => {
             return plain(503, &format!(
@@ -189,22 +189,20 @@ async fn route(plane: &Plane, origin: forward::Origin, req: hyper::Request<Incom
         Ok(code) => code,
         Err(e) => return plain(500, &format!("app {app} version {} cannot run: {e}", version.version)),
     };
-    let name = format!("{app}-{}-v{}-{}", route.process, route.version, unit.number);
-    let control = server.units.control(&app, &name);
     // Registered before the request runs, so a kill during it is seen.
-    let killed = control.killed();
+    let killed = unit.control().killed();
     let mut invocation = invocation(&view);
-    invocation.output = Some(log_sink(plane.logs.clone(), &app, name.clone()));
+    invocation.output = Some(log_sink(plane.logs.clone(), &unit));
     tokio::select! {
         response = server.apps.runtime.handle(&code, invocation, req) => response,
-        _ = killed => plain(503, &format!("unit {name} was killed while serving this request")),
+        _ = killed => plain(503, &format!("unit {} was killed while serving this request", unit.name())),
     }
 }
 
 /// Sends what an instance printed to the app's log, one entry per line,
 /// source `app`, under the unit's name (written in batches).
-fn log_sink(logs: logs::LogBatcher, app: &str, unit: String) -> crate::runtime::OutputSink {
-    let app = app.to_string();
+fn log_sink(logs: logs::LogBatcher, unit: &units::Unit) -> crate::runtime::OutputSink {
+    let (app, unit) = (unit.app().clone(), unit.name().clone());
     Arc::new(move |stdout: Bytes, stderr: Bytes| {
         let now = crate::store::now_millis();
         for bytes in [stdout, stderr] {

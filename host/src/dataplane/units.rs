@@ -4,6 +4,9 @@
 //! A version with N units runs at most N requests at once; more wait up to
 //! `[apps] queue_timeout_ms`, then get 503. Killing a unit cuts the request
 //! it is serving (503) and counts a restart; the slot serves the next one.
+//! A request finds its slots, its unit's name and its unit's control without
+//! allocating: the maps are keyed by app first, and each version's slots
+//! hold their units' names and controls.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -11,21 +14,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
-/// Every unit this process knows: slots by version, controls by unit name.
+/// Every unit this process knows: slots by app and version, controls by app
+/// and unit name.
 #[derive(Default)]
 pub struct Units {
-    by_version: Mutex<HashMap<(String, i64), Arc<UnitSlots>>>,
-    /// By (app, unit name).
-    controls: Mutex<HashMap<(String, String), Arc<Control>>>,
+    by_version: Mutex<HashMap<String, HashMap<i64, Arc<UnitSlots>>>>,
+    controls: Mutex<HashMap<String, HashMap<String, Arc<Control>>>>,
     /// Bumped on every kill and status change, so unit lists made before are stale.
     generation: AtomicU64,
 }
 
-/// The units of one version: a permit per unit, and which unit numbers are free.
+/// The units of one version and process: a permit per unit, which unit
+/// numbers are free, and each unit's name and control (by number).
 pub struct UnitSlots {
-    units: i64,
+    app: Arc<str>,
+    process: String,
     permits: Arc<Semaphore>,
     free: Mutex<Vec<i64>>,
+    units: Vec<(Arc<str>, Arc<Control>)>,
 }
 
 /// A unit serving one request; its number goes back when dropped.
@@ -33,6 +39,21 @@ pub struct Unit {
     slots: Arc<UnitSlots>,
     pub number: i64,
     _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Unit {
+    pub fn app(&self) -> &Arc<str> {
+        &self.slots.app
+    }
+
+    /// `<app>-<process>-v<version>-<number>`, as unit lists and the app log name it.
+    pub fn name(&self) -> &Arc<str> {
+        &self.slots.units[self.number as usize].0
+    }
+
+    pub fn control(&self) -> &Control {
+        &self.slots.units[self.number as usize].1
+    }
 }
 
 impl Drop for Unit {
@@ -66,40 +87,48 @@ impl Control {
 }
 
 impl Units {
-    /// The units of `app`'s `version` (replaced when the unit count changed;
-    /// requests holding the old ones finish on them).
-    pub fn slots(&self, app: &str, version: i64, units: i64) -> Arc<UnitSlots> {
+    /// The `units` units of `app`'s `version` running `process` (replaced
+    /// when the count changed; requests holding the old ones finish on them).
+    pub fn slots(&self, app: &str, process: &str, version: i64, units: i64) -> Arc<UnitSlots> {
         let mut map = self.by_version.lock().unwrap();
-        let key = (app.to_string(), version);
-        match map.get(&key) {
-            Some(slots) if slots.units == units => slots.clone(),
-            _ => {
-                let slots = Arc::new(UnitSlots {
-                    units,
-                    permits: Arc::new(Semaphore::new(usize::try_from(units).unwrap_or(0))),
-                    free: Mutex::new((0..units).rev().collect()),
-                });
-                map.insert(key, slots.clone());
-                slots
-            }
+        if let Some(slots) = map.get(app).and_then(|versions| versions.get(&version))
+            && slots.units.len() as i64 == units.max(0)
+            && slots.process == process
+        {
+            return slots.clone();
         }
+        let count = units.max(0);
+        let slots = Arc::new(UnitSlots {
+            app: Arc::from(app),
+            process: process.to_string(),
+            permits: Arc::new(Semaphore::new(usize::try_from(count).unwrap_or(0))),
+            free: Mutex::new((0..count).rev().collect()),
+            units: (0..count)
+                .map(|n| {
+                    let name = format!("{app}-{process}-v{version}-{n}");
+                    let control = self.control(app, &name);
+                    (Arc::from(name), control)
+                })
+                .collect(),
+        });
+        map.entry(app.to_string()).or_default().insert(version, slots.clone());
+        slots
     }
 
     /// The control of `app`'s unit called `name`.
     pub fn control(&self, app: &str, name: &str) -> Arc<Control> {
         let mut map = self.controls.lock().unwrap();
-        let key = (app.to_string(), name.to_string());
-        if let Some(c) = map.get(&key) {
+        if let Some(c) = map.get(app).and_then(|units| units.get(name)) {
             return c.clone();
         }
         let c = Arc::new(Control::default());
-        map.insert(key, c.clone());
+        map.entry(app.to_string()).or_default().insert(name.to_string(), c.clone());
         c
     }
 
     /// The control of a unit if the API or a request ever touched it.
     pub fn known(&self, app: &str, name: &str) -> Option<Arc<Control>> {
-        self.controls.lock().unwrap().get(&(app.to_string(), name.to_string())).cloned()
+        self.controls.lock().unwrap().get(app).and_then(|units| units.get(name)).cloned()
     }
 
     pub fn generation(&self) -> u64 {
@@ -126,17 +155,15 @@ impl Units {
     /// Every unit of `app` this process has seen: (name, restarts, status set).
     pub fn seen(&self, app: &str) -> Vec<(String, i64, Option<String>)> {
         let map = self.controls.lock().unwrap();
-        let mut out: Vec<_> = map.iter().filter(|((owner, _), _)| owner == app).map(|((_, name), c)| (name.clone(), c.restarts(), c.status())).collect();
+        let mut out: Vec<_> = map.get(app).into_iter().flatten().map(|(name, c)| (name.clone(), c.restarts(), c.status())).collect();
         out.sort();
         out
     }
 
     /// Forgets statuses set on `app`'s units (it was started, stopped or restarted).
     pub fn reset_statuses(&self, app: &str) {
-        for ((owner, _), c) in self.controls.lock().unwrap().iter() {
-            if owner == app {
-                *c.status.lock().unwrap() = None;
-            }
+        for c in self.controls.lock().unwrap().get(app).into_iter().flat_map(|units| units.values()) {
+            *c.status.lock().unwrap() = None;
         }
         self.changed();
     }
@@ -175,10 +202,21 @@ mod tests {
     #[tokio::test]
     async fn slots_queue_then_give_up() {
         let units = Units::default();
-        let slots = units.slots("a", 1, 1);
+        let slots = units.slots("a", "web", 1, 1);
         let first = slots.take(Duration::from_millis(10)).await.unwrap();
+        assert_eq!(&**first.name(), "a-web-v1-0");
         assert!(slots.take(Duration::from_millis(10)).await.is_none());
         drop(first);
         assert_eq!(slots.take(Duration::from_millis(10)).await.unwrap().number, 0);
+        // A kill through the API reaches the unit's request through its slots.
+        let unit = slots.take(Duration::from_millis(10)).await.unwrap();
+        let killed = unit.control().killed();
+        units.kill("a", "a-web-v1-0");
+        tokio::time::timeout(Duration::from_secs(1), killed).await.expect("the request sees the kill");
+        assert_eq!(unit.control().restarts(), 1);
+        // A new unit count makes new slots; the unit keeps its control.
+        let more = units.slots("a", "web", 1, 2);
+        assert!(!Arc::ptr_eq(&slots, &more));
+        assert_eq!(more.take(Duration::from_millis(10)).await.unwrap().control().restarts(), 1);
     }
 }

@@ -33,8 +33,14 @@ const INSERT_POSTGRES: &str = "INSERT INTO app_logs (app, date, message, source,
      FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS t(e, n) ORDER BY n";
 
 impl Store {
-    /// Appends entries and trims the app's log to its newest `keep` entries.
-    pub async fn append_logs(&self, app: &str, entries: &[(i64, String, String, String)], keep: i64) -> StoreResult<()> {
+    /// Appends entries (date, message, source, unit; tuples of owned or
+    /// borrowed strings) and trims the app's log to its newest `keep` entries.
+    pub async fn append_logs<M, S, U>(&self, app: &str, entries: &[(i64, M, S, U)], keep: i64) -> StoreResult<()>
+    where
+        M: AsRef<str> + serde::Serialize + Sync,
+        S: AsRef<str> + serde::Serialize + Sync,
+        U: AsRef<str> + serde::Serialize + Sync,
+    {
         // Entries past what the log keeps would be trimmed at once.
         let skip = entries.len().saturating_sub(usize::try_from(keep.max(0)).unwrap_or(usize::MAX));
         let rows = serde_json::to_string(&entries[skip..]).expect("log entries serialise");
