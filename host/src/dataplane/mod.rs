@@ -176,7 +176,7 @@ async fn route(plane: &Plane, origin: forward::Origin, req: hyper::Request<Incom
         return plain(503, &format!("app {app} has no units: add some with `tsuru unit add 1 -a {app}`"));
     }
     let queue = Duration::from_millis(server.config.apps.queue_timeout_ms);
-    let unit = match server.units.slots(&app, &route.process, route.version, route.units).take(queue).await {
+    let unit = match server.units.slots(app, &route.process, route.version, route.units).take(queue).await {
         Some(unit) => unit,
         None => {
             return plain(503, &format!(
