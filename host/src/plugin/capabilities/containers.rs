@@ -43,12 +43,22 @@ impl PluginState {
 
     /// Runs `f` on the engines once the plugin may reach `node`.
     async fn on_node<T>(&mut self, node: &str, f: impl AsyncFnOnce(&Engines) -> Result<T, crate::docker::EngineError>) -> wasmtime::Result<Result<T, String>> {
+        self.on_node_record(node, async move |engines, _| f(engines).await).await
+    }
+
+    /// [`Self::on_node`], handing `f` the node's record too.
+    async fn on_node_record<T>(
+        &mut self,
+        node: &str,
+        f: impl AsyncFnOnce(&Engines, &crate::store::NodeRecord) -> Result<T, crate::docker::EngineError>,
+    ) -> wasmtime::Result<Result<T, String>> {
         let (host, engines) = self.engines()?;
         let Some(engines) = engines else { return Ok(Err(UNAVAILABLE.into())) };
-        if let Err(e) = owns_node(&host, node).await {
-            return Ok(Err(e));
-        }
-        Ok(f(&engines).await.map_err(|e| e.to_string()))
+        let record = match owns_node(&host, node).await {
+            Ok(record) => record,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(f(&engines, &record).await.map_err(|e| e.to_string()))
     }
 
     /// Runs `f` on container `id` of `node` once it is one this plugin
@@ -166,14 +176,13 @@ impl Host for PluginState {
     }
 
     async fn create(&mut self, node: String, spec: ContainerSpec) -> wasmtime::Result<Result<String, String>> {
-        let (host, engines) = self.engines()?;
-        let Some(engines) = engines else { return Ok(Err(UNAVAILABLE.into())) };
-        let record = match owns_node(&host, &node).await {
-            Ok(record) => record,
-            Err(e) => return Ok(Err(e)),
-        };
-        let spec = owned(crate::docker::Spec { log: log_config(&host, &record.pool).await, ..self::spec(spec) }, &host.name);
-        Ok(engines.create(&node, spec).await.map_err(|e| e.to_string()))
+        let host = self.host.clone();
+        let spec = self::spec(spec);
+        self.on_node_record(&node, async |engines, record| {
+            let spec = owned(crate::docker::Spec { log: log_config(&host, &record.pool).await, ..spec }, &host.name);
+            engines.create(&node, spec).await
+        })
+        .await
     }
 
     async fn start(&mut self, node: String, id: String) -> wasmtime::Result<Result<(), String>> {
