@@ -34,6 +34,12 @@ pub(crate) fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
     builder.into_inner().unwrap().finish().unwrap()
 }
 
+/// Sets `ACCESS_LOG` on `app`: the hello app then prints a line per request.
+async fn access_log(t: &TestServer, app: &str) {
+    let r = t.req("POST", &format!("/1.0/apps/{app}/env")).admin().json(json!({"envs": [{"name": "ACCESS_LOG", "value": "1"}], "noRestart": true})).send().await;
+    r.expect_status(200);
+}
+
 async fn setup(b: crate::support::Backend) -> TestServer {
     let mut o = crate::support::Options::new(b);
     o.api_toml = "max_body_bytes = 2097152".into();
@@ -54,7 +60,8 @@ backends! {
         t.req("POST", "/1.0/pools").admin().form(&[("name", "edge"), ("provisioner", "wasm")]).send().await.expect(201, "");
         assert_eq!(t.req("GET", "/1.8/pools/edge").admin().send().await.json()["provisioner"], "wasm");
 
-        // A bare component.
+        // A bare component; with ACCESS_LOG set it prints a line per request.
+        access_log(&t, "web").await;
         let hello = std::fs::read(HELLO).unwrap();
         let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&hello, &[("origin", "app-deploy"), ("message", "first")])).send().await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -543,6 +550,9 @@ backends! {
         assert_eq!(t.req("GET", "/1.0/apps/edgy").admin().send().await.json()["provisioner"], "edge");
 
         // Same archive; each provisioner decides which process serves.
+        for app in ["web", "edgy"] {
+            access_log(&t, app).await;
+        }
         let hello = std::fs::read(HELLO).unwrap();
         let archive = tar_gz(&[("app.wasm", &hello), ("Procfile", b"web: app.wasm\nworker: app.wasm\n")]);
         for app in ["web", "edgy"] {

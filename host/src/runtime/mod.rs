@@ -385,9 +385,13 @@ mod tests {
         let output: Arc<Mutex<Vec<u8>>> = Arc::default();
         let seen = output.clone();
         let sink: OutputSink = Arc::new(move |out, _err| seen.lock().unwrap().extend_from_slice(&out));
-        let env = Invocation { env: vec![("TSURU_APPNAME".into(), "web".into())], memory_bytes: 0, output: Some(sink) };
+        let quiet = Invocation { env: vec![("TSURU_APPNAME".into(), "web".into())], memory_bytes: 0, output: Some(sink) };
+        assert_eq!(text(rt.handle(&hello, quiet.clone(), get("/quiet")).await).await, (200, "hello from web at /quiet\n".into()));
+        let mut env = quiet.clone();
+        env.env.push(("ACCESS_LOG".into(), "1".into()));
         assert_eq!(text(rt.handle(&hello, env.clone(), get("/x?y=1")).await).await, (200, "hello from web at /x?y=1\n".into()));
-        // The guest logs each request on stdout; the sink gets it once the instance ends.
+        // With ACCESS_LOG the guest logs each request on stdout; the sink
+        // gets it once the instance ends (and got nothing from the quiet one).
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while output.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
