@@ -204,15 +204,16 @@ pub struct Running {
     pub server: Arc<Server>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    router: tokio::task::JoinHandle<()>,
+    router: crate::dataplane::DataPlane,
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish for up to
+    /// Stops accepting, cuts app requests and writes the app output still
+    /// waiting for the app log, lets in-flight API requests finish for up to
     /// [`SHUTDOWN_GRACE`] (long-lived streams such as log follows are cut
     /// then), and closes the database.
     pub async fn stop(mut self) {
-        self.router.abort();
+        self.router.stop(&self.server).await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -348,6 +348,26 @@ backends! {
 }
 
 backends! {
+    async fn app_output_still_waiting_for_the_log_is_written_when_torii_stops(b) {
+        let mut t = setup(b).await;
+        access_log(&t, "web").await;
+        let hello = std::fs::read(HELLO).unwrap();
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&hello, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        // Stopped right after the request: its line waits for the log
+        // writer's next batch (every 200 ms), which the stop must not lose.
+        assert_eq!(t.app_get("web.apps.test", "/last?words").await.0, 200);
+        t.halt().await;
+        let mut o = crate::support::Options::new(b);
+        o.database_url = Some(t.database_url.clone());
+        let after = TestServer::start_with(o).await;
+        let r = after.req("GET", "/1.0/apps/web/log?source=app&lines=10").admin().send().await;
+        assert!(r.body.contains("\"Message\":\"served /last?words\""), "{}", r.body);
+        after.stop().await;
+    }
+}
+
+backends! {
     async fn a_runaway_request_is_cut_and_the_next_is_served(b) {
         let mut o = crate::support::Options::new(b);
         o.extra_toml = "[apps]\ncpu_deadline_ms = 300\n".into();

@@ -336,6 +336,12 @@ impl TestServer {
     }
 
     pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    /// Stops the server as SIGTERM does, keeping its database (a server
+    /// joined to it reads what it left).
+    pub async fn halt(&mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await;
         }

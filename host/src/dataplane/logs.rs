@@ -3,6 +3,8 @@
 //! per request. Lines are appended to a shared buffer; a writer task takes the
 //! whole buffer every [`FLUSH_EVERY`] (sooner once [`MAX_BATCH`] lines wait)
 //! and writes it with one `append_logs` per app, then wakes log followers.
+//! When the data plane stops, [`LogBatcher::drain`] writes what still waits,
+//! before the database closes.
 
 use crate::server::Server;
 use std::collections::BTreeMap;
@@ -27,12 +29,15 @@ struct Shared {
     lines: Mutex<Vec<Line>>,
     /// Wakes the writer early when a full batch waits.
     full: Notify,
+    /// Held while a batch is taken and written: a drain waits for the
+    /// writer's batch to be in the database before it takes the rest.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl LogBatcher {
     /// Starts the writer; it ends when the server is gone.
     pub fn start(server: Weak<Server>) -> LogBatcher {
-        let shared = Arc::new(Shared { lines: Mutex::new(Vec::new()), full: Notify::new() });
+        let shared = Arc::new(Shared { lines: Mutex::new(Vec::new()), full: Notify::new(), writing: tokio::sync::Mutex::new(()) });
         tokio::spawn(write(server, shared.clone()));
         LogBatcher { shared }
     }
@@ -50,6 +55,16 @@ impl LogBatcher {
             self.shared.full.notify_one();
         }
     }
+
+    /// Writes every line still waiting (after the batch being written, if
+    /// any): the data plane's last step before the database closes.
+    pub async fn drain(&self, server: &Arc<Server>) {
+        let _writing = self.shared.writing.lock().await;
+        let batch = std::mem::take(&mut *self.shared.lines.lock().unwrap());
+        if !batch.is_empty() {
+            flush(server, batch).await;
+        }
+    }
 }
 
 async fn write(server: Weak<Server>, shared: Arc<Shared>) {
@@ -60,6 +75,7 @@ async fn write(server: Weak<Server>, shared: Arc<Shared>) {
             _ = tick.tick() => {}
             _ = shared.full.notified() => {}
         }
+        let _writing = shared.writing.lock().await;
         let batch = std::mem::take(&mut *shared.lines.lock().unwrap());
         let Some(server) = server.upgrade() else { return };
         if !batch.is_empty() {

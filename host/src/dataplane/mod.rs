@@ -39,19 +39,34 @@ struct Plane {
     stopped: watch::Receiver<()>,
 }
 
+/// A running data plane; [`DataPlane::stop`] ends it.
+pub struct DataPlane {
+    accepting: tokio::task::JoinHandle<()>,
+    logs: logs::LogBatcher,
+}
+
+impl DataPlane {
+    /// Stops accepting and ends every connection (requests still running
+    /// are cut), then writes the app output still waiting for the app log.
+    pub async fn stop(self, server: &Arc<Server>) {
+        self.accepting.abort();
+        let _ = self.accepting.await;
+        self.logs.drain(server).await;
+    }
+}
+
 /// Accepts app traffic on `listener` (HTTP) and `tls_listener` (HTTPS, the
 /// certificate chosen by SNI), serving each connection on one of the
-/// process's data-plane workers, until the returned task is aborted; then
-/// every connection it accepted ends too.
-pub fn serve(server: Arc<Server>, listener: TcpListener, tls_listener: Option<TcpListener>) -> tokio::task::JoinHandle<()> {
+/// process's data-plane workers, until stopped.
+pub fn serve(server: Arc<Server>, listener: TcpListener, tls_listener: Option<TcpListener>) -> DataPlane {
     let workers = workers::Workers::get(match server.config.router.workers {
         0 => workers::default_count(),
         n => n,
     });
     let logs = logs::LogBatcher::start(Arc::downgrade(&server));
     let (stop, stopped) = watch::channel(());
-    let plane = Plane { server, logs, backends: forward::client(), stopped };
-    tokio::spawn(async move {
+    let plane = Plane { server, logs: logs.clone(), backends: forward::client(), stopped };
+    let accepting = tokio::spawn(async move {
         let _stop = stop;
         let certs = Arc::new(tls::Certificates::default());
         let plain = accept_loop(listener, workers, plane.clone(), None);
@@ -61,7 +76,8 @@ pub fn serve(server: Arc<Server>, listener: TcpListener, tls_listener: Option<Tc
             }
             None => plain.await,
         }
-    })
+    });
+    DataPlane { accepting, logs }
 }
 
 async fn accept_loop(listener: TcpListener, workers: &workers::Workers, plane: Plane, tls: Option<Arc<tls::Certificates>>) {
