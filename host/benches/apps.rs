@@ -6,7 +6,10 @@
 //!   connections, fresh instance per request) against `wasmtime serve`
 //!   48.0.8 on the same component (skipped with a note when not installed;
 //!   `WASMTIME` may name the binary) and a native axum hello as the ceiling
-//!   (router and axum take turns, medians of three rounds each);
+//!   (on runtime threads of its own, as if it were its own process). The load
+//!   generator runs on its own threads too, one or two: each server counts
+//!   at the setting that drives it hardest on this shared machine (both are
+//!   printed). Router and axum take turns, medians of three rounds each;
 //! - deploy-to-first-200 for a fresh component (compiled on deploy) and for
 //!   bytes already compiled;
 //! - the extra latency of the first request after sleep;
@@ -16,7 +19,8 @@
 
 mod common;
 
-use common::{CONNECTIONS, Load, MEASURE, Target, Torii, WARMUP, free_port, micros};
+use common::{CONNECTIONS, GENERATOR_THREADS, Load, MEASURE, Target, Torii, WARMUP, free_port, micros};
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -58,15 +62,48 @@ fn median(mut loads: Vec<Load>) -> Load {
     loads.swap_remove(loads.len() / 2)
 }
 
-fn row(name: &str, l: &Load) {
-    println!("{:<34} {:>10.0} {:>10} {:>10}", name, l.rps(), micros(l.percentile(0.5)), micros(l.percentile(0.99)));
+/// The median throughput of `loads`.
+fn median_rps(loads: &[Load]) -> f64 {
+    let mut rps: Vec<f64> = loads.iter().map(Load::rps).collect();
+    rps.sort_by(f64::total_cmp);
+    rps[rps.len() / 2]
 }
 
-async fn axum_hello() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// A server's median round at each generator setting, the best first.
+fn medians(runs: BTreeMap<usize, Vec<Load>>) -> Vec<(usize, Load)> {
+    let mut medians: Vec<(usize, Load)> = runs.into_iter().map(|(threads, loads)| (threads, median(loads))).collect();
+    medians.sort_by(|a, b| b.1.rps().total_cmp(&a.1.rps()));
+    medians
+}
+
+fn generator(threads: usize) -> String {
+    format!("{threads} thread{}", if threads == 1 { "" } else { "s" })
+}
+
+fn row(name: &str, threads: usize, l: &Load) {
+    println!("{:<34} {:>10} {:>10.0} {:>10} {:>10}", name, generator(threads), l.rps(), micros(l.percentile(0.5)), micros(l.percentile(0.99)));
+}
+
+/// Rows for a server at each generator setting (best first); its best.
+fn rows(name: &str, medians: &[(usize, Load)]) {
+    for (threads, load) in medians {
+        row(name, *threads, load);
+    }
+}
+
+/// A native axum hello on a two-thread runtime of its own (a process of its
+/// own would do no better: tried).
+fn axum_hello() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(|| async { "hello from axum\n" });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("axum").enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new().fallback(|| async { "hello from axum\n" });
+            axum::serve(tokio::net::TcpListener::from_std(listener).unwrap(), app).await.unwrap()
+        })
+    });
     addr
 }
 
@@ -95,36 +132,85 @@ async fn main() {
         assert_eq!(get(&client, &torii, app).await, 200);
         first_200.push(start.elapsed());
     }
-    // One unit serves one request at a time: give the loaded app room for every connection.
-    let res = torii.client.put(format!("{}/1.0/apps/hello/units", torii.base)).bearer_auth(&torii.token).form(&[("units", "63")]).send().await.unwrap();
+    // The same component with its access log on: a line per request through
+    // the app log (the ceiling logs nothing, so the ratio uses the quiet one).
+    torii.post("/1.0/apps", &[("name", "logged"), ("teamOwner", "bench")]).await;
+    let res = torii
+        .client
+        .post(format!("{}/1.0/apps/logged/env", torii.base))
+        .bearer_auth(&torii.token)
+        .json(&serde_json::json!({"envs": [{"name": "ACCESS_LOG", "value": "1"}], "noRestart": true}))
+        .send()
+        .await
+        .unwrap();
     assert!(res.status().is_success());
     res.text().await.unwrap();
+    deploy(&torii, "logged", &hello).await;
+    // One unit serves one request at a time: give the loaded apps room for every connection.
+    for app in ["hello", "logged"] {
+        let res = torii.client.put(format!("{}/1.0/apps/{app}/units", torii.base)).bearer_auth(&torii.token).form(&[("units", "63")]).send().await.unwrap();
+        assert!(res.status().is_success());
+        res.text().await.unwrap();
+    }
 
     println!(
         "torii WASM app benchmark: {CONNECTIONS} connections, {}s each after {}s warm-up, release build; torii and native axum alternate {ROUNDS} times (medians)",
         MEASURE.as_secs(),
         WARMUP.as_secs()
     );
-    println!("{:<34} {:>10} {:>10} {:>10}", "server", "req/s", "p50", "p99");
+    println!("{:<34} {:>10} {:>10} {:>10} {:>10}", "server", "generator", "req/s", "p50", "p99");
     // The machine's speed drifts over a run: the router and the ceiling take
     // turns, and each side's median round counts.
-    let axum_addr = axum_hello().await;
-    let (mut routers, mut axums) = (Vec::new(), Vec::new());
+    let axum_addr = axum_hello();
+    let router_target = Target { addr: torii.router, path: "/".into(), host: "hello.apps.bench".into(), token: None };
+    let axum_target = Target { addr: axum_addr, path: "/".into(), host: "bench".into(), token: None };
+    let (mut routers, mut axums) = (BTreeMap::<usize, Vec<Load>>::new(), BTreeMap::<usize, Vec<Load>>::new());
     for _ in 0..ROUNDS {
-        let target = Target { addr: torii.router, path: "/".into(), host: "hello.apps.bench".into(), token: None };
-        routers.push(common::load_measuring(&target, Some(torii.child.id())).await);
-        axums.push(common::load(&Target { addr: axum_addr, path: "/".into(), host: "bench".into(), token: None }).await);
+        for threads in GENERATOR_THREADS {
+            routers.entry(threads).or_default().push(common::load_on(&router_target, Some(torii.child.id()), threads).await);
+            axums.entry(threads).or_default().push(common::load_on(&axum_target, None, threads).await);
+        }
     }
-    let routers_cpu: Vec<Duration> = routers.iter().filter_map(Load::cpu_per_request).collect();
-    let router = median(routers);
-    let axum = median(axums);
-    row("torii router → hello component", &router);
-    row("native axum hello (ceiling)", &axum);
-    println!("router / native axum throughput: {:.2} (target ≥ 0.25)", router.rps() / axum.rps());
-    let mut cpu: Vec<Duration> = routers_cpu;
+    let same: Vec<String> = GENERATOR_THREADS
+        .iter()
+        .map(|t| format!("{:.2} ({})", median_rps(&routers[t]) / median_rps(&axums[t]), generator(*t)))
+        .collect();
+    let cpu_by_threads: BTreeMap<usize, Vec<Duration>> =
+        routers.iter().map(|(threads, loads)| (*threads, loads.iter().filter_map(Load::cpu_per_request).collect())).collect();
+    let (routers, axums) = (medians(routers), medians(axums));
+    let (best_threads, router) = &routers[0];
+    let axum = &axums[0].1;
+    rows("torii router → hello component", &routers);
+    rows("native axum hello (ceiling)", &axums);
+    println!(
+        "router / native axum throughput, each at its best generator: {:.2} (target ≥ 0.25); with the same generator: {}",
+        router.rps() / axum.rps(),
+        same.join(", ")
+    );
+    let mut cpu = cpu_by_threads[best_threads].clone();
     cpu.sort();
     let us = |d: &Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6);
-    println!("torii CPU per routed request: {} (median of the rounds: {})", us(&cpu[cpu.len() / 2]), cpu.iter().map(us).collect::<Vec<_>>().join(", "));
+    println!(
+        "torii CPU per routed request ({}): {} (median of the rounds: {})",
+        generator(*best_threads),
+        us(&cpu[cpu.len() / 2]),
+        cpu.iter().map(us).collect::<Vec<_>>().join(", ")
+    );
+    // What the app log costs: the same component printing a line per request.
+    let logged_target = Target { addr: torii.router, path: "/".into(), host: "logged.apps.bench".into(), token: None };
+    let mut logged = Vec::new();
+    for _ in 0..ROUNDS {
+        logged.push(common::load_on(&logged_target, Some(torii.child.id()), *best_threads).await);
+    }
+    let mut logged_cpu: Vec<Duration> = logged.iter().filter_map(Load::cpu_per_request).collect();
+    logged_cpu.sort();
+    let logged = median(logged);
+    row("torii router → hello, ACCESS_LOG=1", *best_threads, &logged);
+    println!(
+        "with a log line per request: {:.0} % of the quiet throughput; torii CPU per request {}",
+        100.0 * logged.rps() / router.rps(),
+        us(&logged_cpu[logged_cpu.len() / 2])
+    );
     if std::env::var_os("TORII_BENCH_THROUGHPUT_ONLY").is_some() {
         return;
     }
@@ -149,11 +235,16 @@ async fn main() {
                 assert!(Instant::now() < deadline, "wasmtime serve did not start");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            let l = common::load(&Target { addr, path: "/".into(), host: "bench".into(), token: None }).await;
-            row("wasmtime serve 48.0.8 → hello", &l);
+            let target = Target { addr, path: "/".into(), host: "bench".into(), token: None };
+            let mut runs = BTreeMap::<usize, Vec<Load>>::new();
+            for threads in GENERATOR_THREADS {
+                runs.entry(threads).or_default().push(common::load_on(&target, None, threads).await);
+            }
+            let mut runs = medians(runs);
+            rows("wasmtime serve 48.0.8 → hello", &runs);
             let _ = child.kill();
             let _ = child.wait();
-            Some(l)
+            Some(runs.swap_remove(0).1)
         }
     };
     if let Some(w) = &wasmtime {

@@ -123,6 +123,31 @@ pub async fn load_measuring(target: &Target, pid: Option<u32>) -> Load {
     Load { requests, elapsed: MEASURE, latencies, server_cpu }
 }
 
+/// How many threads the load generator runs on, in a runtime of its own:
+/// the settings [`load_on`] tries. A heavy server leaves the generator
+/// waiting; on two cores a second generator thread then mostly adds wake-ups
+/// that take CPU from the server, while a light server needs both threads
+/// to be driven to its peak.
+pub const GENERATOR_THREADS: [usize; 2] = [1, 2];
+
+/// [`load_measuring`] with the generator on `threads` threads of its own
+/// runtime, apart from the bench's runtime (and any server it hosts).
+pub async fn load_on(target: &Target, pid: Option<u32>, threads: usize) -> Load {
+    let target = target.clone();
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("load-{threads}"))
+        .spawn(move || {
+            let runtime = match threads {
+                1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+                n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+            };
+            let _ = done.send(runtime.expect("load generator runtime").block_on(load_measuring(&target, pid)));
+        })
+        .expect("load generator thread");
+    result.await.expect("the load generator ended without a result")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
