@@ -84,7 +84,7 @@ fn row(name: &str, threads: usize, l: &Load) {
     println!("{:<34} {:>10} {:>10.0} {:>10} {:>10}", name, generator(threads), l.rps(), micros(l.percentile(0.5)), micros(l.percentile(0.99)));
 }
 
-/// Rows for a server at each generator setting (best first); its best.
+/// Rows for a server at each generator setting, the best first.
 fn rows(name: &str, medians: &[(usize, Load)]) {
     for (threads, load) in medians {
         row(name, *threads, load);
