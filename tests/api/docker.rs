@@ -49,6 +49,12 @@ fn build(node: &str, tag: &str, dockerfile: &str) {
     assert!(out.status.success(), "docker build {tag} on {node}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `docker tag image name` on `node`.
+fn tag(node: &str, image: &str, name: &str) {
+    let out = Command::new("docker").args(["-H", node, "tag", image, name]).output().expect("docker CLI");
+    assert!(out.status.success(), "docker tag {image} {name} on {node}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// An image serving `text` with busybox httpd on port 8888.
 fn httpd_dockerfile(text: &str) -> String {
     format!(
@@ -204,6 +210,22 @@ backends! {
         // A file alone goes onto the app's platform, and this app has none.
         let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().raw(MP, upload(&context, &[])).send().await;
         assert!(r.body.contains(&format!("app {app:?} has no platform to deploy files onto")) && !r.body.ends_with("\nOK\n"), "{}", r.body);
+
+        // An image name moved to another image after its deploy: each version
+        // runs what its deploy pinned, so a rollback brings the old one back.
+        let moving = format!("torii-test/moving-{app}:latest");
+        for (text, image, version) in [("hello from v1", "torii-test/httpd:1", 4), ("hello from v2", "torii-test/httpd:2", 5)] {
+            for node in &nodes {
+                tag(node, image, &moving);
+            }
+            let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("image", moving.as_str())]).send().await;
+            assert!(r.body.contains(&format!(" ---> image {moving} pinned as torii/app-{app}:v{version} on ")), "{}", r.body);
+            assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+            assert_eq!(t.app_get(&host, "/").await, (200, format!("{text}\n")));
+        }
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy/rollback")).admin().form(&[("image", "v4")]).send().await;
+        assert!(stream_errors(&r.body).is_empty() && !r.body.contains("pinned as"), "{}", r.body);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
 
         // Rollback: version 1's image runs again.
         let r = t.req("POST", &format!("/1.0/apps/{app}/deploy/rollback")).admin().form(&[("image", "v1")]).send().await;

@@ -351,7 +351,9 @@ async fn prepare(
     out: &impl Progress,
 ) -> Result<(), DeployError> {
     let view = server.store.app_view(app).await?.ok_or_else(|| DeployError::Provision(format!("App {app} not found.")))?;
-    let candidate = app_version(0, artifact, processes, 1, how == NewVersion::Replace, 1);
+    // The number `record` will give it (the app is locked while it deploys).
+    let number = view.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+    let candidate = app_version(number, artifact, processes, 1, how == NewVersion::Replace, 1);
     let lines = provisioner.prepare(app_state(&view), candidate).await.map_err(|e| DeployError::Provision(e.to_string()))?;
     for line in lines {
         out.line(line).await;

@@ -4,7 +4,9 @@
 //! `set-routes` with addresses).
 //!
 //! Policy kept here:
-//! - what can be deployed: an image present on the pool's nodes;
+//! - what can be deployed: an image present on the pool's nodes, pinned at
+//!   deploy time under the version's own name (`torii/app-<app>:v<N>`), so a
+//!   rollback runs what was deployed even after the image's name moved on;
 //! - container naming and labels (app, process, version, unit, pool, config);
 //! - scheduling: units spread by app and process, then by app, then by node
 //!   load, never on a node that is not ready (`schedule`);
@@ -204,7 +206,7 @@ impl Docker {
         cluster: &mut Cluster,
         report: &mut Report,
     ) -> Result<Vec<String>, String> {
-        let artifact = v.artifact.clone();
+        let source = Source::of(&desired.name, v);
         let cmd = command(p);
         let mine = |u: &Placed| u.version() == v.version && u.process() == p.name;
 
@@ -234,7 +236,7 @@ impl Docker {
         let mut current = 0;
         for i in (0..cluster.units.len()).filter(|&i| mine(&cluster.units[i])) {
             let u = &cluster.units[i];
-            let hash = self.hash_for(desired, &artifact, &p.name, &cmd, &cluster.nodes[u.node].address, &mut hashes[u.node])?;
+            let hash = self.hash_for(desired, &source, &p.name, &cmd, &cluster.nodes[u.node].address, &mut hashes[u.node])?;
             // Units on a node being removed are replaced elsewhere.
             let leaving = cluster.nodes[u.node].status == NODE_REMOVING;
             if u.label(LABEL_CONFIG) == Some(hash.as_str()) && !leaving {
@@ -260,7 +262,7 @@ impl Docker {
             }
             let mut placements = Vec::with_capacity(need);
             for &n in &planned {
-                placements.push(self.placement(desired, v, p, &artifact, &cmd, n, cluster, &mut hashes[n])?);
+                placements.push(self.placement(desired, v, p, &source, &cmd, n, cluster, &mut hashes[n])?);
             }
             report.lines.push(format!("---- Starting {need} new unit{} [{}: {want}] ----\n", if need == 1 { "" } else { "s" }, p.name));
             let mut first_error = None;
@@ -330,7 +332,7 @@ impl Docker {
         let v = desired.versions.iter().find(|v| v.version == version).ok_or_else(|| format!("unit {} runs version {version}, which the app no longer has", u.c.name))?;
         let p = v.processes.iter().find(|p| p.name == process).ok_or_else(|| format!("unit {} runs process {process:?}, which version {version} lacks", u.c.name))?;
         let node = cluster.nodes[to].address.clone();
-        let placement = self.placement(desired, v, p, &v.artifact, &command(p), to, cluster, &mut String::new())?;
+        let placement = self.placement(desired, v, p, &Source::of(&desired.name, v), &command(p), to, cluster, &mut String::new())?;
         let started = containers::start_all(&[placement], START_TIMEOUT_MS).pop().ok_or("the host started nothing")??;
         let placed = Placed { node: to, c: started };
         let old = cluster.units.remove(i);
@@ -344,17 +346,17 @@ impl Docker {
     }
 
     /// The config hash of a unit of this version and process on `node`.
-    fn hash_for(&self, desired: &AppState, artifact: &str, process: &str, cmd: &[String], node: &str, cached: &mut String) -> Result<String, String> {
+    fn hash_for(&self, desired: &AppState, source: &Source, process: &str, cmd: &[String], node: &str, cached: &mut String) -> Result<String, String> {
         if cached.is_empty() {
-            let port = self.port(node, artifact)?;
-            *cached = config_hash(self.spec_parts(desired, &image_of(artifact), process, cmd, port).iter().map(String::as_str));
+            let port = self.port(node, source)?;
+            *cached = config_hash(self.spec_parts(desired, source.image(), process, cmd, port).iter().map(String::as_str));
         }
         Ok(cached.clone())
     }
 
-    /// The port units of `artifact` listen on: the image's first exposed one.
-    fn port(&self, node: &str, artifact: &str) -> Result<u16, String> {
-        let info = ensure_image(node, artifact, &mut Vec::new())?;
+    /// The port units of `source` listen on: the image's first exposed one.
+    fn port(&self, node: &str, source: &Source) -> Result<u16, String> {
+        let info = ensure_image(node, source, &mut Vec::new())?;
         Ok(info.ports.first().copied().unwrap_or(DEFAULT_PORT))
     }
 
@@ -383,18 +385,18 @@ impl Docker {
         desired: &AppState,
         v: &AppVersion,
         p: &Process,
-        artifact: &str,
+        source: &Source,
         cmd: &[String],
         n: usize,
         cluster: &Cluster,
         hash: &mut String,
     ) -> Result<Placement, String> {
         let node = &cluster.nodes[n].address;
-        let port = self.port(node, artifact)?;
-        let config = self.hash_for(desired, artifact, &p.name, cmd, node, hash)?;
+        let port = self.port(node, source)?;
+        let config = self.hash_for(desired, source, &p.name, cmd, node, hash)?;
         let spec = ContainerSpec {
             name: format!("{}-{}-v{}-{}", desired.name, p.name, v.version, random_suffix()),
-            image: image_of(artifact),
+            image: source.image().to_string(),
             cmd: cmd.to_vec(),
             env: self.env(desired, &p.name, port),
             labels: vec![
@@ -446,28 +448,62 @@ impl Docker {
     }
 }
 
-/// The image a version runs: its artifact (an image name), or for
-/// `build:<digest>` the image built from that build context.
-fn image_of(artifact: &str) -> String {
-    match artifact.strip_prefix("build:") {
-        Some(digest) => format!("torii-build:{}", &digest[..digest.len().min(24)]),
-        None => artifact.to_string(),
+/// Where a version's image comes from, and the name its units run.
+enum Source<'a> {
+    /// An image deployed by name (the version's artifact), run under the
+    /// name the deploy pinned it as: `torii/app-<app>:v<N>`, the version's
+    /// image name in the API.
+    Image { name: &'a str, pinned: String },
+    /// A build context in the blob store (`build:<digest>`), built as
+    /// `torii-build:<digest>` (its name is its content already).
+    Build { context: &'a str, image: String },
+}
+
+impl<'a> Source<'a> {
+    fn of(app: &str, v: &'a AppVersion) -> Source<'a> {
+        match v.artifact.strip_prefix("build:") {
+            Some(digest) => Source::Build { context: digest, image: format!("torii-build:{}", &digest[..digest.len().min(24)]) },
+            None => Source::Image { name: &v.artifact, pinned: format!("torii/app-{app}:v{}", v.version) },
+        }
+    }
+
+    /// The image the version's units run.
+    fn image(&self) -> &str {
+        match self {
+            Source::Image { pinned, .. } => pinned,
+            Source::Build { image, .. } => image,
+        }
     }
 }
 
-/// The image of `artifact` on `node`, built there from its context first
-/// when it is a build the node lacks (a node added after the deploy); the
-/// build's output goes to `lines`.
-fn ensure_image(node: &str, artifact: &str, lines: &mut Vec<String>) -> Result<containers::Image, String> {
-    let image = image_of(artifact);
-    if let Some(info) = containers::image_info(node, &image)? {
+/// The image of `source` on `node`. A node without it gets it: a build is
+/// built there (its output goes to `lines`); an image deployed by name is
+/// pinned there from that name (a node added after the deploy, or a version
+/// deployed before pins existed).
+fn ensure_image(node: &str, source: &Source, lines: &mut Vec<String>) -> Result<containers::Image, String> {
+    if let Some(info) = containers::image_info(node, source.image())? {
         return Ok(info);
     }
-    let Some(context) = artifact.strip_prefix("build:") else { return Err(missing_image(&image, node)) };
-    lines.push(format!(" ---> building {image} on {node}\n"));
-    let output = containers::build(node, context, "Dockerfile", &image, &[])?;
-    lines.extend(output.into_iter().map(|l| format!("     {l}\n")));
-    containers::image_info(node, &image)?.ok_or_else(|| format!("the build of {image} on {node} made no image"))
+    match source {
+        Source::Image { name, pinned } => pin(node, name, pinned, lines),
+        Source::Build { context, image } => {
+            lines.push(format!(" ---> building {image} on {node}\n"));
+            let output = containers::build(node, context, "Dockerfile", image, &[])?;
+            lines.extend(output.into_iter().map(|l| format!("     {l}\n")));
+            containers::image_info(node, image)?.ok_or_else(|| format!("the build of {image} on {node} made no image"))
+        }
+    }
+}
+
+/// Names what `name` is now on `node` `pinned` (moving `pinned` if it named
+/// another image).
+fn pin(node: &str, name: &str, pinned: &str, lines: &mut Vec<String>) -> Result<containers::Image, String> {
+    if containers::image_info(node, name)?.is_none() {
+        return Err(missing_image(name, node));
+    }
+    containers::tag(node, name, pinned)?;
+    lines.push(format!(" ---> image {name} pinned as {pinned} on {node}\n"));
+    containers::image_info(node, pinned)?.ok_or_else(|| format!("tagging {name} as {pinned} on {node} made no image"))
 }
 
 fn missing_image(image: &str, node: &str) -> String {
@@ -498,7 +534,11 @@ impl Provisioner for Docker {
     }
 
     fn prepare(&self, desired: &AppState, version: &AppVersion) -> Result<Vec<String>, String> {
-        let image = image_of(&version.artifact);
+        let source = Source::of(&desired.name, version);
+        // A new version pins its image now, whatever the pinned name held
+        // (a deploy that failed after pinning leaves its number free); a
+        // version the app has (a rollback) keeps what its deploy pinned.
+        let known = desired.versions.iter().any(|v| v.version == version.version);
         // Every ready node of the pool may get units: each must have the image.
         let nodes: Vec<Node> = containers::nodes(&desired.pool)?.into_iter().filter(|n| n.status == "ready").collect();
         if nodes.is_empty() {
@@ -506,9 +546,12 @@ impl Provisioner for Docker {
         }
         let mut lines = Vec::new();
         for node in &nodes {
-            let info = ensure_image(&node.address, &version.artifact, &mut lines)?;
+            let info = match &source {
+                Source::Image { name, pinned } if !known => pin(&node.address, name, pinned, &mut lines)?,
+                _ => ensure_image(&node.address, &source, &mut lines)?,
+            };
             let port = info.ports.first().copied().unwrap_or(DEFAULT_PORT);
-            lines.push(format!(" ---> image {image} ({}) on {}, serving on port {port}\n", short(info.id.trim_start_matches("sha256:")), node.address));
+            lines.push(format!(" ---> image {} ({}) on {}, serving on port {port}\n", source.image(), short(info.id.trim_start_matches("sha256:")), node.address));
         }
         Ok(lines)
     }
