@@ -237,6 +237,15 @@ backends! {
         assert!(stream_errors(&r.body).is_empty() && r.body.contains("Started unit"), "{}", r.body);
         let ran = t.req("POST", &format!("/1.0/apps/{app}/run")).admin().form(&[("command", "echo $GREETING-$PORT"), ("once", "true")]).send().await;
         assert!(ran.body.contains("hi-8888"), "{}", ran.body);
+        // An isolated run: a container of its own, from the serving version's
+        // image with the app's env, gone once the command ends.
+        let ran = t.req("POST", &format!("/1.0/apps/{app}/run")).admin()
+            .form(&[("command", "echo isolated-$GREETING-$TSURU_PROCESSNAME; cat /www/index.html"), ("isolated", "true")]).send().await;
+        assert_eq!(ran.status, 200, "{}", ran.body);
+        assert!(ran.body.contains("isolated-hi-web") && ran.body.contains("hello from v1"), "{}", ran.body);
+        let ran = t.req("POST", &format!("/1.0/apps/{app}/run")).admin().form(&[("command", "echo before; exit 3"), ("isolated", "true")]).send().await;
+        assert!(ran.status.as_u16() >= 400 && ran.body.contains("before") && ran.body.contains("the command exited with code 3 in an isolated container"), "{} {}", ran.status, ran.body);
+        assert!(nodes.iter().all(|n| containers(n, &format!("torii.run={app}")).is_empty()), "an isolated run's container was left behind");
 
         // Stop: the containers stop and the router answers for the app; start brings them back.
         t.req("POST", &format!("/1.0/apps/{app}/stop")).admin().send().await.expect_status(200);

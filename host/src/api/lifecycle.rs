@@ -25,8 +25,9 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.0", Method::POST, "/apps/{app}/run", run_command)
 }
 
-/// `POST /apps/{app}/run`: WASM apps have no shell to run a command in, so
-/// after tsuru's own checks the answer says so instead of pretending.
+/// `POST /apps/{app}/run`: the app's provisioner runs the command, in its
+/// units or (`isolated`) in a container of its own; WASM apps have no shell
+/// to run a command in, so the wasm provisioner says so instead of pretending.
 async fn run_command(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
     if params.get("command").is_none_or(|c| c.is_empty()) {
         return Err(ApiError::bad_request("You must provide the command to run"));

@@ -365,6 +365,27 @@ impl Engines {
         self.bounded(address, "exec", work).await?.map_err(|e| docker_error(address, "exec", e))
     }
 
+    /// What the container wrote to stdout and stderr so far: its last `max` bytes.
+    pub async fn output(&self, address: &str, id: &str, max: usize) -> Result<String, EngineError> {
+        let client = self.client(address).await?;
+        let work = async {
+            let options = q::LogsOptionsBuilder::new().stdout(true).stderr(true).build();
+            let mut stream = client.logs(id, Some(options));
+            let mut output = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                output.extend_from_slice(&chunk?.into_bytes());
+                if output.len() > 2 * max {
+                    output.drain(..output.len() - max);
+                }
+            }
+            if output.len() > max {
+                output.drain(..output.len() - max);
+            }
+            Ok::<_, bollard::errors::Error>(String::from_utf8_lossy(&output).into_owned())
+        };
+        self.bounded(address, "read container output", work).await?.map_err(|e| docker_error(address, "read container output", e))
+    }
+
     pub async fn image(&self, address: &str, image: &str) -> Result<Option<ImageInfo>, EngineError> {
         let client = self.client(address).await?;
         let i = match self.bounded(address, "inspect image", client.inspect_image(image)).await? {

@@ -32,6 +32,10 @@ const LABEL_POOL: &str = "torii.pool";
 const LABEL_CONFIG: &str = "torii.config";
 /// Marks every container this provisioner made.
 const LABEL_MANAGED: &str = "torii.provisioner";
+/// Marks an isolated run's container (not a unit) with its app.
+const LABEL_RUN: &str = "torii.run";
+/// How long an isolated run may take before it is cut.
+const RUN_TIMEOUT_SECS: u32 = 600;
 
 /// Status of a node being removed: its units move to the other nodes.
 const NODE_REMOVING: &str = "removing";
@@ -345,6 +349,52 @@ impl Docker {
         Ok(line)
     }
 
+    /// Runs `command` in a container of its own, made from the image of the
+    /// version serving the app with the app's env, on a ready node of its
+    /// pool; removed once the command ends. Its output, or why it failed.
+    fn run_isolated(&self, desired: &AppState, command: &str) -> Result<Vec<String>, String> {
+        let v = desired
+            .versions
+            .iter()
+            .filter(|v| v.routable)
+            .max_by_key(|v| v.version)
+            .ok_or_else(|| format!("app {:?} has no deployed version to run the command with", desired.name))?;
+        let node = containers::nodes(&desired.pool)?
+            .into_iter()
+            .find(|n| n.status == "ready")
+            .ok_or_else(|| format!("pool {:?} has no ready docker node to run the command on", desired.pool))?;
+        let node = node.address;
+        let source = Source::of(&desired.name, v);
+        let mut lines = Vec::new();
+        let port = ensure_image(&node, &source, &mut lines)?.ports.first().copied().unwrap_or(DEFAULT_PORT);
+        let process = serving(v).map(|p| p.name.as_str()).unwrap_or("web");
+        let spec = ContainerSpec {
+            name: format!("{}-run-{}", desired.name, random_suffix()),
+            image: source.image().to_string(),
+            cmd: vec!["/bin/sh".into(), "-c".into(), command.into()],
+            env: self.env(desired, process, port),
+            labels: vec![
+                (LABEL_MANAGED.into(), self.name.clone()),
+                (LABEL_RUN.into(), desired.name.clone()),
+                (LABEL_POOL.into(), desired.pool.clone()),
+            ],
+            port: None,
+            memory: desired.plan_memory,
+            cpu_milli: desired.plan_cpu_milli,
+        };
+        let id = containers::create(&node, &spec)?;
+        let ran = containers::start(&node, &id).and_then(|()| containers::wait(&node, &id, RUN_TIMEOUT_SECS)).and_then(|code| Ok((code, containers::output(&node, &id)?)));
+        // Gone whatever happened, running or not.
+        let removed = containers::remove(&node, &id);
+        let (code, output) = ran?;
+        removed?;
+        lines.extend(output.lines().map(|l| format!("{l}\n")));
+        if code != 0 {
+            return Err(format!("{}the command exited with code {code} in an isolated container", lines.concat()));
+        }
+        Ok(lines)
+    }
+
     /// The config hash of a unit of this version and process on `node`.
     fn hash_for(&self, desired: &AppState, source: &Source, process: &str, cmd: &[String], node: &str, cached: &mut String) -> Result<String, String> {
         if cached.is_empty() {
@@ -605,7 +655,7 @@ impl Provisioner for Docker {
 
     fn run(&self, desired: &AppState, command: &str, once: bool, isolated: bool) -> Result<Vec<String>, String> {
         if isolated {
-            return Err("isolated runs are not supported by the docker provisioner yet; run without --isolated".into());
+            return self.run_isolated(desired, command);
         }
         let cluster = self.cluster(&desired.pool, &desired.name)?;
         let mut running: Vec<&Placed> = cluster.units.iter().filter(|u| u.running()).collect();

@@ -17,6 +17,8 @@ const UNAVAILABLE: &str = "docker engines are not available to this plugin";
 const OWNER_LABEL: &str = "torii.plugin";
 /// Bound of an image build.
 const BUILD_LIMIT: Duration = Duration::from_secs(600);
+/// The most of a container's output `output` hands over (its last bytes).
+const MAX_OUTPUT: usize = 1 << 20;
 
 /// The provisioner serving `pool`, as the pool record names it (or the default).
 async fn pool_provisioner(host: &HostCtx, pool: &str) -> Result<String, String> {
@@ -242,6 +244,10 @@ impl Host for PluginState {
 
     async fn exec(&mut self, node: String, id: String, cmd: Vec<String>) -> wasmtime::Result<Result<ExecOutput, String>> {
         Ok(self.on_own(&node, &id, async |e, c| e.exec(&node, &c.id, cmd).await).await?.map(|(exit_code, output)| ExecOutput { exit_code, output }))
+    }
+
+    async fn output(&mut self, node: String, id: String) -> wasmtime::Result<Result<String, String>> {
+        self.on_own(&node, &id, async |e, c| e.output(&node, &c.id, MAX_OUTPUT).await).await
     }
 
     async fn image_info(&mut self, node: String, image: String) -> wasmtime::Result<Result<Option<Image>, String>> {
