@@ -49,6 +49,13 @@ fn build(node: &str, tag: &str, dockerfile: &str) {
     assert!(out.status.success(), "docker build {tag} on {node}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The image names (`repository:tag`) on `node` in `repository`.
+fn image_names(node: &str, repository: &str) -> Vec<String> {
+    let out = Command::new("docker").args(["-H", node, "images", "--format", "{{.Repository}}:{{.Tag}}", repository]).output().expect("docker CLI");
+    assert!(out.status.success(), "docker images on {node}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
 /// `docker tag image name` on `node`.
 fn tag(node: &str, image: &str, name: &str) {
     let out = Command::new("docker").args(["-H", node, "tag", image, name]).output().expect("docker CLI");
@@ -285,10 +292,13 @@ backends! {
         assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
         t.req("DELETE", &format!("/1.2/node/{}", nodes[1])).admin().send().await.expect_error(404, "Node not found.");
 
-        // App removal takes its containers away.
+        // App removal takes its containers and its versions' pinned images away.
+        let pins = format!("torii/app-{app}");
+        assert_eq!(image_names(&nodes[0], &pins).len(), 4, "{:?}", image_names(&nodes[0], &pins));
         let r = t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await;
         assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
         assert_eq!(containers(&nodes[0], &app_label).len(), 0);
+        assert_eq!(image_names(&nodes[0], &pins), Vec::<String>::new());
         t.stop().await;
     }
 }

@@ -463,6 +463,17 @@ impl Engines {
         self.call(address, "tag image", async |d| d.tag_image(image, Some(options)).await).await
     }
 
+    /// The node's image names (`repository:tag`) in `repository`, sorted.
+    pub async fn image_names(&self, address: &str, repository: &str) -> Result<Vec<String>, EngineError> {
+        let filters = HashMap::from([("reference".to_string(), vec![repository.to_string()])]);
+        let options = q::ListImagesOptionsBuilder::new().filters(&filters).build();
+        let images = self.call(address, "list images", async |d| d.list_images(Some(options)).await).await?;
+        let mut names: Vec<String> =
+            images.into_iter().flat_map(|i| i.repo_tags).filter(|name| name.rsplit_once(':').is_some_and(|(repo, _)| repo == repository)).collect();
+        names.sort();
+        Ok(names)
+    }
+
     pub async fn remove_image(&self, address: &str, image: &str) -> Result<(), EngineError> {
         let client = self.client(address).await?;
         match self.bounded(address, "remove image", client.remove_image(image, None::<q::RemoveImageOptions>, None)).await? {

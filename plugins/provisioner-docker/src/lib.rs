@@ -498,6 +498,11 @@ impl Docker {
     }
 }
 
+/// The repository an app's versions' images are pinned in.
+fn pinned_repository(app: &str) -> String {
+    format!("torii/app-{app}")
+}
+
 /// Where a version's image comes from, and the name its units run.
 enum Source<'a> {
     /// An image deployed by name (the version's artifact), run under the
@@ -513,7 +518,7 @@ impl<'a> Source<'a> {
     fn of(app: &str, v: &'a AppVersion) -> Source<'a> {
         match v.artifact.strip_prefix("build:") {
             Some(digest) => Source::Build { context: digest, image: format!("torii-build:{}", &digest[..digest.len().min(24)]) },
-            None => Source::Image { name: &v.artifact, pinned: format!("torii/app-{app}:v{}", v.version) },
+            None => Source::Image { name: &v.artifact, pinned: format!("{}:v{}", pinned_repository(app), v.version) },
         }
     }
 
@@ -738,6 +743,10 @@ impl Provisioner for Docker {
             let labels = [(LABEL_MANAGED.to_string(), self.name.clone()), (LABEL_APP.to_string(), app.to_string())];
             for c in containers::list(&node.address, &labels)? {
                 containers::remove(&node.address, &c.id)?;
+            }
+            // The versions' pinned images (builds are shared by content: they stay).
+            for name in containers::image_names(&node.address, &pinned_repository(app))? {
+                containers::remove_image(&node.address, &name)?;
             }
         }
         app_runtime::set_routes(app, &[])

@@ -285,6 +285,10 @@ impl Host for PluginState {
         self.on_node(&node, async |e| e.tag(&node, &image, &tag).await).await
     }
 
+    async fn image_names(&mut self, node: String, repository: String) -> wasmtime::Result<Result<Vec<String>, String>> {
+        self.on_node(&node, async |e| e.image_names(&node, &repository).await).await
+    }
+
     async fn remove_image(&mut self, node: String, image: String) -> wasmtime::Result<Result<(), String>> {
         self.on_node(&node, async |e| e.remove_image(&node, &image).await).await
     }
