@@ -106,7 +106,22 @@ fn random_suffix() -> String {
 
 /// A process's command; empty: the image's own.
 fn command(p: &Process) -> Vec<String> {
-    if p.command.is_empty() { Vec::new() } else { vec!["/bin/sh".into(), "-c".into(), p.command.clone()] }
+    if p.command.is_empty() { Vec::new() } else { shell(&p.command) }
+}
+
+/// `command` run by the image's shell.
+fn shell(command: &str) -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into(), command.into()]
+}
+
+/// `lines` with what a command printed; an error carrying them all when it
+/// exited non-zero in `place`.
+fn command_output(mut lines: Vec<String>, output: &str, code: i64, place: &str) -> Result<Vec<String>, String> {
+    lines.extend(output.lines().map(|l| format!("{l}\n")));
+    if code != 0 {
+        return Err(format!("{}the command exited with code {code} in {place}", lines.concat()));
+    }
+    Ok(lines)
 }
 
 /// Whether `p` is the process of `v` that takes the traffic.
@@ -371,7 +386,7 @@ impl Docker {
         let spec = ContainerSpec {
             name: format!("{}-run-{}", desired.name, random_suffix()),
             image: source.image().to_string(),
-            cmd: vec!["/bin/sh".into(), "-c".into(), command.into()],
+            cmd: shell(command),
             env: self.env(desired, process, port),
             labels: vec![
                 (LABEL_MANAGED.into(), self.name.clone()),
@@ -388,11 +403,7 @@ impl Docker {
         let removed = containers::remove(&node, &id);
         let (code, output) = ran?;
         removed?;
-        lines.extend(output.lines().map(|l| format!("{l}\n")));
-        if code != 0 {
-            return Err(format!("{}the command exited with code {code} in an isolated container", lines.concat()));
-        }
-        Ok(lines)
+        command_output(lines, &output, code, "an isolated container")
     }
 
     /// The config hash of a unit of this version and process on `node`.
@@ -672,11 +683,8 @@ impl Provisioner for Docker {
         }
         let mut lines = Vec::new();
         for u in running {
-            let out = containers::exec(&cluster.nodes[u.node].address, &u.c.id, &["/bin/sh".into(), "-c".into(), command.into()])?;
-            lines.extend(out.output.lines().map(|l| format!("{l}\n")));
-            if out.exit_code != 0 {
-                return Err(format!("{}the command exited with code {} in unit {}", lines.concat(), out.exit_code, u.c.name));
-            }
+            let out = containers::exec(&cluster.nodes[u.node].address, &u.c.id, &shell(command))?;
+            lines = command_output(lines, &out.output, out.exit_code, &format!("unit {}", u.c.name))?;
         }
         Ok(lines)
     }
