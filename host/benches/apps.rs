@@ -62,11 +62,16 @@ fn median(mut loads: Vec<Load>) -> Load {
     loads.swap_remove(loads.len() / 2)
 }
 
-/// The median throughput of `loads`.
-fn median_rps(loads: &[Load]) -> f64 {
-    let mut rps: Vec<f64> = loads.iter().map(Load::rps).collect();
-    rps.sort_by(f64::total_cmp);
-    rps[rps.len() / 2]
+/// The server's CPU time per request in each of `loads` that measured it, sorted.
+fn cpus(loads: &[Load]) -> Vec<Duration> {
+    let mut cpus: Vec<Duration> = loads.iter().filter_map(Load::cpu_per_request).collect();
+    cpus.sort();
+    cpus
+}
+
+/// The throughput of a server's median round at generator setting `threads`.
+fn rps_at(medians: &[(usize, Load)], threads: usize) -> f64 {
+    medians.iter().find(|(t, _)| *t == threads).map_or(0.0, |(_, l)| l.rps())
 }
 
 /// A server's median round at each generator setting, the best first.
@@ -171,13 +176,10 @@ async fn main() {
             axums.entry(threads).or_default().push(common::load_on(&axum_target, None, threads).await);
         }
     }
-    let same: Vec<String> = GENERATOR_THREADS
-        .iter()
-        .map(|t| format!("{:.2} ({})", median_rps(&routers[t]) / median_rps(&axums[t]), generator(*t)))
-        .collect();
-    let cpu_by_threads: BTreeMap<usize, Vec<Duration>> =
-        routers.iter().map(|(threads, loads)| (*threads, loads.iter().filter_map(Load::cpu_per_request).collect())).collect();
+    let cpu_by_threads: BTreeMap<usize, Vec<Duration>> = routers.iter().map(|(threads, loads)| (*threads, cpus(loads))).collect();
     let (routers, axums) = (medians(routers), medians(axums));
+    let same: Vec<String> =
+        GENERATOR_THREADS.iter().map(|&t| format!("{:.2} ({})", rps_at(&routers, t) / rps_at(&axums, t), generator(t))).collect();
     let (best_threads, router) = &routers[0];
     let axum = &axums[0].1;
     rows("torii router → hello component", &routers);
@@ -187,8 +189,7 @@ async fn main() {
         router.rps() / axum.rps(),
         same.join(", ")
     );
-    let mut cpu = cpu_by_threads[best_threads].clone();
-    cpu.sort();
+    let cpu = &cpu_by_threads[best_threads];
     let us = |d: &Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6);
     println!(
         "torii CPU per routed request ({}): {} (median of the rounds: {})",
@@ -202,8 +203,7 @@ async fn main() {
     for _ in 0..ROUNDS {
         logged.push(common::load_on(&logged_target, Some(torii.child.id()), *best_threads).await);
     }
-    let mut logged_cpu: Vec<Duration> = logged.iter().filter_map(Load::cpu_per_request).collect();
-    logged_cpu.sort();
+    let logged_cpu = cpus(&logged);
     let logged = median(logged);
     row("torii router → hello, ACCESS_LOG=1", *best_threads, &logged);
     println!(

@@ -90,14 +90,14 @@ impl Units {
     /// The `units` units of `app`'s `version` running `process` (replaced
     /// when the count changed; requests holding the old ones finish on them).
     pub fn slots(&self, app: &str, process: &str, version: i64, units: i64) -> Arc<UnitSlots> {
+        let count = units.max(0);
         let mut map = self.by_version.lock().unwrap();
         if let Some(slots) = map.get(app).and_then(|versions| versions.get(&version))
-            && slots.units.len() as i64 == units.max(0)
+            && slots.units.len() as i64 == count
             && slots.process == process
         {
             return slots.clone();
         }
-        let count = units.max(0);
         let slots = Arc::new(UnitSlots {
             app: Arc::from(app),
             process: process.to_string(),

@@ -367,10 +367,9 @@ impl Engines {
 
     /// What the container wrote to stdout and stderr so far: its last `max` bytes.
     pub async fn output(&self, address: &str, id: &str, max: usize) -> Result<String, EngineError> {
-        let client = self.client(address).await?;
-        let work = async {
+        self.call(address, "read container output", async |d| {
             let options = q::LogsOptionsBuilder::new().stdout(true).stderr(true).build();
-            let mut stream = client.logs(id, Some(options));
+            let mut stream = d.logs(id, Some(options));
             let mut output = Vec::new();
             while let Some(chunk) = stream.next().await {
                 output.extend_from_slice(&chunk?.into_bytes());
@@ -378,12 +377,10 @@ impl Engines {
                     output.drain(..output.len() - max);
                 }
             }
-            if output.len() > max {
-                output.drain(..output.len() - max);
-            }
-            Ok::<_, bollard::errors::Error>(String::from_utf8_lossy(&output).into_owned())
-        };
-        self.bounded(address, "read container output", work).await?.map_err(|e| docker_error(address, "read container output", e))
+            output.drain(..output.len().saturating_sub(max));
+            Ok(String::from_utf8_lossy(&output).into_owned())
+        })
+        .await
     }
 
     pub async fn image(&self, address: &str, image: &str) -> Result<Option<ImageInfo>, EngineError> {

@@ -37,9 +37,9 @@ impl Store {
     /// borrowed strings) and trims the app's log to its newest `keep` entries.
     pub async fn append_logs<M, S, U>(&self, app: &str, entries: &[(i64, M, S, U)], keep: i64) -> StoreResult<()>
     where
-        M: AsRef<str> + serde::Serialize + Sync,
-        S: AsRef<str> + serde::Serialize + Sync,
-        U: AsRef<str> + serde::Serialize + Sync,
+        M: serde::Serialize + Sync,
+        S: serde::Serialize + Sync,
+        U: serde::Serialize + Sync,
     {
         // Entries past what the log keeps would be trimmed at once.
         let skip = entries.len().saturating_sub(usize::try_from(keep.max(0)).unwrap_or(usize::MAX));
