@@ -349,20 +349,19 @@ impl Engines {
     /// Runs `cmd` in a running container; exit code and output (stdout and stderr).
     pub async fn exec(&self, address: &str, id: &str, cmd: Vec<String>) -> Result<(i64, String), EngineError> {
         use bollard::exec::{CreateExecOptions, StartExecResults};
-        let client = self.client(address).await?;
-        let work = async {
+        self.call(address, "exec", async |d| {
             let options = CreateExecOptions { cmd: Some(cmd), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() };
-            let exec = client.create_exec(id, options).await?;
+            let exec = d.create_exec(id, options).await?;
             let mut output = String::new();
-            if let StartExecResults::Attached { output: mut stream, .. } = client.start_exec(&exec.id, None).await? {
+            if let StartExecResults::Attached { output: mut stream, .. } = d.start_exec(&exec.id, None).await? {
                 while let Some(chunk) = stream.next().await {
                     output.push_str(&String::from_utf8_lossy(&chunk?.into_bytes()));
                 }
             }
-            let inspected = client.inspect_exec(&exec.id).await?;
-            Ok::<_, bollard::errors::Error>((inspected.exit_code.unwrap_or(0), output))
-        };
-        self.bounded(address, "exec", work).await?.map_err(|e| docker_error(address, "exec", e))
+            let inspected = d.inspect_exec(&exec.id).await?;
+            Ok((inspected.exit_code.unwrap_or(0), output))
+        })
+        .await
     }
 
     /// What the container wrote to stdout and stderr so far: its last `max` bytes.
