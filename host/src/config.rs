@@ -25,6 +25,7 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub apps: AppsConfig,
     pub pools: PoolsConfig,
+    pub egress: EgressConfig,
     #[serde(rename = "plugin")]
     pub plugin: Vec<PluginEntry>,
 }
@@ -100,11 +101,22 @@ pub struct AppsConfig {
     pub max_instances: u32,
     /// How long a request waits for a free unit before it gets 503.
     pub queue_timeout_ms: u64,
+    /// Units one app may run, over its versions and processes.
+    pub max_units: u32,
+    /// Processes one Procfile may name.
+    pub max_processes: u32,
 }
 
 impl Default for AppsConfig {
     fn default() -> Self {
-        AppsConfig { cpu_deadline_ms: 10_000, max_memory_mb: 512, max_instances: 1000, queue_timeout_ms: 1000 }
+        AppsConfig {
+            cpu_deadline_ms: 10_000,
+            max_memory_mb: 512,
+            max_instances: 1000,
+            queue_timeout_ms: 1000,
+            max_units: 100,
+            max_processes: 32,
+        }
     }
 }
 
@@ -172,6 +184,16 @@ impl Default for WebhooksConfig {
     fn default() -> Self {
         WebhooksConfig { timeout_ms: 10_000, attempts: 3, backoff_ms: 500, history: 100 }
     }
+}
+
+/// The egress rule of the host's own fetches (webhooks, `archive-url`):
+/// loopback, private and link-local addresses are refused unless their
+/// origin is listed here exactly.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Origins reached whatever their address, e.g. `"http://127.0.0.1:9000"`.
+    pub allow: Vec<String>,
 }
 
 /// The host's Docker engine client (nodes of the docker provisioner).
@@ -298,6 +320,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             apps: AppsConfig::default(),
             pools: PoolsConfig::default(),
+            egress: EgressConfig::default(),
             plugin: Vec::new(),
         }
     }
@@ -504,6 +527,12 @@ impl Config {
         }
         if self.router.domain.is_empty() || self.router.domain.starts_with('.') {
             return Err(invalid("router.domain", "must be a domain name such as apps.example.com"));
+        }
+        if let Err(message) = crate::egress::Egress::new(&self.egress.allow) {
+            return Err(invalid("egress.allow", message));
+        }
+        if self.apps.max_units == 0 || self.apps.max_processes == 0 {
+            return Err(invalid("apps", "max_units and max_processes must be positive"));
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be positive"));

@@ -85,6 +85,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::limits::LimitError> for ApiError {
+    fn from(e: crate::limits::LimitError) -> Self {
+        match e {
+            crate::limits::LimitError::Quota { .. } => ApiError::forbidden_with(e.to_string()),
+            crate::limits::LimitError::MaxUnits { .. } => ApiError::bad_request(e.to_string()),
+        }
+    }
+}
+
 impl From<PluginError> for ApiError {
     fn from(e: PluginError) -> Self {
         tracing::warn!(error = %e, "plugin call failed");

@@ -43,6 +43,8 @@ pub struct Server {
     pub routing: Arc<Routing>,
     /// Unit lists as provisioners last reported them, per app: the view and
     /// unit-state generation they were made from (see `api::apps`).
+    /// The egress rule every fetch of a user-given URL passes.
+    pub egress: Arc<crate::egress::Egress>,
     pub unit_lists: std::sync::Mutex<std::collections::HashMap<String, (Arc<crate::store::AppView>, u64, Arc<Vec<crate::plugin::provisioner::Unit>>)>>,
     _plugins: PluginEngine,
 }
@@ -126,7 +128,8 @@ impl Server {
             backoff: Duration::from_millis(config.webhooks.backoff_ms),
             history: i64::from(config.webhooks.history),
         };
-        let webhooks = crate::webhooks::start(store.clone(), delivery);
+        let egress = Arc::new(crate::egress::Egress::new(&config.egress.allow).map_err(|e| anyhow::anyhow!("egress.allow: {e}"))?);
+        let webhooks = crate::webhooks::start(store.clone(), delivery, egress.clone());
         let events = Events::new(store.clone(), Duration::from_secs(config.events.lock_expire_secs), instance, Some(webhooks));
         let runtime = crate::runtime::AppRuntime::new(
             crate::runtime::RuntimeLimits {
@@ -171,6 +174,7 @@ impl Server {
             provisioners,
             routing,
             unit_lists: Default::default(),
+            egress,
             events,
             log_written,
             docker,

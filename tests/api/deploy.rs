@@ -41,8 +41,14 @@ async fn access_log(t: &TestServer, app: &str) {
 }
 
 async fn setup(b: crate::support::Backend) -> TestServer {
+    setup_with(b, "").await
+}
+
+/// `setup` with `extra` appended to the config.
+async fn setup_with(b: crate::support::Backend, extra: &str) -> TestServer {
     let mut o = crate::support::Options::new(b);
     o.api_toml = "max_body_bytes = 2097152".into();
+    o.extra_toml = extra.to_string();
     let t = TestServer::start_with(o).await;
     t.team("t1").await;
     t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
@@ -474,12 +480,11 @@ async fn serve_file(body: Vec<u8>) -> (String, tokio::task::JoinHandle<()>) {
 
 backends! {
     async fn build_rebuild_archive_url_kill_and_unit_status(b) {
-        let t = setup(b).await;
         let hello = std::fs::read(HELLO).unwrap();
         let echo = std::fs::read(ECHO_ENV).unwrap();
-
-        // archive-url: fetched over HTTP, then deployed like an upload.
+        // archive-url: fetched over HTTP (its loopback origin allowed), then deployed like an upload.
         let (url, server) = serve_file(tar_gz(&[("app.wasm", &hello)])).await;
+        let t = setup_with(b, &format!("[egress]\nallow = [{:?}]\n", crate::support::origin(&url))).await;
         let r = t.req("POST", "/1.0/apps/web/deploy").admin().form(&[("archive-url", url.as_str())]).send().await;
         assert!(r.body.contains(&format!("---- Downloading {url} ----")), "{}", r.body);
         assert!(r.body.ends_with("\nOK\n"), "{}", r.body);

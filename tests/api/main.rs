@@ -11,6 +11,7 @@ mod deploy;
 mod docker;
 mod env;
 mod events;
+mod isolation;
 mod logs;
 mod mail;
 mod plans;

@@ -27,8 +27,13 @@ backends! {
             .expect(200, "");
         t.req("GET", "/1.0/roles/r2").admin().send().await.expect(200, "{\"name\":\"r2\",\"context\":\"app\",\"Description\":\"second\"}\n");
 
-        // Users assigned: 412 until dissociated.
+        // Users assigned: 412 until dissociated. A binding names an existing app.
         t.user("dev@example.com").await;
+        t.req("POST", "/1.0/roles/r2/user").admin().form(&[("email", "dev@example.com"), ("context", "myapp")]).send().await
+            .expect_error(400, "app not found");
+        t.team("t1").await;
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "myapp"), ("teamOwner", "t1")]).send().await.expect_status(201);
         t.req("POST", "/1.0/roles/r2/user").admin().form(&[("email", "dev@example.com"), ("context", "myapp")]).send().await.expect(200, "");
         t.req("DELETE", "/1.0/roles/r2").admin().send().await
             .expect_error(412, "role has users assigned. you must dissociate them before remove the role.");

@@ -73,6 +73,12 @@ fn rand_suffix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() as u64
 }
 
+/// `scheme://host:port` of `url`: what `[egress] allow` lists.
+pub fn origin(url: &str) -> String {
+    let u = reqwest::Url::parse(url).expect("a URL");
+    format!("{}://{}:{}", u.scheme(), u.host_str().expect("a host"), u.port_or_known_default().expect("a port"))
+}
+
 /// Compiled plugins are cached across tests, as across restarts in production.
 pub fn shared_cache_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugin-cache");

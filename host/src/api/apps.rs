@@ -92,6 +92,15 @@ async fn app_path(parts: &mut Parts, server: &Arc<Server>) -> Result<String, Api
 }
 
 /// The contexts an app permission is checked against: its teams, itself, its pool.
+/// An app's description, bounded (`names::text`).
+fn description(d: String) -> ApiResult<String> {
+    if super::names::text(&d, super::names::MAX_DESCRIPTION) {
+        Ok(d)
+    } else {
+        Err(ApiError::bad_request(format!("invalid description: at most {} characters", super::names::MAX_DESCRIPTION)))
+    }
+}
+
 pub fn app_contexts(app: &AppRecord) -> Vec<Context> {
     let mut out: Vec<Context> = app.teams.iter().map(Context::team).collect();
     out.push(Context::new(ContextType::App, &app.name));
@@ -257,8 +266,8 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         plan: plan.name.clone(),
         override_memory: number(params.nested("planOverride", "memory"), "planOverride.memory")?,
         override_cpumilli: number(params.nested("planOverride", "cpumilli"), "planOverride.cpumilli")?,
-        description: params.field("description").unwrap_or_default(),
-        tags: params.tags(),
+        description: description(params.field("description").unwrap_or_default())?,
+        tags: params.tags()?,
         metadata,
         cnames: vec![],
         quota_limit: -1,
@@ -824,10 +833,10 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
     }
     let mut next = app.clone();
     if let Some(d) = description {
-        next.description = d;
+        next.description = self::description(d)?;
     }
     if given_tags {
-        next.tags = params.tags();
+        next.tags = params.tags()?;
     }
     if let Some(team) = team_owner {
         if server.store.team(&team).await?.is_none() {

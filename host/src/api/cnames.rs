@@ -23,7 +23,8 @@ pub(super) fn routes(r: Routes) -> Routes {
 static CNAME: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"^(\*\.)?[a-zA-Z0-9][\w\-.]+$").unwrap());
 
 fn cnames(params: &Params) -> ApiResult<Vec<String>> {
-    let list: Vec<String> = params.all("cname").into_iter().filter(|c| !c.is_empty()).collect();
+    // Host names are compared in lower case (as DNS does), so they are kept so.
+    let list: Vec<String> = params.all("cname").into_iter().filter(|c| !c.is_empty()).map(|c| c.to_ascii_lowercase()).collect();
     if list.is_empty() {
         return Err(ApiError::bad_request("You must provide the cname."));
     }
@@ -33,8 +34,12 @@ fn cnames(params: &Params) -> ApiResult<Vec<String>> {
 async fn add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
     caller.require("app.update.cname.add", &app_contexts(&app))?;
     let list = cnames(&params)?;
-    if list.iter().any(|c| !CNAME.is_match(c)) {
+    if list.iter().any(|c| !CNAME.is_match(c) || c.len() > 253) {
         return Err(ApiError::bad_request("Invalid cname"));
+    }
+    let domains = crate::routers::domains(&server).await?;
+    for c in &list {
+        crate::routers::names::check_cname(c, &domains).map_err(ApiError::bad_request)?;
     }
     let data = json!([{"name": ":app", "value": app.name}, {"name": "cname", "value": list}]);
     let event = app_event(&server, &caller, &ip, "app.update.cname.add", &app, data).await?;
@@ -48,7 +53,15 @@ async fn add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppT
             StoreError::Conflict(m) => ApiError::internal(m),
             other => other.into(),
         })?;
-        sync_routes(&server, &app.name).await?;
+        // Stored and served as one step: routes that cannot take the names
+        // give them back, and the app's routes are as they were.
+        if let Err(e) = sync_routes(&server, &app.name).await {
+            server.store.remove_cnames(&app.name, &list).await?;
+            if let Err(again) = sync_routes(&server, &app.name).await {
+                tracing::warn!(app = app.name, error = %again.message, "routes not restored after a refused cname");
+            }
+            return Err(e);
+        }
         Ok(empty(StatusCode::OK))
     };
     event.done(work.await).await

@@ -10,7 +10,8 @@ use super::{AppState, Caller, ClientIp, Routes};
 use crate::deploy::{DeployError, Progress, build_context, deploy_build, deploy_component, deploy_image, extract, image_name, placed};
 use crate::error::{ApiError, ApiResult};
 use crate::server::Server;
-use crate::store::NewVersion;
+use crate::limits::{check_units, units_after};
+use crate::store::{NewVersion, units_in_use};
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
@@ -36,6 +37,9 @@ async fn routable(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
     let version: i64 = raw.parse().ok().filter(|n| *n > 0).ok_or_else(|| ApiError::bad_request(format!("Invalid version: {raw}")))?;
     let is_routable = params.optional_bool("isRoutable")?.unwrap_or(false);
     caller.require("app.update.routable", &app_contexts(&app))?;
+    let versions = server.store.versions(&app.name).await?;
+    let after = units_after(&versions, |vs| vs.iter_mut().filter(|v| v.version == version).for_each(|v| v.routable = is_routable));
+    check_units(&app.name, app.quota_limit, server.config.apps.max_units, units_in_use(&versions), after)?;
     let data = json!({"app": app.name, "version": version, "isRoutable": is_routable});
     let event = app_event(&server, &caller, &ip, "app.update.routable", &app, data).await?;
     let provisioner = provisioner_of(&server, &app).await?;
@@ -112,6 +116,8 @@ async fn rollback(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
     let Some(target) = version_named(&image).and_then(|n| versions.iter().find(|v| v.version == n)).cloned() else {
         return Err(ApiError::bad_request(format!("invalid version {image:?}: app {:?} has no such version", app.name)));
     };
+    let after = units_after(&versions, |vs| vs.iter_mut().for_each(|v| v.routable = v.version == target.version));
+    check_units(&app.name, app.quota_limit, server.config.apps.max_units, units_in_use(&versions), after)?;
     let data = json!({"app": app.name, "image": image, "origin": "rollback", "kind": "rollback"});
     let event = app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
     Ok(super::stream::json_stream(axum::http::StatusCode::OK, KEEPALIVE, move |w| async move {
@@ -238,9 +244,19 @@ async fn source(server: &Server, app: &crate::store::AppRecord, input: &Input) -
     if archive_url.is_empty() && image.is_empty() && dockerfile.is_empty() && !has_file {
         return Err(ApiError::bad_request(r#"You must provide at least one of: "archive-url", "dockerfile", "image" or "file""#));
     }
+    if reserved_image(image) {
+        return Err(ApiError::bad_request(format!(
+            "image {image:?} is not allowed: names under torii/app-, torii-build and build: are torii's own"
+        )));
+    }
     let how = versions_flags(server, &app.name, input.field("new-version"), input.field("override-versions")).await?;
     let origin = if image.is_empty() { input.field("origin").to_string() } else { "image".to_string() };
     check_origin(&origin)?;
+    if !archive_url.is_empty() {
+        // Refused before anything starts; the download checks every hop again.
+        let url = crate::egress::Egress::parse(archive_url).map_err(|e| ApiError::bad_request(format!("invalid archive-url: {e}")))?;
+        server.egress.check(&url).await.map_err(|e| ApiError::bad_request(format!("invalid archive-url: {e}")))?;
+    }
     let permission = if !dockerfile.is_empty() {
         "app.deploy.dockerfile"
     } else if !image.is_empty() {
@@ -265,6 +281,21 @@ async fn source(server: &Server, app: &crate::store::AppRecord, input: &Input) -
     Ok(Source { archive_url: archive_url.to_string(), image: image.to_string(), dockerfile: dockerfile.to_string(), how, origin, permission })
 }
 
+/// Whether `image` names what torii keeps for itself on the nodes: the
+/// versions it pins (`torii/app-<app>:v<N>`, one app's must not reach
+/// another), its builds (`torii-build:<digest>`) and the `build:<digest>`
+/// artifacts naming blobs. Docker Hub's default registry prefixes name
+/// the same local images.
+fn reserved_image(image: &str) -> bool {
+    let mut name = image.trim().to_ascii_lowercase();
+    for prefix in ["docker.io/", "index.docker.io/", "registry-1.docker.io/", "library/"] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            name = rest.to_string();
+        }
+    }
+    name.starts_with("torii/app-") || name.starts_with("torii-build") || name.starts_with("build:")
+}
+
 /// `new-version` / `override-versions`: where the new version goes. With
 /// several routable versions one of them must be given.
 async fn versions_flags(server: &Server, app: &str, new_version: &str, override_versions: &str) -> ApiResult<NewVersion> {
@@ -287,7 +318,7 @@ async fn versions_flags(server: &Server, app: &str, new_version: &str, override_
 
 /// The component and processes of an upload or of `archive-url`.
 async fn artifact(server: &Server, file: Option<Vec<u8>>, archive_url: &str, out: &TextWriter) -> Result<crate::deploy::Artifact, String> {
-    extract(&upload_bytes(server, file, archive_url, out).await?).map_err(|e| e.to_string())
+    extract(&upload_bytes(server, file, archive_url, out).await?, server.config.apps.max_processes as usize).map_err(|e| e.to_string())
 }
 
 /// The uploaded file, or what `archive-url` names, fetched.
@@ -319,7 +350,7 @@ async fn upload_version(server: &Server, provisioner: &str, app: &str, file: Opt
             server.store.platform_build(&platform).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("platform {platform:?} does not exist"))?;
         let upload = upload_bytes(server, file, &src.archive_url, out).await?;
         out.write(&format!("---- Deploying onto platform {platform} (version {version}) ----\n")).await;
-        let (context, processes) = crate::deploy::platform_context(&dockerfile, &args, &upload).map_err(|e| e.to_string())?;
+        let (context, processes) = crate::deploy::platform_context(&dockerfile, &args, &upload, server.config.apps.max_processes as usize).map_err(|e| e.to_string())?;
         return deploy_build(server, provisioner, app, context, &processes, event_id, how, out).await.map_err(|e| e.to_string());
     }
     let artifact = artifact(server, file, &src.archive_url, out).await?;
@@ -454,20 +485,18 @@ impl Progress for TextWriter {
     }
 }
 
-/// Downloads `archive-url`, bounded by the API's body limit.
+/// Downloads `archive-url` through the egress rule, bounded by the API's
+/// body limit.
 async fn fetch(server: &Server, url: &str, out: &TextWriter) -> Result<Vec<u8>, String> {
     out.write(&format!("---- Downloading {url} ----\n")).await;
     let limit = server.config.api.max_body_bytes;
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(120))
-        .build()
-        .map_err(|e| format!("cannot download {url}: {e}"))?;
-    let mut response = client.get(url).send().await.map_err(|e| format!("cannot download {url}: {e}"))?;
+    let request = crate::egress::Request::get(url, std::time::Duration::from_secs(120));
+    let mut response = server.egress.send(request).await.map_err(|e| format!("cannot download {url}: {e}"))?;
     if !response.status().is_success() {
         return Err(format!("cannot download {url}: the server answered {}", response.status()));
     }
     let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| format!("cannot download {url}: {e}"))? {
+    while let Some(chunk) = response.chunk().await.map_err(|_| format!("cannot download {url}: the transfer failed"))? {
         if bytes.len() + chunk.len() > limit {
             return Err(format!("{url} is larger than the {limit} bytes a deploy may be"));
         }

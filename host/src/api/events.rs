@@ -12,7 +12,7 @@ use super::params::Params;
 use super::{AppState, Caller, ClientIp, Routes, json, json_list};
 use crate::auth::{Identity, Subject};
 use crate::error::{ApiError, ApiResult};
-use crate::events::{Allowed, EventError, EventSpec, Owner, RunningEvent, Target, TypeName, event_json, parse_allowed};
+use crate::events::{Allowed, EventError, EventSpec, Owner, RunningEvent, Target, TypeName, event_json};
 use crate::rbac::Context;
 use crate::server::Server;
 use crate::store::EventQuery;
@@ -145,11 +145,10 @@ fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
 }
 
-/// Whether the caller holds an event's stored permission. An event without
-/// one (no `AllowedCancel`) is tsuru's empty scheme: the root only.
+/// Whether the caller holds an event's stored permission (one rule with
+/// webhook delivery: `events::visibility`).
 fn may_see(caller: &Identity, allowed: &str) -> bool {
-    let a = parse_allowed(allowed).unwrap_or_default();
-    caller.allows(&a.scheme, &a.contexts)
+    crate::events::visibility::may_read(&caller.grants, allowed)
 }
 
 const MAX_LIMIT: i64 = 100;

@@ -227,18 +227,27 @@ impl Params {
     }
 
     /// tsuru's tags: the `tags` slice field, then the legacy repeated `tag`
-    /// key appended; trimmed, de-duplicated, empties dropped.
-    pub fn tags(&self) -> Vec<String> {
+    /// key appended; trimmed, de-duplicated, empties dropped. At most
+    /// `MAX_TAGS` of them, each a printable name (`names`).
+    pub fn tags(&self) -> Result<Vec<String>, ApiError> {
+        use super::names::{MAX_NAME, MAX_TAGS, printable};
         let mut out: Vec<String> = Vec::new();
         let mut raw = self.field_list("tags");
         raw.extend(self.all("tag"));
         for t in raw {
             let t = t.trim().to_string();
-            if !t.is_empty() && !out.contains(&t) {
-                out.push(t);
+            if t.is_empty() || out.contains(&t) {
+                continue;
+            }
+            if !printable(&t, MAX_NAME) {
+                return Err(ApiError::bad_request(format!("invalid tag {:?}: at most {MAX_NAME} printable characters", t.chars().take(MAX_NAME).collect::<String>())));
+            }
+            out.push(t);
+            if out.len() > MAX_TAGS {
+                return Err(ApiError::bad_request(format!("too many tags: at most {MAX_TAGS}")));
             }
         }
-        out
+        Ok(out)
     }
 
     /// An optional boolean struct field, decoded as Go decodes a pointer: absent

@@ -6,6 +6,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 
+use super::names::{MAX_DESCRIPTION, MAX_NAME, printable, text};
 use super::params::Params;
 use super::events::{record, request_data};
 use super::{AppState, Caller, ClientIp, Routes, empty, json};
@@ -83,8 +84,11 @@ async fn info(State(server): AppState, Caller(caller): Caller, Path(name): Path<
 async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     caller.require("role.create", &[])?;
     let name = params.get("name").unwrap_or_default().trim().to_string();
-    if name.is_empty() {
+    if !printable(&name, MAX_NAME) {
         return Err(ApiError::bad_request("invalid role name"));
+    }
+    if !text(&params.get("description").unwrap_or_default(), MAX_DESCRIPTION) {
+        return Err(ApiError::bad_request(format!("invalid description: at most {MAX_DESCRIPTION} characters")));
     }
     let context = params.get("context").unwrap_or_default();
     if ContextType::parse(&context).is_none() {
@@ -126,12 +130,23 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         if ContextType::parse(&c).is_none() {
             return Err(ApiError::bad_request(format!("invalid context type {c:?}")));
         }
+        // A new context type widens the role's bindings (team → global gives
+        // every permission everywhere): the caller must hold them everywhere.
+        if c != role.context_type {
+            caller.grants.holds_all(&role.schemes, None).map_err(ApiError::forbidden_with)?;
+        }
         role.context_type = c;
     }
     if let Some(d) = description {
+        if !text(&d, MAX_DESCRIPTION) {
+            return Err(ApiError::bad_request(format!("invalid description: at most {MAX_DESCRIPTION} characters")));
+        }
         role.description = d;
     }
     if let Some(n) = new_name {
+        if !printable(n.trim(), MAX_NAME) {
+            return Err(ApiError::bad_request("invalid role name"));
+        }
         role.name = n.trim().to_string();
     }
     let event = record(&server, Some(&caller), &ip, "role.update", Target::new("role", &name), request_data(&params, &[])).await?;
@@ -185,6 +200,10 @@ async fn permission_add(
     if wanted.is_empty() {
         return Err(ApiError::bad_request("invalid permission name"));
     }
+    // A role's permissions reach whoever holds the role, wherever it is bound:
+    // only what the caller holds everywhere may be added (the editor of a role
+    // they hold would otherwise make themselves admin).
+    caller.grants.holds_all(&wanted, None).map_err(ApiError::forbidden_with)?;
     let data = request_data(&params, &[("name", &name)]);
     let event = record(&server, Some(&caller), &ip, "role.update.permission.add", Target::new("role", &name), data).await?;
     for p in wanted {
@@ -247,6 +266,19 @@ async fn check_binding(
                 }
                 ContextType::User if server.store.user(context_value).await?.is_none() => {
                     return Err(ApiError::bad_request("user not found"));
+                }
+                // A binding on an object that does not exist yet would grant
+                // whoever creates it later, maybe another team.
+                ContextType::App if server.store.app(context_value).await?.is_none() => {
+                    return Err(ApiError::bad_request("app not found"));
+                }
+                ContextType::Pool if server.store.pool(context_value).await?.is_none() => {
+                    return Err(ApiError::bad_request("pool not found"));
+                }
+                ContextType::Router
+                    if crate::routers::find(&crate::routers::catalogue(server).await?, context_value).is_none() =>
+                {
+                    return Err(ApiError::bad_request("router not found"));
                 }
                 // Other context types name objects of areas that check them as they arrive.
                 _ => {}

@@ -112,6 +112,7 @@ async fn add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, para
     if routers::find(&routers::catalogue(&server).await?, &r.name).is_some() {
         return Err(ApiError::conflict("dynamic router already exists"));
     }
+    routers::check_domain_owner(&server, &r).await?.map_err(ApiError::bad_request)?;
     let event = record(&server, Some(&caller), &ip, "router.create", Target::new("router", &r.name), request_data(&params, &[])).await?;
     let result = server.store.add_router(&r).await.map(|()| empty(StatusCode::CREATED));
     event.done(result.map_err(ApiError::from)).await
@@ -125,6 +126,7 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
     }
     let r = dynamic_router(&params, name.clone());
     routers::check_dynamic(&r, &server.config.router.domain, &server.config.router_types()).map_err(ApiError::bad_request)?;
+    routers::check_domain_owner(&server, &r).await?.map_err(ApiError::bad_request)?;
     let event = record(&server, Some(&caller), &ip, "router.update", Target::new("router", &name), request_data(&params, &[("name", &name)])).await?;
     let work = async {
         server.store.update_router(&r).await?;

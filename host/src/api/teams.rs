@@ -33,7 +33,7 @@ const INVALID_TEAM: &str = "Invalid team name, team names should start with a le
 
 fn team_name(raw: &str) -> ApiResult<String> {
     let name = raw.trim();
-    if TEAM_NAME.is_match(name) { Ok(name.to_string()) } else { Err(ApiError::bad_request(INVALID_TEAM)) }
+    if TEAM_NAME.is_match(name) && name.len() <= super::names::MAX_NAME { Ok(name.to_string()) } else { Err(ApiError::bad_request(INVALID_TEAM)) }
 }
 
 fn tags_json(tags: &[String]) -> Option<Vec<String>> {
@@ -77,7 +77,7 @@ async fn list(State(server): AppState, Caller(caller): Caller) -> ApiResult<Resp
 async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
     caller.require("team.create", &[])?;
     let name = team_name(&params.field("name").unwrap_or_default())?;
-    let tags = params.tags();
+    let tags = params.tags()?;
     let event = record(&server, Some(&caller), &ip, "team.create", Target::new("team", &name), request_data(&params, &[])).await?;
     let work = async {
         let creator_roles: Vec<String> = server
@@ -137,7 +137,7 @@ async fn update(
 ) -> ApiResult<Response> {
     caller.require("team.update", &[Context::team(&name)])?;
     let team = server.store.team(&name).await?.ok_or_else(|| ApiError::not_found(format!("Team {name:?} not found.")))?;
-    let new_tags = params.tags();
+    let new_tags = params.tags()?;
     let tags = if params.field_list("tags").is_empty() && params.all("tag").is_empty() { team.tags } else { new_tags };
     let new_name = match params.field("newname").filter(|n| !n.trim().is_empty() && n.trim() != name) {
         Some(n) => Some(team_name(&n)?),

@@ -9,6 +9,7 @@ use super::stream::{KEEPALIVE, json_stream};
 use super::{AppState, Caller, ClientIp, Routes, empty};
 use crate::error::{ApiError, ApiResult};
 use super::provision::{api_error, apply_streamed, desired, provisioner_of};
+use crate::limits::{check_units, units_after};
 use crate::store::{VersionRecord, units_in_use};
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
@@ -115,12 +116,8 @@ async fn change(
     if units < 0 {
         return Err(ApiError::bad_request(format!("version {} has only {} unit(s)", target.version, target.units)));
     }
-    if adding && app.quota_limit >= 0 {
-        let in_use = units_in_use(&versions);
-        if in_use + count * target.processes.len() as i64 > app.quota_limit {
-            return Err(ApiError::forbidden_with(format!("Quota exceeded. Available: {}, Requested: {count}.", (app.quota_limit - in_use).max(0))));
-        }
-    }
+    let after = units_after(&versions, |vs| vs.iter_mut().filter(|v| v.version == target.version).for_each(|v| v.units = units));
+    check_units(&app.name, app.quota_limit, server.config.apps.max_units, units_in_use(&versions), after)?;
     let data = json!({"app": app.name, "units": count, "process": process, "version": target.version});
     let event = app_event(&server, &caller, &ip, permission, &app, data).await?;
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {

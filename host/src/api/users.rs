@@ -33,7 +33,7 @@ static EMAIL: LazyLock<regex::Regex> =
     LazyLock::new(|| regex::Regex::new(r"^([^@\s]+)@((?:[-a-z0-9]+\.)+[a-z]{2,})$").unwrap());
 
 pub fn valid_email(email: &str) -> bool {
-    EMAIL.is_match(email)
+    email.len() <= super::names::MAX_EMAIL && !email.chars().any(char::is_control) && EMAIL.is_match(email)
 }
 
 /// A role instance as `/users/info` shows it.

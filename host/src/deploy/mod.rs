@@ -34,6 +34,12 @@ pub enum DeployError {
     SeveralComponents(String),
     #[error("the archive holds no Procfile: name the processes to run in one (web: <command>)")]
     NoProcfile,
+    #[error("Procfile: {0}")]
+    Procfile(String),
+    #[error("{path} is larger than the {} MiB it may be", limit >> 20)]
+    TooLarge { path: String, limit: u64 },
+    #[error("{0}")]
+    Limit(#[from] crate::limits::LimitError),
     #[error("the platform's Dockerfile has no FROM line")]
     PlatformWithoutFrom,
     /// The provisioner refused the version, or failed.
@@ -45,58 +51,108 @@ pub enum DeployError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Largest file read out of an archive (the upload itself is bounded by the
-/// API's body limit; this bounds what decompression may produce).
+/// What decompressing an upload may produce in all (every entry counted,
+/// skipped ones too): a small archive cannot make the host inflate gigabytes.
 const MAX_UNPACKED: u64 = 1 << 30;
+/// The largest component an archive may hold (a componentize-py app is
+/// ~40 MiB); larger entries are refused from their header, before reading.
+pub const MAX_COMPONENT: u64 = 128 << 20;
+/// The largest Procfile.
+const MAX_PROCFILE: u64 = 1 << 20;
+/// Process names: letters, digits, `-` and `_`, starting with a letter or
+/// digit, at most 63 characters (a DNS label: they name units and labels).
+static PROCESS_NAME: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$").expect("valid regex"));
 
-/// A bare component, or a tar.gz holding one.
-pub fn extract(upload: &[u8]) -> Result<Artifact, DeployError> {
+/// A bare component, or a tar.gz holding one. At most `max_processes`
+/// processes; what decompression produces is bounded (see [`MAX_UNPACKED`],
+/// [`MAX_COMPONENT`]) and at most two components are held at once.
+pub fn extract(upload: &[u8], max_processes: usize) -> Result<Artifact, DeployError> {
     if upload.is_empty() {
         return Err(DeployError::Empty);
     }
     if !upload.starts_with(&[0x1f, 0x8b]) {
         return Ok(Artifact { component: upload.to_vec(), processes: vec!["web".into()], source: "the uploaded file".into() });
     }
+    let archive_error = |e: std::io::Error| DeployError::Archive(e.to_string());
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(upload));
-    let mut wasm: Vec<(String, Vec<u8>)> = Vec::new();
+    // `app.wasm`, else the only `.wasm`: the first other one is kept until
+    // an `app.wasm` shows up; more are only named, for the error.
+    let (mut app_wasm, mut first, mut others) = (None::<Vec<u8>>, None::<(String, Vec<u8>)>, Vec::<String>::new());
     let mut procfile = None;
-    let entries = archive.entries().map_err(|e| DeployError::Archive(e.to_string()))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| DeployError::Archive(e.to_string()))?;
-        if !entry.header().entry_type().is_file() {
+    let mut unpacked: u64 = 0;
+    for entry in archive.entries().map_err(archive_error)? {
+        let mut entry = entry.map_err(archive_error)?;
+        let size = entry.header().size().unwrap_or(u64::MAX);
+        unpacked = unpacked.saturating_add(size);
+        if unpacked > MAX_UNPACKED {
+            return Err(DeployError::Archive(format!("the archive unpacks past {} MiB", MAX_UNPACKED >> 20)));
+        }
+        let path = entry.path().map_err(archive_error)?.to_string_lossy().trim_start_matches("./").to_string();
+        let is_wasm = path.ends_with(".wasm");
+        let wanted = entry.header().entry_type().is_file() && (is_wasm || path == "Procfile");
+        if !wanted || (is_wasm && path != "app.wasm" && (app_wasm.is_some() || first.is_some())) {
+            if wanted {
+                others.push(path);
+            }
+            // Skipped entries are read past by the archive (decompressed, not kept).
             continue;
         }
-        let path = entry.path().map_err(|e| DeployError::Archive(e.to_string()))?.to_string_lossy().trim_start_matches("./").to_string();
-        let wanted = path.ends_with(".wasm") || path == "Procfile";
-        if !wanted {
-            continue;
+        let cap = if is_wasm { MAX_COMPONENT } else { MAX_PROCFILE };
+        if size > cap {
+            return Err(DeployError::TooLarge { path, limit: cap });
         }
-        let mut bytes = Vec::new();
-        entry.take(MAX_UNPACKED).read_to_end(&mut bytes).map_err(|e| DeployError::Archive(e.to_string()))?;
-        if path == "Procfile" {
-            procfile = Some(String::from_utf8_lossy(&bytes).into_owned());
-        } else {
-            wasm.push((path, bytes));
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&mut entry).take(cap).read_to_end(&mut bytes).map_err(archive_error)?;
+        match path.as_str() {
+            "Procfile" => procfile = Some(String::from_utf8_lossy(&bytes).into_owned()),
+            "app.wasm" => app_wasm = Some(bytes),
+            _ => first = Some((path, bytes)),
         }
     }
-    let (name, component) = match wasm.iter().position(|(p, _)| p == "app.wasm") {
-        Some(i) => wasm.swap_remove(i),
-        None if wasm.len() == 1 => wasm.remove(0),
-        None if wasm.is_empty() => return Err(DeployError::NoComponent),
-        None => return Err(DeployError::SeveralComponents(wasm.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", "))),
+    let (source, component) = match (app_wasm, first) {
+        (Some(bytes), _) => ("app.wasm".to_string(), bytes),
+        (None, Some(one)) if others.is_empty() => one,
+        (None, None) => return Err(DeployError::NoComponent),
+        (None, Some((name, _))) => {
+            let mut names = vec![name];
+            names.extend(others.into_iter().filter(|p| p.ends_with(".wasm")));
+            return Err(DeployError::SeveralComponents(names.join(", ")));
+        }
     };
-    Ok(Artifact { component, processes: procfile.as_deref().map(processes).unwrap_or_else(|| vec!["web".into()]), source: name })
+    let processes = match procfile {
+        Some(text) => processes(&text, max_processes)?,
+        None => vec!["web".into()],
+    };
+    Ok(Artifact { component, processes, source })
 }
 
-/// Process names of a Procfile (`name: command` lines).
-fn processes(procfile: &str) -> Vec<String> {
-    let names: Vec<String> = procfile
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(name, _)| name.trim().to_string())
-        .filter(|n| !n.is_empty() && !n.starts_with('#'))
-        .collect();
-    if names.is_empty() { vec!["web".into()] } else { names }
+/// Process names of a Procfile (`name: command` lines; `web` without any),
+/// each checked, at most `max` of them.
+pub fn processes(procfile: &str, max: usize) -> Result<Vec<String>, DeployError> {
+    let mut names: Vec<String> = Vec::new();
+    for line in procfile.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, _)) = line.split_once(':') else { continue };
+        let name = name.trim();
+        if !PROCESS_NAME.is_match(name) {
+            return Err(DeployError::Procfile(format!(
+                "invalid process name {:?}: use letters, digits, '-' and '_' (at most 63)",
+                name.chars().take(64).collect::<String>()
+            )));
+        }
+        if names.iter().any(|n| n == name) {
+            return Err(DeployError::Procfile(format!("process {name:?} is declared twice")));
+        }
+        names.push(name.to_string());
+        if names.len() > max {
+            return Err(DeployError::Procfile(format!("the Procfile names more than {max} processes")));
+        }
+    }
+    if names.is_empty() { Ok(vec!["web".into()]) } else { Ok(names) }
 }
 
 /// Where progress goes (the deploy's text stream).
@@ -161,9 +217,13 @@ pub fn build_artifact(digest: &str) -> String {
     format!("build:{digest}")
 }
 
+/// What a build context (kept in memory, then stored) may unpack to.
+const MAX_CONTEXT: u64 = 256 << 20;
+
 /// Calls `f` with each entry of `upload` (a tar, or a tar.gz): its path
 /// without a leading `./`, its header and its bytes. What the entries unpack
-/// to is bounded by [`MAX_UNPACKED`]; `what` names the upload in that error.
+/// to is bounded by [`MAX_CONTEXT`], checked from each header before it is
+/// read; `what` names the upload in that error.
 fn for_each_entry(upload: &[u8], what: &str, mut f: impl FnMut(String, tar::Header, Vec<u8>) -> Result<(), DeployError>) -> Result<(), DeployError> {
     let archive_error = |e: std::io::Error| DeployError::Archive(e.to_string());
     let reader: Box<dyn Read> = if upload.starts_with(&[0x1f, 0x8b]) { Box::new(flate2::read::GzDecoder::new(upload)) } else { Box::new(upload) };
@@ -172,9 +232,9 @@ fn for_each_entry(upload: &[u8], what: &str, mut f: impl FnMut(String, tar::Head
     for entry in archive.entries().map_err(archive_error)? {
         let mut entry = entry.map_err(archive_error)?;
         let path = entry.path().map_err(archive_error)?.to_string_lossy().trim_start_matches("./").to_string();
-        unpacked += entry.header().size().unwrap_or(0);
-        if unpacked > MAX_UNPACKED {
-            return Err(DeployError::Archive(format!("{what} unpacks past {} MiB", MAX_UNPACKED >> 20)));
+        unpacked = unpacked.saturating_add(entry.header().size().unwrap_or(u64::MAX));
+        if unpacked > MAX_CONTEXT {
+            return Err(DeployError::Archive(format!("{what} unpacks past {} MiB", MAX_CONTEXT >> 20)));
         }
         let header = entry.header().clone();
         let mut bytes = Vec::new();
@@ -231,7 +291,12 @@ exec /bin/sh -c "$cmd"
 /// onto a platform: the platform's Dockerfile (its build arguments as `ARG`
 /// defaults) as the base stage, the app's files in [`APP_DIR`], and a start
 /// script that runs the unit's Procfile process. Also the process names.
-pub fn platform_context(platform_dockerfile: &str, args: &std::collections::BTreeMap<String, String>, upload: &[u8]) -> Result<(Vec<u8>, Vec<String>), DeployError> {
+pub fn platform_context(
+    platform_dockerfile: &str,
+    args: &std::collections::BTreeMap<String, String>,
+    upload: &[u8],
+    max_processes: usize,
+) -> Result<(Vec<u8>, Vec<String>), DeployError> {
     if upload.is_empty() {
         return Err(DeployError::Empty);
     }
@@ -246,7 +311,7 @@ pub fn platform_context(platform_dockerfile: &str, args: &std::collections::BTre
         }
         files.append_data(&mut header, format!("app/{path}"), bytes.as_slice()).map_err(|e| DeployError::Archive(e.to_string()))
     })?;
-    let procfile = procfile.ok_or(DeployError::NoProcfile)?;
+    let processes = processes(&procfile.ok_or(DeployError::NoProcfile)?, max_processes)?;
     let mut dockerfile = String::new();
     let lines: Vec<&str> = platform_dockerfile.lines().collect();
     let last_from = lines.iter().rposition(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM ")).ok_or(DeployError::PlatformWithoutFrom)?;
@@ -271,7 +336,7 @@ pub fn platform_context(platform_dockerfile: &str, args: &std::collections::BTre
     append_file(&mut files, "torii-start", START_SCRIPT.as_bytes(), 0o755)?;
     append_file(&mut files, "Dockerfile", dockerfile.as_bytes(), 0o644)?;
     let context = files.into_inner().map_err(|e| DeployError::Archive(e.to_string()))?;
-    Ok((context, processes(&procfile)))
+    Ok((context, processes))
 }
 
 /// An `ARG name[=default]` line whose argument was given, with the given
@@ -351,6 +416,13 @@ async fn prepare(
     out: &impl Progress,
 ) -> Result<(), DeployError> {
     let view = server.store.app_view(app).await?.ok_or_else(|| DeployError::Provision(format!("App {app} not found.")))?;
+    if how == NewVersion::Replace {
+        // It takes the units of the version it replaces, for each of its processes.
+        let units = view.versions.iter().filter(|v| v.routable).map(|v| v.units).max().unwrap_or(1).max(1);
+        let before = crate::store::units_in_use(&view.versions);
+        let after = units * processes.len() as i64;
+        crate::limits::check_units(app, view.app.quota_limit, server.config.apps.max_units, before, after)?;
+    }
     // The number `record` will give it (the app is locked while it deploys).
     let number = view.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
     let candidate = app_version(number, artifact, processes, 1, how == NewVersion::Replace, 1);
@@ -446,7 +518,7 @@ mod tests {
     fn platform_builds_stack_the_app_on_the_platform_stage() {
         let args = std::collections::BTreeMap::from([("V".to_string(), "1 \"two\"".to_string())]);
         let upload = tar_gz(&[("Procfile", b"web: run\nworker: work\n"), ("./src/a.txt", b"A")]);
-        let (context, processes) = platform_context("ARG BASE=x\nFROM busybox\nARG V\nRUN echo $V\n", &args, &upload).unwrap();
+        let (context, processes) = platform_context("ARG BASE=x\nFROM busybox\nARG V\nRUN echo $V\n", &args, &upload, 32).unwrap();
         assert_eq!(processes, ["web", "worker"]);
         let entries = tar_entries(&context);
         let names: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
@@ -457,10 +529,10 @@ mod tests {
              COPY app/ /home/application/current/\nCOPY torii-start /torii-start\nWORKDIR /home/application/current\nCMD [\"/bin/sh\", \"/torii-start\"]\n"
         );
         // A named last stage is reused; an archive without a Procfile is refused.
-        let (context, _) = platform_context("FROM a AS base\n", &Default::default(), &upload).unwrap();
+        let (context, _) = platform_context("FROM a AS base\n", &Default::default(), &upload, 32).unwrap();
         assert!(tar_entries(&context)[3].1.starts_with("FROM a AS base\n\nFROM base\n"));
-        assert!(matches!(platform_context("FROM a\n", &Default::default(), &tar_gz(&[("x", b"")])), Err(DeployError::NoProcfile)));
-        assert!(matches!(platform_context("RUN x\n", &Default::default(), &upload), Err(DeployError::PlatformWithoutFrom)));
+        assert!(matches!(platform_context("FROM a\n", &Default::default(), &tar_gz(&[("x", b"")]), 32), Err(DeployError::NoProcfile)));
+        assert!(matches!(platform_context("RUN x\n", &Default::default(), &upload, 32), Err(DeployError::PlatformWithoutFrom)));
     }
 
     #[test]
@@ -472,15 +544,24 @@ mod tests {
 
     #[test]
     fn finds_the_component_and_processes() {
-        let bare = extract(b"\0asm....").unwrap();
+        let bare = extract(b"\0asm....", 32).unwrap();
         assert_eq!((bare.component, bare.processes), (b"\0asm....".to_vec(), vec!["web".to_string()]));
-        let one = extract(&tar_gz(&[("./dist/hello.wasm", b"W"), ("Procfile", b"web: run\nworker: work\n"), ("README", b"x")])).unwrap();
+        let one = extract(&tar_gz(&[("./dist/hello.wasm", b"W"), ("Procfile", b"web: run\nworker: work\n"), ("README", b"x")]), 32).unwrap();
         assert_eq!((one.component, one.processes, one.source), (b"W".to_vec(), vec!["web".into(), "worker".into()], "dist/hello.wasm".into()));
-        let named = extract(&tar_gz(&[("a.wasm", b"A"), ("app.wasm", b"B")])).unwrap();
+        let named = extract(&tar_gz(&[("a.wasm", b"A"), ("app.wasm", b"B")]), 32).unwrap();
         assert_eq!(named.component, b"B");
-        assert!(matches!(extract(&tar_gz(&[("a.wasm", b"A"), ("b.wasm", b"B")])), Err(DeployError::SeveralComponents(_))));
-        assert!(matches!(extract(&tar_gz(&[("README", b"x")])), Err(DeployError::NoComponent)));
-        assert!(matches!(extract(&[0x1f, 0x8b, 1, 2, 3]), Err(DeployError::Archive(_))));
-        assert!(matches!(extract(b""), Err(DeployError::Empty)));
+        assert!(matches!(extract(&tar_gz(&[("a.wasm", b"A"), ("b.wasm", b"B")]), 32), Err(DeployError::SeveralComponents(_))));
+        assert!(matches!(extract(&tar_gz(&[("README", b"x")]), 32), Err(DeployError::NoComponent)));
+        assert!(matches!(extract(&[0x1f, 0x8b, 1, 2, 3], 32), Err(DeployError::Archive(_))));
+        assert!(matches!(extract(b"", 32), Err(DeployError::Empty)));
+    }
+
+    #[test]
+    fn procfiles_are_bounded_and_their_names_checked() {
+        assert!(matches!(processes("a: x\nb: y\nc: z\n", 2), Err(DeployError::Procfile(_))));
+        for bad in ["we b: x", "<script>: x", "a\u{202e}b: x", "a\0: x", "web: x\nweb: y", &format!("{}: x", "a".repeat(64))] {
+            assert!(matches!(processes(bad, 32), Err(DeployError::Procfile(_))), "{bad:?}");
+        }
+        assert_eq!(processes("# c: d\nweb: x\nworker_2: y\nnot a process\n", 32).unwrap(), ["web", "worker_2"]);
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod blocks;
 mod json;
+pub mod visibility;
 
 pub use json::{EventJson, TypeName, custom_data, event_json, parse_allowed};
 

@@ -11,6 +11,7 @@
 //! percent, that the newest routable version receives when several versions
 //! are routable (the others share the rest by their weights).
 
+pub mod names;
 pub mod sync;
 pub mod tls;
 
@@ -75,6 +76,25 @@ pub async fn catalogue_of(store: &Store, domain: &str) -> StoreResult<Vec<Router
 
 pub fn find<'a>(all: &'a [RouterDef], name: &str) -> Option<&'a RouterDef> {
     all.iter().find(|r| r.name == name)
+}
+
+/// The domains of every router, in lower case, for the name rule (`names`).
+pub async fn domains(server: &Server) -> StoreResult<Vec<String>> {
+    Ok(catalogue(server).await?.into_iter().map(|r| r.domain.to_ascii_lowercase()).filter(|d| !d.is_empty()).collect())
+}
+
+/// Why dynamic router `r` may not serve its domain: it overlaps another
+/// router's, or holds an app's cname (`names::check_domain`).
+pub async fn check_domain_owner(server: &Server, r: &RouterRecord) -> StoreResult<Result<(), String>> {
+    let Some(domain) = domain_of(r).map(str::to_ascii_lowercase) else { return Ok(Ok(())) };
+    let others: Vec<String> = catalogue(server)
+        .await?
+        .into_iter()
+        .filter(|o| o.name != r.name)
+        .map(|o| o.domain.to_ascii_lowercase())
+        .filter(|d| !d.is_empty())
+        .collect();
+    Ok(names::check_domain(&domain, &others, &server.store.all_cnames().await?))
 }
 
 /// The type of router `name` (the plugin serving it), if there is such a router.

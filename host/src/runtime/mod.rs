@@ -219,7 +219,16 @@ impl AppRuntime {
             }
             .await;
             if let Some((sink, stdout, stderr)) = pipes {
-                let (out, err) = (stdout.contents(), stderr.contents());
+                let (out, mut err) = (stdout.contents(), stderr.contents());
+                // The trap's detail (a wasm backtrace) is for the app's team,
+                // in its log; the client gets a plain 500.
+                if let Err(e) = &result
+                    && is_app_fault(e)
+                {
+                    let mut with_trap = err.to_vec();
+                    with_trap.extend_from_slice(format!("torii: the request failed in the app: {e:#}\n").as_bytes());
+                    err = Bytes::from(with_trap);
+                }
                 if !out.is_empty() || !err.is_empty() {
                     sink(out, err);
                 }
@@ -261,6 +270,12 @@ impl Drop for AppRuntime {
     }
 }
 
+/// Whether a guest error is the app's own fault (a trap, a panic), not a
+/// deadline or the memory cap, which have answers of their own.
+fn is_app_fault(e: &wasmtime::Error) -> bool {
+    e.downcast_ref::<Trap>() != Some(&Trap::Interrupt) && e.downcast_ref::<MemoryLimit>().is_none()
+}
+
 /// How a request failed on the app's side.
 #[derive(Debug)]
 enum Failure {
@@ -282,7 +297,9 @@ impl Failure {
         } else if e.downcast_ref::<MemoryLimit>().is_some() {
             Failure::Memory(memory)
         } else {
-            Failure::App(format!("the app failed: {e:#}"))
+            // The detail went to the app log (see `run`): it names the
+            // app's code and is nobody else's business.
+            Failure::App("the app failed while handling the request (its log has the details)".into())
         }
     }
 

@@ -355,6 +355,7 @@ impl Store {
         sqlx::query("DELETE FROM app_certificates WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_env WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_teams WHERE app = $1").bind(name).execute(&mut *tx).await?;
+        super::roles::forget_bindings_on(&mut tx, "app", name).await?;
         let done = sqlx::query("DELETE FROM apps WHERE name = $1").bind(name).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(app_not_found(name));
@@ -536,6 +537,12 @@ impl Store {
     pub async fn cname_owner(&self, cname: &str) -> StoreResult<Option<String>> {
         let row = sqlx::query("SELECT app FROM app_cnames WHERE cname = $1").bind(cname).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.try_get("app")).transpose()?)
+    }
+
+    /// Every app's cnames.
+    pub async fn all_cnames(&self) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query("SELECT cname FROM app_cnames ORDER BY cname").fetch_all(&self.pool).await?;
+        rows.into_iter().map(|r| Ok(r.try_get("cname")?)).collect()
     }
 
     /// Adds CNAMEs to an app, all or none.

@@ -140,6 +140,7 @@ impl Store {
             return Err(not_found());
         }
         sqlx::query("DELETE FROM pool_constraints WHERE pool_expr = $1").bind(name).execute(&mut *tx).await?;
+        super::roles::forget_bindings_on(&mut tx, "pool", name).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -57,6 +57,23 @@ fn not_found() -> StoreError {
     StoreError::NotFound("role not found".into())
 }
 
+/// Removes every role binding whose context is the object `value` of
+/// `context_type` (`app`, `pool`, `router`, `team`, `user`, ...), in the
+/// transaction that removes the object: a binding must not outlive its object,
+/// or it would grant whoever creates another of the same name. Every removal
+/// of an object that role contexts name calls this.
+pub(super) async fn forget_bindings_on(conn: &mut sqlx::AnyConnection, context_type: &str, value: &str) -> StoreResult<()> {
+    sqlx::query(
+        "DELETE FROM role_bindings WHERE context_value = $1 \
+         AND role IN (SELECT name FROM roles WHERE context_type = $2)",
+    )
+    .bind(value)
+    .bind(context_type)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     pub async fn create_role(&self, r: &RoleRecord) -> StoreResult<()> {
         sqlx::query(&format!("INSERT INTO roles ({ROLE_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"))

@@ -126,6 +126,7 @@ impl Store {
             return Err(StoreError::Conflict(format!("router {name:?} is used by the apps {}: remove it from them first", apps.join(", "))));
         }
         sqlx::query("DELETE FROM routers WHERE name = $1").bind(name).execute(&mut *tx).await?;
+        super::roles::forget_bindings_on(&mut tx, "router", name).await?;
         tx.commit().await?;
         Ok(())
     }

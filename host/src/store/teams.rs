@@ -119,13 +119,7 @@ impl Store {
     /// Removes a team and the team-context role bindings on it.
     pub async fn delete_team(&self, name: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "DELETE FROM role_bindings WHERE context_value = $1 \
-             AND role IN (SELECT name FROM roles WHERE context_type = 'team')",
-        )
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+        super::roles::forget_bindings_on(&mut tx, "team", name).await?;
         let done = sqlx::query("DELETE FROM teams WHERE name = $1").bind(name).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("Team {name:?} not found.")));

@@ -72,6 +72,7 @@ impl Store {
             .bind(email)
             .execute(&mut *tx)
             .await?;
+        super::roles::forget_bindings_on(&mut tx, "user", email).await?;
         sqlx::query("DELETE FROM sessions WHERE email = $1").bind(email).execute(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM users WHERE email = $1").bind(email).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {

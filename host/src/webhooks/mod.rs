@@ -1,14 +1,19 @@
 //! Webhook delivery: after an event finishes, every webhook whose filter
-//! matches it is called in the background — never on the request path —
-//! with a timeout per attempt, retries with exponential backoff, and each
-//! attempt recorded in a bounded per-webhook history.
+//! matches it and whose owner team may read it (`events::visibility`) is
+//! called in the background — never on the request path — through the
+//! egress rule, with a timeout per attempt, retries with exponential backoff,
+//! and each attempt recorded in a bounded per-webhook history.
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+use crate::egress::{Egress, Request};
 use crate::events::event_json;
+use crate::events::visibility::{may_read, team_grants};
 use crate::store::{DeliveryRecord, EventRecord, Store, WebhookRecord, now_millis};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Delivery settings.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +27,7 @@ pub struct Delivery {
 }
 
 /// Starts the dispatcher; send it the ids of finished events.
-pub fn start(store: Store, settings: Delivery) -> mpsc::UnboundedSender<String> {
+pub fn start(store: Store, settings: Delivery, egress: Arc<Egress>) -> mpsc::UnboundedSender<String> {
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         while let Some(id) = rx.recv().await {
@@ -34,8 +39,20 @@ pub fn start(store: Store, settings: Delivery) -> mpsc::UnboundedSender<String> 
                 }
                 (Ok(None), _) => continue,
             };
+            let mut readers = HashMap::new();
             for hook in hooks.into_iter().filter(|h| matches(h, &event)) {
-                tokio::spawn(deliver(store.clone(), settings, hook, event.clone()));
+                if !readers.contains_key(&hook.team_owner) {
+                    match team_grants(&store, &hook.team_owner).await {
+                        Ok(g) => readers.insert(hook.team_owner.clone(), g),
+                        Err(e) => {
+                            tracing::warn!(event = id, team = hook.team_owner, error = %e, "webhook dispatch could not read the team's apps");
+                            continue;
+                        }
+                    };
+                }
+                if may_read(&readers[&hook.team_owner], &event.allowed) {
+                    tokio::spawn(deliver(store.clone(), settings, egress.clone(), hook, event.clone()));
+                }
             }
         }
     });
@@ -94,15 +111,7 @@ pub fn render(template: &str, event: &Value) -> String {
     out
 }
 
-fn client(hook: &WebhookRecord, timeout: Duration) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder().timeout(timeout).danger_accept_invalid_certs(hook.insecure);
-    if !hook.proxy_url.is_empty() {
-        b = b.proxy(reqwest::Proxy::all(&hook.proxy_url).map_err(|e| format!("bad proxy_url: {e}"))?);
-    }
-    b.build().map_err(|e| e.to_string())
-}
-
-async fn deliver(store: Store, settings: Delivery, hook: WebhookRecord, event: EventRecord) {
+async fn deliver(store: Store, settings: Delivery, egress: Arc<Egress>, hook: WebhookRecord, event: EventRecord) {
     let event_value = serde_json::to_value(event_json(&event)).expect("serialisable");
     let method = if hook.method.is_empty() { "POST".to_string() } else { hook.method.to_ascii_uppercase() };
     let body = if hook.body.is_empty() {
@@ -113,7 +122,7 @@ async fn deliver(store: Store, settings: Delivery, hook: WebhookRecord, event: E
     let mut wait = settings.backoff;
     for attempt in 1..=settings.attempts {
         let started = Instant::now();
-        let outcome = send(&hook, &method, body.clone(), settings.timeout).await;
+        let outcome = send(&egress, &hook, &method, body.clone(), settings.timeout).await;
         let (status, error) = match &outcome {
             Ok(s) if (200..400).contains(s) => (*s, String::new()),
             Ok(s) => (*s, format!("receiver answered {s}")),
@@ -141,32 +150,33 @@ async fn deliver(store: Store, settings: Delivery, hook: WebhookRecord, event: E
     }
 }
 
-async fn send(hook: &WebhookRecord, method: &str, body: Option<String>, timeout: Duration) -> Result<u16, String> {
-    let client = client(hook, timeout)?;
+/// One attempt: the receiver's status, or why there is none. A 3xx is the
+/// answer (redirects are not followed).
+async fn send(egress: &Egress, hook: &WebhookRecord, method: &str, body: Option<String>, timeout: Duration) -> Result<u16, String> {
     let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-    let mut req = client.request(method, &hook.url);
-    let mut has_content_type = false;
+    let mut headers = reqwest::header::HeaderMap::new();
     for (name, values) in &hook.headers {
-        has_content_type |= name.eq_ignore_ascii_case("content-type");
+        let Ok(name) = reqwest::header::HeaderName::from_bytes(name.as_bytes()) else { continue };
         for v in values {
-            req = req.header(name, v);
+            if let Ok(v) = reqwest::header::HeaderValue::from_str(v) {
+                headers.append(name.clone(), v);
+            }
         }
     }
-    if let Some(body) = body {
-        if !has_content_type && hook.body.is_empty() {
-            req = req.header("content-type", "application/json");
-        }
-        req = req.body(body);
+    if body.is_some() && hook.body.is_empty() && !headers.contains_key(reqwest::header::CONTENT_TYPE) {
+        headers.insert(reqwest::header::CONTENT_TYPE, reqwest::header::HeaderValue::from_static("application/json"));
     }
-    req.send().await.map(|r| r.status().as_u16()).map_err(|e| {
-        if e.is_timeout() {
-            format!("timed out after {} ms", timeout.as_millis())
-        } else if e.is_connect() {
-            format!("cannot connect to {}: {e}", hook.url)
-        } else {
-            e.to_string()
-        }
-    })
+    let request = Request {
+        method,
+        url: hook.url.clone(),
+        headers,
+        body: body.map(String::into_bytes),
+        proxy: Some(hook.proxy_url.clone()),
+        insecure: hook.insecure,
+        timeout,
+        follow: false,
+    };
+    egress.send(request).await.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! Validation rules shared by plugins, written out by hand so guests need no
 //! regex engine.
 
-/// tsuru's email rule: `^([^@\s]+)@((?:[-a-z0-9]+\.)+[a-z]{2,})$`.
+/// tsuru's email rule: `^([^@\s]+)@((?:[-a-z0-9]+\.)+[a-z]{2,})$`, at most
+/// 254 bytes and without control characters.
 pub fn is_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };
-    if local.is_empty() || local.chars().any(char::is_whitespace) || domain.contains('@') {
+    if s.len() > 254 || local.is_empty() || local.chars().any(|c| c.is_whitespace() || c.is_control()) || domain.contains('@') {
         return false;
     }
     let labels: Vec<&str> = domain.split('.').collect();
@@ -30,8 +31,9 @@ mod tests {
         for ok in ["a@b.co", "first.last+x@mail.example.com", "x@a-b.io", "A@b.com"] {
             assert!(is_email(ok), "{ok}");
         }
-        for bad in ["", "a", "a@b", "a@b.c", "a@B.com", "a b@c.com", "@b.com", "a@.com", "a@b..com", "a@b@c.com", "a@b.c0m"] {
+        for bad in ["", "a", "a@b", "a@b.c", "a@B.com", "a b@c.com", "@b.com", "a@.com", "a@b..com", "a@b@c.com", "a@b.c0m", "a\0@b.com"] {
             assert!(!is_email(bad), "{bad}");
         }
+        assert!(!is_email(&format!("{}@b.com", "a".repeat(250))));
     }
 }

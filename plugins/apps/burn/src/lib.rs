@@ -1,6 +1,6 @@
 //! Example app for deadlines and streams: `/burn` spins forever,
 //! `/sleep?ms=N` sleeps N ms (monotonic clock), `/stream?kb=N` streams N KiB
-//! of `x` in 4 KiB writes, anything else answers `awake`.
+//! of `x` in 4 KiB writes, `/panic` traps, anything else answers `awake`.
 
 use app_support::respond;
 use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
@@ -12,6 +12,9 @@ wasip2::http::proxy::export!(Burn);
 impl wasip2::exports::http::incoming_handler::Guest for Burn {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
+        if path.starts_with("/panic") {
+            panic!("the burn app was asked to panic");
+        }
         if path.starts_with("/burn") {
             let mut x: u64 = 1;
             loop {
