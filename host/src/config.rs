@@ -101,7 +101,20 @@ pub struct AppsConfig {
     pub max_instances: u32,
     /// How long a request waits for a free unit before it gets 503.
     pub queue_timeout_ms: u64,
-    /// Units one app may run, over its versions and processes.
+    /// Wall-clock time one request's instance may live (answering and
+    /// streaming its body, sleeping included); past it: 504, or the body is cut.
+    pub wall_deadline_ms: u64,
+    /// Time a streamed response body may go without the client taking any of it.
+    pub body_idle_timeout_ms: u64,
+    /// What the memories of all app instances together may use; a request
+    /// that would pass it gets 503.
+    pub memory_budget_mb: u64,
+    /// Requests computing past their first epoch tick at once, served app by
+    /// app in turn; 0: half the router workers (at least one).
+    pub cpu_lanes: usize,
+    /// Units one app may run, over its versions and processes; no app holds
+    /// more instances than its units, so this is an app's share of
+    /// `max_instances` too.
     pub max_units: u32,
     /// Processes one Procfile may name.
     pub max_processes: u32,
@@ -114,6 +127,10 @@ impl Default for AppsConfig {
             max_memory_mb: 512,
             max_instances: 1000,
             queue_timeout_ms: 1000,
+            wall_deadline_ms: 60_000,
+            body_idle_timeout_ms: 15_000,
+            memory_budget_mb: 4096,
+            cpu_lanes: 0,
             max_units: 100,
             max_processes: 32,
         }
@@ -534,6 +551,12 @@ impl Config {
         if self.apps.max_units == 0 || self.apps.max_processes == 0 {
             return Err(invalid("apps", "max_units and max_processes must be positive"));
         }
+        if self.apps.max_units > self.apps.max_instances {
+            return Err(invalid("apps.max_units", "must not be more than apps.max_instances (one app would take every instance)"));
+        }
+        if self.apps.wall_deadline_ms == 0 || self.apps.body_idle_timeout_ms == 0 || self.apps.memory_budget_mb == 0 {
+            return Err(invalid("apps", "wall_deadline_ms, body_idle_timeout_ms and memory_budget_mb must be positive"));
+        }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be positive"));
         }
@@ -543,6 +566,14 @@ impl Config {
             return Err(invalid("database.url", "must start with sqlite: or postgres://"));
         }
         Ok(())
+    }
+
+    /// The data plane's threads: `[router] workers`, or one per core.
+    pub fn router_workers(&self) -> usize {
+        match self.router.workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
     }
 
     pub fn database_url(&self) -> String {

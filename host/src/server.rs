@@ -136,6 +136,13 @@ impl Server {
                 max_memory_bytes: (config.apps.max_memory_mb as usize) << 20,
                 instances: config.apps.max_instances,
                 cpu_deadline: Duration::from_millis(config.apps.cpu_deadline_ms),
+                wall_deadline: Duration::from_millis(config.apps.wall_deadline_ms),
+                body_idle: Duration::from_millis(config.apps.body_idle_timeout_ms),
+                memory_budget_bytes: usize::try_from(config.apps.memory_budget_mb << 20).unwrap_or(usize::MAX),
+                cpu_lanes: match config.apps.cpu_lanes {
+                    0 => (config.router_workers() / 2).max(1),
+                    n => n,
+                },
             },
             &config.cache_dir(),
         )

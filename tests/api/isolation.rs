@@ -173,6 +173,41 @@ backends! {
     }
 }
 
+/// A connection asking `host` for a 400 MiB stream and reading only the
+/// first bytes of the answer.
+async fn stalled_stream(router: &str, host: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(router.trim_start_matches("http://")).await.unwrap();
+    c.write_all(format!("GET /stream?kb=409600 HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut head)).await;
+    c
+}
+
+backends! {
+    async fn a_request_holds_its_unit_until_its_instance_ends(b) {
+        let extra = "[apps]\nwall_deadline_ms = 1500\nbody_idle_timeout_ms = 400\nqueue_timeout_ms = 200\n";
+        let (t, alice, _) = two_teams(b, extra).await;
+        create_app(&t, &alice, "s", "red").await;
+        assert!(deploy(&t, "s", &std::fs::read(env!("TORII_GUEST_APP_BURN")).unwrap()).await.ends_with("\nOK\n"));
+        // A guest that sleeps is cut at the wall-clock deadline.
+        let started = Instant::now();
+        assert_eq!(t.app_get("s.apps.test", "/sleep?ms=20000").await, (504, "the request ran past the 1500 ms a request may take\n".into()));
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        // A body the client does not read keeps the app's one unit taken...
+        let stalled = stalled_stream(&t.router_url(), "s.apps.test").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(t.app_get("s.apps.test", "/").await,
+            (503, "app s is busy: its 1 unit(s) are all serving; add units with `tsuru unit add -a s`\n".into()));
+        // ... until the client has taken nothing for the idle timeout: then the
+        // instance ends and the unit serves again.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(t.app_get("s.apps.test", "/").await, (200, "awake\n".into()));
+        drop(stalled);
+        t.stop().await;
+    }
+}
+
 backends! {
     async fn role_bindings_end_with_their_object(b) {
         let (t, alice, bob) = two_teams(b, "").await;
@@ -369,20 +404,25 @@ backends! {
 struct Torii {
     child: std::process::Child,
     base: String,
+    /// Where app traffic arrives.
+    router: String,
     token: String,
     _dir: tempfile::TempDir,
 }
 
 impl Torii {
-    async fn start() -> Torii {
+    /// Starts torii with `extra` appended to its config (after `[router]`).
+    async fn start(extra: &str) -> Torii {
         use std::io::Write;
         use std::process::{Command, Stdio};
         const BIN: &str = env!("CARGO_BIN_EXE_torii");
         let dir = tempfile::TempDir::new().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (port, router_port) = (free_port(), free_port());
         let config = dir.path().join("torii.toml");
         std::fs::write(&config, format!(
-            "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[router]\nlisten = \"127.0.0.1:0\"\n[plugins]\ncache_dir = {:?}\n",
+            "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[plugins]\ncache_dir = {:?}\n\
+             [router]\nlisten = \"127.0.0.1:{router_port}\"\ndomain = \"apps.test\"\n{extra}",
             dir.path().join("data"), crate::support::shared_cache_dir())).unwrap();
         let mut root = Command::new(BIN).args(["root-user-create", "root@example.com", "--config"]).arg(&config)
             .stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
@@ -398,7 +438,7 @@ impl Torii {
         }
         let login: Value = client.post(format!("{base}/1.0/auth/login")).form(&[("email", "root@example.com"), ("password", "sup3r-secret")])
             .send().await.unwrap().json().await.unwrap();
-        Torii { child, base, token: login["token"].as_str().unwrap().to_string(), _dir: dir }
+        Torii { child, base, router: format!("http://127.0.0.1:{router_port}"), token: login["token"].as_str().unwrap().to_string(), _dir: dir }
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> (u16, String) {
@@ -448,7 +488,7 @@ async fn archive_bombs_are_refused_at_once_and_cost_no_memory() {
     let hello = std::fs::read(HELLO).unwrap();
     let procfile: String = (0..20_000).map(|i| format!("p{i}: run\n")).collect();
     let procfile_bomb = tar_gz(&[("app.wasm", &hello), ("Procfile", procfile.as_bytes())]);
-    let torii = Torii::start().await;
+    let torii = Torii::start("").await;
     assert_eq!(torii.send(reqwest::Method::POST, "/1.0/teams", &[("name", "red")]).await.0, 201);
     assert_eq!(torii.send(reqwest::Method::POST, "/1.0/pools", &[("name", "main"), ("default", "true")]).await.0, 201);
     assert_eq!(torii.send(reqwest::Method::POST, "/1.0/apps", &[("name", "mine"), ("teamOwner", "red")]).await.0, 201);
@@ -469,4 +509,77 @@ async fn archive_bombs_are_refused_at_once_and_cost_no_memory() {
     }
     let (_, info) = torii.send(reqwest::Method::GET, "/1.0/apps/mine", &[]).await;
     assert_eq!(serde_json::from_str::<Value>(&info).unwrap()["deploys"], 0);
+}
+
+/// Milliseconds of the `q` quantile of `sorted`.
+fn quantile(sorted: &[Duration], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1].as_secs_f64() * 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noisy_neighbour_leaves_other_apps_fast() {
+    use reqwest::Method;
+    let torii = Torii::start("[apps]\ncpu_deadline_ms = 2000\n").await;
+    assert_eq!(torii.send(Method::POST, "/1.0/teams", &[("name", "red")]).await.0, 201);
+    assert_eq!(torii.send(Method::POST, "/1.0/pools", &[("name", "main"), ("default", "true")]).await.0, 201);
+    let burn = std::fs::read(env!("TORII_GUEST_APP_BURN")).unwrap();
+    let hello = std::fs::read(HELLO).unwrap();
+    for (app, code, units) in [("slow", &burn, "19"), ("burner", &burn, "7"), ("quiet", &hello, "")] {
+        assert_eq!(torii.send(Method::POST, "/1.0/apps", &[("name", app), ("teamOwner", "red")]).await.0, 201);
+        assert!(torii.deploy(app, code).await.ends_with("\nOK\n"));
+        if !units.is_empty() {
+            assert_eq!(torii.send(Method::PUT, &format!("/1.0/apps/{app}/units"), &[("units", units)]).await.0, 200);
+        }
+    }
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let get = |app: &str, path: &str| client.get(format!("{}{path}", torii.router)).header("host", format!("{app}.apps.test")).send();
+    // The noisy apps: 1,000 requests that sleep (most wait for a unit, then
+    // get 503), streams to clients that do not read, and every unit of
+    // another app burning CPU.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut noise = Vec::new();
+    for _ in 0..1000 {
+        let r = get("slow", "/sleep?ms=50000");
+        noise.push(tokio::spawn(async move {
+            let _ = r.await;
+        }));
+    }
+    // ... and streams to clients that do not read.
+    for _ in 0..50 {
+        let router = torii.router.clone();
+        noise.push(tokio::spawn(async move {
+            let _held = stalled_stream(&router, "slow.apps.test").await;
+            std::future::pending::<()>().await;
+        }));
+    }
+    for _ in 0..8 {
+        let (client, router, stop) = (client.clone(), torii.router.clone(), stop.clone());
+        noise.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = client.get(format!("{router}/burn")).header("host", "burner.apps.test").send().await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut took = Vec::new();
+    let mut failures = Vec::new();
+    for _ in 0..300 {
+        let started = Instant::now();
+        let r = get("quiet", "/").await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        took.push(started.elapsed());
+        if status != 200 {
+            failures.push((took.len(), status, body));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in noise {
+        task.abort();
+    }
+    took.sort();
+    let (p50, p99) = (quantile(&took, 0.5), quantile(&took, 0.99));
+    eprintln!("quiet app beside the noisy ones: p50 {p50:.1} ms, p99 {p99:.1} ms");
+    assert!(failures.is_empty(), "the quiet app answered {failures:?}");
+    assert!(p99 < 50.0, "the quiet app's p99 is {p99:.1} ms (p50 {p50:.1} ms)");
 }

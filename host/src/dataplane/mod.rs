@@ -59,10 +59,7 @@ impl DataPlane {
 /// certificate chosen by SNI), serving each connection on one of the
 /// process's data-plane workers, until stopped.
 pub fn serve(server: Arc<Server>, listener: TcpListener, tls_listener: Option<TcpListener>) -> DataPlane {
-    let workers = workers::Workers::get(match server.config.router.workers {
-        0 => workers::default_count(),
-        n => n,
-    });
+    let workers = workers::Workers::get(server.config.router_workers());
     let logs = logs::LogBatcher::start(Arc::downgrade(&server));
     let (stop, stopped) = watch::channel(());
     let plane = Plane { server, logs: logs.clone(), backends: forward::client(), stopped };
@@ -206,12 +203,17 @@ async fn route(plane: &Plane, origin: forward::Origin, req: hyper::Request<Incom
         Err(e) => return plain(500, &format!("app {app} version {} cannot run: {e}", version.version)),
     };
     // Registered before the request runs, so a kill during it is seen.
-    let killed = unit.control().killed();
+    let (control, name) = (unit.control_arc(), unit.name().clone());
+    let killed = control.killed();
     let mut invocation = invocation(&view);
     invocation.output = Some(log_sink(plane.logs.clone(), &unit));
+    invocation.app = Some(unit.app().clone());
+    // The unit stays taken until the instance ends, even when the instance
+    // goes on streaming after its answer.
+    invocation.hold = Some(Arc::new(unit));
     tokio::select! {
         response = server.apps.runtime.handle(&code, invocation, req) => response,
-        _ = killed => plain(503, &format!("unit {} was killed while serving this request", unit.name())),
+        _ = killed => plain(503, &format!("unit {name} was killed while serving this request")),
     }
 }
 

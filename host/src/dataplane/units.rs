@@ -54,6 +54,11 @@ impl Unit {
     pub fn control(&self) -> &Control {
         &self.slots.units[self.number as usize].1
     }
+
+    /// The unit's control, for holding past the unit itself.
+    pub fn control_arc(&self) -> Arc<Control> {
+        self.slots.units[self.number as usize].1.clone()
+    }
 }
 
 impl Drop for Unit {

@@ -47,8 +47,3 @@ fn start(i: usize) -> Handle {
         .expect("data plane thread");
     handle
 }
-
-/// How many workers `[router] workers = 0` means: one per core.
-pub fn default_count() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}

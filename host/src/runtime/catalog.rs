@@ -80,5 +80,5 @@ impl Catalog {
 /// private ones included) and the plan's memory (or the app's override).
 pub fn invocation(view: &AppView) -> Invocation {
     let env = view.env.iter().map(|v| (v.name.clone(), view.env_value(v))).collect();
-    Invocation { env, memory_bytes: usize::try_from(view.memory()).unwrap_or(0), output: None }
+    Invocation { env, memory_bytes: usize::try_from(view.memory()).unwrap_or(0), ..Invocation::default() }
 }

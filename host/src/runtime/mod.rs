@@ -13,9 +13,13 @@
 //! Compiled code is cached on disk by content hash (shared with the plugin
 //! engine's cache format), so loading bytes seen before costs a file read.
 
+mod budget;
 pub mod catalog;
+mod lanes;
 
 use crate::plugin::engine::{EPOCH_TICK, MemoryCap, MemoryLimit, cached_component, spawn_epoch_ticker};
+use budget::{BudgetSpent, MemoryBudget, Taken};
+use lanes::{CpuLanes, Held};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -24,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -41,6 +45,31 @@ pub struct RuntimeLimits {
     pub instances: u32,
     /// CPU time a request may run before it is cut.
     pub cpu_deadline: Duration,
+    /// Time a request's instance may live, answering and streaming, whatever
+    /// it does (sleeping, or writing to a client that does not read).
+    pub wall_deadline: Duration,
+    /// Time a streamed body may go without the client taking any of it.
+    pub body_idle: Duration,
+    /// What the linear memories of all instances may add up to.
+    pub memory_budget_bytes: usize,
+    /// Requests computing at once (see `lanes`).
+    pub cpu_lanes: usize,
+}
+
+impl RuntimeLimits {
+    /// Limits for tests and tools: `max_memory_bytes`, `instances` and the
+    /// CPU deadline given, generous others.
+    pub fn new(max_memory_bytes: usize, instances: u32, cpu_deadline: Duration) -> RuntimeLimits {
+        RuntimeLimits {
+            max_memory_bytes,
+            instances,
+            cpu_deadline,
+            wall_deadline: Duration::from_secs(60),
+            body_idle: Duration::from_secs(15),
+            memory_budget_bytes: usize::MAX,
+            cpu_lanes: 1,
+        }
+    }
 }
 
 /// Why bytes cannot be an app version.
@@ -78,6 +107,10 @@ pub struct Invocation {
     pub memory_bytes: usize,
     /// Where the guest's stdout/stderr go; discarded without one.
     pub output: Option<OutputSink>,
+    /// The app, for CPU fairness (requests without one share a lane queue).
+    pub app: Option<Arc<str>>,
+    /// Held until the instance ends, answered or not (the request's unit).
+    pub hold: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// What a request may write to stdout (and again to stderr); more fails the
@@ -95,6 +128,8 @@ pub struct AppRuntime {
     cache_dir: PathBuf,
     limits: RuntimeLimits,
     stop: Arc<AtomicBool>,
+    lanes: Arc<CpuLanes>,
+    budget: Arc<MemoryBudget>,
 }
 
 impl AppRuntime {
@@ -126,7 +161,9 @@ impl AppRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         let stop = spawn_epoch_ticker(&engine, "app-epoch")?;
-        Ok(AppRuntime { engine, linker, cache_dir: cache_dir.to_path_buf(), limits, stop })
+        let lanes = Arc::new(CpuLanes::new(limits.cpu_lanes));
+        let budget = MemoryBudget::new(limits.memory_budget_bytes);
+        Ok(AppRuntime { engine, linker, cache_dir: cache_dir.to_path_buf(), limits, stop, lanes, budget })
     }
 
     /// Checks and compiles `bytes` (or finds them compiled in the cache).
@@ -194,30 +231,42 @@ impl AppRuntime {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: NoOutbound,
-            limiter: MemoryCap { bytes: memory, max_table_elements: MAX_TABLE_ELEMENTS },
+            limiter: AppLimiter {
+                cap: MemoryCap { bytes: memory, max_table_elements: MAX_TABLE_ELEMENTS },
+                taken: Taken::new(self.budget.clone()),
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         // The guest yields to the other requests of its thread at every
         // epoch tick it runs through, and is cut after `cpu_deadline` of
-        // them (time spent waiting to run again does not count).
+        // them (time spent waiting to run again does not count). Past its
+        // first tick it computes only in a lane (see `lanes`).
         let mut ticks_left = (self.limits.cpu_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        let (lanes, app, held) = (self.lanes.clone(), invocation.app.clone().unwrap_or_else(|| Arc::from("")), Arc::new(std::sync::Mutex::new(Held::default())));
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             ticks_left -= 1;
-            Ok(if ticks_left == 0 { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+            Ok(if ticks_left == 0 { UpdateDeadline::Interrupt } else { UpdateDeadline::YieldCustom(1, lanes.next_turn(&app, &held)) })
         });
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(Failure::host)?;
         let out = store.data_mut().http().new_response_outparam(sender).map_err(Failure::host)?;
         let pre = code.pre.clone();
+        let hold = invocation.hold;
+        let wall = self.limits.wall_deadline;
+        let wall_deadline = tokio::time::Instant::now() + wall;
         let mut guest = Box::pin(async move {
-            let result = async {
+            let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
-            }
-            .await;
+            };
+            // Past the wall deadline the instance is dropped where it stands.
+            let result = match tokio::time::timeout_at(wall_deadline, run).await {
+                Ok(result) => result,
+                Err(_) => Err(wasmtime::Error::new(WallDeadline)),
+            };
             if let Some((sink, stdout, stderr)) = pipes {
                 let (out, mut err) = (stdout.contents(), stderr.contents());
                 // The trap's detail (a wasm backtrace) is for the app's team,
@@ -233,32 +282,42 @@ impl AppRuntime {
                     sink(out, err);
                 }
             }
+            // The unit is free once the instance is gone, not before.
+            drop(hold);
             result
         });
         let mut receiver = receiver;
         // The guest runs in this task until it ends (the usual case: a small
         // answer, no task spawned) or hands over the response head while it
-        // goes on streaming its body; then it goes on in its own task.
+        // goes on streaming its body; then it goes on in its own task, ended
+        // if the client takes nothing of the body for `body_idle`.
         let (answer, finished) = tokio::select! {
             biased;
             result = &mut guest => (receiver.await, Some(result)),
             answer = &mut receiver => (answer, None),
         };
         let answered = answer.is_ok();
+        let (progress, base) = (Arc::new(std::sync::atomic::AtomicU64::new(0)), std::time::Instant::now());
         let finished = match finished {
             Some(result) => Some(result),
             None if answered => {
-                tokio::spawn(guest);
+                let (progress, idle) = (progress.clone(), self.limits.body_idle);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = guest => {}
+                        _ = body_idle(progress, base, idle) => {}
+                    }
+                });
                 None
             }
             None => Some(guest.await),
         };
         match answer {
-            Ok(Ok(response)) => Ok(response.map(|body: HyperOutgoingBody| body.boxed_unsync())),
+            Ok(Ok(response)) => Ok(response.map(|body: HyperOutgoingBody| Watched { body, progress, base }.boxed_unsync())),
             Ok(Err(code)) => Err(Failure::App(format!("the app answered with an error: {code:?}"))),
             Err(_) => Err(match finished {
                 Some(Ok(())) | None => Failure::NoAnswer,
-                Some(Err(e)) => Failure::from_trap(e, memory, self.limits.cpu_deadline),
+                Some(Err(e)) => Failure::from_trap(e, memory, self.limits.cpu_deadline, wall),
             }),
         }
     }
@@ -270,16 +329,97 @@ impl Drop for AppRuntime {
     }
 }
 
+/// The instance outlived `[apps] wall_deadline_ms`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request ran past its wall-clock deadline")]
+struct WallDeadline;
+
+/// Resolves once the client has taken nothing of a streamed body for `idle`
+/// (`progress`: milliseconds after `base` when it last took a frame).
+async fn body_idle(progress: Arc<std::sync::atomic::AtomicU64>, base: std::time::Instant, idle: Duration) {
+    let idle_ms = idle.as_millis() as u64;
+    loop {
+        tokio::time::sleep(idle / 4).await;
+        let last = progress.load(Ordering::Relaxed);
+        if (base.elapsed().as_millis() as u64).saturating_sub(last) >= idle_ms {
+            return;
+        }
+    }
+}
+
+/// A response body that notes when the client last took a frame of it.
+struct Watched<B> {
+    body: B,
+    progress: Arc<std::sync::atomic::AtomicU64>,
+    base: std::time::Instant,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Watched<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(_))) = &polled {
+            let now = self.base.elapsed().as_millis() as u64;
+            self.progress.store(now, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// An instance's memory cap, and its share of the runtime's memory budget.
+struct AppLimiter {
+    cap: MemoryCap,
+    taken: Taken,
+}
+
+impl ResourceLimiter for AppLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if !self.cap.memory_growing(current, desired, maximum)? {
+            return Ok(false);
+        }
+        if !self.taken.grow(current, desired) {
+            return Err(wasmtime::Error::new(BudgetSpent));
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.cap.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.cap.table_growing(current, desired, maximum)
+    }
+}
+
 /// Whether a guest error is the app's own fault (a trap, a panic), not a
 /// deadline or the memory cap, which have answers of their own.
 fn is_app_fault(e: &wasmtime::Error) -> bool {
-    e.downcast_ref::<Trap>() != Some(&Trap::Interrupt) && e.downcast_ref::<MemoryLimit>().is_none()
+    e.downcast_ref::<Trap>() != Some(&Trap::Interrupt)
+        && e.downcast_ref::<MemoryLimit>().is_none()
+        && e.downcast_ref::<BudgetSpent>().is_none()
+        && e.downcast_ref::<WallDeadline>().is_none()
 }
 
 /// How a request failed on the app's side.
 #[derive(Debug)]
 enum Failure {
     Deadline(Duration),
+    Wall(Duration),
+    Budget,
     Memory(usize),
     NoAnswer,
     App(String),
@@ -291,9 +431,13 @@ impl Failure {
         Failure::Host(format!("{e:#}"))
     }
 
-    fn from_trap(e: wasmtime::Error, memory: usize, deadline: Duration) -> Failure {
+    fn from_trap(e: wasmtime::Error, memory: usize, deadline: Duration, wall: Duration) -> Failure {
         if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             Failure::Deadline(deadline)
+        } else if e.downcast_ref::<WallDeadline>().is_some() {
+            Failure::Wall(wall)
+        } else if e.downcast_ref::<BudgetSpent>().is_some() {
+            Failure::Budget
         } else if e.downcast_ref::<MemoryLimit>().is_some() {
             Failure::Memory(memory)
         } else {
@@ -306,6 +450,8 @@ impl Failure {
     fn response(self) -> hyper::Response<ResponseBody> {
         let (status, text) = match self {
             Failure::Deadline(d) => (504, format!("the request ran past the app's CPU deadline of {} ms", d.as_millis())),
+            Failure::Wall(d) => (504, format!("the request ran past the {} ms a request may take", d.as_millis())),
+            Failure::Budget => (503, "torii is short of memory for apps right now: retry shortly".to_string()),
             Failure::Memory(bytes) => (500, format!("the request needed more than the app's memory limit of {} MiB", bytes >> 20)),
             Failure::NoAnswer => (502, "the app ended the request without answering".to_string()),
             Failure::App(text) => (500, text),
@@ -331,7 +477,7 @@ struct AppState {
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: NoOutbound,
-    limiter: MemoryCap,
+    limiter: AppLimiter,
 }
 
 impl WasiView for AppState {
@@ -380,7 +526,7 @@ mod tests {
     use std::sync::Mutex;
 
     fn runtime(dir: &Path) -> AppRuntime {
-        let limits = RuntimeLimits { max_memory_bytes: 64 << 20, instances: 16, cpu_deadline: Duration::from_millis(500) };
+        let limits = RuntimeLimits::new(64 << 20, 16, Duration::from_millis(500));
         AppRuntime::new(limits, dir).unwrap()
     }
 
@@ -402,7 +548,7 @@ mod tests {
         let output: Arc<Mutex<Vec<u8>>> = Arc::default();
         let seen = output.clone();
         let sink: OutputSink = Arc::new(move |out, _err| seen.lock().unwrap().extend_from_slice(&out));
-        let quiet = Invocation { env: vec![("TSURU_APPNAME".into(), "web".into())], memory_bytes: 0, output: Some(sink) };
+        let quiet = Invocation { env: vec![("TSURU_APPNAME".into(), "web".into())], output: Some(sink), ..Invocation::default() };
         assert_eq!(text(rt.handle(&hello, quiet.clone(), get("/quiet")).await).await, (200, "hello from web at /quiet\n".into()));
         let mut env = quiet.clone();
         env.env.push(("ACCESS_LOG".into(), "1".into()));

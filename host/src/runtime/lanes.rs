@@ -1,0 +1,107 @@
+//! CPU fairness between apps. A request that computes past one epoch tick
+//! is CPU-bound; from then on it runs only while it holds a lane, and gives
+//! its lane back at every tick. There are fewer lanes than data-plane
+//! threads, so requests that do not compute (most of them) always find a
+//! thread that runs no guest, or wait at most one tick behind one.
+//!
+//! Lanes are handed out app by app: each app has a gate of its own that one
+//! of its computing requests passes at a time to queue for a lane, so an app
+//! with eight burning requests gets the same share as an app with one.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub struct CpuLanes {
+    lanes: Arc<Semaphore>,
+    /// Per app: one computing request at a time queues for a lane.
+    gates: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+}
+
+/// What a computing request holds while it runs: its app's gate and a lane.
+#[derive(Default)]
+pub struct Held(Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>);
+
+impl CpuLanes {
+    pub fn new(lanes: usize) -> CpuLanes {
+        CpuLanes { lanes: Arc::new(Semaphore::new(lanes.max(1))), gates: Mutex::default() }
+    }
+
+    fn gate(&self, app: &Arc<str>) -> Arc<Semaphore> {
+        let mut gates = self.gates.lock().unwrap();
+        // Gates of apps with nobody computing are dropped as others come.
+        if gates.len() > 1024 {
+            gates.retain(|_, g| Arc::strong_count(g) > 1);
+        }
+        gates.entry(app.clone()).or_insert_with(|| Arc::new(Semaphore::new(1))).clone()
+    }
+
+    /// What a request of `app` does at each tick it computes through: give
+    /// back what it holds, let the thread's other tasks run, then queue for
+    /// its app's gate and a lane again. `held` lives as long as the request's
+    /// instance, so what it holds goes back when the instance ends.
+    pub fn next_turn(self: &Arc<Self>, app: &Arc<str>, held: &Arc<Mutex<Held>>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        held.lock().unwrap().0 = None;
+        let (gate, lanes, held) = (self.gate(app), self.lanes.clone(), held.clone());
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            let Ok(at_gate) = gate.acquire_owned().await else { return };
+            let Ok(lane) = lanes.acquire_owned().await else { return };
+            held.lock().unwrap().0 = Some((at_gate, lane));
+            // Woken by a lane given back, it would compute a whole tick before
+            // the thread looks at its sockets again: let it look first, so
+            // requests that arrived meanwhile run before this tick.
+            tokio::task::yield_now().await;
+        })
+    }
+
+    /// Lanes free now.
+    #[cfg(test)]
+    pub fn free(&self) -> usize {
+        self.lanes.available_permits()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_app_with_many_computing_requests_gets_one_turn_like_the_others() {
+        let lanes = Arc::new(CpuLanes::new(1));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        // A request of `app` takes a turn, notes it, and computes until its
+        // app's `release` lets one request of the app go.
+        let request = |app: &'static str, release: &Arc<Semaphore>| {
+            let turn = Arc::new(Mutex::new(Held::default()));
+            let next = lanes.next_turn(&Arc::from(app), &turn);
+            let (order, release) = (order.clone(), release.clone());
+            tokio::spawn(async move {
+                next.await;
+                order.lock().unwrap().push(app);
+                release.acquire().await.unwrap().forget();
+                turn.lock().unwrap().0 = None;
+            });
+        };
+        let (busy, quiet) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+        for _ in 0..3 {
+            request("busy", &busy);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        request("quiet", &quiet);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(*order.lock().unwrap(), ["busy"]);
+        assert_eq!(lanes.free(), 0);
+        // Busy's next requests wait at their app's gate; quiet's, queued for
+        // the lane itself, comes first.
+        for release in [&busy, &quiet, &busy, &busy] {
+            release.add_permits(1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(*order.lock().unwrap(), ["busy", "quiet", "busy", "busy"]);
+        assert_eq!(lanes.free(), 1);
+    }
+}
