@@ -37,6 +37,13 @@ pub struct ApiConfig {
     /// Largest request body accepted, in bytes; larger ones get 413.
     pub max_body_bytes: usize,
     pub disable_index_page: bool,
+    /// From a connection's start (or its previous answer) to the complete
+    /// headers of its next request; slow headers and idle keep-alives are cut.
+    pub header_read_timeout_ms: u64,
+    /// A connection on which nothing moves for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Connections at once; past it new ones are closed on accept.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +60,10 @@ pub struct RouterConfig {
     /// Threads serving app traffic, each with its own connections; 0 means
     /// one per core. The first server a process starts sets it.
     pub workers: usize,
+    /// As in `[api]`, for app traffic (HTTP and HTTPS each).
+    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_connections: usize,
 }
 
 /// A pool's provisioner: `own`, or `default` when the pool names none.
@@ -345,13 +356,28 @@ impl Default for Config {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: ([127, 0, 0, 1], 8080).into(), max_body_bytes: 32 << 20, disable_index_page: false }
+        ApiConfig {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            max_body_bytes: 32 << 20,
+            disable_index_page: false,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            max_connections: 1024,
+        }
     }
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        RouterConfig { listen: ([127, 0, 0, 1], 8888).into(), domain: "torii.localhost".into(), tls_listen: None, workers: 0 }
+        RouterConfig {
+            listen: ([127, 0, 0, 1], 8888).into(),
+            domain: "torii.localhost".into(),
+            tls_listen: None,
+            workers: 0,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            max_connections: 8192,
+        }
     }
 }
 
@@ -557,6 +583,14 @@ impl Config {
         if self.apps.wall_deadline_ms == 0 || self.apps.body_idle_timeout_ms == 0 || self.apps.memory_budget_mb == 0 {
             return Err(invalid("apps", "wall_deadline_ms, body_idle_timeout_ms and memory_budget_mb must be positive"));
         }
+        for (key, header, idle, max) in [
+            ("api", self.api.header_read_timeout_ms, self.api.idle_timeout_ms, self.api.max_connections),
+            ("router", self.router.header_read_timeout_ms, self.router.idle_timeout_ms, self.router.max_connections),
+        ] {
+            if header == 0 || idle == 0 || max == 0 {
+                return Err(invalid(key, "header_read_timeout_ms, idle_timeout_ms and max_connections must be positive"));
+            }
+        }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be positive"));
         }
@@ -566,6 +600,24 @@ impl Config {
             return Err(invalid("database.url", "must start with sqlite: or postgres://"));
         }
         Ok(())
+    }
+
+    /// The bounds of the API listener.
+    pub fn api_limits(&self) -> crate::listener::Limits {
+        crate::listener::Limits {
+            header_read: std::time::Duration::from_millis(self.api.header_read_timeout_ms),
+            idle: std::time::Duration::from_millis(self.api.idle_timeout_ms),
+            max_connections: self.api.max_connections,
+        }
+    }
+
+    /// The bounds of each app traffic listener.
+    pub fn router_limits(&self) -> crate::listener::Limits {
+        crate::listener::Limits {
+            header_read: std::time::Duration::from_millis(self.router.header_read_timeout_ms),
+            idle: std::time::Duration::from_millis(self.router.idle_timeout_ms),
+            max_connections: self.router.max_connections,
+        }
     }
 
     /// The data plane's threads: `[router] workers`, or one per core.

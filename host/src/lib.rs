@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod healing;
 pub mod limits;
+pub mod listener;
 pub mod plugin;
 pub mod pools;
 pub mod routers;

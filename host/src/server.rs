@@ -202,6 +202,53 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "torii".into())
 }
 
+/// Serves the API on `listener` within `admission`'s bounds until `shutdown`;
+/// then stops accepting, lets each connection finish its request in flight
+/// and closes it.
+async fn serve_api(listener: TcpListener, app: axum::Router, admission: crate::listener::Admission, mut shutdown: oneshot::Receiver<()>) {
+    use tower_service::Service;
+    let (closing_tx, closing) = tokio::sync::watch::channel(());
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "api: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        // Past [api] max_connections a connection is closed at once.
+        let Some(slot) = admission.slot() else { continue };
+        // Streams (deploy output, x-json-streams) are many small writes: no Nagle delays.
+        let _ = stream.set_nodelay(true);
+        let io = hyper_util::rt::TokioIo::new(admission.watch(stream, slot));
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            app.clone().call(req)
+        });
+        let connection = admission.http1().serve_connection(io, service);
+        let mut closing = closing.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = closing.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(closing_tx);
+    while connections.join_next().await.is_some() {}
+}
+
 /// How long a stopping server waits for open requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -214,7 +261,7 @@ pub struct Running {
     pub tls_addr: Option<SocketAddr>,
     pub server: Arc<Server>,
     shutdown: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<()>,
     router: crate::dataplane::DataPlane,
 }
 
@@ -263,16 +310,7 @@ pub async fn start(server: Arc<Server>, listener: Option<TcpListener>) -> anyhow
     }
     let app = crate::api::router(server.clone());
     let (tx, rx) = oneshot::channel::<()>();
-    // Streams (deploy output, x-json-streams) are many small writes: no Nagle delays.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let admission = crate::listener::Admission::new(server.config.api_limits());
+    let task = tokio::spawn(serve_api(listener, app, admission, rx));
     Ok(Running { addr, router_addr, tls_addr, server, shutdown: Some(tx), task, router })
 }

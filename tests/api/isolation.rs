@@ -357,6 +357,63 @@ backends! {
     }
 }
 
+/// Whether the server closes `c` within `within` (a read sees the end).
+async fn closed_within(c: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    let deadline = Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline.into(), c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+backends! {
+    async fn slow_and_idle_clients_cannot_hold_the_listeners(b) {
+        use tokio::io::AsyncWriteExt;
+        let limits = "header_read_timeout_ms = 400\nidle_timeout_ms = 2000\nmax_connections = 20\n";
+        let mut o = Options::new(b);
+        o.api_toml = limits.into();
+        o.router_toml = limits.into();
+        let t = TestServer::start_with(o).await;
+        for base in [t.base.clone(), t.router_url()] {
+            let addr = base.trim_start_matches("http://").to_string();
+            let mut idle = Vec::new();
+            for _ in 0..20 {
+                idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // One more than the listener holds: closed at once.
+            let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            assert!(closed_within(&mut extra, Duration::from_millis(300)).await, "{base}: a 21st connection was held");
+            // Idle ones are closed after the header read timeout.
+            for c in &mut idle {
+                assert!(closed_within(c, Duration::from_millis(1500)).await, "{base}: an idle connection was held");
+            }
+            // Headers trickling in a byte at a time are cut at the same bound.
+            let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let started = Instant::now();
+            let trickle = async {
+                for b in b"GET /healthcheck HTTP/1.1\r\nhost: x\r\nx-slow: ".iter().cycle().take(200) {
+                    if slow.write_all(&[*b]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(3), trickle).await;
+            assert!(started.elapsed() < Duration::from_millis(2500), "{base}: slow headers were read for {:?}", started.elapsed());
+        }
+        // The listeners still serve.
+        t.req("GET", "/healthcheck").send().await.expect_status(200);
+        assert_eq!(t.app_get("nobody.apps.test", "/").await.0, 404);
+        t.stop().await;
+    }
+}
+
 const INVALID_TEAM: &str =
     "Invalid team name, team names should start with a letter andcontain only lower case letters, numbers, dashes, underscore and @.";
 

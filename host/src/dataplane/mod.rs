@@ -78,6 +78,7 @@ pub fn serve(server: Arc<Server>, listener: TcpListener, tls_listener: Option<Tc
 }
 
 async fn accept_loop(listener: TcpListener, workers: &workers::Workers, plane: Plane, tls: Option<Arc<tls::Certificates>>) {
+    let admission = crate::listener::Admission::new(plane.server.config.router_limits());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -87,6 +88,8 @@ async fn accept_loop(listener: TcpListener, workers: &workers::Workers, plane: P
                 continue;
             }
         };
+        // Past [router] max_connections a connection is closed at once.
+        let Some(slot) = admission.slot() else { continue };
         let _ = stream.set_nodelay(true);
         // Handed over unregistered; the worker registers it with its own reactor.
         let stream = match stream.into_std() {
@@ -96,17 +99,17 @@ async fn accept_loop(listener: TcpListener, workers: &workers::Workers, plane: P
                 continue;
             }
         };
-        let plane = plane.clone();
-        let tls = tls.clone();
+        let (plane, tls, admission) = (plane.clone(), tls.clone(), admission.clone());
         workers.spawn(async move {
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { return };
+            let stream = admission.watch(stream, slot);
             let mut stopped = plane.stopped.clone();
             let connection = async {
                 match tls {
-                    None => serve_connection(plane, stream, forward::Origin { peer, https: false }).await,
+                    None => serve_connection(plane, &admission, stream, forward::Origin { peer, https: false }).await,
                     Some(certs) => {
                         if let Some(stream) = tls::handshake(&plane.server, &certs, stream).await {
-                            serve_connection(plane, stream, forward::Origin { peer, https: true }).await;
+                            serve_connection(plane, &admission, stream, forward::Origin { peer, https: true }).await;
                         }
                     }
                 }
@@ -119,7 +122,7 @@ async fn accept_loop(listener: TcpListener, workers: &workers::Workers, plane: P
     }
 }
 
-async fn serve_connection<S>(plane: Plane, stream: S, origin: forward::Origin)
+async fn serve_connection<S>(plane: Plane, admission: &crate::listener::Admission, stream: S, origin: forward::Origin)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -127,7 +130,7 @@ where
         let plane = plane.clone();
         async move { Ok::<_, std::convert::Infallible>(route(&plane, origin, req).await) }
     });
-    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+    let _ = admission.http1().serve_connection(TokioIo::new(stream), service).await;
 }
 
 /// Which app a host name is for, and what it points at: the proxy table's

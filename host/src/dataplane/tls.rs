@@ -9,7 +9,6 @@ use rustls::ServerConfig;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -52,7 +51,10 @@ impl Certificates {
 /// Reads the client hello, finds the certificate for its server name and
 /// completes the handshake; `None` when the name has no certificate or the
 /// client goes away.
-pub(super) async fn handshake(server: &Server, certs: &Certificates, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
+pub(super) async fn handshake<S>(server: &Server, certs: &Certificates, stream: S) -> Option<TlsStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let work = async {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await.ok()?;
         let name = start.client_hello().server_name()?.to_ascii_lowercase();
