@@ -3,7 +3,23 @@
 //! once (temporary file, then rename) and never changed.
 
 use sha2::{Digest, Sha256};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+/// Creates `dir` if needed and makes it 0700: what torii keeps (the
+/// database, blobs, the server key, compiled code) is nobody else's.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Creates `file` if needed and makes it 0600 (SQLite gives its -wal and
+/// -shm files the mode of the database file).
+pub fn private_file(file: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(file)?;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+}
 
 #[derive(Clone)]
 pub struct Blobs {
@@ -11,8 +27,9 @@ pub struct Blobs {
 }
 
 impl Blobs {
+    /// The store in `dir`, made (or kept) readable by torii's user only.
     pub fn new(dir: &Path) -> std::io::Result<Blobs> {
-        std::fs::create_dir_all(dir)?;
+        private_dir(dir)?;
         Ok(Blobs { dir: dir.to_path_buf() })
     }
 
@@ -28,7 +45,10 @@ impl Blobs {
             return Ok(digest);
         }
         let tmp = path.with_extension(format!("tmp{}-{}", std::process::id(), rand::random::<u32>()));
-        tokio::fs::write(&tmp, bytes).await?;
+        let mut file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;
+        file.sync_all().await?;
+        drop(file);
         tokio::fs::rename(&tmp, &path).await?;
         Ok(digest)
     }

@@ -78,8 +78,14 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(what) => ApiError::conflict(what),
             StoreError::Database(e) => {
+                // The detail (SQL, constraint names, driver text) is for the
+                // operator's log, not for clients.
                 tracing::error!(error = %e, "database error");
-                ApiError::internal(format!("database error: {e}"))
+                ApiError::internal("torii could not complete the request: a database error (the server log has the detail)")
+            }
+            StoreError::Sealed(what) => {
+                tracing::error!(error = %what, "sealed secret");
+                ApiError::internal(what)
             }
         }
     }

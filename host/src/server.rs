@@ -92,13 +92,22 @@ fn limits(config: &Config, entry: &PluginEntry) -> Limits {
 
 impl Server {
     pub async fn build(config: Config) -> anyhow::Result<Arc<Server>> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+        crate::blobs::private_dir(&config.data_dir)
+            .with_context(|| format!("cannot create data_dir {} (mode 0700)", config.data_dir.display()))?;
+        if let Some(file) = config.sqlite_file() {
+            crate::blobs::private_file(&file).with_context(|| format!("cannot make the database {} private (mode 0600)", file.display()))?;
+        }
         let store = Store::connect(&config.database_url(), config.database.max_connections)
             .await
             .context("cannot open the database")?;
         store.seed_plans(&crate::api::plans::default_plans()).await.context("cannot seed the default plans")?;
         let key = ServerKey::load_or_create(&config.data_dir.join("secret.key")).context("cannot read the server key")?;
+        let previous = ServerKey::load_existing(&config.data_dir.join("secret.key.previous")).context("cannot read secret.key.previous")?;
+        let store = store.with_sealer(crate::store::sealed::Sealer::new(&key.at_rest_key(), previous.as_ref().map(|k| k.at_rest_key()).as_ref()));
+        let resealed = store.reseal_at_rest().await.context("cannot seal the secrets stored in plain text or under secret.key.previous")?;
+        if resealed > 0 {
+            tracing::info!(resealed, "secrets sealed with the current server key");
+        }
 
         let max_memory = config
             .plugin

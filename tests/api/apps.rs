@@ -458,7 +458,7 @@ async fn app_views_follow_changes_made_by_another_server() {
     let (one, dev) = setup(crate::support::Backend::Postgres).await;
     one.req("POST", "/1.0/apps").token(&dev).form(&[("name", "shared")]).send().await.expect_status(201);
     let mut o = crate::support::Options::new(crate::support::Backend::Postgres);
-    o.database_url = Some(one.database_url.clone());
+    o.join(&one);
     let two = TestServer::start_with(o).await;
     // Two reads both answers, so both are cached.
     assert_eq!(two.req("GET", "/1.0/apps/shared").admin().send().await.json()["description"], "");

@@ -365,7 +365,7 @@ backends! {
         assert_eq!(t.app_get("web.apps.test", "/last?words").await.0, 200);
         t.halt().await;
         let mut o = crate::support::Options::new(b);
-        o.database_url = Some(t.database_url.clone());
+        o.join(&t);
         let after = TestServer::start_with(o).await;
         let r = after.req("GET", "/1.0/apps/web/log?source=app&lines=10").admin().send().await;
         assert!(r.body.contains("\"Message\":\"served /last?words\""), "{}", r.body);

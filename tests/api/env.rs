@@ -157,7 +157,7 @@ backends! {
         let one = TestServer::start(b).await;
         setup(&one).await;
         let mut o = Options::new(b);
-        o.database_url = Some(one.database_url.clone());
+        o.join(&one);
         let two = TestServer::start_with(o).await;
         let acknowledged = concurrent_sets(&[&one, &two], 50).await;
         assert!(!acknowledged.is_empty());

@@ -274,7 +274,7 @@ backends! {
     async fn locks_hold_across_servers_sharing_a_database(b) {
         let one = TestServer::start(b).await;
         let mut o = Options::new(b);
-        o.database_url = Some(one.database_url.clone());
+        o.join(&one);
         let two = TestServer::start_with(o).await;
         one.team("shared").await;
         // Held by server one, refused by server two.

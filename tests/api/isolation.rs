@@ -414,6 +414,76 @@ backends! {
     }
 }
 
+/// The stored text of one column of one row, as the database holds it.
+async fn raw_column(t: &TestServer, b: Backend, sql: &str) -> String {
+    use sqlx::{Connection, Row};
+    match b {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&t.database_url).await.unwrap();
+            sqlx::query(sql).fetch_one(&mut c).await.unwrap().try_get(0).unwrap()
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&t.database_url).await.unwrap();
+            sqlx::query(sql).fetch_one(&mut c).await.unwrap().try_get(0).unwrap()
+        }
+    }
+}
+
+backends! {
+    async fn secrets_at_rest_are_sealed_and_files_private(b) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut o = Options::new(b);
+        o.router_toml = "tls_listen = \"127.0.0.1:0\"".into();
+        o.api_toml = "max_body_bytes = 16777216".into();
+        let t = TestServer::start_with(o).await;
+        t.team("red").await;
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "mine"), ("teamOwner", "red")]).send().await.expect_status(201);
+        t.req("POST", "/1.0/apps/mine/env").admin()
+            .json(json!({"envs": [{"name": "SECRET", "value": "sekrit-env-value", "private": true}], "noRestart": true})).send().await.expect_status(200);
+        t.req("POST", "/1.6/events/webhooks").admin()
+            .json(json!({"name": "hook", "team_owner": "red", "url": "http://127.0.0.1:9/", "headers": {"X-Secret": ["sekrit-header-value"]}}))
+            .send().await.expect(200, "");
+        let c = rcgen::generate_simple_self_signed(vec!["mine.apps.test".to_string()]).unwrap();
+        let (cert, key) = (c.cert.pem(), c.key_pair.serialize_pem());
+        t.req("PUT", "/1.2/apps/mine/certificate").admin().form(&[("cname", "mine.apps.test"), ("certificate", &cert), ("key", &key)])
+            .send().await.expect(200, "");
+        let echo = std::fs::read(crate::deploy::ECHO_ENV).unwrap();
+        assert!(deploy(&t, "mine", &echo).await.ends_with("\nOK\n"));
+
+        // Stored sealed...
+        for (what, sql) in [
+            ("private env value", "SELECT value FROM app_env WHERE app = 'mine' AND name = 'SECRET'"),
+            ("app token", "SELECT value FROM app_env WHERE app = 'mine' AND name = 'TSURU_APP_TOKEN'"),
+            ("TLS private key", "SELECT key FROM app_certificates WHERE app = 'mine'"),
+            ("webhook headers", "SELECT headers FROM webhooks WHERE name = 'hook'"),
+        ] {
+            let stored = raw_column(&t, b, sql).await;
+            assert!(stored.starts_with("torii-sealed:1:"), "{what} stored as {stored:?}");
+        }
+        // ... and still what their owners and the app read.
+        assert_eq!(t.app_get("mine.apps.test", "/?name=SECRET").await, (200, "sekrit-env-value\n".into()));
+        assert_eq!(t.req("GET", "/1.6/events/webhooks/hook").admin().send().await.json()["headers"], json!({"X-Secret": ["sekrit-header-value"]}));
+        assert_eq!(t.req("GET", "/1.2/apps/mine/certificate").admin().send().await.json()["embedded"]["mine.apps.test"], json!(cert));
+
+        // The data directory is torii's alone.
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let data = t._data.path();
+        assert_eq!(mode(data), 0o700);
+        assert_eq!(mode(&data.join("blobs")), 0o700);
+        for blob in std::fs::read_dir(data.join("blobs")).unwrap() {
+            assert_eq!(mode(&blob.unwrap().path()), 0o600);
+        }
+        if b == Backend::Sqlite {
+            assert_eq!(mode(&data.join("torii.db")), 0o600);
+            let mut bytes = std::fs::read(data.join("torii.db")).unwrap();
+            bytes.extend(std::fs::read(data.join("torii.db-wal")).unwrap_or_default());
+            assert!(!bytes.windows(16).any(|w| w == b"sekrit-env-value"), "the env value is in the database file");
+        }
+        t.stop().await;
+    }
+}
+
 const INVALID_TEAM: &str =
     "Invalid team name, team names should start with a letter andcontain only lower case letters, numbers, dashes, underscore and @.";
 

@@ -208,6 +208,8 @@ pub struct Options {
     pub user_registration: bool,
     /// Join this database (another test server's) instead of a fresh one.
     pub database_url: Option<String>,
+    /// The server key to use (servers sharing a database share their key).
+    pub secret_key: Option<Vec<u8>>,
 }
 
 impl Options {
@@ -220,7 +222,14 @@ impl Options {
             router_toml: String::new(),
             user_registration: false,
             database_url: None,
+            secret_key: None,
         }
+    }
+
+    /// Joins `other`'s database, with its server key, as replicas do.
+    pub fn join(&mut self, other: &TestServer) {
+        self.database_url = Some(other.database_url.clone());
+        self.secret_key = Some(std::fs::read(other._data.path().join("secret.key")).expect("the other server's key"));
     }
 }
 
@@ -251,6 +260,9 @@ impl TestServer {
             shared_cache_dir(),
         );
         let toml = format!("{toml}{}", opts.extra_toml);
+        if let Some(key) = &opts.secret_key {
+            std::fs::write(data.path().join("secret.key"), key).unwrap();
+        }
         let config = Config::parse(&toml).unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
         let scheme_is_native = config.auth.scheme == "native";
         let server = Server::build(config).await.expect("server builds");

@@ -84,6 +84,22 @@ impl ServerKey {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// The key secrets are sealed with at rest (`store::sealed`).
+    pub fn at_rest_key(&self) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("any key length");
+        mac.update(b"torii at-rest v1");
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The key in `path` if there is one (`secret.key.previous` during a rotation).
+    pub fn load_existing(path: &Path) -> std::io::Result<Option<ServerKey>> {
+        match std::fs::metadata(path) {
+            Ok(_) => ServerKey::load_or_create(path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn api_key(&self, email: &str, generation: i64) -> String {
         self.derive("api-key", email, generation)
     }

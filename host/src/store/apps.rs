@@ -1,5 +1,6 @@
 //! Apps, app teams, app env and app tokens.
 
+use super::sealed::Sealer;
 use super::views::Slot;
 use super::{AppRouter, CertificateRecord, PlanRecord, RouteRecord, Store, StoreError, StoreResult, VersionRecord, conflict_or, json_list, now_millis, parse_list};
 use serde::{Deserialize, Serialize};
@@ -105,17 +106,13 @@ fn full_app(row: &AnyRow) -> StoreResult<AppRecord> {
     Ok(a)
 }
 
-fn env_var(r: &AnyRow) -> StoreResult<(String, EnvVar)> {
-    Ok((
-        r.try_get("app")?,
-        EnvVar {
-            name: r.try_get("name")?,
-            value: r.try_get("value")?,
-            public: r.try_get::<i64, _>("public")? != 0,
-            alias: r.try_get("alias")?,
-            managed_by: r.try_get("managed_by")?,
-        },
-    ))
+/// An env row; private values are opened (`sealed`).
+fn env_var(sealer: &Sealer, r: &AnyRow) -> StoreResult<(String, EnvVar)> {
+    let (app, name): (String, String) = (r.try_get("app")?, r.try_get("name")?);
+    let public = r.try_get::<i64, _>("public")? != 0;
+    let stored: String = r.try_get("value")?;
+    let value = if public { stored } else { sealer.open(&super::sealed::env_place(&app, &name), &stored)? };
+    Ok((app, EnvVar { name, value, public, alias: r.try_get("alias")?, managed_by: r.try_get("managed_by")? }))
 }
 
 /// Rows of many apps, grouped by app (each group keeps the rows' order).
@@ -245,7 +242,7 @@ impl Store {
             sqlx::query("INSERT INTO app_teams (app, team) VALUES ($1, $2)").bind(&a.name).bind(team).execute(&mut *tx).await?;
         }
         for e in env {
-            insert_env(&mut tx, &a.name, e).await?;
+            insert_env(&mut tx, &self.sealer, &a.name, e).await?;
         }
         super::routers::insert_app_routers(&mut tx, &a.name, routers).await?;
         sqlx::query("INSERT INTO app_tokens (token_hash, app, created_at) VALUES ($1, $2, $3)")
@@ -398,7 +395,7 @@ impl Store {
             .bind(app)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(env_var).map(|r| r.map(|(_, v)| v)).collect()
+        rows.iter().map(|r| env_var(&self.sealer, r)).map(|r| r.map(|(_, v)| v)).collect()
     }
 
     /// Sets the app's status (`started`, `stopped`, `asleep`).
@@ -413,7 +410,7 @@ impl Store {
         let rows = sqlx::query("SELECT app, name, value, public, alias, managed_by FROM app_env ORDER BY app, name")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(env_var).collect()
+        rows.iter().map(|r| env_var(&self.sealer, r)).collect()
     }
 
     /// Sets variables (replacing same-named ones) and, with `prune`, removes
@@ -423,7 +420,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for v in vars {
             sqlx::query("DELETE FROM app_env WHERE app = $1 AND name = $2").bind(app).bind(&v.name).execute(&mut *tx).await?;
-            insert_env(&mut tx, app, v).await?;
+            insert_env(&mut tx, &self.sealer, app, v).await?;
         }
         let mut pruned = Vec::new();
         if let Some(manager) = prune {
@@ -483,11 +480,13 @@ pub enum AppColumn {
     Team,
 }
 
-async fn insert_env(tx: &mut sqlx::Transaction<'_, sqlx::Any>, app: &str, e: &EnvVar) -> StoreResult<()> {
+/// Writes an env row, a private value sealed (`sealed`).
+async fn insert_env(tx: &mut sqlx::Transaction<'_, sqlx::Any>, sealer: &Sealer, app: &str, e: &EnvVar) -> StoreResult<()> {
+    let value = if e.public { e.value.clone() } else { sealer.seal(&super::sealed::env_place(app, &e.name), &e.value) };
     sqlx::query("INSERT INTO app_env (app, name, value, public, alias, managed_by) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(app)
         .bind(&e.name)
-        .bind(&e.value)
+        .bind(&value)
         .bind(i64::from(e.public))
         .bind(&e.alias)
         .bind(&e.managed_by)

@@ -17,6 +17,7 @@ mod platforms;
 mod pools;
 mod roles;
 mod routers;
+pub mod sealed;
 mod teams;
 mod tokens;
 mod users;
@@ -53,6 +54,9 @@ pub enum StoreError {
     Conflict(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A secret stored sealed that the server key does not open.
+    #[error("{0}")]
+    Sealed(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -70,6 +74,8 @@ pub struct Store {
     views: std::sync::Arc<views::ViewCache>,
     /// On PostgreSQL, the task applying other processes' invalidations.
     listener: Option<std::sync::Arc<views::ListenerGuard>>,
+    /// Seals and opens secrets at rest (`sealed`).
+    sealer: std::sync::Arc<sealed::Sealer>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -108,7 +114,69 @@ impl Store {
                 (views, Some(std::sync::Arc::new(listener)))
             }
         };
-        Ok(Store { pool, backend, views, listener })
+        Ok(Store { pool, backend, views, listener, sealer: std::sync::Arc::new(sealed::Sealer::none()) })
+    }
+
+    /// This store, sealing secrets at rest with `sealer`.
+    pub fn with_sealer(mut self, sealer: sealed::Sealer) -> Store {
+        self.sealer = std::sync::Arc::new(sealer);
+        self
+    }
+
+    /// Seals every secret stored in plain text, or sealed with a previous
+    /// key, with the current key; returns how many were written again.
+    pub async fn reseal_at_rest(&self) -> StoreResult<u64> {
+        use sqlx::Row;
+        let _stale = self.views.stale_all();
+        let mut written = 0;
+        let rows = sqlx::query("SELECT app, name, value FROM app_env WHERE public = 0").fetch_all(&self.pool).await?;
+        for row in rows {
+            let (app, name, value): (String, String, String) = (row.try_get("app")?, row.try_get("name")?, row.try_get("value")?);
+            let place = sealed::env_place(&app, &name);
+            if self.sealer.needs_resealing(&place, &value) {
+                let plain = self.sealer.open(&place, &value)?;
+                sqlx::query("UPDATE app_env SET value = $1 WHERE app = $2 AND name = $3 AND value = $4")
+                    .bind(self.sealer.seal(&place, &plain))
+                    .bind(&app)
+                    .bind(&name)
+                    .bind(&value)
+                    .execute(&self.pool)
+                    .await?;
+                written += 1;
+            }
+        }
+        let rows = sqlx::query("SELECT app, name, key FROM app_certificates").fetch_all(&self.pool).await?;
+        for row in rows {
+            let (app, name, key): (String, String, String) = (row.try_get("app")?, row.try_get("name")?, row.try_get("key")?);
+            let place = sealed::certificate_place(&app, &name);
+            if self.sealer.needs_resealing(&place, &key) {
+                let plain = self.sealer.open(&place, &key)?;
+                sqlx::query("UPDATE app_certificates SET key = $1 WHERE app = $2 AND name = $3 AND key = $4")
+                    .bind(self.sealer.seal(&place, &plain))
+                    .bind(&app)
+                    .bind(&name)
+                    .bind(&key)
+                    .execute(&self.pool)
+                    .await?;
+                written += 1;
+            }
+        }
+        let rows = sqlx::query("SELECT name, headers FROM webhooks").fetch_all(&self.pool).await?;
+        for row in rows {
+            let (name, headers): (String, String) = (row.try_get("name")?, row.try_get("headers")?);
+            let place = sealed::webhook_place(&name);
+            if self.sealer.needs_resealing(&place, &headers) {
+                let plain = self.sealer.open(&place, &headers)?;
+                sqlx::query("UPDATE webhooks SET headers = $1 WHERE name = $2 AND headers = $3")
+                    .bind(self.sealer.seal(&place, &plain))
+                    .bind(&name)
+                    .bind(&headers)
+                    .execute(&self.pool)
+                    .await?;
+                written += 1;
+            }
+        }
+        Ok(written)
     }
 
     pub fn backend(&self) -> Backend {

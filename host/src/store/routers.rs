@@ -46,11 +46,11 @@ fn app_router(row: &AnyRow) -> StoreResult<(String, AppRouter)> {
     Ok((row.try_get("app")?, AppRouter { router: row.try_get("router")?, opts: serde_json::from_str(&opts).unwrap_or_default() }))
 }
 
-fn certificate(row: &AnyRow) -> StoreResult<(String, CertificateRecord)> {
-    Ok((
-        row.try_get("app")?,
-        CertificateRecord { name: row.try_get("name")?, certificate: row.try_get("certificate")?, key: row.try_get("key")? },
-    ))
+/// A certificate row, its private key opened (`sealed`).
+fn certificate(sealer: &super::sealed::Sealer, row: &AnyRow) -> StoreResult<(String, CertificateRecord)> {
+    let (app, name): (String, String) = (row.try_get("app")?, row.try_get("name")?);
+    let key = sealer.open(&super::sealed::certificate_place(&app, &name), &row.try_get::<String, _>("key")?)?;
+    Ok((app, CertificateRecord { name, certificate: row.try_get("certificate")?, key }))
 }
 
 fn opts_json(opts: &BTreeMap<String, String>) -> String {
@@ -196,12 +196,12 @@ impl Store {
             .bind(app)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| certificate(r).map(|(_, c)| c)).collect()
+        rows.iter().map(|r| certificate(&self.sealer, r).map(|(_, c)| c)).collect()
     }
 
     pub(super) async fn all_certificates(&self) -> StoreResult<Vec<(String, CertificateRecord)>> {
         let rows = sqlx::query("SELECT app, name, certificate, key FROM app_certificates ORDER BY app, name").fetch_all(&self.pool).await?;
-        rows.iter().map(certificate).collect()
+        rows.iter().map(|r| certificate(&self.sealer, r)).collect()
     }
 
     /// Sets (or replaces) `app`'s certificate for `c.name`.
@@ -213,7 +213,7 @@ impl Store {
             .bind(app)
             .bind(&c.name)
             .bind(&c.certificate)
-            .bind(&c.key)
+            .bind(self.sealer.seal(&super::sealed::certificate_place(app, &c.name), &c.key))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

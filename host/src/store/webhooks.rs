@@ -43,9 +43,11 @@ pub struct DeliveryRecord {
     pub duration_ms: i64,
 }
 
-fn webhook(row: &AnyRow) -> StoreResult<WebhookRecord> {
+/// A webhook row, its headers opened (`sealed`).
+fn webhook(sealer: &super::sealed::Sealer, row: &AnyRow) -> StoreResult<WebhookRecord> {
     let filter: String = row.try_get("event_filter")?;
-    let headers: String = row.try_get("headers")?;
+    let name: String = row.try_get("name")?;
+    let headers = sealer.open(&super::sealed::webhook_place(&name), &row.try_get::<String, _>("headers")?)?;
     Ok(WebhookRecord {
         name: row.try_get("name")?,
         description: row.try_get("description")?,
@@ -81,7 +83,7 @@ impl Store {
             .bind(serde_json::to_string(&w.event_filter).expect("serialisable"))
             .bind(&w.url)
             .bind(&w.proxy_url)
-            .bind(serde_json::to_string(&w.headers).expect("serialisable"))
+            .bind(self.sealer.seal(&super::sealed::webhook_place(&w.name), &serde_json::to_string(&w.headers).expect("serialisable")))
             .bind(&w.method)
             .bind(&w.body)
             .bind(i64::from(w.insecure));
@@ -97,12 +99,12 @@ impl Store {
 
     pub async fn webhooks(&self) -> StoreResult<Vec<WebhookRecord>> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM webhooks ORDER BY name")).fetch_all(&self.pool).await?;
-        rows.iter().map(webhook).collect()
+        rows.iter().map(|r| webhook(&self.sealer, r)).collect()
     }
 
     pub async fn webhook(&self, name: &str) -> StoreResult<Option<WebhookRecord>> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM webhooks WHERE name = $1")).bind(name).fetch_optional(&self.pool).await?;
-        row.as_ref().map(webhook).transpose()
+        row.as_ref().map(|r| webhook(&self.sealer, r)).transpose()
     }
 
     pub async fn delete_webhook(&self, name: &str) -> StoreResult<()> {
