@@ -209,6 +209,21 @@ backends! {
 }
 
 backends! {
+    async fn app_instances_share_a_memory_budget(b) {
+        let (t, alice, _) = two_teams(b, "[apps]\nmemory_budget_mb = 64\n").await;
+        create_app(&t, &alice, "hog", "red").await;
+        assert!(deploy(&t, "hog", &std::fs::read(env!("TORII_GUEST_APP_HOG")).unwrap()).await.ends_with("\nOK\n"));
+        // Within its plan (256 MiB), past what all instances may hold together: refused alone.
+        assert_eq!(t.app_get("hog.apps.test", "/?mb=100").await, (503, "torii is short of memory for apps right now: retry shortly\n".into()));
+        // The memory came back: smaller requests are served, again and again.
+        for _ in 0..3 {
+            assert_eq!(t.app_get("hog.apps.test", "/?mb=20").await, (200, "held 20 MiB\n".into()));
+        }
+        t.stop().await;
+    }
+}
+
+backends! {
     async fn role_bindings_end_with_their_object(b) {
         let (t, alice, bob) = two_teams(b, "").await;
         t.req("POST", "/1.0/apps").admin().form(&[("name", "shared"), ("teamOwner", "blue")]).send().await.expect_status(201);
