@@ -499,6 +499,48 @@ backends! {
     }
 }
 
+backends! {
+    async fn secrets_are_sealed_again_under_a_rotated_key(b) {
+        let mut one = TestServer::start(b).await;
+        one.team("red").await;
+        one.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
+        one.req("POST", "/1.0/apps").admin().form(&[("name", "mine"), ("teamOwner", "red")]).send().await.expect_status(201);
+        one.req("POST", "/1.0/apps/mine/env").admin()
+            .json(json!({"envs": [{"name": "SECRET", "value": "sekrit", "private": true}], "noRestart": true})).send().await.expect_status(200);
+        let sql = "SELECT value FROM app_env WHERE app = 'mine' AND name = 'SECRET'";
+        let before = raw_column(&one, b, sql).await;
+        let old_key = std::fs::read(one._data.path().join("secret.key")).unwrap();
+        one.halt().await;
+        let secret = |t: &TestServer| {
+            let store = t.server().store.clone();
+            async move { store.app_env("mine").await.map(|env| env.into_iter().find(|v| v.name == "SECRET").unwrap().value) }
+        };
+        // A new key with the old one beside it: everything is sealed again.
+        let new_key = vec![7u8; 32];
+        let mut o = Options::new(b);
+        o.join(&one);
+        o.secret_key = Some(new_key.clone());
+        o.data_files = vec![("secret.key.previous", old_key)];
+        let mut two = TestServer::start_with(o).await;
+        let after = raw_column(&two, b, sql).await;
+        assert!(after.starts_with("torii-sealed:1:") && after != before, "{after}");
+        assert_eq!(secret(&two).await.unwrap(), "sekrit");
+        two.halt().await;
+        // The new key alone now opens it.
+        let mut o = Options::new(b);
+        o.database_url = Some(one.database_url.clone());
+        o.secret_key = Some(new_key);
+        let mut three = TestServer::start_with(o).await;
+        assert_eq!(secret(&three).await.unwrap(), "sekrit");
+        three.halt().await;
+        // Another key cannot open what was sealed: torii says so and does not start.
+        let foreign = tempfile::TempDir::new().unwrap();
+        let config = format!("data_dir = {:?}\n[database]\nurl = {:?}\n", foreign.path(), one.database_url);
+        let err = torii::server::Server::build(torii::config::Config::parse(&config).unwrap()).await.err().expect("a foreign key is refused");
+        assert!(format!("{err:#}").contains("secret.key is not the key it was sealed with"), "{err:#}");
+    }
+}
+
 const INVALID_TEAM: &str =
     "Invalid team name, team names should start with a letter andcontain only lower case letters, numbers, dashes, underscore and @.";
 

@@ -210,6 +210,8 @@ pub struct Options {
     pub database_url: Option<String>,
     /// The server key to use (servers sharing a database share their key).
     pub secret_key: Option<Vec<u8>>,
+    /// Files written into the data dir before the server starts.
+    pub data_files: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl Options {
@@ -223,6 +225,7 @@ impl Options {
             user_registration: false,
             database_url: None,
             secret_key: None,
+            data_files: Vec::new(),
         }
     }
 
@@ -262,6 +265,9 @@ impl TestServer {
         let toml = format!("{toml}{}", opts.extra_toml);
         if let Some(key) = &opts.secret_key {
             std::fs::write(data.path().join("secret.key"), key).unwrap();
+        }
+        for (name, bytes) in &opts.data_files {
+            std::fs::write(data.path().join(name), bytes).unwrap();
         }
         let config = Config::parse(&toml).unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
         let scheme_is_native = config.auth.scheme == "native";

@@ -91,7 +91,6 @@ async fn app_path(parts: &mut Parts, server: &Arc<Server>) -> Result<String, Api
     Ok(name)
 }
 
-/// The contexts an app permission is checked against: its teams, itself, its pool.
 /// An app's description, bounded (`names::text`).
 fn description(d: String) -> ApiResult<String> {
     if super::names::text(&d, super::names::MAX_DESCRIPTION) {
@@ -101,6 +100,7 @@ fn description(d: String) -> ApiResult<String> {
     }
 }
 
+/// The contexts an app permission is checked against: its teams, itself, its pool.
 pub fn app_contexts(app: &AppRecord) -> Vec<Context> {
     let mut out: Vec<Context> = app.teams.iter().map(Context::team).collect();
     out.push(Context::new(ContextType::App, &app.name));

@@ -129,50 +129,21 @@ impl Store {
         use sqlx::Row;
         let _stale = self.views.stale_all();
         let mut written = 0;
-        let rows = sqlx::query("SELECT app, name, value FROM app_env WHERE public = 0").fetch_all(&self.pool).await?;
-        for row in rows {
-            let (app, name, value): (String, String, String) = (row.try_get("app")?, row.try_get("name")?, row.try_get("value")?);
-            let place = sealed::env_place(&app, &name);
-            if self.sealer.needs_resealing(&place, &value) {
-                let plain = self.sealer.open(&place, &value)?;
-                sqlx::query("UPDATE app_env SET value = $1 WHERE app = $2 AND name = $3 AND value = $4")
-                    .bind(self.sealer.seal(&place, &plain))
-                    .bind(&app)
-                    .bind(&name)
-                    .bind(&value)
-                    .execute(&self.pool)
-                    .await?;
-                written += 1;
-            }
-        }
-        let rows = sqlx::query("SELECT app, name, key FROM app_certificates").fetch_all(&self.pool).await?;
-        for row in rows {
-            let (app, name, key): (String, String, String) = (row.try_get("app")?, row.try_get("name")?, row.try_get("key")?);
-            let place = sealed::certificate_place(&app, &name);
-            if self.sealer.needs_resealing(&place, &key) {
-                let plain = self.sealer.open(&place, &key)?;
-                sqlx::query("UPDATE app_certificates SET key = $1 WHERE app = $2 AND name = $3 AND key = $4")
-                    .bind(self.sealer.seal(&place, &plain))
-                    .bind(&app)
-                    .bind(&name)
-                    .bind(&key)
-                    .execute(&self.pool)
-                    .await?;
-                written += 1;
-            }
-        }
-        let rows = sqlx::query("SELECT name, headers FROM webhooks").fetch_all(&self.pool).await?;
-        for row in rows {
-            let (name, headers): (String, String) = (row.try_get("name")?, row.try_get("headers")?);
-            let place = sealed::webhook_place(&name);
-            if self.sealer.needs_resealing(&place, &headers) {
-                let plain = self.sealer.open(&place, &headers)?;
-                sqlx::query("UPDATE webhooks SET headers = $1 WHERE name = $2 AND headers = $3")
-                    .bind(self.sealer.seal(&place, &plain))
-                    .bind(&name)
-                    .bind(&headers)
-                    .execute(&self.pool)
-                    .await?;
+        for (select, update, place) in sealed::SECRET_COLUMNS {
+            for row in sqlx::query(select).fetch_all(&self.pool).await? {
+                // The row's keys, then the stored value.
+                let columns = (0..row.len()).map(|i| row.try_get::<String, _>(i)).collect::<Result<Vec<_>, _>>()?;
+                let (stored, keys) = columns.split_last().expect("a key and a value");
+                let place = place(keys);
+                if !self.sealer.needs_resealing(&place, stored) {
+                    continue;
+                }
+                let plain = self.sealer.open(&place, stored)?;
+                let mut query = sqlx::query(update).bind(self.sealer.seal(&place, &plain));
+                for key in keys {
+                    query = query.bind(key);
+                }
+                query.bind(stored).execute(&self.pool).await?;
                 written += 1;
             }
         }

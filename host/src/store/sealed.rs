@@ -44,6 +44,7 @@ impl Sealer {
         Sealer { current: None, previous: None, random: SystemRandom::new() }
     }
 
+    #[cfg(test)]
     pub fn is_sealed(stored: &str) -> bool {
         stored.starts_with(MARK)
     }
@@ -99,6 +100,23 @@ impl Sealer {
         current.open_in_place(nonce, Aad::from(place.as_bytes()), &mut data).is_err()
     }
 }
+
+/// Every column holding secrets: the query reading its rows (keys, then the
+/// stored value), the update writing one again (`$1` the value, then the
+/// keys, then the value it replaces), and where a row's value lives.
+pub(super) const SECRET_COLUMNS: [(&str, &str, fn(&[String]) -> String); 3] = [
+    (
+        "SELECT app, name, value FROM app_env WHERE public = 0",
+        "UPDATE app_env SET value = $1 WHERE app = $2 AND name = $3 AND value = $4",
+        |keys| env_place(&keys[0], &keys[1]),
+    ),
+    (
+        "SELECT app, name, key FROM app_certificates",
+        "UPDATE app_certificates SET key = $1 WHERE app = $2 AND name = $3 AND key = $4",
+        |keys| certificate_place(&keys[0], &keys[1]),
+    ),
+    ("SELECT name, headers FROM webhooks", "UPDATE webhooks SET headers = $1 WHERE name = $2 AND headers = $3", |keys| webhook_place(&keys[0])),
+];
 
 /// Where a private env value lives.
 pub fn env_place(app: &str, name: &str) -> String {
