@@ -82,6 +82,19 @@ impl<IO> Watched<IO> {
         self.last = Instant::now();
     }
 
+    /// What a write came to: progress is noted, waiting is bounded.
+    fn wrote(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(result) => {
+                if matches!(result, Ok(n) if n > 0) {
+                    self.moved();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.check_idle(cx).map(Err),
+        }
+    }
+
     /// Called when the connection waits: fails once it has waited `idle`.
     fn check_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let deadline = self.last + self.idle;
@@ -112,27 +125,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.io).poll_write(cx, data) {
-            Poll::Ready(result) => {
-                if matches!(result, Ok(n) if n > 0) {
-                    self.moved();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => self.check_idle(cx).map(Err),
-        }
+        let polled = Pin::new(&mut self.io).poll_write(cx, data);
+        self.wrote(cx, polled)
     }
 
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                if matches!(result, Ok(n) if n > 0) {
-                    self.moved();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => self.check_idle(cx).map(Err),
-        }
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
