@@ -564,6 +564,16 @@ backends! {
         t.req("POST", "/1.0/apps").token(&alice).json(json!({"name": "tagged", "teamOwner": "red", "tags": ["ok\u{202e}"]})).send().await
             .expect_error(400, "invalid tag \"ok\\u{202e}\": at most 63 printable characters");
         t.req("GET", "/1.0/apps/tagged").admin().send().await.expect_status(404);
+        t.req("POST", "/1.0/plans").admin().form(&[("name", "p".repeat(64).as_str()), ("memory", "64Mi")]).send().await
+            .expect_error(400, "invalid value for name: at most 63 printable characters");
+        create_app(&t, &alice, "envy", "red").await;
+        let set_env = |name: String, value: String| {
+            let req = t.req("POST", "/1.0/apps/envy/env").token(&alice).json(json!({"envs": [{"name": name, "value": value}], "noRestart": true}));
+            async move { req.send().await }
+        };
+        set_env("A".repeat(300), "x".into()).await.expect_error(400, &format!("Invalid environment variable name: '{}'", "A".repeat(255)));
+        set_env("BIG".into(), "x".repeat(70_000)).await
+            .expect_error(400, "the value of BIG is larger than the 65536 bytes a variable may hold");
 
         // A trapping app: a plain 500 to the client, the detail in its own log.
         create_app(&t, &alice, "burner", "red").await;

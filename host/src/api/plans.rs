@@ -137,6 +137,9 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
     if name.is_empty() {
         return Err(ApiError::internal("invalid value for name"));
     }
+    if !super::names::printable(&name, super::names::MAX_NAME) {
+        return Err(ApiError::bad_request(format!("invalid value for name: at most {} printable characters", super::names::MAX_NAME)));
+    }
     let memory = match params.get("memory").filter(|s| !s.is_empty()) {
         None => 0,
         Some(raw) => parse_memory(&raw).ok_or_else(|| ApiError::bad_request(format!("invalid value for memory: {raw:?}")))?,
