@@ -96,14 +96,19 @@ impl<IO> Watched<IO> {
     }
 
     /// Called when the connection waits: fails once it has waited `idle`.
+    /// The timer is moved only when it fires early (traffic came since it
+    /// was set), not on every wait: one timer operation per idle period
+    /// rather than per request.
     fn check_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let deadline = self.last + self.idle;
-        if self.timer.deadline() != deadline {
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let deadline = self.last + self.idle;
+            if deadline <= Instant::now() {
+                return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "the connection was idle too long"));
+            }
             self.timer.as_mut().reset(deadline);
-        }
-        match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "the connection was idle too long")),
-            Poll::Pending => Poll::Pending,
         }
     }
 }
