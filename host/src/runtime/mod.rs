@@ -255,7 +255,7 @@ impl AppRuntime {
         let out = store.data_mut().http().new_response_outparam(sender).map_err(Failure::host)?;
         let pre = code.pre.clone();
         let hold = invocation.hold;
-        let wall = self.limits.wall_deadline;
+        let (cpu, wall) = (self.limits.cpu_deadline, self.limits.wall_deadline);
         let wall_deadline = tokio::time::Instant::now() + wall;
         let mut guest = Box::pin(async move {
             let run = async {
@@ -272,7 +272,7 @@ impl AppRuntime {
                 // The trap's detail (a wasm backtrace) is for the app's team,
                 // in its log; the client gets a plain 500.
                 if let Err(e) = &result
-                    && is_app_fault(e)
+                    && Failure::of_limit(e, memory, cpu, wall).is_none()
                 {
                     let mut with_trap = err.to_vec();
                     with_trap.extend_from_slice(format!("torii: the request failed in the app: {e:#}\n").as_bytes());
@@ -313,11 +313,14 @@ impl AppRuntime {
             None => Some(guest.await),
         };
         match answer {
-            Ok(Ok(response)) => Ok(response.map(|body: HyperOutgoingBody| Watched { body, progress, base }.boxed_unsync())),
+            Ok(Ok(response)) => Ok(response.map(|body: HyperOutgoingBody| BodyProgress { body, progress, base }.boxed_unsync())),
             Ok(Err(code)) => Err(Failure::App(format!("the app answered with an error: {code:?}"))),
             Err(_) => Err(match finished {
                 Some(Ok(())) | None => Failure::NoAnswer,
-                Some(Err(e)) => Failure::from_trap(e, memory, self.limits.cpu_deadline, wall),
+                Some(Err(e)) => Failure::of_limit(&e, memory, cpu, wall)
+                    // The detail went to the app's log (above): it names the
+                    // app's code and is nobody else's business.
+                    .unwrap_or_else(|| Failure::App("the app failed while handling the request (its log has the details)".into())),
             }),
         }
     }
@@ -348,13 +351,13 @@ async fn body_idle(progress: Arc<std::sync::atomic::AtomicU64>, base: std::time:
 }
 
 /// A response body that notes when the client last took a frame of it.
-struct Watched<B> {
+struct BodyProgress<B> {
     body: B,
     progress: Arc<std::sync::atomic::AtomicU64>,
     base: std::time::Instant,
 }
 
-impl<B: hyper::body::Body + Unpin> hyper::body::Body for Watched<B> {
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for BodyProgress<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -405,15 +408,6 @@ impl ResourceLimiter for AppLimiter {
     }
 }
 
-/// Whether a guest error is the app's own fault (a trap, a panic), not a
-/// deadline or the memory cap, which have answers of their own.
-fn is_app_fault(e: &wasmtime::Error) -> bool {
-    e.downcast_ref::<Trap>() != Some(&Trap::Interrupt)
-        && e.downcast_ref::<MemoryLimit>().is_none()
-        && e.downcast_ref::<BudgetSpent>().is_none()
-        && e.downcast_ref::<WallDeadline>().is_none()
-}
-
 /// How a request failed on the app's side.
 #[derive(Debug)]
 enum Failure {
@@ -431,19 +425,20 @@ impl Failure {
         Failure::Host(format!("{e:#}"))
     }
 
-    fn from_trap(e: wasmtime::Error, memory: usize, deadline: Duration, wall: Duration) -> Failure {
+    /// The failure of a guest that hit one of its limits (CPU or wall
+    /// deadline, memory cap, memory budget); `None` when the error is the
+    /// app's own fault (a trap, a panic).
+    fn of_limit(e: &wasmtime::Error, memory: usize, cpu: Duration, wall: Duration) -> Option<Failure> {
         if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            Failure::Deadline(deadline)
+            Some(Failure::Deadline(cpu))
         } else if e.downcast_ref::<WallDeadline>().is_some() {
-            Failure::Wall(wall)
+            Some(Failure::Wall(wall))
         } else if e.downcast_ref::<BudgetSpent>().is_some() {
-            Failure::Budget
+            Some(Failure::Budget)
         } else if e.downcast_ref::<MemoryLimit>().is_some() {
-            Failure::Memory(memory)
+            Some(Failure::Memory(memory))
         } else {
-            // The detail went to the app log (see `run`): it names the
-            // app's code and is nobody else's business.
-            Failure::App("the app failed while handling the request (its log has the details)".into())
+            None
         }
     }
 
