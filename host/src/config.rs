@@ -129,6 +129,9 @@ pub struct AppsConfig {
     pub max_units: u32,
     /// Processes one Procfile may name.
     pub max_processes: u32,
+    /// How long the first request to a sleeping app waits for it to wake
+    /// (its provisioner starting it) before it gets 503.
+    pub wake_timeout_ms: u64,
 }
 
 impl Default for AppsConfig {
@@ -144,6 +147,7 @@ impl Default for AppsConfig {
             cpu_lanes: 0,
             max_units: 100,
             max_processes: 32,
+            wake_timeout_ms: 30_000,
         }
     }
 }

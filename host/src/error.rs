@@ -83,6 +83,10 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %e, "database error");
                 ApiError::internal("torii could not complete the request: a database error (the server log has the detail)")
             }
+            StoreError::Corrupt(what) => {
+                tracing::error!(error = %what, "corrupt stored value");
+                ApiError::internal("a stored value is corrupt: see the server log")
+            }
             StoreError::Sealed(what) => {
                 tracing::error!(error = %what, "sealed secret");
                 ApiError::internal(what)

@@ -59,8 +59,7 @@ pub async fn round(server: &Arc<Server>) -> usize {
         let apps = server.store.app_names_where(AppColumn::Pool, &pool.name).await.unwrap_or_default();
         for app in apps {
             let Ok(Some(view)) = server.store.app_view(&app).await else { continue };
-            let idle = view.app.status.is_empty() || view.app.status == "started";
-            if view.lock_event.is_some() || !idle || !view.versions.iter().any(|v| v.routable) {
+            if view.lock_event.is_some() || !view.versions.iter().any(|v| v.routable) {
                 continue;
             }
             // The app's lock, so no operation changes its units meanwhile;
@@ -72,6 +71,12 @@ pub async fn round(server: &Arc<Server>) -> usize {
                 continue;
             };
             let outcome = provisioner.reconcile(app_state(&view)).await;
+            // Replaced units serve at new addresses: the routes follow.
+            if outcome.as_ref().is_ok_and(|r| !r.is_empty())
+                && let Err(e) = crate::apps::refresh(server, &app, &crate::apps::Quiet).await
+            {
+                tracing::warn!(app, error = %e.message, "healing: the routes could not follow the repairs");
+            }
             lock.discard().await;
             match outcome {
                 Ok(repairs) => {

@@ -1,6 +1,7 @@
 //! torii: a tsuru-compatible PaaS control plane whose backends are WebAssembly
 //! components. See ARCHITECTURE.md for the map.
 
+pub mod apps;
 pub mod auth;
 pub mod blobs;
 pub mod config;

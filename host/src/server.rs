@@ -41,6 +41,8 @@ pub struct Server {
     pub provisioners: BTreeMap<String, Provisioner>,
     /// The router plugins (the built-in `embedded` among them), by the type they serve.
     pub routing: Arc<Routing>,
+    /// Apps being woken by the data plane, one wake each at a time.
+    pub wakes: crate::apps::wake::Wakes,
     /// Unit lists as provisioners last reported them, per app: the view and
     /// unit-state generation they were made from (see `api::apps`).
     /// The egress rule every fetch of a user-given URL passes.
@@ -177,7 +179,6 @@ impl Server {
             let runtime = AppsHost {
                 catalog: apps.clone(),
                 units: units.clone(),
-                routing: routing.clone(),
                 default_provisioner: config.pools.default_provisioner.clone(),
                 docker: entry.capabilities.contains(&crate::config::Capability::Containers).then(|| docker.clone()),
             };
@@ -189,6 +190,7 @@ impl Server {
             units,
             provisioners,
             routing,
+            wakes: Default::default(),
             unit_lists: Default::default(),
             egress,
             events,

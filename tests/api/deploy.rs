@@ -262,7 +262,11 @@ backends! {
             .expect_error(400, "version 1 of app \"web\" is serving traffic: roll back or deploy another version first");
         t.req("DELETE", "/1.10/apps/web/versions/7").admin().send().await.expect_error(404, "version 7 of app \"web\" not found");
         let r = t.req("DELETE", "/1.10/apps/web/versions/2").admin().send().await;
-        assert_eq!(stream(&r.body), (vec!["---> Deleting version 2 of app web\n".to_string(), "---- Done removing application version 2.\n".to_string()], None));
+        assert_eq!(stream(&r.body), (vec![
+            "---> Deleting version 2 of app web\n".to_string(),
+            " ---> version 1 serves process web with 1 unit(s)\n".to_string(),
+            "---- Done removing application version 2.\n".to_string(),
+        ], None));
         let r = t.req("POST", "/1.0/apps/web/deploy/rollback").admin().form(&[("image", "v2")]).send().await;
         r.expect_error(400, "invalid version \"v2\": app \"web\" has no such version");
 
@@ -278,7 +282,8 @@ backends! {
         let r = t.req("POST", "/1.0/apps/web/stop").admin().form(&[]).send().await;
         assert_eq!(stream(&r.body), (vec![
             "---- Stopping the app \"web\" ----\n".to_string(),
-            " ---> app \"web\" is stopped: no code held in memory\n".to_string(),
+            " ---> version 1 process web is stopped: not served\n".to_string(),
+            " ---> app \"web\" serves nothing now: no code held in memory\n".to_string(),
             " ---> 1 unit(s) stopped\n".to_string(),
         ], None));
         assert_eq!(t.app_get("web.apps.test", "/").await, (503, "app web is stopped: start it with `tsuru app start -a web`\n".into()));
@@ -348,7 +353,7 @@ backends! {
         // Removing every unit leaves the app deployed but unable to serve.
         t.req("DELETE", "/1.0/apps/web/units?units=3").admin().send().await.expect_status(200);
         assert_eq!(t.app_get("web.apps.test", "/").await, (503, "app web has no units: add some with `tsuru unit add 1 -a web`\n".into()));
-        t.req("DELETE", "/1.0/apps/web/units?units=1").admin().send().await.expect_error(400, "version 1 has only 0 unit(s)");
+        t.req("DELETE", "/1.0/apps/web/units?units=1").admin().send().await.expect_error(400, "process web of version 1 has only 0 unit(s)");
         t.stop().await;
     }
 }

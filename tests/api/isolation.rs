@@ -163,12 +163,15 @@ backends! {
         }
         // Nothing was recorded: one deploy.
         assert_eq!(t.req("GET", "/1.0/apps/mine").token(&alice).send().await.json()["deploys"], 1);
-        // A deploy taking the units of the version it replaces, for each of
-        // its processes, passes the same bound.
-        t.req("PUT", "/1.0/apps/mine/units").token(&alice).form(&[("units", "59")]).send().await.expect_status(200);
+        // A deploy keeps the units of each process it shares with the version
+        // it replaces (a new process starts with one), and passes the same bound.
         let two = tar_gz(&[("app.wasm", &hello), ("Procfile", b"web: run\nworker: run\n")]);
-        let body = deploy(&t, "mine", &two).await;
-        assert!(body.contains("app mine would run 120 units"), "{body}");
+        assert!(deploy(&t, "mine", &two).await.ends_with("\nOK\n"));
+        t.req("PUT", "/1.0/apps/mine/units").token(&alice).form(&[("units", "59"), ("process", "web")]).send().await.expect_status(200);
+        t.req("PUT", "/1.0/apps/mine/units").token(&alice).form(&[("units", "39"), ("process", "worker")]).send().await.expect_status(200);
+        let three = tar_gz(&[("app.wasm", &hello), ("Procfile", b"web: run\nworker: run\nclock: run\n")]);
+        let body = deploy(&t, "mine", &three).await;
+        assert!(body.contains("app mine would run 101 units"), "{body}");
         t.stop().await;
     }
 }

@@ -257,7 +257,7 @@ backends! {
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let mut o = Options::new(b);
         o.extra_toml = format!(
-            "[[plugin]]\nname = \"outside\"\nkind = \"provisioner\"\npath = {:?}\ncapabilities = [\"log\", \"app-runtime\"]\n\
+            "[[plugin]]\nname = \"outside\"\nkind = \"provisioner\"\npath = {:?}\ncapabilities = [\"log\", \"kv\", \"app-runtime\"]\n\
              [plugin.config.backends]\next = [\"{live}\"]\ndown = [\"{dead}\"]\nfar = [\"192.0.2.1:80\"]\n",
             env!("TORII_GUEST_TEST_HTTP_BACKENDS")
         );

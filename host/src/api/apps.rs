@@ -273,7 +273,6 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         quota_limit: -1,
         deploys: 0,
         created_at: now_millis(),
-        status: "started".into(),
         teams: vec![team],
     };
     let token = new_session_token();
@@ -662,16 +661,7 @@ async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
         let name = app.name.clone();
         w.message(&format!("---- Removing application {name:?}...\n")).await;
-        let result = async {
-            // The provisioner lets go of the app first (the wasm one stops serving it),
-            // then its routers forget it.
-            let provisioner = super::provision::provisioner_of(&server, &app).await?;
-            provisioner.destroy(&name).await.map_err(super::provision::api_error)?;
-            let view = view_of(&server, &name).await?;
-            server.routing.remove(&view).await.map_err(|e| ApiError::internal(format!("the routers of app {name} could not forget it: {e}")))?;
-            server.store.delete_app(&name).await.map_err(ApiError::from)
-        }
-        .await;
+        let result = crate::apps::remove(&server, &app).await;
         // The app's token is gone: drop cached identities.
         server.auth.invalidate();
         let result = event.done(result).await;
@@ -728,12 +718,6 @@ async fn revoke(
     let event = app_event(&server, &caller, &ip, "app.update.revoke", &app, data).await?;
     let result = server.store.revoke_app_team(&app.name, &team).await.map(|()| empty(StatusCode::OK));
     event.done(result.map_err(ApiError::from)).await
-}
-
-/// The provisioner serving `app`: its pool's, or the configured default.
-pub(super) async fn app_provisioner(server: &Server, app: &AppRecord) -> ApiResult<String> {
-    let own = server.store.pool(&app.pool).await?.map(|p| p.provisioner).unwrap_or_default();
-    Ok(server.config.pool_provisioner(&own).to_string())
 }
 
 /// Units in use: those of the routable versions (started, stopped or asleep).
@@ -877,9 +861,15 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
     apply_metadata(&mut next.metadata, &params)?;
     let data = request_data(&params, &[("app", &app.name)]);
     let event = app_event(&server, &caller, &ip, "app.update", &app, data).await?;
-    Ok(json_stream(StatusCode::OK, KEEPALIVE, move |_w| async move {
-        // Restarting on plan or pool changes needs units; provisioners bring them.
-        let result = server.store.update_app(&next).await.map_err(ApiError::from);
+    Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
+        // Through the converge path: a new plan reaches the units, a new
+        // pool moves the app to that pool's provisioner (the old one lets go).
+        let result = crate::apps::converge(&server, &app.name, &w, |d| {
+            d.app = AppRecord { deploys: d.app.deploys, quota_limit: d.app.quota_limit, ..next };
+            Ok(())
+        })
+        .await
+        .map(|_| ());
         event.done(result).await.map_err(|e| e.message)
     }))
 }

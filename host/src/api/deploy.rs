@@ -3,15 +3,15 @@
 //! The pipeline itself is `crate::deploy`.
 
 use super::apps::{AppTarget, app_contexts, app_event};
-use super::provision::{api_error, apply, provisioner_of};
+use super::provision::api_error;
+use crate::apps::{Quiet, change, converge, provisioner_of};
 use super::params::Params;
 use super::stream::{KEEPALIVE, TextWriter, text_stream};
 use super::{AppState, Caller, ClientIp, Routes};
 use crate::deploy::{DeployError, Progress, build_context, deploy_build, deploy_component, deploy_image, extract, image_name, placed};
 use crate::error::{ApiError, ApiResult};
 use crate::server::Server;
-use crate::limits::{check_units, units_after};
-use crate::store::{NewVersion, units_in_use};
+use crate::store::NewVersion;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
@@ -37,21 +37,10 @@ async fn routable(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
     let version: i64 = raw.parse().ok().filter(|n| *n > 0).ok_or_else(|| ApiError::bad_request(format!("Invalid version: {raw}")))?;
     let is_routable = params.optional_bool("isRoutable")?.unwrap_or(false);
     caller.require("app.update.routable", &app_contexts(&app))?;
-    let versions = server.store.versions(&app.name).await?;
-    let after = units_after(&versions, |vs| vs.iter_mut().filter(|v| v.version == version).for_each(|v| v.routable = is_routable));
-    check_units(&app.name, app.quota_limit, server.config.apps.max_units, units_in_use(&versions), after)?;
     let data = json!({"app": app.name, "version": version, "isRoutable": is_routable});
     let event = app_event(&server, &caller, &ip, "app.update.routable", &app, data).await?;
-    let provisioner = provisioner_of(&server, &app).await?;
-    let result = match server.store.set_routable(&app.name, version, is_routable).await {
-        Ok(true) => match apply(&server, provisioner, &app.name).await {
-            Ok(_) => Ok(axum::http::StatusCode::OK.into_response()),
-            Err(e) => Err(ApiError::internal(e)),
-        },
-        Ok(false) => Err(ApiError::bad_request(format!("Invalid version: {raw}"))),
-        Err(e) => Err(ApiError::from(e)),
-    };
-    event.done(result).await
+    let result = converge(&server, &app.name, &Quiet, |d| change::set_routable(d, version, is_routable)).await;
+    event.done(result.map(|_| axum::http::StatusCode::OK.into_response())).await
 }
 
 /// `POST /apps/{appname}/diff`: deprecated in tsuru, always 410.
@@ -70,27 +59,14 @@ async fn version_delete(
 ) -> ApiResult<Response> {
     caller.require("app.update", &app_contexts(&app))?;
     let number = version_named(&version).ok_or_else(|| ApiError::bad_request(format!("invalid version {version:?}")))?;
-    let versions = server.store.versions(&app.name).await?;
-    let Some(target) = versions.iter().find(|v| v.version == number).cloned() else {
-        return Err(ApiError::not_found(format!("version {number} of app {:?} not found", app.name)));
-    };
-    if target.routable {
-        return Err(ApiError::bad_request(format!(
-            "version {number} of app {:?} is serving traffic: roll back or deploy another version first",
-            app.name
-        )));
-    }
+    let desired = server.store.desired(&app.name).await?.ok_or_else(|| ApiError::not_found(format!("App {} not found.", app.name)))?;
+    crate::apps::plan(&server, &desired, |d| change::delete_version(d, number))?;
     let data = json!({"app": app.name, "version": number});
     let event = app_event(&server, &caller, &ip, "app.update", &app, data).await?;
     Ok(super::stream::json_stream(axum::http::StatusCode::OK, KEEPALIVE, move |w| async move {
         w.message(&format!("---> Deleting version {number} of app {}\n", app.name)).await;
-        let result = async {
-            server.store.delete_version(&app.name, number).await.map_err(|e| e.to_string())?;
-            let provisioner = provisioner_of(&server, &app).await.map_err(|e| e.message)?;
-            apply(&server, provisioner, &app.name).await.map(|_| ())
-        }
-        .await;
-        event.done(result).await?;
+        let result = converge(&server, &app.name, &w, |d| change::delete_version(d, number)).await;
+        event.done(result).await.map_err(|e| e.message)?;
         w.message(&format!("---- Done removing application version {number}.\n")).await;
         Ok(())
     }))
@@ -116,8 +92,6 @@ async fn rollback(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
     let Some(target) = version_named(&image).and_then(|n| versions.iter().find(|v| v.version == n)).cloned() else {
         return Err(ApiError::bad_request(format!("invalid version {image:?}: app {:?} has no such version", app.name)));
     };
-    let after = units_after(&versions, |vs| vs.iter_mut().for_each(|v| v.routable = v.version == target.version));
-    check_units(&app.name, app.quota_limit, server.config.apps.max_units, units_in_use(&versions), after)?;
     let data = json!({"app": app.name, "image": image, "origin": "rollback", "kind": "rollback"});
     let event = app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
     Ok(super::stream::json_stream(axum::http::StatusCode::OK, KEEPALIVE, move |w| async move {
@@ -128,13 +102,10 @@ async fn rollback(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
             w.message(&format!("---- Rolling back app {:?} to version {} ----\n", app.name, target.version)).await;
             let provisioner = provisioner_of(&server, &app).await.map_err(|e| e.message)?;
             // The version must still run: its bytes and compiled code are kept.
-            let candidate = crate::plugin::provisioner::app_version(target.version, &target.digest, &target.processes, 1, true, 1);
+            let candidate = crate::plugin::provisioner::app_version(target.version, &target.digest, &target.processes, true, 100);
             let view = server.store.app_view(&app.name).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("App {} not found.", app.name))?;
             provisioner.prepare(crate::plugin::provisioner::app_state(&view), candidate).await.map_err(|e| e.to_string())?;
-            server.store.route_only(&app.name, target.version).await.map_err(|e| e.to_string())?;
-            for line in apply(&server, provisioner, &app.name).await? {
-                w.message(&line).await;
-            }
+            converge(&server, &app.name, &w, |d| change::route_only(d, target.version)).await.map_err(|e| e.message)?;
             event.set_end_data(json!({"image": image_name(&app.name, target.version)}));
             w.message(&format!("---- Version {} of app {:?} is serving all its traffic ----\n", target.version, app.name)).await;
             Ok(())

@@ -68,11 +68,13 @@ async fn restart_units(
     let pool = (!pool.is_empty()).then_some(pool);
     for app in super::provision::node_apps(server, pool).await.map_err(|e| e.message)? {
         super::provision::under_app_lock(server, caller, ip, "pool.update.logs", &app, async |record| {
-            let provisioner = super::provision::provisioner_of(server, &record).await.map_err(|e| e.message)?;
+            let provisioner = crate::apps::provisioner_of(server, &record).await.map_err(|e| e.message)?;
             let desired = super::provision::desired(server, &app).await.map_err(|e| e.message)?;
             for unit in provisioner.units(desired.clone()).await.map_err(|e| e.to_string())? {
                 w.message(&format!(" ---> restarting unit {} of app {app:?}\n", unit.name)).await;
                 provisioner.kill_unit(desired.clone(), &unit.id).await.map_err(|e| format!("unit {}: {e}", unit.name))?;
+                // One at a time: its replacement serves before the next goes.
+                crate::apps::refresh(server, &app, &crate::apps::Quiet).await.map_err(|e| e.message)?;
             }
             Ok(())
         })

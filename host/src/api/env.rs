@@ -133,7 +133,7 @@ async fn restart(server: &Server, app: &AppRecord, w: &StreamWriter) -> ApiResul
         return Ok(());
     }
     w.message(&format!("---- Restarting the app {:?} ----\n", app.name)).await;
-    super::provision::apply_streamed(server, app, w).await.map_err(ApiError::internal)
+    crate::apps::refresh(server, &app.name, w).await
 }
 
 async fn set(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {

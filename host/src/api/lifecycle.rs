@@ -1,13 +1,13 @@
-//! Start, stop, restart and sleep of an app (API-NOTES §2.4.8), as
-//! x-json-streams: the app's status is recorded, then its provisioner applies
-//! it. For WASM apps every request runs a fresh instance, so these switch what
-//! the router does with the app's traffic: serve it, refuse it (stopped: 503),
-//! or wake the app on the next request (asleep: the `wasm` provisioner drops
-//! its loaded code; the compiled code on disk stays). `app run` is the
-//! provisioner's to answer.
+//! Start, stop, restart and sleep of an app or one of its processes
+//! (API-NOTES §2.4.8), as x-json-streams through the converge path: the
+//! selected processes' status changes, the provisioner makes it so. A
+//! stopped app's router answers 503; a sleeping app is woken by its first
+//! request (`crate::apps::wake`). `app run` is the provisioner's to answer.
 
 use super::apps::{AppTarget, app_contexts, app_event};
-use super::provision::{api_error, apply_streamed, desired, provisioner_of};
+use super::provision::{api_error, desired};
+use crate::apps::{change, converge, provisioner_of};
+use crate::store::ProcessStatus;
 use super::params::Params;
 use super::stream::{KEEPALIVE, json_stream};
 use super::{AppState, Caller, ClientIp, Routes};
@@ -65,11 +65,11 @@ impl Action {
         }
     }
 
-    fn status(self) -> &'static str {
+    fn status(self) -> ProcessStatus {
         match self {
-            Action::Start | Action::Restart => "started",
-            Action::Stop => "stopped",
-            Action::Sleep => "asleep",
+            Action::Start | Action::Restart => ProcessStatus::Started,
+            Action::Stop => ProcessStatus::Stopped,
+            Action::Sleep => ProcessStatus::Asleep,
         }
     }
 
@@ -113,31 +113,22 @@ async fn run(
     }
     let process = params.get("process").unwrap_or_default();
     let version = params.get("version").unwrap_or_default();
-    let versions = server.store.versions(&app.name).await?;
-    if !process.is_empty() && !versions.iter().any(|v| v.processes.contains(&process)) {
-        return Err(ApiError::bad_request(format!("process error: no command declared in Procfile for process \"{process}\"")));
-    }
-    if !version.is_empty() && version != "0" && !versions.iter().any(|v| v.version.to_string() == version) {
-        return Err(ApiError::bad_request(format!("invalid version {version:?} for app {:?}", app.name)));
-    }
+    let desired = server.store.desired(&app.name).await?.ok_or_else(|| ApiError::not_found(format!("App {} not found.", app.name)))?;
+    change::check_selection(&desired, &process, &version)?;
     let data = json!({"app": app.name, "process": process, "version": version});
     let event = app_event(&server, &caller, &ip, action.permission(), &app, data).await?;
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
-        w.message(&format!("---- {} the app {:?} ----\n", action.verb(), app.name)).await;
-        let result = async {
-            server.store.set_app_status(&app.name, action.status()).await.map_err(|e| e.to_string())?;
-            server.units.reset_statuses(&app.name);
-            // The provisioner makes it so (the wasm one unloads a sleeping or stopped app's code).
-            apply_streamed(&server, &app, &w).await
-        }
+        let what = if process.is_empty() { format!("the app {:?}", app.name) } else { format!("process {process} of the app {:?}", app.name) };
+        w.message(&format!("---- {} {what} ----\n", action.verb())).await;
+        let mut units = 0;
+        let result = converge(&server, &app.name, &w, |d| {
+            units = change::set_status(d, &process, &version, action.status(), None);
+            Ok(())
+        })
         .await;
-        match event.done(result).await {
-            Ok(()) => {
-                let units = crate::store::units_in_use(&versions);
-                w.message(&format!(" ---> {units} unit(s) {}\n", action.status())).await;
-                Ok(())
-            }
-            Err(e) => Err(e.to_string()),
-        }
+        server.units.reset_statuses(&app.name);
+        event.done(result).await.map_err(|e| e.message)?;
+        w.message(&format!(" ---> {units} unit(s) {}\n", action.status().as_str())).await;
+        Ok(())
     }))
 }

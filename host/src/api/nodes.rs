@@ -226,12 +226,8 @@ async fn remove(
                 server.store.update_node(&node).await.map_err(|e| e.to_string())?;
                 for app in server.store.app_names_where(AppColumn::Pool, &node.pool).await.map_err(|e| e.to_string())? {
                     out.write(&format!("---- Moving the units of app {app:?} off {address} ----\n")).await;
-                    under_app_lock(&server, &caller, &ip, "node.delete", &app, async |record| {
-                        let provisioner = super::provision::provisioner_of(&server, &record).await.map_err(|e| e.message)?;
-                        for line in super::provision::apply(&server, provisioner, &app).await? {
-                            out.write(&line).await;
-                        }
-                        Ok(())
+                    under_app_lock(&server, &caller, &ip, "node.delete", &app, async |_| {
+                        crate::apps::refresh(&server, &app, &out).await.map_err(|e| e.message)
                     })
                     .await?;
                 }
@@ -267,13 +263,17 @@ async fn rebalance(State(server): AppState, Caller(caller): Caller, ip: ClientIp
         let result = async {
             for app in &apps {
                 under_app_lock(&server, &caller, &ip, "node.update.rebalance", app, async |record| {
-                    let provisioner = super::provision::provisioner_of(&server, &record).await.map_err(|e| e.message)?;
+                    let provisioner = crate::apps::provisioner_of(&server, &record).await.map_err(|e| e.message)?;
                     let desired = super::provision::desired(&server, app).await.map_err(|e| e.message)?;
                     let lines = provisioner.rebalance(desired, dry).await.map_err(|e| format!("app {app:?}: {e}"))?;
                     if !lines.is_empty() {
                         w.message(&format!("---- Rebalancing app {app:?} ----\n")).await;
                         for line in lines {
                             w.message(&line).await;
+                        }
+                        if !dry {
+                            // The router gets the units' new addresses.
+                            crate::apps::refresh(&server, app, &w).await.map_err(|e| e.message)?;
                         }
                     }
                     Ok(())
@@ -314,12 +314,13 @@ async fn move_units(
     w: &super::stream::StreamWriter,
 ) -> Result<(), String> {
     under_app_lock(server, caller, ip, kind, app, async |record| {
-        let provisioner = super::provision::provisioner_of(server, &record).await.map_err(|e| e.message)?;
+        let provisioner = crate::apps::provisioner_of(server, &record).await.map_err(|e| e.message)?;
         let desired = super::provision::desired(server, app).await.map_err(|e| e.message)?;
         for line in provisioner.move_units(desired, units, to).await.map_err(|e| format!("app {app:?}: {e}"))? {
             w.message(&line).await;
         }
-        Ok(())
+        // The router gets the units' new addresses.
+        crate::apps::refresh(server, app, w).await.map_err(|e| e.message)
     })
     .await
 }

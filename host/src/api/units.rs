@@ -8,9 +8,8 @@ use super::params::Params;
 use super::stream::{KEEPALIVE, json_stream};
 use super::{AppState, Caller, ClientIp, Routes, empty};
 use crate::error::{ApiError, ApiResult};
-use super::provision::{api_error, apply_streamed, desired, provisioner_of};
-use crate::limits::{check_units, units_after};
-use crate::store::{VersionRecord, units_in_use};
+use super::provision::{api_error, desired};
+use crate::apps::{change, converge, provisioner_of};
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -43,7 +42,12 @@ async fn kill(
         return Err(ApiError::not_found(format!("unit {unit:?} not found")));
     }
     let event = app_event(&server, &caller, &ip, "app.update.unit.kill", &app, json!({"app": app.name, "unit": unit})).await?;
-    let result = provisioner.kill_unit(state, &unit).await.map_err(api_error);
+    let result = async {
+        provisioner.kill_unit(state, &unit).await.map_err(api_error)?;
+        // The provisioner may start a unit in its place: the routes follow.
+        crate::apps::refresh(&server, &app.name, &crate::apps::Quiet).await
+    }
+    .await;
     event.done(result.map(|()| empty(StatusCode::OK))).await
 }
 
@@ -93,43 +97,26 @@ async fn change(
     };
     let permission = if adding { "app.update.unit.add" } else { "app.update.unit.remove" };
     caller.require(permission, &app_contexts(&app))?;
-    let versions = server.store.versions(&app.name).await?;
-    let routable: Vec<&VersionRecord> = versions.iter().filter(|v| v.routable).collect();
-    let wanted = params.get("version").unwrap_or_default();
-    let target = match (wanted.as_str(), routable.as_slice()) {
-        ("" | "0", []) => return Err(ApiError::bad_request(format!("app {:?} has no deployed version", app.name))),
-        ("" | "0", [one]) => (*one).clone(),
-        ("" | "0", _) => return Err(ApiError::bad_request("more than one version deployed, you must select one")),
-        (n, _) => match versions.iter().find(|v| v.version.to_string() == n) {
-            Some(v) => v.clone(),
-            None => return Err(ApiError::bad_request(format!("invalid version {n:?} for app {:?}", app.name))),
-        },
-    };
-    let process = params.get("process").unwrap_or_default();
-    if !process.is_empty() && !target.processes.contains(&process) {
-        return Err(ApiError::bad_request(format!("process error: no command declared in Procfile for process \"{process}\"")));
-    }
-    if adding && app.status != "started" {
-        return Err(ApiError::bad_request(format!("cannot add units to an app that is {}: start it first", app.status)));
-    }
-    let units = if adding { target.units + count } else { target.units - count };
-    if units < 0 {
-        return Err(ApiError::bad_request(format!("version {} has only {} unit(s)", target.version, target.units)));
-    }
-    let after = units_after(&versions, |vs| vs.iter_mut().filter(|v| v.version == target.version).for_each(|v| v.units = units));
-    check_units(&app.name, app.quota_limit, server.config.apps.max_units, units_in_use(&versions), after)?;
-    let data = json!({"app": app.name, "units": count, "process": process, "version": target.version});
+    // Checked before the stream starts, so bad input is a plain 400.
+    let desired = server.store.desired(&app.name).await?.ok_or_else(|| ApiError::not_found(format!("App {} not found.", app.name)))?;
+    let version = change::target_version(&desired, &params.get("version").unwrap_or_default())?;
+    let process = change::target_process(desired.version(version).expect("a target version exists"), &params.get("process").unwrap_or_default())?;
+    let delta = if adding { count } else { -count };
+    crate::apps::plan(&server, &desired, |d| change::scale(d, version, &process, delta).map(|_| ()))?;
+    let data = json!({"app": app.name, "units": count, "process": process, "version": version});
     let event = app_event(&server, &caller, &ip, permission, &app, data).await?;
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
         let verb = if adding { "Adding" } else { "Removing" };
-        w.message(&format!("---- {verb} {count} unit(s) of version {} ----\n", target.version)).await;
-        let result = async {
-            server.store.set_version_units(&app.name, target.version, units).await.map_err(|e| e.to_string())?;
-            apply_streamed(&server, &app, &w).await
-        }
-        .await;
-        event.done(result).await?;
-        w.message(&format!(" ---> version {} now runs {units} unit(s)\n", target.version)).await;
+        w.message(&format!("---- {verb} {count} unit(s) of process {process} of version {version} ----\n")).await;
+        let mut units = 0;
+        let result = converge(&server, &app.name, &w, |d| {
+            units = change::scale(d, version, &process, delta)?;
+            Ok(())
+        })
+        .await
+        .map(|_| ());
+        event.done(result).await.map_err(|e| e.message)?;
+        w.message(&format!(" ---> process {process} of version {version} now runs {units} unit(s)\n")).await;
         Ok(())
     }))
 }

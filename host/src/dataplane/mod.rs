@@ -18,7 +18,7 @@ mod workers;
 use crate::runtime::{ResponseBody, plain_text as plain};
 use crate::runtime::catalog::invocation;
 use crate::server::Server;
-use crate::store::{AppView, ProxyBackend, ProxyEntry};
+use crate::store::{AppView, ProcessStatus, ProxyBackend, ProxyEntry};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -160,25 +160,42 @@ async fn route(plane: &Plane, origin: forward::Origin, req: hyper::Request<Incom
     let Some(host) = request_host(&req) else {
         return plain(400, "the request names no host");
     };
-    let (view, entry) = match resolve(server, &host).await {
+    let (mut view, mut entry) = match resolve(server, &host).await {
         Ok(Some(found)) => found,
         Ok(None) => return plain(404, &format!("no app answers at {host}")),
         Err(e) => return plain(500, &e),
     };
-    let app = view.app.name.as_str();
-    match view.app.status.as_str() {
-        "stopped" => return plain(503, &format!("app {app} is stopped: start it with `tsuru app start -a {app}`")),
-        "asleep" => {
-            // The first request wakes the app.
-            if let Err(e) = server.store.set_app_status(app, "started").await {
-                return plain(500, &format!("torii could not wake app {app}: {e}"));
-            }
+    let mut woken = false;
+    let chosen = loop {
+        if let Some(i) = pick(&entry.backends, rand::random::<f64>()) {
+            break i;
         }
-        _ => {}
-    }
-    let Some(backend) = pick(&entry.backends, rand::random::<f64>()) else {
-        return plain(503, &format!("app {app} has no deployed version yet: deploy one with `tsuru app deploy`"));
+        // Nothing is routed: say why, or wake the app and look again.
+        let app = view.app.name.as_str();
+        match serving_state(&view) {
+            Serving::Asleep if !woken => {
+                let wait = Duration::from_millis(server.config.apps.wake_timeout_ms);
+                match tokio::time::timeout(wait, crate::apps::wake::wake(server, app)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return plain(503, &format!("app {app} could not be woken: {e}")),
+                    Err(_) => return plain(503, &format!("app {app} is still waking up after {} ms: try again shortly", wait.as_millis())),
+                }
+                woken = true;
+                (view, entry) = match resolve(server, &host).await {
+                    Ok(Some(found)) => found,
+                    Ok(None) => return plain(404, &format!("no app answers at {host}")),
+                    Err(e) => return plain(500, &e),
+                };
+            }
+            Serving::Stopped => return plain(503, &format!("app {app} is stopped: start it with `tsuru app start -a {app}`")),
+            Serving::Asleep | Serving::Running => {
+                return plain(503, &format!("app {app} serves no version: deploy one with `tsuru app deploy`, or add units"));
+            }
+            Serving::Undeployed => return plain(503, &format!("app {app} has no deployed version yet: deploy one with `tsuru app deploy`")),
+        }
     };
+    let app = view.app.name.as_str();
+    let backend = &entry.backends[chosen];
     if !backend.addresses.is_empty() {
         return forward::forward(&plane.backends, app, backend, origin, req).await;
     }
@@ -220,6 +237,31 @@ async fn route(plane: &Plane, origin: forward::Origin, req: hyper::Request<Incom
     }
 }
 
+/// Why an app's router entry has nothing to route to.
+enum Serving {
+    /// No routable version.
+    Undeployed,
+    /// A routable version has a sleeping process: a request wakes it.
+    Asleep,
+    /// Its routable versions' processes are stopped.
+    Stopped,
+    /// Processes run, but none serves (no units of the serving process).
+    Running,
+}
+
+fn serving_state(view: &AppView) -> Serving {
+    let processes = || view.versions.iter().filter(|v| v.routable).flat_map(|v| &v.processes);
+    if !view.versions.iter().any(|v| v.routable) {
+        Serving::Undeployed
+    } else if processes().any(|p| p.status == ProcessStatus::Asleep) {
+        Serving::Asleep
+    } else if processes().all(|p| p.status == ProcessStatus::Stopped) {
+        Serving::Stopped
+    } else {
+        Serving::Running
+    }
+}
+
 /// Sends what an instance printed to the app's log, one entry per line,
 /// source `app`, under the unit's name (written in batches).
 fn log_sink(logs: logs::LogBatcher, unit: &units::Unit) -> crate::runtime::OutputSink {
@@ -244,22 +286,22 @@ fn request_host<B>(req: &hyper::Request<B>) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
-/// The backend a request goes to, `roll` in [0, 1) choosing among them by
-/// weight (the router plugin already applied any canary share).
-fn pick(backends: &[ProxyBackend], roll: f64) -> Option<&ProxyBackend> {
+/// The backend a request goes to (its index), `roll` in [0, 1) choosing
+/// among them by weight (the router plugin already applied any canary share).
+fn pick(backends: &[ProxyBackend], roll: f64) -> Option<usize> {
     let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
     if total == 0 {
         return None;
     }
     let mut point = (roll * total as f64) as u64;
-    for b in backends {
+    for (i, b) in backends.iter().enumerate() {
         let w = u64::from(b.weight);
         if point < w {
-            return Some(b);
+            return Some(i);
         }
         point -= w;
     }
-    backends.iter().rev().find(|b| b.weight > 0)
+    backends.iter().rposition(|b| b.weight > 0)
 }
 
 #[cfg(test)]
@@ -273,10 +315,11 @@ mod tests {
     #[test]
     fn weights_split_the_traffic() {
         let backends = [backend(1, 90), backend(2, 10), backend(3, 0)];
-        assert_eq!(pick(&backends, 0.0).unwrap().version, 1);
-        assert_eq!(pick(&backends, 0.899).unwrap().version, 1);
-        assert_eq!(pick(&backends, 0.9).unwrap().version, 2);
-        assert_eq!(pick(&backends, 0.999).unwrap().version, 2);
+        let version = |roll: f64| backends[pick(&backends, roll).unwrap()].version;
+        assert_eq!(version(0.0), 1);
+        assert_eq!(version(0.899), 1);
+        assert_eq!(version(0.9), 2);
+        assert_eq!(version(0.999), 2);
         assert!(pick(&[backend(3, 0)], 0.5).is_none());
         assert!(pick(&[], 0.5).is_none());
     }

@@ -9,7 +9,8 @@
 use crate::blobs::Blobs;
 use crate::plugin::provisioner::{Provisioner, app_state, app_version};
 use crate::server::Server;
-use crate::store::NewVersion;
+use crate::apps::change;
+use crate::store::{NewVersion, units_in_use};
 use std::io::Read;
 
 /// What a deploy unpacked.
@@ -155,10 +156,7 @@ pub fn processes(procfile: &str, max: usize) -> Result<Vec<String>, DeployError>
     if names.is_empty() { Ok(vec!["web".into()]) } else { Ok(names) }
 }
 
-/// Where progress goes (the deploy's text stream).
-pub trait Progress {
-    fn line(&self, text: String) -> impl Future<Output = ()> + Send;
-}
+pub use crate::apps::Progress;
 
 /// Stores `artifact`, has the app's provisioner check it can run, records it
 /// as the next version of `app` (taking all the traffic, or none beside the
@@ -191,7 +189,7 @@ pub async fn deploy_component(
         }
         return Err(e);
     }
-    record(server, provisioner, app, &digest, &artifact.processes, event_id, how, out).await
+    record(server, app, &digest, &artifact.processes, event_id, how, out).await
 }
 
 /// Deploys an image (present on the provisioner's backends) as the app's next
@@ -208,7 +206,7 @@ pub async fn deploy_image(
     out.line(format!("---- Deploying image {image} ----\n")).await;
     let processes = ["web".to_string()];
     prepare(server, provisioner, app, image, &processes, how, out).await?;
-    record(server, provisioner, app, image, &processes, event_id, how, out).await
+    record(server, app, image, &processes, event_id, how, out).await
 }
 
 /// The artifact of a version built from a build context in the blob store:
@@ -378,7 +376,7 @@ pub async fn deploy_build(
         }
         return Err(e);
     }
-    record(server, provisioner, app, &artifact, processes, event_id, how, out).await
+    record(server, app, &artifact, processes, event_id, how, out).await
 }
 
 /// Deploys what `version` was made from again, as the next version
@@ -395,13 +393,13 @@ pub async fn redeploy(
     let missing = |e: std::io::Error| DeployError::Provision(format!("what version {} was made from is missing: {e}", version.version));
     if let Some(digest) = version.digest.strip_prefix("build:") {
         let context = server.apps.blobs.get(digest).await.map_err(missing)?;
-        return deploy_build(server, provisioner, app, context, &version.processes, event_id, how, out).await;
+        return deploy_build(server, provisioner, app, context, &version.process_names(), event_id, how, out).await;
     }
     if !Blobs::is_digest(&version.digest) {
         return deploy_image(server, provisioner, app, &version.digest, event_id, how, out).await;
     }
     let component = server.apps.blobs.get(&version.digest).await.map_err(missing)?;
-    let artifact = Artifact { component, processes: version.processes.clone(), source: format!("version {}", version.version) };
+    let artifact = Artifact { component, processes: version.process_names(), source: format!("version {}", version.version) };
     deploy_component(server, provisioner, app, artifact, event_id, how, out).await
 }
 
@@ -411,21 +409,22 @@ async fn prepare(
     provisioner: &Provisioner,
     app: &str,
     artifact: &str,
-    processes: &[String],
+    names: &[String],
     how: NewVersion,
     out: &impl Progress,
 ) -> Result<(), DeployError> {
-    let view = server.store.app_view(app).await?.ok_or_else(|| DeployError::Provision(format!("App {app} not found.")))?;
-    if how == NewVersion::Replace {
-        // It takes the units of the version it replaces, for each of its processes.
-        let units = view.versions.iter().filter(|v| v.routable).map(|v| v.units).max().unwrap_or(1).max(1);
-        let before = crate::store::units_in_use(&view.versions);
-        let after = units * processes.len() as i64;
-        crate::limits::check_units(app, view.app.quota_limit, server.config.apps.max_units, before, after)?;
-    }
+    let desired = server.store.desired(app).await?.ok_or_else(|| DeployError::Provision(format!("App {app} not found.")))?;
+    let processes = change::new_processes(&desired, names, how);
+    // Bounded before any work (the converge path checks it again).
+    let mut after = desired.clone();
+    change::add_version(&mut after, artifact, processes.clone(), "", how);
+    let quota = desired.app.quota_limit;
+    crate::limits::check_units(app, quota, server.config.apps.max_units, units_in_use(&desired.versions), units_in_use(&after.versions))?;
     // The number `record` will give it (the app is locked while it deploys).
-    let number = view.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
-    let candidate = app_version(number, artifact, processes, 1, how == NewVersion::Replace, 1);
+    let number = change::next_version(&desired);
+    let replace = how == NewVersion::Replace;
+    let candidate = app_version(number, artifact, &processes, replace, if replace { 100 } else { 0 });
+    let view = server.store.app_view(app).await?.ok_or_else(|| DeployError::Provision(format!("App {app} not found.")))?;
     let lines = provisioner.prepare(app_state(&view), candidate).await.map_err(|e| DeployError::Provision(e.to_string()))?;
     for line in lines {
         out.line(line).await;
@@ -433,39 +432,27 @@ async fn prepare(
     Ok(())
 }
 
-/// Records the version and has the provisioner serve the new state; a state
-/// it cannot serve takes the version back.
-#[allow(clippy::too_many_arguments)]
+/// Records the version and has the provisioner serve the new state, through
+/// the converge path: a state it cannot serve takes the version back.
 async fn record(
     server: &Server,
-    provisioner: &Provisioner,
     app: &str,
     artifact: &str,
-    processes: &[String],
+    names: &[String],
     event_id: &str,
     how: NewVersion,
     out: &impl Progress,
 ) -> Result<i64, DeployError> {
-    let before = server.store.versions(app).await?;
-    let version = server.store.add_version(app, artifact, processes, event_id, how).await?;
-    out.line(format!(" ---> processes: {}\n", processes.join(", "))).await;
-    match provisioner.apply_stored(&server.store, app).await {
-        Ok(lines) => {
-            for line in lines {
-                out.line(line).await;
-            }
-            Ok(version)
-        }
-        Err(e) => {
-            // The provisioner could not serve the new state: the app goes
-            // back to what it served before, and the version is not kept.
-            server.store.undo_version(app, version, &before).await?;
-            if let Err(again) = provisioner.apply_stored(&server.store, app).await {
-                tracing::warn!(app, error = %again, "deploy: the earlier state could not be applied again");
-            }
-            Err(DeployError::Provision(e))
-        }
-    }
+    out.line(format!(" ---> processes: {}\n", names.join(", "))).await;
+    let mut number = 0;
+    crate::apps::converge(server, app, out, |d| {
+        let processes = change::new_processes(d, names, how);
+        number = change::add_version(d, artifact, processes, event_id, how);
+        Ok(())
+    })
+    .await
+    .map_err(|e| DeployError::Provision(e.message))?;
+    Ok(number)
 }
 
 /// What a deploy says once its version is recorded.

@@ -41,8 +41,6 @@ pub struct HostCtx {
 pub struct AppsHost {
     pub catalog: Arc<crate::runtime::catalog::Catalog>,
     pub units: Arc<crate::dataplane::units::Units>,
-    /// Told after the provisioner changes what an app serves.
-    pub routing: Arc<crate::routers::sync::Routing>,
     /// The provisioner of pools that name none (`[pools] default_provisioner`).
     pub default_provisioner: String,
     /// Docker engines, for provisioners granted `containers`.
@@ -180,6 +178,9 @@ impl<W: World> PluginPool<W> {
     ) -> Result<Self, PluginError> {
         let name = host.name.clone();
         let load = |e: wasmtime::Error| PluginError::Load { plugin: name.clone(), message: format!("{e:#}") };
+        if let Some(built) = super::foreign_contract(engine.engine(), component) {
+            return Err(PluginError::Contract { plugin: name, built });
+        }
         let mut linker = Linker::<PluginState>::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(load)?;
         capabilities::add_to_linker(&mut linker).map_err(load)?;

@@ -9,7 +9,7 @@ use wasmtime::component::InstancePre;
 
 use super::PluginError;
 use super::instance::{BoxFuture, PluginPool, PluginState, World};
-use crate::store::{AppView, Store as Db};
+use crate::store::AppView;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -26,16 +26,53 @@ mod bindings {
     });
 }
 
-pub use bindings::exports::torii::plugin::provisioner::{AppState, AppVersion, EnvVar, Process, Repair, Unit};
+pub use bindings::exports::torii::plugin::provisioner::{
+    Applied, AppState, AppVersion, EnvVar, Error as Refusal, Process, ProcessStatus, Repair, Route, Unit,
+};
 
 /// Why a provisioner call did not succeed: the plugin failed, or it
-/// answered with a refusal (shown to the user as it is).
+/// answered with a typed refusal (its text is shown to the user as it is).
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     #[error(transparent)]
     Plugin(#[from] PluginError),
-    #[error("{0}")]
-    Refused(String),
+    #[error("{}", refusal_text(.0))]
+    Refused(Refusal),
+}
+
+fn refusal_text(r: &Refusal) -> &str {
+    match r {
+        Refusal::Invalid(m) | Refusal::NotFound(m) | Refusal::Unavailable(m) | Refusal::Unsupported(m) | Refusal::Internal(m) => m,
+    }
+}
+
+impl ProvisionError {
+    /// The one table from a provisioner's answer to tsuru's HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            ProvisionError::Refused(Refusal::Invalid(_) | Refusal::Unsupported(_)) => 400,
+            ProvisionError::Refused(Refusal::NotFound(_)) => 404,
+            ProvisionError::Refused(Refusal::Unavailable(_)) => 503,
+            ProvisionError::Refused(Refusal::Internal(_)) | ProvisionError::Plugin(_) => 500,
+        }
+    }
+}
+
+impl From<ProvisionError> for crate::error::ApiError {
+    fn from(e: ProvisionError) -> Self {
+        let status = axum::http::StatusCode::from_u16(e.status()).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        crate::error::ApiError::new(status, e.to_string())
+    }
+}
+
+impl ProcessStatus {
+    pub fn of(status: crate::store::ProcessStatus) -> ProcessStatus {
+        match status {
+            crate::store::ProcessStatus::Started => ProcessStatus::Started,
+            crate::store::ProcessStatus::Stopped => ProcessStatus::Stopped,
+            crate::store::ProcessStatus::Asleep => ProcessStatus::Asleep,
+        }
+    }
 }
 
 pub struct ProvisionerWorld;
@@ -66,7 +103,7 @@ pub struct Provisioner {
     pool: PluginPool<ProvisionerWorld>,
 }
 
-fn flatten<T>(r: Result<Result<T, String>, PluginError>) -> Result<T, ProvisionError> {
+fn flatten<T>(r: Result<Result<T, Refusal>, PluginError>) -> Result<T, ProvisionError> {
     match r {
         Err(e) => Err(ProvisionError::Plugin(e)),
         Ok(Err(e)) => Err(ProvisionError::Refused(e)),
@@ -82,17 +119,24 @@ pub fn app_state(view: &AppView) -> AppState {
         plan_memory: u64::try_from(view.memory()).unwrap_or(0),
         plan_cpu_milli: u32::try_from(view.cpu_milli()).unwrap_or(0),
         env: view.env.iter().map(|e| EnvVar { name: e.name.clone(), value: view.env_value(e), public: e.public }).collect(),
-        versions: view.versions.iter().map(|v| app_version(v.version, &v.digest, &v.processes, v.units, v.routable, v.weight)).collect(),
-        status: if view.app.status.is_empty() { "started".into() } else { view.app.status.clone() },
+        versions: view.versions.iter().map(|v| app_version(v.version, &v.digest, &v.processes, v.routable, v.weight)).collect(),
     }
 }
 
-/// A version as a provisioner is told of it: each process with `units` units.
-pub fn app_version(version: i64, digest: &str, processes: &[String], units: i64, routable: bool, weight: i64) -> AppVersion {
+/// A version as a provisioner is told of it.
+pub fn app_version(version: i64, digest: &str, processes: &[crate::store::ProcessRecord], routable: bool, weight: i64) -> AppVersion {
     AppVersion {
         version: u32::try_from(version).unwrap_or(0),
         artifact: digest.to_string(),
-        processes: processes.iter().map(|p| Process { name: p.clone(), command: String::new(), units: u32::try_from(units).unwrap_or(0) }).collect(),
+        processes: processes
+            .iter()
+            .map(|p| Process {
+                name: p.name.clone(),
+                command: String::new(),
+                units: u32::try_from(p.units).unwrap_or(0),
+                status: ProcessStatus::of(p.status),
+            })
+            .collect(),
         routable,
         weight: u32::try_from(weight).unwrap_or(0),
     }
@@ -116,15 +160,9 @@ impl Provisioner {
         flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_prepare(s, &desired, &version).await })).await)
     }
 
-    pub async fn apply(&self, desired: AppState) -> Result<Vec<String>, ProvisionError> {
+    /// Makes the backend run `desired`; the routes it serves then.
+    pub async fn apply(&self, desired: AppState) -> Result<Applied, ProvisionError> {
         flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_apply(s, &desired).await })).await)
-    }
-
-    /// Applies `app`'s desired state as the store holds it now; the lines the
-    /// provisioner reports.
-    pub async fn apply_stored(&self, store: &Db, app: &str) -> Result<Vec<String>, String> {
-        let view = store.app_view(app).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("App {app} not found."))?;
-        self.apply(app_state(&view)).await.map_err(|e| format!("provisioner {:?}: {e}", self.name()))
     }
 
     pub async fn units(&self, desired: AppState) -> Result<Vec<Unit>, ProvisionError> {

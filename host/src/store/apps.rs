@@ -39,8 +39,6 @@ pub struct AppRecord {
     pub quota_limit: i64,
     pub deploys: i64,
     pub created_at: i64,
-    /// `started`, `stopped` or `asleep` (read-only here: `set_app_status` writes it).
-    pub status: String,
     /// Teams with access, the owner's team included.
     pub teams: Vec<String>,
 }
@@ -78,7 +76,6 @@ fn app(row: &AnyRow) -> StoreResult<AppRecord> {
         quota_limit: row.try_get("quota_limit")?,
         deploys: row.try_get("deploys")?,
         created_at: row.try_get("created_at")?,
-        status: String::new(),
         teams: Vec::new(),
     })
 }
@@ -89,7 +86,7 @@ fn app(row: &AnyRow) -> StoreResult<AppRecord> {
 fn full_columns() -> String {
     let columns = COLUMNS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ");
     format!(
-        "{columns}, a.status, (SELECT string_agg(t.team, ',' ORDER BY t.team) FROM app_teams t WHERE t.app = a.name) AS team_list, \
+        "{columns}, (SELECT string_agg(t.team, ',' ORDER BY t.team) FROM app_teams t WHERE t.app = a.name) AS team_list, \
          (SELECT string_agg(c.cname, ',' ORDER BY c.cname) FROM app_cnames c WHERE c.app = a.name) AS cname_list"
     )
 }
@@ -100,7 +97,6 @@ fn full_app(row: &AnyRow) -> StoreResult<AppRecord> {
         Ok(joined.map(|j| j.split(',').map(str::to_string).collect()).unwrap_or_default())
     };
     let mut a = app(row)?;
-    a.status = row.try_get("status")?;
     a.teams = split("team_list")?;
     a.cnames = split("cname_list")?;
     Ok(a)
@@ -396,13 +392,6 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| env_var(&self.sealer, r)).map(|r| r.map(|(_, v)| v)).collect()
-    }
-
-    /// Sets the app's status (`started`, `stopped`, `asleep`).
-    pub async fn set_app_status(&self, app: &str, status: &str) -> StoreResult<()> {
-        let _stale = self.views.stale(app);
-        sqlx::query("UPDATE apps SET status = $1 WHERE name = $2").bind(status).bind(app).execute(&self.pool).await?;
-        Ok(())
     }
 
     /// Every app's env, by app then name (for the view cache).

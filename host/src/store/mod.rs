@@ -22,6 +22,7 @@ mod teams;
 mod tokens;
 mod users;
 mod versions;
+mod desired;
 mod views;
 mod webhooks;
 
@@ -39,7 +40,8 @@ pub use roles::{RoleBinding, RoleRecord, SubjectKind};
 pub use teams::TeamRecord;
 pub use tokens::{SessionRecord, TeamTokenRecord};
 pub use users::UserRecord;
-pub use versions::{NewVersion, RouteRecord, VersionRecord, units_in_use};
+pub use versions::{NewVersion, ProcessRecord, ProcessStatus, RouteRecord, VersionRecord, units_in_use};
+pub use desired::Desired;
 pub use webhooks::{DeliveryRecord, EventFilter, WebhookRecord};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -57,6 +59,9 @@ pub enum StoreError {
     /// A secret stored sealed that the server key does not open.
     #[error("{0}")]
     Sealed(String),
+    /// A stored value that does not parse (written by a broken migration or by hand).
+    #[error("{0}")]
+    Corrupt(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,6 +1,6 @@
 //! Deployed app versions.
 
-use super::{Store, StoreResult, json_list, now_millis, parse_list};
+use super::{Store, StoreResult, json_list, parse_list};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -8,23 +8,74 @@ use sqlx::any::AnyRow;
 pub struct VersionRecord {
     pub app: String,
     pub version: i64,
-    /// SHA-256 of the artifact in the blob store.
+    /// SHA-256 of the artifact in the blob store, or an image name.
     pub digest: String,
-    pub processes: Vec<String>,
+    /// Its processes (Procfile order), each with its units and status.
+    pub processes: Vec<ProcessRecord>,
     pub routable: bool,
     /// Share of the traffic among routable versions.
     pub weight: i64,
     pub deploy_event: String,
     pub disabled_reason: String,
     pub created_at: i64,
-    /// Requests of this version that may run at once, per process.
-    pub units: i64,
 }
 
-/// Units of the routable versions: one per process per unit count. The app
-/// quota counts these.
+/// What one process of a version should be doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessStatus {
+    Started,
+    Stopped,
+    Asleep,
+}
+
+impl ProcessStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessStatus::Started => "started",
+            ProcessStatus::Stopped => "stopped",
+            ProcessStatus::Asleep => "asleep",
+        }
+    }
+}
+
+/// One process of a version: how many units it runs, and whether they run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProcessRecord {
+    pub name: String,
+    pub units: i64,
+    pub status: ProcessStatus,
+}
+
+impl ProcessRecord {
+    pub fn new(name: &str, units: i64, status: ProcessStatus) -> ProcessRecord {
+        ProcessRecord { name: name.to_string(), units, status }
+    }
+}
+
+impl VersionRecord {
+    pub fn process(&self, name: &str) -> Option<&ProcessRecord> {
+        self.processes.iter().find(|p| p.name == name)
+    }
+
+    pub fn has_process(&self, name: &str) -> bool {
+        self.process(name).is_some()
+    }
+
+    pub fn process_names(&self) -> Vec<String> {
+        self.processes.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Units of all its processes.
+    pub fn units(&self) -> i64 {
+        self.processes.iter().map(|p| p.units).sum()
+    }
+}
+
+/// Units of the routable versions, whatever their status: the app quota
+/// and `[apps] max_units` count these.
 pub fn units_in_use(versions: &[VersionRecord]) -> i64 {
-    versions.iter().filter(|v| v.routable).map(|v| v.units * v.processes.len() as i64).sum()
+    versions.iter().filter(|v| v.routable).map(VersionRecord::units).sum()
 }
 
 /// Where a deployed version goes.
@@ -36,134 +87,57 @@ pub enum NewVersion {
     Beside,
 }
 
-const COLUMNS: &str = "app, version, digest, processes, routable, weight, deploy_event, disabled_reason, created_at, units";
+const COLUMNS: &str = "app, version, digest, processes, routable, weight, deploy_event, disabled_reason, created_at, process_state";
 
 pub(super) fn version(row: &AnyRow) -> StoreResult<VersionRecord> {
-    let processes: String = row.try_get("processes")?;
+    let state: String = row.try_get("process_state")?;
+    let processes = serde_json::from_str(&state).map_err(|e| super::StoreError::Corrupt(format!("process state of a version: {e}")))?;
     Ok(VersionRecord {
         app: row.try_get("app")?,
         version: row.try_get("version")?,
         digest: row.try_get("digest")?,
-        processes: super::parse_list(&processes),
+        processes,
         routable: row.try_get::<i64, _>("routable")? != 0,
         weight: row.try_get("weight")?,
         deploy_event: row.try_get("deploy_event")?,
         disabled_reason: row.try_get("disabled_reason")?,
         created_at: row.try_get("created_at")?,
-        units: row.try_get("units")?,
     })
 }
 
 impl Store {
-    /// Records version N+1 of `app` and returns N+1; counts the deploy on the
-    /// app. `Replace` makes it the only routable version (all the traffic),
-    /// with as many units as the routable version it replaces had (as a
-    /// tsuru deploy keeps the app's scale); `Beside` adds it without traffic
-    /// (tsuru's `new-version`) and one unit, to be made routable later.
-    pub async fn add_version(&self, app: &str, digest: &str, processes: &[String], deploy_event: &str, how: NewVersion) -> StoreResult<i64> {
-        let _stale = self.views.stale(app);
-        let mut tx = self.pool.begin().await?;
-        // Written first: on SQLite this takes the write lock before any read.
-        sqlx::query("UPDATE apps SET deploys = deploys + 1 WHERE name = $1").bind(app).execute(&mut *tx).await?;
-        let units: i64 = match how {
-            NewVersion::Replace => {
-                let row = sqlx::query("SELECT COALESCE(MAX(units), 1) AS units FROM app_versions WHERE app = $1 AND routable = 1")
-                    .bind(app)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                row.try_get::<i64, _>("units")?.max(1)
+    /// Writes the versions of `app` exactly as `versions` has them, inside
+    /// `tx`: given ones are inserted or updated, others removed.
+    pub(super) async fn write_versions(tx: &mut sqlx::Transaction<'_, sqlx::Any>, app: &str, versions: &[VersionRecord]) -> StoreResult<()> {
+        let keep: Vec<String> = versions.iter().map(|v| v.version.to_string()).collect();
+        let existing = sqlx::query("SELECT version FROM app_versions WHERE app = $1").bind(app).fetch_all(&mut **tx).await?;
+        for row in existing {
+            let number: i64 = row.try_get("version")?;
+            if !keep.contains(&number.to_string()) {
+                sqlx::query("DELETE FROM app_versions WHERE app = $1 AND version = $2").bind(app).bind(number).execute(&mut **tx).await?;
             }
-            NewVersion::Beside => 1,
-        };
-        let routable = match how {
-            NewVersion::Replace => {
-                sqlx::query("UPDATE app_versions SET routable = 0, weight = 0 WHERE app = $1").bind(app).execute(&mut *tx).await?;
-                1
-            }
-            NewVersion::Beside => 0,
-        };
-        let row = sqlx::query(&format!(
-            "INSERT INTO app_versions ({COLUMNS}) \
-             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $6, $7, $4, '', $5, $8 FROM app_versions WHERE app = $1 \
-             RETURNING version"
-        ))
-        .bind(app)
-        .bind(digest)
-        .bind(super::json_list(processes))
-        .bind(deploy_event)
-        .bind(now_millis())
-        .bind(routable)
-        .bind(routable * 100)
-        .bind(units)
-        .fetch_one(&mut *tx)
-        .await?;
-        let number: i64 = row.try_get("version")?;
-        tx.commit().await?;
-        Ok(number)
-    }
-
-    /// Takes back a deploy whose new `version` could not be served: removes
-    /// it, gives the other versions back their routable flags and weights as
-    /// in `before`, and uncounts the deploy.
-    pub async fn undo_version(&self, app: &str, version: i64, before: &[VersionRecord]) -> StoreResult<()> {
-        let _stale = self.views.stale(app);
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE apps SET deploys = deploys - 1 WHERE name = $1 AND deploys > 0").bind(app).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM app_versions WHERE app = $1 AND version = $2").bind(app).bind(version).execute(&mut *tx).await?;
-        for v in before {
-            sqlx::query("UPDATE app_versions SET routable = $3, weight = $4 WHERE app = $1 AND version = $2")
-                .bind(app)
-                .bind(v.version)
-                .bind(i64::from(v.routable))
-                .bind(v.weight)
-                .execute(&mut *tx)
-                .await?;
         }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Makes `version` the only routable version of `app` (all the traffic).
-    pub async fn route_only(&self, app: &str, version: i64) -> StoreResult<()> {
-        let _stale = self.views.stale(app);
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE app_versions SET routable = CASE WHEN version = $2 THEN 1 ELSE 0 END, \
-             weight = CASE WHEN version = $2 THEN 100 ELSE 0 END WHERE app = $1",
-        )
-        .bind(app)
-        .bind(version)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE apps SET deploys = deploys + 1 WHERE name = $1").bind(app).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Makes `version` routable (sharing the traffic equally with the other
-    /// routable versions) or takes it out of the traffic. False when there is
-    /// no such version.
-    pub async fn set_routable(&self, app: &str, version: i64, routable: bool) -> StoreResult<bool> {
-        let _stale = self.views.stale(app);
-        let done = sqlx::query("UPDATE app_versions SET routable = $1, weight = $2 WHERE app = $3 AND version = $4")
-            .bind(i64::from(routable))
-            .bind(if routable { 100i64 } else { 0 })
+        for v in versions {
+            let names: Vec<String> = v.process_names();
+            sqlx::query(&format!(
+                "INSERT INTO app_versions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (app, version) DO UPDATE SET digest = excluded.digest, processes = excluded.processes, \
+                 routable = excluded.routable, weight = excluded.weight, deploy_event = excluded.deploy_event, \
+                 disabled_reason = excluded.disabled_reason, process_state = excluded.process_state"
+            ))
             .bind(app)
-            .bind(version)
-            .execute(&self.pool)
+            .bind(v.version)
+            .bind(&v.digest)
+            .bind(json_list(&names))
+            .bind(i64::from(v.routable))
+            .bind(v.weight)
+            .bind(&v.deploy_event)
+            .bind(&v.disabled_reason)
+            .bind(v.created_at)
+            .bind(serde_json::to_string(&v.processes).expect("serialisable"))
+            .execute(&mut **tx)
             .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Sets how many units `version` runs.
-    pub async fn set_version_units(&self, app: &str, version: i64, units: i64) -> StoreResult<()> {
-        let _stale = self.views.stale(app);
-        sqlx::query("UPDATE app_versions SET units = $1 WHERE app = $2 AND version = $3")
-            .bind(units)
-            .bind(app)
-            .bind(version)
-            .execute(&self.pool)
-            .await?;
+        }
         Ok(())
     }
 
@@ -177,13 +151,6 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// Removes `version` of `app`.
-    pub async fn delete_version(&self, app: &str, version: i64) -> StoreResult<()> {
-        let _stale = self.views.stale(app);
-        sqlx::query("DELETE FROM app_versions WHERE app = $1 AND version = $2").bind(app).bind(version).execute(&self.pool).await?;
-        Ok(())
     }
 
     /// Every version of `app`, oldest first.

@@ -1,7 +1,7 @@
 //! The `docker` provisioner: an app's units are containers on the Docker
 //! nodes of its pool (capability `containers`); the router reaches them at
-//! their ports published on 127.0.0.1 (capability `app-runtime`,
-//! `set-routes` with addresses).
+//! their ports published on 127.0.0.1 (the routes `apply` answers carry
+//! those addresses).
 //!
 //! Policy kept here:
 //! - what can be deployed: an image present on the pool's nodes, pinned at
@@ -13,17 +13,19 @@
 //! - env: the app's variables plus `PORT` (the image's first exposed port,
 //!   else 8888); a unit whose image, command, env or plan changed is replaced,
 //!   new units first;
-//! - stop/sleep stop the containers (start brings them back), kill removes
-//!   one (a new one takes its place), healing replaces dead or missing units.
+//! - a stopped or sleeping process has its containers stopped (start brings
+//!   them back) and is not routed; kill removes a unit (a new one takes its
+//!   place), healing replaces dead or missing units.
 
 mod schedule;
 
 use schedule::{NodeLoad, config_hash, pick, pick_surplus};
 use std::collections::BTreeMap;
-use torii_provisioner_sdk::app_runtime::{self, Route};
 use torii_provisioner_sdk::containers::{self, Container, ContainerSpec, Node, Placement};
 use torii_provisioner_sdk::export_provisioner;
-use torii_provisioner_sdk::provisioner::{AppState, AppVersion, Process, Provisioner, Repair, Unit};
+use torii_provisioner_sdk::provisioner::{
+    Applied, AppState, AppVersion, Error, Outcome, Process, ProcessStatus, Provisioner, Repair, Route, Unit,
+};
 
 const LABEL_APP: &str = "torii.app";
 const LABEL_PROCESS: &str = "torii.process";
@@ -60,6 +62,8 @@ struct Report {
     healing: bool,
     lines: Vec<String>,
     repairs: Vec<Repair>,
+    /// What the router serves after it.
+    routes: Vec<Route>,
 }
 
 /// One of the app's containers and the node it is on.
@@ -166,7 +170,6 @@ impl Docker {
         let wanted: usize = running.iter().flat_map(|v| &v.processes).map(|p| p.units as usize).sum();
         let mut cluster = self.cluster(&desired.pool, &desired.name)?;
         if wanted == 0 && cluster.units.is_empty() {
-            app_runtime::set_routes(&desired.name, &[])?;
             return Ok(report);
         }
         if cluster.nodes.is_empty() {
@@ -174,14 +177,6 @@ impl Docker {
         }
         for (i, e) in &cluster.unreachable {
             lines.push(format!(" ---> node {} does not answer, its units are left out: {e}\n", cluster.nodes[*i].address));
-        }
-        if desired.status == "stopped" || desired.status == "asleep" {
-            app_runtime::set_routes(&desired.name, &[])?;
-            for u in cluster.units.iter().filter(|u| u.running()) {
-                containers::stop(&cluster.nodes[u.node].address, &u.c.id, STOP_TIMEOUT_SECS)?;
-                lines.push(format!(" ---> Stopped unit {} [{}]\n", short(&u.c.id), u.process()));
-            }
-            return Ok(report);
         }
 
         // Units of versions or processes that should not run.
@@ -192,6 +187,15 @@ impl Docker {
         let mut addresses: BTreeMap<(u32, String), Vec<String>> = BTreeMap::new();
         for v in &running {
             for p in v.processes.iter().filter(|p| p.units > 0) {
+                if !p.status.running() {
+                    // A stopped or sleeping process keeps its containers, stopped.
+                    let mine = cluster.units.iter().filter(|u| u.version() == v.version && u.process() == p.name && u.running());
+                    for u in mine {
+                        containers::stop(&cluster.nodes[u.node].address, &u.c.id, STOP_TIMEOUT_SECS)?;
+                        report.lines.push(format!(" ---> Stopped unit {} [{}]\n", short(&u.c.id), p.name));
+                    }
+                    continue;
+                }
                 let served = self.converge_process(desired, v, p, &mut cluster, &mut report)?;
                 addresses.insert((v.version, p.name.clone()), served);
             }
@@ -201,7 +205,7 @@ impl Docker {
             report.lines.push(format!(" ---> Removed unit {} [{}] of version {}\n", short(&u.c.id), u.process(), u.version()));
         }
 
-        let routes: Vec<Route> = desired
+        report.routes = desired
             .versions
             .iter()
             .filter(|v| v.routable && v.weight > 0)
@@ -211,7 +215,6 @@ impl Docker {
                 Some(Route { version: v.version, process: process.name.clone(), units: served.len() as u32, weight: v.weight, addresses: served.clone() })
             })
             .collect();
-        app_runtime::set_routes(&desired.name, &routes)?;
         Ok(report)
     }
 
@@ -576,14 +579,20 @@ fn missing_image(image: &str, node: &str) -> String {
     format!("image {image:?} is not on docker node {node}: images are not pulled, build or load it on every node of the pool")
 }
 
-fn unit_status(app_status: &str, state: &str) -> &'static str {
+fn unit_status(process: Option<ProcessStatus>, state: &str) -> &'static str {
     match state {
         "running" => "started",
         "created" => "created",
         "restarting" => "starting",
-        "exited" | "dead" if app_status == "stopped" || app_status == "asleep" => "stopped",
+        "exited" | "dead" if process.is_some_and(|p| !p.running()) => process.map_or("stopped", ProcessStatus::as_str),
         _ => "error",
     }
+}
+
+/// The status `desired` gives the process a unit runs.
+fn process_status(desired: &AppState, version: u32, process: &str) -> Option<ProcessStatus> {
+    let v = desired.versions.iter().find(|v| v.version == version)?;
+    v.processes.iter().find(|p| p.name == process).map(|p| p.status)
 }
 
 impl Provisioner for Docker {
@@ -592,14 +601,14 @@ impl Provisioner for Docker {
         Ok(Docker { name })
     }
 
-    fn can_deploy(&self, kind: &str) -> Result<(), String> {
+    fn can_deploy(&self, kind: &str) -> Outcome<()> {
         match kind {
             "image" | "dockerfile" | "file" | "archive-url" => Ok(()),
-            other => Err(format!("the docker provisioner cannot deploy from {other:?}")),
+            other => Err(Error::Unsupported(format!("the docker provisioner cannot deploy from {other:?}"))),
         }
     }
 
-    fn prepare(&self, desired: &AppState, version: &AppVersion) -> Result<Vec<String>, String> {
+    fn prepare(&self, desired: &AppState, version: &AppVersion) -> Outcome<Vec<String>> {
         let source = Source::of(&desired.name, version);
         // A new version pins its image now, whatever the pinned name held
         // (a deploy that failed after pinning leaves its number free); a
@@ -608,7 +617,7 @@ impl Provisioner for Docker {
         // Every ready node of the pool may get units: each must have the image.
         let nodes: Vec<Node> = containers::nodes(&desired.pool)?.into_iter().filter(|n| n.status == "ready").collect();
         if nodes.is_empty() {
-            return Err(format!("pool {:?} has no ready docker node: add one with POST /1.2/node", desired.pool));
+            return Err(Error::Unavailable(format!("pool {:?} has no ready docker node: add one with POST /1.2/node", desired.pool)));
         }
         let mut lines = Vec::new();
         for node in &nodes {
@@ -622,15 +631,16 @@ impl Provisioner for Docker {
         Ok(lines)
     }
 
-    fn apply(&self, desired: &AppState) -> Result<Vec<String>, String> {
-        Ok(self.converge(desired, false)?.lines)
+    fn apply(&self, desired: &AppState) -> Outcome<Applied> {
+        let report = self.converge(desired, false)?;
+        Ok(Applied { routes: report.routes, lines: report.lines })
     }
 
-    fn reconcile(&self, desired: &AppState) -> Result<Vec<Repair>, String> {
+    fn reconcile(&self, desired: &AppState) -> Outcome<Vec<Repair>> {
         Ok(self.converge(desired, true)?.repairs)
     }
 
-    fn units(&self, desired: &AppState) -> Result<Vec<Unit>, String> {
+    fn units(&self, desired: &AppState) -> Outcome<Vec<Unit>> {
         let cluster = self.cluster(&desired.pool, &desired.name)?;
         let mut units: Vec<Unit> = cluster
             .units
@@ -641,7 +651,7 @@ impl Provisioner for Docker {
                 app: desired.name.clone(),
                 process: u.process().to_string(),
                 version: u.version(),
-                status: unit_status(&desired.status, &u.c.state).to_string(),
+                status: unit_status(process_status(desired, u.version(), u.process()), &u.c.state).to_string(),
                 status_reason: if u.running() { String::new() } else { format!("container is {} (exit code {})", u.c.state, u.c.exit_code) },
                 address: u.c.address.as_ref().map(|a| format!("http://{a}")),
                 node: cluster.nodes[u.node].address.clone(),
@@ -653,30 +663,30 @@ impl Provisioner for Docker {
         Ok(units)
     }
 
-    fn kill_unit(&self, desired: &AppState, unit: &str) -> Result<(), String> {
+    /// The unit goes; the host's apply after it starts one in its place.
+    fn kill_unit(&self, desired: &AppState, unit: &str) -> Outcome<()> {
         let cluster = self.cluster(&desired.pool, &desired.name)?;
         let u = cluster
             .units
             .iter()
             .find(|u| u.c.name == unit || (unit.len() >= 4 && u.c.id.starts_with(unit)))
-            .ok_or_else(|| format!("unit {unit:?} not found"))?;
+            .ok_or_else(|| Error::NotFound(format!("unit {unit:?} not found")))?;
         containers::remove(&cluster.nodes[u.node].address, &u.c.id)?;
-        // Killing a unit replaces it, as a crashed one would be.
-        self.converge(desired, false).map(|_| ())
+        Ok(())
     }
 
-    fn set_unit_status(&self, _desired: &AppState, _unit: &str, _status: &str) -> Result<(), String> {
-        Err("the docker provisioner reads unit statuses from the docker engines; they cannot be set".into())
+    fn set_unit_status(&self, _desired: &AppState, _unit: &str, _status: &str) -> Outcome<()> {
+        Err(Error::Unsupported("the docker provisioner reads unit statuses from the docker engines; they cannot be set".into()))
     }
 
-    fn run(&self, desired: &AppState, command: &str, once: bool, isolated: bool) -> Result<Vec<String>, String> {
+    fn run(&self, desired: &AppState, command: &str, once: bool, isolated: bool) -> Outcome<Vec<String>> {
         if isolated {
-            return self.run_isolated(desired, command);
+            return Ok(self.run_isolated(desired, command)?);
         }
         let cluster = self.cluster(&desired.pool, &desired.name)?;
         let mut running: Vec<&Placed> = cluster.units.iter().filter(|u| u.running()).collect();
         if running.is_empty() {
-            return Err(format!("app {:?} has no running units to run the command in", desired.name));
+            return Err(Error::Invalid(format!("app {:?} has no running units to run the command in", desired.name)));
         }
         if once {
             running.truncate(1);
@@ -689,34 +699,34 @@ impl Provisioner for Docker {
         Ok(lines)
     }
 
-    fn move_units(&self, desired: &AppState, units: &[String], to: &str) -> Result<Vec<String>, String> {
+    /// Moves the units; the host's apply after it gives the router their new addresses.
+    fn move_units(&self, desired: &AppState, units: &[String], to: &str) -> Outcome<Vec<String>> {
         let mut cluster = self.cluster(&desired.pool, &desired.name)?;
         let target = cluster.nodes.iter().position(|n| n.address == to).ok_or_else(|| format!("{to:?} is not a node of pool {:?}", desired.pool))?;
         if cluster.nodes[target].status != "ready" || cluster.unreachable.iter().any(|(i, _)| *i == target) {
-            return Err(format!("node {to} does not take units now (status {})", cluster.nodes[target].status));
+            return Err(Error::Unavailable(format!("node {to} does not take units now (status {})", cluster.nodes[target].status)));
         }
         let mut lines = Vec::new();
         for wanted in units {
             let found = cluster.units.iter().position(|u| u.c.name == *wanted || (wanted.len() >= 4 && u.c.id.starts_with(wanted.as_str())));
-            let i = found.ok_or_else(|| format!("unit {wanted:?} not found"))?;
+            let i = found.ok_or_else(|| Error::NotFound(format!("unit {wanted:?} not found")))?;
             if cluster.units[i].node == target {
                 lines.push(format!(" ---> Unit {} is on {to} already\n", cluster.units[i].c.name));
                 continue;
             }
             lines.push(self.move_unit(desired, &mut cluster, i, target)?);
         }
-        // The router gets the units' new addresses.
-        lines.extend(self.converge(desired, false)?.lines);
         Ok(lines)
     }
 
-    fn rebalance(&self, desired: &AppState, dry: bool) -> Result<Vec<String>, String> {
+    /// Spreads the units; the host's apply after it gives the router their new addresses.
+    fn rebalance(&self, desired: &AppState, dry: bool) -> Outcome<Vec<String>> {
         let mut cluster = self.cluster(&desired.pool, &desired.name)?;
         let ready: Vec<usize> = (0..cluster.nodes.len())
             .filter(|&n| cluster.nodes[n].status == "ready" && !cluster.unreachable.iter().any(|(i, _)| *i == n))
             .collect();
         if ready.is_empty() {
-            return Err(format!("pool {:?} has no ready docker node", desired.pool));
+            return Err(Error::Unavailable(format!("pool {:?} has no ready docker node", desired.pool)));
         }
         let mut lines = Vec::new();
         for v in desired.versions.iter().filter(|v| v.routable) {
@@ -740,13 +750,10 @@ impl Provisioner for Docker {
                 }
             }
         }
-        if !dry && !lines.is_empty() {
-            lines.extend(self.converge(desired, false)?.lines);
-        }
         Ok(lines)
     }
 
-    fn destroy(&self, app: &str) -> Result<(), String> {
+    fn destroy(&self, app: &str) -> Outcome<()> {
         for node in containers::nodes("")? {
             let labels = [(LABEL_MANAGED.to_string(), self.name.clone()), (LABEL_APP.to_string(), app.to_string())];
             for c in containers::list(&node.address, &labels)? {
@@ -757,7 +764,7 @@ impl Provisioner for Docker {
                 containers::remove_image(&node.address, &name)?;
             }
         }
-        app_runtime::set_routes(app, &[])
+        Ok(())
     }
 }
 

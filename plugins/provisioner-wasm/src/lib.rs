@@ -5,13 +5,14 @@
 //! - what can be deployed (a component, uploaded or fetched; no images);
 //! - which process of a version takes the traffic (`web`, else the first
 //!   one the Procfile names) and with how many units (concurrency slots);
-//! - stopped and sleeping apps hold no loaded code (scale to zero); the
-//!   runtime loads it again on the first request after a wake;
+//! - a stopped or sleeping serving process is not routed, and an app none
+//!   of whose serving processes runs holds no loaded code (scale to zero);
+//!   the runtime loads it again on the first request after a wake;
 //! - the units app info lists, with their status and restarts.
 
-use torii_provisioner_sdk::app_runtime::{self, Route};
+use torii_provisioner_sdk::app_runtime;
 use torii_provisioner_sdk::export_provisioner;
-use torii_provisioner_sdk::provisioner::{AppState, AppVersion, Provisioner, Unit};
+use torii_provisioner_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Provisioner, Route, Unit};
 
 struct Wasm {
     /// The process that takes the traffic when a version has it.
@@ -30,17 +31,16 @@ fn unit_id(app: &str, process: &str, version: u32, n: u32) -> String {
 impl Wasm {
     fn all_units(&self, app: &AppState) -> Vec<Unit> {
         let stats = app_runtime::units_seen(&app.name);
-        let app_status = if app.status.is_empty() { "started" } else { app.status.as_str() };
         let mut out = Vec::new();
         for v in app.versions.iter().filter(|v| v.routable) {
             for p in &v.processes {
                 for n in 0..p.units {
                     let id = unit_id(&app.name, &p.name, v.version, n);
                     let seen = stats.iter().find(|s| s.name == id);
-                    // A status set on a unit shows while the app runs.
+                    // A status set on a unit shows while its process runs.
                     let status = match seen.and_then(|s| s.status.clone()) {
-                        Some(set) if app_status == "started" => set,
-                        _ => app_status.to_string(),
+                        Some(set) if p.status.running() => set,
+                        _ => p.status.as_str().to_string(),
                     };
                     out.push(Unit {
                         name: id.clone(),
@@ -72,72 +72,69 @@ impl Provisioner for Wasm {
         Ok(Wasm { serving_process })
     }
 
-    fn can_deploy(&self, kind: &str) -> Result<(), String> {
+    fn can_deploy(&self, kind: &str) -> Outcome<()> {
         match kind {
             "file" | "archive-url" => Ok(()),
             "image" | "dockerfile" => {
                 let what = if kind == "image" { "an image" } else { "a Dockerfile" };
-                Err(format!(r#"the wasm provisioner cannot deploy {what}: deploy a wasi:http component with "file" or "archive-url""#))
+                Err(Error::Unsupported(format!(r#"the wasm provisioner cannot deploy {what}: deploy a wasi:http component with "file" or "archive-url""#)))
             }
-            other => Err(format!("the wasm provisioner cannot deploy from {other:?}")),
+            other => Err(Error::Unsupported(format!("the wasm provisioner cannot deploy from {other:?}"))),
         }
     }
 
-    fn prepare(&self, _desired: &AppState, version: &AppVersion) -> Result<Vec<String>, String> {
+    fn prepare(&self, _desired: &AppState, version: &AppVersion) -> Outcome<Vec<String>> {
         let prepared = app_runtime::prepare(&version.artifact)?;
         let how = if prepared.cached { "already compiled" } else { "compiled" };
         Ok(vec![format!(" ---> a wasi:http component, {how}, ready in {} ms\n", prepared.millis)])
     }
 
-    fn apply(&self, desired: &AppState) -> Result<Vec<String>, String> {
+    fn apply(&self, desired: &AppState) -> Outcome<Applied> {
         let mut lines = Vec::new();
         let mut routes = Vec::new();
         for v in desired.versions.iter().filter(|v| v.routable && v.weight > 0) {
             let Some(p) = serving(v, &self.serving_process) else { continue };
+            if !p.status.running() {
+                lines.push(format!(" ---> version {} process {} is {}: not served\n", v.version, p.name, p.status.as_str()));
+                continue;
+            }
             routes.push(Route { version: v.version, process: p.name.clone(), units: p.units, weight: v.weight, addresses: vec![] });
+            lines.push(format!(" ---> version {} serves process {} with {} unit(s)\n", v.version, p.name, p.units));
         }
-        app_runtime::set_routes(&desired.name, &routes)?;
-        match desired.status.as_str() {
-            "stopped" | "asleep" => {
-                app_runtime::unload(&desired.name);
-                lines.push(format!(" ---> app {:?} is {}: no code held in memory\n", desired.name, desired.status));
-            }
-            _ => {
-                for r in &routes {
-                    lines.push(format!(" ---> version {} serves process {} with {} unit(s)\n", r.version, r.process, r.units));
-                }
-            }
+        if routes.is_empty() {
+            // Nothing is served: the app holds no code in memory.
+            app_runtime::unload(&desired.name);
+            lines.push(format!(" ---> app {:?} serves nothing now: no code held in memory\n", desired.name));
         }
-        Ok(lines)
+        Ok(Applied { routes, lines })
     }
 
-    fn units(&self, desired: &AppState) -> Result<Vec<Unit>, String> {
+    fn units(&self, desired: &AppState) -> Outcome<Vec<Unit>> {
         Ok(self.all_units(desired))
     }
 
-    fn kill_unit(&self, desired: &AppState, unit: &str) -> Result<(), String> {
+    fn kill_unit(&self, desired: &AppState, unit: &str) -> Outcome<()> {
         if !self.all_units(desired).iter().any(|u| u.id == unit) {
-            return Err(format!("unit {unit:?} not found"));
+            return Err(Error::NotFound(format!("unit {unit:?} not found")));
         }
         app_runtime::kill_unit(&desired.name, unit);
         Ok(())
     }
 
-    fn set_unit_status(&self, desired: &AppState, unit: &str, status: &str) -> Result<(), String> {
+    fn set_unit_status(&self, desired: &AppState, unit: &str, status: &str) -> Outcome<()> {
         let units = self.all_units(desired);
         let Some(found) = units.iter().find(|u| u.id.starts_with(unit)) else {
-            return Err(format!("unit {unit:?} not found"));
+            return Err(Error::NotFound(format!("unit {unit:?} not found")));
         };
         app_runtime::set_unit_status(&desired.name, &found.id, status);
         Ok(())
     }
 
-    fn run(&self, _desired: &AppState, _command: &str, _once: bool, _isolated: bool) -> Result<Vec<String>, String> {
-        Err("the wasm provisioner does not run commands: a WASM app has no shell or processes to run them in; deploy a component that does the work on a request instead".into())
+    fn run(&self, _desired: &AppState, _command: &str, _once: bool, _isolated: bool) -> Outcome<Vec<String>> {
+        Err(Error::Unsupported("the wasm provisioner does not run commands: a WASM app has no shell or processes to run them in; deploy a component that does the work on a request instead".into()))
     }
 
-    fn destroy(&self, app: &str) -> Result<(), String> {
-        app_runtime::set_routes(app, &[])?;
+    fn destroy(&self, app: &str) -> Outcome<()> {
         app_runtime::unload(app);
         Ok(())
     }

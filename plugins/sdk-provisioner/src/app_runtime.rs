@@ -3,16 +3,11 @@
 
 use crate::provisioner::bindings::torii::plugin::app_runtime as host;
 
-pub use host::{Prepared, Route, UnitInfo};
+pub use host::{Prepared, UnitInfo};
 
 /// Checks and compiles a stored artifact (content hash) once.
 pub fn prepare(artifact: &str) -> Result<Prepared, String> {
     host::prepare(artifact)
-}
-
-/// Replaces what the router serves for `app`.
-pub fn set_routes(app: &str, routes: &[Route]) -> Result<(), String> {
-    host::set_routes(app, routes)
 }
 
 /// Drops the app's loaded code (sleep); compiled code stays on disk.

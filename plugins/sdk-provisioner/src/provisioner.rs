@@ -9,13 +9,49 @@ pub mod bindings {
         export_macro_name: "__export_provisioner_world",
         default_bindings_module: "torii_provisioner_sdk::provisioner::bindings",
         with: {
-            "torii:plugin/log@0.1.0": torii_plugin_sdk::auth::bindings::torii::plugin::log,
-            "torii:plugin/kv@0.1.0": torii_plugin_sdk::auth::bindings::torii::plugin::kv,
+            "torii:plugin/log@0.2.0": torii_plugin_sdk::auth::bindings::torii::plugin::log,
+            "torii:plugin/kv@0.2.0": torii_plugin_sdk::auth::bindings::torii::plugin::kv,
         },
     });
 }
 
-pub use bindings::exports::torii::plugin::provisioner::{AppState, AppVersion, EnvVar, Process, Repair, Unit};
+pub use bindings::exports::torii::plugin::provisioner::{
+    Applied, AppState, AppVersion, EnvVar, Error, Process, ProcessStatus, Repair, Route, Unit,
+};
+
+/// What a provisioner call answers: the value, or a typed [`Error`] (the
+/// host maps each case to one HTTP status).
+pub type Outcome<T> = Result<T, Error>;
+
+/// A plain message is a refusal the user reads (400): capabilities answer
+/// `Result<_, String>`, so `?` on them gives this. Name the other cases
+/// where they apply ([`Error::NotFound`], [`Error::Unavailable`], ...).
+impl From<String> for Error {
+    fn from(message: String) -> Error {
+        Error::Invalid(message)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(message: &str) -> Error {
+        Error::Invalid(message.to_string())
+    }
+}
+
+impl ProcessStatus {
+    /// The unit status tsuru shows for units of a process in this status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessStatus::Started => "started",
+            ProcessStatus::Stopped => "stopped",
+            ProcessStatus::Asleep => "asleep",
+        }
+    }
+
+    pub fn running(self) -> bool {
+        self == ProcessStatus::Started
+    }
+}
 
 /// What a provisioner plugin implements. One value lives per plugin
 /// instance, made by [`Provisioner::init`] from the plugin's config table.
@@ -28,27 +64,28 @@ pub trait Provisioner: Sized + 'static {
     }
 
     /// `Err` with the message the user sees when `kind` cannot be deployed.
-    fn can_deploy(&self, kind: &str) -> Result<(), String>;
-    fn prepare(&self, desired: &AppState, version: &AppVersion) -> Result<Vec<String>, String>;
-    fn apply(&self, desired: &AppState) -> Result<Vec<String>, String>;
-    fn units(&self, desired: &AppState) -> Result<Vec<Unit>, String>;
-    fn kill_unit(&self, desired: &AppState, unit: &str) -> Result<(), String>;
-    fn set_unit_status(&self, desired: &AppState, unit: &str, status: &str) -> Result<(), String>;
-    fn run(&self, desired: &AppState, command: &str, once: bool, isolated: bool) -> Result<Vec<String>, String>;
-    fn destroy(&self, app: &str) -> Result<(), String>;
+    fn can_deploy(&self, kind: &str) -> Outcome<()>;
+    fn prepare(&self, desired: &AppState, version: &AppVersion) -> Outcome<Vec<String>>;
+    /// Makes the backend run `desired`; the routes it serves now.
+    fn apply(&self, desired: &AppState) -> Outcome<Applied>;
+    fn units(&self, desired: &AppState) -> Outcome<Vec<Unit>>;
+    fn kill_unit(&self, desired: &AppState, unit: &str) -> Outcome<()>;
+    fn set_unit_status(&self, desired: &AppState, unit: &str, status: &str) -> Outcome<()>;
+    fn run(&self, desired: &AppState, command: &str, once: bool, isolated: bool) -> Outcome<Vec<String>>;
+    fn destroy(&self, app: &str) -> Outcome<()>;
 
     /// Moves units to node `to` (provisioners that place units on nodes).
-    fn move_units(&self, _desired: &AppState, _units: &[String], _to: &str) -> Result<Vec<String>, String> {
-        Err("this provisioner does not place units on nodes".into())
+    fn move_units(&self, _desired: &AppState, _units: &[String], _to: &str) -> Outcome<Vec<String>> {
+        Err(Error::Unsupported("this provisioner does not place units on nodes".into()))
     }
 
     /// Spreads the app's units evenly over the nodes.
-    fn rebalance(&self, _desired: &AppState, _dry: bool) -> Result<Vec<String>, String> {
-        Err("this provisioner does not place units on nodes".into())
+    fn rebalance(&self, _desired: &AppState, _dry: bool) -> Outcome<Vec<String>> {
+        Err(Error::Unsupported("this provisioner does not place units on nodes".into()))
     }
 
     /// Repairs the app's drift from `desired` (healing); the repairs made.
-    fn reconcile(&self, _desired: &AppState) -> Result<Vec<Repair>, String> {
+    fn reconcile(&self, _desired: &AppState) -> Outcome<Vec<Repair>> {
         Ok(vec![])
     }
 }
@@ -59,7 +96,7 @@ macro_rules! export_provisioner {
     ($provisioner:ty) => {
         const _: () = {
             use $crate::provisioner::bindings::exports::torii::plugin::{lifecycle, provisioner};
-            use $crate::provisioner::{AppState, AppVersion, Provisioner, Unit};
+            use $crate::provisioner::{Applied, AppState, AppVersion, Error, Provisioner, Unit};
 
             ::std::thread_local! {
                 static STATE: ::std::cell::RefCell<::std::option::Option<$provisioner>> =
@@ -94,37 +131,37 @@ macro_rules! export_provisioner {
             }
 
             impl provisioner::Guest for ToriiExport {
-                fn can_deploy(kind: String) -> Result<(), String> {
+                fn can_deploy(kind: String) -> Result<(), Error> {
                     with(|s| s.can_deploy(&kind))
                 }
-                fn prepare(desired: AppState, version: AppVersion) -> Result<Vec<String>, String> {
+                fn prepare(desired: AppState, version: AppVersion) -> Result<Vec<String>, Error> {
                     with(|s| s.prepare(&desired, &version))
                 }
-                fn apply(desired: AppState) -> Result<Vec<String>, String> {
+                fn apply(desired: AppState) -> Result<Applied, Error> {
                     with(|s| s.apply(&desired))
                 }
-                fn units(desired: AppState) -> Result<Vec<Unit>, String> {
+                fn units(desired: AppState) -> Result<Vec<Unit>, Error> {
                     with(|s| s.units(&desired))
                 }
-                fn kill_unit(desired: AppState, unit: String) -> Result<(), String> {
+                fn kill_unit(desired: AppState, unit: String) -> Result<(), Error> {
                     with(|s| s.kill_unit(&desired, &unit))
                 }
-                fn set_unit_status(desired: AppState, unit: String, status: String) -> Result<(), String> {
+                fn set_unit_status(desired: AppState, unit: String, status: String) -> Result<(), Error> {
                     with(|s| s.set_unit_status(&desired, &unit, &status))
                 }
-                fn run(desired: AppState, command: String, once: bool, isolated: bool) -> Result<Vec<String>, String> {
+                fn run(desired: AppState, command: String, once: bool, isolated: bool) -> Result<Vec<String>, Error> {
                     with(|s| s.run(&desired, &command, once, isolated))
                 }
-                fn destroy(app: String) -> Result<(), String> {
+                fn destroy(app: String) -> Result<(), Error> {
                     with(|s| s.destroy(&app))
                 }
-                fn move_units(desired: AppState, units: Vec<String>, to: String) -> Result<Vec<String>, String> {
+                fn move_units(desired: AppState, units: Vec<String>, to: String) -> Result<Vec<String>, Error> {
                     with(|s| s.move_units(&desired, &units, &to))
                 }
-                fn rebalance(desired: AppState, dry: bool) -> Result<Vec<String>, String> {
+                fn rebalance(desired: AppState, dry: bool) -> Result<Vec<String>, Error> {
                     with(|s| s.rebalance(&desired, dry))
                 }
-                fn reconcile(desired: AppState) -> Result<Vec<$crate::provisioner::Repair>, String> {
+                fn reconcile(desired: AppState) -> Result<Vec<$crate::provisioner::Repair>, Error> {
                     with(|s| s.reconcile(&desired))
                 }
             }

@@ -1,14 +1,21 @@
 //! A test-only provisioner whose apps run outside torii: its config names,
 //! per app, the HTTP servers on 127.0.0.1 that serve it
-//! (`backends = { web = ["127.0.0.1:8001"] }`). Every routable version is
-//! served by those addresses, one unit each. It proves the data plane's
-//! HTTP backends without Docker; the docker provisioner works the same way
-//! with its containers' published ports.
+//! (`backends = { web = ["127.0.0.1:8001"] }`). Every routable version's
+//! serving process (the first one) is served by those addresses while it is
+//! started. It proves the data plane's HTTP backends without Docker; the
+//! docker provisioner works the same way with its containers' published
+//! ports.
+//!
+//! It also lets tests see what was applied and make an apply fail:
+//! - `units` lists what the last successful `apply` ran (kept in kv), not
+//!   what the host wants now, so a test sees what runs;
+//! - `app run` with the command `fail-next-apply` makes the app's next
+//!   `apply` fail (once), as a backend that breaks half-way would.
 
 use std::collections::BTreeMap;
-use torii_provisioner_sdk::app_runtime::{self, Route};
+use torii_plugin_sdk::kv;
 use torii_provisioner_sdk::export_provisioner;
-use torii_provisioner_sdk::provisioner::{AppState, AppVersion, Provisioner, Unit};
+use torii_provisioner_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Provisioner, Route, Unit};
 
 struct HttpBackends {
     backends: BTreeMap<String, Vec<String>>,
@@ -20,8 +27,16 @@ impl HttpBackends {
     }
 }
 
-fn process(v: &AppVersion) -> String {
+fn serving(v: &AppVersion) -> String {
     v.processes.first().map_or_else(|| "web".to_string(), |p| p.name.clone())
+}
+
+fn applied_key(app: &str) -> String {
+    format!("applied/{app}")
+}
+
+fn fail_key(app: &str) -> String {
+    format!("fail-next-apply/{app}")
 }
 
 impl Provisioner for HttpBackends {
@@ -33,44 +48,57 @@ impl Provisioner for HttpBackends {
         Ok(HttpBackends { backends })
     }
 
-    fn can_deploy(&self, _kind: &str) -> Result<(), String> {
+    fn can_deploy(&self, _kind: &str) -> Outcome<()> {
         Ok(())
     }
 
-    fn prepare(&self, desired: &AppState, version: &AppVersion) -> Result<Vec<String>, String> {
+    fn prepare(&self, desired: &AppState, version: &AppVersion) -> Outcome<Vec<String>> {
         let addresses = self.addresses(&desired.name)?;
         Ok(vec![format!(" ---> version {} will be served by {}\n", version.version, addresses.join(", "))])
     }
 
-    fn apply(&self, desired: &AppState) -> Result<Vec<String>, String> {
+    fn apply(&self, desired: &AppState) -> Outcome<Applied> {
+        if kv::get(&fail_key(&desired.name))?.is_some() {
+            kv::delete(&fail_key(&desired.name))?;
+            return Err(Error::Unavailable(format!("the backends of app {:?} failed while applying (injected)", desired.name)));
+        }
         let addresses = self.addresses(&desired.name)?.to_vec();
-        let serving = desired.status != "stopped";
-        let routes: Vec<Route> = desired
-            .versions
-            .iter()
-            .filter(|v| serving && v.routable && v.weight > 0)
-            .map(|v| Route { version: v.version, process: process(v), units: addresses.len() as u32, weight: v.weight, addresses: addresses.clone() })
-            .collect();
-        app_runtime::set_routes(&desired.name, &routes)?;
-        Ok(routes.iter().map(|r| format!(" ---> version {} served by {}\n", r.version, r.addresses.join(", "))).collect())
+        let mut routes = Vec::new();
+        let mut running = Vec::new();
+        for v in desired.versions.iter().filter(|v| v.routable) {
+            for p in &v.processes {
+                running.push(serde_json::json!({"version": v.version, "process": p.name, "units": p.units, "status": p.status.as_str()}));
+            }
+            let started = v.processes.iter().any(|p| p.name == serving(v) && p.status.running() && p.units > 0);
+            if started && v.weight > 0 {
+                routes.push(Route { version: v.version, process: serving(v), units: addresses.len() as u32, weight: v.weight, addresses: addresses.clone() });
+            }
+        }
+        kv::set_json(&applied_key(&desired.name), &running)?;
+        let lines = routes.iter().map(|r| format!(" ---> version {} served by {}\n", r.version, r.addresses.join(", "))).collect();
+        Ok(Applied { routes, lines })
     }
 
-    fn units(&self, desired: &AppState) -> Result<Vec<Unit>, String> {
+    fn units(&self, desired: &AppState) -> Outcome<Vec<Unit>> {
         let addresses = self.addresses(&desired.name).unwrap_or_default();
+        let running: Vec<serde_json::Value> = kv::get_json(&applied_key(&desired.name))?.unwrap_or_default();
         let mut out = Vec::new();
-        for v in desired.versions.iter().filter(|v| v.routable) {
-            for (n, address) in addresses.iter().enumerate() {
-                let id = format!("{}-{}-v{}-{n}", desired.name, process(v), v.version);
+        for p in &running {
+            let (version, process) = (p["version"].as_u64().unwrap_or(0) as u32, p["process"].as_str().unwrap_or_default().to_string());
+            let status = p["status"].as_str().unwrap_or_default().to_string();
+            for n in 0..p["units"].as_u64().unwrap_or(0) {
+                let id = format!("{}-{process}-v{version}-{n}", desired.name);
+                let address = addresses.get(n as usize % addresses.len().max(1));
                 out.push(Unit {
                     name: id.clone(),
                     id,
                     app: desired.name.clone(),
-                    process: process(v),
-                    version: v.version,
-                    status: "started".into(),
+                    process: process.clone(),
+                    version,
+                    ready: status == "started",
+                    status: status.clone(),
                     status_reason: String::new(),
-                    address: Some(format!("http://{address}")),
-                    ready: true,
+                    address: address.map(|a| format!("http://{a}")),
                     restarts: 0,
                     node: String::new(),
                 });
@@ -79,20 +107,25 @@ impl Provisioner for HttpBackends {
         Ok(out)
     }
 
-    fn kill_unit(&self, _desired: &AppState, _unit: &str) -> Result<(), String> {
-        Err("this provisioner does not own its backends' processes".into())
+    fn kill_unit(&self, _desired: &AppState, _unit: &str) -> Outcome<()> {
+        Err(Error::Unsupported("this provisioner does not own its backends' processes".into()))
     }
 
-    fn set_unit_status(&self, _desired: &AppState, _unit: &str, _status: &str) -> Result<(), String> {
-        Err("this provisioner does not own its backends' processes".into())
+    fn set_unit_status(&self, _desired: &AppState, _unit: &str, _status: &str) -> Outcome<()> {
+        Err(Error::Unsupported("this provisioner does not own its backends' processes".into()))
     }
 
-    fn run(&self, _desired: &AppState, _command: &str, _once: bool, _isolated: bool) -> Result<Vec<String>, String> {
-        Err("this provisioner does not run commands".into())
+    fn run(&self, desired: &AppState, command: &str, _once: bool, _isolated: bool) -> Outcome<Vec<String>> {
+        if command == "fail-next-apply" {
+            kv::set(&fail_key(&desired.name), b"1")?;
+            return Ok(vec![format!("the next apply of app {:?} fails\n", desired.name)]);
+        }
+        Err(Error::Unsupported("this provisioner runs no commands but fail-next-apply".into()))
     }
 
-    fn destroy(&self, app: &str) -> Result<(), String> {
-        app_runtime::set_routes(app, &[])
+    fn destroy(&self, app: &str) -> Outcome<()> {
+        kv::delete(&applied_key(app))?;
+        Ok(())
     }
 }
 

@@ -2,11 +2,10 @@
 //! plugin decides what an app serves; the host checks the request is about
 //! an app of a pool that plugin provisions, then does it.
 
-use super::bindings::torii::plugin::app_runtime::{Host, Prepared, Route, UnitInfo};
+use super::bindings::torii::plugin::app_runtime::{Host, Prepared, UnitInfo};
 use crate::config::Capability;
 use crate::plugin::PluginState;
 use crate::plugin::instance::HostCtx;
-use crate::store::RouteRecord;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,41 +43,6 @@ impl Host for PluginState {
         let cached = apps.catalog.is_loaded(&artifact);
         let result = apps.catalog.code(&artifact).await.map_err(|e| e.to_string());
         Ok(result.map(|_| Prepared { cached, millis: started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32 }))
-    }
-
-    async fn set_routes(&mut self, app: String, routes: Vec<Route>) -> wasmtime::Result<Result<(), String>> {
-        let host = self.runtime_host()?;
-        if let Err(e) = owns(&host, &app).await {
-            return Ok(Err(e));
-        }
-        let versions = match host.store.versions(&app).await {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        let mut records = Vec::with_capacity(routes.len());
-        for r in routes {
-            let Some(v) = versions.iter().find(|v| v.version == i64::from(r.version)) else {
-                return Ok(Err(format!("app {app:?} has no version {}", r.version)));
-            };
-            if !v.processes.contains(&r.process) {
-                return Ok(Err(format!("version {} of app {app:?} has no process {:?}", r.version, r.process)));
-            }
-            if let Err(e) = super::check_loopback(&r.addresses) {
-                return Ok(Err(e));
-            }
-            records.push(RouteRecord {
-                version: v.version,
-                process: r.process,
-                units: i64::from(r.units),
-                weight: i64::from(r.weight),
-                addresses: r.addresses,
-            });
-        }
-        if let Err(e) = host.store.set_routes(&app, &records).await {
-            return Ok(Err(e.to_string()));
-        }
-        let Some(apps) = host.apps.as_ref() else { return Ok(Err(UNAVAILABLE.into())) };
-        Ok(apps.routing.sync(&app).await)
     }
 
     async fn unload(&mut self, app: String) -> wasmtime::Result<()> {

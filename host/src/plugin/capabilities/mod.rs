@@ -40,7 +40,9 @@ impl PluginState {
 /// `Ok` when every address is `127.0.0.1:<port>` (or another loopback
 /// address): backends named by plugins are on this machine's loopback, so
 /// app traffic never leaves it.
-fn check_loopback(addresses: &[String]) -> Result<(), String> {
+/// Every address a loopback socket address with a port: where the data
+/// plane may send app traffic.
+pub(crate) fn check_loopback(addresses: &[String]) -> Result<(), String> {
     let loopback = |a: &String| matches!(a.parse::<std::net::SocketAddr>(), Ok(a) if a.ip().is_loopback() && a.port() != 0);
     match addresses.iter().find(|a| !loopback(a)) {
         Some(bad) => Err(format!("backend address {bad:?} is not a loopback address with a port, such as 127.0.0.1:8000")),

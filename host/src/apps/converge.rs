@@ -1,0 +1,169 @@
+//! The converge path: record the desired state → the provisioner applies it
+//! → store the routes it answers → tell the routers. Each step forward that
+//! succeeded has its step back, run in reverse order when a later step
+//! fails, so a failed change leaves the previous state recorded and running
+//! (tsuru's action pipeline, with the undo written next to each action).
+//! Routers come last and do not undo anything: a router that fails is
+//! reported and told again at the next change or start, and never fails the
+//! provisioner's work.
+
+use super::{Progress, provisioner_of};
+use crate::error::{ApiError, ApiResult};
+use crate::limits::check_units;
+use crate::plugin::provisioner::{AppState, ProvisionError, Provisioner, Route, app_state};
+use crate::server::Server;
+use crate::store::{Desired, RouteRecord, units_in_use};
+
+/// A step forward that succeeded, and so has its step back.
+enum Done<'a> {
+    /// The new state was recorded: `before` is recorded again.
+    Recorded,
+    /// `by` applied the new state: it applies `before` again, or, when the
+    /// app moved to it from another provisioner, lets go of the app.
+    Applied { by: &'a Provisioner, moved_in: bool },
+    /// The app's old provisioner let go of it (a move): it applies `before` again.
+    LeftOld { by: &'a Provisioner },
+    /// The routes were stored: `before`'s are stored again.
+    Routed,
+}
+
+/// Changes `app` by `change` and makes it so; the state recorded after it.
+/// `change` edits the desired state in memory (and refuses a change that
+/// cannot be, which then changes nothing). The caller holds the app's lock.
+pub async fn converge<F>(server: &Server, app: &str, out: &impl Progress, change: F) -> ApiResult<Desired>
+where
+    F: FnOnce(&mut Desired) -> ApiResult<()>,
+{
+    let before = server.store.desired(app).await?.ok_or_else(|| ApiError::not_found(format!("App {app} not found.")))?;
+    let mut after = plan(server, &before, change)?;
+    let from = provisioner_of(server, &before.app).await?;
+    let to = provisioner_of(server, &after.app).await?;
+    let mut done = Vec::new();
+    match forward(server, &mut after, from, to, out, &mut done).await {
+        Ok(()) => {
+            if let Err(e) = server.routing.sync(app).await {
+                tracing::warn!(app, error = %e, "converge: the routers were not told");
+                out.line(format!(" ---> the routers were not told of the change ({e}); they are told again at the next change or start\n")).await;
+            }
+            Ok(after)
+        }
+        Err(e) => {
+            backward(server, &before, done, out).await;
+            Err(e)
+        }
+    }
+}
+
+/// `change` made to a copy of `before` and checked against the app's bounds:
+/// what [`converge`] would record. Handlers call it before they answer, so
+/// bad input gets a plain 4xx and changes nothing.
+pub fn plan<F>(server: &Server, before: &Desired, change: F) -> ApiResult<Desired>
+where
+    F: FnOnce(&mut Desired) -> ApiResult<()>,
+{
+    let mut after = before.clone();
+    change(&mut after)?;
+    let app = &before.app.name;
+    check_units(app, before.app.quota_limit, server.config.apps.max_units, units_in_use(&before.versions), units_in_use(&after.versions))?;
+    Ok(after)
+}
+
+/// Applies `app`'s recorded state again (after its provisioner moved or
+/// replaced units on its own: node moves, rebalancing, healing, a killed
+/// unit), so the routes follow.
+pub async fn refresh(server: &Server, app: &str, out: &impl Progress) -> ApiResult<()> {
+    converge(server, app, out, |_| Ok(())).await.map(|_| ())
+}
+
+async fn forward<'a>(
+    server: &Server,
+    after: &mut Desired,
+    from: &'a Provisioner,
+    to: &'a Provisioner,
+    out: &impl Progress,
+    done: &mut Vec<Done<'a>>,
+) -> ApiResult<()> {
+    let app = after.app.name.clone();
+    let moved = !std::ptr::eq(from, to);
+    server.store.record_desired(after).await?;
+    done.push(Done::Recorded);
+
+    let applied = to.apply(state_of(server, after).await?).await.map_err(|e| failed(to, e))?;
+    done.push(Done::Applied { by: to, moved_in: moved });
+    for line in applied.lines {
+        out.line(line).await;
+    }
+    if moved {
+        out.line(format!(" ---> provisioner {:?} lets go of the app (it moved to {:?})\n", from.name(), to.name())).await;
+        from.destroy(&app).await.map_err(|e| failed(from, e))?;
+        done.push(Done::LeftOld { by: from });
+    }
+
+    let routes = routes_of(after, applied.routes).map_err(|e| ApiError::bad_request(format!("provisioner {:?}: {e}", to.name())))?;
+    server.store.set_routes(&app, &routes).await?;
+    done.push(Done::Routed);
+    after.routes = routes;
+    Ok(())
+}
+
+/// Takes the steps of `done` back, last first; a step back that fails is
+/// reported and the others still run.
+async fn backward(server: &Server, before: &Desired, done: Vec<Done<'_>>, out: &impl Progress) {
+    let app = before.app.name.as_str();
+    for step in done.into_iter().rev() {
+        let result: Result<(), String> = match step {
+            Done::Routed => server.store.set_routes(app, &before.routes).await.map_err(|e| e.to_string()),
+            Done::LeftOld { by } | Done::Applied { by, moved_in: false } => match state_of(server, before).await {
+                Ok(state) => by.apply(state).await.map(|_| ()).map_err(|e| format!("provisioner {:?}: {e}", by.name())),
+                Err(e) => Err(e.message),
+            },
+            Done::Applied { by, moved_in: true } => by.destroy(app).await.map_err(|e| format!("provisioner {:?}: {e}", by.name())),
+            Done::Recorded => server.store.record_desired(before).await.map_err(|e| e.to_string()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(app, error = %e, "converge: a step back failed");
+            out.line(format!(" ---> the app could not be fully put back as it was: {e}\n")).await;
+        }
+    }
+}
+
+/// A provisioner's failure, its status kept and the provisioner named.
+fn failed(p: &Provisioner, e: ProvisionError) -> ApiError {
+    let status = axum::http::StatusCode::from_u16(e.status()).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    ApiError::new(status, format!("provisioner {:?}: {e}", p.name()))
+}
+
+/// What the provisioner is told: `d` with the app's env and `d`'s plan.
+async fn state_of(server: &Server, d: &Desired) -> ApiResult<AppState> {
+    let name = &d.app.name;
+    let mut view = (*server.store.app_view(name).await?.ok_or_else(|| ApiError::not_found(format!("App {name} not found.")))?).clone();
+    if view.app.plan != d.app.plan {
+        view.plan = server.store.plan(&d.app.plan).await?;
+    }
+    view.app = d.app.clone();
+    view.versions = d.versions.clone();
+    Ok(app_state(&view))
+}
+
+/// The routes a provisioner answered, checked: versions and processes the
+/// app has, HTTP backends only on loopback.
+fn routes_of(d: &Desired, routes: Vec<Route>) -> Result<Vec<RouteRecord>, String> {
+    let mut records = Vec::with_capacity(routes.len());
+    for r in routes {
+        let Some(v) = d.version(i64::from(r.version)) else {
+            return Err(format!("app {:?} has no version {}", d.app.name, r.version));
+        };
+        if !v.has_process(&r.process) {
+            return Err(format!("version {} of app {:?} has no process {:?}", r.version, d.app.name, r.process));
+        }
+        crate::plugin::capabilities::check_loopback(&r.addresses)?;
+        records.push(RouteRecord {
+            version: v.version,
+            process: r.process,
+            units: i64::from(r.units),
+            weight: i64::from(r.weight),
+            addresses: r.addresses,
+        });
+    }
+    Ok(records)
+}

@@ -1,0 +1,62 @@
+//! The apps domain service: the one way an app's desired state changes.
+//!
+//! A change (scale a process, start/stop/sleep/wake, routable, rollback,
+//! version delete, deploy, plan or pool update) is a function over the app's
+//! [`Desired`](crate::store::Desired) state ([`change`]), handed to
+//! [`converge`], which records it, has the provisioner make it real, stores
+//! the routes the provisioner answers and tells the routers, with a step
+//! back for each step forward. Handlers in `api/` parse, check permissions,
+//! take the app's lock (an event), call in here and render.
+//!
+//! The app's provisioner is resolved here and nowhere else
+//! ([`provisioner_of`]).
+
+pub mod change;
+mod converge;
+pub mod wake;
+
+pub use converge::{converge, plan, refresh};
+
+use crate::error::{ApiError, ApiResult};
+use crate::plugin::provisioner::Provisioner;
+use crate::server::Server;
+use crate::store::AppRecord;
+use std::future::Future;
+
+/// Where the lines of a long change go while it runs (a deploy's text
+/// stream, an x-json-stream), or nowhere ([`Quiet`]).
+pub trait Progress: Sync {
+    fn line(&self, text: String) -> impl Future<Output = ()> + Send;
+}
+
+/// Progress nobody reads (the data plane's wake, healing).
+pub struct Quiet;
+
+impl Progress for Quiet {
+    async fn line(&self, _text: String) {}
+}
+
+/// The name of the provisioner serving apps of `pool`: the pool's own, else
+/// the configured default.
+pub async fn provisioner_name(server: &Server, pool: &str) -> ApiResult<String> {
+    let own = server.store.pool(pool).await?.map(|p| p.provisioner).unwrap_or_default();
+    Ok(server.config.pool_provisioner(&own).to_string())
+}
+
+/// The provisioner serving `app`.
+pub async fn provisioner_of<'a>(server: &'a Server, app: &AppRecord) -> ApiResult<&'a Provisioner> {
+    let name = provisioner_name(server, &app.pool).await?;
+    server.provisioners.get(&name).ok_or_else(|| ApiError::internal(format!("provisioner {name:?} is not configured")))
+}
+
+/// Removes `app`: its provisioner lets go of it first (the wasm one stops
+/// serving it, the docker one removes its containers), then its routers
+/// forget it, then the store does.
+pub async fn remove(server: &Server, app: &AppRecord) -> ApiResult<()> {
+    let name = &app.name;
+    provisioner_of(server, app).await?.destroy(name).await?;
+    if let Some(view) = server.store.app_view(name).await? {
+        server.routing.remove(&view).await.map_err(|e| ApiError::internal(format!("the routers of app {name} could not forget it: {e}")))?;
+    }
+    server.store.delete_app(name).await.map_err(ApiError::from)
+}

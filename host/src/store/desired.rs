@@ -1,0 +1,78 @@
+//! An app's desired state as the converge path (`crate::apps`) records it:
+//! the app's editable fields and deploy count, its versions with their
+//! processes, and the routes its provisioner last answered. Recording a
+//! state and putting back an earlier one are the same write, so every
+//! change has its undo.
+
+use super::{AppRecord, RouteRecord, Store, StoreResult, VersionRecord, json_list};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub app: AppRecord,
+    /// Oldest first.
+    pub versions: Vec<VersionRecord>,
+    /// What the router serves, as the provisioner answered it.
+    pub routes: Vec<RouteRecord>,
+}
+
+impl Desired {
+    pub fn version(&self, number: i64) -> Option<&VersionRecord> {
+        self.versions.iter().find(|v| v.version == number)
+    }
+
+    pub fn version_mut(&mut self, number: i64) -> Option<&mut VersionRecord> {
+        self.versions.iter_mut().find(|v| v.version == number)
+    }
+
+    pub fn routable(&self) -> impl Iterator<Item = &VersionRecord> {
+        self.versions.iter().filter(|v| v.routable)
+    }
+}
+
+impl Store {
+    /// `app`'s desired state now; `None` when there is no such app.
+    pub async fn desired(&self, app: &str) -> StoreResult<Option<Desired>> {
+        let Some(record) = self.app(app).await? else { return Ok(None) };
+        Ok(Some(Desired { app: record, versions: self.versions(app).await?, routes: self.routes(app).await? }))
+    }
+
+    /// Writes `d` as its app's desired state in one transaction: the app's
+    /// editable fields and deploy count, and its versions exactly as `d`
+    /// holds them (versions it lacks are removed). Routes are the
+    /// provisioner's answer: [`Store::set_routes`] writes them.
+    pub async fn record_desired(&self, d: &Desired) -> StoreResult<()> {
+        let a = &d.app;
+        let _stale = self.views.stale(&a.name);
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE apps SET platform = $1, platform_version = $2, team_owner = $3, pool = $4, plan = $5, \
+             override_memory = $6, override_cpumilli = $7, description = $8, tags = $9, metadata = $10, deploys = $11 \
+             WHERE name = $12",
+        )
+        .bind(&a.platform)
+        .bind(&a.platform_version)
+        .bind(&a.team_owner)
+        .bind(&a.pool)
+        .bind(&a.plan)
+        .bind(a.override_memory)
+        .bind(a.override_cpumilli)
+        .bind(&a.description)
+        .bind(json_list(&a.tags))
+        .bind(serde_json::to_string(&a.metadata).expect("serialisable"))
+        .bind(a.deploys)
+        .bind(&a.name)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(super::StoreError::NotFound(format!("App {} not found.", a.name)));
+        }
+        sqlx::query("INSERT INTO app_teams (app, team) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(&a.name)
+            .bind(&a.team_owner)
+            .execute(&mut *tx)
+            .await?;
+        Store::write_versions(&mut tx, &a.name, &d.versions).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
