@@ -261,6 +261,14 @@ backends! {
         assert!(info["units"].as_array().unwrap().iter().all(|u| u["Status"] == "stopped"), "{}", info["units"]);
         t.req("POST", &format!("/1.0/apps/{app}/start")).admin().send().await.expect_status(200);
         assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+        // Sleep: the containers stop; the first request wakes the app (the
+        // host starts them again through the provisioner) and is answered.
+        t.req("POST", &format!("/1.0/apps/{app}/sleep")).admin().form(&[("proxy", "http://127.0.0.1:1")]).send().await.expect_status(200);
+        let info = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json();
+        assert!(info["units"].as_array().unwrap().iter().all(|u| u["Status"] == "asleep"), "{}", info["units"]);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+        let info = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json();
+        assert!(info["units"].as_array().unwrap().iter().all(|u| u["Status"] == "started"), "{}", info["units"]);
 
         // Moves: every unit of node A to node B, then one back; rebalance evens them out.
         let r = t.req("POST", "/docker/containers/move").admin().form(&[("from", nodes[0].as_str()), ("to", nodes[1].as_str())]).send().await;

@@ -6,6 +6,7 @@ mod support;
 mod apps;
 mod auth;
 mod cli;
+mod converge;
 mod crash;
 mod deploy;
 mod docker;
