@@ -485,42 +485,6 @@ async fn insert_env(tx: &mut sqlx::Transaction<'_, sqlx::Any>, sealer: &Sealer, 
 }
 
 impl Store {
-    /// Writes an app's editable fields; a team owner not yet among the app's
-    /// teams is granted access too.
-    pub async fn update_app(&self, a: &AppRecord) -> StoreResult<()> {
-        let _stale = self.views.stale(&a.name);
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE apps SET platform = $1, platform_version = $2, team_owner = $3, pool = $4, plan = $5, \
-             override_memory = $6, override_cpumilli = $7, description = $8, tags = $9, metadata = $10 WHERE name = $11",
-        )
-        .bind(&a.platform)
-        .bind(&a.platform_version)
-        .bind(&a.team_owner)
-        .bind(&a.pool)
-        .bind(&a.plan)
-        .bind(a.override_memory)
-        .bind(a.override_cpumilli)
-        .bind(&a.description)
-        .bind(json_list(&a.tags))
-        .bind(serde_json::to_string(&a.metadata).expect("serialisable"))
-        .bind(&a.name)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(app_not_found(&a.name));
-        }
-        sqlx::query("INSERT INTO app_teams (app, team) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(&a.name)
-            .bind(&a.team_owner)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-}
-
-impl Store {
     /// Which app holds a CNAME.
     pub async fn cname_owner(&self, cname: &str) -> StoreResult<Option<String>> {
         let row = sqlx::query("SELECT app FROM app_cnames WHERE cname = $1").bind(cname).fetch_optional(&self.pool).await?;
