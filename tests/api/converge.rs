@@ -181,3 +181,31 @@ async fn a_plugin_built_against_another_contract_version_is_refused_naming_both(
          rebuild it with the plugin SDK of torii:plugin@0.2.0"
     );
 }
+
+backends! {
+    async fn a_router_that_fails_does_not_fail_the_change(b) {
+        // `broken`: the embedded router without the grant it routes with, so
+        // each of its calls fails.
+        let mut o = Options::new(b);
+        o.extra_toml = "[[plugin]]\nname = \"broken\"\nkind = \"router\"\nbuiltin = \"router-embedded\"\ncapabilities = [\"log\"]\n".into();
+        let t = TestServer::start_with(o).await;
+        t.team("t1").await;
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "solo"), ("teamOwner", "t1")]).send().await.expect_status(201);
+        let r = t.req("POST", "/1.0/apps/solo/deploy").admin().raw(MP, upload(&std::fs::read(HELLO).unwrap(), &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        t.req("POST", "/1.8/routers").admin().json(json!({"name": "flaky", "type": "broken", "config": {"domain": "flaky.test"}})).send().await.expect(201, "");
+        // Linking it fails at the router (the link stays, as tsuru's does).
+        let r = t.req("POST", "/1.5/apps/solo/routers").admin().json(json!({"name": "flaky"})).send().await;
+        assert_eq!(r.status, 500, "{}", r.body);
+        assert!(r.body.contains("router \"flaky\": plugin \"broken\" called capability \"proxy\", which its config does not grant"), "{}", r.body);
+
+        // The provisioner's work stands; the router's failure is reported.
+        let r = t.req("PUT", "/1.0/apps/solo/units").admin().form(&[("units", "2")]).send().await;
+        assert_eq!((r.status.as_u16(), stream_error(&r.body)), (200, None), "{}", r.body);
+        assert!(r.body.contains("the routers were not told of the change") && r.body.contains("router \\\"flaky\\\""), "{}", r.body);
+        assert_eq!(units(&t, "solo").await, n("web", "started", 3));
+        assert_eq!(t.app_get("solo.apps.test", "/").await, (200, "hello from solo at /\n".into()));
+        t.stop().await;
+    }
+}

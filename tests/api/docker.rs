@@ -480,8 +480,104 @@ backends! {
         let ran = t.req("POST", &format!("/1.0/apps/{app}/run")).admin().form(&[("command", "pwd; cat Procfile | wc -l"), ("once", "true")]).send().await;
         assert!(ran.body.contains("/home/application/current") && ran.body.contains('2'), "{}", ran.body);
 
+        // Processes act one at a time: unit add/remove -p, stop/start/restart -p.
+        let r = t.req("PUT", &format!("/1.0/apps/{app}/units")).admin().form(&[("units", "2"), ("process", "worker")]).send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(unit_states(&t, &app).await, [states("web", "started", 1), states("worker", "started", 3)].concat());
+        let r = t.req("DELETE", &format!("/1.0/apps/{app}/units?units=1&process=worker")).admin().send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(unit_states(&t, &app).await, [states("web", "started", 1), states("worker", "started", 2)].concat());
+        let r = t.req("POST", &format!("/1.0/apps/{app}/stop")).admin().form(&[("process", "worker")]).send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(unit_states(&t, &app).await, [states("web", "started", 1), states("worker", "stopped", 2)].concat());
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from the platform\n".into()));
+        let r = t.req("POST", &format!("/1.0/apps/{app}/start")).admin().form(&[("process", "worker")]).send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(unit_states(&t, &app).await, [states("web", "started", 1), states("worker", "started", 2)].concat());
+        let r = t.req("POST", &format!("/1.0/apps/{app}/stop")).admin().form(&[("process", "web")]).send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(t.app_get(&host, "/").await.0, 503);
+        assert_eq!(unit_states(&t, &app).await, [states("web", "stopped", 1), states("worker", "started", 2)].concat());
+        let r = t.req("POST", &format!("/1.0/apps/{app}/restart")).admin().form(&[("process", "web")]).send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(unit_states(&t, &app).await, [states("web", "started", 1), states("worker", "started", 2)].concat());
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from the platform\n".into()));
+
         let r = t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await;
         assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        t.stop().await;
+    }
+}
+
+/// The (process, status) of each unit app info lists, sorted.
+async fn unit_states(t: &TestServer, app: &str) -> Vec<(String, String)> {
+    let info = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json();
+    let mut out: Vec<(String, String)> =
+        info["units"].as_array().unwrap().iter().map(|u| (u["ProcessName"].as_str().unwrap().to_string(), u["Status"].as_str().unwrap().to_string())).collect();
+    out.sort();
+    out
+}
+
+fn states(process: &str, status: &str, count: usize) -> Vec<(String, String)> {
+    vec![(process.to_string(), status.to_string()); count]
+}
+
+backends! {
+    async fn a_pool_move_hands_the_app_to_the_new_provisioner(b) {
+        let Some(nodes) = nodes() else { return };
+        let _shared = ENGINES.read().await;
+        images(&nodes).await;
+        // Two docker provisioners, each with one engine; and the wasm one.
+        let mut o = Options::new(b);
+        o.extra_toml = "[[plugin]]\nname = \"docker-b\"\nkind = \"provisioner\"\nbuiltin = \"provisioner-docker\"\n\
+                        capabilities = [\"log\", \"app-runtime\", \"containers\"]\ntimeout_ms = 120000\n".into();
+        let t = TestServer::start_with(o).await;
+        t.team("t1").await;
+        let (pa, pb, pw) = (unique("pa", b), unique("pb", b), unique("pw", b));
+        for (pool, provisioner) in [(&pa, "docker"), (&pb, "docker-b"), (&pw, "wasm")] {
+            t.req("POST", "/1.0/pools").admin().form(&[("name", pool.as_str()), ("provisioner", provisioner)]).send().await.expect(201, "");
+        }
+        for (node, pool) in [(&nodes[0], &pa), (&nodes[1], &pb)] {
+            let r = add_node(&t, node, pool).await;
+            assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        }
+        let app = unique("mover", b);
+        let host = format!("{app}.apps.test");
+        let label = format!("torii.app={app}");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", app.as_str()), ("teamOwner", "t1"), ("pool", pa.as_str())]).send().await.expect_status(201);
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("image", "torii-test/httpd:1")]).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        let r = t.req("PUT", &format!("/1.0/apps/{app}/units")).admin().form(&[("units", "1")]).send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        let on_nodes = || (containers(&nodes[0], &label).len(), containers(&nodes[1], &label).len());
+        assert_eq!(on_nodes(), (2, 0));
+
+        // To the other docker provisioner: its engine runs the units, the old one's are gone.
+        let r = t.req("PUT", &format!("/1.0/apps/{app}")).admin().form(&[("pool", pb.as_str())]).send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert!(r.body.contains("provisioner \\\"docker-b\\\" prepares version 1"), "{}", r.body);
+        assert_eq!(on_nodes(), (0, 2));
+        assert_eq!(unit_states(&t, &app).await, states("web", "started", 2));
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+
+        // To wasm, which cannot run an image: refused before anything changed.
+        let r = t.req("PUT", &format!("/1.0/apps/{app}")).admin().form(&[("pool", pw.as_str())]).send().await;
+        let errors = stream_errors(&r.body);
+        assert!(errors.len() == 1 && errors[0].starts_with("provisioner \"wasm\": "), "{}", r.body);
+        let info = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json();
+        assert_eq!(info["pool"], pb.as_str());
+        assert_eq!(on_nodes(), (0, 2));
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+
+        // And back: the first engine runs it again.
+        let r = t.req("PUT", &format!("/1.0/apps/{app}")).admin().form(&[("pool", pa.as_str())]).send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(on_nodes(), (2, 0));
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+
+        let r = t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(on_nodes(), (0, 0));
         t.stop().await;
     }
 }

@@ -85,6 +85,17 @@ async fn forward<'a>(
 ) -> ApiResult<()> {
     let app = after.app.name.clone();
     let moved = !std::ptr::eq(from, to);
+    if moved {
+        // The new provisioner must be able to run what runs now (an image on
+        // its nodes, a component it can load) before anything is recorded.
+        let state = state_of(server, after).await?;
+        for v in state.versions.iter().filter(|v| v.routable || v.processes.iter().any(|p| p.units > 0)) {
+            out.line(format!(" ---> provisioner {:?} prepares version {} of the app\n", to.name(), v.version)).await;
+            for line in to.prepare(state.clone(), v.clone()).await.map_err(|e| failed(to, e))? {
+                out.line(line).await;
+            }
+        }
+    }
     server.store.record_desired(after).await?;
     done.push(Done::Recorded);
 
