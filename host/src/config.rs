@@ -302,6 +302,8 @@ pub enum Capability {
     AppRuntime,
     Proxy,
     Containers,
+    /// Outbound HTTP (`wasi:http/outgoing-handler`) to what `[plugin.outbound] allow` names.
+    Http,
 }
 
 impl Capability {
@@ -312,6 +314,7 @@ impl Capability {
             Capability::AppRuntime => "app-runtime",
             Capability::Proxy => "proxy",
             Capability::Containers => "containers",
+            Capability::Http => "http",
         }
     }
 }
@@ -332,6 +335,53 @@ pub struct PluginEntry {
     pub config: toml::Table,
     pub timeout_ms: Option<u64>,
     pub memory_mb: Option<u64>,
+    /// What the entry may reach with capability `http`, and its limits.
+    pub outbound: Option<OutboundConfig>,
+}
+
+/// `[plugin.outbound]`: the destinations and limits of a plugin's outbound HTTP.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// `scheme://host[:port]` entries; the host may be `*` or `*.example.com`,
+    /// the port `*`. A loopback or private address is reached only through an
+    /// entry naming its host itself.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// To resolve, connect and finish TLS.
+    #[serde(default = "OutboundConfig::default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// From the request to the last byte of the response.
+    #[serde(default = "OutboundConfig::default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "OutboundConfig::default_max_bytes")]
+    pub max_request_bytes: u64,
+    #[serde(default = "OutboundConfig::default_max_bytes")]
+    pub max_response_bytes: u64,
+    /// PEM files of CAs trusted beside the platform's roots.
+    #[serde(default)]
+    pub ca_files: Vec<PathBuf>,
+}
+
+impl OutboundConfig {
+    fn default_connect_timeout_ms() -> u64 {
+        5_000
+    }
+    fn default_timeout_ms() -> u64 {
+        30_000
+    }
+    fn default_max_bytes() -> u64 {
+        8 << 20
+    }
+
+    pub fn limits(&self) -> crate::outbound::OutboundLimits {
+        crate::outbound::OutboundLimits {
+            connect: std::time::Duration::from_millis(self.connect_timeout_ms),
+            total: std::time::Duration::from_millis(self.timeout_ms),
+            request_bytes: self.max_request_bytes,
+            response_bytes: self.max_response_bytes,
+        }
+    }
 }
 
 impl Default for Config {
@@ -494,6 +544,7 @@ impl Config {
                     config: toml::Table::new(),
                     timeout_ms,
                     memory_mb: None,
+                    outbound: None,
                 });
             }
         }
@@ -530,6 +581,21 @@ impl Config {
             }
             if matches!(p.memory_mb, Some(0)) {
                 return Err(invalid(format!("{key}.memory_mb"), "must be positive"));
+            }
+            match (&p.outbound, p.capabilities.contains(&Capability::Http)) {
+                (Some(_), false) => {
+                    return Err(invalid(format!("{key}.outbound"), "is given, but the entry is not granted capability \"http\""));
+                }
+                (None, true) => {
+                    return Err(invalid(format!("{key}.capabilities"), "grant \"http\" with [plugin.outbound] allow = [...], the destinations it may reach"));
+                }
+                (Some(o), true) => {
+                    crate::outbound::AllowList::parse(&o.allow).map_err(|e| invalid(format!("{key}.outbound.allow"), e))?;
+                    if o.connect_timeout_ms == 0 || o.timeout_ms == 0 || o.max_request_bytes == 0 || o.max_response_bytes == 0 {
+                        return Err(invalid(format!("{key}.outbound"), "timeouts and byte limits must be positive"));
+                    }
+                }
+                (None, false) => {}
             }
         }
         match self.plugin.iter().find(|p| p.name == self.auth.scheme) {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod dataplane;
 pub mod docker;
 pub mod egress;
+pub mod outbound;
 pub mod deploy;
 pub mod error;
 pub mod events;

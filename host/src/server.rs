@@ -80,7 +80,13 @@ async fn plugin_pool<W: World>(
         (None, None) => unreachable!("config validation"),
     };
     let component = engine.component(&bytes).with_context(|| format!("plugin {:?} is not a valid component", entry.name))?;
-    let host = HostCtx { name: entry.name.clone(), grants: entry.capabilities.clone(), store: store.clone(), apps };
+    let outbound = match (&entry.outbound, entry.capabilities.contains(&crate::config::Capability::Http)) {
+        (Some(o), true) => Some(Arc::new(
+            crate::outbound::Outbound::new(format!("plugin {:?}", entry.name), o).map_err(|e| anyhow::anyhow!("plugin {:?}: outbound: {e}", entry.name))?,
+        )),
+        _ => None,
+    };
+    let host = HostCtx { name: entry.name.clone(), grants: entry.capabilities.clone(), store: store.clone(), apps, outbound };
     let config_json = serde_json::to_string(&entry.config)?;
     Ok(PluginPool::<W>::new(engine, &component, host, config_json, limits(config, entry)).await?)
 }

@@ -15,6 +15,7 @@ mod events;
 mod isolation;
 mod logs;
 mod mail;
+mod outbound;
 mod plans;
 pub(crate) mod platforms;
 mod plugins;

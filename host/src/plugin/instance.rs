@@ -14,6 +14,9 @@ use super::engine::{MemoryCap, MemoryLimit};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::outbound::PluginHttp;
 
 use super::PluginError;
 use super::capabilities::{self, Denied};
@@ -35,6 +38,8 @@ pub struct HostCtx {
     pub store: Db,
     /// The WASM app runtime, for provisioners (capability `app-runtime`).
     pub apps: Option<AppsHost>,
+    /// Outbound HTTP, for entries granted `http`.
+    pub outbound: Option<Arc<crate::outbound::Outbound>>,
 }
 
 /// The app runtime's parts a provisioner plugin reaches.
@@ -53,12 +58,20 @@ pub struct PluginState {
     table: ResourceTable,
     limits: MemoryCap,
     stderr: StderrTail,
+    http: WasiHttpCtx,
+    http_hooks: PluginHttp,
     pub host: Arc<HostCtx>,
 }
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
     }
 }
 
@@ -183,6 +196,9 @@ impl<W: World> PluginPool<W> {
         }
         let mut linker = Linker::<PluginState>::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(load)?;
+        // Outbound HTTP is linked for every plugin; a request of one not
+        // granted `http` fails with an error naming the grant.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(load)?;
         capabilities::add_to_linker(&mut linker).map_err(load)?;
         let instance_pre = linker.instantiate_pre(component).map_err(load)?;
         let pre = W::pre(instance_pre).map_err(load)?;
@@ -214,6 +230,8 @@ impl<W: World> PluginPool<W> {
             table: ResourceTable::new(),
             limits: MemoryCap { bytes: self.limits.memory_bytes, max_table_elements: MAX_TABLE_ELEMENTS },
             stderr,
+            http: WasiHttpCtx::new(),
+            http_hooks: PluginHttp { who: format!("plugin {:?}", self.host.name), outbound: self.host.outbound.clone() },
             host: self.host.clone(),
         };
         let mut store = Store::new(&self.engine, state);

@@ -9,6 +9,7 @@
 //! reports it as an error naming the plugin.
 
 pub mod auth;
+pub mod http;
 pub mod kv;
 pub mod log;
 pub mod validate;

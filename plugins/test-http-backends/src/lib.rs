@@ -10,10 +10,14 @@
 //! - `units` lists what the last successful `apply` ran (kept in kv), not
 //!   what the host wants now, so a test sees what runs;
 //! - `app run` with the command `fail-next-apply` makes the app's next
-//!   `apply` fail (once), as a backend that breaks half-way would.
+//!   `apply` fail (once), as a backend that breaks half-way would;
+//! - `app run` with `fetch <url>` (GET, redirects followed) or
+//!   `post <url> <bytes>` sends an outbound request through the SDK's
+//!   `http` client and prints the status and body (the host's outbound
+//!   rule under test).
 
 use std::collections::BTreeMap;
-use torii_plugin_sdk::kv;
+use torii_plugin_sdk::{http, kv};
 use torii_provisioner_sdk::export_provisioner;
 use torii_provisioner_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Provisioner, Route, Unit};
 
@@ -120,7 +124,14 @@ impl Provisioner for HttpBackends {
             kv::set(&fail_key(&desired.name), b"1")?;
             return Ok(vec![format!("the next apply of app {:?} fails\n", desired.name)]);
         }
-        Err(Error::Unsupported("this provisioner runs no commands but fail-next-apply".into()))
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let request = match words.as_slice() {
+            ["fetch", url] => http::Request::new("GET", url),
+            ["post", url, size] => http::Request::new("POST", url).body(vec![b'x'; size.parse::<usize>().map_err(|_| "post <url> <bytes>".to_string())?]),
+            _ => return Err(Error::Unsupported("this provisioner runs fail-next-apply, fetch <url> and post <url> <bytes>".into())),
+        };
+        let r = http::fetch(request).map_err(|e| Error::Unavailable(e.to_string()))?;
+        Ok(vec![format!("{} {}\n", r.status, r.text())])
     }
 
     fn destroy(&self, app: &str) -> Outcome<()> {
