@@ -9,7 +9,12 @@
 //! creates 10,000 apps through the API and times `GET /1.0/apps` (the full
 //! list, one request at a time). Last, in process, the median cost of a
 //! trivial call into a plugin (`health` on the built-in native auth scheme),
-//! against a bare async call as the baseline.
+//! against a bare async call as the baseline; and one outbound HTTP call
+//! from a plugin (`test-http-backends`' `fetch`, through the SDK and the
+//! host's outbound rule) against the same request from native Rust (a fresh
+//! connection each time, as the host opens one per request), both to the
+//! same loopback server, interleaved. `TORII_BENCH_ONLY=plugins` runs the
+//! plugin rows alone.
 
 mod common;
 
@@ -24,6 +29,11 @@ async fn load(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Lo
 #[tokio::main]
 async fn main() {
     let dir = tempfile::TempDir::new().unwrap();
+    if std::env::var("TORII_BENCH_ONLY").as_deref() == Ok("plugins") {
+        plugin_call(dir.path()).await;
+        outbound_call(dir.path()).await;
+        return;
+    }
     let torii = std::sync::Arc::new(Torii::start(dir.path(), "").await);
     let (addr, client, base, token) = (torii.api, torii.client.clone(), torii.base.clone(), torii.token.clone());
 
@@ -91,6 +101,7 @@ async fn main() {
     drop(torii);
 
     plugin_call(dir.path()).await;
+    outbound_call(dir.path()).await;
 }
 
 /// Median of a trivial call into the native auth plugin, against a bare async call.
@@ -122,6 +133,76 @@ async fn plugin_call(dir: &std::path::Path) {
         plugin[N * 99 / 100].as_secs_f64() * 1e6,
         median(&baseline)
     );
+    server.store.close().await;
+}
+
+/// Median cost of a plugin's outbound HTTP call against native Rust's.
+async fn outbound_call(dir: &std::path::Path) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let origin = tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().route("/", axum::routing::get(|| async { "ok" }))).await.unwrap();
+    });
+    let toml = format!(
+        "data_dir = {:?}\n[[plugin]]\nname = \"outside\"\nkind = \"provisioner\"\npath = {:?}\n\
+         capabilities = [\"log\", \"kv\", \"app-runtime\", \"http\"]\n[plugin.outbound]\nallow = [\"http://{addr}\"]\n",
+        dir.join("outbound-data"),
+        env!("TORII_GUEST_TEST_HTTP_BACKENDS")
+    );
+    let server = torii::server::Server::build(torii::config::Config::parse(&toml).unwrap()).await.unwrap();
+    let plugin = &server.provisioners["outside"];
+    let state = torii::plugin::provisioner::AppState {
+        name: "bench".into(),
+        pool: "bench".into(),
+        plan_memory: 0,
+        plan_cpu_milli: 0,
+        env: Vec::new(),
+        versions: Vec::new(),
+    };
+    let command = format!("fetch http://{addr}/");
+    let from_plugin = async || {
+        let lines = plugin.run(state.clone(), &command, false, false).await.unwrap();
+        assert_eq!(lines, vec!["200 ok\n".to_string()]);
+    };
+    let native = async || {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let req = hyper::Request::get("/").header("host", addr.to_string()).body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        drop(sender);
+        let _ = conn.await;
+    };
+    for _ in 0..300 {
+        from_plugin().await;
+        native().await;
+    }
+    const N: usize = 3000;
+    let (mut p, mut n) = (Vec::with_capacity(N), Vec::with_capacity(N));
+    for _ in 0..N {
+        let start = Instant::now();
+        from_plugin().await;
+        p.push(start.elapsed());
+        let start = Instant::now();
+        native().await;
+        n.push(start.elapsed());
+    }
+    p.sort();
+    n.sort();
+    let median = |v: &[Duration]| v[v.len() / 2].as_secs_f64() * 1e6;
+    println!(
+        "outbound HTTP call: plugin median {:.1} µs (p99 {:.1}), native median {:.1} µs (p99 {:.1}); added by the plugin {:.1} µs, ratio {:.2} (target added < 50 µs)",
+        median(&p),
+        p[N * 99 / 100].as_secs_f64() * 1e6,
+        median(&n),
+        n[N * 99 / 100].as_secs_f64() * 1e6,
+        median(&p) - median(&n),
+        median(&p) / median(&n)
+    );
+    origin.abort();
     server.store.close().await;
 }
 
