@@ -28,6 +28,20 @@ pub struct Config {
     pub egress: EgressConfig,
     #[serde(rename = "plugin")]
     pub plugin: Vec<PluginEntry>,
+    /// Per-pool bounds on what its apps may do (`[[pool_policy]]`).
+    pub pool_policy: Vec<PoolPolicy>,
+}
+
+/// `[[pool_policy]]`: what the apps of one pool may reach. Without an
+/// entry a pool's apps reach nothing outside torii.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolPolicy {
+    pub pool: String,
+    /// Allow entries (as `[plugin.outbound] allow`) bounding the
+    /// `allowed_outbound_hosts` of the pool's app versions.
+    #[serde(default)]
+    pub outbound: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -294,6 +308,34 @@ pub enum PluginKind {
     ServiceBroker,
 }
 
+impl PluginKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PluginKind::AuthScheme => "auth-scheme",
+            PluginKind::Provisioner => "provisioner",
+            PluginKind::Router => "router",
+            PluginKind::Iaas => "iaas",
+            PluginKind::ServiceBroker => "service-broker",
+        }
+    }
+
+    /// The capabilities a plugin of this kind can use (its world's imports,
+    /// and outbound HTTP).
+    pub fn usable(self) -> &'static [Capability] {
+        use Capability::*;
+        match self {
+            PluginKind::AuthScheme | PluginKind::Iaas | PluginKind::ServiceBroker => &[Log, Kv, Http],
+            PluginKind::Provisioner => &[Log, Kv, AppRuntime, Containers, Http],
+            PluginKind::Router => &[Log, Kv, Proxy, Http],
+        }
+    }
+
+    /// Whether torii has the host side of this kind (something calls it).
+    pub fn hosted(self) -> bool {
+        matches!(self, PluginKind::AuthScheme | PluginKind::Provisioner | PluginKind::Router)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
@@ -363,6 +405,19 @@ pub struct OutboundConfig {
     pub ca_files: Vec<PathBuf>,
 }
 
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            allow: Vec::new(),
+            connect_timeout_ms: Self::default_connect_timeout_ms(),
+            timeout_ms: Self::default_timeout_ms(),
+            max_request_bytes: Self::default_max_bytes(),
+            max_response_bytes: Self::default_max_bytes(),
+            ca_files: Vec::new(),
+        }
+    }
+}
+
 impl OutboundConfig {
     fn default_connect_timeout_ms() -> u64 {
         5_000
@@ -404,6 +459,7 @@ impl Default for Config {
             pools: PoolsConfig::default(),
             egress: EgressConfig::default(),
             plugin: Vec::new(),
+            pool_policy: Vec::new(),
         }
     }
 }
@@ -576,6 +632,19 @@ impl Config {
                 },
                 (None, Some(_)) => {}
             }
+            if !p.kind.hosted() {
+                return Err(invalid(
+                    format!("{key}.kind"),
+                    format!("this torii has no host side for {} plugins yet: nothing would call it (it loads auth-scheme, provisioner and router plugins)", p.kind.name()),
+                ));
+            }
+            if let Some(c) = p.capabilities.iter().find(|c| !p.kind.usable().contains(c)) {
+                let usable: Vec<&str> = p.kind.usable().iter().map(|c| c.name()).collect();
+                return Err(invalid(
+                    format!("{key}.capabilities"),
+                    format!("a {} plugin cannot use capability {:?} (it may be granted {})", p.kind.name(), c.name(), usable.join(", ")),
+                ));
+            }
             if p.timeout_ms == Some(0) {
                 return Err(invalid(format!("{key}.timeout_ms"), "must be positive"));
             }
@@ -607,6 +676,13 @@ impl Config {
         }
         if self.plugin.iter().any(|p| p.name == EMBEDDED_ROUTER && p.kind != PluginKind::Router) {
             return Err(invalid("plugin", format!("the plugin named {EMBEDDED_ROUTER:?} serves the built-in router: it must be of kind router")));
+        }
+        let mut policed = BTreeSet::new();
+        for (i, policy) in self.pool_policy.iter().enumerate() {
+            if !policed.insert(policy.pool.as_str()) {
+                return Err(invalid(format!("pool_policy[{i}].pool"), format!("pool {:?} has two policies", policy.pool)));
+            }
+            crate::outbound::AllowList::parse(&policy.outbound).map_err(|e| invalid(format!("pool_policy[{i}].outbound"), e))?;
         }
         if self.auth.token_expire_days == 0 {
             return Err(invalid("auth.token_expire_days", "must be at least 1"));
@@ -728,6 +804,11 @@ impl Config {
     /// to it are built onto a platform image.
     pub fn uses_nodes(&self, name: &str) -> bool {
         self.plugin.iter().any(|p| p.name == name && p.capabilities.contains(&Capability::Containers))
+    }
+
+    /// What the apps of `pool` may reach (`[[pool_policy]] outbound`).
+    pub fn pool_outbound(&self, pool: &str) -> &[String] {
+        self.pool_policy.iter().find(|p| p.pool == pool).map(|p| p.outbound.as_slice()).unwrap_or(&[])
     }
 
     /// The provisioner of a pool: its own, or the configured default.

@@ -43,6 +43,8 @@ pub struct Server {
     pub routing: Arc<Routing>,
     /// Apps being woken by the data plane, one wake each at a time.
     pub wakes: crate::apps::wake::Wakes,
+    /// The outbound HTTP of app versions (built once per version).
+    pub app_outbound: crate::outbound::AppOutbound,
     /// Unit lists as provisioners last reported them, per app: the view and
     /// unit-state generation they were made from (see `api::apps`).
     /// The egress rule every fetch of a user-given URL passes.
@@ -197,6 +199,7 @@ impl Server {
             provisioners,
             routing,
             wakes: Default::default(),
+            app_outbound: Default::default(),
             unit_lists: Default::default(),
             egress,
             events,

@@ -198,3 +198,68 @@ fn outbound_config_is_checked_at_load() {
     assert_eq!(load(entry("x", "\"http\"", "allow = [\"https://*.example.com:*\"]\ntimeout_ms = 0")), "config: `plugin[0].outbound`: timeouts and byte limits must be positive");
     assert_eq!(load(entry("x", "\"http\"", "allow = [\"https://*.example.com:*\", \"http://127.0.0.1:2019\"]")), "");
 }
+
+backends! {
+    async fn apps_reach_what_their_torii_toml_declares_within_their_pool_policy(b) {
+        use crate::deploy::{MP, tar_gz, upload};
+        let (origin, _origin_task) = serve(axum::Router::new().route("/hello", axum::routing::get(|| async { "hello from the origin" }))).await;
+        let o = origin.port();
+        let mut opts = Options::new(b);
+        opts.extra_toml = "[[pool_policy]]\npool = \"main\"\noutbound = [\"http://127.0.0.1:*\"]\n".into();
+        let t = TestServer::start_with(opts).await;
+        t.team("t1").await;
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "closed")]).send().await.expect(201, "");
+        let fetch = std::fs::read(env!("TORII_GUEST_APP_FETCH")).unwrap();
+        let deploy = |app: &'static str, files: Vec<(&'static str, Vec<u8>)>| {
+            let t = &t;
+            async move {
+                let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+                t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().raw(MP, upload(&tar_gz(&files), &[])).send().await
+            }
+        };
+        let manifest = |hosts: &str| format!("allowed_outbound_hosts = [{hosts}]\n").into_bytes();
+        for (app, pool) in [("caller", "main"), ("plain", "main"), ("shut", "closed")] {
+            t.req("POST", "/1.0/apps").admin().form(&[("name", app), ("teamOwner", "t1"), ("pool", pool)]).send().await.expect_status(201);
+        }
+
+        // Declared and within the pool's policy: reached.
+        let r = deploy("caller", vec![("app.wasm", fetch.clone()), ("torii.toml", manifest(&format!("\"http://127.0.0.1:{o}\"")))]).await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        let get = |app: &str, url: String| {
+            let t = &t;
+            let host = format!("{app}.apps.test");
+            async move { t.app_get(&host, &format!("/?url={url}")).await }
+        };
+        assert_eq!(get("caller", format!("http://127.0.0.1:{o}/hello")).await, (200, "200 hello from the origin\n".into()));
+        // Within the policy but not declared: refused.
+        assert_eq!(
+            get("caller", "http://127.0.0.1:9/x".into()).await,
+            (502, format!("GET http://127.0.0.1:9/x: app \"caller\": http://127.0.0.1:9/x is not allowed: no entry of its allow-list (http://127.0.0.1:{o}) matches it\n"))
+        );
+        // Torii's own view shows what each version may reach.
+        let versions = t.req("GET", "/torii/v1/apps/caller/versions").admin().send().await.json();
+        assert_eq!(versions[0]["allowedOutboundHosts"], serde_json::json!([format!("http://127.0.0.1:{o}")]), "{versions}");
+        assert_eq!(versions[0]["processes"], serde_json::json!([{"name": "web", "units": 1, "status": "started"}]), "{versions}");
+
+        // Nothing declared: nothing reached.
+        let r = deploy("plain", vec![("app.wasm", fetch.clone())]).await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(
+            get("plain", format!("http://127.0.0.1:{o}/hello")).await,
+            (502, format!("GET http://127.0.0.1:{o}/hello: app \"plain\": http://127.0.0.1:{o}/hello is not allowed: no entry of its allow-list (nothing: its torii.toml declares no allowed_outbound_hosts) matches it\n"))
+        );
+
+        // Beyond the pool's policy, or a bad torii.toml: the deploy is refused, nothing recorded.
+        let r = deploy("caller", vec![("app.wasm", fetch.clone()), ("torii.toml", manifest("\"https://api.example.com\", \"http://127.0.0.1:1\""))]).await;
+        assert!(r.body.contains("torii.toml: allowed_outbound_hosts https://api.example.com go beyond what pool \"main\" lets its apps reach (http://127.0.0.1:*): ask the operator to widen its [[pool_policy]]") && !r.body.ends_with("\nOK\n"), "{}", r.body);
+        let r = deploy("shut", vec![("app.wasm", fetch.clone()), ("torii.toml", manifest(&format!("\"http://127.0.0.1:{o}\"")))]).await;
+        assert!(r.body.contains("go beyond what pool \"closed\" lets its apps reach (nothing)") && !r.body.ends_with("\nOK\n"), "{}", r.body);
+        let r = deploy("caller", vec![("app.wasm", fetch.clone()), ("torii.toml", b"allowed_hosts = []\n".to_vec())]).await;
+        assert!(r.body.contains("torii.toml: unknown field `allowed_hosts`") && !r.body.ends_with("\nOK\n"), "{}", r.body);
+        let r = deploy("caller", vec![("app.wasm", fetch.clone()), ("torii.toml", manifest("\"127.0.0.1\""))]).await;
+        assert!(r.body.contains("torii.toml: allowed_outbound_hosts: \"127.0.0.1\" is not an allow entry") && !r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(t.req("GET", "/1.0/apps/caller").admin().send().await.json()["deploys"], 1);
+        t.stop().await;
+    }
+}

@@ -86,6 +86,33 @@ async fn bad_plugin_config_or_file_stops_startup_naming_the_plugin() {
 }
 
 #[tokio::test]
+async fn entries_that_do_not_fit_their_kind_are_refused_at_load() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let cache = crate::support::shared_cache_dir();
+    let base = format!("data_dir = {:?}\n[plugins]\ncache_dir = {cache:?}\n", dir.path());
+    let provisioner = env!("TORII_GUEST_TEST_HTTP_BACKENDS");
+
+    // The component is another kind than its entry says.
+    let toml = format!("{base}[[plugin]]\nname = \"edge\"\nkind = \"router\"\npath = {provisioner:?}\ncapabilities = [\"log\"]\n");
+    let err = format!("{:#}", Server::build(Config::parse(&toml).unwrap()).await.err().expect("refused"));
+    assert_eq!(
+        err,
+        format!("plugin \"edge\": its entry says kind router, but the component is of kind provisioner (it exports torii:plugin/provisioner@{})", torii::plugin::CONTRACT_VERSION)
+    );
+
+    // A grant the kind's world cannot use; a kind torii does not call yet.
+    let parse = |entry: &str| Config::parse(&format!("{base}{entry}")).err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(
+        parse(&format!("[[plugin]]\nname = \"edge\"\nkind = \"router\"\npath = {provisioner:?}\ncapabilities = [\"log\", \"containers\"]\n")),
+        "config: `plugin[0].capabilities`: a router plugin cannot use capability \"containers\" (it may be granted log, kv, proxy, http)"
+    );
+    assert_eq!(
+        parse(&format!("[[plugin]]\nname = \"ec2\"\nkind = \"iaas\"\npath = {provisioner:?}\n")),
+        "config: `plugin[0].kind`: this torii has no host side for iaas plugins yet: nothing would call it (it loads auth-scheme, provisioner and router plugins)"
+    );
+}
+
+#[tokio::test]
 async fn compiled_plugins_are_cached_by_content_hash() {
     let dir = tempfile::TempDir::new().unwrap();
     let cache = dir.path().join("cache");

@@ -28,6 +28,33 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.8", Method::POST, "/apps/{app}/routable", routable)
         .add("1.5", Method::POST, "/apps/{app}/build", build)
         .add("1.3", Method::POST, "/apps/{app}/deploy/rebuild", rebuild)
+        .torii(Method::GET, "/torii/v1/apps/{app}/versions", versions_list)
+}
+
+/// `GET /torii/v1/apps/{app}/versions`: each version with its processes
+/// (units, status), its share of the traffic and where its outbound HTTP
+/// may go.
+async fn versions_list(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget) -> ApiResult<Response> {
+    caller.require("app.read", &app_contexts(&app))?;
+    let out: Vec<Value> = server
+        .store
+        .versions(&app.name)
+        .await?
+        .iter()
+        .map(|v| {
+            json!({
+                "version": v.version,
+                "image": image_name(&app.name, v.version),
+                "processes": v.processes,
+                "routable": v.routable,
+                "weight": v.weight,
+                "allowedOutboundHosts": v.outbound,
+                "disabledReason": v.disabled_reason,
+                "createdAt": super::time_json(v.created_at),
+            })
+        })
+        .collect();
+    Ok(super::json(axum::http::StatusCode::OK, &out))
 }
 
 /// `POST /1.8/apps/{app}/routable`: a version joins the traffic (shared

@@ -21,6 +21,18 @@ pub struct Artifact {
     pub processes: Vec<String>,
     /// Where the component came from, for the progress output.
     pub source: String,
+    /// What the app may reach (`allowed_outbound_hosts` of its `torii.toml`).
+    pub outbound: Vec<String>,
+}
+
+/// `torii.toml` beside the component: what the app declares of itself.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    /// Allow entries (`https://api.example.com`, `https://*.example.com:*`):
+    /// where the app's outbound HTTP may go, within its pool's policy.
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +49,8 @@ pub enum DeployError {
     NoProcfile,
     #[error("Procfile: {0}")]
     Procfile(String),
+    #[error("torii.toml: {0}")]
+    Manifest(String),
     #[error("{path} is larger than the {} MiB it may be", limit >> 20)]
     TooLarge { path: String, limit: u64 },
     #[error("{0}")]
@@ -58,7 +72,7 @@ const MAX_UNPACKED: u64 = 1 << 30;
 /// The largest component an archive may hold (a componentize-py app is
 /// ~40 MiB); larger entries are refused from their header, before reading.
 pub const MAX_COMPONENT: u64 = 128 << 20;
-/// The largest Procfile.
+/// The largest Procfile (and torii.toml).
 const MAX_PROCFILE: u64 = 1 << 20;
 /// Process names: letters, digits, `-` and `_`, starting with a letter or
 /// digit, at most 63 characters (a DNS label: they name units and labels).
@@ -73,14 +87,14 @@ pub fn extract(upload: &[u8], max_processes: usize) -> Result<Artifact, DeployEr
         return Err(DeployError::Empty);
     }
     if !upload.starts_with(&[0x1f, 0x8b]) {
-        return Ok(Artifact { component: upload.to_vec(), processes: vec!["web".into()], source: "the uploaded file".into() });
+        return Ok(Artifact { component: upload.to_vec(), processes: vec!["web".into()], source: "the uploaded file".into(), outbound: Vec::new() });
     }
     let archive_error = |e: std::io::Error| DeployError::Archive(e.to_string());
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(upload));
     // `app.wasm`, else the only `.wasm`: the first other one is kept until
     // an `app.wasm` shows up; more are only named, for the error.
     let (mut app_wasm, mut first, mut others) = (None::<Vec<u8>>, None::<(String, Vec<u8>)>, Vec::<String>::new());
-    let mut procfile = None;
+    let (mut procfile, mut manifest) = (None, None);
     let mut unpacked: u64 = 0;
     for entry in archive.entries().map_err(archive_error)? {
         let mut entry = entry.map_err(archive_error)?;
@@ -91,7 +105,7 @@ pub fn extract(upload: &[u8], max_processes: usize) -> Result<Artifact, DeployEr
         }
         let path = entry.path().map_err(archive_error)?.to_string_lossy().trim_start_matches("./").to_string();
         let is_wasm = path.ends_with(".wasm");
-        let wanted = entry.header().entry_type().is_file() && (is_wasm || path == "Procfile");
+        let wanted = entry.header().entry_type().is_file() && (is_wasm || path == "Procfile" || path == "torii.toml");
         if !wanted || (is_wasm && path != "app.wasm" && (app_wasm.is_some() || first.is_some())) {
             if wanted {
                 others.push(path);
@@ -107,6 +121,7 @@ pub fn extract(upload: &[u8], max_processes: usize) -> Result<Artifact, DeployEr
         (&mut entry).take(cap).read_to_end(&mut bytes).map_err(archive_error)?;
         match path.as_str() {
             "Procfile" => procfile = Some(String::from_utf8_lossy(&bytes).into_owned()),
+            "torii.toml" => manifest = Some(String::from_utf8_lossy(&bytes).into_owned()),
             "app.wasm" => app_wasm = Some(bytes),
             _ => first = Some((path, bytes)),
         }
@@ -125,7 +140,12 @@ pub fn extract(upload: &[u8], max_processes: usize) -> Result<Artifact, DeployEr
         Some(text) => processes(&text, max_processes)?,
         None => vec!["web".into()],
     };
-    Ok(Artifact { component, processes, source })
+    let manifest: Manifest = match manifest {
+        Some(text) => toml::from_str(&text).map_err(|e| DeployError::Manifest(e.message().to_string()))?,
+        None => Manifest::default(),
+    };
+    crate::outbound::AllowList::parse(&manifest.allowed_outbound_hosts).map_err(|e| DeployError::Manifest(format!("allowed_outbound_hosts: {e}")))?;
+    Ok(Artifact { component, processes, source, outbound: manifest.allowed_outbound_hosts })
 }
 
 /// Process names of a Procfile (`name: command` lines; `web` without any),
@@ -172,6 +192,7 @@ pub async fn deploy_component(
     how: NewVersion,
     out: &impl Progress,
 ) -> Result<i64, DeployError> {
+    within_policy(server, app, &artifact.outbound).await?;
     let digest = Blobs::digest(&artifact.component);
     out.line(format!(
         "---- Checking {} ({} KiB, sha256 {}) ----\n",
@@ -189,7 +210,30 @@ pub async fn deploy_component(
         }
         return Err(e);
     }
-    record(server, app, &digest, &artifact.processes, event_id, how, out).await
+    record(server, app, &digest, &artifact.processes, &artifact.outbound, event_id, how, out).await
+}
+
+/// Refuses `outbound` (a version's `allowed_outbound_hosts`) when it goes
+/// beyond what the app's pool allows its apps (`[[pool_policy]] outbound`).
+async fn within_policy(server: &Server, app: &str, outbound: &[String]) -> Result<(), DeployError> {
+    if outbound.is_empty() {
+        return Ok(());
+    }
+    let pool = server.store.app(app).await?.map(|a| a.pool).unwrap_or_default();
+    let policy = server.config.pool_outbound(&pool);
+    let (asked, bound) = (crate::outbound::AllowList::parse(outbound), crate::outbound::AllowList::parse(policy));
+    let (Ok(asked), Ok(bound)) = (asked, bound) else {
+        return Err(DeployError::Manifest("allowed_outbound_hosts cannot be checked against the pool's policy".into()));
+    };
+    let beyond = asked.outside(&bound);
+    if beyond.is_empty() {
+        return Ok(());
+    }
+    Err(DeployError::Manifest(format!(
+        "allowed_outbound_hosts {} go beyond what pool {pool:?} lets its apps reach ({}): ask the operator to widen its [[pool_policy]]",
+        beyond.join(", "),
+        bound.describe()
+    )))
 }
 
 /// Deploys an image (present on the provisioner's backends) as the app's next
@@ -206,7 +250,7 @@ pub async fn deploy_image(
     out.line(format!("---- Deploying image {image} ----\n")).await;
     let processes = ["web".to_string()];
     prepare(server, provisioner, app, image, &processes, how, out).await?;
-    record(server, app, image, &processes, event_id, how, out).await
+    record(server, app, image, &processes, &[], event_id, how, out).await
 }
 
 /// The artifact of a version built from a build context in the blob store:
@@ -376,7 +420,7 @@ pub async fn deploy_build(
         }
         return Err(e);
     }
-    record(server, app, &artifact, processes, event_id, how, out).await
+    record(server, app, &artifact, processes, &[], event_id, how, out).await
 }
 
 /// Deploys what `version` was made from again, as the next version
@@ -399,7 +443,12 @@ pub async fn redeploy(
         return deploy_image(server, provisioner, app, &version.digest, event_id, how, out).await;
     }
     let component = server.apps.blobs.get(&version.digest).await.map_err(missing)?;
-    let artifact = Artifact { component, processes: version.process_names(), source: format!("version {}", version.version) };
+    let artifact = Artifact {
+        component,
+        processes: version.process_names(),
+        source: format!("version {}", version.version),
+        outbound: version.outbound.clone(),
+    };
     deploy_component(server, provisioner, app, artifact, event_id, how, out).await
 }
 
@@ -417,7 +466,7 @@ async fn prepare(
     let processes = change::new_processes(&desired, names, how);
     // Bounded before any work (the converge path checks it again).
     let mut after = desired.clone();
-    change::add_version(&mut after, artifact, processes.clone(), "", how);
+    change::add_version(&mut after, artifact, processes.clone(), Vec::new(), "", how);
     let quota = desired.app.quota_limit;
     crate::limits::check_units(app, quota, server.config.apps.max_units, units_in_use(&desired.versions), units_in_use(&after.versions))?;
     // The number `record` will give it (the app is locked while it deploys).
@@ -434,11 +483,13 @@ async fn prepare(
 
 /// Records the version and has the provisioner serve the new state, through
 /// the converge path: a state it cannot serve takes the version back.
+#[allow(clippy::too_many_arguments)]
 async fn record(
     server: &Server,
     app: &str,
     artifact: &str,
     names: &[String],
+    outbound: &[String],
     event_id: &str,
     how: NewVersion,
     out: &impl Progress,
@@ -447,7 +498,7 @@ async fn record(
     let mut number = 0;
     crate::apps::converge(server, app, out, |d| {
         let processes = change::new_processes(d, names, how);
-        number = change::add_version(d, artifact, processes, event_id, how);
+        number = change::add_version(d, artifact, processes, outbound.to_vec(), event_id, how);
         Ok(())
     })
     .await

@@ -35,7 +35,9 @@ pub struct AllowEntry {
 impl AllowEntry {
     /// Parses one entry; the error says what an entry looks like.
     pub fn parse(raw: &str) -> Result<AllowEntry, String> {
-        let bad = |why: &str| format!("{raw:?} is not an allow entry such as https://api.example.com, http://127.0.0.1:2019 or https://*.example.com:* ({why})");
+        let bad = |why: &str| {
+            format!("{raw:?} is not an allow entry such as https://api.example.com, http://127.0.0.1:2019 or https://*.example.com:* ({why})")
+        };
         let (scheme, rest) = raw.split_once("://").ok_or_else(|| bad("no scheme"))?;
         let scheme = scheme.to_ascii_lowercase();
         if scheme != "http" && scheme != "https" {
@@ -103,6 +105,23 @@ impl AllowEntry {
         url.scheme() == self.scheme && port_ok && host_ok
     }
 
+    /// Whether everything `other` lets through, this entry lets through too.
+    pub fn covers(&self, other: &AllowEntry) -> bool {
+        let port = match (self.port, other.port) {
+            (PortRule::Any, _) => true,
+            (PortRule::Exact(p), PortRule::Exact(q)) => p == q,
+            (PortRule::Exact(_), PortRule::Any) => false,
+        };
+        let host = match (&self.host, &other.host) {
+            (HostRule::Any, _) => true,
+            (HostRule::Under(s), HostRule::Under(t)) => t.ends_with(s.as_str()),
+            (HostRule::Under(s), HostRule::Exact(h)) => h.len() > s.len() && h.ends_with(s.as_str()),
+            (HostRule::Exact(h), HostRule::Exact(g)) => h == g,
+            _ => false,
+        };
+        self.scheme == other.scheme && port && host
+    }
+
     /// Whether the entry names `url`'s host itself (not through a wildcard):
     /// only then may the host be a loopback or private address.
     pub fn names_literally(&self, url: &Url) -> bool {
@@ -128,6 +147,15 @@ impl AllowList {
             return Some(first);
         }
         Some(found.find(|e| e.names_literally(url)).unwrap_or(first))
+    }
+
+    /// The entries of this list no entry of `bound` covers.
+    pub fn outside(&self, bound: &AllowList) -> Vec<&str> {
+        self.0.iter().filter(|e| !bound.0.iter().any(|b| b.covers(e))).map(|e| e.text.as_str()).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The entries as written, for messages.
@@ -190,8 +218,36 @@ mod tests {
     }
 
     #[test]
+    fn a_list_is_within_a_bound_when_each_entry_is_covered() {
+        let bound = list(&["https://*.example.com", "http://127.0.0.1:*", "https://api.other.test:8443"]);
+        let inside = list(&["https://api.example.com", "https://*.eu.example.com", "http://127.0.0.1:9000", "https://api.other.test:8443"]);
+        assert_eq!(inside.outside(&bound), Vec::<&str>::new());
+        let beyond = list(&[
+            "https://example.com",
+            "https://*.example.com:*",
+            "https://127.0.0.1:9000",
+            "https://api.other.test",
+            "http://api.example.com",
+            "https://*",
+        ]);
+        assert_eq!(beyond.outside(&bound).len(), 6, "{:?}", beyond.outside(&bound));
+        assert_eq!(list(&["http://127.0.0.1"]).outside(&AllowList::default()), vec!["http://127.0.0.1"]);
+    }
+
+    #[test]
     fn bad_entries_are_refused_with_the_shape_of_a_good_one() {
-        for bad in ["api.example.com", "ftp://x", "https://x/path", "https://x:0", "https://x:99999", "https://a.*.com", "https://*.1.2.3.4", "https://u@x", "https://", "http://[::1"] {
+        for bad in [
+            "api.example.com",
+            "ftp://x",
+            "https://x/path",
+            "https://x:0",
+            "https://x:99999",
+            "https://a.*.com",
+            "https://*.1.2.3.4",
+            "https://u@x",
+            "https://",
+            "http://[::1",
+        ] {
             let e = AllowEntry::parse(bad).unwrap_err();
             assert!(e.contains("is not an allow entry such as https://api.example.com"), "{bad}: {e}");
         }

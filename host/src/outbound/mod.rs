@@ -1,6 +1,8 @@
-//! Outbound HTTP of plugins: `wasi:http/outgoing-handler`, served by the host
-//! for a plugin entry granted `http`, to the destinations its
-//! `[plugin.outbound] allow` list names.
+//! Outbound HTTP of plugins and WASM apps: `wasi:http/outgoing-handler`,
+//! served by the host for a plugin entry granted `http`, to the destinations
+//! its `[plugin.outbound] allow` list names, and for an app version to the
+//! `allowed_outbound_hosts` of its `torii.toml`, within its pool's
+//! `[[pool_policy]] outbound` (a request passes both lists).
 //!
 //! Every request the guest sends (a redirect it follows is a new request) is
 //! checked here before any byte leaves:
@@ -60,14 +62,20 @@ pub enum Refused {
          which only an allow entry naming {host} itself lets through (it matched {entry:?})"
     )]
     Private { who: String, url: String, host: String, ip: IpAddr, entry: String },
+    #[error("{who}: {url} is not allowed: the outbound policy of {owner} ({policy}) does not let it through")]
+    OutsidePolicy { who: String, url: String, owner: String, policy: String },
     #[error("{who}: {url} could not be resolved")]
     Unresolved { who: String, url: String },
 }
 
-/// One entry's outbound HTTP: who it is, what it may reach, its limits.
+/// One entry's (or one app version's) outbound HTTP: who it is, what it
+/// may reach, its limits.
 pub struct Outbound {
     who: String,
     allow: AllowList,
+    /// The operator's bound on `allow` (an app's pool policy): whose it is,
+    /// and what it lets through. A request passes both.
+    bound: Option<(String, AllowList)>,
     limits: OutboundLimits,
     tls: Arc<rustls::ClientConfig>,
 }
@@ -85,29 +93,22 @@ impl Outbound {
     /// `who` (as in `plugin "caddy"`) reaching what `config` allows.
     pub fn new(who: String, config: &OutboundConfig) -> Result<Outbound, String> {
         let allow = AllowList::parse(&config.allow)?;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(PLATFORM_ROOTS.iter().cloned());
-        for file in &config.ca_files {
-            let shown = file.display();
-            let certs = CertificateDer::pem_file_iter(file)
-                .map_err(|e| format!("ca file {shown}: {e}"))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("ca file {shown}: {e}"))?;
-            if certs.is_empty() {
-                return Err(format!("ca file {shown} holds no PEM certificate"));
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| format!("ca file {shown}: {e}"))?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Outbound { who, allow, limits: config.limits(), tls: Arc::new(tls) })
+        let tls = tls_config(&config.ca_files)?;
+        Ok(Outbound { who, allow, bound: None, limits: config.limits(), tls })
+    }
+
+    /// App `app`'s version reaching what it declared (`allowed_outbound_hosts`)
+    /// within its pool's policy; the default limits, the platform's roots.
+    pub fn for_app(app: &str, allow: &[String], pool: &str, policy: &[String]) -> Result<Outbound, String> {
+        static APP_TLS: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| tls_config(&[]).expect("the platform's roots make a TLS config"));
+        let limits = OutboundConfig::default().limits();
+        Ok(Outbound {
+            who: format!("app {app:?}"),
+            allow: AllowList::parse(allow)?,
+            bound: Some((format!("pool {pool:?}"), AllowList::parse(policy)?)),
+            limits,
+            tls: APP_TLS.clone(),
+        })
     }
 
     pub fn limits(&self) -> OutboundLimits {
@@ -118,7 +119,17 @@ impl Outbound {
     pub async fn check(&self, url: &Url) -> Result<Vec<SocketAddr>, Refused> {
         let shown = shown(url);
         let who = self.who.clone();
-        let entry = self.allow.matching(url).ok_or_else(|| Refused::NotListed { who: who.clone(), url: shown.clone(), allow: self.allow.describe() })?;
+        let entry =
+            self.allow.matching(url).ok_or_else(|| Refused::NotListed { who: who.clone(), url: shown.clone(), allow: self.allow.describe() })?;
+        let bound = match &self.bound {
+            None => None,
+            Some((owner, policy)) => Some(policy.matching(url).ok_or_else(|| Refused::OutsidePolicy {
+                who: who.clone(),
+                url: shown.clone(),
+                owner: owner.clone(),
+                policy: policy.describe(),
+            })?),
+        };
         let host = url.host_str().unwrap_or_default().to_string();
         let port = url.port_or_known_default().unwrap_or(0);
         let addrs: Vec<SocketAddr> = match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
@@ -131,10 +142,12 @@ impl Outbound {
         if addrs.is_empty() {
             return Err(Refused::Unresolved { who, url: shown });
         }
-        if !entry.names_literally(url)
+        // The entry that does not name the host itself, if one of them does not.
+        let wildcard = [Some(entry), bound].into_iter().flatten().find(|e| !e.names_literally(url));
+        if let Some(wildcard) = wildcard
             && let Some(private) = addrs.iter().find(|a| !crate::egress::is_public(a.ip()))
         {
-            return Err(Refused::Private { who, url: shown, host, ip: private.ip(), entry: entry.text.clone() });
+            return Err(Refused::Private { who, url: shown, host, ip: private.ip(), entry: wildcard.text.clone() });
         }
         Ok(addrs)
     }
@@ -184,7 +197,8 @@ impl Outbound {
         };
         let response = response.map_err(|e| self.failed(&url, e.into()))?;
         let cap = self.limits.response_bytes;
-        let response = response.map(|b| Bounded::new(b, cap, deadline, |cap| Error::HttpResponseBodySize(Some(cap)), || Error::HttpResponseTimeout).boxed_unsync());
+        let response = response
+            .map(|b| Bounded::new(b, cap, deadline, |cap| Error::HttpResponseBodySize(Some(cap)), || Error::HttpResponseTimeout).boxed_unsync());
         let io: IoFuture = Box::new(async move {
             if conn_done {
                 return Ok(());
@@ -253,6 +267,33 @@ impl Outbound {
     }
 }
 
+/// rustls with the platform's roots and the PEM certificates of `ca_files`.
+fn tls_config(ca_files: &[std::path::PathBuf]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(PLATFORM_ROOTS.iter().cloned());
+    for file in ca_files {
+        let shown = file.display();
+        let certs = CertificateDer::pem_file_iter(file)
+            .map_err(|e| format!("ca file {shown}: {e}"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("ca file {shown}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("ca file {shown} holds no PEM certificate"));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| format!("ca file {shown}: {e}"))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
+}
+
 /// The connection work left once the response head arrived.
 pub type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
 
@@ -272,27 +313,83 @@ fn content_length<B>(request: &http::Request<B>) -> Option<u64> {
     request.headers().get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// The `wasi:http` hooks of one plugin instance: its entry's [`Outbound`],
-/// or a refusal naming the missing grant.
-pub struct PluginHttp {
-    pub who: String,
+/// Who sends a guest's requests, for messages.
+#[derive(Clone)]
+pub enum Guest {
+    Plugin(Arc<str>),
+    App(Arc<str>),
+}
+
+impl std::fmt::Display for Guest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Guest::Plugin(name) => write!(f, "plugin {name:?}"),
+            Guest::App(name) => write!(f, "app {name:?}"),
+        }
+    }
+}
+
+/// The `wasi:http` hooks of one guest instance (a plugin's, or an app
+/// request's): its [`Outbound`], or a refusal saying what is missing.
+pub struct GuestHttp {
+    pub guest: Guest,
     pub outbound: Option<Arc<Outbound>>,
 }
 
-impl wasmtime_wasi_http::WasiHttpHooks for PluginHttp {
+impl wasmtime_wasi_http::WasiHttpHooks for GuestHttp {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
         _options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send> {
-        match &self.outbound {
-            Some(outbound) => Box::new(outbound.clone().send(request)),
-            None => {
-                let refused = Refused::NotGranted { who: self.who.clone(), url: request.uri().to_string() };
-                tracing::warn!(refused = %refused, "outbound request refused");
-                Box::new(async move { Err(Error::InternalError(Some(refused.to_string()))) })
-            }
+        if let Some(outbound) = &self.outbound {
+            return Box::new(outbound.clone().send(request));
         }
+        let (who, url) = (self.guest.to_string(), request.uri().to_string());
+        let refused = match self.guest {
+            Guest::Plugin(_) => Refused::NotGranted { who, url },
+            Guest::App(_) => Refused::NotListed { who, url, allow: "nothing: its torii.toml declares no allowed_outbound_hosts".into() },
+        };
+        tracing::warn!(refused = %refused, "outbound request refused");
+        Box::new(async move { Err(Error::InternalError(Some(refused.to_string()))) })
+    }
+}
+
+/// The [`Outbound`] of each app version that declares outbound hosts,
+/// built once (keyed by everything it is made of).
+#[derive(Default)]
+pub struct AppOutbound {
+    built: std::sync::Mutex<std::collections::HashMap<String, Arc<Outbound>>>,
+}
+
+/// Versions kept at once; past it the cache starts over.
+const APP_OUTBOUND_CACHE: usize = 4096;
+
+impl AppOutbound {
+    /// What version `version` of `app` (in `pool`, whose policy is `policy`)
+    /// may reach; `None` when it declares nothing.
+    pub fn of(&self, app: &str, pool: &str, version: &crate::store::VersionRecord, policy: &[String]) -> Option<Arc<Outbound>> {
+        if version.outbound.is_empty() {
+            return None;
+        }
+        let key = format!("{app}\0{}\0{pool}\0{}\0{}", version.version, version.outbound.join("\0"), policy.join("\0"));
+        if let Some(found) = self.built.lock().unwrap().get(&key) {
+            return Some(found.clone());
+        }
+        let built = match Outbound::for_app(app, &version.outbound, pool, policy) {
+            Ok(o) => Arc::new(o),
+            Err(e) => {
+                // Checked at deploy: only a policy edited since can get here.
+                tracing::warn!(app, version = version.version, error = %e, "the outbound hosts of an app version cannot be used");
+                return None;
+            }
+        };
+        let mut cache = self.built.lock().unwrap();
+        if cache.len() >= APP_OUTBOUND_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, built.clone());
+        Some(built)
     }
 }

@@ -34,6 +34,7 @@ pub enum AuthCallError {
 pub struct AuthWorld;
 
 impl World for AuthWorld {
+    const KIND: &'static str = "auth-scheme";
     type Pre = bindings::AuthSchemePluginPre<PluginState>;
     type Bindings = bindings::AuthSchemePlugin;
 

@@ -16,7 +16,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::outbound::PluginHttp;
+use crate::outbound::{Guest, GuestHttp};
 
 use super::PluginError;
 use super::capabilities::{self, Denied};
@@ -59,7 +59,7 @@ pub struct PluginState {
     limits: MemoryCap,
     stderr: StderrTail,
     http: WasiHttpCtx,
-    http_hooks: PluginHttp,
+    http_hooks: GuestHttp,
     pub host: Arc<HostCtx>,
 }
 
@@ -152,6 +152,8 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// A plugin kind's bindings, as the pool needs them.
 pub trait World: Send + Sync + 'static {
+    /// The kind, as its exported interface is named (`router`).
+    const KIND: &'static str;
     type Pre: Send + Sync + 'static;
     type Bindings: Send + Sync + 'static;
 
@@ -194,6 +196,9 @@ impl<W: World> PluginPool<W> {
         if let Some(built) = super::foreign_contract(engine.engine(), component) {
             return Err(PluginError::Contract { plugin: name, built });
         }
+        if let Some((component, export)) = super::other_kind(engine.engine(), component, W::KIND) {
+            return Err(PluginError::Kind { plugin: name, entry: W::KIND.into(), component, export });
+        }
         let mut linker = Linker::<PluginState>::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(load)?;
         // Outbound HTTP is linked for every plugin; a request of one not
@@ -231,7 +236,7 @@ impl<W: World> PluginPool<W> {
             limits: MemoryCap { bytes: self.limits.memory_bytes, max_table_elements: MAX_TABLE_ELEMENTS },
             stderr,
             http: WasiHttpCtx::new(),
-            http_hooks: PluginHttp { who: format!("plugin {:?}", self.host.name), outbound: self.host.outbound.clone() },
+            http_hooks: GuestHttp { guest: Guest::Plugin(Arc::from(self.host.name.as_str())), outbound: self.host.outbound.clone() },
             host: self.host.clone(),
         };
         let mut store = Store::new(&self.engine, state);

@@ -44,6 +44,27 @@ pub fn foreign_contract(engine: &wasmtime::Engine, component: &wasmtime::compone
     }
     None
 }
+/// The plugin kinds, as the interfaces their worlds export are named.
+pub const KINDS: [&str; 5] = ["auth-scheme", "provisioner", "router", "iaas", "service-broker"];
+
+/// When `component` exports no interface of kind `kind` but another
+/// kind's: that kind and the export's full name.
+pub fn other_kind(engine: &wasmtime::Engine, component: &wasmtime::component::Component, kind: &str) -> Option<(String, String)> {
+    let ty = component.component_type();
+    let mut other = None;
+    for (name, _) in ty.exports(engine) {
+        let Some(rest) = name.strip_prefix(CONTRACT_PACKAGE).and_then(|r| r.strip_prefix('/')) else { continue };
+        let interface = rest.split_once('@').map_or(rest, |(i, _)| i);
+        if interface == kind {
+            return None;
+        }
+        if other.is_none() && KINDS.contains(&interface) {
+            other = Some((interface.to_string(), name.to_string()));
+        }
+    }
+    other
+}
+
 pub use instance::{Limits, PluginState};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -53,6 +74,8 @@ pub enum PluginError {
          rebuild it with the plugin SDK of {CONTRACT_PACKAGE}@{CONTRACT_VERSION}"
     )]
     Contract { plugin: String, built: String },
+    #[error("plugin {plugin:?}: its entry says kind {entry}, but the component is of kind {component} (it exports {export})")]
+    Kind { plugin: String, entry: String, component: String, export: String },
     #[error("plugin {plugin:?} timed out: its call ran past the {ms} ms deadline")]
     Timeout { plugin: String, ms: u64 },
     #[error("plugin {plugin:?} ran out of memory: it tried to grow past its {mb} MiB limit")]
@@ -69,6 +92,47 @@ pub enum PluginError {
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+
+    /// The digest of `wit/` each contract version was released with
+    /// ([`wit_digest`]: comments and blank lines left out). A change to the
+    /// contract is a new version: bump the package line in `wit/*.wit` and
+    /// [`super::CONTRACT_VERSION`], and record the new digest here.
+    const RELEASED: &[(&str, &str)] = &[("0.2.0", "2dee1be22ceee35597af9fe41784a956a51fbb1a5c414eb038220ad6ef1880d2")];
+
+    /// sha256 over `wit/*.wit` by file name, each without comments, blank
+    /// lines or indentation.
+    fn wit_digest() -> String {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+        let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "wit")).collect();
+        files.sort();
+        let mut hash = Sha256::new();
+        for file in files {
+            hash.update(file.file_name().unwrap().to_string_lossy().as_bytes());
+            hash.update(b"\n");
+            for line in std::fs::read_to_string(&file).unwrap().lines() {
+                let code = line.split("//").next().unwrap_or_default().trim();
+                if !code.is_empty() {
+                    hash.update(code.as_bytes());
+                    hash.update(b"\n");
+                }
+            }
+        }
+        hex::encode(hash.finalize())
+    }
+
+    #[test]
+    fn wit_does_not_change_without_a_new_contract_version() {
+        let digest = wit_digest();
+        let recorded = RELEASED.iter().find(|(v, _)| *v == super::CONTRACT_VERSION).map(|(_, d)| *d);
+        assert_eq!(
+            recorded,
+            Some(digest.as_str()),
+            "wit/ is not what torii:plugin@{} was released as (its digest is now {digest}): a change to the contract is a new \
+             version (bump the package line in wit/*.wit and plugin::CONTRACT_VERSION) recorded in RELEASED",
+            super::CONTRACT_VERSION
+        );
+    }
     #[test]
     fn the_contract_version_is_the_wit_package_version() {
         let worlds = include_str!("../../../wit/worlds.wit");

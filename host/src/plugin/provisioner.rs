@@ -78,6 +78,7 @@ impl ProcessStatus {
 pub struct ProvisionerWorld;
 
 impl World for ProvisionerWorld {
+    const KIND: &'static str = "provisioner";
     type Pre = bindings::ProvisionerPluginPre<PluginState>;
     type Bindings = bindings::ProvisionerPlugin;
 

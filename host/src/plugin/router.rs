@@ -29,6 +29,7 @@ pub use crate::plugin::capabilities::bindings::torii::plugin::proxy::Backend;
 pub struct RouterWorld;
 
 impl World for RouterWorld {
+    const KIND: &'static str = "router";
     type Pre = bindings::RouterPluginPre<PluginState>;
     type Bindings = bindings::RouterPlugin;
 

@@ -34,7 +34,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use crate::outbound::{Guest, GuestHttp};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// How the runtime is sized.
 #[derive(Debug, Clone)]
@@ -111,6 +112,8 @@ pub struct Invocation {
     pub app: Option<Arc<str>>,
     /// Held until the instance ends, answered or not (the request's unit).
     pub hold: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    /// What the version's outbound HTTP may reach; nothing without one.
+    pub outbound: Option<Arc<crate::outbound::Outbound>>,
 }
 
 /// What a request may write to stdout (and again to stderr); more fails the
@@ -230,7 +233,7 @@ impl AppRuntime {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: NoOutbound,
+            hooks: GuestHttp { guest: Guest::App(invocation.app.clone().unwrap_or_else(|| Arc::from(""))), outbound: invocation.outbound.clone() },
             limiter: AppLimiter {
                 cap: MemoryCap { bytes: memory, max_table_elements: MAX_TABLE_ELEMENTS },
                 taken: Taken::new(self.budget.clone()),
@@ -471,7 +474,7 @@ struct AppState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    hooks: NoOutbound,
+    hooks: GuestHttp,
     limiter: AppLimiter,
 }
 
@@ -484,30 +487,6 @@ impl WasiView for AppState {
 impl WasiHttpView for AppState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
-    }
-}
-
-/// Outgoing HTTP requests are not granted to apps.
-struct NoOutbound;
-
-impl WasiHttpHooks for NoOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 

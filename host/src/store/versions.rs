@@ -12,6 +12,9 @@ pub struct VersionRecord {
     pub digest: String,
     /// Its processes (Procfile order), each with its units and status.
     pub processes: Vec<ProcessRecord>,
+    /// Where its outbound HTTP may go (`allowed_outbound_hosts`), within
+    /// its pool's policy.
+    pub outbound: Vec<String>,
     pub routable: bool,
     /// Share of the traffic among routable versions.
     pub weight: i64,
@@ -87,7 +90,7 @@ pub enum NewVersion {
     Beside,
 }
 
-const COLUMNS: &str = "app, version, digest, processes, routable, weight, deploy_event, disabled_reason, created_at, process_state";
+const COLUMNS: &str = "app, version, digest, processes, routable, weight, deploy_event, disabled_reason, created_at, process_state, outbound";
 
 pub(super) fn version(row: &AnyRow) -> StoreResult<VersionRecord> {
     let state: String = row.try_get("process_state")?;
@@ -97,6 +100,7 @@ pub(super) fn version(row: &AnyRow) -> StoreResult<VersionRecord> {
         version: row.try_get("version")?,
         digest: row.try_get("digest")?,
         processes,
+        outbound: parse_list(&row.try_get::<String, _>("outbound")?),
         routable: row.try_get::<i64, _>("routable")? != 0,
         weight: row.try_get("weight")?,
         deploy_event: row.try_get("deploy_event")?,
@@ -120,10 +124,11 @@ impl Store {
         for v in versions {
             let names: Vec<String> = v.process_names();
             sqlx::query(&format!(
-                "INSERT INTO app_versions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                "INSERT INTO app_versions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (app, version) DO UPDATE SET digest = excluded.digest, processes = excluded.processes, \
                  routable = excluded.routable, weight = excluded.weight, deploy_event = excluded.deploy_event, \
-                 disabled_reason = excluded.disabled_reason, process_state = excluded.process_state"
+                 disabled_reason = excluded.disabled_reason, process_state = excluded.process_state, \
+                 outbound = excluded.outbound"
             ))
             .bind(app)
             .bind(v.version)
@@ -135,6 +140,7 @@ impl Store {
             .bind(&v.disabled_reason)
             .bind(v.created_at)
             .bind(serde_json::to_string(&v.processes).expect("serialisable"))
+            .bind(json_list(&v.outbound))
             .execute(&mut **tx)
             .await?;
         }
