@@ -15,7 +15,7 @@ fn main() {
     let plugins = root.join("plugins");
     let target_dir = root.join("target").join("guest");
 
-    for path in ["Cargo.toml", "Cargo.lock", "sdk", "sdk-provisioner", "auth-native", "provisioner-wasm", "provisioner-docker", "router-embedded", "test-chaos", "test-http-backends", "apps"] {
+    for path in ["Cargo.toml", "Cargo.lock", "sdk", "auth-native", "provisioner-wasm", "provisioner-docker", "router-embedded", "test-chaos", "test-http-backends", "apps"] {
         println!("cargo:rerun-if-changed={}", plugins.join(path).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());

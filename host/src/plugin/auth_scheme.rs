@@ -51,7 +51,7 @@ impl World for AuthWorld {
         store: &'a mut Store<PluginState>,
         config: &'a str,
     ) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
-        Box::pin(bindings.torii_plugin_lifecycle().call_init(store, config))
+        Box::pin(bindings.torii_plugin_auth_scheme().call_init(store, config))
     }
 }
 
@@ -78,7 +78,7 @@ impl AuthScheme {
     }
 
     pub async fn health(&self) -> Result<Result<(), String>, PluginError> {
-        self.pool.call(|b, s| Box::pin(b.torii_plugin_lifecycle().call_health(s))).await
+        self.pool.call(|b, s| Box::pin(b.torii_plugin_auth_scheme().call_health(s))).await
     }
 
     pub async fn info(&self) -> Result<SchemeInfo, PluginError> {

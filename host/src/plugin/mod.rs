@@ -28,7 +28,7 @@ pub const CONTRACT_PACKAGE: &str = "torii:plugin";
 /// The contract version this host speaks. Every incompatible change to
 /// `wit/` bumps it; a plugin built against another version is refused at
 /// load with both versions named.
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = "0.3.0";
 
 /// The contract version `component` was built against when it is not
 /// this host's (read from the versions in its import and export names).
@@ -98,7 +98,10 @@ mod tests {
     /// ([`wit_digest`]: comments and blank lines left out). A change to the
     /// contract is a new version: bump the package line in `wit/*.wit` and
     /// [`super::CONTRACT_VERSION`], and record the new digest here.
-    const RELEASED: &[(&str, &str)] = &[("0.2.0", "2dee1be22ceee35597af9fe41784a956a51fbb1a5c414eb038220ad6ef1880d2")];
+    const RELEASED: &[(&str, &str)] = &[
+        ("0.2.0", "2dee1be22ceee35597af9fe41784a956a51fbb1a5c414eb038220ad6ef1880d2"),
+        ("0.3.0", "13e28fe55e0353ba2681a789132af49d8e2f8f5c05b8ddfa167880915db50c6c"),
+    ];
 
     /// sha256 over `wit/*.wit` by file name, each without comments, blank
     /// lines or indentation.

@@ -95,7 +95,7 @@ impl World for ProvisionerWorld {
         store: &'a mut Store<PluginState>,
         config: &'a str,
     ) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
-        Box::pin(bindings.torii_plugin_lifecycle().call_init(store, config))
+        Box::pin(bindings.torii_plugin_provisioner().call_init(store, config))
     }
 }
 

@@ -23,7 +23,7 @@ mod bindings {
     });
 }
 
-pub use bindings::exports::torii::plugin::router::Route;
+pub use bindings::exports::torii::plugin::router::{Error as RouterRefusal, Route};
 pub use crate::plugin::capabilities::bindings::torii::plugin::proxy::Backend;
 
 pub struct RouterWorld;
@@ -46,7 +46,7 @@ impl World for RouterWorld {
         store: &'a mut Store<PluginState>,
         config: &'a str,
     ) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
-        Box::pin(bindings.torii_plugin_lifecycle().call_init(store, config))
+        Box::pin(bindings.torii_plugin_router().call_init(store, config))
     }
 }
 
@@ -60,15 +60,24 @@ impl RouterPlugin {
         RouterPlugin { pool }
     }
 
-    /// Makes the router serve `route`; a failure or refusal as the user sees it.
-    pub async fn ensure(&self, route: Route) -> Result<(), String> {
+    /// Makes the router serve `route`: the names it answers for the app, or
+    /// a failure or refusal as the user sees it.
+    pub async fn ensure(&self, route: Route) -> Result<Vec<String>, String> {
         let r = self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_router().call_ensure(s, &route).await })).await;
-        r.map_err(|e| e.to_string()).and_then(|answer| answer)
+        r.map_err(|e| e.to_string()).and_then(|answer| answer.map_err(said))
     }
 
     pub async fn remove(&self, router: &str, app: &str) -> Result<(), String> {
         let (router, app) = (router.to_string(), app.to_string());
         let r = self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_router().call_remove(s, &router, &app).await })).await;
-        r.map_err(|e| e.to_string()).and_then(|answer| answer)
+        r.map_err(|e| e.to_string()).and_then(|answer| answer.map_err(said))
+    }
+}
+
+/// What a router's refusal says.
+fn said(e: RouterRefusal) -> String {
+    match e {
+        RouterRefusal::Invalid(m) | RouterRefusal::Internal(m) => m,
+        RouterRefusal::Unavailable(m) => format!("the router does not answer now: {m}"),
     }
 }

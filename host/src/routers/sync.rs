@@ -15,11 +15,19 @@ pub struct Routing {
     /// The built-in router's domain (`[router] domain`).
     domain: String,
     plugins: BTreeMap<String, RouterPlugin>,
+    /// Where the data plane takes app traffic, once it listens.
+    traffic: std::sync::RwLock<Vec<String>>,
 }
 
 impl Routing {
     pub fn new(store: Store, domain: String, plugins: BTreeMap<String, RouterPlugin>) -> Routing {
-        Routing { store, domain, plugins }
+        Routing { store, domain, plugins, traffic: Default::default() }
+    }
+
+    /// Records where the data plane takes app traffic (`http://…`, `https://…`),
+    /// handed to routers in every route.
+    pub fn set_traffic(&self, addresses: Vec<String>) {
+        *self.traffic.write().unwrap() = addresses;
     }
 
     fn plugin(&self, kind: &str) -> Result<&RouterPlugin, String> {
@@ -57,7 +65,10 @@ impl Routing {
                 };
                 linked.push(def.name.clone());
                 let done = match self.plugin(&def.kind) {
-                    Ok(plugin) => plugin.ensure(route(view, def, cnames && position == 0)).await,
+                    Ok(plugin) => {
+                        let route = route(view, def, cnames && position == 0, &self.traffic.read().unwrap());
+                        plugin.ensure(route).await.map(|_| ())
+                    }
                     Err(e) => Err(e),
                 };
                 if let Err(e) = done {
@@ -117,7 +128,7 @@ impl Routing {
 
 /// What `def` is told of the app: its address there, its cnames when
 /// `cnames` (the app's main router), its routable versions and its options.
-fn route(view: &AppView, def: &RouterDef, cnames: bool) -> Route {
+fn route(view: &AppView, def: &RouterDef, cnames: bool, traffic: &[String]) -> Route {
     let options = super::linked(view, &def.name).map(|r| r.opts.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
     Route {
         router: def.name.clone(),
@@ -135,5 +146,7 @@ fn route(view: &AppView, def: &RouterDef, cnames: bool) -> Route {
             })
             .collect(),
         options,
+        config: def.config.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect(),
+        traffic: traffic.to_vec(),
     }
 }

@@ -21,9 +21,9 @@ mod schedule;
 
 use schedule::{NodeLoad, config_hash, pick, pick_surplus};
 use std::collections::BTreeMap;
-use torii_provisioner_sdk::containers::{self, Container, ContainerSpec, Node, Placement};
-use torii_provisioner_sdk::export_provisioner;
-use torii_provisioner_sdk::provisioner::{
+use torii_plugin_sdk::containers::{self, Container, ContainerSpec, Node, Placement};
+use torii_plugin_sdk::export_provisioner;
+use torii_plugin_sdk::provisioner::{
     Applied, AppState, AppVersion, Error, Outcome, Process, ProcessStatus, Provisioner, Repair, Route, Unit,
 };
 

@@ -10,9 +10,9 @@
 //!   the runtime loads it again on the first request after a wake;
 //! - the units app info lists, with their status and restarts.
 
-use torii_provisioner_sdk::app_runtime;
-use torii_provisioner_sdk::export_provisioner;
-use torii_provisioner_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Provisioner, Route, Unit};
+use torii_plugin_sdk::app_runtime;
+use torii_plugin_sdk::export_provisioner;
+use torii_plugin_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Provisioner, Route, Unit};
 
 struct Wasm {
     /// The process that takes the traffic when a version has it.
@@ -20,7 +20,7 @@ struct Wasm {
 }
 
 /// The process of `v` that gets the traffic.
-fn serving<'a>(v: &'a AppVersion, preferred: &str) -> Option<&'a torii_provisioner_sdk::provisioner::Process> {
+fn serving<'a>(v: &'a AppVersion, preferred: &str) -> Option<&'a torii_plugin_sdk::provisioner::Process> {
     v.processes.iter().find(|p| p.name == preferred).or_else(|| v.processes.first())
 }
 

@@ -7,45 +7,33 @@
 //! traffic when several are routable; the others split the rest by their
 //! weights.
 
-mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "torii:plugin/router-plugin",
-    });
-}
-
-use bindings::exports::torii::plugin::{lifecycle, router};
-use bindings::torii::plugin::proxy::{self, Backend};
+use torii_plugin_sdk::export_router;
+use torii_plugin_sdk::proxy::{self, Backend};
+use torii_plugin_sdk::router::{Outcome, Route, Router};
 
 struct Embedded;
 
-bindings::export!(Embedded with_types_in bindings);
-
-impl lifecycle::Guest for Embedded {
-    fn init(_config: String) -> Result<(), String> {
-        Ok(())
+impl Router for Embedded {
+    fn init(_config: serde_json::Value) -> Result<Self, String> {
+        Ok(Embedded)
     }
 
-    fn health() -> Result<(), String> {
-        Ok(())
-    }
-}
-
-impl router::Guest for Embedded {
-    fn ensure(route: router::Route) -> Result<(), String> {
-        let canary = match route.options.iter().find(|(k, _)| k == "canary") {
-            Some((_, v)) => Some(percent(v).ok_or_else(|| format!("invalid router option canary {v:?}: it must be a percentage from 0 to 100"))?),
+    fn ensure(&self, route: &Route) -> Outcome<Vec<String>> {
+        let canary = match route.option("canary") {
+            Some(v) => Some(percent(v).ok_or_else(|| format!("invalid router option canary {v:?}: it must be a percentage from 0 to 100"))?),
             None => None,
         };
-        let mut hosts = route.addresses;
-        hosts.extend(route.cnames);
-        proxy::set_app(&route.router, &route.app, &hosts, &weigh(route.backends, canary))
+        let hosts = route.hosts();
+        proxy::set_app(&route.router, &route.app, &hosts, &weigh(route.backends.clone(), canary))?;
+        Ok(hosts)
     }
 
-    fn remove(router: String, app: String) -> Result<(), String> {
-        proxy::remove_app(&router, &app)
+    fn remove(&self, router: &str, app: &str) -> Outcome<()> {
+        Ok(proxy::remove_app(router, app)?)
     }
 }
+
+export_router!(Embedded);
 
 fn percent(v: &str) -> Option<u32> {
     v.trim().trim_end_matches('%').parse::<u32>().ok().filter(|p| *p <= 100)

@@ -8,6 +8,10 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_auth_scheme_world",
         default_bindings_module: "torii_plugin_sdk::auth::bindings",
+        with: {
+            "torii:plugin/log@0.3.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::log,
+            "torii:plugin/kv@0.3.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::kv,
+        },
     });
 }
 
@@ -71,42 +75,20 @@ pub trait AuthScheme: Sized + 'static {
 macro_rules! export_auth_scheme {
     ($scheme:ty) => {
         const _: () = {
-            use $crate::auth::bindings::exports::torii::plugin::{auth_scheme, lifecycle};
+            use $crate::auth::bindings::exports::torii::plugin::auth_scheme;
             use $crate::auth::{AuthError, AuthScheme, Mail, Params, SchemeInfo};
 
-            ::std::thread_local! {
-                static STATE: ::std::cell::RefCell<::std::option::Option<$scheme>> =
-                    const { ::std::cell::RefCell::new(None) };
-            }
-
-            fn with<R>(f: impl FnOnce(&$scheme) -> R) -> R {
-                STATE.with(|s| {
-                    let s = s.borrow();
-                    f(s.as_ref().expect("the host calls init before any other export"))
-                })
-            }
+            $crate::__plugin_state!($scheme, <$scheme as AuthScheme>::init);
 
             struct ToriiExport;
 
-            impl lifecycle::Guest for ToriiExport {
+            impl auth_scheme::Guest for ToriiExport {
                 fn init(config: String) -> Result<(), String> {
-                    let value = if config.is_empty() {
-                        $crate::__private::serde_json::Value::Null
-                    } else {
-                        $crate::__private::serde_json::from_str(&config)
-                            .map_err(|e| format!("config is not JSON: {e}"))?
-                    };
-                    let scheme = <$scheme as AuthScheme>::init(value)?;
-                    STATE.with(|s| *s.borrow_mut() = Some(scheme));
-                    Ok(())
+                    init_state(config)
                 }
-
                 fn health() -> Result<(), String> {
                     with(|s| s.health())
                 }
-            }
-
-            impl auth_scheme::Guest for ToriiExport {
                 fn info() -> SchemeInfo {
                     with(|s| s.info())
                 }

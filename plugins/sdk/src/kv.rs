@@ -1,6 +1,6 @@
 //! The plugin's own durable key-value namespace in the host database.
 
-use crate::auth::bindings::torii::plugin::kv as host;
+use crate::capabilities::bindings::torii::plugin::kv as host;
 
 pub fn get(key: &str) -> Result<Option<Vec<u8>>, String> {
     host::get(key)

@@ -1,20 +1,67 @@
-//! The torii plugin SDK: write a plugin as a plain Rust trait.
+//! The torii plugin SDK: write a plugin of any kind as a plain Rust trait.
 //!
-//! A plugin author implements one trait per plugin kind ([`auth::AuthScheme`]; the
-//! provisioner kind is in `torii-provisioner-sdk`) and names the type in the kind's
-//! export macro (`export_auth_scheme!(MyScheme)`).
+//! Implement the kind's trait and name the type in its export macro:
+//! [`auth::AuthScheme`] with `export_auth_scheme!`, [`provisioner::Provisioner`]
+//! with `export_provisioner!`, [`router::Router`] with `export_router!`. Each
+//! kind's interface carries its own `init` (the entry's config table, as
+//! JSON) and `health`.
+//!
 //! The WIT bindings are generated here and stay here: plugin crates never see
-//! wit-bindgen. Host capabilities are plain functions in [`log`] and [`kv`]; a call
-//! to a capability the plugin's config did not grant traps in the host, which
-//! reports it as an error naming the plugin.
+//! wit-bindgen. Host capabilities are plain functions: [`log`], [`kv`],
+//! [`app_runtime`], [`containers`], [`proxy`], and outbound HTTP in [`http`].
+//! A call to a capability the plugin's entry does not grant traps in the
+//! host (an outbound request fails instead, with the reason), and the host
+//! reports it naming the plugin.
 
+extern crate self as torii_plugin_sdk;
+
+pub mod app_runtime;
 pub mod auth;
+#[doc(hidden)]
+pub mod capabilities;
+pub mod containers;
 pub mod http;
 pub mod kv;
 pub mod log;
+pub mod provisioner;
+pub mod proxy;
+pub mod router;
 pub mod validate;
 
 #[doc(hidden)]
 pub mod __private {
     pub use serde_json;
+
+    /// The entry's config table as `init` receives it (JSON; empty: null).
+    pub fn config(json: &str) -> Result<serde_json::Value, String> {
+        if json.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_str(json).map_err(|e| format!("config is not JSON: {e}"))
+    }
+}
+
+/// The one value of a plugin type each instance keeps, made by its `init`:
+/// defines `init_state(config)` and `with(|value| ...)` for the export glue.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __plugin_state {
+    ($ty:ty, $init:expr) => {
+        ::std::thread_local! {
+            static STATE: ::std::cell::RefCell<::std::option::Option<$ty>> = const { ::std::cell::RefCell::new(None) };
+        }
+
+        fn init_state(config: String) -> Result<(), String> {
+            let value = $init($crate::__private::config(&config)?)?;
+            STATE.with(|s| *s.borrow_mut() = Some(value));
+            Ok(())
+        }
+
+        fn with<R>(f: impl FnOnce(&$ty) -> R) -> R {
+            STATE.with(|s| {
+                let s = s.borrow();
+                f(s.as_ref().expect("the host calls init before any other export"))
+            })
+        }
+    };
 }

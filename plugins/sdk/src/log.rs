@@ -1,6 +1,6 @@
 //! Structured logging into the host log, tagged with the plugin name.
 
-use crate::auth::bindings::torii::plugin::log::{Level, write};
+use crate::capabilities::bindings::torii::plugin::log::{Level, write};
 
 pub fn debug(message: &str) {
     write(Level::Debug, message);

@@ -18,8 +18,8 @@
 
 use std::collections::BTreeMap;
 use torii_plugin_sdk::{http, kv};
-use torii_provisioner_sdk::export_provisioner;
-use torii_provisioner_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Provisioner, Route, Unit};
+use torii_plugin_sdk::export_provisioner;
+use torii_plugin_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Provisioner, Route, Unit};
 
 struct HttpBackends {
     backends: BTreeMap<String, Vec<String>>,

@@ -2,4 +2,4 @@
 //! container apps. Every call names a node registered through the `/1.2/node`
 //! API in a pool the plugin provisions; the host holds the engine client.
 
-pub use crate::provisioner::bindings::torii::plugin::containers::*;
+pub use crate::capabilities::bindings::torii::plugin::containers::*;

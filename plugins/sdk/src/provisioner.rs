@@ -7,10 +7,12 @@ pub mod bindings {
         world: "torii:plugin/provisioner-plugin",
         pub_export_macro: true,
         export_macro_name: "__export_provisioner_world",
-        default_bindings_module: "torii_provisioner_sdk::provisioner::bindings",
+        default_bindings_module: "torii_plugin_sdk::provisioner::bindings",
         with: {
-            "torii:plugin/log@0.2.0": torii_plugin_sdk::auth::bindings::torii::plugin::log,
-            "torii:plugin/kv@0.2.0": torii_plugin_sdk::auth::bindings::torii::plugin::kv,
+            "torii:plugin/log@0.3.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::log,
+            "torii:plugin/kv@0.3.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::kv,
+            "torii:plugin/app-runtime@0.3.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::app_runtime,
+            "torii:plugin/containers@0.3.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::containers,
         },
     });
 }
@@ -95,42 +97,20 @@ pub trait Provisioner: Sized + 'static {
 macro_rules! export_provisioner {
     ($provisioner:ty) => {
         const _: () = {
-            use $crate::provisioner::bindings::exports::torii::plugin::{lifecycle, provisioner};
+            use $crate::provisioner::bindings::exports::torii::plugin::provisioner;
             use $crate::provisioner::{Applied, AppState, AppVersion, Error, Provisioner, Unit};
 
-            ::std::thread_local! {
-                static STATE: ::std::cell::RefCell<::std::option::Option<$provisioner>> =
-                    const { ::std::cell::RefCell::new(None) };
-            }
-
-            fn with<R>(f: impl FnOnce(&$provisioner) -> R) -> R {
-                STATE.with(|s| {
-                    let s = s.borrow();
-                    f(s.as_ref().expect("the host calls init before any other export"))
-                })
-            }
+            $crate::__plugin_state!($provisioner, <$provisioner as Provisioner>::init);
 
             struct ToriiExport;
 
-            impl lifecycle::Guest for ToriiExport {
+            impl provisioner::Guest for ToriiExport {
                 fn init(config: String) -> Result<(), String> {
-                    let value = if config.is_empty() {
-                        $crate::__private::serde_json::Value::Null
-                    } else {
-                        $crate::__private::serde_json::from_str(&config)
-                            .map_err(|e| format!("config is not JSON: {e}"))?
-                    };
-                    let p = <$provisioner as Provisioner>::init(value)?;
-                    STATE.with(|s| *s.borrow_mut() = Some(p));
-                    Ok(())
+                    init_state(config)
                 }
-
                 fn health() -> Result<(), String> {
                     with(|s| s.health())
                 }
-            }
-
-            impl provisioner::Guest for ToriiExport {
                 fn can_deploy(kind: String) -> Result<(), Error> {
                     with(|s| s.can_deploy(&kind))
                 }

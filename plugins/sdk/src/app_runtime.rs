@@ -1,7 +1,7 @@
 //! The host's WASM app runtime (capability `app-runtime`), for provisioners
 //! of wasi:http apps.
 
-use crate::provisioner::bindings::torii::plugin::app_runtime as host;
+use crate::capabilities::bindings::torii::plugin::app_runtime as host;
 
 pub use host::{Prepared, UnitInfo};
 
