@@ -21,6 +21,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub logs: LogsConfig,
     pub healing: HealingConfig,
+    pub routers: RoutersConfig,
     pub docker: DockerConfig,
     pub webhooks: WebhooksConfig,
     pub apps: AppsConfig,
@@ -271,6 +272,21 @@ impl Default for HealingConfig {
     }
 }
 
+/// Router plugins: a router that failed for an app (it did not answer,
+/// or failed to forget a removed app) is told again every `resync_secs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutersConfig {
+    /// Seconds between rounds; 0 turns the retries off.
+    pub resync_secs: u64,
+}
+
+impl Default for RoutersConfig {
+    fn default() -> Self {
+        RoutersConfig { resync_secs: 30 }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogsConfig {
@@ -453,6 +469,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             logs: LogsConfig::default(),
             healing: HealingConfig::default(),
+            routers: RoutersConfig::default(),
             docker: DockerConfig::default(),
             webhooks: WebhooksConfig::default(),
             apps: AppsConfig::default(),

@@ -328,6 +328,9 @@ pub async fn start(server: Arc<Server>, listener: Option<TcpListener>) -> anyhow
     traffic.extend(tls_addr.map(|a| format!("https://{a}")));
     server.routing.set_traffic(traffic);
     let router = crate::dataplane::serve(server.clone(), router_listener, tls_listener);
+    if server.config.routers.resync_secs > 0 {
+        crate::routers::resync::start(Arc::downgrade(&server), Duration::from_secs(server.config.routers.resync_secs));
+    }
     if server.config.healing.interval_secs > 0 {
         crate::healing::start(Arc::downgrade(&server), Duration::from_secs(server.config.healing.interval_secs));
     }

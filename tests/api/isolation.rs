@@ -715,6 +715,7 @@ fn quantile(sorted: &[Duration], q: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_noisy_neighbour_leaves_other_apps_fast() {
+    let _alone = crate::support::TIMED.write().await;
     use reqwest::Method;
     let torii = Torii::start("[apps]\ncpu_deadline_ms = 2000\n").await;
     assert_eq!(torii.send(Method::POST, "/1.0/teams", &[("name", "red")]).await.0, 201);

@@ -27,12 +27,14 @@ macro_rules! backends {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
+                let _beside = $crate::support::TIMED.read().await;
                 run($crate::support::Backend::Sqlite).await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 if $crate::support::postgres_admin_url().is_some() {
+                    let _beside = $crate::support::TIMED.read().await;
                     run($crate::support::Backend::Postgres).await
                 }
             }
@@ -40,6 +42,11 @@ macro_rules! backends {
     };
 }
 pub(crate) use backends;
+
+/// Tests that assert how fast something answers run alone: they hold this
+/// for writing, every `backends!` test holds it for reading, so their
+/// figures measure torii and not the other tests of the run.
+pub static TIMED: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// The admin URL of the test PostgreSQL, from `TORII_TEST_DATABASE_URL`.
 /// With `TORII_TEST_REQUIRE_POSTGRES=1` (as in CI) its absence fails the test.

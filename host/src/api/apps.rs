@@ -383,7 +383,8 @@ async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(vie
     out.insert("owner", json!(app.owner));
     let main_router = app_routers.first().map(|r| r.router.as_str());
     out.insert("plan", json!(app_plan_json(app, plan, false).with_router(main_router)));
-    let routers_json = super::routers::app_routers_json(&view, &routers::catalogue(&server).await?);
+    let told = if view.routers.is_empty() { Vec::new() } else { server.store.router_apps_of(&view.app.name).await? };
+    let routers_json = super::routers::app_routers_json(&view, &routers::catalogue(&server).await?, &told);
     if let (Some(first), Some(main)) = (routers_json.first(), app_routers.first()) {
         out.insert("ip", json!(first.address));
         out.insert("router", json!(main.router));

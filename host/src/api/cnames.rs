@@ -120,11 +120,12 @@ async fn swap(State(server): AppState, Caller(caller): Caller, ip: ClientIp, par
     };
     let work = async {
         server.store.swap_cnames(&app1.name, &app2.name).await?;
-        server
-            .routing
-            .sync_together(&[&app1.name, &app2.name])
-            .await
-            .map_err(|e| ApiError::internal(format!("the routes of the swapped apps could not be updated: {e}")))
+        match server.routing.sync_together(&[&app1.name, &app2.name]).await {
+            Err(e) if e.refused => Err(ApiError::bad_request(format!("the routes of the swapped apps were refused: {e}"))),
+            // The app routers' status shows it; the resync loop tells them again.
+            Err(e) => Ok(tracing::warn!(error = %e, "routers: the swapped apps are not served everywhere yet")),
+            Ok(()) => Ok(()),
+        }
     };
     let result = work.await;
     let result = second.done(result).await;

@@ -166,20 +166,24 @@ pub struct AppRouterJson {
     status_detail: String,
 }
 
-/// The app's routers with their addresses, main router first.
-pub fn app_routers_json(view: &AppView, all: &[RouterDef]) -> Vec<AppRouterJson> {
+/// The app's routers with their addresses, main router first; `told` is
+/// what each router did of the app (a failure shows as status `error`).
+pub fn app_routers_json(view: &AppView, all: &[RouterDef], told: &[crate::store::RouterApp]) -> Vec<AppRouterJson> {
     view.routers
         .iter()
         .map(|ar| match routers::find(all, &ar.router) {
-            Some(r) => AppRouterJson {
-                name: ar.router.clone(),
-                opts: ar.opts.clone(),
-                address: r.address(&view.app.name),
-                addresses: Some(vec![r.address(&view.app.name)]),
-                kind: r.kind.clone(),
-                status: "ready".into(),
-                status_detail: String::new(),
-            },
+            Some(r) => {
+                let error = told.iter().find(|t| t.router == ar.router).map(|t| t.error.clone()).unwrap_or_default();
+                AppRouterJson {
+                    name: ar.router.clone(),
+                    opts: ar.opts.clone(),
+                    address: r.address(&view.app.name),
+                    addresses: Some(vec![r.address(&view.app.name)]),
+                    kind: r.kind.clone(),
+                    status: if error.is_empty() { "ready".into() } else { "error".into() },
+                    status_detail: error,
+                }
+            }
             None => AppRouterJson {
                 name: ar.router.clone(),
                 opts: ar.opts.clone(),
@@ -196,7 +200,8 @@ pub fn app_routers_json(view: &AppView, all: &[RouterDef]) -> Vec<AppRouterJson>
 async fn app_list(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget) -> ApiResult<Response> {
     caller.require("app.read.router", &app_contexts(&app))?;
     let view = view_of(&server, &app.name).await?;
-    Ok(json_list(&app_routers_json(&view, &routers::catalogue(&server).await?)))
+    let told = server.store.router_apps_of(&app.name).await?;
+    Ok(json_list(&app_routers_json(&view, &routers::catalogue(&server).await?, &told)))
 }
 
 /// The router `name` if it exists and `pool` may use it.
@@ -214,10 +219,19 @@ pub async fn router_for_pool(server: &Server, name: &str, pool: &str) -> ApiResu
     Ok(r.clone())
 }
 
-/// Hands `app`'s routes to its routers after a change. A failure fails the
-/// request; the change itself stays (`POST /apps/{app}/routes` tries again).
+/// Hands `app`'s routes to its routers after a change. A router that
+/// refuses them fails the request (400; callers that can take the change
+/// back do); one that fails does not: the change stands, the app router's
+/// status says `error`, and the resync loop tells it again.
 pub(super) async fn sync_routes(server: &Server, app: &str) -> ApiResult<()> {
-    server.routing.sync(app).await.map_err(|e| ApiError::internal(format!("the routes of app {app} could not be updated: {e}")))
+    match server.routing.sync(app).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.refused => Err(ApiError::bad_request(format!("the routes of app {app} were refused: {e}"))),
+        Err(e) => {
+            tracing::warn!(app, error = %e, "routers: the app is not served everywhere yet; told again by the resync loop");
+            Ok(())
+        }
+    }
 }
 
 fn opts(params: &Params) -> ApiResult<BTreeMap<String, String>> {

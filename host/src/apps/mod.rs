@@ -50,13 +50,15 @@ pub async fn provisioner_of<'a>(server: &'a Server, app: &AppRecord) -> ApiResul
 }
 
 /// Removes `app`: its provisioner lets go of it first (the wasm one stops
-/// serving it, the docker one removes its containers), then its routers
-/// forget it, then the store does.
+/// serving it, the docker one removes its containers), then the store
+/// forgets it, then its routers do (a router that fails keeps its record and
+/// is told again by the resync loop).
 pub async fn remove(server: &Server, app: &AppRecord) -> ApiResult<()> {
     let name = &app.name;
     provisioner_of(server, app).await?.destroy(name).await?;
-    if let Some(view) = server.store.app_view(name).await? {
-        server.routing.remove(&view).await.map_err(|e| ApiError::internal(format!("the routers of app {name} could not forget it: {e}")))?;
+    server.store.delete_app(name).await?;
+    if let Err(e) = server.routing.remove(name).await {
+        tracing::warn!(app = %name, error = %e, "the routers of a removed app did not all forget it; they are told again");
     }
-    server.store.delete_app(name).await.map_err(ApiError::from)
+    Ok(())
 }

@@ -60,24 +60,44 @@ impl RouterPlugin {
         RouterPlugin { pool }
     }
 
-    /// Makes the router serve `route`: the names it answers for the app, or
-    /// a failure or refusal as the user sees it.
-    pub async fn ensure(&self, route: Route) -> Result<Vec<String>, String> {
+    /// Makes the router serve `route`: the names it answers for the app.
+    pub async fn ensure(&self, route: Route) -> Result<Vec<String>, RouteFailure> {
         let r = self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_router().call_ensure(s, &route).await })).await;
-        r.map_err(|e| e.to_string()).and_then(|answer| answer.map_err(said))
+        r.map_err(RouteFailure::plugin).and_then(|answer| answer.map_err(RouteFailure::from))
     }
 
-    pub async fn remove(&self, router: &str, app: &str) -> Result<(), String> {
+    pub async fn remove(&self, router: &str, app: &str) -> Result<(), RouteFailure> {
         let (router, app) = (router.to_string(), app.to_string());
         let r = self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_router().call_remove(s, &router, &app).await })).await;
-        r.map_err(|e| e.to_string()).and_then(|answer| answer.map_err(said))
+        r.map_err(RouteFailure::plugin).and_then(|answer| answer.map_err(RouteFailure::from))
     }
 }
 
-/// What a router's refusal says.
-fn said(e: RouterRefusal) -> String {
-    match e {
-        RouterRefusal::Invalid(m) | RouterRefusal::Internal(m) => m,
-        RouterRefusal::Unavailable(m) => format!("the router does not answer now: {m}"),
+/// A router that did not do as told: it refused what it was given (the
+/// change cannot be served as it is), or failed (it may later: retried).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RouteFailure {
+    pub refused: bool,
+    pub message: String,
+}
+
+impl RouteFailure {
+    fn plugin(e: crate::plugin::PluginError) -> RouteFailure {
+        RouteFailure { refused: false, message: e.to_string() }
+    }
+
+    pub fn failed(message: impl Into<String>) -> RouteFailure {
+        RouteFailure { refused: false, message: message.into() }
+    }
+}
+
+impl From<RouterRefusal> for RouteFailure {
+    fn from(e: RouterRefusal) -> RouteFailure {
+        match e {
+            RouterRefusal::Invalid(message) => RouteFailure { refused: true, message },
+            RouterRefusal::Internal(message) => RouteFailure { refused: false, message },
+            RouterRefusal::Unavailable(m) => RouteFailure { refused: false, message: format!("the router does not answer: {m}") },
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! are routable (the others share the rest by their weights).
 
 pub mod names;
+pub mod resync;
 pub mod sync;
 pub mod tls;
 

@@ -5,9 +5,35 @@
 //! `embedded` one writes the proxy table the data plane serves).
 
 use super::{RouterDef, catalogue_of, find, kind_of};
-use crate::plugin::router::{Backend, Route, RouterPlugin};
-use crate::store::{AppView, Store};
+use crate::plugin::router::{Backend, Route, RouteFailure, RouterPlugin};
+use crate::store::{AppView, RouterApp, Store};
 use std::collections::BTreeMap;
+
+/// Why an app's routers did not all do as told: `refused` when one of them
+/// refused what it was given (the change cannot be served as it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SyncError {
+    pub refused: bool,
+    pub message: String,
+}
+
+impl SyncError {
+    fn add(&mut self, router: &str, f: &RouteFailure) {
+        self.refused |= f.refused;
+        if !self.message.is_empty() {
+            self.message.push_str("; ");
+        }
+        self.message.push_str(&format!("router {router:?}: {}", f.message));
+    }
+}
+
+/// Syncs of one app run one at a time (apps share [`STRIPES`] locks).
+const STRIPES: usize = 64;
+
+fn stripe(app: &str) -> usize {
+    app.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b))) % STRIPES
+}
 
 /// The router plugins, by the router type each serves.
 pub struct Routing {
@@ -17,11 +43,12 @@ pub struct Routing {
     plugins: BTreeMap<String, RouterPlugin>,
     /// Where the data plane takes app traffic, once it listens.
     traffic: std::sync::RwLock<Vec<String>>,
+    serial: [tokio::sync::Mutex<()>; STRIPES],
 }
 
 impl Routing {
     pub fn new(store: Store, domain: String, plugins: BTreeMap<String, RouterPlugin>) -> Routing {
-        Routing { store, domain, plugins, traffic: Default::default() }
+        Routing { store, domain, plugins, traffic: Default::default(), serial: std::array::from_fn(|_| tokio::sync::Mutex::new(())) }
     }
 
     /// Records where the data plane takes app traffic (`http://…`, `https://…`),
@@ -35,14 +62,16 @@ impl Routing {
     }
 
     /// Makes every router serve `app` as the store holds it now; an app
-    /// that no longer exists is forgotten everywhere.
-    pub async fn sync(&self, app: &str) -> Result<(), String> {
+    /// that no longer exists is forgotten everywhere. What each router did
+    /// is recorded (`router_apps`): a failure shows as the app router's
+    /// status and is retried by the resync loop.
+    pub async fn sync(&self, app: &str) -> Result<(), SyncError> {
         self.sync_with(app, true).await
     }
 
     /// Syncs apps that exchanged cnames: first each without cnames, so no
     /// host is held by the other app when its new owner claims it.
-    pub async fn sync_together(&self, apps: &[&str]) -> Result<(), String> {
+    pub async fn sync_together(&self, apps: &[&str]) -> Result<(), SyncError> {
         for app in apps {
             self.sync_with(app, false).await?;
         }
@@ -52,15 +81,20 @@ impl Routing {
         Ok(())
     }
 
-    async fn sync_with(&self, app: &str, cnames: bool) -> Result<(), String> {
-        let view = self.store.app_view(app).await.map_err(|e| e.to_string())?;
-        let all = catalogue_of(&self.store, &self.domain).await.map_err(|e| e.to_string())?;
-        let mut errors = Vec::new();
+    async fn sync_with(&self, app: &str, cnames: bool) -> Result<(), SyncError> {
+        // One sync of an app at a time, each reading the app as it is then:
+        // the last one to run tells the routers the latest state.
+        let _one = self.serial[stripe(app)].lock().await;
+        let store_error = |e: crate::store::StoreError| SyncError { refused: false, message: e.to_string() };
+        let view = self.store.app_view(app).await.map_err(store_error)?;
+        let all = catalogue_of(&self.store, &self.domain).await.map_err(store_error)?;
+        let told = self.store.router_apps_of(app).await.map_err(store_error)?;
+        let mut report = SyncError::default();
         let mut linked = Vec::new();
         if let Some(view) = &view {
             for (position, entry) in view.routers.iter().enumerate() {
                 let Some(def) = find(&all, &entry.router) else {
-                    errors.push(format!("router {:?} no longer exists", entry.router));
+                    report.add(&entry.router, &RouteFailure::failed("the router no longer exists"));
                     continue;
                 };
                 linked.push(def.name.clone());
@@ -69,48 +103,74 @@ impl Routing {
                         let route = route(view, def, cnames && position == 0, &self.traffic.read().unwrap());
                         plugin.ensure(route).await.map(|_| ())
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err(RouteFailure::failed(e)),
                 };
-                if let Err(e) = done {
-                    errors.push(format!("router {:?}: {e}", def.name));
+                let error = match &done {
+                    Ok(()) => String::new(),
+                    Err(f) => {
+                        report.add(&def.name, f);
+                        f.message.clone()
+                    }
+                };
+                let row = RouterApp { router: def.name.clone(), kind: def.kind.clone(), app: app.to_string(), error };
+                if told.iter().find(|t| t.router == row.router) != Some(&row) {
+                    self.store.set_router_app(&row).await.map_err(store_error)?;
                 }
             }
         }
-        let held = self.store.proxy_routers_of(app).await.map_err(|e| e.to_string())?;
-        for router in held.iter().filter(|r| !linked.contains(r)) {
-            if let Err(e) = self.forget(router, app).await {
-                errors.push(format!("router {router:?}: {e}"));
+        // Routers the app left (or all of them, for an app that is gone).
+        let mut held: Vec<(String, Option<String>)> = told.iter().map(|t| (t.router.clone(), Some(t.kind.clone()))).collect();
+        for router in self.store.proxy_routers_of(app).await.map_err(store_error)? {
+            if !held.iter().any(|(r, _)| *r == router) {
+                held.push((router, None));
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+        for (router, kind) in held.into_iter().filter(|(r, _)| !linked.contains(r)) {
+            let kind = match kind {
+                Some(k) => Some(k),
+                None => kind_of(&self.store, &router).await.map_err(store_error)?,
+            };
+            match self.forget(&router, kind.as_deref(), app).await {
+                Ok(()) => self.store.forget_router_app(&router, app).await.map_err(store_error)?,
+                Err(f) => {
+                    report.add(&router, &f);
+                    let error = format!("the app could not be removed from the router: {}", f.message);
+                    let row = RouterApp { router: router.clone(), kind: kind.unwrap_or_default(), app: app.to_string(), error };
+                    self.store.set_router_app(&row).await.map_err(store_error)?;
+                }
+            }
+        }
+        if report.message.is_empty() { Ok(()) } else { Err(report) }
     }
 
-    /// Tells `router` to forget `app`; the entries of a router that no
-    /// longer exists (or whose plugin is gone) are dropped by the host.
-    async fn forget(&self, router: &str, app: &str) -> Result<(), String> {
-        let kind = kind_of(&self.store, router).await.map_err(|e| e.to_string())?;
-        match kind.as_deref().and_then(|k| self.plugins.get(k)) {
+    /// Tells `router` (of type `kind`) to forget `app`; the entries of a
+    /// router whose plugin is gone are dropped by the host.
+    async fn forget(&self, router: &str, kind: Option<&str>, app: &str) -> Result<(), RouteFailure> {
+        match kind.and_then(|k| self.plugins.get(k)) {
             Some(plugin) => plugin.remove(router, app).await,
-            None => self.store.remove_proxy_app(router, app).await.map_err(|e| e.to_string()),
+            None => self.store.remove_proxy_app(router, app).await.map_err(|e| RouteFailure::failed(e.to_string())),
         }
     }
 
-    /// Tells every router `app` is linked to that it is gone (before the
-    /// app is removed from the store).
-    pub async fn remove(&self, view: &AppView) -> Result<(), String> {
-        let mut errors = Vec::new();
-        let mut routers: Vec<String> = view.routers.iter().map(|r| r.router.clone()).collect();
-        for r in self.store.proxy_routers_of(&view.app.name).await.map_err(|e| e.to_string())? {
-            if !routers.contains(&r) {
-                routers.push(r);
+    /// Tells every router that serves `app` that it is gone (after the app
+    /// left the store); a router that fails keeps its record, and the
+    /// resync loop tells it again.
+    pub async fn remove(&self, app: &str) -> Result<(), SyncError> {
+        self.sync(app).await
+    }
+
+    /// Syncs again the apps some router failed for (`[routers] resync_secs`).
+    pub async fn resync(&self) {
+        let apps = match self.store.apps_with_router_errors().await {
+            Ok(apps) => apps,
+            Err(e) => return tracing::warn!(error = %e, "routers: cannot list the apps to resync"),
+        };
+        for app in apps {
+            match self.sync(&app).await {
+                Ok(()) => tracing::info!(app, "routers: the app's routers serve it again"),
+                Err(e) => tracing::debug!(app, error = %e, "routers: still failing"),
             }
         }
-        for router in routers {
-            if let Err(e) = self.forget(&router, &view.app.name).await {
-                errors.push(format!("router {router:?}: {e}"));
-            }
-        }
-        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
     }
 
     /// Syncs every app (at start, so the proxy table matches the routes and

@@ -1,0 +1,58 @@
+//! What each router was told of each app (`router_apps`): the routers that
+//! may serve an app (so an unlinked router, or a removed app's, is told to
+//! forget it even when torii holds nothing of it), and the last failure of
+//! each, which app info shows and the resync loop retries.
+
+use super::{Store, StoreResult, now_millis};
+use sqlx::Row;
+
+/// One router's state for one app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterApp {
+    pub router: String,
+    /// The router type (plugin) it was told through.
+    pub kind: String,
+    pub app: String,
+    /// Why the last ensure or remove failed; empty when it did as told.
+    pub error: String,
+}
+
+fn row(r: &sqlx::any::AnyRow) -> StoreResult<RouterApp> {
+    Ok(RouterApp { router: r.try_get("router")?, kind: r.try_get("kind")?, app: r.try_get("app")?, error: r.try_get("error")? })
+}
+
+impl Store {
+    /// The routers told of `app`, by router name.
+    pub async fn router_apps_of(&self, app: &str) -> StoreResult<Vec<RouterApp>> {
+        let rows = sqlx::query("SELECT router, kind, app, error FROM router_apps WHERE app = $1 ORDER BY router").bind(app).fetch_all(&self.pool).await?;
+        rows.iter().map(row).collect()
+    }
+
+    /// The apps some router failed for, by name.
+    pub async fn apps_with_router_errors(&self) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query("SELECT DISTINCT app FROM router_apps WHERE error <> '' ORDER BY app").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(r.try_get("app")?)).collect()
+    }
+
+    /// Records what `router` did of `app` (`error` empty: as told).
+    pub async fn set_router_app(&self, r: &RouterApp) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO router_apps (router, kind, app, error, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (router, app) DO UPDATE SET kind = excluded.kind, error = excluded.error, updated_at = excluded.updated_at",
+        )
+        .bind(&r.router)
+        .bind(&r.kind)
+        .bind(&r.app)
+        .bind(&r.error)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// `router` forgot `app`.
+    pub async fn forget_router_app(&self, router: &str, app: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM router_apps WHERE router = $1 AND app = $2").bind(router).bind(app).execute(&self.pool).await?;
+        Ok(())
+    }
+}
