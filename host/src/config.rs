@@ -563,6 +563,7 @@ pub const BUILTIN_PLUGINS: &[(&str, PluginKind)] = &[
     ("provisioner-wasm", PluginKind::Provisioner),
     ("provisioner-docker", PluginKind::Provisioner),
     ("router-embedded", PluginKind::Router),
+    ("router-api", PluginKind::Router),
 ];
 
 impl Config {

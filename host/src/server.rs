@@ -60,6 +60,7 @@ pub fn builtin_plugin(name: &str) -> Option<&'static [u8]> {
         "provisioner-wasm" => Some(include_bytes!(env!("TORII_GUEST_PROVISIONER_WASM"))),
         "provisioner-docker" => Some(include_bytes!(env!("TORII_GUEST_PROVISIONER_DOCKER"))),
         "router-embedded" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_EMBEDDED"))),
+        "router-api" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_API"))),
         _ => None,
     }
 }

@@ -381,3 +381,125 @@ backends! {
         t.stop().await;
     }
 }
+
+/// A router-API server (tsuru's router API, `reference/router-api.yaml`) of
+/// the test's: backends with their options, routes and cnames; it answers
+/// 503 to everything while `up` is false, and keeps the headers it saw.
+#[derive(Default)]
+struct ApiServer {
+    up: std::sync::atomic::AtomicBool,
+    backends: std::sync::Mutex<std::collections::BTreeMap<String, (serde_json::Value, std::collections::BTreeSet<String>)>>,
+    tokens: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+async fn api_server() -> (std::sync::Arc<ApiServer>, std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, Method, StatusCode};
+    use axum::response::IntoResponse;
+    type Shared = std::sync::Arc<ApiServer>;
+    async fn handle(State(s): State<Shared>, method: Method, headers: HeaderMap, Path(rest): Path<String>, body: axum::body::Bytes) -> axum::response::Response {
+        if !s.up.load(std::sync::atomic::Ordering::SeqCst) {
+            return (StatusCode::SERVICE_UNAVAILABLE, "router is down").into_response();
+        }
+        if let Some(t) = headers.get("x-token").and_then(|v| v.to_str().ok()) {
+            s.tokens.lock().unwrap().insert(t.to_string());
+        }
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        let parts: Vec<&str> = rest.split('/').collect();
+        let mut backends = s.backends.lock().unwrap();
+        match (method.as_str(), parts.as_slice()) {
+            ("GET", ["support", "cname"]) => StatusCode::OK.into_response(),
+            ("GET", ["support", _]) => StatusCode::NOT_FOUND.into_response(),
+            ("POST", ["backend", name]) if backends.contains_key(*name) => StatusCode::CONFLICT.into_response(),
+            ("POST", ["backend", name]) => {
+                backends.insert(name.to_string(), (json, Default::default()));
+                StatusCode::OK.into_response()
+            }
+            (m, ["backend", name, ..]) if !backends.contains_key(*name) => {
+                let _ = m;
+                (StatusCode::NOT_FOUND, "backend not found").into_response()
+            }
+            ("PUT", ["backend", name]) => {
+                backends.get_mut(*name).unwrap().0 = json;
+                StatusCode::OK.into_response()
+            }
+            ("GET", ["backend", name]) => axum::Json(serde_json::json!({"address": format!("{name}.router.test")})).into_response(),
+            ("DELETE", ["backend", name]) => {
+                backends.remove(*name);
+                StatusCode::OK.into_response()
+            }
+            ("GET", ["backend", name, "routes"]) => axum::Json(serde_json::json!({"addresses": backends[*name].1})).into_response(),
+            ("GET", ["backend", _, "cname"]) => axum::Json(serde_json::json!({"cnames": []})).into_response(),
+            (m @ ("POST" | "DELETE"), ["backend", name, "routes"]) => {
+                let addresses: Vec<String> = serde_json::from_value(json["addresses"].clone()).unwrap_or_default();
+                let routes = &mut backends.get_mut(*name).unwrap().1;
+                for a in addresses {
+                    if m == "POST" { routes.insert(a); } else { routes.remove(&a); }
+                }
+                StatusCode::OK.into_response()
+            }
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+    let state: Shared = std::sync::Arc::new(ApiServer::default());
+    state.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let app = axum::Router::new().route("/{*rest}", axum::routing::any(handle)).with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (state, addr, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
+}
+
+/// Polls `check` for up to 10 s.
+async fn within_10s(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not within 10 s");
+}
+
+backends! {
+    async fn the_api_router_drives_a_router_api_server_and_recovers_when_it_comes_back(b) {
+        let (api, addr, _task) = api_server().await;
+        let mut o = Options::new(b);
+        o.extra_toml = format!(
+            "[routers]\nresync_secs = 1\n[[plugin]]\nname = \"api\"\nkind = \"router\"\nbuiltin = \"router-api\"\n\
+             capabilities = [\"log\", \"kv\", \"proxy\", \"http\"]\n[plugin.outbound]\nallow = [\"http://{addr}\"]\ntimeout_ms = 2000\n"
+        );
+        let t = setup(o).await;
+        let config = json!({"domain": "ext.test", "api-url": format!("http://{addr}"), "headers": {"X-Token": "s3cret"}});
+        t.req("POST", "/1.8/routers").admin().json(json!({"name": "edge", "type": "api", "config": config})).send().await.expect(201, "");
+        t.req("POST", "/1.5/apps/web/routers").admin().json(json!({"name": "edge", "opts": {"team": "blue"}})).send().await.expect(200, "");
+
+        // The backend exists with the app's options; the WASM app is reached
+        // through torii's data plane, which answers the app's name there.
+        let traffic = t.router_url();
+        assert_eq!(api.backends.lock().unwrap().get("web").cloned(), Some((json!({"team": "blue"}), [traffic.clone()].into())));
+        assert_eq!(api.tokens.lock().unwrap().iter().cloned().collect::<Vec<_>>(), ["s3cret"]);
+        assert_eq!(t.app_get("web.ext.test", "/").await, (200, "hello from web at /\n".into()));
+        let edge = async |t: &TestServer| t.req("GET", "/1.5/apps/web/routers").admin().send().await.json()[1].clone();
+        assert_eq!(edge(&t).await["status"], "ready");
+
+        // The router goes down: a change still succeeds, the status says why...
+        api.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        t.req("PUT", "/1.5/apps/web/routers/edge").admin().json(json!({"opts": {"team": "green"}})).send().await.expect(200, "");
+        let status = edge(&t).await;
+        assert_eq!(status["status"], "error", "{status}");
+        assert!(status["status-detail"].as_str().unwrap().contains(&format!("POST http://{addr}/backend/web: 503 router is down")), "{status}");
+        // ...and once it is back, the resync loop tells it the change.
+        api.up.store(true, std::sync::atomic::Ordering::SeqCst);
+        within_10s("the router is told again", async || edge(&t).await["status"] == "ready").await;
+        assert_eq!(api.backends.lock().unwrap()["web"].0, json!({"team": "green"}));
+
+        // Unlinked while it is down: it is told to forget the app once it is back.
+        api.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        t.req("DELETE", "/1.5/apps/web/routers/edge").admin().send().await.expect(200, "");
+        assert!(api.backends.lock().unwrap().contains_key("web"));
+        api.up.store(true, std::sync::atomic::Ordering::SeqCst);
+        within_10s("the router forgets the app", async || !api.backends.lock().unwrap().contains_key("web")).await;
+        assert_eq!(t.app_get("web.ext.test", "/").await.0, 404);
+        t.stop().await;
+    }
+}
