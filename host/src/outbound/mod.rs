@@ -57,8 +57,10 @@ pub enum Refused {
     NotListed { who: String, url: String, allow: String },
     #[error("{who}: {url} is not allowed: the plugin is not granted capability \"http\"")]
     NotGranted { who: String, url: String },
+    /// The address stays out of the text (the guest is no scanner of the
+    /// host's network); the log has it.
     #[error(
-        "{who}: {url} is not allowed: {host} resolves to {ip}, a loopback, private or reserved address, \
+        "{who}: {url} is not allowed: {host} resolves to a loopback, private or reserved address, \
          which only an allow entry naming {host} itself lets through (it matched {entry:?})"
     )]
     Private { who: String, url: String, host: String, ip: IpAddr, entry: String },
@@ -247,7 +249,10 @@ impl Outbound {
     }
 
     fn refuse(&self, refused: Refused) -> Error {
-        tracing::warn!(refused = %refused, "outbound request refused");
+        match &refused {
+            Refused::Private { ip, .. } => tracing::warn!(refused = %refused, %ip, "outbound request refused"),
+            _ => tracing::warn!(refused = %refused, "outbound request refused"),
+        }
         Error::InternalError(Some(refused.to_string()))
     }
 
