@@ -1,5 +1,6 @@
 //! Assembling a running torii: storage, plugins, identity and the API listener.
 
+use crate::plugin::instance::PluginAdmin;
 use anyhow::Context as _;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ pub struct Server {
     pub units: Arc<crate::dataplane::units::Units>,
     /// The configured provisioners (the built-in `wasm` among them), by name.
     pub provisioners: BTreeMap<String, Provisioner>,
+    /// Every loaded plugin, by entry name (the admin API).
+    pub plugins: BTreeMap<String, Arc<dyn PluginAdmin>>,
     /// The router plugins (the built-in `embedded` among them), by the type they serve.
     pub routing: Arc<Routing>,
     /// Apps being woken by the data plane, one wake each at a time.
@@ -74,12 +77,13 @@ async fn plugin_pool<W: World>(
     entry: &PluginEntry,
     store: &Store,
     apps: Option<AppsHost>,
-) -> anyhow::Result<PluginPool<W>> {
-    let bytes: Vec<u8> = match (&entry.builtin, &entry.path) {
-        (Some(b), _) => builtin_plugin(b).with_context(|| format!("no built-in plugin {b:?}"))?.to_vec(),
-        (None, Some(path)) => {
-            std::fs::read(path).with_context(|| format!("plugin {:?}: cannot read {}", entry.name, path.display()))?
-        }
+) -> anyhow::Result<Arc<PluginPool<W>>> {
+    let (bytes, source): (Vec<u8>, String) = match (&entry.builtin, &entry.path) {
+        (Some(b), _) => (builtin_plugin(b).with_context(|| format!("no built-in plugin {b:?}"))?.to_vec(), format!("builtin:{b}")),
+        (None, Some(path)) => (
+            std::fs::read(path).with_context(|| format!("plugin {:?}: cannot read {}", entry.name, path.display()))?,
+            path.display().to_string(),
+        ),
         (None, None) => unreachable!("config validation"),
     };
     let component = engine.component(&bytes).with_context(|| format!("plugin {:?} is not a valid component", entry.name))?;
@@ -91,7 +95,8 @@ async fn plugin_pool<W: World>(
     };
     let host = HostCtx { name: entry.name.clone(), grants: entry.capabilities.clone(), store: store.clone(), apps, outbound };
     let config_json = serde_json::to_string(&entry.config)?;
-    Ok(PluginPool::<W>::new(engine, &component, host, config_json, limits(config, entry)).await?)
+    let digest = crate::blobs::Blobs::digest(&bytes);
+    Ok(Arc::new(PluginPool::<W>::new(engine, &component, host, config_json, limits(config, entry), source, digest).await?))
 }
 
 fn limits(config: &Config, entry: &PluginEntry) -> Limits {
@@ -134,6 +139,8 @@ impl Server {
             .find(|p| p.name == config.auth.scheme && p.kind == PluginKind::AuthScheme)
             .expect("config validation guarantees the auth scheme entry");
         let pool = plugin_pool::<AuthWorld>(&engine, &config, entry, &store, None).await?;
+        let mut plugins: BTreeMap<String, Arc<dyn PluginAdmin>> = BTreeMap::new();
+        plugins.insert(entry.name.clone(), pool.clone());
 
         let instance = serde_json::json!({
             "Name": hostname(),
@@ -174,6 +181,7 @@ impl Server {
         let mut router_plugins = BTreeMap::new();
         for entry in config.plugin.iter().filter(|p| p.kind == PluginKind::Router) {
             let pool = plugin_pool::<RouterWorld>(&engine, &config, entry, &store, None).await?;
+            plugins.insert(entry.name.clone(), pool.clone());
             router_plugins.insert(entry.name.clone(), RouterPlugin::new(pool));
         }
         let routing = Arc::new(Routing::new(store.clone(), config.router.domain.clone(), router_plugins));
@@ -192,12 +200,14 @@ impl Server {
                 docker: entry.capabilities.contains(&crate::config::Capability::Containers).then(|| docker.clone()),
             };
             let pool = plugin_pool::<ProvisionerWorld>(&engine, &config, entry, &store, Some(runtime)).await?;
+            plugins.insert(entry.name.clone(), pool.clone());
             provisioners.insert(entry.name.clone(), Provisioner::new(pool));
         }
         Ok(Arc::new(Server {
             apps,
             units,
             provisioners,
+            plugins,
             routing,
             wakes: Default::default(),
             app_outbound: Default::default(),

@@ -3,6 +3,7 @@
 //! API error naming the plugin and the cause, and the next request succeeds.
 
 use crate::support::{Backend, Options, TestServer, backends};
+use serde_json::{Value, json};
 use torii::config::Config;
 use torii::server::Server;
 
@@ -145,4 +146,65 @@ async fn compiled_plugins_are_cached_by_content_hash() {
     assert_eq!(entries(), first);
     let again: Vec<_> = first.iter().map(|e| std::fs::metadata(e).unwrap().modified().unwrap()).collect();
     assert_eq!(again, modified);
+}
+
+backends! {
+    async fn plugins_are_listed_and_swapped_while_they_serve(b) {
+        let t = crate::support::TestServer::start(b).await;
+        // Listed with where they come from, what they speak and how they do.
+        let list = t.req("GET", "/torii/v1/plugins").admin().send().await.json();
+        let names: Vec<&str> = list.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["docker", "embedded", "native", "wasm"], "{list}");
+        let native = list.as_array().unwrap().iter().find(|p| p["name"] == "native").unwrap().clone();
+        let builtin_digest = native["digest"].as_str().unwrap().to_string();
+        assert_eq!(builtin_digest.len(), 64);
+        assert_eq!(
+            (native["kind"].clone(), native["source"].clone(), native["contract"].clone(), native["grants"].clone(), native["health"].clone()),
+            (json!("auth-scheme"), json!("builtin:auth-native"), json!(torii::plugin::CONTRACT_VERSION), json!(["log", "kv"]), json!("ok"))
+        );
+        let token = t.user("someone@example.com").await;
+        t.req("GET", "/torii/v1/plugins").token(&token).send().await.expect_status(403);
+        t.req("PUT", "/torii/v1/plugins/native").token(&token).raw("application/wasm", b"\0asm".to_vec()).send().await.expect_status(403);
+        t.req("GET", "/torii/v1/plugins/nope").admin().send().await.expect_error(404, "plugin \"nope\" not found");
+
+        // Swapped while a client keeps asking it: every answer comes, from
+        // the old one, then the new one.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (client, base, halt) = (reqwest::Client::new(), t.base.clone(), stop.clone());
+        let asking = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !halt.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = client.get(format!("{base}/1.0/auth/scheme")).send().await.unwrap();
+                let status = r.status().as_u16();
+                let name = r.json::<Value>().await.map(|v| v["name"].as_str().unwrap_or_default().to_string()).unwrap_or_default();
+                seen.push((status, name));
+            }
+            seen
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let chaos = std::fs::read(env!("TORII_GUEST_TEST_CHAOS")).unwrap();
+        let r = t.req("PUT", "/torii/v1/plugins/native").admin().raw("application/wasm", chaos).send().await;
+        assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+        let swapped = r.json();
+        assert_eq!((swapped["source"].clone(), swapped["health"].clone()), (json!("upload"), json!("ok")));
+        assert_ne!(swapped["digest"], json!(builtin_digest));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let seen = asking.await.unwrap();
+        assert!(seen.iter().all(|(status, _)| *status == 200), "{:?}", seen.iter().filter(|(s, _)| *s != 200).collect::<Vec<_>>());
+        let names: std::collections::BTreeSet<&str> = seen.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, ["chaos", "native"].into(), "{} answers", seen.len());
+
+        // A component that does not fit leaves the current one serving.
+        t.req("PUT", "/torii/v1/plugins/native").admin().raw("application/wasm", b"\0asm junk".to_vec()).send().await.expect_status(400);
+        let provisioner = std::fs::read(env!("TORII_GUEST_TEST_HTTP_BACKENDS")).unwrap();
+        t.req("PUT", "/torii/v1/plugins/native").admin().raw("application/wasm", provisioner).send().await.expect_error(
+            400,
+            &format!("plugin \"native\": its entry says kind auth-scheme, but the component is of kind provisioner (it exports torii:plugin/provisioner@{})", torii::plugin::CONTRACT_VERSION),
+        );
+        assert_eq!(t.req("GET", "/1.0/auth/scheme").send().await.json()["name"], "chaos");
+        let now = t.req("GET", "/torii/v1/plugins/native").admin().send().await.json();
+        assert_eq!(now["digest"], swapped["digest"]);
+        t.stop().await;
+    }
 }

@@ -138,7 +138,7 @@ backends! {
         let t = TestServer::start(b).await;
         let list = t.req("GET", "/1.0/permissions").admin().send().await.json();
         let list = list.as_array().unwrap();
-        assert_eq!(list.len(), 245);
+        assert_eq!(list.len(), 249);
         assert_eq!(list[0], json!({"Name": "", "Contexts": ["global"]}));
         assert_eq!(list[1], json!({"Name": "app", "Contexts": ["global", "app", "team", "pool"]}));
         let dev = t.user("dev@example.com").await;

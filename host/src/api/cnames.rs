@@ -123,7 +123,10 @@ async fn swap(State(server): AppState, Caller(caller): Caller, ip: ClientIp, par
         match server.routing.sync_together(&[&app1.name, &app2.name]).await {
             Err(e) if e.refused => Err(ApiError::bad_request(format!("the routes of the swapped apps were refused: {e}"))),
             // The app routers' status shows it; the resync loop tells them again.
-            Err(e) => Ok(tracing::warn!(error = %e, "routers: the swapped apps are not served everywhere yet")),
+            Err(e) => {
+                tracing::warn!(error = %e, "routers: the swapped apps are not served everywhere yet");
+                Ok(())
+            }
             Ok(()) => Ok(()),
         }
     };

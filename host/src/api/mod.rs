@@ -36,6 +36,7 @@ mod teams;
 pub mod tokens;
 mod units;
 pub mod users;
+mod plugins;
 mod webhooks;
 
 use axum::Router;
@@ -103,6 +104,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = lifecycle::routes(routes);
     let routes = units::routes(routes);
     let routes = webhooks::routes(routes);
+    let routes = plugins::routes(routes);
     let routes = platforms::routes(routes);
     let routes = cnames::routes(routes);
     let routes = routers::routes(routes);

@@ -53,11 +53,15 @@ impl World for AuthWorld {
     ) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
         Box::pin(bindings.torii_plugin_auth_scheme().call_init(store, config))
     }
+
+    fn health<'a>(bindings: &'a Self::Bindings, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
+        Box::pin(bindings.torii_plugin_auth_scheme().call_health(store))
+    }
 }
 
 /// The configured auth scheme.
 pub struct AuthScheme {
-    pool: PluginPool<AuthWorld>,
+    pool: std::sync::Arc<PluginPool<AuthWorld>>,
 }
 
 fn flatten<T>(r: Result<Result<T, SchemeError>, PluginError>) -> Result<T, AuthCallError> {
@@ -69,7 +73,7 @@ fn flatten<T>(r: Result<Result<T, SchemeError>, PluginError>) -> Result<T, AuthC
 }
 
 impl AuthScheme {
-    pub fn new(pool: PluginPool<AuthWorld>) -> AuthScheme {
+    pub fn new(pool: std::sync::Arc<PluginPool<AuthWorld>>) -> AuthScheme {
         AuthScheme { pool }
     }
 

@@ -43,6 +43,10 @@ impl PluginEngine {
         Ok(PluginEngine { engine, cache_dir: cache_dir.to_path_buf(), stop })
     }
 
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -164,6 +164,7 @@ pub trait World: Send + Sync + 'static {
         store: &'a mut Store<PluginState>,
         config: &'a str,
     ) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>>;
+    fn health<'a>(bindings: &'a Self::Bindings, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>>;
 }
 
 struct Ready<W: World> {
@@ -171,14 +172,73 @@ struct Ready<W: World> {
     bindings: W::Bindings,
 }
 
-/// One configured plugin: its pre-linked component and its idle instances.
+/// One loaded component of a plugin: its pre-linked code, where it came
+/// from and its idle instances. A swap installs a new one; calls in flight
+/// finish on the one they took.
+struct Loaded<W: World> {
+    pre: W::Pre,
+    source: String,
+    digest: String,
+    idle: Mutex<Vec<Ready<W>>>,
+}
+
+/// What a plugin has done since it was loaded (swaps keep counting).
+#[derive(Default)]
+struct Stats {
+    calls: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+    last_error: Mutex<String>,
+}
+
+/// A plugin as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub kind: &'static str,
+    /// `builtin:<name>`, the file it was read from, or `upload` after a swap.
+    pub source: String,
+    /// The `torii:plugin` version it speaks (a component of another is refused).
+    pub contract: &'static str,
+    /// SHA-256 of the component.
+    pub digest: String,
+    pub grants: Vec<&'static str>,
+    pub calls: u64,
+    pub errors: u64,
+    #[serde(rename = "lastError")]
+    pub last_error: String,
+}
+
+/// What the admin API does with any plugin, whatever its kind.
+pub trait PluginAdmin: Send + Sync {
+    fn status(&self) -> PluginStatus;
+    fn health(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn swap<'a>(&'a self, bytes: &'a [u8]) -> BoxFuture<'a, Result<(), PluginError>>;
+}
+
+impl<W: World> PluginAdmin for PluginPool<W> {
+    fn status(&self) -> PluginStatus {
+        PluginPool::status(self)
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(PluginPool::health(self))
+    }
+
+    fn swap<'a>(&'a self, bytes: &'a [u8]) -> BoxFuture<'a, Result<(), PluginError>> {
+        Box::pin(PluginPool::swap(self, bytes))
+    }
+}
+
+/// One configured plugin: its loaded component, swappable, and what
+/// every instance of it shares.
 pub struct PluginPool<W: World> {
     engine: wasmtime::Engine,
-    pre: W::Pre,
+    cache_dir: std::path::PathBuf,
     host: Arc<HostCtx>,
     config_json: String,
     limits: Limits,
-    idle: Mutex<Vec<Ready<W>>>,
+    current: std::sync::RwLock<Arc<Loaded<W>>>,
+    stats: Stats,
 }
 
 impl<W: World> PluginPool<W> {
@@ -190,16 +250,37 @@ impl<W: World> PluginPool<W> {
         host: HostCtx,
         config_json: String,
         limits: Limits,
+        source: String,
+        digest: String,
     ) -> Result<Self, PluginError> {
+        let host = Arc::new(host);
+        let loaded = Self::load(engine.engine(), &host, component, source, digest)?;
+        let pool = PluginPool {
+            engine: engine.engine().clone(),
+            cache_dir: engine.cache_dir().to_path_buf(),
+            host,
+            config_json,
+            limits,
+            current: std::sync::RwLock::new(Arc::new(loaded)),
+            stats: Stats::default(),
+        };
+        let current = pool.loaded();
+        let first = pool.instantiate(&current).await?;
+        current.idle.lock().unwrap().push(first);
+        Ok(pool)
+    }
+
+    /// `component` checked (contract version, kind) and linked.
+    fn load(engine: &wasmtime::Engine, host: &HostCtx, component: &Component, source: String, digest: String) -> Result<Loaded<W>, PluginError> {
         let name = host.name.clone();
         let load = |e: wasmtime::Error| PluginError::Load { plugin: name.clone(), message: format!("{e:#}") };
-        if let Some(built) = super::foreign_contract(engine.engine(), component) {
+        if let Some(built) = super::foreign_contract(engine, component) {
             return Err(PluginError::Contract { plugin: name, built });
         }
-        if let Some((component, export)) = super::other_kind(engine.engine(), component, W::KIND) {
+        if let Some((component, export)) = super::other_kind(engine, component, W::KIND) {
             return Err(PluginError::Kind { plugin: name, entry: W::KIND.into(), component, export });
         }
-        let mut linker = Linker::<PluginState>::new(engine.engine());
+        let mut linker = Linker::<PluginState>::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(load)?;
         // Outbound HTTP is linked for every plugin; a request of one not
         // granted `http` fails with an error naming the grant.
@@ -207,17 +288,52 @@ impl<W: World> PluginPool<W> {
         capabilities::add_to_linker(&mut linker).map_err(load)?;
         let instance_pre = linker.instantiate_pre(component).map_err(load)?;
         let pre = W::pre(instance_pre).map_err(load)?;
-        let pool = PluginPool {
-            engine: engine.engine().clone(),
-            pre,
-            host: Arc::new(host),
-            config_json,
-            limits,
-            idle: Mutex::new(Vec::new()),
-        };
-        let first = pool.instantiate().await?;
-        pool.idle.lock().unwrap().push(first);
-        Ok(pool)
+        Ok(Loaded { pre, source, digest, idle: Mutex::new(Vec::new()) })
+    }
+
+    /// Replaces the plugin's component with `bytes`, once they load and an
+    /// instance of them accepts the config; until then (and on any failure)
+    /// the current one serves. Calls in flight finish on the one they took.
+    pub async fn swap(&self, bytes: &[u8]) -> Result<(), PluginError> {
+        let name = self.host.name.clone();
+        let component = crate::plugin::engine::cached_component(&self.engine, &self.cache_dir, bytes)
+            .map_err(|e| PluginError::Load { plugin: name.clone(), message: format!("not a valid component: {e:#}") })?;
+        let digest = crate::blobs::Blobs::digest(bytes);
+        let loaded = Self::load(&self.engine, &self.host, &component, "upload".into(), digest)?;
+        let first = self.instantiate(&loaded).await?;
+        loaded.idle.lock().unwrap().push(first);
+        *self.current.write().unwrap() = Arc::new(loaded);
+        tracing::info!(plugin = %name, "plugin swapped");
+        Ok(())
+    }
+
+    fn loaded(&self) -> Arc<Loaded<W>> {
+        self.current.read().unwrap().clone()
+    }
+
+    /// What the admin API shows of it.
+    pub fn status(&self) -> PluginStatus {
+        use std::sync::atomic::Ordering::Relaxed;
+        let loaded = self.loaded();
+        PluginStatus {
+            name: self.host.name.clone(),
+            kind: W::KIND,
+            source: loaded.source.clone(),
+            contract: super::CONTRACT_VERSION,
+            digest: loaded.digest.clone(),
+            grants: self.host.grants.iter().map(|g| g.name()).collect(),
+            calls: self.stats.calls.load(Relaxed),
+            errors: self.stats.errors.load(Relaxed),
+            last_error: self.stats.last_error.lock().unwrap().clone(),
+        }
+    }
+
+    /// The plugin's own liveness probe (`health`).
+    pub async fn health(&self) -> Result<(), String> {
+        match self.call(|b, s| W::health(b, s)).await {
+            Ok(answer) => answer,
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -228,7 +344,7 @@ impl<W: World> PluginPool<W> {
         (self.limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
     }
 
-    async fn instantiate(&self) -> Result<Ready<W>, PluginError> {
+    async fn instantiate(&self, loaded: &Loaded<W>) -> Result<Ready<W>, PluginError> {
         let stderr = StderrTail::default();
         let state = PluginState {
             wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
@@ -244,7 +360,7 @@ impl<W: World> PluginPool<W> {
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
         let run = async {
-            let bindings = W::instantiate(&self.pre, &mut store).await?;
+            let bindings = W::instantiate(&loaded.pre, &mut store).await?;
             let init = W::init(&bindings, &mut store, &self.config_json).await?;
             Ok::<_, wasmtime::Error>((bindings, init))
         };
@@ -262,10 +378,16 @@ impl<W: World> PluginPool<W> {
         R: Send,
         F: for<'a> FnOnce(&'a W::Bindings, &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<R>> + Send,
     {
-        let taken = self.idle.lock().unwrap().pop();
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.calls.fetch_add(1, Relaxed);
+        let loaded = self.loaded();
+        let taken = loaded.idle.lock().unwrap().pop();
         let mut ready = match taken {
             Some(ready) => ready,
-            None => self.instantiate().await?,
+            None => match self.instantiate(&loaded).await {
+                Ok(ready) => ready,
+                Err(e) => return Err(self.failed(e)),
+            },
         };
         ready.store.set_epoch_deadline(self.deadline_ticks());
         ready.store.data().stderr.clear();
@@ -276,16 +398,23 @@ impl<W: World> PluginPool<W> {
             tokio::time::timeout(self.limits.timeout + Duration::from_secs(1), f(bindings, store)).await
         };
         match outcome {
-            Err(_) => Err(self.timeout()),
-            Ok(Err(e)) => Err(self.classify(e, &ready.store)),
+            Err(_) => Err(self.failed(self.timeout())),
+            Ok(Err(e)) => Err(self.failed(self.classify(e, &ready.store))),
             Ok(Ok(value)) => {
-                let mut idle = self.idle.lock().unwrap();
+                let mut idle = loaded.idle.lock().unwrap();
                 if idle.len() < MAX_IDLE {
                     idle.push(ready);
                 }
                 Ok(value)
             }
         }
+    }
+
+    /// Counts a failed call and keeps its error for the admin API.
+    fn failed(&self, e: PluginError) -> PluginError {
+        self.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.stats.last_error.lock().unwrap() = e.to_string();
+        e
     }
 
     fn timeout(&self) -> PluginError {

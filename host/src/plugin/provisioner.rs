@@ -97,11 +97,15 @@ impl World for ProvisionerWorld {
     ) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
         Box::pin(bindings.torii_plugin_provisioner().call_init(store, config))
     }
+
+    fn health<'a>(bindings: &'a Self::Bindings, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
+        Box::pin(bindings.torii_plugin_provisioner().call_health(store))
+    }
 }
 
 /// A configured provisioner.
 pub struct Provisioner {
-    pool: PluginPool<ProvisionerWorld>,
+    pool: std::sync::Arc<PluginPool<ProvisionerWorld>>,
 }
 
 fn flatten<T>(r: Result<Result<T, Refusal>, PluginError>) -> Result<T, ProvisionError> {
@@ -144,7 +148,7 @@ pub fn app_version(version: i64, digest: &str, processes: &[crate::store::Proces
 }
 
 impl Provisioner {
-    pub fn new(pool: PluginPool<ProvisionerWorld>) -> Provisioner {
+    pub fn new(pool: std::sync::Arc<PluginPool<ProvisionerWorld>>) -> Provisioner {
         Provisioner { pool }
     }
 

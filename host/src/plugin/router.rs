@@ -48,15 +48,19 @@ impl World for RouterWorld {
     ) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
         Box::pin(bindings.torii_plugin_router().call_init(store, config))
     }
+
+    fn health<'a>(bindings: &'a Self::Bindings, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
+        Box::pin(bindings.torii_plugin_router().call_health(store))
+    }
 }
 
 /// A configured router plugin; its name is the router type it serves.
 pub struct RouterPlugin {
-    pool: PluginPool<RouterWorld>,
+    pool: std::sync::Arc<PluginPool<RouterWorld>>,
 }
 
 impl RouterPlugin {
-    pub fn new(pool: PluginPool<RouterWorld>) -> RouterPlugin {
+    pub fn new(pool: std::sync::Arc<PluginPool<RouterWorld>>) -> RouterPlugin {
         RouterPlugin { pool }
     }
 

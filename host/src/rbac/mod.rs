@@ -1,6 +1,6 @@
-//! Role-based access control: tsuru's permission tree (`permissions.txt`, 245
-//! schemes with the context types each allows) and the one check every handler
-//! goes through (API-NOTES §1.8).
+//! Role-based access control: tsuru's permission tree (`permissions.txt`: its 245
+//! schemes with the context types each allows, and torii's `plugin.*` for the
+//! plugin admin API) and the one check every handler goes through (API-NOTES §1.8).
 //!
 //! A grant is (scheme, context type, context value). Holding a scheme implies
 //! its descendants; the root scheme (`*`, listed as `""`) implies everything.
@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn registry_has_every_scheme() {
-        assert_eq!(registry().schemes().len(), 245);
+        assert_eq!(registry().schemes().len(), 249);
         assert_eq!(registry().get("*").unwrap().name, "");
         assert_eq!(
             registry().get("app.update.env.set").unwrap().contexts,
