@@ -208,3 +208,49 @@ backends! {
         t.stop().await;
     }
 }
+
+/// `plugins/template-router` copied out of the tree, built against the SDK
+/// by path with the tree's lockfile, and loaded as a router plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_template_plugin_builds_out_of_tree_and_serves() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let dir = tempfile::TempDir::new().unwrap();
+    let crate_dir = dir.path().join("my-router");
+    std::fs::create_dir_all(crate_dir.join("src")).unwrap();
+    let manifest = std::fs::read_to_string(root.join("plugins/template-router/Cargo.toml")).unwrap();
+    let sdk = root.join("plugins/sdk");
+    assert!(manifest.contains("path = \"../sdk\""), "{manifest}");
+    std::fs::write(crate_dir.join("Cargo.toml"), manifest.replace("path = \"../sdk\"", &format!("path = {:?}", sdk.display().to_string()))).unwrap();
+    std::fs::copy(root.join("plugins/template-router/src/lib.rs"), crate_dir.join("src/lib.rs")).unwrap();
+    std::fs::copy(root.join("plugins/Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
+    let target = root.join("target/guest-template");
+    let build = tokio::task::spawn_blocking({
+        let (crate_dir, target) = (crate_dir.clone(), target.clone());
+        move || {
+            let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cmd.current_dir(&crate_dir).args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"]).arg(&target);
+            for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS"] {
+                cmd.env_remove(var);
+            }
+            cmd.output().expect("cargo runs")
+        }
+    })
+    .await
+    .unwrap();
+    assert!(build.status.success(), "the template does not build out of tree:\n{}", String::from_utf8_lossy(&build.stderr));
+    let wasm = target.join("wasm32-wasip2/release/my_router.wasm");
+
+    let mut o = Options::new(Backend::Sqlite);
+    o.extra_toml = format!("[[plugin]]\nname = \"mine\"\nkind = \"router\"\npath = {:?}\ncapabilities = [\"log\", \"kv\"]\n[plugin.config]\ngreeting = \"hi\"\n", wasm.display().to_string());
+    let t = TestServer::start_with(o).await;
+    t.team("t1").await;
+    t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
+    t.req("POST", "/1.0/apps").admin().form(&[("name", "web"), ("teamOwner", "t1")]).send().await.expect_status(201);
+    t.req("POST", "/1.8/routers").admin().json(json!({"name": "own", "type": "mine", "config": {"domain": "own.test"}})).send().await.expect(201, "");
+    t.req("POST", "/1.5/apps/web/routers").admin().json(json!({"name": "own"})).send().await.expect(200, "");
+    let routers = t.req("GET", "/1.5/apps/web/routers").admin().send().await.json();
+    assert_eq!((routers[1]["name"].clone(), routers[1]["status"].clone()), (json!("own"), json!("ready")), "{routers}");
+    let mine = t.req("GET", "/torii/v1/plugins/mine").admin().send().await.json();
+    assert_eq!((mine["kind"].clone(), mine["source"].clone(), mine["health"].clone(), mine["errors"].clone()), (json!("router"), json!(wasm.display().to_string()), json!("ok"), json!(0)), "{mine}");
+    t.stop().await;
+}
