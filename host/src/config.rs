@@ -564,6 +564,7 @@ pub const BUILTIN_PLUGINS: &[(&str, PluginKind)] = &[
     ("provisioner-docker", PluginKind::Provisioner),
     ("router-embedded", PluginKind::Router),
     ("router-api", PluginKind::Router),
+    ("router-caddy", PluginKind::Router),
 ];
 
 impl Config {

@@ -64,6 +64,7 @@ pub fn builtin_plugin(name: &str) -> Option<&'static [u8]> {
         "provisioner-docker" => Some(include_bytes!(env!("TORII_GUEST_PROVISIONER_DOCKER"))),
         "router-embedded" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_EMBEDDED"))),
         "router-api" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_API"))),
+        "router-caddy" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_CADDY"))),
         _ => None,
     }
 }

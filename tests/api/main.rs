@@ -4,6 +4,7 @@
 mod support;
 
 mod apps;
+mod caddy;
 mod auth;
 mod cli;
 mod converge;

@@ -159,9 +159,19 @@ impl Routing {
         self.sync(app).await
     }
 
-    /// Syncs again the apps some router failed for (`[routers] resync_secs`).
+    /// Syncs again the apps some router failed for, and the apps of
+    /// routers that keep their own state (any type but the `embedded` one,
+    /// whose table is torii's): such a router may have lost what it was
+    /// told (a Caddy restarted) without failing (`[routers] resync_secs`).
     pub async fn resync(&self) {
-        let apps = match self.store.apps_with_router_errors().await {
+        let listed = async {
+            let mut apps = self.store.apps_with_router_errors().await?;
+            apps.extend(self.store.apps_on_routers_not_of(super::EMBEDDED).await?);
+            apps.sort();
+            apps.dedup();
+            Ok::<_, crate::store::StoreError>(apps)
+        };
+        let apps = match listed.await {
             Ok(apps) => apps,
             Err(e) => return tracing::warn!(error = %e, "routers: cannot list the apps to resync"),
         };

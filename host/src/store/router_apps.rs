@@ -34,6 +34,18 @@ impl Store {
         rows.iter().map(|r| Ok(r.try_get("app")?)).collect()
     }
 
+    /// The apps linked to a dynamic router whose type is not `kind`, by name
+    /// (routers torii does not hold the state of, synced again each round).
+    pub async fn apps_on_routers_not_of(&self, kind: &str) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT ar.app FROM app_routers ar JOIN routers r ON r.name = ar.router WHERE r.type <> $1 ORDER BY ar.app",
+        )
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("app")?)).collect()
+    }
+
     /// Records what `router` did of `app` (`error` empty: as told).
     pub async fn set_router_app(&self, r: &RouterApp) -> StoreResult<()> {
         sqlx::query(
