@@ -148,6 +148,25 @@ backends! {
         assert_eq!(status, 200, "{body}");
         assert_ne!(body, "hello from web at /\n", "the new version serves");
 
+        // An app whose main router is Caddy: its cnames are Caddy's too, and
+        // a canary's traffic is shared between its versions.
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "site"), ("teamOwner", "t1"), ("router", "edge")]).send().await.expect_status(201);
+        let r = t.req("POST", "/1.0/apps/site/deploy").admin().raw(MP, upload(&std::fs::read(HELLO).unwrap(), &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        t.req("POST", "/1.0/apps/site/cname").admin().form(&[("cname", "www.site.example")]).send().await.expect(200, "");
+        within_10s("Caddy serves the cname", async || caddy.get("www.site.example").await == (200, "hello from site at /\n".to_string())).await;
+        let echo = std::fs::read(crate::deploy::ECHO_ENV).unwrap();
+        let r = t.req("POST", "/1.0/apps/site/deploy").admin().raw(MP, upload(&echo, &[("new-version", "true")])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        t.req("POST", "/1.8/apps/site/routable").admin().json(json!({"version": "2", "isRoutable": true})).send().await.expect(200, "");
+        let mut answers = std::collections::BTreeSet::new();
+        for _ in 0..60 {
+            let r = reqwest::Client::new().get(format!("http://{}/?name=TSURU_APPNAME", caddy.http)).header("host", "site.caddy.test").send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            answers.insert(r.text().await.unwrap());
+        }
+        assert_eq!(answers, ["hello from site at /?name=TSURU_APPNAME\n".to_string(), "site\n".to_string()].into());
+
         // App removal takes its route out of Caddy.
         assert!(caddy.has_route("edge", "web").await);
         t.req("DELETE", "/1.0/apps/web").admin().send().await.expect_status(200);
