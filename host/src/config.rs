@@ -346,6 +346,13 @@ impl PluginKind {
         }
     }
 
+    /// The kind whose exported interface is named `name` (`auth-scheme`, …).
+    pub fn named(name: &str) -> Option<PluginKind> {
+        [PluginKind::AuthScheme, PluginKind::Provisioner, PluginKind::Router, PluginKind::Iaas, PluginKind::ServiceBroker]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+
     /// Whether torii has the host side of this kind (something calls it).
     pub fn hosted(self) -> bool {
         matches!(self, PluginKind::AuthScheme | PluginKind::Provisioner | PluginKind::Router)

@@ -280,6 +280,20 @@ impl<W: World> PluginPool<W> {
         if let Some((component, export)) = super::other_kind(engine, component, W::KIND) {
             return Err(PluginError::Kind { plugin: name, entry: W::KIND.into(), component, export });
         }
+        // Its imports against its kind's world (refused) and its grants (a
+        // call to one not granted is denied when it happens: said now).
+        let kind = crate::config::PluginKind::named(W::KIND).expect("every world is a kind");
+        for capability in super::imported_capabilities(engine, component) {
+            if !kind.usable().contains(&capability) {
+                return Err(PluginError::Load {
+                    plugin: name,
+                    message: format!("it imports capability {:?}, which a {} plugin cannot use", capability.name(), W::KIND),
+                });
+            }
+            if !host.grants.contains(&capability) {
+                tracing::warn!(plugin = %name, capability = capability.name(), "the plugin imports a capability its entry does not grant: its calls to it will be denied");
+            }
+        }
         let mut linker = Linker::<PluginState>::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(load)?;
         // Outbound HTTP is linked for every plugin; a request of one not

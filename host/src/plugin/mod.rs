@@ -65,6 +65,28 @@ pub fn other_kind(engine: &wasmtime::Engine, component: &wasmtime::component::Co
     other
 }
 
+/// The capabilities `component` imports (`torii:plugin/<capability>@…`).
+pub fn imported_capabilities(engine: &wasmtime::Engine, component: &wasmtime::component::Component) -> Vec<crate::config::Capability> {
+    use crate::config::Capability::*;
+    let ty = component.component_type();
+    let mut found = Vec::new();
+    for (name, _) in ty.imports(engine) {
+        let Some(rest) = name.strip_prefix(CONTRACT_PACKAGE).and_then(|r| r.strip_prefix('/')) else { continue };
+        let capability = match rest.split_once('@').map_or(rest, |(i, _)| i) {
+            "log" => Log,
+            "kv" => Kv,
+            "app-runtime" => AppRuntime,
+            "proxy" => Proxy,
+            "containers" => Containers,
+            _ => continue,
+        };
+        if !found.contains(&capability) {
+            found.push(capability);
+        }
+    }
+    found
+}
+
 pub use instance::{Limits, PluginState};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -122,6 +144,20 @@ mod tests {
             }
         }
         hex::encode(hash.finalize())
+    }
+
+    #[test]
+    fn the_capabilities_a_component_imports_are_read_from_it() {
+        use crate::config::Capability::*;
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        let imports = |path: &str| super::imported_capabilities(&engine, &wasmtime::component::Component::from_file(&engine, path).unwrap());
+        let chaos = imports(env!("TORII_GUEST_TEST_CHAOS"));
+        assert!(chaos.contains(&Kv) && !chaos.contains(&Containers) && !chaos.contains(&Proxy), "{chaos:?}");
+        let docker = imports(env!("TORII_GUEST_PROVISIONER_DOCKER"));
+        assert!(docker.contains(&Containers) && !docker.contains(&Proxy), "{docker:?}");
+        assert!(imports(env!("TORII_GUEST_ROUTER_EMBEDDED")).contains(&Proxy));
     }
 
     #[test]
