@@ -254,7 +254,7 @@ backends! {
 
         // Beyond the pool's policy, or a bad torii.toml: the deploy is refused, nothing recorded.
         let r = deploy("caller", vec![("app.wasm", fetch.clone()), ("torii.toml", manifest("\"https://api.example.com\", \"http://127.0.0.1:1\""))]).await;
-        assert!(r.body.contains("torii.toml: allowed_outbound_hosts https://api.example.com go beyond what pool \"main\" lets its apps reach (http://127.0.0.1:*): ask the operator to widen its [[pool_policy]]") && !r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert!(r.body.contains("the app's allowed_outbound_hosts https://api.example.com go beyond what pool \"main\" lets its apps reach (http://127.0.0.1:*): ask the operator to widen its [[pool_policy]]") && !r.body.ends_with("\nOK\n"), "{}", r.body);
         let r = deploy("shut", vec![("app.wasm", fetch.clone()), ("torii.toml", manifest(&format!("\"http://127.0.0.1:{o}\"")))]).await;
         assert!(r.body.contains("go beyond what pool \"closed\" lets its apps reach (nothing)") && !r.body.ends_with("\nOK\n"), "{}", r.body);
         let r = deploy("caller", vec![("app.wasm", fetch.clone()), ("torii.toml", b"allowed_hosts = []\n".to_vec())]).await;

@@ -25,6 +25,15 @@ pub struct Artifact {
     pub outbound: Vec<String>,
 }
 
+/// The `wasm` section of `tsuru.yaml`: the same declarations as
+/// `torii.toml`, for apps that keep tsuru's file. Its other sections
+/// (hooks, healthcheck, …) are tsuru's and not read here.
+#[derive(Debug, Default, serde::Deserialize)]
+struct TsuruYaml {
+    #[serde(default)]
+    wasm: Option<Manifest>,
+}
+
 /// `torii.toml` beside the component: what the app declares of itself.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +58,9 @@ pub enum DeployError {
     NoProcfile,
     #[error("Procfile: {0}")]
     Procfile(String),
-    #[error("torii.toml: {0}")]
+    /// What the app declares of itself (`torii.toml`, or the `wasm` section
+    /// of `tsuru.yaml`) cannot be taken; the text names the file.
+    #[error("{0}")]
     Manifest(String),
     #[error("{path} is larger than the {} MiB it may be", limit >> 20)]
     TooLarge { path: String, limit: u64 },
@@ -94,7 +105,7 @@ pub fn extract(upload: &[u8], max_processes: usize) -> Result<Artifact, DeployEr
     // `app.wasm`, else the only `.wasm`: the first other one is kept until
     // an `app.wasm` shows up; more are only named, for the error.
     let (mut app_wasm, mut first, mut others) = (None::<Vec<u8>>, None::<(String, Vec<u8>)>, Vec::<String>::new());
-    let (mut procfile, mut manifest) = (None, None);
+    let (mut procfile, mut manifest, mut tsuru_yaml) = (None, None, None);
     let mut unpacked: u64 = 0;
     for entry in archive.entries().map_err(archive_error)? {
         let mut entry = entry.map_err(archive_error)?;
@@ -105,7 +116,7 @@ pub fn extract(upload: &[u8], max_processes: usize) -> Result<Artifact, DeployEr
         }
         let path = entry.path().map_err(archive_error)?.to_string_lossy().trim_start_matches("./").to_string();
         let is_wasm = path.ends_with(".wasm");
-        let wanted = entry.header().entry_type().is_file() && (is_wasm || path == "Procfile" || path == "torii.toml");
+        let wanted = entry.header().entry_type().is_file() && (is_wasm || matches!(path.as_str(), "Procfile" | "torii.toml" | "tsuru.yaml" | "tsuru.yml"));
         if !wanted || (is_wasm && path != "app.wasm" && (app_wasm.is_some() || first.is_some())) {
             if wanted {
                 others.push(path);
@@ -122,6 +133,7 @@ pub fn extract(upload: &[u8], max_processes: usize) -> Result<Artifact, DeployEr
         match path.as_str() {
             "Procfile" => procfile = Some(String::from_utf8_lossy(&bytes).into_owned()),
             "torii.toml" => manifest = Some(String::from_utf8_lossy(&bytes).into_owned()),
+            "tsuru.yaml" | "tsuru.yml" => tsuru_yaml = Some((path.clone(), String::from_utf8_lossy(&bytes).into_owned())),
             "app.wasm" => app_wasm = Some(bytes),
             _ => first = Some((path, bytes)),
         }
@@ -140,11 +152,23 @@ pub fn extract(upload: &[u8], max_processes: usize) -> Result<Artifact, DeployEr
         Some(text) => processes(&text, max_processes)?,
         None => vec!["web".into()],
     };
-    let manifest: Manifest = match manifest {
-        Some(text) => toml::from_str(&text).map_err(|e| DeployError::Manifest(e.message().to_string()))?,
-        None => Manifest::default(),
+    let from_yaml = match tsuru_yaml {
+        Some((name, text)) => serde_yaml_ng::from_str::<TsuruYaml>(&text).map_err(|e| DeployError::Archive(format!("{name}: {e}")))?.wasm,
+        None => None,
     };
-    crate::outbound::AllowList::parse(&manifest.allowed_outbound_hosts).map_err(|e| DeployError::Manifest(format!("allowed_outbound_hosts: {e}")))?;
+    let manifest: (Manifest, &str) = match (manifest, from_yaml) {
+        (Some(_), Some(_)) => {
+            return Err(DeployError::Manifest("the archive declares the app in both torii.toml and the wasm section of tsuru.yaml: keep one".into()));
+        }
+        (Some(text), None) => {
+            (toml::from_str(&text).map_err(|e| DeployError::Manifest(format!("torii.toml: {}", e.message())))?, "torii.toml")
+        }
+        (None, Some(wasm)) => (wasm, "tsuru.yaml (wasm)"),
+        (None, None) => (Manifest::default(), ""),
+    };
+    let (manifest, file) = manifest;
+    crate::outbound::AllowList::parse(&manifest.allowed_outbound_hosts)
+        .map_err(|e| DeployError::Manifest(format!("{file}: allowed_outbound_hosts: {e}")))?;
     Ok(Artifact { component, processes, source, outbound: manifest.allowed_outbound_hosts })
 }
 
@@ -230,7 +254,7 @@ async fn within_policy(server: &Server, app: &str, outbound: &[String]) -> Resul
         return Ok(());
     }
     Err(DeployError::Manifest(format!(
-        "allowed_outbound_hosts {} go beyond what pool {pool:?} lets its apps reach ({}): ask the operator to widen its [[pool_policy]]",
+        "the app's allowed_outbound_hosts {} go beyond what pool {pool:?} lets its apps reach ({}): ask the operator to widen its [[pool_policy]]",
         beyond.join(", "),
         bound.describe()
     )))
@@ -550,6 +574,25 @@ mod tests {
                 (path, text)
             })
             .collect()
+    }
+
+    #[test]
+    fn outbound_hosts_come_from_torii_toml_or_the_wasm_section_of_tsuru_yaml() {
+        let wasm: &[u8] = b"\0asm....";
+        let toml = tar_gz(&[("app.wasm", wasm), ("torii.toml", b"allowed_outbound_hosts = [\"https://api.example.com\"]\n")]);
+        assert_eq!(extract(&toml, 32).unwrap().outbound, ["https://api.example.com"]);
+        let yaml = b"hooks:\n  build: [make]\nwasm:\n  allowed_outbound_hosts:\n    - https://*.example.org:*\n";
+        assert_eq!(extract(&tar_gz(&[("app.wasm", wasm), ("tsuru.yaml", yaml)]), 32).unwrap().outbound, ["https://*.example.org:*"]);
+        assert_eq!(extract(&tar_gz(&[("app.wasm", wasm), ("tsuru.yaml", b"hooks: {}\n")]), 32).unwrap().outbound, Vec::<String>::new());
+        let both = tar_gz(&[("app.wasm", wasm), ("torii.toml", b""), ("tsuru.yaml", yaml)]);
+        assert_eq!(
+            extract(&both, 32).unwrap_err().to_string(),
+            "the archive declares the app in both torii.toml and the wasm section of tsuru.yaml: keep one"
+        );
+        let typo = tar_gz(&[("app.wasm", wasm), ("tsuru.yaml", b"wasm:\n  allowed_hosts: []\n")]);
+        assert!(extract(&typo, 32).unwrap_err().to_string().contains("unknown field `allowed_hosts`"));
+        let bad = tar_gz(&[("app.wasm", wasm), ("tsuru.yaml", b"wasm:\n  allowed_outbound_hosts: [\"127.0.0.1\"]\n")]);
+        assert!(extract(&bad, 32).unwrap_err().to_string().starts_with("tsuru.yaml (wasm): allowed_outbound_hosts: \"127.0.0.1\" is not an allow entry"));
     }
 
     #[test]
