@@ -170,3 +170,93 @@ impl Router for ApiRouter {
 }
 
 export_router!(ApiRouter);
+
+#[cfg(test)]
+mod tests {
+    //! The plugin's logic natively, against the SDK's test doubles: a
+    //! router API that keeps backends in memory.
+
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+    use torii_plugin_sdk::testing;
+
+    fn route(backends: Vec<Backend>) -> Route {
+        Route {
+            router: "edge".into(),
+            app: "web".into(),
+            addresses: vec!["web.edge.test".into()],
+            cnames: vec![],
+            backends,
+            options: vec![("team".into(), "blue".into())],
+            config: vec![("api-url".into(), "http://127.0.0.1:9000/".into()), ("headers".into(), r#"{"X-Token":"t"}"#.into())],
+            traffic: vec!["http://127.0.0.1:8888".into()],
+        }
+    }
+
+    /// A router API in memory: backend → routes; `down` answers 503.
+    fn api(down: bool) -> Rc<RefCell<BTreeMap<String, BTreeSet<String>>>> {
+        let backends = Rc::new(RefCell::new(BTreeMap::<String, BTreeSet<String>>::new()));
+        let state = backends.clone();
+        testing::on_http(move |req| {
+            let reply = |status: u16, body: Value| Ok(Response { status, headers: vec![], body: body.to_string().into_bytes() });
+            if down {
+                return reply(503, json!("down"));
+            }
+            let path = req.url.trim_start_matches("http://127.0.0.1:9000/");
+            let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            let mut b = state.borrow_mut();
+            match (req.method.as_str(), path.split('/').collect::<Vec<_>>().as_slice()) {
+                ("GET", ["support", _]) => reply(404, Value::Null),
+                ("POST", ["backend", name]) if b.contains_key(*name) => reply(409, Value::Null),
+                ("POST", ["backend", name]) => {
+                    b.insert(name.to_string(), BTreeSet::new());
+                    reply(200, Value::Null)
+                }
+                ("PUT", ["backend", name]) if b.contains_key(*name) => reply(200, Value::Null),
+                ("GET", ["backend", name]) => reply(200, json!({"address": format!("{name}.router.test")})),
+                ("DELETE", ["backend", name]) => reply(if b.remove(*name).is_some() { 200 } else { 404 }, Value::Null),
+                ("GET", ["backend", name, "routes"]) => reply(200, json!({"addresses": b[*name]})),
+                (m, ["backend", name, "routes"]) => {
+                    for a in body["addresses"].as_array().unwrap() {
+                        let a = a.as_str().unwrap().to_string();
+                        if m == "POST" { b.get_mut(*name).unwrap().insert(a); } else { b.get_mut(*name).unwrap().remove(&a); }
+                    }
+                    reply(200, Value::Null)
+                }
+                _ => reply(404, Value::Null),
+            }
+        });
+        backends
+    }
+
+    #[test]
+    fn ensure_makes_the_backend_and_its_routes_what_the_app_runs() {
+        testing::reset();
+        let backends = api(false);
+        let units = Backend { version: 1, addresses: vec!["127.0.0.1:32768".into()], weight: 100 };
+        assert_eq!(ApiRouter.ensure(&route(vec![units])).unwrap(), vec!["web.router.test".to_string()]);
+        assert_eq!(backends.borrow()["web"], ["http://127.0.0.1:32768".to_string()].into());
+        let sent = testing::requests();
+        assert!(sent.iter().all(|r| r.headers.contains(&("X-Token".into(), "t".into()))), "{sent:?}");
+        assert_eq!(sent[0].body, br#"{"team":"blue"}"#.to_vec());
+        // A version in torii's runtime: torii's traffic address, and its names in the proxy table.
+        let in_torii = Backend { version: 2, addresses: vec![], weight: 100 };
+        ApiRouter.ensure(&route(vec![in_torii])).unwrap();
+        assert_eq!(backends.borrow()["web"], ["http://127.0.0.1:8888".to_string()].into());
+        assert_eq!(testing::proxy_table()[&("edge".to_string(), "web".to_string())], (vec!["web.edge.test".to_string()], vec![2]));
+        ApiRouter.remove("edge", "web").unwrap();
+        assert!(backends.borrow().is_empty() && testing::proxy_table().is_empty());
+    }
+
+    #[test]
+    fn a_router_api_that_does_not_answer_is_unavailable_and_a_bad_config_invalid() {
+        testing::reset();
+        api(true);
+        assert!(matches!(ApiRouter.ensure(&route(vec![])), Err(Error::Unavailable(m)) if m.contains("503")));
+        let mut bad = route(vec![]);
+        bad.config.clear();
+        assert!(matches!(ApiRouter.ensure(&bad), Err(Error::Invalid(m)) if m.contains("needs config api-url")));
+    }
+}

@@ -1,6 +1,12 @@
 //! The plugin's own durable key-value namespace in the host database.
 
+#[cfg(target_arch = "wasm32")]
 use crate::capabilities::bindings::torii::plugin::kv as host;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod host {
+    pub(super) use crate::testing::{kv_delete as delete, kv_get as get, kv_list as list_keys, kv_set as set};
+}
 
 pub fn get(key: &str) -> Result<Option<Vec<u8>>, String> {
     host::get(key)

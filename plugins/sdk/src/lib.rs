@@ -11,7 +11,9 @@
 //! [`app_runtime`], [`containers`], [`proxy`], and outbound HTTP in [`http`].
 //! A call to a capability the plugin's entry does not grant traps in the
 //! host (an outbound request fails instead, with the reason), and the host
-//! reports it naming the plugin.
+//! reports it naming the plugin. Built natively (not for `wasm32`), `kv`,
+//! `log`, `proxy` and `http` reach the test doubles of [`testing`], so
+//! plugin logic is unit-tested with plain `cargo test`.
 
 extern crate self as torii_plugin_sdk;
 
@@ -26,6 +28,8 @@ pub mod log;
 pub mod provisioner;
 pub mod proxy;
 pub mod router;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 pub mod validate;
 
 #[doc(hidden)]
