@@ -7,6 +7,8 @@ CREATE TABLE router_apps (
     kind TEXT NOT NULL,
     app TEXT NOT NULL,
     error TEXT NOT NULL DEFAULT '',
+    -- The names the router said it serves for the app (JSON list).
+    names TEXT NOT NULL DEFAULT '[]',
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (router, app)
 );

@@ -101,18 +101,20 @@ impl Routing {
                 let done = match self.plugin(&def.kind) {
                     Ok(plugin) => {
                         let route = route(view, def, cnames && position == 0, &self.traffic.read().unwrap());
-                        plugin.ensure(route).await.map(|_| ())
+                        plugin.ensure(route).await
                     }
                     Err(e) => Err(RouteFailure::failed(e)),
                 };
-                let error = match &done {
-                    Ok(()) => String::new(),
+                let previous = told.iter().find(|t| t.router == def.name);
+                let (error, names) = match done {
+                    Ok(names) => (String::new(), names),
                     Err(f) => {
-                        report.add(&def.name, f);
-                        f.message.clone()
+                        report.add(&def.name, &f);
+                        // What it served before still stands, as far as torii knows.
+                        (f.message, previous.map(|p| p.names.clone()).unwrap_or_default())
                     }
                 };
-                let row = RouterApp { router: def.name.clone(), kind: def.kind.clone(), app: app.to_string(), error };
+                let row = RouterApp { router: def.name.clone(), kind: def.kind.clone(), app: app.to_string(), error, names };
                 if told.iter().find(|t| t.router == row.router) != Some(&row) {
                     self.store.set_router_app(&row).await.map_err(store_error)?;
                 }
@@ -135,7 +137,8 @@ impl Routing {
                 Err(f) => {
                     report.add(&router, &f);
                     let error = format!("the app could not be removed from the router: {}", f.message);
-                    let row = RouterApp { router: router.clone(), kind: kind.unwrap_or_default(), app: app.to_string(), error };
+                    let names = told.iter().find(|t| t.router == router).map(|t| t.names.clone()).unwrap_or_default();
+                    let row = RouterApp { router: router.clone(), kind: kind.unwrap_or_default(), app: app.to_string(), error, names };
                     self.store.set_router_app(&row).await.map_err(store_error)?;
                 }
             }

@@ -15,16 +15,24 @@ pub struct RouterApp {
     pub app: String,
     /// Why the last ensure or remove failed; empty when it did as told.
     pub error: String,
+    /// The names the router said it serves for the app (its last ensure).
+    pub names: Vec<String>,
 }
 
 fn row(r: &sqlx::any::AnyRow) -> StoreResult<RouterApp> {
-    Ok(RouterApp { router: r.try_get("router")?, kind: r.try_get("kind")?, app: r.try_get("app")?, error: r.try_get("error")? })
+    Ok(RouterApp {
+        router: r.try_get("router")?,
+        kind: r.try_get("kind")?,
+        app: r.try_get("app")?,
+        error: r.try_get("error")?,
+        names: super::parse_list(&r.try_get::<String, _>("names")?),
+    })
 }
 
 impl Store {
     /// The routers told of `app`, by router name.
     pub async fn router_apps_of(&self, app: &str) -> StoreResult<Vec<RouterApp>> {
-        let rows = sqlx::query("SELECT router, kind, app, error FROM router_apps WHERE app = $1 ORDER BY router").bind(app).fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT router, kind, app, error, names FROM router_apps WHERE app = $1 ORDER BY router").bind(app).fetch_all(&self.pool).await?;
         rows.iter().map(row).collect()
     }
 
@@ -49,13 +57,15 @@ impl Store {
     /// Records what `router` did of `app` (`error` empty: as told).
     pub async fn set_router_app(&self, r: &RouterApp) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO router_apps (router, kind, app, error, updated_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (router, app) DO UPDATE SET kind = excluded.kind, error = excluded.error, updated_at = excluded.updated_at",
+            "INSERT INTO router_apps (router, kind, app, error, names, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (router, app) DO UPDATE SET kind = excluded.kind, error = excluded.error, names = excluded.names, \
+             updated_at = excluded.updated_at",
         )
         .bind(&r.router)
         .bind(&r.kind)
         .bind(&r.app)
         .bind(&r.error)
+        .bind(super::json_list(&r.names))
         .bind(now_millis())
         .execute(&self.pool)
         .await?;
