@@ -23,16 +23,9 @@ pub const SETTING: &str = "healing";
 
 /// Starts the rounds; they end when the server is gone.
 pub fn start(server: Weak<Server>, every: Duration) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let Some(server) = server.upgrade() else { return };
-            round(&server).await;
-        }
-    });
+    crate::server::rounds(server, every, |server| Box::pin(async move {
+        round(&server).await;
+    }));
 }
 
 /// One pass over the apps of node-running provisioners; the repairs made.

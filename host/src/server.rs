@@ -57,6 +57,21 @@ pub struct Server {
 }
 
 /// Bytes of the plugins built into the binary.
+/// Runs `round` every `every` (the first after one period) while the server
+/// lives; a round holds the server only while it runs.
+pub fn rounds(server: std::sync::Weak<Server>, every: Duration, round: fn(Arc<Server>) -> crate::plugin::instance::BoxFuture<'static, ()>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(server) = server.upgrade() else { return };
+            round(server).await;
+        }
+    });
+}
+
 pub fn builtin_plugin(name: &str) -> Option<&'static [u8]> {
     match name {
         "auth-native" => Some(include_bytes!(env!("TORII_GUEST_AUTH_NATIVE"))),

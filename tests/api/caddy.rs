@@ -4,7 +4,7 @@
 //! unless `TORII_TEST_REQUIRE_CADDY=1` (as in CI).
 
 use crate::deploy::{HELLO, MP, upload};
-use crate::support::{Options, TestServer, backends};
+use crate::support::{Options, TestServer, backends, within_10s};
 use serde_json::json;
 use std::net::SocketAddr;
 
@@ -90,16 +90,6 @@ impl Drop for Caddy {
     }
 }
 
-/// Polls `check` for up to 10 s.
-async fn within_10s(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("{what}: not within 10 s");
-}
 
 backends! {
     async fn the_caddy_router_serves_apps_through_caddy_and_survives_its_restarts(b) {

@@ -2,7 +2,7 @@
 //! routes rebuild and TLS with per-name certificates (API-NOTES §2.9, §2.10).
 
 use crate::deploy::{ECHO_ENV, HELLO, MP, upload};
-use crate::support::{Options, TestServer, backends};
+use crate::support::{Options, TestServer, backends, within_10s};
 use serde_json::json;
 
 async fn setup(opts: Options) -> TestServer {
@@ -449,16 +449,6 @@ async fn api_server() -> (std::sync::Arc<ApiServer>, std::net::SocketAddr, tokio
     (state, addr, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
 }
 
-/// Polls `check` for up to 10 s.
-async fn within_10s(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("{what}: not within 10 s");
-}
 
 backends! {
     async fn the_api_router_drives_a_router_api_server_and_recovers_when_it_comes_back(b) {

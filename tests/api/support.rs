@@ -43,6 +43,17 @@ macro_rules! backends {
 }
 pub(crate) use backends;
 
+/// Polls `check` every 100 ms for up to 10 s; fails naming `what`.
+pub async fn within_10s(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not within 10 s");
+}
+
 /// Tests that assert how fast something answers run alone: they hold this
 /// for writing, every `backends!` test holds it for reading, so their
 /// figures measure torii and not the other tests of the run.

@@ -1,6 +1,7 @@
 //! The resync loop: every `[routers] resync_secs`, the apps some router
 //! failed for (an external router that did not answer, or did not forget a
-//! removed app) are synced again, until every router does as told.
+//! removed app), and the apps of routers that keep their own state, are
+//! synced again ([`crate::routers::sync::Routing::resync`]).
 
 use crate::server::Server;
 use std::sync::Weak;
@@ -8,14 +9,5 @@ use std::time::Duration;
 
 /// Starts the rounds; they end when the server is gone.
 pub fn start(server: Weak<Server>, every: Duration) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let Some(server) = server.upgrade() else { return };
-            server.routing.resync().await;
-        }
-    });
+    crate::server::rounds(server, every, |server| Box::pin(async move { server.routing.resync().await }));
 }
