@@ -121,16 +121,11 @@ impl Egress {
     /// The addresses `url` may be reached at: every address its host resolves
     /// to must be allowed (a name with one private address is refused whole).
     pub async fn check(&self, url: &Url) -> Result<Vec<SocketAddr>, EgressError> {
-        let host = url.host_str().ok_or_else(|| EgressError::BadUrl(url.to_string()))?;
-        let port = url.port_or_known_default().ok_or_else(|| EgressError::BadUrl(url.to_string()))?;
+        if url.host_str().is_none() || url.port_or_known_default().is_none() {
+            return Err(EgressError::BadUrl(url.to_string()));
+        }
         let shown = display_origin(url);
-        let addrs: Vec<SocketAddr> = match literal_ip(url) {
-            Some(ip) => vec![SocketAddr::new(ip, port)],
-            None => match tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((host, port))).await {
-                Ok(Ok(found)) => found.collect(),
-                _ => return Err(EgressError::Unresolved(shown)),
-            },
-        };
+        let addrs = resolve(url, Duration::from_secs(5)).await;
         if addrs.is_empty() {
             return Err(EgressError::Unresolved(shown));
         }
@@ -200,6 +195,20 @@ impl Egress {
             url = next;
         }
         Err(EgressError::TooManyRedirects(req.url))
+    }
+}
+
+/// The addresses `url`'s host stands for, with its port: the address it
+/// names literally, else what the host's resolver answers within `timeout`
+/// (none when it does not).
+pub async fn resolve(url: &Url, timeout: Duration) -> Vec<SocketAddr> {
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else { return Vec::new() };
+    if let Some(ip) = literal_ip(url) {
+        return vec![SocketAddr::new(ip, port)];
+    }
+    match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+        Ok(Ok(found)) => found.collect(),
+        _ => Vec::new(),
     }
 }
 

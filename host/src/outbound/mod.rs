@@ -133,14 +133,7 @@ impl Outbound {
             })?),
         };
         let host = url.host_str().unwrap_or_default().to_string();
-        let port = url.port_or_known_default().unwrap_or(0);
-        let addrs: Vec<SocketAddr> = match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => match tokio::time::timeout(self.limits.connect, tokio::net::lookup_host((host.as_str(), port))).await {
-                Ok(Ok(found)) => found.collect(),
-                _ => Vec::new(),
-            },
-        };
+        let addrs = crate::egress::resolve(url, self.limits.connect).await;
         if addrs.is_empty() {
             return Err(Refused::Unresolved { who, url: shown });
         }

@@ -30,49 +30,59 @@ pub const CONTRACT_PACKAGE: &str = "torii:plugin";
 /// load with both versions named.
 pub const CONTRACT_VERSION: &str = "0.3.0";
 
+/// One name of a component's imports or exports in the `torii:plugin`
+/// package: its interface and version (empty when unversioned).
+struct ContractName {
+    interface: String,
+    version: String,
+    full: String,
+}
+
+/// The `torii:plugin` names among `names`.
+fn contract_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<ContractName> {
+    names
+        .filter_map(|name| {
+            let rest = name.strip_prefix(CONTRACT_PACKAGE)?.strip_prefix('/')?;
+            let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
+            Some(ContractName { interface: interface.to_string(), version: version.to_string(), full: name.to_string() })
+        })
+        .collect()
+}
+
+fn imports(engine: &wasmtime::Engine, component: &wasmtime::component::Component) -> Vec<ContractName> {
+    contract_names(component.component_type().imports(engine).map(|(n, _)| n))
+}
+
+fn exports(engine: &wasmtime::Engine, component: &wasmtime::component::Component) -> Vec<ContractName> {
+    contract_names(component.component_type().exports(engine).map(|(n, _)| n))
+}
+
 /// The contract version `component` was built against when it is not
 /// this host's (read from the versions in its import and export names).
 pub fn foreign_contract(engine: &wasmtime::Engine, component: &wasmtime::component::Component) -> Option<String> {
-    let ty = component.component_type();
-    let names = ty.imports(engine).map(|(n, _)| n.to_string()).chain(ty.exports(engine).map(|(n, _)| n.to_string()));
-    for name in names.collect::<Vec<_>>() {
-        let Some(rest) = name.strip_prefix(CONTRACT_PACKAGE).and_then(|r| r.strip_prefix('/')) else { continue };
-        let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
-        if version != CONTRACT_VERSION {
-            return Some(if version.is_empty() { "an unversioned package".to_string() } else { version.to_string() });
-        }
-    }
-    None
+    let names = imports(engine, component).into_iter().chain(exports(engine, component));
+    names.map(|n| n.version).find(|v| v != CONTRACT_VERSION).map(|v| if v.is_empty() { "an unversioned package".to_string() } else { v })
 }
+
 /// The plugin kinds, as the interfaces their worlds export are named.
 pub const KINDS: [&str; 5] = ["auth-scheme", "provisioner", "router", "iaas", "service-broker"];
 
 /// When `component` exports no interface of kind `kind` but another
 /// kind's: that kind and the export's full name.
 pub fn other_kind(engine: &wasmtime::Engine, component: &wasmtime::component::Component, kind: &str) -> Option<(String, String)> {
-    let ty = component.component_type();
-    let mut other = None;
-    for (name, _) in ty.exports(engine) {
-        let Some(rest) = name.strip_prefix(CONTRACT_PACKAGE).and_then(|r| r.strip_prefix('/')) else { continue };
-        let interface = rest.split_once('@').map_or(rest, |(i, _)| i);
-        if interface == kind {
-            return None;
-        }
-        if other.is_none() && KINDS.contains(&interface) {
-            other = Some((interface.to_string(), name.to_string()));
-        }
+    let kinds: Vec<ContractName> = exports(engine, component).into_iter().filter(|n| KINDS.contains(&n.interface.as_str())).collect();
+    if kinds.iter().any(|n| n.interface == kind) {
+        return None;
     }
-    other
+    kinds.into_iter().next().map(|n| (n.interface, n.full))
 }
 
 /// The capabilities `component` imports (`torii:plugin/<capability>@…`).
 pub fn imported_capabilities(engine: &wasmtime::Engine, component: &wasmtime::component::Component) -> Vec<crate::config::Capability> {
     use crate::config::Capability::*;
-    let ty = component.component_type();
     let mut found = Vec::new();
-    for (name, _) in ty.imports(engine) {
-        let Some(rest) = name.strip_prefix(CONTRACT_PACKAGE).and_then(|r| r.strip_prefix('/')) else { continue };
-        let capability = match rest.split_once('@').map_or(rest, |(i, _)| i) {
+    for name in imports(engine, component) {
+        let capability = match name.interface.as_str() {
             "log" => Log,
             "kv" => Kv,
             "app-runtime" => AppRuntime,

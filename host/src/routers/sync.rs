@@ -115,7 +115,7 @@ impl Routing {
                     }
                 };
                 let row = RouterApp { router: def.name.clone(), kind: def.kind.clone(), app: app.to_string(), error, names };
-                if told.iter().find(|t| t.router == row.router) != Some(&row) {
+                if previous != Some(&row) {
                     self.store.set_router_app(&row).await.map_err(store_error)?;
                 }
             }
