@@ -26,7 +26,7 @@
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use torii_plugin_sdk::http::{self, Request, Response};
-use torii_plugin_sdk::proxy::{self, Backend};
+use torii_plugin_sdk::proxy;
 use torii_plugin_sdk::router::{Error, Outcome, Route, Router};
 use torii_plugin_sdk::{export_router, kv};
 
@@ -42,10 +42,7 @@ struct Endpoint {
 impl Endpoint {
     /// From a dynamic router's config (`api-url`, optional `headers`).
     fn of(route: &Route) -> Outcome<Endpoint> {
-        let url = route
-            .config("api-url")
-            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
-            .ok_or_else(|| Error::Invalid(format!("router {:?} needs config api-url: the http(s) URL of its router API", route.router)))?;
+        let url = route.config_url("api-url", "the http(s) URL of its router API")?;
         let headers = match route.config("headers") {
             None => Vec::new(),
             Some(text) => match serde_json::from_str::<Value>(text) {
@@ -53,7 +50,7 @@ impl Endpoint {
                 _ => return Err(Error::Invalid(format!("router {:?}: config headers must be an object of header names to values", route.router))),
             },
         };
-        Ok(Endpoint { url: url.trim_end_matches('/').to_string(), headers })
+        Ok(Endpoint { url, headers })
     }
 
     /// Where `router`'s endpoint is kept between calls.
@@ -121,14 +118,8 @@ impl Router for ApiRouter {
         // Units outside torii are reached at their addresses; versions in
         // its WASM runtime through torii's data plane, which answers the
         // app's names from the proxy table.
-        let live: Vec<&Backend> = route.backends.iter().filter(|b| b.weight > 0).collect();
-        let mut wanted: BTreeSet<String> = live.iter().flat_map(|b| b.addresses.iter().map(|a| format!("http://{a}"))).collect();
-        let in_torii: Vec<Backend> = live.iter().filter(|b| b.addresses.is_empty()).map(|b| (*b).clone()).collect();
-        if !in_torii.is_empty() {
-            let traffic = route.traffic.iter().find(|t| t.starts_with("http://")).ok_or_else(|| Error::Unavailable("torii does not take app traffic yet".into()))?;
-            wanted.insert(traffic.clone());
-        }
-        proxy::set_app(&route.router, &route.app, &route.hosts(), &in_torii)?;
+        let wanted: BTreeSet<String> = route.upstreams()?.into_iter().map(|u| format!("http://{}", u.address)).collect();
+        proxy::set_app(&route.router, &route.app, &route.hosts(), &route.in_torii())?;
 
         let current = list(&endpoint.expect("GET", &format!("backend/{app}/routes"), None, &[])?, "addresses");
         let add: Vec<&String> = wanted.difference(&current).collect();
@@ -180,6 +171,7 @@ mod tests {
     use std::cell::RefCell;
     use std::collections::BTreeMap;
     use std::rc::Rc;
+    use torii_plugin_sdk::proxy::Backend;
     use torii_plugin_sdk::testing;
 
     fn route(backends: Vec<Backend>) -> Route {

@@ -26,7 +26,7 @@
 
 use serde_json::{Value, json};
 use torii_plugin_sdk::http::{self, Request, Response};
-use torii_plugin_sdk::proxy::{self, Backend};
+use torii_plugin_sdk::proxy;
 use torii_plugin_sdk::router::{Error, Outcome, Route, Router};
 use torii_plugin_sdk::{export_router, kv};
 
@@ -41,15 +41,12 @@ struct Admin {
 
 impl Admin {
     fn of(route: &Route) -> Outcome<Admin> {
-        let url = route
-            .config("admin-url")
-            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
-            .ok_or_else(|| Error::Invalid(format!("router {:?} needs config admin-url: the http(s) URL of Caddy's admin API", route.router)))?;
+        let url = route.config_url("admin-url", "the http(s) URL of Caddy's admin API")?;
         let server = route.config("server").unwrap_or("torii").to_string();
         if server.is_empty() || !server.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(Error::Invalid(format!("router {:?}: config server must be the name of a Caddy HTTP server", route.router)));
         }
-        Ok(Admin { url: url.trim_end_matches('/').to_string(), server })
+        Ok(Admin { url, server })
     }
 
     fn key(router: &str) -> String {
@@ -99,20 +96,8 @@ impl Router for Caddy {
         let admin = Admin::of(route)?;
         kv::set_json(&Admin::key(&route.router), &admin)?;
         let hosts = route.hosts();
-        let live: Vec<&Backend> = route.backends.iter().filter(|b| b.weight > 0).collect();
-        let in_torii: Vec<Backend> = live.iter().filter(|b| b.addresses.is_empty()).map(|b| (*b).clone()).collect();
-        let traffic = route.traffic.iter().find_map(|t| t.strip_prefix("http://")).map(str::to_string);
-        let mut weighted = Vec::new();
-        for b in &live {
-            if b.addresses.is_empty() {
-                let dial = traffic.clone().ok_or_else(|| Error::Unavailable("torii does not take app traffic yet".into()))?;
-                weighted.push((dial, b.weight));
-            } else {
-                let each = (b.weight / b.addresses.len() as u32).max(1);
-                weighted.extend(b.addresses.iter().map(|a| (a.clone(), each)));
-            }
-        }
-        proxy::set_app(&route.router, &route.app, &hosts, &in_torii)?;
+        let weighted: Vec<(String, u32)> = route.upstreams()?.into_iter().map(|u| (u.address, u.weight)).collect();
+        proxy::set_app(&route.router, &route.app, &hosts, &route.in_torii())?;
         let handle = if weighted.is_empty() {
             json!([{"handler": "static_response", "status_code": 503, "body": format!("app {} has no routable version\n", route.app)}])
         } else {

@@ -17,6 +17,25 @@
 
 extern crate self as torii_plugin_sdk;
 
+/// `From<String>` and `From<&str>` for a kind's `Error`, as its `Invalid`
+/// case: capabilities answer `Result<_, String>`, so `?` on them gives a
+/// refusal the user reads.
+macro_rules! invalid_from_text {
+    ($error:ty) => {
+        impl From<String> for $error {
+            fn from(message: String) -> $error {
+                <$error>::Invalid(message)
+            }
+        }
+
+        impl From<&str> for $error {
+            fn from(message: &str) -> $error {
+                <$error>::Invalid(message.to_string())
+            }
+        }
+    };
+}
+
 pub mod app_runtime;
 pub mod auth;
 #[doc(hidden)]

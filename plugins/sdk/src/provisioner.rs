@@ -25,20 +25,9 @@ pub use bindings::exports::torii::plugin::provisioner::{
 /// host maps each case to one HTTP status).
 pub type Outcome<T> = Result<T, Error>;
 
-/// A plain message is a refusal the user reads (400): capabilities answer
-/// `Result<_, String>`, so `?` on them gives this. Name the other cases
-/// where they apply ([`Error::NotFound`], [`Error::Unavailable`], ...).
-impl From<String> for Error {
-    fn from(message: String) -> Error {
-        Error::Invalid(message)
-    }
-}
-
-impl From<&str> for Error {
-    fn from(message: &str) -> Error {
-        Error::Invalid(message.to_string())
-    }
-}
+// A plain message is a refusal the user reads (400). Name the other cases
+// where they apply ([`Error::NotFound`], [`Error::Unavailable`], ...).
+invalid_from_text!(Error);
 
 impl ProcessStatus {
     /// The unit status tsuru shows for units of a process in this status.

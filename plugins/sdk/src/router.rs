@@ -25,22 +25,56 @@ pub use crate::proxy::Backend;
 /// What a router call answers: the value, or a typed [`Error`].
 pub type Outcome<T> = Result<T, Error>;
 
-/// A plain message is a route or config the router cannot serve
-/// ([`Error::Invalid`]); say [`Error::Unavailable`] when the proxy does not
-/// answer, so the host retries.
-impl From<String> for Error {
-    fn from(message: String) -> Error {
-        Error::Invalid(message)
-    }
-}
+// A plain message is a route or config the router cannot serve
+// ([`Error::Invalid`]); say [`Error::Unavailable`] when the proxy does not
+// answer, so the host retries.
+invalid_from_text!(Error);
 
-impl From<&str> for Error {
-    fn from(message: &str) -> Error {
-        Error::Invalid(message.to_string())
-    }
+/// Where an external proxy sends part of an app's traffic: `host:port`,
+/// and its share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub address: String,
+    pub weight: u32,
 }
 
 impl Route {
+    /// Config key `key` as an `http(s)` URL without a trailing `/`; a
+    /// refusal saying it is `what` when it is missing or not one.
+    pub fn config_url(&self, key: &str, what: &str) -> Outcome<String> {
+        self.config(key)
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+            .map(|u| u.trim_end_matches('/').to_string())
+            .ok_or_else(|| Error::Invalid(format!("router {:?} needs config {key}: {what}", self.router)))
+    }
+
+    /// The routable versions that run in torii's WASM runtime (no
+    /// addresses): an external proxy reaches them through torii's data
+    /// plane, which answers the app's names once the router writes them to
+    /// torii's proxy table ([`crate::proxy::set_app`]).
+    pub fn in_torii(&self) -> Vec<Backend> {
+        self.backends.iter().filter(|b| b.weight > 0 && b.addresses.is_empty()).cloned().collect()
+    }
+
+    /// Where an external proxy sends the app's traffic: the units that run
+    /// outside torii at their addresses (a version's weight shared among
+    /// them, at least 1 each), the versions in torii's runtime at torii's
+    /// app-traffic address (`unavailable` while torii takes none).
+    pub fn upstreams(&self) -> Outcome<Vec<Upstream>> {
+        let mut out = Vec::new();
+        for b in self.backends.iter().filter(|b| b.weight > 0) {
+            if b.addresses.is_empty() {
+                let traffic = self.traffic.iter().find_map(|t| t.strip_prefix("http://"));
+                let address = traffic.ok_or_else(|| Error::Unavailable("torii does not take app traffic yet".into()))?;
+                out.push(Upstream { address: address.to_string(), weight: b.weight });
+            } else {
+                let each = (b.weight / b.addresses.len() as u32).max(1);
+                out.extend(b.addresses.iter().map(|a| Upstream { address: a.clone(), weight: each }));
+            }
+        }
+        Ok(out)
+    }
+
     /// The value of router option `key` (`tsuru router add -o key=value`).
     pub fn option(&self, key: &str) -> Option<&str> {
         self.options.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
