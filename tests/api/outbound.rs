@@ -243,6 +243,9 @@ backends! {
         let versions = t.req("GET", "/torii/v1/apps/caller/versions").admin().send().await.json();
         assert_eq!(versions[0]["allowedOutboundHosts"], serde_json::json!([format!("http://127.0.0.1:{o}")]), "{versions}");
         assert_eq!(versions[0]["processes"], serde_json::json!([{"name": "web", "units": 1, "status": "started"}]), "{versions}");
+        // Another team's member reads nothing of it.
+        let outsider = t.user("outsider@example.com").await;
+        t.req("GET", "/torii/v1/apps/caller/versions").token(&outsider).send().await.expect_status(403);
 
         // Nothing declared: nothing reached.
         let r = deploy("plain", vec![("app.wasm", fetch.clone())]).await;
