@@ -13,8 +13,12 @@
 //! from a plugin (`test-http-backends`' `fetch`, through the SDK and the
 //! host's outbound rule) against the same request from native Rust (a fresh
 //! connection each time, as the host opens one per request), both to the
-//! same loopback server, interleaved. `TORII_BENCH_ONLY=plugins` runs the
-//! plugin rows alone.
+//! same loopback server, interleaved. Last, a service bind round trip
+//! (bind then unbind an app through the API, as `tsuru service instance bind`
+//! and `unbind` do, with the built-in `service-tsuru` broker) against the same
+//! two provider calls made directly (a fresh connection each, as the host's
+//! outbound HTTP opens), to the same in-process provider, interleaved.
+//! `TORII_BENCH_ONLY=plugins` runs the plugin and service rows alone.
 
 mod common;
 
@@ -32,6 +36,7 @@ async fn main() {
     if std::env::var("TORII_BENCH_ONLY").as_deref() == Ok("plugins") {
         plugin_call(dir.path()).await;
         outbound_call(dir.path()).await;
+        bind_round_trip(dir.path()).await;
         return;
     }
     let torii = std::sync::Arc::new(Torii::start(dir.path(), "").await);
@@ -102,6 +107,104 @@ async fn main() {
 
     plugin_call(dir.path()).await;
     outbound_call(dir.path()).await;
+    bind_round_trip(dir.path()).await;
+}
+
+/// A tsuru service API provider in process: binds answer one variable.
+async fn service_provider() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use axum::routing::{get, post};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/resources/plans", get(|| async { axum::Json(serde_json::json!([{"name": "small", "description": "s"}])) }))
+        .route("/resources", post(|| async { StatusCode::CREATED }))
+        .route(
+            "/resources/{name}/bind-app",
+            post(|| async { (StatusCode::CREATED, axum::Json(serde_json::json!({"DB_URL": "db://x"}))) }).delete(|| async { StatusCode::OK }),
+        );
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, task)
+}
+
+/// Median of a bind + unbind through torii against the two provider calls made directly.
+async fn bind_round_trip(dir: &std::path::Path) {
+    let (provider, task) = service_provider().await;
+    let extra = format!(
+        "[[plugin]]\nname = \"tsuru\"\nkind = \"service-broker\"\nbuiltin = \"service-tsuru\"\ncapabilities = [\"log\", \"http\"]\n\
+         [plugin.outbound]\nallow = [\"http://{provider}\"]\n"
+    );
+    let bench_dir = dir.join("bind");
+    std::fs::create_dir_all(&bench_dir).unwrap();
+    let torii = Torii::start(&bench_dir, &extra).await;
+    let (client, base, token) = (torii.client.clone(), torii.base.clone(), torii.token.clone());
+    let call = async |method: reqwest::Method, path: &str, form: &[(&str, &str)]| {
+        let r = client.request(method, format!("{base}{path}")).bearer_auth(&token).form(form).send().await.unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(status.is_success() && !body.contains("\"Error\""), "{path}: {status} {body}");
+    };
+    call(reqwest::Method::POST, "/1.0/teams", &[("name", "bench")]).await;
+    call(reqwest::Method::POST, "/1.0/pools", &[("name", "main"), ("default", "true")]).await;
+    call(reqwest::Method::POST, "/1.0/apps", &[("name", "web"), ("teamOwner", "bench")]).await;
+    let endpoint = format!("http://{provider}");
+    call(reqwest::Method::POST, "/1.0/services", &[("id", "db"), ("password", "p"), ("endpoint", &endpoint), ("team", "bench")]).await;
+    call(reqwest::Method::POST, "/1.0/services/db/instances", &[("name", "i1"), ("plan", "small"), ("owner", "bench")]).await;
+
+    let through_torii = async || {
+        call(reqwest::Method::PUT, "/1.0/services/db/instances/i1/web", &[("noRestart", "true")]).await;
+        call(reqwest::Method::DELETE, "/1.0/services/db/instances/i1/web?noRestart=true", &[]).await;
+    };
+    let direct_client = async |method: hyper::Method| {
+        let tcp = tokio::net::TcpStream::connect(provider).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let form = "app-name=web&app-host=web.apps.bench&app-hosts=web.apps.bench&user=bench%40example.com&eventid=x";
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri("/resources/i1/bind-app")
+            .header("host", provider.to_string())
+            .header("authorization", "Basic ZGI6cA==")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(form.as_bytes())))
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        assert!(res.status().is_success());
+        let _ = http_body_util::BodyExt::collect(res.into_body()).await.unwrap();
+        drop(sender);
+        let _ = conn.await;
+    };
+    let direct = async || {
+        direct_client(hyper::Method::POST).await;
+        direct_client(hyper::Method::DELETE).await;
+    };
+    for _ in 0..50 {
+        through_torii().await;
+        direct().await;
+    }
+    const N: usize = 500;
+    let (mut t, mut d) = (Vec::with_capacity(N), Vec::with_capacity(N));
+    for _ in 0..N {
+        let start = Instant::now();
+        through_torii().await;
+        t.push(start.elapsed());
+        let start = Instant::now();
+        direct().await;
+        d.push(start.elapsed());
+    }
+    t.sort();
+    d.sort();
+    let median = |v: &[Duration]| v[v.len() / 2].as_secs_f64() * 1e6;
+    println!(
+        "service bind + unbind: through torii median {:.0} µs (p99 {:.0}), the provider's two calls direct median {:.0} µs (p99 {:.0}); ratio {:.1}",
+        median(&t),
+        t[N * 99 / 100].as_secs_f64() * 1e6,
+        median(&d),
+        d[N * 99 / 100].as_secs_f64() * 1e6,
+        median(&t) / median(&d)
+    );
+    drop(torii);
+    task.abort();
 }
 
 /// Median of a trivial call into the native auth plugin, against a bare async call.

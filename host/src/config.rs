@@ -27,6 +27,7 @@ pub struct Config {
     pub apps: AppsConfig,
     pub pools: PoolsConfig,
     pub egress: EgressConfig,
+    pub services: ServicesConfig,
     #[serde(rename = "plugin")]
     pub plugin: Vec<PluginEntry>,
     /// Per-pool bounds on what its apps may do (`[[pool_policy]]`).
@@ -100,6 +101,15 @@ const DOCKER_TIMEOUT_MS: u64 = 900_000;
 /// type and the name of the router in the catalogue. An entry of this name
 /// in the config file replaces it.
 pub const EMBEDDED_ROUTER: &str = "embedded";
+/// A broker call may wait on its provider's answer (outbound HTTP's own
+/// limit is 30 s) a little more than another plugin's call.
+pub const SERVICE_BROKER_TIMEOUT_MS: u64 = 40_000;
+/// The service-broker entry of services registered with `POST /services`
+/// (built-in `service-tsuru`), unless `[services] api_plugin` names another.
+pub const SERVICE_API_BROKER: &str = "tsuru";
+/// The service-broker entry of `/1.7/brokers` (built-in `service-osb`),
+/// unless `[services] broker_plugin` names another.
+pub const SERVICE_OSB_BROKER: &str = "osb";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -287,6 +297,34 @@ impl Default for RoutersConfig {
     }
 }
 
+/// `[services]`: which service-broker plugins speak to providers, and how
+/// long their asynchronous operations may take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServicesConfig {
+    /// The plugin entry that speaks tsuru's service API to the services
+    /// registered with `POST /services`.
+    pub api_plugin: String,
+    /// The plugin entry that speaks the Open Service Broker API to the
+    /// brokers of `/1.7/brokers`.
+    pub broker_plugin: String,
+    /// Between two polls of a provider's operation in progress.
+    pub poll_interval_ms: u64,
+    /// A provider operation still running after this long counts as failed.
+    pub operation_timeout_secs: u64,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        ServicesConfig {
+            api_plugin: SERVICE_API_BROKER.into(),
+            broker_plugin: SERVICE_OSB_BROKER.into(),
+            poll_interval_ms: 2_000,
+            operation_timeout_secs: 600,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogsConfig {
@@ -355,7 +393,7 @@ impl PluginKind {
 
     /// Whether torii has the host side of this kind (something calls it).
     pub fn hosted(self) -> bool {
-        matches!(self, PluginKind::AuthScheme | PluginKind::Provisioner | PluginKind::Router)
+        matches!(self, PluginKind::AuthScheme | PluginKind::Provisioner | PluginKind::Router | PluginKind::ServiceBroker)
     }
 }
 
@@ -483,6 +521,7 @@ impl Default for Config {
             pools: PoolsConfig::default(),
             egress: EgressConfig::default(),
             plugin: Vec::new(),
+            services: ServicesConfig::default(),
             pool_policy: Vec::new(),
         }
     }
@@ -572,6 +611,8 @@ pub const BUILTIN_PLUGINS: &[(&str, PluginKind)] = &[
     ("router-embedded", PluginKind::Router),
     ("router-api", PluginKind::Router),
     ("router-caddy", PluginKind::Router),
+    ("service-tsuru", PluginKind::ServiceBroker),
+    ("service-osb", PluginKind::ServiceBroker),
 ];
 
 impl Config {
@@ -630,6 +671,26 @@ impl Config {
                 });
             }
         }
+        // The service brokers reach providers on public addresses by
+        // default; a provider on loopback or a private network needs an
+        // entry naming it (`[[plugin]] name = "tsuru"` with its own allow).
+        for (name, builtin, configured) in
+            [(SERVICE_API_BROKER, "service-tsuru", &self.services.api_plugin), (SERVICE_OSB_BROKER, "service-osb", &self.services.broker_plugin)]
+        {
+            if configured == name && !self.plugin.iter().any(|p| p.name == name) {
+                self.plugin.push(PluginEntry {
+                    name: name.into(),
+                    kind: PluginKind::ServiceBroker,
+                    builtin: Some(builtin.into()),
+                    path: None,
+                    capabilities: [Capability::Log, Capability::Kv, Capability::Http].into_iter().collect(),
+                    config: toml::Table::new(),
+                    timeout_ms: Some(SERVICE_BROKER_TIMEOUT_MS),
+                    memory_mb: None,
+                    outbound: Some(OutboundConfig { allow: vec!["https://*:*".into(), "http://*:*".into()], ..OutboundConfig::default() }),
+                });
+            }
+        }
         let mut seen = BTreeSet::new();
         for (i, p) in self.plugin.iter().enumerate() {
             let key = format!("plugin[{i}]");
@@ -661,7 +722,7 @@ impl Config {
             if !p.kind.hosted() {
                 return Err(invalid(
                     format!("{key}.kind"),
-                    format!("this torii has no host side for {} plugins yet: nothing would call it (it loads auth-scheme, provisioner and router plugins)", p.kind.name()),
+                    format!("this torii has no host side for {} plugins yet: nothing would call it (it loads auth-scheme, provisioner, router and service-broker plugins)", p.kind.name()),
                 ));
             }
             if let Some(c) = p.capabilities.iter().find(|c| !p.kind.usable().contains(c)) {
@@ -699,6 +760,18 @@ impl Config {
                 return Err(invalid("auth.scheme", format!("plugin {:?} is not an auth-scheme", p.name)));
             }
             Some(_) => {}
+        }
+        for (key, name) in [("services.api_plugin", &self.services.api_plugin), ("services.broker_plugin", &self.services.broker_plugin)] {
+            match self.plugin.iter().find(|p| &p.name == name) {
+                None => return Err(invalid(key, format!("no plugin named {name:?}"))),
+                Some(p) if p.kind != PluginKind::ServiceBroker => {
+                    return Err(invalid(key, format!("plugin {:?} is not a service-broker", p.name)));
+                }
+                Some(_) => {}
+            }
+        }
+        if self.services.poll_interval_ms == 0 || self.services.operation_timeout_secs == 0 {
+            return Err(invalid("services", "poll_interval_ms and operation_timeout_secs must be positive"));
         }
         if self.plugin.iter().any(|p| p.name == EMBEDDED_ROUTER && p.kind != PluginKind::Router) {
             return Err(invalid("plugin", format!("the plugin named {EMBEDDED_ROUTER:?} serves the built-in router: it must be of kind router")));
@@ -872,11 +945,34 @@ mod tests {
         let builtins: Vec<(&str, PluginKind)> = c.plugin.iter().map(|p| (p.name.as_str(), p.kind)).collect();
         assert_eq!(
             builtins,
-            [("wasm", PluginKind::Provisioner), ("docker", PluginKind::Provisioner), ("embedded", PluginKind::Router), ("native", PluginKind::AuthScheme)]
+            [
+                ("wasm", PluginKind::Provisioner),
+                ("docker", PluginKind::Provisioner),
+                ("embedded", PluginKind::Router),
+                ("native", PluginKind::AuthScheme),
+                ("tsuru", PluginKind::ServiceBroker),
+                ("osb", PluginKind::ServiceBroker)
+            ]
         );
+        // The brokers reach public addresses only, within bounds.
+        let tsuru = &c.plugin[4];
+        assert_eq!(tsuru.outbound.as_ref().map(|o| o.allow.clone()), Some(vec!["https://*:*".to_string(), "http://*:*".to_string()]));
+        assert_eq!(tsuru.timeout_ms, Some(SERVICE_BROKER_TIMEOUT_MS));
+        assert_eq!((c.services.api_plugin.as_str(), c.services.broker_plugin.as_str()), ("tsuru", "osb"));
         let docker = &c.plugin[1];
         assert_eq!((docker.timeout_ms, docker.capabilities.contains(&Capability::Containers)), (Some(DOCKER_TIMEOUT_MS), true));
         assert_eq!(c.pools.default_provisioner, "wasm");
+    }
+
+    #[test]
+    fn services_name_service_broker_entries() {
+        let e = Config::parse("[services]\napi_plugin = \"embedded\"\n").unwrap_err().to_string();
+        assert_eq!(e, "config: `services.api_plugin`: plugin \"embedded\" is not a service-broker");
+        let e = Config::parse("[services]\nbroker_plugin = \"nope\"\n").unwrap_err().to_string();
+        assert_eq!(e, "config: `services.broker_plugin`: no plugin named \"nope\"");
+        // Pointing both at one entry leaves the other built-in out.
+        let c = Config::parse("[services]\nbroker_plugin = \"tsuru\"\n").unwrap();
+        assert!(!c.plugin.iter().any(|p| p.name == "osb"));
     }
 
     #[test]

@@ -25,3 +25,4 @@ pub mod webhooks;
 pub mod api;
 pub mod mail;
 pub mod server;
+pub mod services;

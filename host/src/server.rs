@@ -44,6 +44,9 @@ pub struct Server {
     pub plugins: BTreeMap<String, Arc<dyn PluginAdmin>>,
     /// The router plugins (the built-in `embedded` among them), by the type they serve.
     pub routing: Arc<Routing>,
+    /// The service-broker plugins, by entry name (`[services]` names the
+    /// ones that serve `/services` and `/1.7/brokers`).
+    pub brokers: BTreeMap<String, crate::plugin::service_broker::BrokerPlugin>,
     /// Apps being woken by the data plane, one wake each at a time.
     pub wakes: crate::apps::wake::Wakes,
     /// The outbound HTTP of app versions (built once per version).
@@ -80,6 +83,8 @@ pub fn builtin_plugin(name: &str) -> Option<&'static [u8]> {
         "router-embedded" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_EMBEDDED"))),
         "router-api" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_API"))),
         "router-caddy" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_CADDY"))),
+        "service-tsuru" => Some(include_bytes!(env!("TORII_GUEST_SERVICE_TSURU"))),
+        "service-osb" => Some(include_bytes!(env!("TORII_GUEST_SERVICE_OSB"))),
         _ => None,
     }
 }
@@ -219,8 +224,15 @@ impl Server {
             plugins.insert(entry.name.clone(), pool.clone());
             provisioners.insert(entry.name.clone(), Provisioner::new(pool));
         }
+        let mut brokers = BTreeMap::new();
+        for entry in config.plugin.iter().filter(|p| p.kind == PluginKind::ServiceBroker) {
+            let pool = plugin_pool::<crate::plugin::service_broker::BrokerWorld>(&engine, &config, entry, &store, None).await?;
+            plugins.insert(entry.name.clone(), pool.clone());
+            brokers.insert(entry.name.clone(), crate::plugin::service_broker::BrokerPlugin::new(pool));
+        }
         Ok(Arc::new(Server {
             apps,
+            brokers,
             units,
             provisioners,
             plugins,
@@ -358,6 +370,7 @@ pub async fn start(server: Arc<Server>, listener: Option<TcpListener>) -> anyhow
     if server.config.routers.resync_secs > 0 {
         crate::routers::resync::start(Arc::downgrade(&server), Duration::from_secs(server.config.routers.resync_secs));
     }
+    crate::services::operations::start(Arc::downgrade(&server), Duration::from_millis(server.config.services.poll_interval_ms));
     if server.config.healing.interval_secs > 0 {
         crate::healing::start(Arc::downgrade(&server), Duration::from_secs(server.config.healing.interval_secs));
     }

@@ -109,7 +109,7 @@ async fn entries_that_do_not_fit_their_kind_are_refused_at_load() {
     );
     assert_eq!(
         parse(&format!("[[plugin]]\nname = \"ec2\"\nkind = \"iaas\"\npath = {provisioner:?}\n")),
-        "config: `plugin[0].kind`: this torii has no host side for iaas plugins yet: nothing would call it (it loads auth-scheme, provisioner and router plugins)"
+        "config: `plugin[0].kind`: this torii has no host side for iaas plugins yet: nothing would call it (it loads auth-scheme, provisioner, router and service-broker plugins)"
     );
 }
 
@@ -127,9 +127,9 @@ async fn compiled_plugins_are_cached_by_content_hash() {
         v
     };
     // The built-in plugins: the native auth scheme, the wasm and docker
-    // provisioners and the embedded router.
+    // provisioners, the embedded router and the tsuru and osb brokers.
     let first = entries();
-    assert_eq!(first.len(), 4, "{first:?}");
+    assert_eq!(first.len(), 6, "{first:?}");
     for entry in &first {
         let name = entry.file_name().unwrap().to_string_lossy().to_string();
         // <sha256 of the component>-<engine compatibility hash>.cwasm
@@ -154,7 +154,7 @@ backends! {
         // Listed with where they come from, what they speak and how they do.
         let list = t.req("GET", "/torii/v1/plugins").admin().send().await.json();
         let names: Vec<&str> = list.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["docker", "embedded", "native", "wasm"], "{list}");
+        assert_eq!(names, ["docker", "embedded", "native", "osb", "tsuru", "wasm"], "{list}");
         let native = list.as_array().unwrap().iter().find(|p| p["name"] == "native").unwrap().clone();
         let builtin_digest = native["digest"].as_str().unwrap().to_string();
         assert_eq!(builtin_digest.len(), 64);

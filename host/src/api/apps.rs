@@ -404,7 +404,12 @@ async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(vie
         }
     };
     out.insert("quota", json!(QuotaJson { limit: app.quota_limit, inuse: units.len() as i64 }));
-    out.insert("serviceInstanceBinds", json!([]));
+    let mut binds = Vec::with_capacity(view.binds.len());
+    for b in &view.binds {
+        let plan = server.store.instance(&b.service, &b.instance).await?.map(|i| i.plan).unwrap_or_default();
+        binds.push(json!({"service": b.service, "instance": b.instance, "plan": plan}));
+    }
+    out.insert("serviceInstanceBinds", json!(binds));
     out.insert("tags", list_or_null(&app.tags));
     out.insert("teamowner", json!(app.team_owner));
     out.insert("teams", json!(app.teams));

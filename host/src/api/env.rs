@@ -67,8 +67,10 @@ async fn get(State(server): AppState, Caller(caller): Caller, AppTarget(app): Ap
         return Ok(if found.is_empty() { json(StatusCode::OK, &Value::Null) } else { json(StatusCode::OK, &found) });
     }
     let mut all: Vec<EnvJson> = vars.iter().map(to_json).collect();
-    // Services arrive with their area; until then the app is bound to none.
-    all.push(EnvJson { name: "TSURU_SERVICES".into(), value: "{}".into(), alias: String::new(), public: false, managed_by: String::new() });
+    // The variables of the app's binds, and TSURU_SERVICES: private.
+    let view = server.store.app_view(&app.name).await?;
+    let service_env = view.map(|v| v.service_env()).unwrap_or_else(|| vec![("TSURU_SERVICES".into(), "{}".into())]);
+    all.extend(service_env.into_iter().map(|(name, value)| EnvJson { name, value, alias: String::new(), public: false, managed_by: String::new() }));
     Ok(json(StatusCode::OK, &all))
 }
 

@@ -9,6 +9,7 @@
 
 mod apps;
 mod auth;
+mod brokers;
 mod cnames;
 mod deploy;
 mod deploys;
@@ -31,6 +32,8 @@ pub mod params;
 mod roles;
 mod routers;
 mod certificates;
+mod service_instances;
+mod services;
 pub mod stream;
 mod teams;
 pub mod tokens;
@@ -113,6 +116,9 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = nodecontainers::routes(routes);
     let routes = healing::routes(routes);
     let routes = dockerlogs::routes(routes);
+    let routes = services::routes(routes);
+    let routes = service_instances::routes(routes);
+    let routes = brokers::routes(routes);
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router

@@ -56,6 +56,13 @@ pub async fn provisioner_of<'a>(server: &'a Server, app: &AppRecord) -> ApiResul
 pub async fn remove(server: &Server, app: &AppRecord) -> ApiResult<()> {
     let name = &app.name;
     provisioner_of(server, app).await?.destroy(name).await?;
+    // Its binds go with it: each provider is told (a provider that fails is
+    // logged; the app is gone either way, as tsuru does).
+    for b in server.store.binds_of_app(name).await? {
+        if let Err(e) = crate::services::bind::forget_app(server, app, &b).await {
+            tracing::warn!(app = %name, service = %b.service, instance = %b.instance, error = %e, "the service was not told the removed app is unbound");
+        }
+    }
     server.store.delete_app(name).await?;
     if let Err(e) = server.routing.remove(name).await {
         tracing::warn!(app = %name, error = %e, "the routers of a removed app did not all forget it; they are told again");

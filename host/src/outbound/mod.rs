@@ -367,15 +367,19 @@ const APP_OUTBOUND_CACHE: usize = 4096;
 impl AppOutbound {
     /// What version `version` of `app` (in `pool`, whose policy is `policy`)
     /// may reach; `None` when it declares nothing.
-    pub fn of(&self, app: &str, pool: &str, version: &crate::store::VersionRecord, policy: &[String]) -> Option<Arc<Outbound>> {
-        if version.outbound.is_empty() {
+    /// `bound` are the origins of the app's service binds (see
+    /// `AppView::bound_origins`): they join what the version declares, and
+    /// the pool's policy bounds both.
+    pub fn of(&self, app: &str, pool: &str, version: &crate::store::VersionRecord, bound: &[String], policy: &[String]) -> Option<Arc<Outbound>> {
+        if version.outbound.is_empty() && (bound.is_empty() || policy.is_empty()) {
             return None;
         }
-        let key = format!("{app}\0{}\0{pool}\0{}\0{}", version.version, version.outbound.join("\0"), policy.join("\0"));
+        let allow: Vec<String> = version.outbound.iter().chain(bound).cloned().collect();
+        let key = format!("{app}\0{}\0{pool}\0{}\0{}", version.version, allow.join("\0"), policy.join("\0"));
         if let Some(found) = self.built.lock().unwrap().get(&key) {
             return Some(found.clone());
         }
-        let built = match Outbound::for_app(app, &version.outbound, pool, policy) {
+        let built = match Outbound::for_app(app, &allow, pool, policy) {
             Ok(o) => Arc::new(o),
             Err(e) => {
                 // Checked at deploy: only a policy edited since can get here.

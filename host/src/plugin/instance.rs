@@ -354,6 +354,12 @@ impl<W: World> PluginPool<W> {
         &self.host.name
     }
 
+    /// The entry's outbound HTTP rule and limits (granted `http`), for
+    /// requests the host makes on the plugin's behalf (a proxied call).
+    pub fn outbound(&self) -> Option<Arc<crate::outbound::Outbound>> {
+        self.host.outbound.clone()
+    }
+
     fn deadline_ticks(&self) -> u64 {
         (self.limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
     }

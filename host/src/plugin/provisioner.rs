@@ -123,7 +123,7 @@ pub fn app_state(view: &AppView) -> AppState {
         pool: view.app.pool.clone(),
         plan_memory: u64::try_from(view.memory()).unwrap_or(0),
         plan_cpu_milli: u32::try_from(view.cpu_milli()).unwrap_or(0),
-        env: view.env.iter().map(|e| EnvVar { name: e.name.clone(), value: view.env_value(e), public: e.public }).collect(),
+        env: view.runtime_env().into_iter().map(|(name, value, public)| EnvVar { name, value, public }).collect(),
         versions: view.versions.iter().map(|v| app_version(v.version, &v.digest, &v.processes, v.routable, v.weight)).collect(),
     }
 }

@@ -79,6 +79,6 @@ impl Catalog {
 /// What a request to `view`'s app runs with: every env var (aliases resolved,
 /// private ones included) and the plan's memory (or the app's override).
 pub fn invocation(view: &AppView) -> Invocation {
-    let env = view.env.iter().map(|v| (v.name.clone(), view.env_value(v))).collect();
+    let env = view.runtime_env().into_iter().map(|(name, value, _)| (name, value)).collect();
     Invocation { env, memory_bytes: usize::try_from(view.memory()).unwrap_or(0), ..Invocation::default() }
 }

@@ -156,6 +156,7 @@ fn app_view(row: &AnyRow) -> StoreResult<AppView> {
         routers: Vec::new(),
         certificates: Vec::new(),
         routes: Vec::new(),
+        binds: Vec::new(),
     })
 }
 
@@ -175,9 +176,55 @@ pub struct AppView {
     pub certificates: Vec<CertificateRecord>,
     /// What the router serves, as the provisioner set it.
     pub routes: Vec<RouteRecord>,
+    /// The service instances bound to the app, with the variables each gave.
+    pub binds: Vec<super::BindRecord>,
 }
 
 impl AppView {
+    /// The variables the app's binds give it, in the order they were
+    /// bound, then `TSURU_SERVICES` (tsuru's JSON of every bind:
+    /// `{"<service>":[{"instance_name":"db1","envs":{"K":"V"}}]}`; `{}`
+    /// when the app is bound to nothing).
+    pub fn service_env(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self.binds.iter().flat_map(|b| b.env.iter().cloned()).collect();
+        let mut services: std::collections::BTreeMap<&str, Vec<serde_json::Value>> = Default::default();
+        for b in &self.binds {
+            let envs: serde_json::Map<String, serde_json::Value> = b.env.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
+            services.entry(&b.service).or_default().push(serde_json::json!({"instance_name": b.instance, "envs": envs}));
+        }
+        out.push(("TSURU_SERVICES".into(), serde_json::to_string(&services).expect("serialisable")));
+        out
+    }
+
+    /// Every variable the app's units get: its own (aliases resolved, and
+    /// whether each is public), then its binds' (private). An app bound to
+    /// nothing runs without TSURU_SERVICES, as it did before services
+    /// existed (its units are not replaced for it).
+    pub fn runtime_env(&self) -> Vec<(String, String, bool)> {
+        let own = self.env.iter().map(|e| (e.name.clone(), self.env_value(e), e.public));
+        let bound = self.service_env().into_iter().filter(|_| !self.binds.is_empty()).map(|(k, v)| (k, v, false));
+        own.chain(bound).collect()
+    }
+
+    /// The origins (`scheme://host:port`) of the http(s) URLs among the
+    /// variables of the app's binds: a WASM app may reach its bound
+    /// services' HTTP endpoints where its pool's outbound policy allows.
+    pub fn bound_origins(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (_, value) in self.binds.iter().flat_map(|b| b.env.iter()) {
+            let Ok(url) = url::Url::parse(value) else { continue };
+            if !matches!(url.scheme(), "http" | "https") {
+                continue;
+            }
+            let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else { continue };
+            let origin = format!("{}://{host}:{port}", url.scheme());
+            if !out.contains(&origin) {
+                out.push(origin);
+            }
+        }
+        out
+    }
+
     /// The value `var` shows: its own, or that of the variable its alias
     /// names (empty when that variable is gone).
     pub fn env_value(&self, var: &EnvVar) -> String {
@@ -277,6 +324,7 @@ impl Store {
                 view.routers = self.app_routers(name).await?;
                 view.certificates = self.certificates(name).await?;
                 view.routes = self.routes(name).await?;
+                view.binds = self.binds_of_app(name).await?;
                 Some(Arc::new(view))
             }
         };
@@ -306,6 +354,7 @@ impl Store {
         let mut routers = by_app(self.all_app_routers().await?);
         let mut certificates = by_app(self.all_certificates().await?);
         let mut routes = by_app(self.all_routes().await?);
+        let mut binds = by_app(self.all_bind_records().await?.into_iter().map(|b| (b.app.clone(), b)));
         let views = rows
             .iter()
             .map(|r| {
@@ -315,6 +364,7 @@ impl Store {
                 view.routers = routers.remove(&view.app.name).unwrap_or_default();
                 view.certificates = certificates.remove(&view.app.name).unwrap_or_default();
                 view.routes = routes.remove(&view.app.name).unwrap_or_default();
+                view.binds = binds.remove(&view.app.name).unwrap_or_default();
                 Ok(Arc::new(view))
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -348,6 +398,8 @@ impl Store {
         sqlx::query("DELETE FROM app_certificates WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_env WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM app_teams WHERE app = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM service_binds WHERE app = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM service_unit_binds WHERE app = $1").bind(name).execute(&mut *tx).await?;
         super::roles::forget_bindings_on(&mut tx, "app", name).await?;
         let done = sqlx::query("DELETE FROM apps WHERE name = $1").bind(name).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {

@@ -104,7 +104,7 @@ impl Sealer {
 /// Every column holding secrets: the query reading its rows (keys, then the
 /// stored value), the update writing one again (`$1` the value, then the
 /// keys, then the value it replaces), and where a row's value lives.
-pub(super) const SECRET_COLUMNS: [(&str, &str, fn(&[String]) -> String); 3] = [
+pub(super) const SECRET_COLUMNS: [(&str, &str, fn(&[String]) -> String); 6] = [
     (
         "SELECT app, name, value FROM app_env WHERE public = 0",
         "UPDATE app_env SET value = $1 WHERE app = $2 AND name = $3 AND value = $4",
@@ -116,7 +116,29 @@ pub(super) const SECRET_COLUMNS: [(&str, &str, fn(&[String]) -> String); 3] = [
         |keys| certificate_place(&keys[0], &keys[1]),
     ),
     ("SELECT name, headers FROM webhooks", "UPDATE webhooks SET headers = $1 WHERE name = $2 AND headers = $3", |keys| webhook_place(&keys[0])),
+    ("SELECT name, password FROM services", "UPDATE services SET password = $1 WHERE name = $2 AND password = $3", |keys| service_place(&keys[0])),
+    ("SELECT name, config FROM service_brokers", "UPDATE service_brokers SET config = $1 WHERE name = $2 AND config = $3", |keys| broker_place(&keys[0])),
+    (
+        "SELECT service, instance, app, env FROM service_binds",
+        "UPDATE service_binds SET env = $1 WHERE service = $2 AND instance = $3 AND app = $4 AND env = $5",
+        |keys| bind_place(&keys[0], &keys[1], &keys[2]),
+    ),
 ];
+
+/// Where a service's password lives.
+pub fn service_place(name: &str) -> String {
+    format!("service\0{name}")
+}
+
+/// Where a broker's config (its credentials) lives.
+pub fn broker_place(name: &str) -> String {
+    format!("broker\0{name}")
+}
+
+/// Where the variables an app got from a bind live.
+pub fn bind_place(service: &str, instance: &str, app: &str) -> String {
+    format!("bind\0{service}\0{instance}\0{app}")
+}
 
 /// Where a private env value lives.
 pub fn env_place(app: &str, name: &str) -> String {

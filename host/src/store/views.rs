@@ -296,6 +296,7 @@ mod tests {
             routers: vec![],
             certificates: vec![],
             routes: vec![],
+            binds: vec![],
         })
     }
 

@@ -2,7 +2,8 @@
 //!
 //! Implement the kind's trait and name the type in its export macro:
 //! [`auth::AuthScheme`] with `export_auth_scheme!`, [`provisioner::Provisioner`]
-//! with `export_provisioner!`, [`router::Router`] with `export_router!`. Each
+//! with `export_provisioner!`, [`router::Router`] with `export_router!`,
+//! [`broker::Broker`] with `export_broker!`. Each
 //! kind's interface carries its own `init` (the entry's config table, as
 //! JSON) and `health`.
 //!
@@ -38,6 +39,7 @@ macro_rules! invalid_from_text {
 
 pub mod app_runtime;
 pub mod auth;
+pub mod broker;
 #[doc(hidden)]
 pub mod capabilities;
 pub mod containers;
