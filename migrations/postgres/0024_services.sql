@@ -48,6 +48,9 @@ CREATE TABLE service_instances (
     -- When the operation started (Unix ms; 0 when none).
     operation_since BIGINT NOT NULL DEFAULT 0,
     message TEXT NOT NULL DEFAULT '',
+    -- While an update runs at the provider: the fields it replaced (JSON),
+    -- put back if it fails.
+    previous TEXT NOT NULL DEFAULT '',
     created_at BIGINT NOT NULL,
     PRIMARY KEY (service, name)
 );

@@ -138,6 +138,8 @@ backends! {
         let list = t.req("GET", "/1.0/services").admin().send().await;
         assert_eq!(list.json(), json!([{"service": "mysql", "instances": null, "plans": null, "service_instances": null}]));
         assert!(!list.body.contains("s3cret"));
+        // Pools name the services they admit.
+        assert_eq!(t.req("GET", "/1.8/pools/main").admin().send().await.json()["allowed"]["service"], json!(["mysql"]));
 
         // Plans come from the provider; the doc from torii.
         let plans = t.req("GET", "/1.0/services/mysql/plans").admin().send().await;

@@ -92,6 +92,9 @@ struct World {
     teams: Vec<String>,
     plans: Vec<String>,
     routers: Vec<String>,
+    /// Registered services (brokers' are left out: listing pools does not
+    /// wait on every broker's catalogue).
+    services: Vec<String>,
 }
 
 async fn world(server: &Server) -> ApiResult<World> {
@@ -100,6 +103,7 @@ async fn world(server: &Server) -> ApiResult<World> {
         teams: server.store.teams().await?.into_iter().map(|t| t.name).collect(),
         plans: server.store.plans().await?.into_iter().map(|p| p.name).collect(),
         routers: crate::routers::catalogue(server).await?.into_iter().map(|r| r.name).collect(),
+        services: server.store.services().await?.into_iter().map(|s| s.name).collect(),
     })
 }
 
@@ -113,9 +117,9 @@ fn pool_json(w: &World, p: PoolRecord) -> PoolJson {
         public: pools::is_public(&w.constraints, &p.name),
         allowed: AllowedJson {
             team: teams.clone(),
-            // Services and volume plans arrive with their areas.
+            // Volume plans arrive with their area.
             router: admitted("router", &w.routers),
-            service: None,
+            service: admitted("service", &w.services),
             plan: admitted("plan", &w.plans),
             volume_plan: None,
         },

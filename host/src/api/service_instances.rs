@@ -230,6 +230,7 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
         operation: String::new(),
         operation_since: 0,
         message: String::new(),
+        previous: String::new(),
         created_at: now_millis(),
     };
     let event = instance_event(&server, &caller, &ip, "service-instance.create", &record, request_data(&params, &[("service", &service)])).await?;
@@ -349,6 +350,7 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
         return Err(ApiError::bad_request(format!("service instance {name:?} is {}: wait until the service is done with it", before.state.as_str())));
     }
     let event = instance_event(&server, &caller, &ip, "service-instance.update", &before, request_data(&params, &[("service", &service), ("instance", &name)])).await?;
+    after.message.clear();
     let result = async {
         let (plugin, provider) = services::provider(&server, &resolved)?;
         let change = plugin.update_instance(provider, services::instance(&resolved, &after), services::requester(Some(&caller), event.id())).await.map_err(services::failure)?;
@@ -357,6 +359,7 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
             after.state = InstanceState::Updating;
             after.operation = if op.is_empty() { "update".into() } else { op };
             after.operation_since = now_millis();
+            after.previous = before.updatable();
         }
         server.store.update_instance(&after).await.map_err(ApiError::from)
     }
@@ -443,10 +446,12 @@ async fn status(State(server): AppState, Caller(caller): Caller, Path((service, 
         Some(s) => s,
         None => {
             let (plugin, provider) = services::provider(&server, &resolved)?;
-            plugin
+            let status = plugin
                 .status(provider, services::instance(&resolved, &i))
                 .await
-                .map_err(|e| ApiError::internal(format!("Could not retrieve status of service instance, error: {e}")))?
+                .map_err(|e| ApiError::internal(format!("Could not retrieve status of service instance, error: {e}")))?;
+            // A ready instance whose last update or removal failed says so.
+            if i.message.is_empty() { status } else { format!("{status} (its last operation failed: {})", i.message) }
         }
     };
     Ok((StatusCode::OK, format!("Service instance \"{name}\" is {status}")).into_response())

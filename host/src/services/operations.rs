@@ -57,6 +57,7 @@ pub async fn settle(server: &Server, mut i: InstanceRecord) {
         Err(e) => Err(format!("the operation's state could not be read within {} s: {e}", timeout.as_secs())),
     };
     let was = i.state;
+    let previous = std::mem::take(&mut i.previous);
     i.operation.clear();
     i.operation_since = 0;
     let written = match (was, outcome) {
@@ -73,6 +74,9 @@ pub async fn settle(server: &Server, mut i: InstanceRecord) {
         }
         // A failed update or removal leaves the instance as it was.
         (_, Err(why)) => {
+            if was == InstanceState::Updating {
+                i.restore(&previous);
+            }
             i.state = InstanceState::Ready;
             i.message = why;
             server.store.update_instance(&i).await

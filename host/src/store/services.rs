@@ -85,7 +85,39 @@ pub struct InstanceRecord {
     /// When `operation` started (Unix ms).
     pub operation_since: i64,
     pub message: String,
+    /// While an update runs at the provider: the fields it replaced, as
+    /// JSON, put back if it fails (empty otherwise).
+    pub previous: String,
     pub created_at: i64,
+}
+
+impl InstanceRecord {
+    /// The fields an update replaces, as JSON (kept while it runs).
+    pub fn updatable(&self) -> String {
+        serde_json::json!({
+            "plan": self.plan, "team_owner": self.team_owner, "teams": self.teams, "description": self.description,
+            "tags": self.tags, "parameters": self.parameters, "data": self.data,
+        })
+        .to_string()
+    }
+
+    /// Puts back the fields `updatable` kept; whether there were any.
+    pub fn restore(&mut self, kept: &str) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Kept {
+            plan: String,
+            team_owner: String,
+            teams: Vec<String>,
+            description: String,
+            tags: Vec<String>,
+            parameters: serde_json::Map<String, serde_json::Value>,
+            data: String,
+        }
+        let Ok(k) = serde_json::from_str::<Kept>(kept) else { return false };
+        (self.plan, self.team_owner, self.teams, self.description, self.tags, self.parameters, self.data) =
+            (k.plan, k.team_owner, k.teams, k.description, k.tags, k.parameters, k.data);
+        true
+    }
 }
 
 /// An app bound to an instance, with the variables it got.
@@ -111,7 +143,7 @@ pub struct UnitBind {
 
 const SERVICE_COLUMNS: &str = "name, username, password, endpoints, owner_teams, teams, restricted, doc, multi_cluster, disable_bind_unit";
 const INSTANCE_COLUMNS: &str =
-    "service, name, plan, team_owner, teams, description, tags, parameters, pool, data, state, operation, operation_since, message, created_at";
+    "service, name, plan, team_owner, teams, description, tags, parameters, pool, data, state, operation, operation_since, message, previous, created_at";
 
 fn map_of(text: &str) -> serde_json::Map<String, serde_json::Value> {
     match serde_json::from_str(text) {
@@ -275,6 +307,7 @@ impl Store {
             operation: r.try_get("operation")?,
             operation_since: r.try_get("operation_since")?,
             message: r.try_get("message")?,
+            previous: r.try_get("previous")?,
             created_at: r.try_get("created_at")?,
         })
     }
@@ -304,7 +337,7 @@ impl Store {
 
     pub async fn insert_instance(&self, i: &InstanceRecord) -> StoreResult<()> {
         sqlx::query(&format!(
-            "INSERT INTO service_instances ({INSTANCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            "INSERT INTO service_instances ({INSTANCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ))
         .bind(&i.service)
         .bind(&i.name)
@@ -320,6 +353,7 @@ impl Store {
         .bind(&i.operation)
         .bind(i.operation_since)
         .bind(&i.message)
+        .bind(&i.previous)
         .bind(if i.created_at > 0 { i.created_at } else { now_millis() })
         .execute(&self.pool)
         .await
@@ -331,7 +365,7 @@ impl Store {
     pub async fn update_instance(&self, i: &InstanceRecord) -> StoreResult<()> {
         let done = sqlx::query(
             "UPDATE service_instances SET plan = $3, team_owner = $4, teams = $5, description = $6, tags = $7, parameters = $8, pool = $9, \
-             data = $10, state = $11, operation = $12, operation_since = $13, message = $14 WHERE service = $1 AND name = $2",
+             data = $10, state = $11, operation = $12, operation_since = $13, message = $14, previous = $15 WHERE service = $1 AND name = $2",
         )
         .bind(&i.service)
         .bind(&i.name)
@@ -347,6 +381,7 @@ impl Store {
         .bind(&i.operation)
         .bind(i.operation_since)
         .bind(&i.message)
+        .bind(&i.previous)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
@@ -488,5 +523,43 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_update_puts_back_what_it_replaced() {
+        let before = InstanceRecord {
+            service: "pg".into(),
+            name: "db".into(),
+            plan: "small".into(),
+            team_owner: "t1".into(),
+            teams: vec!["t1".into()],
+            description: "d".into(),
+            tags: vec!["a".into()],
+            parameters: serde_json::json!({"size": 1}).as_object().unwrap().clone(),
+            pool: String::new(),
+            data: "{}".into(),
+            state: InstanceState::Ready,
+            operation: String::new(),
+            operation_since: 0,
+            message: String::new(),
+            previous: String::new(),
+            created_at: 1,
+        };
+        let mut after = InstanceRecord {
+            plan: "big".into(),
+            description: "e".into(),
+            tags: vec![],
+            parameters: Default::default(),
+            data: r#"{"PlanID":"big"}"#.into(),
+            ..before.clone()
+        };
+        assert!(after.restore(&before.updatable()));
+        assert_eq!(after, before);
+        assert!(!after.restore(""), "nothing kept: nothing put back");
     }
 }
