@@ -471,6 +471,13 @@ backends! {
         assert_eq!(t.app_get("web.ext.test", "/").await, (200, "hello from web at /\n".into()));
         let edge = async |t: &TestServer| t.req("GET", "/1.5/apps/web/routers").admin().send().await.json()[1].clone();
         assert_eq!(edge(&t).await["status"], "ready");
+        // The routes rebuild speaks for the router: it serves its own
+        // address (web.router.test), and a dry run shows how that differs
+        // from the name torii's routes give it.
+        let dry = t.req("POST", "/1.0/apps/web/routes?dry=true").admin().send().await.json();
+        assert_eq!((dry["edge"]["Added"].clone(), dry["edge"]["Removed"].clone()), (json!(["web.ext.test"]), json!(["web.router.test"])), "{dry}");
+        let rebuilt = t.req("POST", "/1.0/apps/web/routes").admin().send().await.json();
+        assert_eq!((rebuilt["edge"]["Added"].clone(), rebuilt["edge"]["Removed"].clone()), (json!(null), json!(null)), "{rebuilt}");
 
         // The router goes down: a change still succeeds, the status says why...
         api.up.store(false, std::sync::atomic::Ordering::SeqCst);

@@ -299,9 +299,21 @@ async fn app_remove(
     event.done(work.await.map(|()| empty(StatusCode::OK))).await
 }
 
+/// The names `router` serves for `app`: an external router's in its own
+/// words (what its last `ensure` answered), the embedded one's as torii's
+/// proxy table holds them (the table is what it serves).
+async fn served(server: &Server, router: &str, app: &str) -> ApiResult<Vec<String>> {
+    let told = server.store.router_apps_of(app).await?;
+    match told.into_iter().find(|t| t.router == router && t.error.is_empty()) {
+        Some(t) if t.kind != crate::config::EMBEDDED_ROUTER => Ok(t.names),
+        _ => Ok(server.store.proxy_hosts_of(router, app).await?),
+    }
+}
+
 /// `POST /apps/{app}/routes[?dry=true]`: hands the app's routes to each of
-/// its routers again, and reports per router the host names that were
-/// added to or removed from the proxy table (`dry`: that would be).
+/// its routers again, and reports per router the names it serves that were
+/// added or removed, as the router answered (`dry`: the router's names now
+/// against those torii's routes give it).
 async fn rebuild(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
     caller.require("app.admin.routes", &app_contexts(&app))?;
     let dry = params.get("dry").and_then(|d| parse_bool(&d)).unwrap_or(false);
@@ -309,7 +321,7 @@ async fn rebuild(State(server): AppState, Caller(caller): Caller, AppTarget(app)
     let all = routers::catalogue(&server).await?;
     let mut before = BTreeMap::new();
     for r in &view.routers {
-        before.insert(r.router.clone(), server.store.proxy_hosts_of(&r.router, &app.name).await?);
+        before.insert(r.router.clone(), served(&server, &r.router, &app.name).await?);
     }
     if !dry {
         server.store.forget_view(&app.name);
@@ -318,7 +330,7 @@ async fn rebuild(State(server): AppState, Caller(caller): Caller, AppTarget(app)
     let mut out = serde_json::Map::new();
     for (position, r) in view.routers.iter().enumerate() {
         let after = match (dry, routers::find(&all, &r.router)) {
-            (false, _) => server.store.proxy_hosts_of(&r.router, &app.name).await?,
+            (false, _) => served(&server, &r.router, &app.name).await?,
             (true, Some(def)) => routers::hosts_of(&view, def, position == 0),
             (true, None) => vec![],
         };
