@@ -462,8 +462,18 @@ backends! {
             ("PUT", "/1.0/services/mysql/doc", vec![("doc", "d")], [403, 403, 200, 200]),
             ("GET", "/1.0/services/mysql/proxy/db1?callback=/echo", vec![], [403, 403, 200, 200]),
             ("GET", "/1.0/services/proxy/service/mysql?callback=/echo", vec![], [403, 403, 200, 200]),
+            ("GET", "/1.0/services/mysql", vec![], [200, 200, 200, 200]),
+            ("GET", "/1.0/services/mysql/plans", vec![], [200, 200, 200, 200]),
+            ("GET", "/1.0/services/mysql/doc", vec![], [200, 200, 200, 200]),
+            ("PUT", "/1.0/services/mysql", vec![("endpoint", &endpoint)], [403, 403, 200, 200]),
+            // Granted to t2 only, the service is restricted: outsiders lose its plans and docs.
+            ("PUT", "/1.0/services/mysql/team/t2", vec![], [403, 403, 200, 409]),
+            ("GET", "/1.0/services/mysql/plans", vec![], [403, 200, 200, 200]),
+            ("GET", "/1.0/services/mysql/doc", vec![], [403, 200, 200, 200]),
+            ("DELETE", "/1.0/services/mysql/team/t2", vec![], [403, 403, 403, 403]),
             ("GET", "/1.7/brokers", vec![], [403, 403, 403, 204]),
             ("POST", "/1.7/brokers", vec![("Name", "b"), ("URL", "http://127.0.0.1:1")], [403, 403, 403, 201]),
+            ("PUT", "/1.7/brokers/b", vec![("URL", "http://127.0.0.1:2")], [403, 403, 403, 200]),
             ("DELETE", "/1.7/brokers/b", vec![], [403, 403, 403, 200]),
             ("PUT", "/1.0/services/mysql/instances/db2", vec![("description", "x")], [403, 403, 200, 400]),
             ("PUT", "/1.0/services/mysql/instances/permission/db2/t2", vec![], [403, 403, 200, 409]),
@@ -491,7 +501,8 @@ backends! {
                 r.json()[0]["instances"].clone()
             }
         };
-        assert_eq!(seen(&outsider).await, json!([]));
+        // Restricted to t2: the outsider does not see the service at all.
+        t.req("GET", "/1.0/services/instances").token(&outsider).send().await.expect_status(204);
         assert_eq!(seen(&other).await, json!([]));
         assert_eq!(seen(&owner).await, json!(["db1", "db2"]));
 

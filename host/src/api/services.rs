@@ -66,9 +66,11 @@ pub(super) fn service_contexts(r: &Resolved) -> Vec<Context> {
 }
 
 /// Whether `caller` may use `r` (instances, plans, docs): every caller for
-/// a service that is not restricted, else `scheme` in its contexts.
+/// a service that is not restricted, else `scheme` in its contexts (the
+/// teams granted it, or the teams that own it: a provider never locks
+/// itself out by restricting its service).
 pub(super) fn usable(caller: &Identity, r: &Resolved, scheme: &str) -> bool {
-    r.restricted().is_none() || caller.allows(scheme, &service_contexts(r))
+    r.restricted().is_none() || caller.allows(scheme, &service_contexts(r)) || caller.allows(scheme, &owner_contexts(r))
 }
 
 /// The event of a change to a service; readable with `service.read.events`
