@@ -312,6 +312,8 @@ pub struct ServicesConfig {
     pub poll_interval_ms: u64,
     /// A provider operation still running after this long counts as failed.
     pub operation_timeout_secs: u64,
+    /// Service instances one team may own.
+    pub max_instances_per_team: usize,
 }
 
 impl Default for ServicesConfig {
@@ -321,6 +323,7 @@ impl Default for ServicesConfig {
             broker_plugin: SERVICE_OSB_BROKER.into(),
             poll_interval_ms: 2_000,
             operation_timeout_secs: 600,
+            max_instances_per_team: 200,
         }
     }
 }

@@ -80,7 +80,7 @@ impl Provider {
 /// A server whose `tsuru` broker may reach loopback providers (2 s limit).
 async fn server_with_brokers(b: crate::support::Backend) -> TestServer {
     let mut o = Options::new(b);
-    o.extra_toml = "[services]\npoll_interval_ms = 200\n\
+    o.extra_toml = "[services]\npoll_interval_ms = 200\nmax_instances_per_team = 3\n\
         [[plugin]]\nname = \"tsuru\"\nkind = \"service-broker\"\nbuiltin = \"service-tsuru\"\ncapabilities = [\"log\", \"http\"]\n\
         [plugin.outbound]\nallow = [\"http://127.0.0.1:*\"]\ntimeout_ms = 2000\n\
         [[plugin]]\nname = \"osb\"\nkind = \"service-broker\"\nbuiltin = \"service-osb\"\ncapabilities = [\"log\", \"kv\", \"http\"]\n\
@@ -295,6 +295,14 @@ backends! {
         assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["serviceInstanceBinds"], json!([]));
         assert_eq!(t.app_get("web.apps.test", "/?name=DB_HOST").await.0, 404);
 
+        // A provider may not set the platform's variables: refused, taken back.
+        p.post("/_test/fault", json!({"route": "POST /resources/c1/bind-app", "status": 201, "body": {"TSURU_APP_TOKEN": "stolen"}, "times": 1})).await;
+        let r = t.req("PUT", "/1.0/services/kv/instances/c1/web").admin().send().await;
+        let (_, error) = stream(&r.body);
+        assert_eq!(error.as_deref(), Some("the service's answer to the bind was refused: TSURU_APP_TOKEN is set by the platform (\"c1\" is up)"), "{}", r.body);
+        assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["serviceInstanceBinds"], json!([]));
+        assert_eq!(p.calls("DELETE", "/resources/c1/bind-app").await.len(), 1, "the provider's bind is taken back");
+
         // Provider down at bind: the same.
         drop(p);
         let r = t.req("PUT", "/1.0/services/kv/instances/c1/web").admin().send().await;
@@ -314,6 +322,10 @@ backends! {
         assert!(stream(&r.body).1.is_some_and(|e| e.contains("busy")), "{}", r.body);
         assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["serviceInstanceBinds"], json!([{"service": "kv", "instance": "c2", "plan": "small"}]));
         assert_eq!(t.app_get("web.apps.test", "/?name=DB_NAME").await, (200, "c2\n".into()));
+        // A team owns a bounded number of instances ([services] max_instances_per_team = 3 here).
+        t.req("POST", "/1.0/services/kv/instances").admin().form(&[("name", "c3"), ("plan", "small"), ("owner", "t1")]).send().await.expect(201, "");
+        t.req("POST", "/1.0/services/kv/instances").admin().form(&[("name", "c4"), ("plan", "small"), ("owner", "t1")]).send().await
+            .expect_error(400, "team \"t1\" owns 3 service instances, the most a team may ([services] max_instances_per_team)");
         let r = t.req("DELETE", "/1.0/services/kv/instances/c2/web?force=true").admin().send().await;
         assert_eq!(stream(&r.body).1, None, "{}", r.body);
         assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["serviceInstanceBinds"], json!([]));

@@ -215,6 +215,11 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
         }
         check_pool(&server, &pool, &service, |_| format!("Service {service:?} is not available in pool {pool:?}")).await?;
     }
+    let max = server.config.services.max_instances_per_team;
+    let owned = server.store.instances().await?.iter().filter(|i| i.team_owner == team).count();
+    if owned >= max {
+        return Err(ApiError::bad_request(format!("team {team:?} owns {owned} service instances, the most a team may ([services] max_instances_per_team)")));
+    }
     let record = InstanceRecord {
         service: service.clone(),
         name: name.clone(),
@@ -250,10 +255,18 @@ async fn provision(server: &Server, resolved: &Resolved, mut record: InstanceRec
             return Err(e);
         }
     };
-    match plugin.create_instance(provider, services::instance(resolved, &record), who).await {
+    match plugin.create_instance(provider, services::instance(resolved, &record), who.clone()).await {
         Err(e) => {
             server.store.delete_instance(&record.service, &record.name).await?;
             Err(services::failure(e))
+        }
+        Ok(change) if change.data.len() > crate::services::bind::MAX_DATA => {
+            // Too much to keep: the provider's instance goes again.
+            let mut made = record.clone();
+            made.data = change.data;
+            let _ = plugin.remove_instance(services::provider(server, resolved)?.1, services::instance(resolved, &made), who.clone()).await;
+            server.store.delete_instance(&record.service, &record.name).await?;
+            Err(ApiError::bad_request(format!("the service's answer was refused: what it keeps for the instance is larger than {} bytes", crate::services::bind::MAX_DATA)))
         }
         Ok(change) => {
             record.data = change.data;

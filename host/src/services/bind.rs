@@ -55,6 +55,41 @@ async fn restart(server: &Server, app: &str, out: &impl Progress) -> ApiResult<(
     crate::apps::refresh(server, app, out).await
 }
 
+/// Names a provider may not set: the app's own (tsuru's write-protected
+/// ones) and `TSURU_SERVICES`, which torii writes.
+const RESERVED: [&str; 5] = ["TSURU_APPNAME", "TSURU_APP_TOKEN", "TSURU_SERVICE", "TSURU_APPDIR", "TSURU_SERVICES"];
+/// Bounds on what one bind gives an app.
+const MAX_BIND_VARS: usize = 100;
+const MAX_BIND_VALUE: usize = 64 << 10;
+pub const MAX_DATA: usize = 64 << 10;
+
+/// Refuses a provider's answer that would not make a valid env (a name
+/// that is not one, or that is the platform's) or that is past the bounds.
+fn check_binding(b: &crate::plugin::service_broker::Binding) -> ApiResult<()> {
+    let bad = |why: String| ApiError::bad_request(format!("the service's answer to the bind was refused: {why}"));
+    if b.env.len() > MAX_BIND_VARS {
+        return Err(bad(format!("{} variables, more than the {MAX_BIND_VARS} a bind may give", b.env.len())));
+    }
+    for (name, value) in &b.env {
+        let valid = name.len() <= 255
+            && name.starts_with(|c: char| c.is_ascii_alphabetic())
+            && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+        if !valid {
+            return Err(bad(format!("{:?} is not a variable name", name.chars().take(64).collect::<String>())));
+        }
+        if RESERVED.contains(&name.as_str()) {
+            return Err(bad(format!("{name} is set by the platform")));
+        }
+        if value.len() > MAX_BIND_VALUE {
+            return Err(bad(format!("the value of {name} is larger than {MAX_BIND_VALUE} bytes")));
+        }
+    }
+    if b.data.len() > MAX_DATA {
+        return Err(bad(format!("what the broker keeps for the bind is larger than {MAX_DATA} bytes")));
+    }
+    Ok(())
+}
+
 pub struct BindRequest<'a> {
     pub app: &'a AppRecord,
     pub cnames: &'a [String],
@@ -71,6 +106,7 @@ pub async fn bind(server: &Server, req: BindRequest<'_>, out: &impl Progress) ->
     let inst = instance(req.resolved, req.instance);
     let app = app_of(server, req.app, req.cnames);
     let binding = plugin.bind_app(provider.clone(), inst.clone(), app.clone(), req.parameters.clone(), req.who.clone()).await.map_err(failure)?;
+    let refused = check_binding(&binding);
     let record = BindRecord {
         service: req.resolved.name.clone(),
         instance: req.instance.name.clone(),
@@ -84,6 +120,10 @@ pub async fn bind(server: &Server, req: BindRequest<'_>, out: &impl Progress) ->
             out.line(format!(" ---> the service's bind could not be taken back: {e}\n")).await;
         }
     };
+    if let Err(e) = refused {
+        take_back_at_provider().await;
+        return Err(e);
+    }
     if let Err(e) = server.store.insert_bind(&record).await {
         take_back_at_provider().await;
         return Err(e.into());
