@@ -110,6 +110,21 @@ async fn main() {
     bind_round_trip(dir.path()).await;
 }
 
+/// `req` on a connection of its own (as the host's outbound HTTP opens
+/// one per request): the status and body.
+async fn fresh_request(addr: std::net::SocketAddr, req: hyper::Request<http_body_util::Full<bytes::Bytes>>) -> (StatusCode, bytes::Bytes) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let res = sender.send_request(req).await.unwrap();
+    let status = res.status();
+    let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+    drop(sender);
+    let _ = conn.await;
+    (status, body)
+}
+
 /// A tsuru service API provider in process: binds answer one variable.
 async fn service_provider() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     use axum::routing::{get, post};
@@ -155,10 +170,6 @@ async fn bind_round_trip(dir: &std::path::Path) {
         call(reqwest::Method::DELETE, "/1.0/services/db/instances/i1/web?noRestart=true", &[]).await;
     };
     let direct_client = async |method: hyper::Method| {
-        let tcp = tokio::net::TcpStream::connect(provider).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
-        let conn = tokio::spawn(conn);
         let form = "app-name=web&app-host=web.apps.bench&app-hosts=web.apps.bench&user=bench%40example.com&eventid=x";
         let req = hyper::Request::builder()
             .method(method)
@@ -168,11 +179,8 @@ async fn bind_round_trip(dir: &std::path::Path) {
             .header("content-type", "application/x-www-form-urlencoded")
             .body(http_body_util::Full::new(bytes::Bytes::from_static(form.as_bytes())))
             .unwrap();
-        let res = sender.send_request(req).await.unwrap();
-        assert!(res.status().is_success());
-        let _ = http_body_util::BodyExt::collect(res.into_body()).await.unwrap();
-        drop(sender);
-        let _ = conn.await;
+        let (status, _) = fresh_request(provider, req).await;
+        assert!(status.is_success());
     };
     let direct = async || {
         direct_client(hyper::Method::POST).await;
@@ -268,16 +276,9 @@ async fn outbound_call(dir: &std::path::Path) {
         assert_eq!(lines, vec!["200 ok\n".to_string()]);
     };
     let native = async || {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
-        let conn = tokio::spawn(conn);
-        let req = hyper::Request::get("/").header("host", addr.to_string()).body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
-        let res = sender.send_request(req).await.unwrap();
-        let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        let req = hyper::Request::get("/").header("host", addr.to_string()).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+        let (_, body) = fresh_request(addr, req).await;
         assert_eq!(&body[..], b"ok");
-        drop(sender);
-        let _ = conn.await;
     };
     for _ in 0..300 {
         from_plugin().await;

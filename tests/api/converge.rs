@@ -96,21 +96,36 @@ backends! {
 /// `ext` from an HTTP server of the test's, and can be made to fail its next
 /// apply (`app run fail-next-apply`).
 async fn flaky(b: Backend) -> (TestServer, tokio::task::JoinHandle<()>) {
+    let (live, backend) = outside_backend().await;
+    let mut o = Options::new(b);
+    o.extra_toml = outside_toml(live);
+    let t = TestServer::start_with(o).await;
+    outside_app(&t).await;
+    (t, backend)
+}
+
+/// The HTTP server app `ext` of the `outside` provisioner runs on: it answers `outside`.
+pub(crate) async fn outside_backend() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let live = listener.local_addr().unwrap();
     let app = axum::Router::new().fallback(|| async { "outside\n" });
-    let backend = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let mut o = Options::new(b);
-    o.extra_toml = format!(
+    (live, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
+}
+
+/// The `outside` provisioner's entry (test-http-backends), serving `ext` from `live`.
+pub(crate) fn outside_toml(live: std::net::SocketAddr) -> String {
+    format!(
         "[[plugin]]\nname = \"outside\"\nkind = \"provisioner\"\npath = {:?}\ncapabilities = [\"log\", \"kv\", \"app-runtime\"]\n\
          [plugin.config.backends]\next = [\"{live}\"]\n",
         env!("TORII_GUEST_TEST_HTTP_BACKENDS")
-    );
-    let t = TestServer::start_with(o).await;
+    )
+}
+
+/// Team `t1`, pool `outside` and its app `ext`.
+pub(crate) async fn outside_app(t: &TestServer) {
     t.team("t1").await;
     t.req("POST", "/1.0/pools").admin().form(&[("name", "outside"), ("provisioner", "outside")]).send().await.expect(201, "");
     t.req("POST", "/1.0/apps").admin().form(&[("name", "ext"), ("teamOwner", "t1"), ("pool", "outside")]).send().await.expect_status(201);
-    (t, backend)
 }
 
 async fn fail_next_apply(t: &TestServer) {

@@ -539,22 +539,16 @@ backends! {
         let p = Provider::start("tsuru_service.py", &["--username", "u", "--password", "p"]);
         // App `ext` runs on `outside` (test-http-backends): its unit has an
         // address, and its next apply can be made to fail.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let live = listener.local_addr().unwrap();
-        let backend = tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(|| async { "outside\n" })).await.unwrap() });
+        let (live, backend) = crate::converge::outside_backend().await;
         let mut o = Options::new(b);
         o.extra_toml = format!(
             "[services]\nbroker_plugin = \"tsuru\"\n\
              [[plugin]]\nname = \"tsuru\"\nkind = \"service-broker\"\nbuiltin = \"service-tsuru\"\ncapabilities = [\"log\", \"http\"]\n\
-             [plugin.outbound]\nallow = [\"http://127.0.0.1:*\"]\ntimeout_ms = 2000\n\
-             [[plugin]]\nname = \"outside\"\nkind = \"provisioner\"\npath = {:?}\ncapabilities = [\"log\", \"kv\", \"app-runtime\"]\n\
-             [plugin.config.backends]\next = [\"{live}\"]\n",
-            env!("TORII_GUEST_TEST_HTTP_BACKENDS")
+             [plugin.outbound]\nallow = [\"http://127.0.0.1:*\"]\ntimeout_ms = 2000\n{}",
+            crate::converge::outside_toml(live)
         );
         let t = TestServer::start_with(o).await;
-        t.team("t1").await;
-        t.req("POST", "/1.0/pools").admin().form(&[("name", "outside"), ("provisioner", "outside")]).send().await.expect(201, "");
-        t.req("POST", "/1.0/apps").admin().form(&[("name", "ext"), ("teamOwner", "t1"), ("pool", "outside")]).send().await.expect_status(201);
+        crate::converge::outside_app(&t).await;
         let r = t.req("POST", "/1.0/apps/ext/deploy").admin().raw(MP, upload(&std::fs::read(crate::deploy::HELLO).unwrap(), &[])).send().await;
         assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
         let endpoint = p.url();

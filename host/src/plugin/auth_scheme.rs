@@ -1,10 +1,7 @@
 //! The `auth-scheme` plugin kind: bindings and the typed API the host uses.
 
-use wasmtime::Store;
-use wasmtime::component::InstancePre;
-
 use super::PluginError;
-use super::instance::{BoxFuture, PluginPool, PluginState, World};
+use super::instance::PluginPool;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -31,33 +28,7 @@ pub enum AuthCallError {
     Scheme(SchemeError),
 }
 
-pub struct AuthWorld;
-
-impl World for AuthWorld {
-    const KIND: &'static str = "auth-scheme";
-    type Pre = bindings::AuthSchemePluginPre<PluginState>;
-    type Bindings = bindings::AuthSchemePlugin;
-
-    fn pre(instance_pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
-        bindings::AuthSchemePluginPre::new(instance_pre)
-    }
-
-    fn instantiate<'a>(pre: &'a Self::Pre, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Self::Bindings>> {
-        Box::pin(pre.instantiate_async(store))
-    }
-
-    fn init<'a>(
-        bindings: &'a Self::Bindings,
-        store: &'a mut Store<PluginState>,
-        config: &'a str,
-    ) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
-        Box::pin(bindings.torii_plugin_auth_scheme().call_init(store, config))
-    }
-
-    fn health<'a>(bindings: &'a Self::Bindings, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
-        Box::pin(bindings.torii_plugin_auth_scheme().call_health(store))
-    }
-}
+super::instance::plugin_world!(AuthWorld, "auth-scheme", bindings::AuthSchemePlugin, bindings::AuthSchemePluginPre, torii_plugin_auth_scheme);
 
 /// The configured auth scheme.
 pub struct AuthScheme {

@@ -167,6 +167,49 @@ pub trait World: Send + Sync + 'static {
     fn health<'a>(bindings: &'a Self::Bindings, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>>;
 }
 
+/// The [`World`] of one plugin kind from its generated bindings:
+/// `plugin_world!(RouterWorld, "router", bindings::RouterPlugin, bindings::RouterPluginPre, torii_plugin_router)`.
+macro_rules! plugin_world {
+    ($world:ident, $kind:literal, $plugin:path, $pre:ident :: $pre_ty:ident, $interface:ident) => {
+        pub struct $world;
+
+        impl $crate::plugin::instance::World for $world {
+            const KIND: &'static str = $kind;
+            type Pre = $pre::$pre_ty<$crate::plugin::instance::PluginState>;
+            type Bindings = $plugin;
+
+            fn pre(
+                instance_pre: ::wasmtime::component::InstancePre<$crate::plugin::instance::PluginState>,
+            ) -> ::wasmtime::Result<Self::Pre> {
+                $pre::$pre_ty::new(instance_pre)
+            }
+
+            fn instantiate<'a>(
+                pre: &'a Self::Pre,
+                store: &'a mut ::wasmtime::Store<$crate::plugin::instance::PluginState>,
+            ) -> $crate::plugin::instance::BoxFuture<'a, ::wasmtime::Result<Self::Bindings>> {
+                Box::pin(pre.instantiate_async(store))
+            }
+
+            fn init<'a>(
+                bindings: &'a Self::Bindings,
+                store: &'a mut ::wasmtime::Store<$crate::plugin::instance::PluginState>,
+                config: &'a str,
+            ) -> $crate::plugin::instance::BoxFuture<'a, ::wasmtime::Result<Result<(), String>>> {
+                Box::pin(bindings.$interface().call_init(store, config))
+            }
+
+            fn health<'a>(
+                bindings: &'a Self::Bindings,
+                store: &'a mut ::wasmtime::Store<$crate::plugin::instance::PluginState>,
+            ) -> $crate::plugin::instance::BoxFuture<'a, ::wasmtime::Result<Result<(), String>>> {
+                Box::pin(bindings.$interface().call_health(store))
+            }
+        }
+    };
+}
+pub(crate) use plugin_world;
+
 struct Ready<W: World> {
     store: Store<PluginState>,
     bindings: W::Bindings,

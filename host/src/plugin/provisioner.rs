@@ -4,11 +4,8 @@
 //! the plugin makes it so through its capabilities (`app-runtime` for WASM
 //! apps) and reports units.
 
-use wasmtime::Store;
-use wasmtime::component::InstancePre;
-
 use super::PluginError;
-use super::instance::{BoxFuture, PluginPool, PluginState, World};
+use super::instance::PluginPool;
 use crate::store::AppView;
 
 mod bindings {
@@ -75,33 +72,7 @@ impl ProcessStatus {
     }
 }
 
-pub struct ProvisionerWorld;
-
-impl World for ProvisionerWorld {
-    const KIND: &'static str = "provisioner";
-    type Pre = bindings::ProvisionerPluginPre<PluginState>;
-    type Bindings = bindings::ProvisionerPlugin;
-
-    fn pre(instance_pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
-        bindings::ProvisionerPluginPre::new(instance_pre)
-    }
-
-    fn instantiate<'a>(pre: &'a Self::Pre, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Self::Bindings>> {
-        Box::pin(pre.instantiate_async(store))
-    }
-
-    fn init<'a>(
-        bindings: &'a Self::Bindings,
-        store: &'a mut Store<PluginState>,
-        config: &'a str,
-    ) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
-        Box::pin(bindings.torii_plugin_provisioner().call_init(store, config))
-    }
-
-    fn health<'a>(bindings: &'a Self::Bindings, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
-        Box::pin(bindings.torii_plugin_provisioner().call_health(store))
-    }
-}
+super::instance::plugin_world!(ProvisionerWorld, "provisioner", bindings::ProvisionerPlugin, bindings::ProvisionerPluginPre, torii_plugin_provisioner);
 
 /// A configured provisioner.
 pub struct Provisioner {

@@ -4,10 +4,7 @@
 //! them (see `routers::sync`); the plugin turns them into its backend's
 //! configuration (the `embedded` one: the host proxy table).
 
-use wasmtime::Store;
-use wasmtime::component::InstancePre;
-
-use super::instance::{BoxFuture, PluginPool, PluginState, World};
+use super::instance::PluginPool;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -26,33 +23,7 @@ mod bindings {
 pub use bindings::exports::torii::plugin::router::{Error as RouterRefusal, Route};
 pub use crate::plugin::capabilities::bindings::torii::plugin::proxy::Backend;
 
-pub struct RouterWorld;
-
-impl World for RouterWorld {
-    const KIND: &'static str = "router";
-    type Pre = bindings::RouterPluginPre<PluginState>;
-    type Bindings = bindings::RouterPlugin;
-
-    fn pre(instance_pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
-        bindings::RouterPluginPre::new(instance_pre)
-    }
-
-    fn instantiate<'a>(pre: &'a Self::Pre, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Self::Bindings>> {
-        Box::pin(pre.instantiate_async(store))
-    }
-
-    fn init<'a>(
-        bindings: &'a Self::Bindings,
-        store: &'a mut Store<PluginState>,
-        config: &'a str,
-    ) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
-        Box::pin(bindings.torii_plugin_router().call_init(store, config))
-    }
-
-    fn health<'a>(bindings: &'a Self::Bindings, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
-        Box::pin(bindings.torii_plugin_router().call_health(store))
-    }
-}
+super::instance::plugin_world!(RouterWorld, "router", bindings::RouterPlugin, bindings::RouterPluginPre, torii_plugin_router);
 
 /// A configured router plugin; its name is the router type it serves.
 pub struct RouterPlugin {

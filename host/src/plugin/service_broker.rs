@@ -4,10 +4,7 @@
 
 use std::sync::Arc;
 
-use wasmtime::Store;
-use wasmtime::component::InstancePre;
-
-use super::instance::{BoxFuture, PluginPool, PluginState, World};
+use super::instance::PluginPool;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -26,33 +23,7 @@ pub use bindings::exports::torii::plugin::service_broker::{
     App, Auth, Binding, Change, Error as BrokerRefusal, Instance, OperationState, Plan, Provider, ProxyTarget, Requester, Service, Unit,
 };
 
-pub struct BrokerWorld;
-
-impl World for BrokerWorld {
-    const KIND: &'static str = "service-broker";
-    type Pre = bindings::ServiceBrokerPluginPre<PluginState>;
-    type Bindings = bindings::ServiceBrokerPlugin;
-
-    fn pre(instance_pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
-        bindings::ServiceBrokerPluginPre::new(instance_pre)
-    }
-
-    fn instantiate<'a>(pre: &'a Self::Pre, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Self::Bindings>> {
-        Box::pin(pre.instantiate_async(store))
-    }
-
-    fn init<'a>(
-        bindings: &'a Self::Bindings,
-        store: &'a mut Store<PluginState>,
-        config: &'a str,
-    ) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
-        Box::pin(bindings.torii_plugin_service_broker().call_init(store, config))
-    }
-
-    fn health<'a>(bindings: &'a Self::Bindings, store: &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<Result<(), String>>> {
-        Box::pin(bindings.torii_plugin_service_broker().call_health(store))
-    }
-}
+super::instance::plugin_world!(BrokerWorld, "service-broker", bindings::ServiceBrokerPlugin, bindings::ServiceBrokerPluginPre, torii_plugin_service_broker);
 
 /// How a broker call did not succeed, in the terms the API answers with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
