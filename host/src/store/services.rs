@@ -145,6 +145,27 @@ const SERVICE_COLUMNS: &str = "name, username, password, endpoints, owner_teams,
 const INSTANCE_COLUMNS: &str =
     "service, name, plan, team_owner, teams, description, tags, parameters, pool, data, state, operation, operation_since, message, previous, created_at";
 
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// `$1`..`$15`: an instance's fields in `INSTANCE_COLUMNS` order.
+fn instance_fields<'q>(q: Query<'q>, i: &'q InstanceRecord) -> Query<'q> {
+    q.bind(&i.service)
+        .bind(&i.name)
+        .bind(&i.plan)
+        .bind(&i.team_owner)
+        .bind(json_list(&i.teams))
+        .bind(&i.description)
+        .bind(json_list(&i.tags))
+        .bind(serde_json::Value::Object(i.parameters.clone()).to_string())
+        .bind(&i.pool)
+        .bind(&i.data)
+        .bind(i.state.as_str())
+        .bind(&i.operation)
+        .bind(i.operation_since)
+        .bind(&i.message)
+        .bind(&i.previous)
+}
+
 fn map_of(text: &str) -> serde_json::Map<String, serde_json::Value> {
     match serde_json::from_str(text) {
         Ok(serde_json::Value::Object(map)) => map,
@@ -170,6 +191,20 @@ impl Store {
         })
     }
 
+    /// `$1`..`$10`: a service's fields in `SERVICE_COLUMNS` order, its password sealed.
+    fn service_fields<'q>(&self, q: Query<'q>, s: &'q ServiceRecord) -> Query<'q> {
+        q.bind(&s.name)
+            .bind(&s.username)
+            .bind(self.sealer.seal(&service_place(&s.name), &s.password))
+            .bind(serde_json::to_string(&s.endpoints).expect("serialisable"))
+            .bind(json_list(&s.owner_teams))
+            .bind(json_list(&s.teams))
+            .bind(i64::from(s.restricted))
+            .bind(&s.doc)
+            .bind(i64::from(s.multi_cluster))
+            .bind(i64::from(s.disable_bind_unit))
+    }
+
     pub async fn services(&self) -> StoreResult<Vec<ServiceRecord>> {
         let rows = sqlx::query(&format!("SELECT {SERVICE_COLUMNS} FROM services ORDER BY name")).fetch_all(&self.pool).await?;
         rows.iter().map(|r| self.service_row(r)).collect()
@@ -181,17 +216,8 @@ impl Store {
     }
 
     pub async fn insert_service(&self, s: &ServiceRecord) -> StoreResult<()> {
-        sqlx::query(&format!("INSERT INTO services ({SERVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
-            .bind(&s.name)
-            .bind(&s.username)
-            .bind(self.sealer.seal(&service_place(&s.name), &s.password))
-            .bind(serde_json::to_string(&s.endpoints).expect("serialisable"))
-            .bind(json_list(&s.owner_teams))
-            .bind(json_list(&s.teams))
-            .bind(i64::from(s.restricted))
-            .bind(&s.doc)
-            .bind(i64::from(s.multi_cluster))
-            .bind(i64::from(s.disable_bind_unit))
+        let sql = format!("INSERT INTO services ({SERVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+        self.service_fields(sqlx::query(&sql), s)
             .execute(&self.pool)
             .await
             .map_err(|e| conflict_or(e, "Service already exists."))?;
@@ -200,22 +226,9 @@ impl Store {
 
     /// Writes every field of `s` but its name.
     pub async fn update_service(&self, s: &ServiceRecord) -> StoreResult<()> {
-        let done = sqlx::query(
-            "UPDATE services SET username = $2, password = $3, endpoints = $4, owner_teams = $5, teams = $6, restricted = $7, doc = $8, \
-             multi_cluster = $9, disable_bind_unit = $10 WHERE name = $1",
-        )
-        .bind(&s.name)
-        .bind(&s.username)
-        .bind(self.sealer.seal(&service_place(&s.name), &s.password))
-        .bind(serde_json::to_string(&s.endpoints).expect("serialisable"))
-        .bind(json_list(&s.owner_teams))
-        .bind(json_list(&s.teams))
-        .bind(i64::from(s.restricted))
-        .bind(&s.doc)
-        .bind(i64::from(s.multi_cluster))
-        .bind(i64::from(s.disable_bind_unit))
-        .execute(&self.pool)
-        .await?;
+        let sql = "UPDATE services SET username = $2, password = $3, endpoints = $4, owner_teams = $5, teams = $6, restricted = $7, doc = $8, \
+             multi_cluster = $9, disable_bind_unit = $10 WHERE name = $1";
+        let done = self.service_fields(sqlx::query(sql), s).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("Service not found".into()));
         }
@@ -336,54 +349,22 @@ impl Store {
     }
 
     pub async fn insert_instance(&self, i: &InstanceRecord) -> StoreResult<()> {
-        sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO service_instances ({INSTANCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-        ))
-        .bind(&i.service)
-        .bind(&i.name)
-        .bind(&i.plan)
-        .bind(&i.team_owner)
-        .bind(json_list(&i.teams))
-        .bind(&i.description)
-        .bind(json_list(&i.tags))
-        .bind(serde_json::Value::Object(i.parameters.clone()).to_string())
-        .bind(&i.pool)
-        .bind(&i.data)
-        .bind(i.state.as_str())
-        .bind(&i.operation)
-        .bind(i.operation_since)
-        .bind(&i.message)
-        .bind(&i.previous)
-        .bind(if i.created_at > 0 { i.created_at } else { now_millis() })
-        .execute(&self.pool)
-        .await
-        .map_err(|e| conflict_or(e, "instance name already exists."))?;
+        );
+        instance_fields(sqlx::query(&sql), i)
+            .bind(if i.created_at > 0 { i.created_at } else { now_millis() })
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, "instance name already exists."))?;
         Ok(())
     }
 
     /// Writes every field of `i` but its keys and creation time.
     pub async fn update_instance(&self, i: &InstanceRecord) -> StoreResult<()> {
-        let done = sqlx::query(
-            "UPDATE service_instances SET plan = $3, team_owner = $4, teams = $5, description = $6, tags = $7, parameters = $8, pool = $9, \
-             data = $10, state = $11, operation = $12, operation_since = $13, message = $14, previous = $15 WHERE service = $1 AND name = $2",
-        )
-        .bind(&i.service)
-        .bind(&i.name)
-        .bind(&i.plan)
-        .bind(&i.team_owner)
-        .bind(json_list(&i.teams))
-        .bind(&i.description)
-        .bind(json_list(&i.tags))
-        .bind(serde_json::Value::Object(i.parameters.clone()).to_string())
-        .bind(&i.pool)
-        .bind(&i.data)
-        .bind(i.state.as_str())
-        .bind(&i.operation)
-        .bind(i.operation_since)
-        .bind(&i.message)
-        .bind(&i.previous)
-        .execute(&self.pool)
-        .await?;
+        let sql = "UPDATE service_instances SET plan = $3, team_owner = $4, teams = $5, description = $6, tags = $7, parameters = $8, pool = $9, \
+             data = $10, state = $11, operation = $12, operation_since = $13, message = $14, previous = $15 WHERE service = $1 AND name = $2";
+        let done = instance_fields(sqlx::query(sql), i).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("service instance not found".into()));
         }
