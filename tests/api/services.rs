@@ -84,7 +84,8 @@ async fn server_with_brokers(b: crate::support::Backend) -> TestServer {
         [[plugin]]\nname = \"tsuru\"\nkind = \"service-broker\"\nbuiltin = \"service-tsuru\"\ncapabilities = [\"log\", \"http\"]\n\
         [plugin.outbound]\nallow = [\"http://127.0.0.1:*\"]\ntimeout_ms = 2000\n\
         [[plugin]]\nname = \"osb\"\nkind = \"service-broker\"\nbuiltin = \"service-osb\"\ncapabilities = [\"log\", \"kv\", \"http\"]\n\
-        [plugin.outbound]\nallow = [\"http://127.0.0.1:*\"]\ntimeout_ms = 10000\n"
+        [plugin.outbound]\nallow = [\"http://127.0.0.1:*\"]\ntimeout_ms = 10000\n\
+        [[pool_policy]]\npool = \"main\"\noutbound = [\"http://127.0.0.1:*\"]\n"
         .to_string();
     let t = TestServer::start_with(o).await;
     t.team("t1").await;
@@ -580,5 +581,42 @@ backends! {
         let unbound: Vec<Value> = p.calls("DELETE", "/resources/c1/bind").await.into_iter().filter(|c| c["path"] == "/resources/c1/bind").collect();
         assert_eq!(form_of(&unbound[0], "unit-host"), vec![live.to_string()]);
         backend.abort();
+    }
+}
+
+backends! {
+    async fn a_wasm_app_reaches_its_bound_services_http_endpoints_within_its_pool_policy(b) {
+        if !python_has(&["json"]) {
+            return;
+        }
+        let p = Provider::start("tsuru_service.py", &["--username", "u", "--password", "p"]);
+        let t = server_with_brokers(b).await;
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "web"), ("teamOwner", "t1")]).send().await.expect_status(201);
+        let fetch = std::fs::read(env!("TORII_GUEST_APP_FETCH")).unwrap();
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&fetch, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        let endpoint = p.url();
+        t.req("POST", "/1.0/services").admin().form(&[("id", "api"), ("password", "p"), ("username", "u"), ("endpoint", &endpoint), ("team", "t1")])
+            .send().await.expect(201, "success");
+        t.req("POST", "/1.0/services/api/instances").admin().form(&[("name", "a1"), ("plan", "small"), ("owner", "t1")]).send().await.expect(201, "");
+
+        // The app declares no outbound hosts: the service's endpoint is out of reach.
+        let target = format!("{endpoint}/_test/instances");
+        let path = format!("/?url={}", url::form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>());
+        assert_eq!(t.app_get("web.apps.test", &path).await.0, 502);
+
+        // Bound to an instance whose variables hold that URL: within pool
+        // main's policy (http://127.0.0.1:*), the app reaches it.
+        p.post("/_test/fault", json!({"route": "POST /resources/a1/bind-app", "status": 201, "body": {"API_URL": target}, "times": 1})).await;
+        let r = t.req("PUT", "/1.0/services/api/instances/a1/web").admin().send().await;
+        assert_eq!(stream(&r.body).1, None, "{}", r.body);
+        let (status, body) = t.app_get("web.apps.test", &path).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("200 {"), "{body}");
+
+        // Unbound: out of reach again.
+        let r = t.req("DELETE", "/1.0/services/api/instances/a1/web").admin().send().await;
+        assert_eq!(stream(&r.body).1, None, "{}", r.body);
+        assert_eq!(t.app_get("web.apps.test", &path).await.0, 502);
     }
 }
