@@ -9,12 +9,11 @@ use std::sync::LazyLock;
 
 use super::apps::{AppTarget, app_contexts, app_event};
 use super::params::{Params, parse_bool};
-use super::stream::{KEEPALIVE, StreamWriter, json_stream};
+use super::stream::{KEEPALIVE, json_stream};
 use super::{AppState, Caller, ClientIp, Routes, json};
 use crate::auth::Subject;
 use crate::error::{ApiError, ApiResult};
-use crate::server::Server;
-use crate::store::{AppRecord, EnvVar};
+use crate::store::EnvVar;
 
 pub(super) fn routes(r: Routes) -> Routes {
     r.add("1.0", Method::GET, "/apps/{app}/env", get)
@@ -126,18 +125,6 @@ fn flag(params: &Params, key: &str) -> bool {
     params.field(key).and_then(|v| parse_bool(&v)).unwrap_or(false)
 }
 
-/// After an env change, an app with units restarts: its provisioner gets the
-/// new desired state (new instances, or new containers, see the new values)
-/// and its lines join the stream. An app without units has nothing to restart.
-async fn restart(server: &Server, app: &AppRecord, w: &StreamWriter) -> ApiResult<()> {
-    let versions = server.store.versions(&app.name).await?;
-    if crate::store::units_in_use(&versions) == 0 {
-        return Ok(());
-    }
-    w.message(&format!("---- Restarting the app {:?} ----\n", app.name)).await;
-    crate::apps::refresh(server, &app.name, w).await
-}
-
 async fn set(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
     caller.require("app.update.env.set", &app_contexts(&app))?;
     let managed_by = params.field("managedBy").unwrap_or_default();
@@ -183,7 +170,7 @@ async fn set(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppT
             }
         }
         let result = match result {
-            Ok(_) if !no_restart => restart(&server, &app, &w).await,
+            Ok(_) if !no_restart => crate::apps::restart(&server, &app.name, &w).await,
             other => other.map(|_| ()),
         };
         event.done(result).await.map_err(|e| e.message)
@@ -203,7 +190,7 @@ async fn unset(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Ap
         w.message(&format!("---- Unsetting {} environment variables ----\n", names.len())).await;
         let result = server.store.unset_app_env(&app.name, &names).await.map_err(ApiError::from);
         let result = match result {
-            Ok(_) if !no_restart => restart(&server, &app, &w).await,
+            Ok(_) if !no_restart => crate::apps::restart(&server, &app.name, &w).await,
             other => other.map(|_| ()),
         };
         event.done(result).await.map_err(|e| e.message)

@@ -49,6 +49,19 @@ pub async fn provisioner_of<'a>(server: &'a Server, app: &AppRecord) -> ApiResul
     server.provisioners.get(&name).ok_or_else(|| ApiError::internal(format!("provisioner {name:?} is not configured")))
 }
 
+/// After a change to what an app's units run with (its env, its binds):
+/// an app with units restarts through the converge path (its provisioner
+/// gets the new state) and its lines join `out`; one without has nothing
+/// to restart.
+pub async fn restart(server: &Server, app: &str, out: &impl Progress) -> ApiResult<()> {
+    let versions = server.store.versions(app).await?;
+    if crate::store::units_in_use(&versions) == 0 {
+        return Ok(());
+    }
+    out.line(format!("---- Restarting the app {app:?} ----\n")).await;
+    refresh(server, app, out).await
+}
+
 /// Removes `app`: its provisioner lets go of it first (the wasm one stops
 /// serving it, the docker one removes its containers), then the store
 /// forgets it, then its routers do (a router that fails keeps its record and

@@ -13,7 +13,7 @@
 //! restarts without the variables → the provider unbinds the app. A
 //! provider that fails puts the bind back (unless `force`).
 
-use crate::apps::Progress;
+use crate::apps::{Progress, restart};
 use crate::error::{ApiError, ApiResult};
 use crate::plugin::service_broker::{App, Requester, Unit};
 use crate::server::Server;
@@ -43,16 +43,6 @@ async fn units(server: &Server, app: &str) -> ApiResult<Vec<Unit>> {
             Unit { host, id: u.id }
         })
         .collect())
-}
-
-/// Restarts `app` through the converge path when it has units.
-async fn restart(server: &Server, app: &str, out: &impl Progress) -> ApiResult<()> {
-    let versions = server.store.versions(app).await?;
-    if crate::store::units_in_use(&versions) == 0 {
-        return Ok(());
-    }
-    out.line(format!("---- Restarting the app {app:?} ----\n")).await;
-    crate::apps::refresh(server, app, out).await
 }
 
 /// Names a provider may not set: the app's own (tsuru's write-protected
