@@ -5,7 +5,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::sync::LazyLock;
+use crate::apps::env::{MAX_NAME, MAX_VALUE, MAX_VARS, RESERVED, valid_name};
 
 use super::apps::{AppTarget, app_contexts, app_event};
 use super::params::{Params, parse_bool};
@@ -21,14 +21,8 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.0", Method::DELETE, "/apps/{app}/env", unset)
 }
 
-const RESERVED: [&str; 4] = ["TSURU_APPNAME", "TSURU_APP_TOKEN", "TSURU_SERVICE", "TSURU_APPDIR"];
 
-/// Bounds on an app's env: a name, a value, and how many variables.
-const MAX_ENV_NAME: usize = 255;
-const MAX_ENV_VALUE: usize = 64 << 10;
-const MAX_ENV_VARS: usize = 1000;
 
-static ENV_NAME: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"^[a-zA-Z][-_a-zA-Z0-9]*$").unwrap());
 
 #[derive(Serialize)]
 struct EnvJson {
@@ -143,16 +137,16 @@ async fn set(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppT
             RESERVED.join(" ")
         )));
     }
-    if let Some(bad) = vars.iter().find(|v| !ENV_NAME.is_match(&v.name) || v.name.len() > MAX_ENV_NAME) {
-        return Err(ApiError::bad_request(format!("Invalid environment variable name: '{}'", bad.name.chars().take(MAX_ENV_NAME).collect::<String>())));
+    if let Some(bad) = vars.iter().find(|v| !valid_name(&v.name)) {
+        return Err(ApiError::bad_request(format!("Invalid environment variable name: '{}'", bad.name.chars().take(MAX_NAME).collect::<String>())));
     }
-    if let Some(big) = vars.iter().find(|v| v.value.len() > MAX_ENV_VALUE) {
-        return Err(ApiError::bad_request(format!("the value of {} is larger than the {MAX_ENV_VALUE} bytes a variable may hold", big.name)));
+    if let Some(big) = vars.iter().find(|v| v.value.len() > MAX_VALUE) {
+        return Err(ApiError::bad_request(format!("the value of {} is larger than the {MAX_VALUE} bytes a variable may hold", big.name)));
     }
     let existing = server.store.app_env(&app.name).await?;
     let total = existing.iter().filter(|e| !vars.iter().any(|v| v.name == e.name)).count() + vars.len();
-    if total > MAX_ENV_VARS {
-        return Err(ApiError::bad_request(format!("an app may have at most {MAX_ENV_VARS} environment variables; this would make {total}")));
+    if total > MAX_VARS {
+        return Err(ApiError::bad_request(format!("an app may have at most {MAX_VARS} environment variables; this would make {total}")));
     }
     // The event keeps the request with private values masked.
     let masked: Vec<Value> = vars

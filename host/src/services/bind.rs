@@ -13,7 +13,7 @@
 //! restarts without the variables → the provider unbinds the app. A
 //! provider that fails puts the bind back (unless `force`).
 
-use crate::apps::{Progress, restart};
+use crate::apps::{Progress, env, restart};
 use crate::error::{ApiError, ApiResult};
 use crate::plugin::service_broker::{App, Requester, Unit};
 use crate::server::Server;
@@ -45,12 +45,8 @@ async fn units(server: &Server, app: &str) -> ApiResult<Vec<Unit>> {
         .collect())
 }
 
-/// Names a provider may not set: the app's own (tsuru's write-protected
-/// ones) and `TSURU_SERVICES`, which torii writes.
-const RESERVED: [&str; 5] = ["TSURU_APPNAME", "TSURU_APP_TOKEN", "TSURU_SERVICE", "TSURU_APPDIR", "TSURU_SERVICES"];
-/// Bounds on what one bind gives an app.
+/// Bounds on what one bind gives an app (a value's is an env value's).
 const MAX_BIND_VARS: usize = 100;
-const MAX_BIND_VALUE: usize = 64 << 10;
 pub const MAX_DATA: usize = 64 << 10;
 
 /// Refuses a provider's answer that would not make a valid env (a name
@@ -61,17 +57,15 @@ fn check_binding(b: &crate::plugin::service_broker::Binding) -> ApiResult<()> {
         return Err(bad(format!("{} variables, more than the {MAX_BIND_VARS} a bind may give", b.env.len())));
     }
     for (name, value) in &b.env {
-        let valid = name.len() <= 255
-            && name.starts_with(|c: char| c.is_ascii_alphabetic())
-            && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
-        if !valid {
+        if !env::valid_name(name) {
             return Err(bad(format!("{:?} is not a variable name", name.chars().take(64).collect::<String>())));
         }
-        if RESERVED.contains(&name.as_str()) {
+        // The platform's own, and TSURU_SERVICES, which torii writes.
+        if env::RESERVED.contains(&name.as_str()) || name == env::SERVICES {
             return Err(bad(format!("{name} is set by the platform")));
         }
-        if value.len() > MAX_BIND_VALUE {
-            return Err(bad(format!("the value of {name} is larger than {MAX_BIND_VALUE} bytes")));
+        if value.len() > env::MAX_VALUE {
+            return Err(bad(format!("the value of {name} is larger than {} bytes", env::MAX_VALUE)));
         }
     }
     if b.data.len() > MAX_DATA {
