@@ -39,31 +39,29 @@ async fn get(State(server): AppState, Caller(caller): Caller, AppTarget(app): Ap
     if !matches!(&caller.subject, Subject::App { .. }) {
         caller.require("app.read.env", &app_contexts(&app))?;
     }
-    let vars = server.store.app_env(&app.name).await?;
-    let value_of = |v: &EnvVar| -> String {
-        if v.alias.is_empty() {
-            v.value.clone()
-        } else {
-            vars.iter().find(|o| o.name == v.alias).map(|o| o.value.clone()).unwrap_or_default()
-        }
-    };
+    // The app's view (cached) holds its variables and its binds'.
+    let view = server.store.app_view(&app.name).await?.ok_or_else(|| ApiError::not_found(format!("App {} not found.", app.name)))?;
     let to_json = |v: &EnvVar| EnvJson {
         name: v.name.clone(),
-        value: value_of(v),
+        value: view.env_value(v),
         alias: v.alias.clone(),
         public: v.public,
         managed_by: v.managed_by.clone(),
     };
     let wanted: Vec<String> = params.all("env");
     if !wanted.is_empty() {
-        let found: Vec<EnvJson> = vars.iter().filter(|v| wanted.contains(&v.name)).map(to_json).collect();
+        let found: Vec<EnvJson> = view.env.iter().filter(|v| wanted.contains(&v.name)).map(to_json).collect();
         return Ok(if found.is_empty() { json(StatusCode::OK, &Value::Null) } else { json(StatusCode::OK, &found) });
     }
-    let mut all: Vec<EnvJson> = vars.iter().map(to_json).collect();
+    let mut all: Vec<EnvJson> = view.env.iter().map(to_json).collect();
     // The variables of the app's binds, and TSURU_SERVICES: private.
-    let view = server.store.app_view(&app.name).await?;
-    let service_env = view.map(|v| v.service_env()).unwrap_or_else(|| vec![("TSURU_SERVICES".into(), "{}".into())]);
-    all.extend(service_env.into_iter().map(|(name, value)| EnvJson { name, value, alias: String::new(), public: false, managed_by: String::new() }));
+    all.extend(view.service_env().iter().map(|(name, value)| EnvJson {
+        name: name.clone(),
+        value: value.clone(),
+        alias: String::new(),
+        public: false,
+        managed_by: String::new(),
+    }));
     Ok(json(StatusCode::OK, &all))
 }
 

@@ -228,7 +228,7 @@ async fn route(plane: &Plane, origin: forward::Origin, req: hyper::Request<Incom
     let mut invocation = invocation(&view);
     invocation.output = Some(log_sink(plane.logs.clone(), &unit));
     invocation.app = Some(unit.app().clone());
-    invocation.outbound = server.app_outbound.of(app, &view.app.pool, version, &view.bound_origins(), server.config.pool_outbound(&view.app.pool));
+    invocation.outbound = server.app_outbound.of(app, &view.app.pool, version, view.bound_origins(), server.config.pool_outbound(&view.app.pool));
     // The unit stays taken until the instance ends, even when the instance
     // goes on streaming after its answer.
     invocation.hold = Some(Arc::new(unit));

@@ -157,6 +157,7 @@ fn app_view(row: &AnyRow) -> StoreResult<AppView> {
         certificates: Vec::new(),
         routes: Vec::new(),
         binds: Vec::new(),
+        from_binds: FromBinds::default(),
     })
 }
 
@@ -178,6 +179,16 @@ pub struct AppView {
     pub routes: Vec<RouteRecord>,
     /// The service instances bound to the app, with the variables each gave.
     pub binds: Vec<super::BindRecord>,
+    /// What `binds` give, worked out once: a view is not changed once made,
+    /// and requests read these on the data plane's path.
+    pub from_binds: FromBinds,
+}
+
+/// What a view's binds give, each worked out at its first use.
+#[derive(Debug, Clone, Default)]
+pub struct FromBinds {
+    env: std::sync::OnceLock<Vec<(String, String)>>,
+    origins: std::sync::OnceLock<Vec<String>>,
 }
 
 impl AppView {
@@ -185,15 +196,18 @@ impl AppView {
     /// bound, then `TSURU_SERVICES` (tsuru's JSON of every bind:
     /// `{"<service>":[{"instance_name":"db1","envs":{"K":"V"}}]}`; `{}`
     /// when the app is bound to nothing).
-    pub fn service_env(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self.binds.iter().flat_map(|b| b.env.iter().cloned()).collect();
-        let mut services: std::collections::BTreeMap<&str, Vec<serde_json::Value>> = Default::default();
-        for b in &self.binds {
-            let envs: serde_json::Map<String, serde_json::Value> = b.env.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
-            services.entry(&b.service).or_default().push(serde_json::json!({"instance_name": b.instance, "envs": envs}));
-        }
-        out.push(("TSURU_SERVICES".into(), serde_json::to_string(&services).expect("serialisable")));
-        out
+    pub fn service_env(&self) -> &[(String, String)] {
+        self.from_binds.env.get_or_init(|| {
+            let mut out: Vec<(String, String)> = self.binds.iter().flat_map(|b| b.env.iter().cloned()).collect();
+            let mut services: std::collections::BTreeMap<&str, Vec<serde_json::Value>> = Default::default();
+            for b in &self.binds {
+                let envs: serde_json::Map<String, serde_json::Value> =
+                    b.env.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
+                services.entry(&b.service).or_default().push(serde_json::json!({"instance_name": b.instance, "envs": envs}));
+            }
+            out.push(("TSURU_SERVICES".into(), serde_json::to_string(&services).expect("serialisable")));
+            out
+        })
     }
 
     /// Every variable the app's units get: its own (aliases resolved, and
@@ -202,27 +216,29 @@ impl AppView {
     /// existed (its units are not replaced for it).
     pub fn runtime_env(&self) -> Vec<(String, String, bool)> {
         let own = self.env.iter().map(|e| (e.name.clone(), self.env_value(e), e.public));
-        let bound = self.service_env().into_iter().filter(|_| !self.binds.is_empty()).map(|(k, v)| (k, v, false));
+        let bound = self.service_env().iter().filter(|_| !self.binds.is_empty()).map(|(k, v)| (k.clone(), v.clone(), false));
         own.chain(bound).collect()
     }
 
     /// The origins (`scheme://host:port`) of the http(s) URLs among the
     /// variables of the app's binds: a WASM app may reach its bound
     /// services' HTTP endpoints where its pool's outbound policy allows.
-    pub fn bound_origins(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for (_, value) in self.binds.iter().flat_map(|b| b.env.iter()) {
-            let Ok(url) = url::Url::parse(value) else { continue };
-            if !matches!(url.scheme(), "http" | "https") {
-                continue;
+    pub fn bound_origins(&self) -> &[String] {
+        self.from_binds.origins.get_or_init(|| {
+            let mut out: Vec<String> = Vec::new();
+            for (_, value) in self.binds.iter().flat_map(|b| b.env.iter()) {
+                let Ok(url) = url::Url::parse(value) else { continue };
+                if !matches!(url.scheme(), "http" | "https") {
+                    continue;
+                }
+                let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else { continue };
+                let origin = format!("{}://{host}:{port}", url.scheme());
+                if !out.contains(&origin) {
+                    out.push(origin);
+                }
             }
-            let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else { continue };
-            let origin = format!("{}://{host}:{port}", url.scheme());
-            if !out.contains(&origin) {
-                out.push(origin);
-            }
-        }
-        out
+            out
+        })
     }
 
     /// The value `var` shows: its own, or that of the variable its alias
