@@ -119,8 +119,7 @@ fn broker_of(params: &Params, name: Option<String>) -> ApiResult<BrokerRecord> {
     if name.is_empty() || name.len() > 40 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(ApiError::bad_request("a broker's Name is 1 to 40 letters, digits, '-' or '_'"));
     }
-    let parsed = reqwest::Url::parse(&url).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
-    if parsed.is_none() || url.len() > 2048 {
+    if crate::egress::Egress::parse(&url).is_err() || url.len() > 2048 {
         return Err(ApiError::bad_request("a broker's URL is an http(s) URL"));
     }
     if config["Insecure"] == Value::Bool(true) {

@@ -161,7 +161,7 @@ fn check_endpoints(endpoints: &BTreeMap<String, String>) -> ApiResult<()> {
         return Err(ApiError::bad_request("a service may have at most 64 endpoints"));
     }
     for url in endpoints.values() {
-        let ok = url.len() <= 2048 && reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+        let ok = url.len() <= 2048 && crate::egress::Egress::parse(url).is_ok();
         if !ok {
             return Err(ApiError::bad_request(format!("invalid endpoint {:?}: an endpoint is an http(s) URL", url.chars().take(80).collect::<String>())));
         }
