@@ -186,30 +186,14 @@ async fn bind_round_trip(dir: &std::path::Path) {
         direct_client(hyper::Method::POST).await;
         direct_client(hyper::Method::DELETE).await;
     };
-    for _ in 0..50 {
-        through_torii().await;
-        direct().await;
-    }
-    const N: usize = 500;
-    let (mut t, mut d) = (Vec::with_capacity(N), Vec::with_capacity(N));
-    for _ in 0..N {
-        let start = Instant::now();
-        through_torii().await;
-        t.push(start.elapsed());
-        let start = Instant::now();
-        direct().await;
-        d.push(start.elapsed());
-    }
-    t.sort();
-    d.sort();
-    let median = |v: &[Duration]| v[v.len() / 2].as_secs_f64() * 1e6;
+    let (t, d) = in_turns(50, 500, through_torii, direct).await;
     println!(
         "service bind + unbind: through torii median {:.0} µs (p99 {:.0}), the provider's two calls direct median {:.0} µs (p99 {:.0}); ratio {:.1}",
-        median(&t),
-        t[N * 99 / 100].as_secs_f64() * 1e6,
-        median(&d),
-        d[N * 99 / 100].as_secs_f64() * 1e6,
-        median(&t) / median(&d)
+        quantile_us(&t, 50),
+        quantile_us(&t, 99),
+        quantile_us(&d, 50),
+        quantile_us(&d, 99),
+        quantile_us(&t, 50) / quantile_us(&d, 50)
     );
     drop(torii);
     task.abort();
@@ -280,34 +264,44 @@ async fn outbound_call(dir: &std::path::Path) {
         let (_, body) = fresh_request(addr, req).await;
         assert_eq!(&body[..], b"ok");
     };
-    for _ in 0..300 {
-        from_plugin().await;
-        native().await;
-    }
-    const N: usize = 3000;
-    let (mut p, mut n) = (Vec::with_capacity(N), Vec::with_capacity(N));
-    for _ in 0..N {
-        let start = Instant::now();
-        from_plugin().await;
-        p.push(start.elapsed());
-        let start = Instant::now();
-        native().await;
-        n.push(start.elapsed());
-    }
-    p.sort();
-    n.sort();
-    let median = |v: &[Duration]| v[v.len() / 2].as_secs_f64() * 1e6;
+    let (p, n) = in_turns(300, 3000, from_plugin, native).await;
     println!(
         "outbound HTTP call: plugin median {:.1} µs (p99 {:.1}), native median {:.1} µs (p99 {:.1}); added by the plugin {:.1} µs, ratio {:.2} (target added < 50 µs)",
-        median(&p),
-        p[N * 99 / 100].as_secs_f64() * 1e6,
-        median(&n),
-        n[N * 99 / 100].as_secs_f64() * 1e6,
-        median(&p) - median(&n),
-        median(&p) / median(&n)
+        quantile_us(&p, 50),
+        quantile_us(&p, 99),
+        quantile_us(&n, 50),
+        quantile_us(&n, 99),
+        quantile_us(&p, 50) - quantile_us(&n, 50),
+        quantile_us(&p, 50) / quantile_us(&n, 50)
     );
     origin.abort();
     server.store.close().await;
+}
+
+/// `a` and `b` taken in turns, `warm` times untimed, then `n` times timed:
+/// the times of each, sorted.
+async fn in_turns(warm: usize, n: usize, a: impl AsyncFn(), b: impl AsyncFn()) -> (Vec<Duration>, Vec<Duration>) {
+    for _ in 0..warm {
+        a().await;
+        b().await;
+    }
+    let (mut ta, mut tb) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let start = Instant::now();
+        a().await;
+        ta.push(start.elapsed());
+        let start = Instant::now();
+        b().await;
+        tb.push(start.elapsed());
+    }
+    ta.sort();
+    tb.sort();
+    (ta, tb)
+}
+
+/// The `percent`th percentile of sorted times, in µs.
+fn quantile_us(sorted: &[Duration], percent: usize) -> f64 {
+    sorted[sorted.len() * percent / 100].as_secs_f64() * 1e6
 }
 
 #[inline(never)]
