@@ -445,6 +445,38 @@ pub struct PluginEntry {
     pub outbound: Option<OutboundConfig>,
 }
 
+/// The most a `*_file` config value may read.
+const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+impl PluginEntry {
+    /// The JSON the plugin's `init` gets: its `config` table, with every
+    /// top-level string `<key>_file` replaced by `<key>` holding that file's
+    /// text (keys, certificates, metadata kept out of the config file).
+    pub fn init_config(&self) -> anyhow::Result<String> {
+        use std::io::Read;
+        let mut table = self.config.clone();
+        let files: Vec<String> = table.keys().filter(|k| k.ends_with("_file")).cloned().collect();
+        for key in files {
+            let Some(toml::Value::String(path)) = table.remove(&key) else {
+                anyhow::bail!("config.{key} must be a file path");
+            };
+            let name = key.trim_end_matches("_file").to_string();
+            if table.contains_key(&name) {
+                anyhow::bail!("config.{key} and config.{name} are both given");
+            }
+            let mut text = String::new();
+            std::fs::File::open(&path)
+                .and_then(|f| f.take(MAX_CONFIG_FILE + 1).read_to_string(&mut text))
+                .map_err(|e| anyhow::anyhow!("config.{key}: cannot read {path}: {e}"))?;
+            if text.len() as u64 > MAX_CONFIG_FILE {
+                anyhow::bail!("config.{key}: {path} is larger than {MAX_CONFIG_FILE} bytes");
+            }
+            table.insert(name, toml::Value::String(text));
+        }
+        Ok(serde_json::to_string(&table)?)
+    }
+}
+
 /// `[plugin.outbound]`: the destinations and limits of a plugin's outbound HTTP.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -609,6 +641,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 /// Built-in plugins that ship inside the binary: (name, kind).
 pub const BUILTIN_PLUGINS: &[(&str, PluginKind)] = &[
     ("auth-native", PluginKind::AuthScheme),
+    ("auth-saml", PluginKind::AuthScheme),
     ("provisioner-wasm", PluginKind::Provisioner),
     ("provisioner-docker", PluginKind::Provisioner),
     ("router-embedded", PluginKind::Router),

@@ -78,6 +78,7 @@ pub fn rounds(server: std::sync::Weak<Server>, every: Duration, round: fn(Arc<Se
 pub fn builtin_plugin(name: &str) -> Option<&'static [u8]> {
     match name {
         "auth-native" => Some(include_bytes!(env!("TORII_GUEST_AUTH_NATIVE"))),
+        "auth-saml" => Some(include_bytes!(env!("TORII_GUEST_AUTH_SAML"))),
         "provisioner-wasm" => Some(include_bytes!(env!("TORII_GUEST_PROVISIONER_WASM"))),
         "provisioner-docker" => Some(include_bytes!(env!("TORII_GUEST_PROVISIONER_DOCKER"))),
         "router-embedded" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_EMBEDDED"))),
@@ -115,7 +116,7 @@ async fn plugin_pool<W: World>(
         _ => None,
     };
     let host = HostCtx { name: entry.name.clone(), grants: entry.capabilities.clone(), store: store.clone(), apps, outbound };
-    let config_json = serde_json::to_string(&entry.config)?;
+    let config_json = entry.init_config().with_context(|| format!("plugin {:?}", entry.name))?;
     let digest = crate::blobs::Blobs::digest(&bytes);
     Ok(Arc::new(PluginPool::<W>::new(engine, &component, host, config_json, limits(config, entry), source, digest).await?))
 }

@@ -23,6 +23,7 @@ mod plugins;
 mod pools;
 mod roles;
 mod routers;
+mod saml;
 mod services;
 mod teams;
 mod tokens;

@@ -42,7 +42,12 @@ pub(crate) fn python_has(modules: &[&str]) -> bool {
 impl Provider {
     /// Starts `tests/services/<script>` with `args`; waits for its `LISTENING <port>`.
     pub(crate) fn start(script: &str, args: &[&str]) -> Provider {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/services/");
+        Provider::start_script(&format!("services/{script}"), args)
+    }
+
+    /// Starts `tests/<script>` with `args`; waits for its `LISTENING <port>`.
+    pub(crate) fn start_script(script: &str, args: &[&str]) -> Provider {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/");
         let mut child = std::process::Command::new("python3")
             .arg(format!("{path}{script}"))
             .args(["--port", "0"])
@@ -61,11 +66,11 @@ impl Provider {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         reqwest::get(format!("{}{path}", self.url())).await.unwrap().json().await.unwrap()
     }
 
-    async fn post(&self, path: &str, body: Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) {
         let r = reqwest::Client::new().post(format!("{}{path}", self.url())).json(&body).send().await.unwrap();
         assert!(r.status().is_success(), "{path}: {}", r.status());
     }

@@ -230,6 +230,8 @@ pub struct Options {
     pub secret_key: Option<Vec<u8>>,
     /// Files written into the data dir before the server starts.
     pub data_files: Vec<(&'static str, Vec<u8>)>,
+    /// `[api] listen` (default: any free loopback port).
+    pub api_listen: String,
 }
 
 impl Options {
@@ -244,6 +246,7 @@ impl Options {
             database_url: None,
             secret_key: None,
             data_files: Vec::new(),
+            api_listen: "127.0.0.1:0".into(),
         }
     }
 
@@ -269,11 +272,12 @@ impl TestServer {
             (None, Backend::Postgres) => fresh_postgres_database().await,
         };
         let toml = format!(
-            "data_dir = {:?}\n{}\n[database]\nurl = {:?}\nmax_connections = 8\n[api]\nlisten = \"127.0.0.1:0\"\n{}\n\
+            "data_dir = {:?}\n{}\n[database]\nurl = {:?}\nmax_connections = 8\n[api]\nlisten = {:?}\n{}\n\
              [router]\nlisten = \"127.0.0.1:0\"\ndomain = \"apps.test\"\n{}\n[auth]\nuser_registration = {}\n{}\n[plugins]\ncache_dir = {:?}\n",
             data.path(),
             "",
             db_url,
+            opts.api_listen,
             opts.api_toml,
             opts.router_toml,
             opts.user_registration,

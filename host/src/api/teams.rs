@@ -114,7 +114,7 @@ async fn info(State(server): AppState, Caller(caller): Caller, Path(name): Path<
                 .iter()
                 .any(|b| b.role.context_type == "global" || (b.role.context_type == "team" && b.context_value == name));
             if member {
-                users.push(user_json(&user.email, &bindings, &[]));
+                users.push(user_json(&user.email, &bindings, &user.groups));
             }
         }
     }

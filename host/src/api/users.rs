@@ -175,7 +175,7 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
                 continue;
             }
         }
-        out.push(user_json(&user.email, &visible, &[]));
+        out.push(user_json(&user.email, &visible, &user.groups));
     }
     if out.is_empty() {
         if context_filter.is_some() {

@@ -146,10 +146,11 @@ impl Authenticator {
         Ok((None, 0))
     }
 
-    /// A user's identity: their role instances plus the implicit `user`
-    /// permission on themselves.
+    /// A user's identity: their role instances, those bound to the groups
+    /// the auth scheme reported at their last login, and the implicit
+    /// `user` permission on themselves.
     pub async fn user_identity(&self, email: &str, kind: TokenKind, hash: &str) -> ApiResult<Identity> {
-        let groups: Vec<String> = Vec::new();
+        let groups = self.store.user(email).await?.map(|u| u.groups).unwrap_or_default();
         let roles = self.store.bindings(SubjectKind::User, email, &groups).await?;
         let mut grants = rbac::expand(&roles);
         grants.push(Permission { scheme: "user".into(), context_type: ContextType::User, context_value: email.into() });

@@ -16,7 +16,7 @@ mod bindings {
     });
 }
 
-pub use bindings::exports::torii::plugin::auth_scheme::{AuthError as SchemeError, Mail, SchemeInfo};
+pub use bindings::exports::torii::plugin::auth_scheme::{AuthError as SchemeError, Login, Mail, SchemeInfo};
 
 /// Why a call into the scheme did not succeed: the plugin failed, or it
 /// answered with a refusal.
@@ -56,15 +56,29 @@ impl AuthScheme {
         self.pool.call(|b, s| Box::pin(b.torii_plugin_auth_scheme().call_health(s))).await
     }
 
-    pub async fn info(&self) -> Result<SchemeInfo, PluginError> {
-        self.pool.call(|b, s| Box::pin(b.torii_plugin_auth_scheme().call_info(s))).await
+    pub async fn info(&self) -> Result<SchemeInfo, AuthCallError> {
+        flatten(self.pool.call(|b, s| Box::pin(b.torii_plugin_auth_scheme().call_info(s))).await)
+    }
+
+    /// The scheme's metadata document; `Unsupported` when it has none.
+    pub async fn metadata(&self) -> Result<String, AuthCallError> {
+        flatten(self.pool.call(|b, s| Box::pin(b.torii_plugin_auth_scheme().call_metadata(s))).await)
+    }
+
+    /// An identity provider's answer, posted to the scheme's callback.
+    pub async fn callback(&self, params: Vec<(String, String)>) -> Result<(), AuthCallError> {
+        flatten(
+            self.pool
+                .call(move |b, s| Box::pin(async move { b.torii_plugin_auth_scheme().call_callback(s, &params).await }))
+                .await,
+        )
     }
 
     pub async fn manages_credentials(&self) -> Result<bool, PluginError> {
         self.pool.call(|b, s| Box::pin(b.torii_plugin_auth_scheme().call_manages_credentials(s))).await
     }
 
-    pub async fn authenticate(&self, params: Vec<(String, String)>) -> Result<String, AuthCallError> {
+    pub async fn authenticate(&self, params: Vec<(String, String)>) -> Result<Login, AuthCallError> {
         flatten(
             self.pool
                 .call(move |b, s| Box::pin(async move { b.torii_plugin_auth_scheme().call_authenticate(s, &params).await }))

@@ -10,6 +10,8 @@ pub struct UserRecord {
     pub quota_limit: i64,
     pub api_key_gen: i64,
     pub created_at: i64,
+    /// The groups the auth scheme reported at the user's last login.
+    pub groups: Vec<String>,
 }
 
 fn user(row: AnyRow) -> StoreResult<UserRecord> {
@@ -18,10 +20,15 @@ fn user(row: AnyRow) -> StoreResult<UserRecord> {
         quota_limit: row.try_get("quota_limit")?,
         api_key_gen: row.try_get("api_key_gen")?,
         created_at: row.try_get("created_at")?,
+        groups: groups(&row.try_get::<String, _>("idp_groups")?)?,
     })
 }
 
-const COLUMNS: &str = "email, quota_limit, api_key_gen, created_at";
+fn groups(text: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("users.idp_groups: {e}")))
+}
+
+const COLUMNS: &str = "email, quota_limit, api_key_gen, created_at, idp_groups";
 
 impl Store {
     /// Creates a user holding the given global-context default roles.
@@ -46,6 +53,21 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Replaces the groups the auth scheme reports for `email` (sorted, no
+    /// duplicates). Returns whether they changed.
+    pub async fn set_user_groups(&self, email: &str, groups: &[String]) -> StoreResult<bool> {
+        let mut groups = groups.to_vec();
+        groups.sort();
+        groups.dedup();
+        let text = serde_json::to_string(&groups).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let done = sqlx::query("UPDATE users SET idp_groups = $1 WHERE email = $2 AND idp_groups <> $1")
+            .bind(&text)
+            .bind(email)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn user(&self, email: &str) -> StoreResult<Option<UserRecord>> {

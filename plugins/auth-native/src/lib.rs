@@ -9,7 +9,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params as Argon2Params, Version};
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
-use torii_plugin_sdk::auth::{AuthError, AuthScheme, Mail, Params, SchemeInfo};
+use torii_plugin_sdk::auth::{AuthError, AuthScheme, Login, Mail, Params, SchemeInfo};
 use torii_plugin_sdk::{export_auth_scheme, kv, log, validate};
 
 const MIN_PASSWORD: usize = 6;
@@ -129,11 +129,11 @@ impl AuthScheme for Native {
         Ok(())
     }
 
-    fn info(&self) -> SchemeInfo {
-        SchemeInfo { name: "native".into(), data: None }
+    fn info(&self) -> Result<SchemeInfo, AuthError> {
+        Ok(SchemeInfo { name: "native".into(), data: None })
     }
 
-    fn authenticate(&self, params: &Params) -> Result<String, AuthError> {
+    fn authenticate(&self, params: &Params) -> Result<Login, AuthError> {
         let email = params.get("email").unwrap_or_default();
         let Some(password) = params.get("password") else {
             return Err(AuthError::InvalidInput("you must provide a password to login".into()));
@@ -150,7 +150,7 @@ impl AuthScheme for Native {
         if !self.verify(&record, password)? {
             return Err(AuthError::Unauthorized("Authentication failed, wrong password.".into()));
         }
-        Ok(email.to_string())
+        Ok(Login::user(email))
     }
 
     fn manages_credentials(&self) -> bool {

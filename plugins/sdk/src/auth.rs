@@ -9,13 +9,20 @@ pub mod bindings {
         export_macro_name: "__export_auth_scheme_world",
         default_bindings_module: "torii_plugin_sdk::auth::bindings",
         with: {
-            "torii:plugin/log@0.4.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::log,
-            "torii:plugin/kv@0.4.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::kv,
+            "torii:plugin/log@0.5.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::log,
+            "torii:plugin/kv@0.5.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::kv,
         },
     });
 }
 
-pub use bindings::exports::torii::plugin::auth_scheme::{AuthError, Mail, SchemeInfo};
+pub use bindings::exports::torii::plugin::auth_scheme::{AuthError, Login, Mail, SchemeInfo};
+
+impl Login {
+    /// A known user, for schemes that report no groups and create no one.
+    pub fn user(email: impl Into<String>) -> Login {
+        Login { email: email.into(), groups: None, create: false }
+    }
+}
 
 /// Login parameters as the client sent them.
 pub struct Params(pub Vec<(String, String)>);
@@ -36,10 +43,23 @@ pub trait AuthScheme: Sized + 'static {
         Ok(())
     }
 
-    fn info(&self) -> SchemeInfo;
+    /// What `GET /auth/scheme` shows; a scheme may start a login here.
+    fn info(&self) -> Result<SchemeInfo, AuthError>;
 
-    /// Verifies a login and returns the user's email.
-    fn authenticate(&self, params: &Params) -> Result<String, AuthError>;
+    /// Verifies a login: who the caller is, their groups, whether the host
+    /// creates them when unknown.
+    fn authenticate(&self, params: &Params) -> Result<Login, AuthError>;
+
+    /// An identity provider's answer posted to the scheme's callback URL.
+    fn callback(&self, params: &Params) -> Result<(), AuthError> {
+        let _ = params;
+        Err(AuthError::Unsupported)
+    }
+
+    /// The scheme's metadata document (SAML: the SP's EntityDescriptor).
+    fn metadata(&self) -> Result<String, AuthError> {
+        Err(AuthError::Unsupported)
+    }
 
     /// Whether this scheme keeps passwords (and so supports the password calls).
     fn manages_credentials(&self) -> bool;
@@ -76,7 +96,7 @@ macro_rules! export_auth_scheme {
     ($scheme:ty) => {
         const _: () = {
             use $crate::auth::bindings::exports::torii::plugin::auth_scheme;
-            use $crate::auth::{AuthError, AuthScheme, Mail, Params, SchemeInfo};
+            use $crate::auth::{AuthError, AuthScheme, Login, Mail, Params, SchemeInfo};
 
             $crate::__plugin_state!($scheme, <$scheme as AuthScheme>::init);
 
@@ -89,11 +109,17 @@ macro_rules! export_auth_scheme {
                 fn health() -> Result<(), String> {
                     with(|s| s.health())
                 }
-                fn info() -> SchemeInfo {
+                fn info() -> Result<SchemeInfo, AuthError> {
                     with(|s| s.info())
                 }
-                fn authenticate(params: Vec<(String, String)>) -> Result<String, AuthError> {
+                fn authenticate(params: Vec<(String, String)>) -> Result<Login, AuthError> {
                     with(|s| s.authenticate(&Params(params)))
+                }
+                fn callback(params: Vec<(String, String)>) -> Result<(), AuthError> {
+                    with(|s| s.callback(&Params(params)))
+                }
+                fn metadata() -> Result<String, AuthError> {
+                    with(|s| s.metadata())
                 }
                 fn manages_credentials() -> bool {
                     with(|s| s.manages_credentials())

@@ -9,10 +9,10 @@ pub mod bindings {
         export_macro_name: "__export_provisioner_world",
         default_bindings_module: "torii_plugin_sdk::provisioner::bindings",
         with: {
-            "torii:plugin/log@0.4.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::log,
-            "torii:plugin/kv@0.4.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::kv,
-            "torii:plugin/app-runtime@0.4.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::app_runtime,
-            "torii:plugin/containers@0.4.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::containers,
+            "torii:plugin/log@0.5.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::log,
+            "torii:plugin/kv@0.5.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::kv,
+            "torii:plugin/app-runtime@0.5.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::app_runtime,
+            "torii:plugin/containers@0.5.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::containers,
         },
     });
 }

@@ -5,7 +5,7 @@
 //! `noisy@…` writes 100 KiB to stderr and then succeeds.
 //! Any other email logs in, so a request after each fault can succeed.
 
-use torii_plugin_sdk::auth::{AuthError, AuthScheme, Params, SchemeInfo};
+use torii_plugin_sdk::auth::{AuthError, AuthScheme, Login, Params, SchemeInfo};
 use torii_plugin_sdk::{export_auth_scheme, kv};
 
 struct Chaos;
@@ -15,12 +15,22 @@ impl AuthScheme for Chaos {
         Ok(Chaos)
     }
 
-    fn info(&self) -> SchemeInfo {
-        SchemeInfo { name: "chaos".into(), data: None }
+    fn info(&self) -> Result<SchemeInfo, AuthError> {
+        Ok(SchemeInfo { name: "chaos".into(), data: None })
     }
 
-    fn authenticate(&self, params: &Params) -> Result<String, AuthError> {
+    fn authenticate(&self, params: &Params) -> Result<Login, AuthError> {
         let email = params.get("email").unwrap_or_default().to_string();
+        self.fault(email).map(Login::user)
+    }
+
+    fn manages_credentials(&self) -> bool {
+        false
+    }
+}
+
+impl Chaos {
+    fn fault(&self, email: String) -> Result<String, AuthError> {
         match email.split('@').next().unwrap_or_default() {
             "loop" => {
                 let mut n: u64 = 0;
@@ -49,10 +59,6 @@ impl AuthScheme for Chaos {
             }
             _ => Ok(email),
         }
-    }
-
-    fn manages_credentials(&self) -> bool {
-        false
     }
 }
 
