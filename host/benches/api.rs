@@ -18,7 +18,11 @@
 //! and `unbind` do, with the built-in `service-tsuru` broker) against the same
 //! two provider calls made directly (a fresh connection each, as the host's
 //! outbound HTTP opens), to the same in-process provider, interleaved.
-//! `TORII_BENCH_ONLY=plugins` runs the plugin and service rows alone.
+//! Last, a SAML login's callback (the `auth-saml` scheme verifying a
+//! signed assertion from a real pysaml2 IdP, `tests/saml/idp.py`) against
+//! the scheme's login poll of a pending request (a plain plugin call with
+//! a `kv` read), in process, interleaved.
+//! `TORII_BENCH_ONLY=plugins` runs the plugin, service and SAML rows alone.
 
 mod common;
 
@@ -37,6 +41,7 @@ async fn main() {
         plugin_call(dir.path()).await;
         outbound_call(dir.path()).await;
         bind_round_trip(dir.path()).await;
+        saml_callback(dir.path()).await;
         return;
     }
     let torii = std::sync::Arc::new(Torii::start(dir.path(), "").await);
@@ -275,6 +280,79 @@ async fn outbound_call(dir: &std::path::Path) {
         quantile_us(&p, 50) / quantile_us(&n, 50)
     );
     origin.abort();
+    server.store.close().await;
+}
+
+/// Median cost of verifying a SAML Response (signed assertion) in the
+/// `auth-saml` scheme, against a login poll of a pending request.
+async fn saml_callback(dir: &std::path::Path) {
+    let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/saml");
+    let ready = std::process::Command::new("python3").args(["-c", "import saml2, cryptography"]).output().is_ok_and(|o| o.status.success());
+    if !ready || std::process::Command::new("xmlsec1").arg("--version").output().is_err() {
+        println!("SAML callback: not measured (needs python3 with pysaml2 and xmlsec1; .ci/run installs them)");
+        return;
+    }
+    let keys = dir.join("saml-keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    assert!(std::process::Command::new("python3").arg(format!("{tests}/make_sp_keys.py")).arg(&keys).status().unwrap().success());
+    let mut idp = std::process::Command::new("python3")
+        .arg(format!("{tests}/idp.py"))
+        .args(["--port", "0", "--dir"])
+        .arg(&keys)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(idp.stdout.take().unwrap()), &mut line).unwrap();
+    let idp_url = format!("http://127.0.0.1:{}", line.trim().trim_start_matches("LISTENING "));
+    let toml = format!(
+        "data_dir = {:?}\n[auth]\nscheme = \"saml\"\n[[plugin]]\nname = \"saml\"\nkind = \"auth-scheme\"\nbuiltin = \"auth-saml\"\n\
+         capabilities = [\"log\", \"kv\", \"http\"]\n[plugin.config]\nsp_entity_id = \"http://127.0.0.1:9/sp\"\n\
+         acs_url = \"http://127.0.0.1:9/1.0/auth/saml\"\nidp_metadata_url = \"{idp_url}/metadata\"\nsp_key_file = {:?}\nsp_cert_file = {:?}\n\
+         [plugin.outbound]\nallow = [\"http://127.0.0.1:*\"]\n",
+        dir.join("saml-data"),
+        keys.join("sp.key"),
+        keys.join("sp.crt"),
+    );
+    let server = torii::server::Server::build(torii::config::Config::parse(&toml).unwrap()).await.unwrap();
+    let client = reqwest::Client::new();
+    let metadata = server.scheme.metadata().await.unwrap();
+    assert!(client.post(format!("{idp_url}/_test/sp-metadata")).body(metadata).send().await.unwrap().status().is_success());
+    let users = serde_json::json!({"alice": {"mail": ["alice@example.com"], "groups": ["devs"]}});
+    assert!(client.post(format!("{idp_url}/_test/users")).json(&users).send().await.unwrap().status().is_success());
+    let login = serde_json::json!({"user": "alice", "sign_response": false, "sign_assertion": true});
+    assert!(client.post(format!("{idp_url}/_test/next-login")).json(&login).send().await.unwrap().status().is_success());
+    // Responses made ahead (the IdP signs with xmlsec1), one per pending request.
+    const LOGINS: usize = 200;
+    let mut answers = Vec::with_capacity(LOGINS);
+    for _ in 0..LOGINS {
+        let info: serde_json::Value = serde_json::from_str(&server.scheme.info().await.unwrap().data.unwrap()).unwrap();
+        let html = client.get(info["url"].as_str().unwrap()).send().await.unwrap().text().await.unwrap();
+        let at = html.find("name=\"SAMLResponse\"").unwrap();
+        let value = &html[at..];
+        let start = value.find("value=\"").unwrap() + 7;
+        answers.push(value[start..start + value[start..].find('"').unwrap()].to_string());
+    }
+    let waiting = serde_json::from_str::<serde_json::Value>(&server.scheme.info().await.unwrap().data.unwrap()).unwrap()["request_id"].as_str().unwrap().to_string();
+    let answers = std::sync::Mutex::new(answers.into_iter());
+    let verify = async || {
+        let answer = answers.lock().unwrap().next().unwrap();
+        server.scheme.callback(vec![("SAMLResponse".into(), answer)]).await.unwrap();
+    };
+    let poll = async || {
+        assert!(server.scheme.authenticate(vec![("request_id".into(), waiting.clone())]).await.is_err());
+    };
+    let (v, p) = in_turns(20, LOGINS - 20, verify, poll).await;
+    println!(
+        "SAML callback (signed assertion verified in auth-saml): median {:.0} µs (p99 {:.0}); login poll median {:.0} µs; ratio {:.1}",
+        quantile_us(&v, 50),
+        quantile_us(&v, 99),
+        quantile_us(&p, 50),
+        quantile_us(&v, 50) / quantile_us(&p, 50)
+    );
+    let _ = idp.kill();
+    let _ = idp.wait();
     server.store.close().await;
 }
 

@@ -12,20 +12,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-/// A key pair for the service provider, made with `cryptography`.
-const MAKE_SP_KEYS: &str = "import datetime, sys\n\
-from cryptography import x509\n\
-from cryptography.x509.oid import NameOID\n\
-from cryptography.hazmat.primitives import hashes, serialization\n\
-from cryptography.hazmat.primitives.asymmetric import rsa\n\
-k = rsa.generate_private_key(public_exponent=65537, key_size=2048)\n\
-n = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'torii sp')])\n\
-now = datetime.datetime.now(datetime.timezone.utc)\n\
-c = x509.CertificateBuilder().subject_name(n).issuer_name(n).public_key(k.public_key()).serial_number(x509.random_serial_number())\
-.not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30)).sign(k, hashes.SHA256())\n\
-open(sys.argv[1] + '/sp.key', 'wb').write(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))\n\
-open(sys.argv[1] + '/sp.crt', 'wb').write(c.public_bytes(serialization.Encoding.PEM))\n";
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -132,7 +118,8 @@ backends! {
         }
         assert!(std::process::Command::new("xmlsec1").arg("--version").output().is_ok(), "pysaml2 is there but xmlsec1 is not");
         let keys = tempfile::TempDir::new().unwrap();
-        let made = std::process::Command::new("python3").args(["-c", MAKE_SP_KEYS]).arg(keys.path()).output().unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/saml/make_sp_keys.py");
+        let made = std::process::Command::new("python3").arg(script).arg(keys.path()).output().unwrap();
         assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
         let idp_dir = tempfile::TempDir::new().unwrap();
         let idp = Provider::start_script("saml/idp.py", &["--dir", idp_dir.path().to_str().unwrap()]);
