@@ -127,6 +127,7 @@ backends! {
             "alice": {"mail": ["alice@example.com"], "groups": ["devs", "ops"]},
             "bob": {"mail": ["bob@example.com"]},
             "eve": {"mail": ["eve@bad@example.com"]},
+            "mallory": {"mail": ["alice@example.com.evil.com"]},
         })).await;
 
         // A native torii: users, a team's app, a role bound to the group `devs`.
@@ -168,7 +169,7 @@ backends! {
         let bob_token = poll(&t, &bob.request_id).await.json()["token"].as_str().unwrap().to_string();
         let bob_info = t.req("GET", "/1.0/users/info").token(&bob_token).send().await.json();
         assert_eq!((&bob_info["Email"], &bob_info["Groups"]), (&json!("bob@example.com"), &Value::Null));
-        assert_ne!(t.req("GET", "/1.0/apps/web").token(&bob_token).send().await.status, 200);
+        t.req("GET", "/1.0/apps/web").token(&bob_token).send().await.expect_error(403, "You don't have permission to do this action");
 
         // Encrypted assertions, either cipher.
         for cipher in ["aes128-cbc", "aes256-gcm"] {
@@ -218,9 +219,27 @@ backends! {
         // 3. the same, both with the signed ID.
         let same_id = forged.replace("</saml:Assertion>", "") + signed + "</saml:Assertion>";
         refused(&t, &wrap, &encode(&xml.replace(signed, &same_id)), "appears twice").await;
+        // 4. a comment cuts a signed value short (c14n drops comments): the
+        // whole value is still what is read.
+        let cut = trip(&t, &idp, json!({"user": "mallory", "sign_response": false, "sign_assertion": true})).await;
+        let cut_xml = xml_of(&cut.response).replace(">alice@example.com.evil.com<", ">alice@example.com<!---->.evil.com<");
+        assert!(post_back(&t, &encode(&cut_xml)).await.contains("Login Successful!"));
+        let cut_token = poll(&t, &cut.request_id).await.json()["token"].as_str().unwrap().to_string();
+        assert_eq!(t.req("GET", "/1.0/users/info").token(&cut_token).send().await.json()["Email"], "alice@example.com.evil.com");
         // The honest answer still works once the forgeries are refused.
         assert!(post_back(&t, &wrap.response).await.contains("Login Successful!"));
         poll(&t, &wrap.request_id).await.expect_status(200);
+
+        // Groups are re-read at each login: leaving `devs` at the IdP takes
+        // the role away, from older sessions too.
+        idp.post("/_test/users", json!({"alice": {"mail": ["alice@example.com"], "groups": ["ops"]}})).await;
+        let moved = trip(&t, &idp, alice_logs_in()).await;
+        assert!(post_back(&t, &moved.response).await.contains("Login Successful!"));
+        let moved_token = poll(&t, &moved.request_id).await.json()["token"].as_str().unwrap().to_string();
+        assert_eq!(t.req("GET", "/1.0/users/info").token(&moved_token).send().await.json()["Groups"], json!(["ops"]));
+        for session in [&moved_token, &token] {
+            t.req("GET", "/1.0/apps/web").token(session).send().await.expect_error(403, "You don't have permission to do this action");
+        }
         drop(t);
 
         // A torii that wants the response itself signed.

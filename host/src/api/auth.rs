@@ -118,7 +118,7 @@ async fn do_login(State(server): AppState, ip: ClientIp, pairs: Vec<(String, Str
         event.done(create_user(&server, &email, "").await).await?;
     }
     if let Some(groups) = &login.groups
-        && server.store.set_user_groups(&email, groups).await?
+        && server.store.set_user_groups(&email, &bounded_groups(&email, groups)).await?
     {
         // Group bindings grant differently now.
         server.auth.invalidate();
@@ -135,6 +135,19 @@ async fn do_login(State(server): AppState, ip: ClientIp, pairs: Vec<(String, Str
         server.auth.invalidate();
     }
     Ok(json_untyped(StatusCode::OK, &serde_json::json!({ "token": token })))
+}
+
+/// The most groups a user keeps, and the longest group name: what an IdP
+/// reports is bounded like everything else a tenant's identity carries.
+const MAX_GROUPS: usize = 1000;
+const MAX_GROUP_BYTES: usize = 256;
+
+fn bounded_groups(email: &str, groups: &[String]) -> Vec<String> {
+    let kept: Vec<String> = groups.iter().filter(|g| !g.is_empty() && g.len() <= MAX_GROUP_BYTES).take(MAX_GROUPS).cloned().collect();
+    if kept.len() < groups.len() {
+        tracing::warn!(user = email, reported = groups.len(), kept = kept.len(), "auth scheme reported groups beyond the bounds ({MAX_GROUPS} groups of at most {MAX_GROUP_BYTES} bytes); the rest are ignored");
+    }
+    kept
 }
 
 async fn logout(State(server): AppState, Caller(caller): Caller) -> ApiResult<Response> {

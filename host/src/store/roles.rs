@@ -172,10 +172,24 @@ impl Store {
         for row in &rows {
             out.push(RoleBinding { role: role(row)?, context_value: row.try_get("context_value")?, group: None });
         }
-        for group in groups {
-            for mut binding in Box::pin(self.bindings(SubjectKind::Group, group, &[])).await? {
-                binding.group = Some(group.clone());
-                out.push(binding);
+        if groups.is_empty() {
+            return Ok(out);
+        }
+        // One query however many groups an IdP reports: bindings to groups
+        // are few (an admin makes each), the groups of a user may be many.
+        let rows = sqlx::query(
+            "SELECT b.subject, b.context_value, r.name, r.context_type, r.description, r.schemes, r.events \
+             FROM role_bindings b JOIN roles r ON r.name = b.role \
+             WHERE b.subject_kind = $1 ORDER BY b.subject, r.name, b.context_value",
+        )
+        .bind(SubjectKind::Group.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let groups: std::collections::HashSet<&str> = groups.iter().map(String::as_str).collect();
+        for row in &rows {
+            let group: String = row.try_get("subject")?;
+            if groups.contains(group.as_str()) {
+                out.push(RoleBinding { role: role(row)?, context_value: row.try_get("context_value")?, group: Some(group) });
             }
         }
         Ok(out)

@@ -69,7 +69,7 @@ pub fn check(doc: &Document, expect: &Expect) -> Result<Proven, String> {
     let status = xml::only_child(xml::only_child(response, PROTOCOL, "Status")?, PROTOCOL, "StatusCode")?;
     let code = status.attribute("Value").unwrap_or("");
     if code != SUCCESS {
-        let message = xml::optional_child(status.parent().unwrap_or(status), PROTOCOL, "StatusMessage")?.map(xml::text).unwrap_or("");
+        let message = xml::optional_child(status.parent().unwrap_or(status), PROTOCOL, "StatusMessage")?.map(xml::text).unwrap_or_default();
         return Err(format!("the identity provider refused the login: {code} {message}").trim_end().to_string());
     }
 
@@ -151,8 +151,8 @@ fn assertion_facts(assertion: Node, response_signed: bool, expect: &Expect) -> R
         return Err("the assertion names no audience".into());
     }
     for restriction in restrictions {
-        let audiences: Vec<&str> = xml::children(restriction, ASSERTION, "Audience").map(xml::text).collect();
-        if !audiences.contains(&expect.sp_entity_id) {
+        let audiences: Vec<String> = xml::children(restriction, ASSERTION, "Audience").map(xml::text).collect();
+        if !audiences.iter().any(|a| a == expect.sp_entity_id) {
             return Err(format!(
                 "the assertion is meant for {}, not for this service provider ({:?})",
                 audiences.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", "),
@@ -179,17 +179,17 @@ fn assertion_facts(assertion: Node, response_signed: bool, expect: &Expect) -> R
     }
     let request_id = request_id.ok_or(refusal)?;
 
-    let name_id = xml::optional_child(subject, ASSERTION, "NameID")?.map(xml::text).unwrap_or("");
+    let name_id = xml::optional_child(subject, ASSERTION, "NameID")?.map(xml::text).unwrap_or_default();
     let values = |name: &str| -> Vec<String> {
         xml::children(assertion, ASSERTION, "AttributeStatement")
             .flat_map(|s| xml::children(s, ASSERTION, "Attribute"))
             .filter(|a| a.attribute("Name") == Some(name) || a.attribute("FriendlyName") == Some(name))
             .flat_map(|a| xml::children(a, ASSERTION, "AttributeValue"))
-            .map(|v| xml::text(v).to_string())
+            .map(xml::text)
             .filter(|v| !v.is_empty())
             .collect()
     };
-    let identity = values(expect.email_attribute).into_iter().next().unwrap_or_else(|| name_id.to_string());
+    let identity = values(expect.email_attribute).into_iter().next().unwrap_or(name_id);
     if identity.is_empty() {
         return Err(format!("the assertion names no user: no attribute {:?} and no NameID", expect.email_attribute));
     }

@@ -55,9 +55,13 @@ pub fn optional_child<'a, 'i>(node: Node<'a, 'i>, ns: &'static str, name: &'stat
     }
 }
 
-/// The text of an element, trimmed ("" when empty).
-pub fn text<'a>(node: Node<'a, '_>) -> &'a str {
-    node.text().unwrap_or_default().trim()
+/// The text of an element, trimmed: all of its text children joined. A
+/// comment splits text into two nodes, and canonicalisation drops it, so
+/// reading only the first (`Node::text`) would let a signed
+/// `alice@example.com<!---->.evil.com` read as `alice@example.com`.
+pub fn text(node: Node) -> String {
+    let joined: String = node.children().filter(|c| c.is_text()).filter_map(|c| c.text()).collect();
+    joined.trim().to_string()
 }
 
 /// Every `ID` attribute value in the document must be unique: a second
@@ -262,6 +266,12 @@ mod tests {
     fn the_excluded_subtree_and_comments_are_left_out_and_default_namespaces_follow() {
         let xml = r#"<r xmlns="urn:d"><!-- c --><s>gone</s><k xmlns=""><i/></k></r>"#;
         assert_eq!(c14n(xml, Some("s")), r#"<r xmlns="urn:d"><k xmlns=""><i></i></k></r>"#);
+    }
+
+    #[test]
+    fn text_is_every_text_child_however_comments_split_it() {
+        let doc = parse("<v> alice@example.com<!---->.evil.com<?pi x?>.org </v>").unwrap();
+        assert_eq!(text(doc.root_element()), "alice@example.com.evil.com.org");
     }
 
     #[test]
