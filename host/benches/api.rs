@@ -294,7 +294,8 @@ async fn saml_callback(dir: &std::path::Path) {
     }
     let keys = dir.join("saml-keys");
     std::fs::create_dir_all(&keys).unwrap();
-    assert!(std::process::Command::new("python3").arg(format!("{tests}/make_sp_keys.py")).arg(&keys).status().unwrap().success());
+    let made = std::process::Command::new("python3").env("PYTHONWARNINGS", "ignore").arg(format!("{tests}/make_sp_keys.py")).arg(&keys).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let mut idp = std::process::Command::new("python3")
         .arg(format!("{tests}/idp.py"))
         .args(["--port", "0", "--dir"])

@@ -1012,6 +1012,24 @@ mod tests {
     }
 
     #[test]
+    fn file_keys_are_read_into_the_plugin_config() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let key = dir.path().join("sp.key");
+        std::fs::write(&key, "KEY").unwrap();
+        let entry = |config: &str| {
+            let text = format!("[[plugin]]\nname = \"s\"\nkind = \"auth-scheme\"\nbuiltin = \"auth-saml\"\n[plugin.config]\n{config}\n");
+            Config::parse(&text).unwrap().plugin.into_iter().find(|p| p.name == "s").unwrap()
+        };
+        let json = entry(&format!("sp_key_file = {:?}\nsp_entity_id = \"x\"", key.display().to_string())).init_config().unwrap();
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&json).unwrap(), serde_json::json!({"sp_key": "KEY", "sp_entity_id": "x"}));
+        let missing = entry("sp_key_file = \"/nonexistent/k\"").init_config().unwrap_err().to_string();
+        assert!(missing.starts_with("config.sp_key_file: cannot read /nonexistent/k"), "{missing}");
+        let both = entry(&format!("sp_key_file = {:?}\nsp_key = \"inline\"", key.display().to_string())).init_config().unwrap_err().to_string();
+        assert_eq!(both, "config.sp_key_file and config.sp_key are both given");
+        assert_eq!(entry("sp_key_file = 3").init_config().unwrap_err().to_string(), "config.sp_key_file must be a file path");
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let e = Config::parse("[api]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n").unwrap_err().to_string();
         assert!(e.contains("listne"), "{e}");

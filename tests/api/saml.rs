@@ -16,7 +16,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A torii on `one`'s database whose scheme is SAML with `extra` config lines.
+/// A torii on `one`'s database whose scheme is SAML with `extra` config
+/// lines (the IdP's metadata from its URL unless `extra` gives it).
 async fn saml_server(b: Backend, one: &TestServer, idp: &Provider, keys: &std::path::Path, extra: &str) -> (TestServer, String) {
     let port = free_port();
     let acs = format!("http://127.0.0.1:{port}/1.0/auth/saml");
@@ -26,10 +27,10 @@ async fn saml_server(b: Backend, one: &TestServer, idp: &Provider, keys: &std::p
     o.auth_toml = "scheme = \"saml\"\n".into();
     o.extra_toml = format!(
         "[[plugin]]\nname = \"saml\"\nkind = \"auth-scheme\"\nbuiltin = \"auth-saml\"\ncapabilities = [\"log\", \"kv\", \"http\"]\n\
-         [plugin.config]\nsp_entity_id = \"http://127.0.0.1:{port}/sp\"\nacs_url = {acs:?}\nidp_metadata_url = \"{}/metadata\"\n\
+         [plugin.config]\nsp_entity_id = \"http://127.0.0.1:{port}/sp\"\nacs_url = {acs:?}\n{}\n\
          sp_key_file = {:?}\nsp_cert_file = {:?}\ncreate_users = true\nclock_skew_secs = 5\n{extra}\n\
          [plugin.outbound]\nallow = [\"http://127.0.0.1:*\"]\ntimeout_ms = 5000\n",
-        idp.url(),
+        if extra.contains("idp_metadata") { String::new() } else { format!("idp_metadata_url = \"{}/metadata\"", idp.url()) },
         keys.join("sp.key").display().to_string(),
         keys.join("sp.crt").display().to_string(),
     );
@@ -119,7 +120,7 @@ backends! {
         assert!(std::process::Command::new("xmlsec1").arg("--version").output().is_ok(), "pysaml2 is there but xmlsec1 is not");
         let keys = tempfile::TempDir::new().unwrap();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/saml/make_sp_keys.py");
-        let made = std::process::Command::new("python3").arg(script).arg(keys.path()).output().unwrap();
+        let made = std::process::Command::new("python3").env("PYTHONWARNINGS", "ignore").arg(script).arg(keys.path()).output().unwrap();
         assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
         let idp_dir = tempfile::TempDir::new().unwrap();
         let idp = Provider::start_script("saml/idp.py", &["--dir", idp_dir.path().to_str().unwrap()]);
@@ -242,8 +243,12 @@ backends! {
         }
         drop(t);
 
-        // A torii that wants the response itself signed.
-        let (strict, _) = saml_server(b, &native, &idp, keys.path(), "require_signed_response = true").await;
+        // A torii that wants the response itself signed, and reads the IdP's
+        // metadata from a file.
+        let metadata = reqwest::get(format!("{}/metadata", idp.url())).await.unwrap().text().await.unwrap();
+        std::fs::write(keys.path().join("idp.xml"), metadata).unwrap();
+        let strict_config = format!("require_signed_response = true\nidp_metadata_file = {:?}", keys.path().join("idp.xml").display().to_string());
+        let (strict, _) = saml_server(b, &native, &idp, keys.path(), &strict_config).await;
         let only_assertion = trip(&strict, &idp, alice_logs_in()).await;
         refused(&strict, &only_assertion, &only_assertion.response, "the response is not signed").await;
         let both = trip(&strict, &idp, json!({"user": "alice"})).await;

@@ -59,7 +59,7 @@ import tempfile
 import threading
 import time
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import unquote_plus, urlsplit
 
 from cryptography import x509
@@ -68,6 +68,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testhttp  # noqa: E402
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, saml, samlp
 from saml2.config import IdPConfig
 from saml2.metadata import entity_descriptor, metadata_tostring_fix
@@ -502,56 +504,15 @@ def check_users(spec):
 # ---- HTTP --------------------------------------------------------------------
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(testhttp.Handler):
     server_version = "torii-test-idp/1.0"
 
     def log_message(self, fmt, *args):
         sys.stderr.write("saml_idp: %s - %s\n" % (self.address_string(), fmt % args))
         sys.stderr.flush()
 
-    def read_body(self):
-        te = self.headers.get("Transfer-Encoding", "")
-        if "chunked" in te.lower():
-            chunks = []
-            while True:
-                line = self.rfile.readline()
-                if not line:
-                    break
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while True:
-                        t = self.rfile.readline()
-                        if not t or t in (b"\r\n", b"\n"):
-                            break
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
     def send(self, status, body=None, content_type=None):
-        if isinstance(body, (dict, list)):
-            data = json.dumps(body).encode()
-            content_type = content_type or "application/json"
-        elif isinstance(body, str):
-            data = body.encode()
-            content_type = content_type or "text/plain; charset=utf-8"
-        elif body is None:
-            data = b""
-        else:
-            data = body
-        self.send_response(status)
-        no_body = status in (204, 304) or 100 <= status < 200
-        if not no_body:
-            if content_type:
-                self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if not no_body and self.command != "HEAD":
-            self.wfile.write(data)
+        super().send(status, body, content_type, {"Cache-Control": "no-store"})
 
     def handle_any(self):
         url = urlsplit(self.path)

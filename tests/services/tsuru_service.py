@@ -19,8 +19,12 @@ import signal
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import os
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testhttp  # noqa: E402
 
 PLANS = [
     {"name": "small", "description": "a small one"},
@@ -82,8 +86,7 @@ def jsonable_instance(inst):
     return out
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(testhttp.Handler):
     server_version = "tsuru-test-service/1.0"
 
     # ---- plumbing -------------------------------------------------------
@@ -92,57 +95,12 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write("tsuru_service: %s - %s\n" % (self.address_string(), fmt % args))
         sys.stderr.flush()
 
-    def read_body(self):
-        te = self.headers.get("Transfer-Encoding", "")
-        if "chunked" in te.lower():
-            chunks = []
-            while True:
-                line = self.rfile.readline()
-                if not line:
-                    break
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    # trailers until an empty line
-                    while True:
-                        t = self.rfile.readline()
-                        if not t or t in (b"\r\n", b"\n"):
-                            break
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()  # CRLF after the chunk
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
     def lower_headers(self):
         out = {}
         for name, value in self.headers.items():
             key = name.lower()
             out[key] = out[key] + ", " + value if key in out else value
         return out
-
-    def send(self, status, body=None, content_type=None, extra_headers=None):
-        if isinstance(body, (dict, list)):
-            data = json.dumps(body).encode()
-            content_type = content_type or "application/json"
-        elif isinstance(body, str):
-            data = body.encode()
-            content_type = content_type or "text/plain; charset=utf-8"
-        elif body is None:
-            data = b""
-        else:
-            data = body
-        self.send_response(status)
-        for k, v in (extra_headers or {}).items():
-            self.send_header(k, v)
-        no_body = status in (204, 304) or 100 <= status < 200
-        if not no_body:
-            if content_type:
-                self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if not no_body and self.command != "HEAD":
-            self.wfile.write(data)
 
     def authorized(self):
         header = self.headers.get("Authorization", "")
