@@ -460,7 +460,7 @@ impl PluginEntry {
             let Some(toml::Value::String(path)) = table.remove(&key) else {
                 anyhow::bail!("config.{key} must be a file path");
             };
-            let name = key.trim_end_matches("_file").to_string();
+            let name = key.strip_suffix("_file").unwrap_or(&key).to_string();
             if table.contains_key(&name) {
                 anyhow::bail!("config.{key} and config.{name} are both given");
             }

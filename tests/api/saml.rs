@@ -49,6 +49,8 @@ struct Trip {
     request_id: String,
     response: String,
     action: String,
+    /// The IdP URL the browser was sent to.
+    url: String,
 }
 
 fn attribute<'a>(html: &'a str, name: &str) -> &'a str {
@@ -71,7 +73,12 @@ async fn trip(t: &TestServer, idp: &Provider, options: Value) -> Trip {
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     let action = html.split("action=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
-    Trip { request_id: data["request_id"].as_str().unwrap().to_string(), response: attribute(&html, "SAMLResponse").to_string(), action }
+    Trip {
+        request_id: data["request_id"].as_str().unwrap().to_string(),
+        response: attribute(&html, "SAMLResponse").to_string(),
+        action,
+        url: url.to_string(),
+    }
 }
 
 /// Posts a SAMLResponse to torii's callback; answers the page.
@@ -152,10 +159,16 @@ backends! {
         let first = trip(&t, &idp, alice_logs_in()).await;
         assert_eq!(first.action, acs);
         let last = idp.get("/_test/last").await;
-        assert_eq!((last["request_id"].as_str(), &last["request_signed"], &last["request_signature_valid"]), (Some(first.request_id.as_str()), &json!(true), &json!(true)));
+        assert_eq!((&last["request_signed"], &last["request_signature_valid"]), (&json!(true), &json!(true)));
+        // What travels through the browser (the AuthnRequest's ID) is not
+        // what claims the session: that needs the client's own request_id.
+        let authn_id = last["request_id"].as_str().unwrap().to_string();
+        assert!(first.request_id.starts_with(&format!("{authn_id}.")), "{} / {authn_id}", first.request_id);
         poll(&t, &first.request_id).await.expect_error(400, "Waiting credentials from IDP");
         let page = post_back(&t, &first.response).await;
         assert!(page.contains("<h1>Login Successful!</h1>"), "{page}");
+        poll(&t, &authn_id).await.expect_error(400, "request not found or expired");
+        poll(&t, &format!("{authn_id}.{}", "0".repeat(32))).await.expect_error(400, "request not found or expired");
         let token = poll(&t, &first.request_id).await.json()["token"].as_str().unwrap().to_string();
         poll(&t, &first.request_id).await.expect_error(400, "request not found or expired");
         let info = t.req("GET", "/1.0/users/info").token(&token).send().await.json();
@@ -172,6 +185,21 @@ backends! {
         assert_eq!((&bob_info["Email"], &bob_info["Groups"]), (&json!("bob@example.com"), &Value::Null));
         t.req("GET", "/1.0/apps/web").token(&bob_token).send().await.expect_error(403, "You don't have permission to do this action");
 
+        // A second answer to an answered request is refused; the first stands.
+        let twice = trip(&t, &idp, json!({"user": "bob"})).await;
+        assert!(post_back(&t, &twice.response).await.contains("Login Successful!"));
+        let second = attribute(&reqwest::get(&twice.url).await.unwrap().text().await.unwrap(), "SAMLResponse").to_string();
+        assert!(post_back(&t, &second).await.contains("this login request was already answered"));
+        let again = t.req("GET", "/1.0/users/info").token(poll(&t, &twice.request_id).await.json()["token"].as_str().unwrap()).send().await;
+        assert_eq!(again.json()["Email"], "bob@example.com");
+
+        // CBC, which a changed ciphertext still decrypts, only inside a
+        // signed response; GCM alone is fine.
+        let cbc = trip(&t, &idp, json!({"user": "alice", "sign_response": false, "encrypt_assertion": true, "block_cipher": "aes128-cbc"})).await;
+        refused(&t, &cbc, &cbc.response, "accepted only in a signed response").await;
+        let gcm = trip(&t, &idp, json!({"user": "alice", "sign_response": false, "encrypt_assertion": true, "block_cipher": "aes256-gcm"})).await;
+        assert!(post_back(&t, &gcm.response).await.contains("Login Successful!"));
+        poll(&t, &gcm.request_id).await.expect_status(200);
         // Encrypted assertions, either cipher.
         for cipher in ["aes128-cbc", "aes256-gcm"] {
             let sealed = trip(&t, &idp, json!({"user": "alice", "encrypt_assertion": true, "block_cipher": cipher})).await;

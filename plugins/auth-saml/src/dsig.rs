@@ -113,13 +113,13 @@ pub fn verify(element: Node, keys: &[RsaPublicKey], allow_sha1: bool) -> Result<
         return Err(format!("the {what} is signed with SHA-1, which this torii does not accept (allow_sha1)"));
     }
     let expected = base64_text(xml::only_child(reference, DSIG, "DigestValue")?)?;
-    let digest = digest_hash.digest(xml::exc_c14n(element, Some(signature.id()), &inclusive).as_bytes());
+    let digest = digest_hash.digest(xml::exc_c14n(element, Some(signature.id()), &inclusive)?.as_bytes());
     if digest != expected {
         return Err(format!("the {what} was changed after it was signed (its digest does not match)"));
     }
 
     let value = base64_text(xml::only_child(signature, DSIG, "SignatureValue")?)?;
-    let signed = signature_hash.digest(xml::exc_c14n(signed_info, None, &prefix_list(c14n)).as_bytes());
+    let signed = signature_hash.digest(xml::exc_c14n(signed_info, None, &prefix_list(c14n))?.as_bytes());
     if keys.iter().any(|key| key.verify(signature_hash.padding(), &signed, &value).is_ok()) {
         Ok(Signed::Yes)
     } else {
@@ -133,7 +133,12 @@ fn prefix_list(method: Node) -> Vec<String> {
         .children()
         .find(|c| xml::is(*c, EXC_C14N, "InclusiveNamespaces"))
         .and_then(|n| n.attribute("PrefixList"))
-        .map(|l| l.split_whitespace().map(String::from).collect())
+        .map(|l| {
+            let mut prefixes: Vec<String> = l.split_ascii_whitespace().take(xml::MAX_INCLUSIVE + 1).map(String::from).collect();
+            prefixes.sort();
+            prefixes.dedup();
+            prefixes
+        })
         .unwrap_or_default()
 }
 

@@ -1,13 +1,13 @@
 //! torii's SAML 2.0 Web SSO service provider, an `auth-scheme` plugin.
 //!
 //! tsuru's login flow: `GET /auth/scheme` starts a login (an AuthnRequest,
-//! kept pending in `kv` for `request_timeout_secs`) and hands the client
-//! its id, the request and the IdP URL (HTTP-Redirect binding, signed with
-//! the SP key when one is configured). The user's browser takes the
-//! request to the IdP, which posts its Response to `POST /1.0/auth/saml`
-//! (HTTP-POST binding): [`callback`](Saml::callback) verifies it and marks
-//! the pending request done. Meanwhile the client polls `POST /auth/login`
-//! with `request_id` until the request is done, and gets a session.
+//! answerable for `request_timeout_secs`; see [`requests`]) and hands the
+//! client its `request_id`, the request and the IdP URL (HTTP-Redirect
+//! binding, signed with the SP key when one is configured). The user's
+//! browser takes the request to the IdP, which posts its Response to
+//! `POST /1.0/auth/saml` (HTTP-POST binding): [`callback`](Saml::callback)
+//! verifies it and records the login done. Meanwhile the client polls
+//! `POST /auth/login` with `request_id` until it is done, and gets a session.
 //!
 //! Verified: XML signatures (exclusive c14n; RSA-SHA256/512; SHA-1 only
 //! with `allow_sha1`) on the very Response/Assertion that is read, the IdP
@@ -16,13 +16,14 @@
 //! this plugin made, assertion ids used once, encrypted assertions.
 
 mod dsig;
+mod requests;
 mod response;
 mod sp;
 mod time;
 mod xml;
 mod xmlenc;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use serde::{Deserialize, Serialize};
 use torii_plugin_sdk::auth::{AuthError, AuthScheme, Login, Params, SchemeInfo};
@@ -40,8 +41,11 @@ fn default_skew() -> u64 {
 fn default_timeout() -> u64 {
     180
 }
-fn default_max_pending() -> usize {
-    10_000
+fn default_true() -> bool {
+    true
+}
+fn default_refresh() -> u64 {
+    3600
 }
 
 /// The plugin entry's `config` table. `*_file` keys are read by the host
@@ -58,9 +62,14 @@ struct Config {
     sp_cert: Option<String>,
     /// Sign AuthnRequests (default: when a key is configured).
     sign_requests: Option<bool>,
-    /// The IdP's metadata, inline, or fetched at start from this URL (capability `http`).
+    /// The IdP's metadata, inline, or fetched at start from this URL
+    /// (capability `http`; https, or http to a loopback host).
     idp_metadata: Option<String>,
     idp_metadata_url: Option<String>,
+    /// How long fetched metadata is used before it is fetched again (a
+    /// fetch that fails keeps the last one).
+    #[serde(default = "default_refresh")]
+    idp_metadata_refresh_secs: u64,
     /// Which IdP of a metadata aggregate.
     idp_entity_id: Option<String>,
     #[serde(default)]
@@ -80,22 +89,11 @@ struct Config {
     /// Create users torii does not know at their first login.
     #[serde(default)]
     create_users: bool,
-    /// The most logins waiting for the IdP at once.
-    #[serde(default = "default_max_pending")]
-    max_pending_requests: usize,
-}
-
-/// A login started by `info`, kept at `request/<id>`.
-#[derive(Serialize, Deserialize)]
-struct Pending {
-    expires: i64,
-    /// Set when the IdP's answer verified.
-    email: Option<String>,
-    #[serde(default)]
-    groups: Vec<String>,
-    /// Set when the IdP's answer was refused.
-    #[serde(default)]
-    refused: Option<String>,
+    /// Ask the IdP to authenticate the user again (ForceAuthn) rather than
+    /// answer silently from a session: a login link someone else started
+    /// then cannot log a user in without them noticing.
+    #[serde(default = "default_true")]
+    force_authn: bool,
 }
 
 /// An assertion already used, kept at `assertion/<id>` until it expires.
@@ -110,19 +108,15 @@ struct Saml {
     keys: Option<sp::SpKeys>,
     sign_requests: bool,
     metadata: String,
-    /// When expired records were last swept, and how many logins were pending then (plus those started since).
+    key: RefCell<requests::Key>,
+    /// When expired records were last swept.
     swept_at: Cell<i64>,
-    pending: Cell<usize>,
 }
 
 const SWEEP_EVERY: i64 = 30;
 
 fn internal(e: String) -> AuthError {
     AuthError::Internal(e)
-}
-
-fn request_key(id: &str) -> String {
-    format!("request/{id}")
 }
 
 /// Randomness for RSA blinding, from the host.
@@ -150,25 +144,17 @@ impl rand_core::RngCore for Random {
 
 impl rand_core::CryptoRng for Random {}
 
-/// A fresh request id: 128 random bits, an XML NCName.
-fn new_id() -> Result<String, AuthError> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| internal(format!("no randomness: {e}")))?;
-    Ok(format!("_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
-}
-
 impl Saml {
-    /// Drops expired pending requests and used assertions, at most every
-    /// [`SWEEP_EVERY`] seconds, and recounts the pending ones.
+    /// Drops expired login records and used assertions, at most every
+    /// [`SWEEP_EVERY`] seconds. Both are written only for answers the IdP
+    /// signed, so there are as many as real logins.
     fn sweep(&self, now: i64) -> Result<(), AuthError> {
         if now - self.swept_at.get() < SWEEP_EVERY {
             return Ok(());
         }
-        let mut pending = 0;
-        for key in kv::list_keys("request/").map_err(internal)? {
-            match kv::get_json::<Pending>(&key).map_err(internal)? {
-                Some(p) if p.expires > now => pending += 1,
-                _ => kv::delete(&key).map_err(internal)?,
+        for key in kv::list_keys("done/").map_err(internal)? {
+            if kv::get_json::<requests::Done>(&key).map_err(internal)?.is_none_or(|d| d.expires <= now) {
+                kv::delete(&key).map_err(internal)?;
             }
         }
         for key in kv::list_keys("assertion/").map_err(internal)? {
@@ -177,8 +163,20 @@ impl Saml {
             }
         }
         self.swept_at.set(now);
-        self.pending.set(pending);
         Ok(())
+    }
+
+    /// `check` under the MAC key; when it fails, once more under the key
+    /// as stored (two instances that first started together may each have
+    /// made one; the stored one won).
+    fn keyed<T>(&self, check: impl Fn(&requests::Key) -> Option<T>) -> Option<T> {
+        if let Some(found) = check(&self.key.borrow()) {
+            return Some(found);
+        }
+        let stored = requests::Key::load().ok()?;
+        let found = check(&stored);
+        *self.key.borrow_mut() = stored;
+        found
     }
 
     fn expect(&self, now: i64) -> response::Expect<'_> {
@@ -231,25 +229,67 @@ impl Saml {
         if kv::get(&used).map_err(internal)?.is_some() {
             return Err(refuse("this assertion was already used".into()));
         }
-        let key = request_key(&proven.request_id);
-        let mut pending = match kv::get_json::<Pending>(&key).map_err(internal)? {
-            Some(p) if p.expires > now && p.email.is_none() && p.refused.is_none() => p,
+        let expires = match self.keyed(|k| k.authn_expiry(&proven.request_id)) {
+            Some(expires) if expires > now => expires,
             _ => return Err(refuse("request not found or expired".into())),
         };
+        let key = requests::done_key(&proven.request_id);
+        if kv::get(&key).map_err(internal)?.is_some() {
+            return Err(refuse("this login request was already answered".into()));
+        }
         kv::set_json(&used, &Used { expires: proven.replayable_until.min(now + 86_400 * 7) }).map_err(internal)?;
+        let mut done = requests::Done { expires, email: None, groups: Vec::new(), refused: None, consumed: false };
         match self.email_of(&proven.identity) {
             Ok(email) => {
                 log::info(&format!("saml login of {email} for request {} verified", proven.request_id));
-                pending.email = Some(email);
-                pending.groups = proven.groups;
-                kv::set_json(&key, &pending).map_err(internal)
+                done.email = Some(email);
+                done.groups = proven.groups;
+                kv::set_json(&key, &done).map_err(internal)
             }
             Err(reason) => {
-                pending.refused = Some(reason.clone());
-                kv::set_json(&key, &pending).map_err(internal)?;
+                done.refused = Some(reason.clone());
+                kv::set_json(&key, &done).map_err(internal)?;
                 Err(AuthError::Forbidden(reason))
             }
         }
+    }
+}
+
+/// The IdP's metadata from `url`: fetched, or the copy kept in `kv` while
+/// it is younger than `refresh` seconds (an instance that starts again
+/// does not fetch again), or when a fetch fails.
+fn idp_metadata_from(url: &str, refresh: i64) -> Result<String, String> {
+    #[derive(Serialize, Deserialize)]
+    struct Kept {
+        url: String,
+        fetched: i64,
+        text: String,
+    }
+    let loopback = ["http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://localhost/", "http://[::1]"];
+    if !url.starts_with("https://") && !loopback.iter().any(|l| url.starts_with(l)) {
+        return Err(format!("auth-saml config: idp_metadata_url {url:?} must be https (its certificates are trusted as they come)"));
+    }
+    let now = time::now();
+    let kept = kv::get_json::<Kept>("idp-metadata")?.filter(|k| k.url == url);
+    if let Some(k) = &kept
+        && now - k.fetched < refresh
+    {
+        return Ok(k.text.clone());
+    }
+    let fetched = http::get(url).map_err(|e| e.0).and_then(|answer| match answer.status {
+        200 => Ok(answer.text()),
+        status => Err(format!("it answered {status}")),
+    });
+    match (fetched, kept) {
+        (Ok(text), _) => {
+            kv::set_json("idp-metadata", &Kept { url: url.to_string(), fetched: now, text: text.clone() })?;
+            Ok(text)
+        }
+        (Err(e), Some(k)) => {
+            log::warn(&format!("cannot fetch the idp metadata from {url} ({e}); using the copy fetched at {}", time::format(k.fetched)));
+            Ok(k.text)
+        }
+        (Err(e), None) => Err(format!("auth-saml: cannot fetch the idp metadata from {url}: {e}")),
     }
 }
 
@@ -258,13 +298,7 @@ impl AuthScheme for Saml {
         let config: Config = serde_json::from_value(config).map_err(|e| format!("auth-saml config: {e}"))?;
         let metadata_text = match (&config.idp_metadata, &config.idp_metadata_url) {
             (Some(text), None) => text.clone(),
-            (None, Some(url)) => {
-                let answer = http::get(url).map_err(|e| format!("auth-saml: cannot fetch the idp metadata from {url}: {}", e.0))?;
-                if answer.status != 200 {
-                    return Err(format!("auth-saml: the idp metadata at {url} answered {}", answer.status));
-                }
-                answer.text()
-            }
+            (None, Some(url)) => idp_metadata_from(url, config.idp_metadata_refresh_secs as i64)?,
             _ => return Err("auth-saml config: give exactly one of idp_metadata, idp_metadata_file or idp_metadata_url".into()),
         };
         let idp = sp::read_idp_metadata(&metadata_text, config.idp_entity_id.as_deref())?;
@@ -282,28 +316,23 @@ impl AuthScheme for Saml {
                 return Err(format!("auth-saml config: {name} must be an http(s) URL"));
             }
         }
-        if config.sp_entity_id.is_empty() || config.request_timeout_secs == 0 || config.max_pending_requests == 0 {
-            return Err("auth-saml config: sp_entity_id, request_timeout_secs and max_pending_requests must be set".into());
+        if config.sp_entity_id.is_empty() || config.request_timeout_secs == 0 {
+            return Err("auth-saml config: sp_entity_id and request_timeout_secs must be set".into());
         }
         let metadata = sp::metadata(&config.sp_entity_id, &config.acs_url, keys.as_ref(), sign_requests, config.require_signed_assertion);
-        Ok(Saml { config, idp, keys, sign_requests, metadata, swept_at: Cell::new(i64::MIN / 2), pending: Cell::new(0) })
+        let key = requests::Key::load().map_err(|e| format!("auth-saml: {e}"))?;
+        Ok(Saml { config, idp, keys, sign_requests, metadata, key: RefCell::new(key), swept_at: Cell::new(i64::MIN / 2) })
     }
 
     fn info(&self) -> Result<SchemeInfo, AuthError> {
         let now = time::now();
-        self.sweep(now)?;
-        if self.pending.get() >= self.config.max_pending_requests {
-            return Err(internal("too many logins are waiting for the identity provider; try again in a few minutes".into()));
-        }
-        let id = new_id()?;
-        let key = if self.sign_requests { self.keys.as_ref().map(|k| &k.key) } else { None };
-        let request = sp::authn_request(&id, now, &self.config.sp_entity_id, &self.config.acs_url, &self.idp, key).map_err(internal)?;
         let timeout = self.config.request_timeout_secs as i64;
-        let pending = Pending { expires: now + timeout, email: None, groups: Vec::new(), refused: None };
-        kv::set_json(&request_key(&request.id), &pending).map_err(internal)?;
-        self.pending.set(self.pending.get() + 1);
+        let (id, request_id) = self.key.borrow().start(now + timeout).map_err(internal)?;
+        let key = if self.sign_requests { self.keys.as_ref().map(|k| &k.key) } else { None };
+        let request = sp::authn_request(&id, now, &self.config.sp_entity_id, &self.config.acs_url, &self.idp, self.config.force_authn, key)
+            .map_err(internal)?;
         let data = serde_json::json!({
-            "request_id": request.id,
+            "request_id": request_id,
             "saml_request": request.encoded,
             "url": request.url,
             "request_timeout": timeout.to_string(),
@@ -312,25 +341,31 @@ impl AuthScheme for Saml {
     }
 
     fn authenticate(&self, params: &Params) -> Result<Login, AuthError> {
-        let Some(id) = params.get("request_id").filter(|id| !id.is_empty()) else {
+        let Some(request_id) = params.get("request_id").filter(|id| !id.is_empty()) else {
             return Err(AuthError::InvalidInput("You must provide RequestID to login".into()));
         };
         let now = time::now();
-        let key = request_key(id);
-        let pending = match kv::get_json::<Pending>(&key).map_err(internal)? {
-            Some(p) if p.expires > now => p,
-            _ => return Err(AuthError::InvalidInput("request not found or expired".into())),
-        };
-        if let Some(reason) = pending.refused {
-            kv::delete(&key).map_err(internal)?;
-            return Err(AuthError::Unauthorized(reason));
+        let gone = || AuthError::InvalidInput("request not found or expired".into());
+        let id = self.keyed(|k| k.claimed(request_id).map(str::to_string)).ok_or_else(gone)?;
+        if self.keyed(|k| k.authn_expiry(&id)).is_none_or(|expires| expires <= now) {
+            return Err(gone());
         }
-        let Some(email) = pending.email else {
+        let key = requests::done_key(&id);
+        let Some(done) = kv::get_json::<requests::Done>(&key).map_err(internal)? else {
             return Err(AuthError::InvalidInput("Waiting credentials from IDP".into()));
         };
-        // A request gives one session.
-        kv::delete(&key).map_err(internal)?;
-        Ok(Login { email, groups: Some(pending.groups), create: self.config.create_users })
+        if done.consumed {
+            return Err(gone());
+        }
+        // A login gives one session; the record stays, consumed, so a late
+        // second answer to the same request is refused.
+        let consumed = requests::Done { expires: done.expires, email: None, groups: Vec::new(), refused: None, consumed: true };
+        kv::set_json(&key, &consumed).map_err(internal)?;
+        if let Some(reason) = done.refused {
+            return Err(AuthError::Unauthorized(reason));
+        }
+        let email = done.email.ok_or_else(gone)?;
+        Ok(Login { email, groups: Some(done.groups), create: self.config.create_users })
     }
 
     fn callback(&self, params: &Params) -> Result<(), AuthError> {

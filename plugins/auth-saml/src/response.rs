@@ -79,23 +79,32 @@ pub fn check(doc: &Document, expect: &Expect) -> Result<Proven, String> {
         ([assertion], []) => assertion_facts(*assertion, response_signed, expect)?,
         ([], [sealed]) => {
             let key = expect.sp_key.ok_or("the assertion is encrypted, but no sp_key is configured to decrypt it")?;
-            let text = xmlenc::decrypt(*sealed, key)?;
-            // The plaintext may use prefixes declared around it.
-            let mut wrapped = String::from("<decrypted");
-            for ns in sealed.namespaces() {
-                if let Some(prefix) = ns.name() {
-                    wrapped.push_str(&format!(" xmlns:{prefix}=\"{}\"", xml::escape(ns.uri())));
+            let text = xmlenc::decrypt(*sealed, key, response_signed)?;
+            // The plaintext declares its own prefixes (as xmlsec writes it);
+            // if not, only the prefix of the EncryptedAssertion itself is lent.
+            let wrapped;
+            let inner = match xml::parse(&text) {
+                Ok(doc) => doc,
+                Err(_) => {
+                    let source = sealed.document().input_text().get(sealed.range().start + 1..).unwrap_or("");
+                    let qname = source.split(|c: char| c.is_ascii_whitespace() || c == '>' || c == '/').next().unwrap_or("");
+                    let Some((prefix, _)) = qname.split_once(':') else {
+                        return Err("the decrypted assertion is not well-formed XML".into());
+                    };
+                    wrapped = format!("<decrypted xmlns:{prefix}=\"{ASSERTION}\">{text}</decrypted>");
+                    xml::parse(&wrapped)?
                 }
-            }
-            wrapped.push('>');
-            wrapped.push_str(&text);
-            wrapped.push_str("</decrypted>");
-            let inner = xml::parse(&wrapped)?;
+            };
             xml::ids_unique(&inner)?;
-            let mut elements = inner.root_element().children().filter(|n| n.is_element());
-            let assertion = match (elements.next(), elements.next()) {
-                (Some(a), None) if xml::is(a, ASSERTION, "Assertion") => a,
-                _ => return Err("the encrypted assertion does not hold one Assertion".into()),
+            let root = inner.root_element();
+            let assertion = if xml::is(root, ASSERTION, "Assertion") {
+                root
+            } else {
+                let mut elements = root.children().filter(|n| n.is_element());
+                match (elements.next(), elements.next()) {
+                    (Some(a), None) if xml::is(a, ASSERTION, "Assertion") => a,
+                    _ => return Err("the encrypted assertion does not hold one Assertion".into()),
+                }
             };
             assertion_facts(assertion, response_signed, expect)?
         }

@@ -117,18 +117,25 @@ pub fn metadata(entity_id: &str, acs_url: &str, keys: Option<&SpKeys>, sign_requ
     out
 }
 
-/// An AuthnRequest for the IdP: its ID, the deflated and base64 request
-/// (tsuru's `saml_request`) and the HTTP-Redirect URL, signed when `key`.
+/// An AuthnRequest for the IdP: the deflated and base64 request (tsuru's
+/// `saml_request`) and the HTTP-Redirect URL, signed when `key`.
 pub struct AuthnRequest {
-    pub id: String,
     pub encoded: String,
     pub url: String,
 }
 
-pub fn authn_request(id: &str, now: i64, sp_entity_id: &str, acs_url: &str, idp: &Idp, key: Option<&RsaPrivateKey>) -> Result<AuthnRequest, String> {
+pub fn authn_request(
+    id: &str,
+    now: i64,
+    sp_entity_id: &str,
+    acs_url: &str,
+    idp: &Idp,
+    force_authn: bool,
+    key: Option<&RsaPrivateKey>,
+) -> Result<AuthnRequest, String> {
     let xml = format!(
         "<samlp:AuthnRequest xmlns:samlp=\"{}\" xmlns:saml=\"{}\" ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{}\" \
-         Destination=\"{}\" AssertionConsumerServiceURL=\"{}\" ProtocolBinding=\"{POST}\">\
+         Destination=\"{}\" AssertionConsumerServiceURL=\"{}\" ProtocolBinding=\"{POST}\" ForceAuthn=\"{force_authn}\">\
          <saml:Issuer>{}</saml:Issuer>\
          <samlp:NameIDPolicy Format=\"urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified\" AllowCreate=\"true\"/>\
          </samlp:AuthnRequest>",
@@ -149,7 +156,7 @@ pub fn authn_request(id: &str, now: i64, sp_entity_id: &str, acs_url: &str, idp:
         query.push_str(&format!("&Signature={}", url_encode(&STANDARD.encode(signature))));
     }
     let separator = if idp.sso_url.contains('?') { '&' } else { '?' };
-    Ok(AuthnRequest { id: id.to_string(), encoded, url: format!("{}{separator}{query}", idp.sso_url) })
+    Ok(AuthnRequest { encoded, url: format!("{}{separator}{query}", idp.sso_url) })
 }
 
 /// Percent-encodes all but RFC 3986's unreserved characters.

@@ -44,7 +44,7 @@ pub fn parse(text: &str) -> Result<i64, String> {
     }
     let offset = match rest {
         "Z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && rest.as_bytes()[3] == b':' => {
             let sign = if rest.starts_with('-') { -1 } else { 1 };
             sign * (num(text.len() - 5..text.len() - 3)? * 3600 + num(text.len() - 2..text.len())? * 60)
         }
@@ -72,7 +72,7 @@ mod tests {
         assert_eq!(super::parse("2026-12-04T06:40:12.345Z").map(super::format).unwrap(), "2026-12-04T06:40:12Z");
         assert_eq!(super::parse("2026-12-04T08:40:12+02:00"), super::parse("2026-12-04T06:40:12Z"));
         assert_eq!(super::format(951_782_400), "2000-02-29T00:00:00Z");
-        for bad in ["2026-12-04 06:40:12Z", "2026-13-04T06:40:12Z", "2026-12-04T06:40:12", "x"] {
+        for bad in ["2026-12-04 06:40:12Z", "2026-13-04T06:40:12Z", "2026-12-04T06:40:12", "x", "2026-12-04T06:40:12+1€0", "2026-12-04T06:40:1€Z"] {
             assert!(super::parse(bad).is_err(), "{bad}");
         }
     }

@@ -17,13 +17,93 @@ pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 /// The most a SAML message may weigh once decoded.
 pub const MAX_DOCUMENT: usize = 512 * 1024;
 
-/// Parses a SAML document: no DTD (so no entity tricks), bounded size.
+/// Bounds on a document's shape, checked before it is parsed: the parser
+/// copies a scope's namespaces into each element that declares more, and
+/// canonicalisation recurses once per level.
+const MAX_DEPTH: usize = 64;
+const MAX_DECLARATIONS: usize = 4096;
+const MAX_DECLARATIONS_IN_SCOPE: usize = 128;
+const MAX_NAME: usize = 1024;
+
+/// Parses a SAML document: no DTD (so no entity tricks), bounded size,
+/// depth, namespace declarations and name lengths.
 pub fn parse(text: &str) -> Result<Document<'_>, String> {
     if text.len() > MAX_DOCUMENT {
         return Err(format!("the document is larger than {MAX_DOCUMENT} bytes"));
     }
+    guard(text)?;
     let options = ParsingOptions { allow_dtd: false, nodes_limit: 20_000 };
     Document::parse_with_options(text, options).map_err(|e| format!("not well-formed XML: {e}"))
+}
+
+fn is_xml_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// A scan of the markup (comments, CDATA and PIs skipped; quoted values
+/// respected) that refuses what would make parsing or canonicalising
+/// costly. Malformed input it lets through, the parser refuses.
+fn guard(text: &str) -> Result<(), String> {
+    let b = text.as_bytes();
+    let skip = |from: usize, end: &[u8]| -> usize {
+        text[from..].find(std::str::from_utf8(end).unwrap()).map_or(b.len(), |i| from + i + end.len())
+    };
+    let (mut i, mut total) = (0, 0);
+    let mut scopes: Vec<usize> = Vec::new();
+    while let Some(at) = text[i..].find('<').map(|o| i + o) {
+        let rest = &b[at..];
+        if rest.starts_with(b"<!--") {
+            i = skip(at, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = skip(at, b"]]>");
+        } else if rest.starts_with(b"<?") {
+            i = skip(at, b"?>");
+        } else if rest.starts_with(b"<!") {
+            return Err("a DOCTYPE is not accepted".into());
+        } else if rest.starts_with(b"</") {
+            scopes.pop();
+            i = skip(at, b">");
+        } else {
+            // A start tag: names, and declarations, outside quoted values.
+            let (mut j, mut quote, mut name, mut declarations) = (at + 1, 0u8, 0usize, 0usize);
+            while j < b.len() {
+                let c = b[j];
+                if quote != 0 {
+                    if c == quote {
+                        quote = 0;
+                    }
+                } else if c == b'"' || c == b'\'' {
+                    quote = c;
+                    name = 0;
+                } else if c == b'>' {
+                    break;
+                } else if is_xml_space(c) || c == b'=' || c == b'/' {
+                    name = 0;
+                } else {
+                    if name == 0 && b[j..].starts_with(b"xmlns") {
+                        declarations += 1;
+                    }
+                    name += 1;
+                    if name > MAX_NAME {
+                        return Err(format!("a name is longer than {MAX_NAME} bytes"));
+                    }
+                }
+                j += 1;
+            }
+            total += declarations;
+            if b.get(j.wrapping_sub(1)) != Some(&b'/') {
+                scopes.push(declarations);
+            }
+            let in_scope: usize = scopes.iter().sum();
+            if scopes.len() > MAX_DEPTH || total > MAX_DECLARATIONS || in_scope > MAX_DECLARATIONS_IN_SCOPE {
+                return Err(format!(
+                    "the document is nested deeper than {MAX_DEPTH} or declares more than {MAX_DECLARATIONS} namespaces ({MAX_DECLARATIONS_IN_SCOPE} in one scope)"
+                ));
+            }
+            i = j + 1;
+        }
+    }
+    Ok(())
 }
 
 pub fn is(node: Node, ns: &str, name: &str) -> bool {
@@ -78,26 +158,38 @@ pub fn ids_unique(doc: &Document) -> Result<(), String> {
     Ok(())
 }
 
-/// The prefix an element or attribute was written with (`None`: none).
-fn prefix_at<'i>(input: &'i str, qname_start: usize) -> Option<&'i str> {
-    let rest = &input[qname_start..];
-    let end = rest.find(|c: char| c.is_whitespace() || matches!(c, '>' | '/' | '=')).unwrap_or(rest.len());
-    rest[..end].split_once(':').map(|(p, _)| p)
+/// The qualified name starting at `start` of the source, as written: its
+/// end is XML whitespace, `>`, `/` or `=` (not any Unicode space: U+1680
+/// is a name character). It must end with `local`, the parser's name.
+fn qname_at<'i>(input: &'i str, start: usize, local: &str) -> Result<&'i str, String> {
+    let rest = input.get(start..).ok_or("a name is cut")?;
+    let end = rest.bytes().position(|c| is_xml_space(c) || matches!(c, b'>' | b'/' | b'=')).unwrap_or(rest.len());
+    let qname = &rest[..end];
+    let ok = match qname.split_once(':') {
+        Some((_, name)) => name == local,
+        None => qname == local,
+    };
+    if ok { Ok(qname) } else { Err(format!("the name {qname:?} is not what it parsed as ({local:?})")) }
 }
 
-fn element_prefix<'i>(node: Node<'_, 'i>) -> Option<&'i str> {
-    // The range of an element starts at its `<`.
-    prefix_at(node.document().input_text(), node.range().start + 1)
+fn prefix_of(qname: &str) -> &str {
+    qname.split_once(':').map_or("", |(p, _)| p)
 }
+
+/// The most prefixes an InclusiveNamespaces PrefixList may name.
+pub const MAX_INCLUSIVE: usize = 32;
 
 /// Exclusive XML canonicalisation of `apex` and its subtree, without
 /// comments, leaving out the subtree `exclude` (the enveloped-signature
 /// transform). `inclusive` is the transform's InclusiveNamespaces
 /// PrefixList (`#default` for the default namespace).
-pub fn exc_c14n(apex: Node, exclude: Option<NodeId>, inclusive: &[String]) -> String {
+pub fn exc_c14n(apex: Node, exclude: Option<NodeId>, inclusive: &[String]) -> Result<String, String> {
+    if inclusive.len() > MAX_INCLUSIVE {
+        return Err(format!("an InclusiveNamespaces PrefixList names more than {MAX_INCLUSIVE} prefixes"));
+    }
     let mut out = String::with_capacity(apex.range().len());
-    element(&mut out, apex, &[], exclude, inclusive);
-    out
+    element(&mut out, apex, &[], exclude, inclusive)?;
+    Ok(out)
 }
 
 /// Namespace declarations (prefix, uri) that the output has in scope.
@@ -107,16 +199,19 @@ fn rendered_uri<'r>(rendered: &'r Rendered, prefix: &str) -> Option<&'r str> {
     rendered.iter().rev().find(|(p, _)| p == prefix).map(|(_, u)| u.as_str())
 }
 
-fn element(out: &mut String, node: Node, rendered: &Rendered, exclude: Option<NodeId>, inclusive: &[String]) {
+fn element(out: &mut String, node: Node, rendered: &Rendered, exclude: Option<NodeId>, inclusive: &[String]) -> Result<(), String> {
     let input = node.document().input_text();
-    let own_prefix = element_prefix(node).unwrap_or("");
+    // The range of an element starts at its `<`.
+    let qname = qname_at(input, node.range().start + 1, node.tag_name().name())?;
+    let mut attributes: Vec<(&str, &str, &str, &str)> = Vec::new();
+    for a in node.attributes() {
+        attributes.push((a.namespace().unwrap_or(""), a.name(), qname_at(input, a.range_qname().start, a.name())?, a.value()));
+    }
     // The prefixes this element visibly uses, plus the inclusive ones.
-    let mut wanted: Vec<&str> = vec![own_prefix];
-    for attr in node.attributes() {
-        if let Some(p) = prefix_at(input, attr.range_qname().start)
-            && p != "xml"
-            && !wanted.contains(&p)
-        {
+    let mut wanted: Vec<&str> = vec![prefix_of(qname)];
+    for (_, _, attribute, _) in &attributes {
+        let p = prefix_of(attribute);
+        if !p.is_empty() && p != "xml" && !wanted.contains(&p) {
             wanted.push(p);
         }
     }
@@ -137,20 +232,14 @@ fn element(out: &mut String, node: Node, rendered: &Rendered, exclude: Option<No
                 None => continue,
             }
         };
-        let before = rendered_uri(rendered, prefix).unwrap_or("");
-        let shown = rendered_uri(rendered, prefix).is_some();
-        if (shown && before == uri) || (!shown && prefix.is_empty() && uri.is_empty()) {
+        let before = rendered_uri(rendered, prefix);
+        if before == Some(uri) || (before.is_none() && prefix.is_empty() && uri.is_empty()) {
             continue;
         }
         declarations.push((prefix.to_string(), uri.to_string()));
     }
     declarations.sort();
 
-    let qname_end = input[node.range().start + 1..]
-        .find(|c: char| c.is_whitespace() || matches!(c, '>' | '/'))
-        .map(|i| node.range().start + 1 + i)
-        .unwrap_or(input.len());
-    let qname = &input[node.range().start + 1..qname_end];
     out.push('<');
     out.push_str(qname);
     for (prefix, uri) in &declarations {
@@ -164,14 +253,10 @@ fn element(out: &mut String, node: Node, rendered: &Rendered, exclude: Option<No
         escape_attribute(out, uri);
         out.push('"');
     }
-    let mut attributes: Vec<(&str, &str, &str, &str)> = node
-        .attributes()
-        .map(|a| (a.namespace().unwrap_or(""), a.name(), &input[a.range_qname()], a.value()))
-        .collect();
     attributes.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    for (_, _, qname, value) in attributes {
+    for (_, _, attribute, value) in attributes {
         out.push(' ');
-        out.push_str(qname);
+        out.push_str(attribute);
         out.push_str("=\"");
         escape_attribute(out, value);
         out.push('"');
@@ -185,7 +270,7 @@ fn element(out: &mut String, node: Node, rendered: &Rendered, exclude: Option<No
             continue;
         }
         if child.is_element() {
-            element(out, child, &scope, exclude, inclusive);
+            element(out, child, &scope, exclude, inclusive)?;
         } else if child.is_text() {
             escape_text(out, child.text().unwrap_or_default());
         } else if let Some(pi) = child.pi() {
@@ -201,6 +286,7 @@ fn element(out: &mut String, node: Node, rendered: &Rendered, exclude: Option<No
     out.push_str("</");
     out.push_str(qname);
     out.push('>');
+    Ok(())
 }
 
 fn escape_text(out: &mut String, text: &str) {
@@ -244,7 +330,7 @@ mod tests {
         let doc = parse(xml).unwrap();
         let apex = doc.root_element();
         let exclude = exclude_name.and_then(|n| apex.descendants().find(|d| d.tag_name().name() == n)).map(|n| n.id());
-        exc_c14n(apex, exclude, &[])
+        exc_c14n(apex, exclude, &[]).unwrap()
     }
 
     #[test]
@@ -272,6 +358,29 @@ mod tests {
     fn text_is_every_text_child_however_comments_split_it() {
         let doc = parse("<v> alice@example.com<!---->.evil.com<?pi x?>.org </v>").unwrap();
         assert_eq!(text(doc.root_element()), "alice@example.com.evil.com.org");
+    }
+
+    #[test]
+    fn a_unicode_space_in_a_name_is_part_of_the_name() {
+        // U+1680 is whitespace to Rust but a name character to XML: the
+        // element is `AttributeStatement\u{1680}x`, not `AttributeStatement`.
+        let xml = "<r xmlns:s=\"urn:s\"><s:AttributeStatement\u{1680}x a=\"1\"/></r>";
+        assert_eq!(c14n(xml, None), "<r><s:AttributeStatement\u{1680}x xmlns:s=\"urn:s\" a=\"1\"></s:AttributeStatement\u{1680}x></r>");
+    }
+
+    #[test]
+    fn costly_shapes_are_refused_before_parsing() {
+        let deep = "<a>".repeat(65) + &"</a>".repeat(65);
+        assert!(parse(&deep).unwrap_err().contains("nested deeper"));
+        let fine = "<a>".repeat(64) + "<b/><![CDATA[<<<]]><!-- <x> -->" + &"</a>".repeat(64);
+        assert!(parse(&fine).is_ok());
+        let scoped: String = (0..129).map(|i| format!("<e xmlns:p{i}=\"u\">")).collect::<String>() + &"</e>".repeat(129);
+        assert!(parse(&scoped).is_err());
+        let siblings = format!("<r>{}</r>", (0..2000).map(|i| format!("<e xmlns:p{i}=\"u\"/>")).collect::<String>());
+        assert!(parse(&siblings).is_ok());
+        let long = format!("<r a{}=\"1\"/>", "é".repeat(600));
+        assert!(parse(&long).unwrap_err().contains("longer than"));
+        assert!(parse("<r a='>' b=\"/>\"><c/></r>").is_ok());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Encrypted assertions (<https://www.w3.org/TR/xmlenc-core1/>): the key
 //! comes wrapped with RSA-OAEP to the service provider's key, the assertion
 //! is AES-CBC or AES-GCM. RSA PKCS#1 v1.5 key transport is refused. Every
-//! failure reads the same, so the answers leak nothing about padding.
+//! failure reads the same, so the answers leak nothing about padding; and
+//! CBC, which a changed ciphertext still decrypts, is accepted only inside
+//! a signed response (the caller says), so no one can probe it.
 
 use aes::cipher::{BlockDecryptMut, KeyIvInit, block_padding::NoPadding};
 use aes_gcm::aead::{Aead, KeyInit};
@@ -15,10 +17,14 @@ use crate::xml::{self, DSIG, XENC, XENC11};
 
 const FAILED: &str = "the encrypted assertion cannot be decrypted with this service provider's key";
 
-/// The plaintext of `encrypted` (an `EncryptedAssertion`): the assertion's XML.
-pub fn decrypt(encrypted: Node, key: &RsaPrivateKey) -> Result<String, String> {
+/// The plaintext of `encrypted` (an `EncryptedAssertion`): the assertion's
+/// XML. `allow_cbc`: the ciphertext is covered by a verified signature.
+pub fn decrypt(encrypted: Node, key: &RsaPrivateKey, allow_cbc: bool) -> Result<String, String> {
     let data = xml::only_child(encrypted, XENC, "EncryptedData")?;
     let cipher = xml::only_child(data, XENC, "EncryptionMethod")?.attribute("Algorithm").unwrap_or("").to_string();
+    if cipher.ends_with("-cbc") && !allow_cbc {
+        return Err("an assertion encrypted with AES-CBC is accepted only in a signed response (or use AES-GCM)".into());
+    }
     let wrapped = match xml::optional_child(data, DSIG, "KeyInfo")?.map(|k| xml::optional_child(k, XENC, "EncryptedKey")).transpose()?.flatten() {
         Some(k) => k,
         None => xml::only_child(encrypted, XENC, "EncryptedKey")?,
