@@ -100,7 +100,7 @@ fn guard(text: &str) -> Result<(), String> {
                     "the document is nested deeper than {MAX_DEPTH} or declares more than {MAX_DECLARATIONS} namespaces ({MAX_DECLARATIONS_IN_SCOPE} in one scope)"
                 ));
             }
-            i = j + 1;
+            i = (j + 1).min(b.len());
         }
     }
     Ok(())
@@ -381,6 +381,9 @@ mod tests {
         let long = format!("<r a{}=\"1\"/>", "é".repeat(600));
         assert!(parse(&long).unwrap_err().contains("longer than"));
         assert!(parse("<r a='>' b=\"/>\"><c/></r>").is_ok());
+        for cut in ["<r", "<r a=\"", "<r><!--", "<r><![CDATA[", "<r></r", "<"] {
+            assert!(parse(cut).is_err(), "{cut}");
+        }
     }
 
     #[test]
