@@ -694,3 +694,51 @@ backends! {
         t.stop().await;
     }
 }
+
+backends! {
+    async fn a_deploy_canceled_while_it_builds_stops_at_its_next_step(b) {
+        let Some(nodes) = nodes() else { return };
+        let _shared = ENGINES.read().await;
+        images(&nodes).await;
+        let t = TestServer::start_with(Options::new(b)).await;
+        t.team("t1").await;
+        let pool = unique("cx", b);
+        t.req("POST", "/1.0/pools").admin().form(&[("name", pool.as_str()), ("provisioner", "docker")]).send().await.expect(201, "");
+        let r = add_node(&t, &nodes[0], &pool).await;
+        assert_eq!(stream_errors(&r.body), Vec::<String>::new(), "{}", r.body);
+        let app = unique("cancel", b);
+        let host = format!("{app}.apps.test");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", app.as_str()), ("teamOwner", "t1"), ("pool", pool.as_str())]).send().await.expect_status(201);
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("image", "torii-test/httpd:1")]).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+
+        // A build that takes a while, canceled as soon as it starts.
+        let slow = httpd_dockerfile("hello from the slow build").replace("RUN mkdir", "RUN sleep 3 && mkdir");
+        let started = t.client.post(format!("{}/1.0/apps/{app}/deploy", t.base)).bearer_auth(&t.admin_token).form(&[("dockerfile", slow.as_str())]).send().await.unwrap();
+        let id = started.headers()["x-tsuru-eventid"].to_str().unwrap().to_string();
+        let running = t.req("GET", &format!("/1.1/events/{id}")).admin().send().await.json();
+        assert_eq!((&running["Running"], &running["Cancelable"], &running["AllowedCancel"]["Scheme"]), (&json!(true), &json!(true), &json!("app.update.events")));
+        let dev = t.user("dev@example.com").await;
+        t.req("POST", &format!("/1.1/events/{id}/cancel")).token(&dev).form(&[("reason", "mine now")]).send().await.expect_status(403);
+        t.req("POST", &format!("/1.1/events/{id}/cancel")).admin().form(&[("reason", "changed my mind")]).send().await.expect(204, "");
+        let body = started.text().await.unwrap();
+        assert!(body.contains("---- ERROR during deploy: ----\ncanceled by user request\n") && !body.ends_with("\nOK\n"), "{body}");
+
+        let e = t.req("GET", &format!("/1.1/events/{id}")).admin().send().await.json();
+        assert_eq!((&e["Running"], &e["Error"]), (&json!(false), &json!("canceled by user request")));
+        let info = &e["CancelInfo"];
+        assert_eq!((&info["Asked"], &info["Canceled"], &info["Reason"], &info["Owner"]), (&json!(true), &json!(true), &json!("changed my mind"), &json!(crate::support::ADMIN)));
+        assert_ne!(info["AckTime"], "0001-01-01T00:00:00Z");
+        t.req("POST", &format!("/1.1/events/{id}/cancel")).admin().form(&[("reason", "again")]).send().await.expect_error(400, "event is not cancelable");
+        // Nothing was recorded: version 1 still serves, and the next deploy is version 2.
+        assert_eq!(t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json()["deploys"], 1);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("image", "torii-test/httpd:2")]).send().await;
+        assert!(r.body.contains("torii/app-") && r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v2\n".into()));
+
+        let r = t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        t.stop().await;
+    }
+}

@@ -780,6 +780,22 @@ pub(super) async fn app_event(
     record_allowed(server, Some(caller), ip, kind, Target::new("app", &app.name), data, allowed).await
 }
 
+/// [`app_event`] for work that stops at its next step when canceled
+/// (deploys and builds, as tsuru's): holders of `app.update.events` on the
+/// app may cancel it.
+pub(super) async fn cancelable_app_event(
+    server: &Arc<Server>,
+    caller: &crate::auth::Identity,
+    ip: &ClientIp,
+    kind: &str,
+    app: &AppRecord,
+    data: Value,
+) -> ApiResult<crate::events::RunningEvent> {
+    let allowed = Allowed::new("app.read.events", app_contexts(app));
+    let cancel = Allowed::new("app.update.events", app_contexts(app));
+    super::events::record_cancelable(server, Some(caller), ip, kind, Target::new("app", &app.name), data, allowed, cancel).await
+}
+
 /// `PUT /apps/{app}`: each given field needs its own permission; the answer
 /// is an x-json-stream (restart output once provisioners run units).
 async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {

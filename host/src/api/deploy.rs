@@ -2,7 +2,7 @@
 //! permissions by source kind, and tsuru's raw text stream ending in `OK`.
 //! The pipeline itself is `crate::deploy`.
 
-use super::apps::{AppTarget, app_contexts, app_event};
+use super::apps::{AppTarget, app_contexts, app_event, cancelable_app_event};
 use super::provision::api_error;
 use crate::apps::{Quiet, change, converge, provisioner_of};
 use super::params::Params;
@@ -120,7 +120,7 @@ async fn rollback(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
         return Err(ApiError::bad_request(format!("invalid version {image:?}: app {:?} has no such version", app.name)));
     };
     let data = json!({"app": app.name, "image": image, "origin": "rollback", "kind": "rollback"});
-    let event = app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
+    let event = cancelable_app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
     Ok(super::stream::json_stream(axum::http::StatusCode::OK, KEEPALIVE, move |w| async move {
         let result = async {
             if !target.disabled_reason.is_empty() {
@@ -132,6 +132,9 @@ async fn rollback(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
             let candidate = crate::plugin::provisioner::app_version(target.version, &target.digest, &target.processes, true, 100);
             let view = server.store.app_view(&app.name).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("App {} not found.", app.name))?;
             provisioner.prepare(crate::plugin::provisioner::app_state(&view), candidate).await.map_err(|e| e.to_string())?;
+            if server.events.acknowledge_cancel(event.id()).await.map_err(|e| e.to_string())? {
+                return Err(DeployError::Canceled.to_string());
+            }
             converge(&server, &app.name, &w, |d| change::route_only(d, target.version)).await.map_err(|e| e.message)?;
             event.set_end_data(json!({"image": image_name(&app.name, target.version)}));
             w.message(&format!("---- Version {} of app {:?} is serving all its traffic ----\n", target.version, app.name)).await;
@@ -373,7 +376,7 @@ async fn deploy(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
     }
     let data = source_data(json!({"app": app.name, "message": input.field("message")}), &src);
     let provisioner = provisioner_of(&server, &app).await?.name().to_string();
-    let event = app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
+    let event = cancelable_app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
     let event_id = event.id().to_string();
     let headers = [("x-tsuru-eventid", event_id.clone())];
     Ok(text_stream(KEEPALIVE, &headers, move |out| async move {
@@ -408,7 +411,7 @@ async fn build(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Ap
     caller.require("app.build", &app_contexts(&app))?;
     let data = source_data(json!({"app": app.name, "tag": tag}), &src);
     let provisioner = provisioner_of(&server, &app).await?.name().to_string();
-    let event = app_event(&server, &caller, &ip, "app.build", &app, data).await?;
+    let event = cancelable_app_event(&server, &caller, &ip, "app.build", &app, data).await?;
     let event_id = event.id().to_string();
     let headers = [("x-tsuru-eventid", event_id.clone())];
     Ok(text_stream(KEEPALIVE, &headers, move |out| async move {
@@ -456,7 +459,7 @@ async fn rebuild(State(server): AppState, Caller(caller): Caller, ip: ClientIp, 
     };
     let provisioner = provisioner_of(&server, &app).await?.name().to_string();
     let data = json!({"app": app.name, "origin": origin, "kind": "rebuild"});
-    let event = app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
+    let event = cancelable_app_event(&server, &caller, &ip, "app.deploy", &app, data).await?;
     let event_id = event.id().to_string();
     Ok(super::stream::json_stream(axum::http::StatusCode::OK, KEEPALIVE, move |w| async move {
         let result = async {

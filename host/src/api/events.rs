@@ -86,6 +86,29 @@ pub async fn record_allowed(
     data: Value,
     allowed: Allowed,
 ) -> ApiResult<RunningEvent> {
+    start_event(server, event_spec(caller, ip, kind, target, data, allowed)).await
+}
+
+/// [`record_allowed`] for work that checks for a cancel between its steps
+/// (`POST /1.1/events/{id}/cancel` by a holder of `allowed_cancel`).
+#[allow(clippy::too_many_arguments)]
+pub async fn record_cancelable(
+    server: &Arc<Server>,
+    caller: Option<&Identity>,
+    ip: &ClientIp,
+    kind: &str,
+    target: Target,
+    data: Value,
+    allowed: Allowed,
+    allowed_cancel: Allowed,
+) -> ApiResult<RunningEvent> {
+    let mut spec = event_spec(caller, ip, kind, target, data, allowed);
+    spec.cancelable = true;
+    spec.allowed_cancel = Some(allowed_cancel);
+    start_event(server, spec).await
+}
+
+fn event_spec(caller: Option<&Identity>, ip: &ClientIp, kind: &str, target: Target, data: Value, allowed: Allowed) -> EventSpec {
     let owner = match caller.map(|c| &c.subject) {
         Some(Subject::User { email }) => Owner::User(email.clone()),
         Some(Subject::TeamToken { token_id, .. }) => Owner::Token(token_id.clone()),
@@ -93,7 +116,7 @@ pub async fn record_allowed(
         // Anonymous requests (open registration, password reset) act on their own user.
         None => Owner::User(target.value.clone()),
     };
-    let spec = EventSpec {
+    EventSpec {
         allowed,
         target,
         kind: kind.into(),
@@ -104,7 +127,10 @@ pub async fn record_allowed(
         cancelable: false,
         start_custom: data,
         lock: true,
-    };
+    }
+}
+
+async fn start_event(server: &Arc<Server>, spec: EventSpec) -> ApiResult<RunningEvent> {
     // Operations on an app wait up to 10 s for another one to finish, as tsuru's do.
     let patience = if spec.target.kind == "app" { APP_LOCK_PATIENCE } else { Duration::ZERO };
     let deadline = Instant::now() + patience;

@@ -75,6 +75,9 @@ pub enum DeployError {
     Blob(std::io::Error),
     #[error("cannot record the version: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// Someone canceled the deploy's event (`tsuru event cancel`).
+    #[error("canceled by user request")]
+    Canceled,
 }
 
 /// What decompressing an upload may produce in all (every entry counted,
@@ -225,16 +228,72 @@ pub async fn deploy_component(
         &digest[..12]
     ))
     .await;
-    let known = server.apps.blobs.contains(&digest).await;
-    server.apps.blobs.put(&artifact.component).await.map_err(DeployError::Blob)?;
-    if let Err(e) = prepare(server, provisioner, app, &digest, &artifact.processes, how, out).await {
-        if !known {
-            // Nothing refers to bytes that never passed the checks.
-            let _ = server.apps.blobs.remove(&digest).await;
+    let stored = Stored::put(server, &artifact.component).await?;
+    let version = Version { artifact: &digest, processes: &artifact.processes, outbound: &artifact.outbound };
+    prepare_and_record(server, provisioner, app, version, Some(stored), event_id, how, out).await
+}
+
+/// Bytes put in the blob store for a version not recorded yet, and whether
+/// they were there before (then something else may refer to them).
+struct Stored {
+    digest: String,
+    known: bool,
+}
+
+impl Stored {
+    async fn put(server: &Server, bytes: &[u8]) -> Result<Stored, DeployError> {
+        let digest = Blobs::digest(bytes);
+        let known = server.apps.blobs.contains(&digest).await;
+        server.apps.blobs.put(bytes).await.map_err(DeployError::Blob)?;
+        Ok(Stored { digest, known })
+    }
+
+    /// Nothing refers to bytes that never became a version.
+    async fn forget(self, server: &Server) {
+        if !self.known {
+            let _ = server.apps.blobs.remove(&self.digest).await;
+        }
+    }
+}
+
+/// What a new version is made of.
+struct Version<'a> {
+    artifact: &'a str,
+    processes: &'a [String],
+    outbound: &'a [String],
+}
+
+/// The steps every deploy ends with: the provisioner checks (or builds) the
+/// version, then it is recorded and served through the converge path.
+/// Before each step, a cancel asked of the deploy's event stops it there:
+/// nothing is recorded yet, so nothing needs undoing but `stored`.
+#[allow(clippy::too_many_arguments)]
+async fn prepare_and_record(
+    server: &Server,
+    provisioner: &Provisioner,
+    app: &str,
+    version: Version<'_>,
+    stored: Option<Stored>,
+    event_id: &str,
+    how: NewVersion,
+    out: &impl Progress,
+) -> Result<i64, DeployError> {
+    let steps = async {
+        stop_if_canceled(server, event_id).await?;
+        prepare(server, provisioner, app, version.artifact, version.processes, how, out).await?;
+        stop_if_canceled(server, event_id).await
+    };
+    if let Err(e) = steps.await {
+        if let Some(stored) = stored {
+            stored.forget(server).await;
         }
         return Err(e);
     }
-    record(server, app, &digest, &artifact.processes, &artifact.outbound, event_id, how, out).await
+    record(server, app, version.artifact, version.processes, version.outbound, event_id, how, out).await
+}
+
+async fn stop_if_canceled(server: &Server, event_id: &str) -> Result<(), DeployError> {
+    if server.events.acknowledge_cancel(event_id).await? { Err(DeployError::Canceled) } else { Ok(()) }
 }
 
 /// Refuses `outbound` (a version's `allowed_outbound_hosts`) when it goes
@@ -273,8 +332,8 @@ pub async fn deploy_image(
 ) -> Result<i64, DeployError> {
     out.line(format!("---- Deploying image {image} ----\n")).await;
     let processes = ["web".to_string()];
-    prepare(server, provisioner, app, image, &processes, how, out).await?;
-    record(server, app, image, &processes, &[], event_id, how, out).await
+    let version = Version { artifact: image, processes: &processes, outbound: &[] };
+    prepare_and_record(server, provisioner, app, version, None, event_id, how, out).await
 }
 
 /// The artifact of a version built from a build context in the blob store:
@@ -433,18 +492,11 @@ pub async fn deploy_build(
     how: NewVersion,
     out: &impl Progress,
 ) -> Result<i64, DeployError> {
-    let digest = Blobs::digest(&context);
     out.line(format!("---- Building the app's image ({} KiB of context) ----\n", context.len().div_ceil(1024))).await;
-    let known = server.apps.blobs.contains(&digest).await;
-    server.apps.blobs.put(&context).await.map_err(DeployError::Blob)?;
-    let artifact = build_artifact(&digest);
-    if let Err(e) = prepare(server, provisioner, app, &artifact, processes, how, out).await {
-        if !known {
-            let _ = server.apps.blobs.remove(&digest).await;
-        }
-        return Err(e);
-    }
-    record(server, app, &artifact, processes, &[], event_id, how, out).await
+    let stored = Stored::put(server, &context).await?;
+    let artifact = build_artifact(&stored.digest);
+    let version = Version { artifact: &artifact, processes, outbound: &[] };
+    prepare_and_record(server, provisioner, app, version, Some(stored), event_id, how, out).await
 }
 
 /// Deploys what `version` was made from again, as the next version

@@ -152,6 +152,33 @@ impl Events {
         self.expire
     }
 
+    /// Whether someone asked to cancel the running event `id` (a cancelable
+    /// one): the work calls it between its steps and, when it answers true,
+    /// stops there. The cancel is acknowledged (`AckTime`, `Canceled`) as it
+    /// is seen. Always false for events that cannot be canceled.
+    pub async fn acknowledge_cancel(&self, id: &str) -> Result<bool, StoreError> {
+        // Two tries: the info may change under us once (a cancel asked, or
+        // acknowledged by another check of the same work).
+        for _ in 0..2 {
+            let Some(text) = self.store.running_cancel_info(id).await? else {
+                return Ok(false);
+            };
+            let mut info: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if info["Asked"] != true {
+                return Ok(false);
+            }
+            if info["Canceled"] == true {
+                return Ok(true);
+            }
+            info["AckTime"] = serde_json::Value::String(crate::api::time_json(now_millis()));
+            info["Canceled"] = serde_json::Value::Bool(true);
+            if self.store.swap_cancel_info(id, &text, &info.to_string()).await? {
+                return Ok(true);
+            }
+        }
+        Ok(true)
+    }
+
     /// Records the start of an event, taking its target's lock if asked.
     pub async fn start(self: &Arc<Self>, spec: EventSpec) -> Result<RunningEvent, EventError> {
         if let Some(block) = self.store.blocks(Some(true)).await?.iter().find(|b| blocks::matches(b, &spec)) {

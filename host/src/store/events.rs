@@ -355,6 +355,26 @@ impl Store {
 impl Store {
     /// Records a cancel request on a running, cancelable event. `Ok(false)`
     /// when one was already requested.
+    /// The cancel info of `id` while it runs and may be canceled.
+    pub async fn running_cancel_info(&self, id: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT cancel_info FROM events WHERE id = $1 AND running = 1 AND cancelable = 1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("cancel_info")).transpose()?)
+    }
+
+    /// Replaces `id`'s cancel info with `new` if it is still `old`.
+    pub async fn swap_cancel_info(&self, id: &str, old: &str, new: &str) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE events SET cancel_info = $1 WHERE id = $2 AND cancel_info = $3")
+            .bind(new)
+            .bind(id)
+            .bind(old)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn request_cancel(&self, id: &str, cancel_info: &str) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE events SET cancel_info = $1 WHERE id = $2 AND running = 1 AND cancelable = 1 \
