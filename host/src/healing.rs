@@ -24,7 +24,8 @@ pub const SETTING: &str = "healing";
 /// Starts the rounds; they end when the server is gone.
 pub fn start(server: Weak<Server>, every: Duration) {
     crate::server::rounds(server, every, |server| Box::pin(async move {
-        round(&server).await;
+        let repaired = round(&server).await;
+        server.metrics.healing_repairs(repaired);
     }));
 }
 

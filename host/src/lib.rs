@@ -24,5 +24,6 @@ pub mod store;
 pub mod webhooks;
 pub mod api;
 pub mod mail;
+pub mod metrics;
 pub mod server;
 pub mod services;

@@ -34,6 +34,8 @@ pub struct Server {
     /// Clients of the Docker nodes (`/1.2/node`), shared with the docker provisioner.
     pub docker: Arc<crate::docker::Engines>,
     pub started: Instant,
+    /// torii's own figures (`GET /1.2/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Deployed app versions, loaded into the app runtime.
     pub apps: Arc<crate::runtime::catalog::Catalog>,
     /// Units of WASM apps in this process: concurrency slots and controls.
@@ -178,7 +180,8 @@ impl Server {
             history: i64::from(config.webhooks.history),
         };
         let egress = Arc::new(crate::egress::Egress::new(&config.egress.allow).map_err(|e| anyhow::anyhow!("egress.allow: {e}"))?);
-        let webhooks = crate::webhooks::start(store.clone(), delivery, egress.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let webhooks = crate::webhooks::start(store.clone(), delivery, egress.clone(), metrics.clone());
         let events = Events::new(store.clone(), Duration::from_secs(config.events.lock_expire_secs), instance, Some(webhooks));
         let runtime = crate::runtime::AppRuntime::new(
             crate::runtime::RuntimeLimits {
@@ -251,6 +254,7 @@ impl Server {
             store,
             config,
             started: Instant::now(),
+            metrics,
             _plugins: engine,
         }))
     }

@@ -16,6 +16,7 @@ mod events;
 mod isolation;
 mod logs;
 mod mail;
+mod metrics;
 mod outbound;
 mod plans;
 pub(crate) mod platforms;

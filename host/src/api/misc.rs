@@ -14,6 +14,7 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.0", Method::GET, "/info", info)
         .add("1.0", Method::GET, "/healthcheck", healthcheck)
         .add("1.0", Method::GET, "/healthcheck/", healthcheck)
+        .add("1.2", Method::GET, "/metrics", metrics)
 }
 
 async fn index(State(server): AppState) -> Response {
@@ -35,6 +36,28 @@ pub const TSURU_API_VERSION: &str = "1.14.0-rc1";
 
 async fn info(_caller: Caller) -> Response {
     json(StatusCode::OK, &serde_json::json!({ "version": TSURU_API_VERSION }))
+}
+
+/// `GET /1.2/metrics`: torii's figures in Prometheus text format (no auth,
+/// as tsuru's `promhttp` handler).
+async fn metrics(State(server): AppState) -> ApiResult<Response> {
+    let plugins = server
+        .plugins
+        .values()
+        .map(|p| {
+            let s = p.status();
+            (s.name, s.kind, s.calls, s.errors)
+        })
+        .collect();
+    let readings = crate::metrics::Readings {
+        units_in_use: server.units.in_use(),
+        plugins,
+        event_locks: server.store.event_locks_held().await?,
+        uptime: server.started.elapsed(),
+    };
+    let mut r = server.metrics.render(&readings).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(r)
 }
 
 /// Without `check`: `WORKING`. With `check=<name>` (repeatable, `all`): one line

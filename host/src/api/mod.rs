@@ -122,6 +122,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let limit = server.config.api.max_body_bytes;
     let api = routes
         .router
+        .route_layer(middleware::from_fn_with_state(server.clone(), measure))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(server.clone(), identify))
@@ -178,6 +179,17 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         Ok(parts.extensions.get::<ClientIp>().cloned().unwrap_or_default())
     }
+}
+
+/// Counts every request that matched a route, by its template, status and
+/// latency to the response's headers (`GET /1.2/metrics`).
+async fn measure(State(server): AppState, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let response = next.run(req).await;
+    server.metrics.api_request(method.as_str(), &route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 async fn identify(State(server): AppState, mut req: Request, next: Next) -> Response {

@@ -155,7 +155,24 @@ pub(crate) async fn resolve(server: &Server, host: &str) -> Result<Option<(Arc<A
     }
 }
 
+/// Serves one request, counting it for its app (status and latency to the
+/// response's headers) once the app is known.
 async fn route(plane: &Plane, origin: forward::Origin, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
+    let started = std::time::Instant::now();
+    let mut traffic = None;
+    let response = answer(plane, origin, req, &mut traffic).await;
+    if let Some(traffic) = traffic {
+        traffic.answered(response.status().as_u16(), started.elapsed());
+    }
+    response
+}
+
+async fn answer(
+    plane: &Plane,
+    origin: forward::Origin,
+    req: hyper::Request<Incoming>,
+    traffic: &mut Option<Arc<crate::metrics::AppTraffic>>,
+) -> hyper::Response<ResponseBody> {
     let server = &plane.server;
     let Some(host) = request_host(&req) else {
         return plain(400, "the request names no host");
@@ -165,6 +182,7 @@ async fn route(plane: &Plane, origin: forward::Origin, req: hyper::Request<Incom
         Ok(None) => return plain(404, &format!("no app answers at {host}")),
         Err(e) => return plain(500, &e),
     };
+    *traffic = Some(server.metrics.app(&view.app.name));
     let mut woken = false;
     let chosen = loop {
         if let Some(i) = pick(&entry.backends, rand::random::<f64>()) {

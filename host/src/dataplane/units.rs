@@ -22,6 +22,8 @@ pub struct Units {
     controls: Mutex<HashMap<String, HashMap<String, Arc<Control>>>>,
     /// Bumped on every kill and status change, so unit lists made before are stale.
     generation: AtomicU64,
+    /// Units serving a request now, over every app.
+    in_use: Arc<AtomicU64>,
 }
 
 /// The units of one version and process: a permit per unit, which unit
@@ -32,6 +34,7 @@ pub struct UnitSlots {
     permits: Arc<Semaphore>,
     free: Mutex<Vec<i64>>,
     units: Vec<(Arc<str>, Arc<Control>)>,
+    in_use: Arc<AtomicU64>,
 }
 
 /// A unit serving one request; its number goes back when dropped.
@@ -64,6 +67,7 @@ impl Unit {
 impl Drop for Unit {
     fn drop(&mut self) {
         self.slots.free.lock().unwrap().push(self.number);
+        self.slots.in_use.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -94,6 +98,11 @@ impl Control {
 impl Units {
     /// The `units` units of `app`'s `version` running `process` (replaced
     /// when the count changed; requests holding the old ones finish on them).
+    /// Units serving a request now, over every app (one instance each).
+    pub fn in_use(&self) -> u64 {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
     pub fn slots(&self, app: &str, process: &str, version: i64, units: i64) -> Arc<UnitSlots> {
         let count = units.max(0);
         let mut map = self.by_version.lock().unwrap();
@@ -115,6 +124,7 @@ impl Units {
                     (Arc::from(name), control)
                 })
                 .collect(),
+            in_use: self.in_use.clone(),
         });
         map.entry(app.to_string()).or_default().insert(version, slots.clone());
         slots
@@ -179,6 +189,7 @@ impl UnitSlots {
     pub async fn take(self: &Arc<Self>, queue: Duration) -> Option<Unit> {
         let permit = tokio::time::timeout(queue, self.permits.clone().acquire_owned()).await.ok()?.ok()?;
         let number = self.free.lock().unwrap().pop()?;
+        self.in_use.fetch_add(1, Ordering::Relaxed);
         Some(Unit { slots: self.clone(), number, _permit: permit })
     }
 }

@@ -355,6 +355,11 @@ impl Store {
 impl Store {
     /// Records a cancel request on a running, cancelable event. `Ok(false)`
     /// when one was already requested.
+    /// How many event locks are held (operations running on their targets).
+    pub async fn event_locks_held(&self) -> StoreResult<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM event_locks").fetch_one(&self.pool).await?.try_get("n")?)
+    }
+
     /// The cancel info of `id` while it runs and may be canceled.
     pub async fn running_cancel_info(&self, id: &str) -> StoreResult<Option<String>> {
         let row = sqlx::query("SELECT cancel_info FROM events WHERE id = $1 AND running = 1 AND cancelable = 1")

@@ -27,7 +27,7 @@ pub struct Delivery {
 }
 
 /// Starts the dispatcher; send it the ids of finished events.
-pub fn start(store: Store, settings: Delivery, egress: Arc<Egress>) -> mpsc::UnboundedSender<String> {
+pub fn start(store: Store, settings: Delivery, egress: Arc<Egress>, metrics: Arc<crate::metrics::Metrics>) -> mpsc::UnboundedSender<String> {
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         while let Some(id) = rx.recv().await {
@@ -51,7 +51,7 @@ pub fn start(store: Store, settings: Delivery, egress: Arc<Egress>) -> mpsc::Unb
                     };
                 }
                 if may_read(&readers[&hook.team_owner], &event.allowed) {
-                    tokio::spawn(deliver(store.clone(), settings, egress.clone(), hook, event.clone()));
+                    tokio::spawn(deliver(store.clone(), settings, egress.clone(), metrics.clone(), hook, event.clone()));
                 }
             }
         }
@@ -111,7 +111,7 @@ pub fn render(template: &str, event: &Value) -> String {
     out
 }
 
-async fn deliver(store: Store, settings: Delivery, egress: Arc<Egress>, hook: WebhookRecord, event: EventRecord) {
+async fn deliver(store: Store, settings: Delivery, egress: Arc<Egress>, metrics: Arc<crate::metrics::Metrics>, hook: WebhookRecord, event: EventRecord) {
     let event_value = serde_json::to_value(event_json(&event)).expect("serialisable");
     let method = if hook.method.is_empty() { "POST".to_string() } else { hook.method.to_ascii_uppercase() };
     let body = if hook.body.is_empty() {
@@ -139,6 +139,7 @@ async fn deliver(store: Store, settings: Delivery, egress: Arc<Egress>, hook: We
         if let Err(e) = store.record_delivery(&hook.name, &record, settings.history).await {
             tracing::warn!(webhook = hook.name, error = %e, "could not record a webhook delivery");
         }
+        metrics.webhook_delivery(error.is_empty());
         if error.is_empty() {
             return;
         }
