@@ -712,8 +712,9 @@ backends! {
         let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("image", "torii-test/httpd:1")]).send().await;
         assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
 
-        // A build that takes a while, canceled as soon as it starts.
-        let slow = httpd_dockerfile("hello from the slow build").replace("RUN mkdir", "RUN sleep 3 && mkdir");
+        // A build that takes a while (unique, so no layer cache skips the
+        // sleep), canceled as soon as it starts.
+        let slow = httpd_dockerfile(&format!("hello from the slow build of {app}")).replace("RUN mkdir", "RUN sleep 3 && mkdir");
         let started = t.client.post(format!("{}/1.0/apps/{app}/deploy", t.base)).bearer_auth(&t.admin_token).form(&[("dockerfile", slow.as_str())]).send().await.unwrap();
         let id = started.headers()["x-tsuru-eventid"].to_str().unwrap().to_string();
         let running = t.req("GET", &format!("/1.1/events/{id}")).admin().send().await.json();
