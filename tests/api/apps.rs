@@ -352,6 +352,15 @@ backends! {
         t.req("DELETE", "/1.0/apps/blue/cname?cname=nope.example.com").token(&dev).send().await.expect_status(400);
         t.req("DELETE", "/1.0/apps/blue/cname?cname=*.example.org").token(&dev).send().await.expect(200, "");
         t.req("GET", "/1.0/apps/blue/metric/envs").token(&dev).send().await.expect(200, "{}\n");
+        // The METRICS_* variables of the metrics agent (node container
+        // big-sibling) as it applies to the app's pool.
+        let base = [("Name", "big-sibling"), ("Config.Image", "agent:1"), ("Config.Env.0", "METRICS_BACKEND=prometheus"), ("Config.Env.1", "METRICS_ADDR=a:1"), ("Config.Env.2", "OTHER=x")];
+        t.req("POST", "/1.2/nodecontainers").admin().form(&base).send().await.expect(200, "");
+        t.req("POST", "/1.2/nodecontainers/big-sibling").admin().form(&[("pool", "main"), ("Config.Env.0", "METRICS_ADDR=b:2")]).send().await.expect(200, "");
+        let envs = t.req("GET", "/1.0/apps/blue/metric/envs").token(&dev).send().await.json();
+        assert_eq!(envs, json!({"METRICS_BACKEND": "prometheus", "METRICS_ADDR": "b:2"}));
+        let outsider = t.user("outsider@example.com").await;
+        t.req("GET", "/1.0/apps/blue/metric/envs").token(&outsider).send().await.expect_status(403);
 
         // Swap: by CNAMEs only; apps must match unless forced.
         t.req("POST", "/1.0/swap").token(&dev).form(&[("app1", "blue"), ("app2", "green")]).send().await

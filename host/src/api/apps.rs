@@ -755,11 +755,25 @@ async fn quota_set(
     event.done(result.map_err(ApiError::from)).await
 }
 
-/// `METRICS_*` variables come from a pool's metrics node container; no
-/// provisioner runs one yet, so the map is empty.
-async fn metric_envs(Caller(caller): Caller, AppTarget(app): AppTarget) -> ApiResult<Response> {
+/// The `METRICS_*` variables of the node container `big-sibling` (tsuru's
+/// metrics agent) as it applies to the app's pool: the base config's, then
+/// the pool's over them. No such node container: none (tsuru fails with
+/// "node container not found" instead, which helps nobody).
+async fn metric_envs(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget) -> ApiResult<Response> {
     caller.require("app.read.metric", &app_contexts(&app))?;
-    Ok(json(StatusCode::OK, &json!({})))
+    let configs: std::collections::BTreeMap<String, Value> =
+        server.store.node_containers().await?.into_iter().filter(|(name, _, _)| name == "big-sibling").map(|(_, pool, c)| (pool, c)).collect();
+    let mut envs = serde_json::Map::new();
+    if let Some(effective) = crate::docker::nodecontainers::effective(&configs, &app.pool) {
+        for pair in &effective.env {
+            if let Some((key, value)) = pair.split_once('=')
+                && key.starts_with("METRICS_")
+            {
+                envs.insert(key.to_string(), Value::String(value.to_string()));
+            }
+        }
+    }
+    Ok(json(StatusCode::OK, &envs))
 }
 
 async fn unlock(Caller(_caller): Caller, AppTarget(_app): AppTarget) -> ApiResult<Response> {
