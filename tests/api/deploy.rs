@@ -288,7 +288,14 @@ backends! {
         ], None));
         assert_eq!(t.app_get("web.apps.test", "/").await, (503, "app web is stopped: start it with `tsuru app start -a web`\n".into()));
         assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["units"][0]["Status"], "stopped");
+        // The list shows units too (not with `simplified`), and filters by their status.
+        let listed = t.req("GET", "/1.0/apps?name=^web$").admin().send().await.json();
+        assert_eq!((listed[0]["units"][0]["ID"].clone(), listed[0]["units"][0]["Status"].clone()), (json!("web-web-v1-0"), json!("stopped")));
+        assert_eq!(t.req("GET", "/1.0/apps?name=^web$&simplified=true").admin().send().await.json()[0]["units"], json!([]));
+        assert_eq!(t.req("GET", "/1.0/apps?status=stopped&status=error").admin().send().await.json()[0]["name"], "web");
+        t.req("GET", "/1.0/apps?status=started").admin().send().await.expect(204, "");
         t.req("POST", "/1.0/apps/web/start").admin().form(&[]).send().await.expect_status(200);
+        assert_eq!(t.req("GET", "/1.0/apps?status=started&simplified=true").admin().send().await.json()[0]["units"], json!([]));
         assert_eq!(t.app_get("web.apps.test", "/").await.0, 200);
 
         // Sleep needs a proxy; the first request wakes the app.

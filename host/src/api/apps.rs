@@ -563,13 +563,16 @@ struct ListItem<'a> {
     pool: &'a str,
     teamowner: &'a str,
     plan: super::plans::PlanJson,
-    units: [(); 0],
+    units: Vec<UnitJson>,
     cname: Option<&'a [String]>,
     ip: String,
     routers: Vec<ListRouterJson<'a>>,
     lock: LockJson<'a>,
     tags: Option<&'a [String]>,
     metadata: MetadataJson<'a>,
+    /// Why the app's units could not be listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     platform: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -579,6 +582,9 @@ struct ListItem<'a> {
 fn non_empty(v: &[String]) -> Option<&[String]> {
     (!v.is_empty()).then_some(v)
 }
+
+/// How many apps' units `GET /apps` lists at once.
+const UNIT_LISTINGS: usize = 16;
 
 async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -> ApiResult<Response> {
     let name_re = match params.get("name").filter(|s| !s.is_empty()) {
@@ -594,10 +600,11 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
     let statuses: Vec<String> = params.all("status").into_iter().filter(|s| !s.is_empty()).collect();
     let wanted_tags: Vec<String> = params.all("tag").into_iter().filter(|s| !s.is_empty()).collect();
     let extended = flag(&params, "extended");
+    let simplified = flag(&params, "simplified");
     let locks = server.store.locking_events("app").await?;
     let catalogue = routers::catalogue(&server).await?;
 
-    let mut out = Vec::new();
+    let mut shown = Vec::new();
     let all = server.store.app_views().await?;
     for view in &all {
         let app = &view.app;
@@ -610,8 +617,6 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
             || owner.as_ref().is_some_and(|o| *o != app.owner)
             || pool.as_ref().is_some_and(|p| *p != app.pool)
             || !wanted_tags.iter().all(|t| app.tags.contains(t))
-            // No units exist yet, so no app has units in any status.
-            || !statuses.is_empty()
         {
             continue;
         }
@@ -630,6 +635,31 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
         if locked_only && lock.is_none() {
             continue;
         }
+        shown.push((view, lock));
+    }
+    // Each app's units from its provisioner (a few apps at a time, in
+    // order), unless `simplified` and no unit status filters the list.
+    let listings: Vec<Result<Vec<UnitJson>, String>> = if simplified && statuses.is_empty() {
+        shown.iter().map(|_| Ok(Vec::new())).collect()
+    } else {
+        use futures_util::StreamExt;
+        let views: Vec<Arc<AppView>> = shown.iter().map(|(view, _)| Arc::clone(view)).collect();
+        let listing = |view: Arc<AppView>| {
+            let server = server.clone();
+            async move { units_json(&server, &view).await }
+        };
+        futures_util::stream::iter(views.into_iter().map(listing)).buffered(UNIT_LISTINGS).collect().await
+    };
+    let mut out = Vec::new();
+    for ((view, lock), listing) in shown.into_iter().zip(listings) {
+        let app = &view.app;
+        let (units, error) = match listing {
+            Ok(units) => (units, None),
+            Err(e) => (Vec::new(), Some(format!("unable to list app units: {e}"))),
+        };
+        if !statuses.is_empty() && !units.iter().any(|u| statuses.contains(&u.status)) {
+            continue;
+        }
         let routers_json: Vec<ListRouterJson> = view
             .routers
             .iter()
@@ -646,13 +676,14 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
             pool: &app.pool,
             teamowner: &app.team_owner,
             plan: app_plan_json(app, &view.plan, true),
-            units: [],
+            units: if simplified { Vec::new() } else { units },
             cname: non_empty(&app.cnames),
             ip: routers_json.first().map(|r| r.address.clone()).unwrap_or_default(),
             routers: routers_json,
             lock: lock_json(lock),
             tags: non_empty(&app.tags),
             metadata: if extended { metadata_json(&app.metadata) } else { NO_METADATA },
+            error,
             platform: Some(app.platform.as_str()).filter(|p| extended && !p.is_empty()),
             description: Some(app.description.as_str()).filter(|d| extended && !d.is_empty()),
         });
