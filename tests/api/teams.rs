@@ -52,6 +52,25 @@ backends! {
         assert_eq!(info["name"], "alpha");
         assert_eq!(info["pools"], json!([]));
         assert_eq!(info["apps"], json!([]));
+        // The pools the team may use (a public one, one admitting it; not
+        // one for another team) and its apps, each as app info shows it.
+        t.team("gamma").await;
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "open"), ("public", "true")]).send().await.expect(201, "");
+        for (pool, team) in [("ours", "alpha"), ("theirs", "gamma")] {
+            t.req("POST", "/1.0/pools").admin().form(&[("name", pool)]).send().await.expect(201, "");
+            t.req("POST", &format!("/1.0/pools/{pool}/team")).admin().form(&[("team", team)]).send().await.expect(200, "");
+        }
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "site"), ("teamOwner", "alpha"), ("pool", "ours")]).send().await.expect_status(201);
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "other"), ("teamOwner", "gamma"), ("pool", "theirs")]).send().await.expect_status(201);
+        let info = t.req("GET", "/1.4/teams/alpha").admin().send().await.json();
+        let pools: Vec<&str> = info["pools"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(pools, vec!["open", "ours"]);
+        assert_eq!(info["apps"].as_array().unwrap().len(), 1, "{}", info["apps"]);
+        assert_eq!(info["apps"][0], t.req("GET", "/1.0/apps/site").admin().send().await.json());
+        for app in ["site", "other"] {
+            t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await.expect_status(200);
+        }
+        t.req("DELETE", "/1.0/teams/gamma").admin().send().await.expect_status(200);
         let users: Vec<&str> = info["users"].as_array().unwrap().iter().map(|u| u["Email"].as_str().unwrap()).collect();
         assert_eq!(users, vec!["admin@example.com", "dev@example.com"]);
         // team.read is needed globally.

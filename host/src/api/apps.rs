@@ -362,8 +362,13 @@ fn list_or_null(v: &[String]) -> Value {
 }
 
 async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(view): AppViewTarget) -> ApiResult<Response> {
-    let AppView { app, plan, provisioner, lock_event, routers: app_routers, .. } = &*view;
-    caller.require("app.read.info", &app_contexts(app))?;
+    caller.require("app.read.info", &app_contexts(&view.app))?;
+    Ok(json(StatusCode::OK, &info_json(&server, &view).await?))
+}
+
+/// An app's info (API-NOTES §2.4.3), as `GET /apps/{app}` and team info show it.
+pub(super) async fn info_json(server: &Server, view: &Arc<AppView>) -> ApiResult<BTreeMap<&'static str, Value>> {
+    let AppView { app, plan, provisioner, lock_event, routers: app_routers, .. } = &**view;
     let lock = match lock_event {
         None => None,
         Some(id) => server.store.event(id).await?,
@@ -384,7 +389,7 @@ async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(vie
     let main_router = app_routers.first().map(|r| r.router.as_str());
     out.insert("plan", json!(app_plan_json(app, plan, false).with_router(main_router)));
     let told = if view.routers.is_empty() { Vec::new() } else { server.store.router_apps_of(&view.app.name).await? };
-    let routers_json = super::routers::app_routers_json(&view, &routers::catalogue(&server).await?, &told);
+    let routers_json = super::routers::app_routers_json(view, &routers::catalogue(server).await?, &told);
     if let (Some(first), Some(main)) = (routers_json.first(), app_routers.first()) {
         out.insert("ip", json!(first.address));
         out.insert("router", json!(main.router));
@@ -396,7 +401,7 @@ async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(vie
     // The pool's provisioner, or the configured default.
     let provisioner = server.config.pool_provisioner(provisioner.as_deref().unwrap_or_default());
     out.insert("provisioner", json!(provisioner));
-    let units = match units_json(&server, &view).await {
+    let units = match units_json(server, view).await {
         Ok(units) => units,
         Err(e) => {
             out.insert("error", json!(format!("unable to list app units: {e}")));
@@ -415,7 +420,7 @@ async fn info(State(server): AppState, Caller(caller): Caller, AppViewTarget(vie
     out.insert("teams", json!(app.teams));
     out.insert("units", json!(units));
     out.insert("volumeBinds", Value::Null);
-    Ok(json(StatusCode::OK, &out))
+    Ok(out)
 }
 
 /// A list flag as tsuru reads it: Go's `ParseBool`, anything else is false.

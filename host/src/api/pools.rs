@@ -72,7 +72,7 @@ struct AllowedJson {
 }
 
 #[derive(Serialize)]
-struct PoolJson {
+pub(super) struct PoolJson {
     name: String,
     default: bool,
     provisioner: String,
@@ -142,6 +142,13 @@ fn visible(caller: &Identity, w: &World, pool: &PoolRecord) -> bool {
 /// A pool with no team constraint at all admits no one through team grants.
 fn governed(w: &World, pool: &str) -> bool {
     pools::governing(&w.constraints, pool, "team").is_some()
+}
+
+/// The pools `team` may use (public ones, and those whose team constraint
+/// admits it), as team info shows them.
+pub(super) async fn team_pools_json(server: &Server, team: &str) -> ApiResult<Vec<PoolJson>> {
+    let w = world(server).await?;
+    Ok(server.store.pools().await?.into_iter().filter(|p| pools::admits(&w.constraints, &p.name, "team", team)).map(|p| pool_json(&w, p)).collect())
 }
 
 async fn list(State(server): AppState, Caller(caller): Caller) -> ApiResult<Response> {

@@ -118,12 +118,19 @@ async fn info(State(server): AppState, Caller(caller): Caller, Path(name): Path<
             }
         }
     }
+    // The apps the team is a member of, each as app info shows it.
+    let mut apps = Vec::new();
+    for view in server.store.app_views().await? {
+        if view.app.teams.iter().any(|t| *t == name) {
+            apps.push(super::apps::info_json(&server, &view).await?);
+        }
+    }
     let body = serde_json::json!({
         "name": team.name,
         "tags": tags_json(&team.tags),
         "users": users,
-        "pools": [],
-        "apps": [],
+        "pools": super::pools::team_pools_json(&server, &name).await?,
+        "apps": apps,
     });
     Ok(json(StatusCode::OK, &body))
 }
