@@ -559,6 +559,23 @@ backends! {
         let r = t.req("POST", "/1.0/apps/web/restart").admin().form(&[]).send().await;
         assert_eq!(stream(&r.body).1, None, "{}", r.body);
         assert_eq!(t.req("GET", "/1.0/apps/web").admin().send().await.json()["units"][0]["Status"], "started");
+
+        // A unit's agent registers with the app's token and gets the app's env
+        // (not captured as a unit named "register").
+        let token = t.server().store.app_env("web").await.unwrap().into_iter().find(|e| e.name == "TSURU_APP_TOKEN").unwrap().value;
+        let r = t.req("POST", "/1.0/apps/web/units/register").token(&token).form(&[("hostname", "web-web-v4-0"), ("customdata", "{\"a\": 1}")]).send().await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json(), t.req("GET", "/1.0/apps/web/env").admin().send().await.json());
+        t.req("POST", "/1.0/apps/web/units/register").token(&token).form(&[("hostname", "web-web-v9-0")]).send().await
+            .expect_error(404, "unit \"web-web-v9-0\" not found");
+        t.req("POST", "/1.0/apps/web/units/register").token(&token).form(&[("hostname", "web-web-v4-0"), ("customdata", "[1]")]).send().await
+            .expect_error(400, "customdata must be a JSON object");
+        t.req("POST", "/1.0/apps/web/units/register").token(&token).header("user-agent", "tsuru-deploy-agent/0.2").form(&[("hostname", "web-web-v4-0")]).send().await
+            .expect_error(400, "Please contact admin.  platform is using outdated deploy-agent version, minimum required version is 0.2.4");
+        let r = t.req("POST", "/1.0/apps/web/units/register").token(&token).header("user-agent", "tsuru-deploy-agent/0.2").header("x-agent-version", "0.2.4").form(&[("hostname", "web-web-v4-0")]).send().await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let outsider = t.user("out@example.com").await;
+        t.req("POST", "/1.0/apps/web/units/register").token(&outsider).form(&[("hostname", "web-web-v4-0")]).send().await.expect_status(403);
         t.stop().await;
     }
 }

@@ -159,6 +159,7 @@ pub struct Req<'a> {
     json: Option<Value>,
     raw: Option<(String, Vec<u8>)>,
     auth_header: Option<String>,
+    headers: Vec<(String, String)>,
 }
 
 impl<'a> Req<'a> {
@@ -172,6 +173,10 @@ impl<'a> Req<'a> {
     }
     pub fn authorization(mut self, value: &str) -> Self {
         self.auth_header = Some(value.to_string());
+        self
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
         self
     }
     pub fn form(mut self, pairs: &[(&str, &str)]) -> Self {
@@ -194,6 +199,9 @@ impl<'a> Req<'a> {
         }
         if let Some(h) = &self.auth_header {
             rb = rb.header("Authorization", h);
+        }
+        for (name, value) in &self.headers {
+            rb = rb.header(name, value);
         }
         if let Some(form) = &self.form {
             let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
@@ -344,6 +352,7 @@ impl TestServer {
             json: None,
             raw: None,
             auth_header: None,
+            headers: Vec::new(),
         }
     }
 

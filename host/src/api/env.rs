@@ -25,7 +25,7 @@ pub(super) fn routes(r: Routes) -> Routes {
 
 
 #[derive(Serialize)]
-struct EnvJson {
+pub(super) struct EnvJson {
     name: String,
     value: String,
     alias: String,
@@ -41,19 +41,23 @@ async fn get(State(server): AppState, Caller(caller): Caller, AppTarget(app): Ap
     }
     // The app's view (cached) holds its variables and its binds'.
     let view = server.store.app_view(&app.name).await?.ok_or_else(|| ApiError::not_found(format!("App {} not found.", app.name)))?;
-    let to_json = |v: &EnvVar| EnvJson {
-        name: v.name.clone(),
-        value: view.env_value(v),
-        alias: v.alias.clone(),
-        public: v.public,
-        managed_by: v.managed_by.clone(),
-    };
+    let to_json = |v: &EnvVar| env_json(&view, v);
     let wanted: Vec<String> = params.all("env");
     if !wanted.is_empty() {
         let found: Vec<EnvJson> = view.env.iter().filter(|v| wanted.contains(&v.name)).map(to_json).collect();
         return Ok(if found.is_empty() { json(StatusCode::OK, &Value::Null) } else { json(StatusCode::OK, &found) });
     }
-    let mut all: Vec<EnvJson> = view.env.iter().map(to_json).collect();
+    Ok(json(StatusCode::OK, &env_list(&view)))
+}
+
+fn env_json(view: &crate::store::AppView, v: &EnvVar) -> EnvJson {
+    EnvJson { name: v.name.clone(), value: view.env_value(v), alias: v.alias.clone(), public: v.public, managed_by: v.managed_by.clone() }
+}
+
+/// Every variable of the app, its binds' (private) and `TSURU_SERVICES`
+/// included, as `GET /apps/{app}/env` lists them.
+pub(super) fn env_list(view: &crate::store::AppView) -> Vec<EnvJson> {
+    let mut all: Vec<EnvJson> = view.env.iter().map(|v| env_json(view, v)).collect();
     // The variables of the app's binds, and TSURU_SERVICES: private.
     all.extend(view.service_env().iter().map(|(name, value)| EnvJson {
         name: name.clone(),
@@ -62,7 +66,7 @@ async fn get(State(server): AppState, Caller(caller): Caller, AppTarget(app): Ap
         public: false,
         managed_by: String::new(),
     }));
-    Ok(json(StatusCode::OK, &all))
+    all
 }
 
 /// `envs` from a JSON body (`[{"name","value","alias","private"}]`) or form

@@ -20,6 +20,40 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.0", Method::DELETE, "/apps/{app}/units", remove)
         .add("1.12", Method::DELETE, "/apps/{app}/units/{unit}", kill)
         .add("1.0", Method::POST, "/apps/{app}/units/{unit}", set_status)
+        .add("1.0", Method::POST, "/apps/{app}/units/register", register)
+}
+
+/// `POST /apps/{app}/units/register`: a unit's agent (tsuru's deploy agent,
+/// with the app's token) says it is up; the answer is the app's env, as
+/// `GET /apps/{app}/env` lists it. `hostname` must name one of the app's
+/// units; `customdata`, when given, must be a JSON object.
+async fn register(
+    State(server): AppState,
+    Caller(caller): Caller,
+    AppTarget(app): AppTarget,
+    headers: axum::http::HeaderMap,
+    params: Params,
+) -> ApiResult<Response> {
+    caller.require("app.update.unit.register", &app_contexts(&app))?;
+    let agent = headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+    if (agent.starts_with("go-http-client") || agent.starts_with("tsuru-deploy-agent")) && !headers.contains_key("x-agent-version") {
+        return Err(ApiError::bad_request(format!(
+            "Please contact admin. {} platform is using outdated deploy-agent version, minimum required version is 0.2.4",
+            app.platform
+        )));
+    }
+    let hostname = params.get("hostname").unwrap_or_default();
+    if let Some(raw) = params.get("customdata").filter(|c| !c.is_empty())
+        && !matches!(serde_json::from_str::<serde_json::Value>(&raw), Ok(serde_json::Value::Object(_)))
+    {
+        return Err(ApiError::bad_request("customdata must be a JSON object"));
+    }
+    let view = server.store.app_view(&app.name).await?.ok_or_else(|| ApiError::not_found(format!("App {} not found.", app.name)))?;
+    let units = super::apps::units_of(&server, &view).await.map_err(ApiError::internal)?;
+    if !units.iter().any(|u| u.id == hostname || u.name == hostname) {
+        return Err(ApiError::not_found(format!("unit {hostname:?} not found")));
+    }
+    Ok(super::json(StatusCode::OK, &super::env::env_list(&view)))
 }
 
 /// Unit statuses tsuru knows (API-NOTES §2.4.3).
