@@ -576,6 +576,14 @@ backends! {
         assert_eq!(r.status, 200, "{}", r.body);
         let outsider = t.user("out@example.com").await;
         t.req("POST", "/1.0/apps/web/units/register").token(&outsider).form(&[("hostname", "web-web-v4-0")]).send().await.expect_status(403);
+
+        // Node status is for tsuru's node agent (its internal app tsr) alone;
+        // torii has none, so every token is refused as tsuru refuses them.
+        let report = json!({"Addrs": ["127.0.0.1"], "Units": [{"ID": "web-web-v4-0", "Name": "", "Status": "error"}], "Checks": []});
+        for caller in [token.as_str(), t.admin_token.as_str()] {
+            t.req("POST", "/node/status").token(caller).json(report.clone()).send().await.expect_error(403, "this token is not allowed to execute this action");
+        }
+        t.req("POST", "/node/status").json(report).send().await.expect_status(401);
         t.stop().await;
     }
 }

@@ -36,6 +36,7 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.0", Method::DELETE, "/docker/node/{*address}", remove)
         .add("1.0", Method::GET, "/docker/node/{*address}", read_path)
         .add("1.3", Method::POST, "/node/rebalance", rebalance)
+        .add("1.0", Method::POST, "/node/status", node_status)
         .add("1.0", Method::POST, "/docker/containers/rebalance", rebalance)
         .add("1.0", Method::POST, "/docker/container/{id}/move", move_one)
         .add("1.0", Method::POST, "/docker/containers/move", move_all)
@@ -431,4 +432,12 @@ async fn units_by_app(server: &Arc<Server>, caller: &crate::auth::Identity, app:
     let units = units_of(server, &view).await.map_err(ApiError::internal)?;
     let units: Vec<UnitJson> = units.iter().map(|u| unit_json(&view, u)).collect();
     Ok(if units.is_empty() { empty(StatusCode::NO_CONTENT) } else { json_list(&units) })
+}
+
+/// `POST /node/status`: in tsuru, only its internal app `tsr` (the node
+/// agent) may report units' statuses; every other token gets this 403.
+/// torii has no such app (the name is reserved, and the docker provisioner
+/// reads its containers' states itself), so every token gets it.
+async fn node_status(Caller(_caller): Caller) -> ApiResult<Response> {
+    Err(ApiError::forbidden_with("this token is not allowed to execute this action"))
 }
