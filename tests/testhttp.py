@@ -8,11 +8,18 @@ A server script in a subdirectory of tests/ imports it with
 """
 
 import json
+import sys
 from http.server import BaseHTTPRequestHandler
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # What each logged request line starts with (the server's name).
+    log_name = "test-server"
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("%s: %s - %s\n" % (self.log_name, self.address_string(), fmt % args))
+        sys.stderr.flush()
 
     def read_body(self):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

@@ -506,10 +506,7 @@ def check_users(spec):
 
 class Handler(testhttp.Handler):
     server_version = "torii-test-idp/1.0"
-
-    def log_message(self, fmt, *args):
-        sys.stderr.write("saml_idp: %s - %s\n" % (self.address_string(), fmt % args))
-        sys.stderr.flush()
+    log_name = "saml_idp"
 
     def send(self, status, body=None, content_type=None):
         super().send(status, body, content_type, {"Cache-Control": "no-store"})

@@ -88,12 +88,9 @@ def jsonable_instance(inst):
 
 class Handler(testhttp.Handler):
     server_version = "tsuru-test-service/1.0"
+    log_name = "tsuru_service"
 
     # ---- plumbing -------------------------------------------------------
-
-    def log_message(self, fmt, *args):
-        sys.stderr.write("tsuru_service: %s - %s\n" % (self.address_string(), fmt % args))
-        sys.stderr.flush()
 
     def lower_headers(self):
         out = {}

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
 
-use super::events::{record_allowed, request_data};
+use super::events::{record_cancelable, request_data};
 use super::params::{Params, parse_bool};
 use super::plans::plan_json;
 use super::stream::{KEEPALIVE, json_stream};
@@ -826,8 +826,7 @@ pub(super) async fn app_event(
     app: &AppRecord,
     data: Value,
 ) -> ApiResult<crate::events::RunningEvent> {
-    let allowed = Allowed::new("app.read.events", app_contexts(app));
-    record_allowed(server, Some(caller), ip, kind, Target::new("app", &app.name), data, allowed).await
+    app_event_as(server, caller, ip, kind, app, data, false).await
 }
 
 /// [`app_event`] for work that stops at its next step when canceled
@@ -841,9 +840,21 @@ pub(super) async fn cancelable_app_event(
     app: &AppRecord,
     data: Value,
 ) -> ApiResult<crate::events::RunningEvent> {
+    app_event_as(server, caller, ip, kind, app, data, true).await
+}
+
+async fn app_event_as(
+    server: &Arc<Server>,
+    caller: &crate::auth::Identity,
+    ip: &ClientIp,
+    kind: &str,
+    app: &AppRecord,
+    data: Value,
+    cancelable: bool,
+) -> ApiResult<crate::events::RunningEvent> {
     let allowed = Allowed::new("app.read.events", app_contexts(app));
-    let cancel = Allowed::new("app.update.events", app_contexts(app));
-    super::events::record_cancelable(server, Some(caller), ip, kind, Target::new("app", &app.name), data, allowed, cancel).await
+    let cancel = cancelable.then(|| Allowed::new("app.update.events", app_contexts(app)));
+    record_cancelable(server, Some(caller), ip, kind, Target::new("app", &app.name), data, allowed, cancel).await
 }
 
 /// `PUT /apps/{app}`: each given field needs its own permission; the answer

@@ -86,11 +86,12 @@ pub async fn record_allowed(
     data: Value,
     allowed: Allowed,
 ) -> ApiResult<RunningEvent> {
-    start_event(server, event_spec(caller, ip, kind, target, data, allowed)).await
+    record_cancelable(server, caller, ip, kind, target, data, allowed, None).await
 }
 
-/// [`record_allowed`] for work that checks for a cancel between its steps
-/// (`POST /1.1/events/{id}/cancel` by a holder of `allowed_cancel`).
+/// [`record_allowed`]; with `allowed_cancel`, for work that checks for a
+/// cancel between its steps (`POST /1.1/events/{id}/cancel` by a holder of
+/// that permission).
 #[allow(clippy::too_many_arguments)]
 pub async fn record_cancelable(
     server: &Arc<Server>,
@@ -100,11 +101,11 @@ pub async fn record_cancelable(
     target: Target,
     data: Value,
     allowed: Allowed,
-    allowed_cancel: Allowed,
+    allowed_cancel: Option<Allowed>,
 ) -> ApiResult<RunningEvent> {
     let mut spec = event_spec(caller, ip, kind, target, data, allowed);
-    spec.cancelable = true;
-    spec.allowed_cancel = Some(allowed_cancel);
+    spec.cancelable = allowed_cancel.is_some();
+    spec.allowed_cancel = allowed_cancel;
     start_event(server, spec).await
 }
 
