@@ -96,13 +96,13 @@ impl Control {
 }
 
 impl Units {
-    /// The `units` units of `app`'s `version` running `process` (replaced
-    /// when the count changed; requests holding the old ones finish on them).
     /// Units serving a request now, over every app (one instance each).
     pub fn in_use(&self) -> u64 {
         self.in_use.load(Ordering::Relaxed)
     }
 
+    /// The `units` units of `app`'s `version` running `process` (replaced
+    /// when the count changed; requests holding the old ones finish on them).
     pub fn slots(&self, app: &str, process: &str, version: i64, units: i64) -> Arc<UnitSlots> {
         let count = units.max(0);
         let mut map = self.by_version.lock().unwrap();

@@ -220,7 +220,8 @@ pub async fn deploy_component(
     out: &impl Progress,
 ) -> Result<i64, DeployError> {
     within_policy(server, app, &artifact.outbound).await?;
-    let digest = Blobs::digest(&artifact.component);
+    let stored = Stored::put(server, &artifact.component).await?;
+    let digest = stored.digest.clone();
     out.line(format!(
         "---- Checking {} ({} KiB, sha256 {}) ----\n",
         artifact.source,
@@ -228,7 +229,6 @@ pub async fn deploy_component(
         &digest[..12]
     ))
     .await;
-    let stored = Stored::put(server, &artifact.component).await?;
     let version = Version { artifact: &digest, processes: &artifact.processes, outbound: &artifact.outbound };
     prepare_and_record(server, provisioner, app, version, Some(stored), event_id, how, out).await
 }
