@@ -14,6 +14,7 @@ Unauthenticated test controls live under /_test/ (see README.md).
 import argparse
 import json
 import logging
+import os
 import re
 import hashlib
 import secrets
@@ -28,6 +29,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.serving import WSGIRequestHandler, make_server
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from faults import Faults  # noqa: E402
 
 import openbrokerapi.settings
 from openbrokerapi import errors
@@ -368,7 +372,7 @@ class PlainLogHandler(WSGIRequestHandler):
 # ---- test controls, request log, faults -----------------------------------
 
 REQUESTS = []
-FAULTS = []
+FAULTS = Faults()
 REQ_LOCK = threading.Lock()
 
 
@@ -393,14 +397,7 @@ def make_app(broker, username, password):
         with REQ_LOCK:
             REQUESTS.append(rec)
             g.record = rec
-            fault = None
-            for f in FAULTS:
-                if f["times"] != 0 and f["method"] in ("*", request.method) and request.path.startswith(f["prefix"]):
-                    if f["times"] > 0:
-                        f["times"] -= 1
-                    fault = dict(f)
-                    break
-            FAULTS[:] = [f for f in FAULTS if f["times"] != 0]
+        fault = FAULTS.take(request.method, request.path)
         if fault:
             if fault["delay_ms"]:
                 time.sleep(fault["delay_ms"] / 1000.0)
@@ -461,26 +458,15 @@ def make_app(broker, username, password):
     @app.post("/_test/fault")
     def add_fault():
         try:
-            spec = request.get_json(force=True)
-            method, _, prefix = spec["route"].strip().partition(" ")
-            fault = {
-                "method": method.upper(),
-                "prefix": prefix.strip() or "/",
-                "status": int(spec.get("status", 500)),
-                "body": spec.get("body", ""),
-                "delay_ms": int(spec.get("delay_ms", 0)),
-                "times": int(spec.get("times", 1)),
-            }
+            fault = Faults.parse(request.get_json(force=True))
         except Exception as e:  # noqa: BLE001
             return Response("bad fault spec: %s" % e, status=400, mimetype="text/plain")
-        with REQ_LOCK:
-            FAULTS.append(fault)
+        FAULTS.add(fault)
         return jsonify(fault)
 
     @app.delete("/_test/fault")
     def clear_faults():
-        with REQ_LOCK:
-            FAULTS.clear()
+        FAULTS.clear()
         return jsonify({})
 
     return app

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import testhttp  # noqa: E402
+from faults import Faults  # noqa: E402
 
 PLANS = [
     {"name": "small", "description": "a small one"},
@@ -34,7 +35,7 @@ PLANS = [
 LOCK = threading.Lock()
 INSTANCES = {}  # name -> dict (see new_instance)
 CALLS = []  # every non-/_test request, in arrival order
-FAULTS = []  # list of dicts: method, prefix, status, body, delay_ms, times
+FAULTS = Faults()
 CREDS = {"username": "", "password": ""}
 
 
@@ -146,14 +147,7 @@ class Handler(testhttp.Handler):
                     "body": raw.decode("utf-8", "replace"),
                 }
             )
-            fault = None
-            for f in FAULTS:
-                if f["times"] != 0 and (f["method"] in ("*", self.command)) and path.startswith(f["prefix"]):
-                    if f["times"] > 0:
-                        f["times"] -= 1
-                    fault = dict(f)
-                    break
-            FAULTS[:] = [f for f in FAULTS if f["times"] != 0]
+        fault = FAULTS.take(self.command, path)
         if fault:
             if fault["delay_ms"]:
                 time.sleep(fault["delay_ms"] / 1000.0)
@@ -327,28 +321,16 @@ class Handler(testhttp.Handler):
         if parts == ["_test", "fault"]:
             if m == "POST":
                 try:
-                    spec = json.loads(raw or b"{}")
-                    method, _, prefix = spec["route"].strip().partition(" ")
-                    fault = {
-                        "method": method.upper(),
-                        "prefix": prefix.strip() or "/",
-                        "status": int(spec.get("status", 500)),
-                        "body": spec.get("body", ""),
-                        "delay_ms": int(spec.get("delay_ms", 0)),
-                        "times": int(spec.get("times", 1)),
-                    }
+                    fault = Faults.parse(json.loads(raw or b"{}"))
                 except Exception as e:  # noqa: BLE001
                     return self.send(400, "bad fault spec: %s" % e)
-                with LOCK:
-                    FAULTS.append(fault)
+                FAULTS.add(fault)
                 return self.send(200, fault)
             if m == "DELETE":
-                with LOCK:
-                    FAULTS.clear()
+                FAULTS.clear()
                 return self.send(200, {})
             if m == "GET":
-                with LOCK:
-                    return self.send(200, list(FAULTS))
+                return self.send(200, FAULTS.listed())
         if len(parts) == 3 and parts[:2] == ["_test", "pending"] and m in ("POST", "DELETE"):
             with LOCK:
                 inst = INSTANCES.get(parts[2])
@@ -363,7 +345,7 @@ class Handler(testhttp.Handler):
             with LOCK:
                 INSTANCES.clear()
                 CALLS.clear()
-                FAULTS.clear()
+            FAULTS.clear()
             return self.send(200, {})
         return self.send(404, "unknown test control")
 
