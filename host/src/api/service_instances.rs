@@ -509,8 +509,21 @@ fn shown_state(i: &InstanceRecord) -> String {
     waiting_status(i).unwrap_or_else(|| "up".into())
 }
 
-async fn app_of(server: &Server, name: &str) -> ApiResult<crate::store::AppRecord> {
-    server.store.app(name).await?.ok_or_else(|| ApiError::not_found(format!("App {name} not found.")))
+/// What a bind or unbind names: the service, its instance and the app,
+/// once the caller holds `on_instance` on the instance and `on_app` on the app.
+async fn bind_parties(
+    server: &Server,
+    caller: &Identity,
+    (service, name, app): (&str, &str, &str),
+    on_instance: &str,
+    on_app: &str,
+) -> ApiResult<(Resolved, InstanceRecord, crate::store::AppRecord)> {
+    let resolved = services::resolve(server, service).await?;
+    let i = instance_of(server, service, name).await?;
+    let app = server.store.app(app).await?.ok_or_else(|| ApiError::not_found(format!("App {app} not found.")))?;
+    caller.require(on_instance, &bind_contexts(&i))?;
+    caller.require(on_app, &app_contexts(&app))?;
+    Ok((resolved, i, app))
 }
 
 async fn bind(
@@ -520,11 +533,8 @@ async fn bind(
     Path((service, name, app)): Path<(String, String, String)>,
     params: Params,
 ) -> ApiResult<Response> {
-    let resolved = services::resolve(&server, &service).await?;
-    let i = instance_of(&server, &service, &name).await?;
-    let app = app_of(&server, &app).await?;
-    caller.require("service-instance.update.bind", &bind_contexts(&i))?;
-    caller.require("app.update.bind", &app_contexts(&app))?;
+    let (resolved, i, app) =
+        bind_parties(&server, &caller, (&service, &name, &app), "service-instance.update.bind", "app.update.bind").await?;
     check_pool(&server, &app.pool, &service, |allowed| {
         format!(
             "service {service:?} is not available for pool {:?}. Available services are: {:?}",
@@ -576,11 +586,8 @@ async fn unbind(
     Path((service, name, app)): Path<(String, String, String)>,
     params: Params,
 ) -> ApiResult<Response> {
-    let resolved = services::resolve(&server, &service).await?;
-    let i = instance_of(&server, &service, &name).await?;
-    let app = app_of(&server, &app).await?;
-    caller.require("service-instance.update.unbind", &bind_contexts(&i))?;
-    caller.require("app.update.unbind", &app_contexts(&app))?;
+    let (resolved, i, app) =
+        bind_parties(&server, &caller, (&service, &name, &app), "service-instance.update.unbind", "app.update.unbind").await?;
     let force = params.get("force").and_then(|v| parse_bool(&v)).unwrap_or(false);
     if force {
         caller.require("service.update", &owner_contexts(&resolved))?;
