@@ -139,8 +139,9 @@ impl Metrics {
         self.healing_repairs.fetch_add(repaired as u64, Ordering::Relaxed);
     }
 
-    /// The exposition, text format 0.0.4.
-    pub fn render(&self, readings: &Readings) -> String {
+    /// The exposition, text format 0.0.4. The per-app series (which name
+    /// every team's apps and their traffic) only `with_apps`.
+    pub fn render(&self, readings: &Readings, with_apps: bool) -> String {
         let mut out = String::with_capacity(16 * 1024);
         header(&mut out, "torii_api_requests_total", "counter", "API requests by method, route template and status.");
         let api = self.api.lock().unwrap();
@@ -161,7 +162,7 @@ impl Metrics {
 
         header(&mut out, "torii_app_requests_total", "counter", "App requests through the data plane by app and status.");
         let apps = self.apps.read().unwrap();
-        let mut names: Vec<_> = apps.keys().collect();
+        let mut names: Vec<_> = apps.keys().filter(|_| with_apps).collect();
         names.sort();
         for name in &names {
             for (status, count) in apps[*name].by_status() {
@@ -218,7 +219,9 @@ mod tests {
         m.api_request("GET", "/1.0/apps/{app}", 404, Duration::from_secs(9));
         m.app("a\"b").answered(503, Duration::from_millis(3));
         m.app("a\"b").answered(418, Duration::from_millis(3));
-        let text = m.render(&Readings { units_in_use: 2, plugins: vec![("native".into(), "auth-scheme", 5, 1)], event_locks: 0, uptime: Duration::from_secs(1) });
+        let readings = Readings { units_in_use: 2, plugins: vec![("native".into(), "auth-scheme", 5, 1)], event_locks: 0, uptime: Duration::from_secs(1) };
+        assert!(!m.render(&readings, false).contains("a\\\"b"));
+        let text = m.render(&readings, true);
         assert!(text.contains("torii_api_requests_total{method=\"GET\",route=\"/1.0/apps/{app}\",status=\"404\"} 1\n"), "{text}");
         assert!(text.contains("torii_api_request_duration_seconds_bucket{method=\"GET\",route=\"/1.0/apps/{app}\",le=\"0.0005\"} 0\n"));
         assert!(text.contains("torii_api_request_duration_seconds_bucket{method=\"GET\",route=\"/1.0/apps/{app}\",le=\"0.001\"} 1\n"));
@@ -227,6 +230,6 @@ mod tests {
         assert!(text.contains("torii_app_requests_total{app=\"a\\\"b\",status=\"418\"} 1\ntorii_app_requests_total{app=\"a\\\"b\",status=\"503\"} 1\n"), "{text}");
         assert!(text.contains("torii_plugin_errors_total{plugin=\"native\",kind=\"auth-scheme\"} 1\n"));
         m.forget_app("a\"b");
-        assert!(!m.render(&Readings { units_in_use: 0, plugins: vec![], event_locks: 0, uptime: Duration::ZERO }).contains("a\\\"b"));
+        assert!(!m.render(&Readings { units_in_use: 0, plugins: vec![], event_locks: 0, uptime: Duration::ZERO }, true).contains("a\\\"b"));
     }
 }

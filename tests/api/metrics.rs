@@ -33,8 +33,18 @@ fn value(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> 
         .map(|s| s["value"].as_f64().unwrap())
 }
 
+/// A scrape as the operator's scraper makes it (a token holding `app.read`
+/// globally: the per-app series come too).
 async fn scrape(t: &TestServer) -> Vec<Value> {
-    let r = t.req("GET", "/1.2/metrics").send().await;
+    scrape_as(t, Some(&t.admin_token)).await
+}
+
+async fn scrape_as(t: &TestServer, token: Option<&str>) -> Vec<Value> {
+    let mut req = t.req("GET", "/1.2/metrics");
+    if let Some(token) = token {
+        req = req.token(token);
+    }
+    let r = req.send().await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
     parse(&r.body)
@@ -79,6 +89,14 @@ backends! {
         assert_eq!(value(&after, "torii_event_locks_held", &[]), Some(0.0));
         for family in ["torii_webhook_deliveries_total", "torii_healing_repairs_total", "torii_uptime_seconds"] {
             assert!(after.iter().any(|s| s["name"] == family), "no {family}");
+        }
+        // Other teams (and anonymous scrapes) do not learn which apps exist
+        // or their traffic; the rest of the figures are for everyone.
+        let other = t.user("other@example.com").await;
+        for token in [None, Some(other.as_str())] {
+            let samples = scrape_as(&t, token).await;
+            assert!(!samples.iter().any(|s| s["labels"]["app"] == "web"), "{token:?} sees app series");
+            assert!(value(&samples, "torii_api_requests_total", &info).is_some_and(|v| v >= seen + 3.0));
         }
 
         // A removed app's series go with it.

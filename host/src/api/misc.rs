@@ -6,7 +6,7 @@ use axum::response::{Html, IntoResponse, Response};
 use std::time::Instant;
 
 use super::params::Params;
-use super::{AppState, Caller, Routes, json};
+use super::{AppState, Caller, MaybeCaller, Routes, json};
 use crate::error::ApiResult;
 
 pub(super) fn routes(r: Routes) -> Routes {
@@ -39,8 +39,10 @@ async fn info(_caller: Caller) -> Response {
 }
 
 /// `GET /1.2/metrics`: torii's figures in Prometheus text format (no auth,
-/// as tsuru's `promhttp` handler).
-async fn metrics(State(server): AppState) -> ApiResult<Response> {
+/// as tsuru's `promhttp` handler). The per-app series name every team's
+/// apps and their traffic, so they come only to a token holding `app.read`
+/// globally (an operator's scraper).
+async fn metrics(State(server): AppState, MaybeCaller(caller): MaybeCaller) -> ApiResult<Response> {
     let plugins = server
         .plugins
         .values()
@@ -55,7 +57,8 @@ async fn metrics(State(server): AppState) -> ApiResult<Response> {
         event_locks: server.store.event_locks_held().await?,
         uptime: server.started.elapsed(),
     };
-    let mut r = server.metrics.render(&readings).into_response();
+    let with_apps = caller.is_some_and(|c| c.allows("app.read", &[]));
+    let mut r = server.metrics.render(&readings, with_apps).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     Ok(r)
 }
