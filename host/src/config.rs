@@ -28,6 +28,7 @@ pub struct Config {
     pub pools: PoolsConfig,
     pub egress: EgressConfig,
     pub services: ServicesConfig,
+    pub shell: ShellConfig,
     #[serde(rename = "plugin")]
     pub plugin: Vec<PluginEntry>,
     /// Per-pool bounds on what its apps may do (`[[pool_policy]]`).
@@ -279,6 +280,26 @@ pub struct HealingConfig {
 impl Default for HealingConfig {
     fn default() -> Self {
         HealingConfig { interval_secs: 30 }
+    }
+}
+
+/// Interactive shells (`GET /apps/{app}/shell`): their keep-alive and bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShellConfig {
+    /// Seconds between the server's pings.
+    pub ping_interval_secs: u64,
+    /// A shell whose client answered no ping for this long is closed.
+    pub pong_timeout_secs: u64,
+    /// The longest a shell lasts.
+    pub max_secs: u64,
+    /// Shells open at once into one app (isolated ones count: each is a container).
+    pub max_per_app: usize,
+}
+
+impl Default for ShellConfig {
+    fn default() -> Self {
+        ShellConfig { ping_interval_secs: 20, pong_timeout_secs: 60, max_secs: 8 * 3600, max_per_app: 4 }
     }
 }
 
@@ -557,6 +578,7 @@ impl Default for Config {
             egress: EgressConfig::default(),
             plugin: Vec::new(),
             services: ServicesConfig::default(),
+            shell: ShellConfig::default(),
             pool_policy: Vec::new(),
         }
     }

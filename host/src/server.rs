@@ -57,6 +57,8 @@ pub struct Server {
     /// unit-state generation they were made from (see `api::apps`).
     /// The egress rule every fetch of a user-given URL passes.
     pub egress: Arc<crate::egress::Egress>,
+    /// Interactive shells open, per app (`api::shell`).
+    pub shells: crate::apps::shell::Shells,
     pub unit_lists: std::sync::Mutex<std::collections::HashMap<String, (Arc<crate::store::AppView>, u64, Arc<Vec<crate::plugin::provisioner::Unit>>)>>,
     _plugins: PluginEngine,
 }
@@ -243,6 +245,7 @@ impl Server {
             routing,
             wakes: Default::default(),
             app_outbound: Default::default(),
+            shells: Default::default(),
             unit_lists: Default::default(),
             egress,
             events,
@@ -295,7 +298,8 @@ async fn serve_api(listener: TcpListener, app: axum::Router, admission: crate::l
             req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             app.clone().call(req)
         });
-        let connection = admission.http1().serve_connection(io, service);
+        // Upgrades: the websockets of `GET /apps/{app}/shell` and `GET /logs`.
+        let connection = admission.http1().serve_connection(io, service).with_upgrades();
         let mut closing = closing.clone();
         connections.spawn(async move {
             tokio::pin!(connection);

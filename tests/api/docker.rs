@@ -12,7 +12,7 @@ use std::process::Command;
 use tokio::sync::OnceCell;
 
 /// The two engines' addresses, or `None` (test skipped) when none run.
-fn nodes() -> Option<[String; 2]> {
+pub(crate) fn nodes() -> Option<[String; 2]> {
     match std::env::var("TORII_TEST_DOCKER_NODES") {
         Ok(v) if !v.is_empty() => {
             let list: Vec<String> = v.split(',').map(str::to_string).collect();
@@ -73,10 +73,10 @@ fn httpd_dockerfile(text: &str) -> String {
 static IMAGES: OnceCell<()> = OnceCell::const_new();
 
 /// Docker tests share the engines: the fault test, which freezes one, runs alone.
-static ENGINES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+pub(crate) static ENGINES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// `torii-test/httpd:1` and `:2` on both engines, built once per test run.
-async fn images(nodes: &[String; 2]) {
+pub(crate) async fn images(nodes: &[String; 2]) {
     IMAGES
         .get_or_init(|| async {
             let nodes = nodes.clone();
@@ -93,22 +93,22 @@ async fn images(nodes: &[String; 2]) {
 }
 
 /// Containers on `node` carrying `label`.
-fn containers(node: &str, label: &str) -> Vec<String> {
+pub(crate) fn containers(node: &str, label: &str) -> Vec<String> {
     let out = Command::new("docker").args(["-H", node, "ps", "-aq", "--filter", &format!("label={label}")]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
 }
 
 /// A name unique to this test run and backend (the engines are shared).
-fn unique(prefix: &str, b: Backend) -> String {
+pub(crate) fn unique(prefix: &str, b: Backend) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{prefix}-{}-{:x}", if b == Backend::Sqlite { "s" } else { "p" }, nanos & 0xfffff)
 }
 
-fn stream_errors(body: &str) -> Vec<String> {
+pub(crate) fn stream_errors(body: &str) -> Vec<String> {
     body.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter_map(|v| v["Error"].as_str().map(str::to_string)).filter(|e| !e.is_empty()).collect()
 }
 
-async fn add_node(t: &TestServer, address: &str, pool: &str) -> crate::support::Response {
+pub(crate) async fn add_node(t: &TestServer, address: &str, pool: &str) -> crate::support::Response {
     t.req("POST", "/1.2/node")
         .admin()
         .form(&[("Register", "true"), ("Metadata.address", address), ("Metadata.pool", pool), ("Metadata.zone", "z1")])

@@ -34,6 +34,7 @@ mod routers;
 mod certificates;
 mod service_instances;
 mod services;
+mod shell;
 pub mod stream;
 mod teams;
 pub mod tokens;
@@ -105,6 +106,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = deploys::routes(routes);
     let routes = deploy::routes(routes);
     let routes = lifecycle::routes(routes);
+    let routes = shell::routes(routes);
     let routes = units::routes(routes);
     let routes = webhooks::routes(routes);
     let routes = plugins::routes(routes);

@@ -14,6 +14,7 @@
 pub mod env;
 pub mod change;
 mod converge;
+pub mod shell;
 pub mod wake;
 
 pub use converge::{converge, plan, refresh};

@@ -8,6 +8,7 @@
 
 pub mod logs;
 pub mod nodecontainers;
+pub mod terminal;
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
@@ -16,6 +17,10 @@ use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// The label the host puts on every container a plugin creates: its entry
+/// name. Only the plugin named there may act on the container.
+pub const OWNER_LABEL: &str = "torii.plugin";
 
 /// The pool setting kind of container log configs (`/docker/logs`).
 pub const LOGS_SETTING: &str = "logs";
@@ -100,6 +105,24 @@ pub struct EngineInfo {
     pub images: u32,
     pub cpus: u32,
     pub memory: u64,
+}
+
+/// What a container uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU in thousandths of a core.
+    pub cpu_milli: u32,
+    pub memory: u64,
+}
+
+/// Thousandths of a core from a container's CPU time and the host's (all
+/// its CPUs) over the same span, as `docker stats` computes its percentage.
+fn cpu_milli(container_ns: u64, system_ns: u64, cpus: u32) -> u32 {
+    if system_ns == 0 {
+        return 0;
+    }
+    let milli = container_ns as f64 / system_ns as f64 * f64::from(cpus) * 1000.0;
+    milli.round().min(f64::from(u32::MAX)) as u32
 }
 
 /// Clients of the registered engines, connected on first use.
@@ -253,6 +276,22 @@ impl Engines {
             restarts: u32::try_from(c.restart_count.unwrap_or(0)).unwrap_or(0),
             exit_code: state.and_then(|s| s.exit_code).unwrap_or(0),
         }))
+    }
+
+    /// What container `id` uses: CPU over the engine's last second of
+    /// samples (its one-shot stats wait for two), memory now.
+    pub async fn stats(&self, address: &str, id: &str) -> Result<Usage, EngineError> {
+        let options = q::StatsOptionsBuilder::new().stream(false).one_shot(false).build();
+        let sample = self.call(address, "container stats", async |d| d.stats(id, Some(options)).next().await.transpose()).await?;
+        let sample = sample.ok_or_else(|| EngineError::Invalid(format!("docker node {address}: no stats for container {id}")))?;
+        let total = |c: &Option<bollard::models::ContainerCpuStats>| {
+            let c = c.as_ref();
+            (c.and_then(|c| c.cpu_usage.as_ref()).and_then(|u| u.total_usage).unwrap_or(0), c.and_then(|c| c.system_cpu_usage).unwrap_or(0))
+        };
+        let (cpu, system) = total(&sample.cpu_stats);
+        let (pre_cpu, pre_system) = total(&sample.precpu_stats);
+        let cpus = sample.cpu_stats.as_ref().and_then(|c| c.online_cpus).unwrap_or(1).max(1);
+        Ok(Usage { cpu_milli: cpu_milli(cpu.saturating_sub(pre_cpu), system.saturating_sub(pre_system), cpus), memory: sample.memory_stats.and_then(|m| m.usage).unwrap_or(0) })
     }
 
     /// Containers carrying every one of `labels`, running or not.
@@ -538,6 +577,14 @@ fn docker_error(address: &str, what: &'static str, e: bollard::errors::Error) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_is_the_containers_share_of_all_cpus() {
+        // Half of the host's time on a 2-CPU host: one core.
+        assert_eq!(cpu_milli(500, 1000, 2), 1000);
+        assert_eq!(cpu_milli(50, 1000, 4), 200);
+        assert_eq!(cpu_milli(5, 0, 2), 0);
+    }
 
     #[test]
     fn addresses_are_sockets_or_loopback() {

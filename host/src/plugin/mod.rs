@@ -29,7 +29,7 @@ pub const CONTRACT_PACKAGE: &str = "torii:plugin";
 /// The contract version this host speaks. Every incompatible change to
 /// `wit/` bumps it; a plugin built against another version is refused at
 /// load with both versions named.
-pub const CONTRACT_VERSION: &str = "0.5.0";
+pub const CONTRACT_VERSION: &str = "0.6.0";
 
 /// One name of a component's imports or exports in the `torii:plugin`
 /// package: its interface and version (empty when unversioned).
@@ -136,6 +136,7 @@ mod tests {
         ("0.3.0", "13e28fe55e0353ba2681a789132af49d8e2f8f5c05b8ddfa167880915db50c6c"),
         ("0.4.0", "ddfaf1ec0d6123f2dc63065db7426339e15f45330ab59fa05a137a5b299317fd"),
         ("0.5.0", "812fe1509411b7eb4763d05979afa39b45d72fcb7fd5762a3b78ad90e69c6ad9"),
+        ("0.6.0", "3f460ea072c6a6b7194db64e51469d30d73bf5dc94335f63646acb93b4966f6d"),
     ];
 
     /// sha256 over `wit/*.wit` by file name, each without comments, blank

@@ -24,7 +24,7 @@ mod bindings {
 }
 
 pub use bindings::exports::torii::plugin::provisioner::{
-    Applied, AppState, AppVersion, EnvVar, Error as Refusal, Process, ProcessStatus, Repair, Route, Unit,
+    Applied, AppState, AppVersion, EnvVar, Error as Refusal, Process, ProcessStatus, Repair, Route, ShellTarget, Unit, UnitUsage,
 };
 
 /// Why a provisioner call did not succeed: the plugin failed, or it
@@ -74,7 +74,8 @@ impl ProcessStatus {
 
 super::instance::plugin_world!(ProvisionerWorld, "provisioner", bindings::ProvisionerPlugin, bindings::ProvisionerPluginPre, torii_plugin_provisioner);
 
-/// A configured provisioner.
+/// A configured provisioner (cheap to clone: its pool is shared).
+#[derive(Clone)]
 pub struct Provisioner {
     pool: std::sync::Arc<PluginPool<ProvisionerWorld>>,
 }
@@ -182,6 +183,32 @@ impl Provisioner {
     /// Repairs the app's drift from `desired` (healing); the repairs made.
     pub async fn reconcile(&self, desired: AppState) -> Result<Vec<Repair>, ProvisionError> {
         flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_reconcile(s, &desired).await })).await)
+    }
+
+    /// Where a shell into the app runs (a unit, or an isolated container).
+    pub async fn open_shell(&self, desired: AppState, unit: &str, isolated: bool) -> Result<ShellTarget, ProvisionError> {
+        let unit = unit.to_string();
+        flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_open_shell(s, &desired, &unit, isolated).await })).await)
+    }
+
+    /// The shell opened in `target` ended.
+    pub async fn close_shell(&self, desired: AppState, target: ShellTarget) -> Result<(), ProvisionError> {
+        flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_close_shell(s, &desired, &target).await })).await)
+    }
+
+    /// What the app's running units use now.
+    pub async fn usage(&self, desired: AppState) -> Result<Vec<UnitUsage>, ProvisionError> {
+        flatten(self.pool.call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_usage(s, &desired).await })).await)
+    }
+
+    /// Builds a platform's image on the nodes of `pool`; progress lines.
+    pub async fn build_platform(&self, pool: &str, name: &str, version: u32, context: &str, args: Vec<(String, String)>) -> Result<Vec<String>, ProvisionError> {
+        let (pool, name, context) = (pool.to_string(), name.to_string(), context.to_string());
+        flatten(
+            self.pool
+                .call(move |b, s| Box::pin(async move { b.torii_plugin_provisioner().call_build_platform(s, &pool, &name, version, &context, &args).await }))
+                .await,
+        )
     }
 
     pub async fn destroy(&self, app: &str) -> Result<(), ProvisionError> {

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use torii_plugin_sdk::containers::{self, Container, ContainerSpec, Node, Placement};
 use torii_plugin_sdk::export_provisioner;
 use torii_plugin_sdk::provisioner::{
-    Applied, AppState, AppVersion, Error, Outcome, Process, ProcessStatus, Provisioner, Repair, Route, Unit,
+    Applied, AppState, AppVersion, Error, Outcome, Process, ProcessStatus, Provisioner, Repair, Route, ShellTarget, Unit, UnitUsage,
 };
 
 const LABEL_APP: &str = "torii.app";
@@ -38,6 +38,9 @@ const LABEL_MANAGED: &str = "torii.provisioner";
 const LABEL_RUN: &str = "torii.run";
 /// How long an isolated run may take before it is cut.
 const RUN_TIMEOUT_SECS: u32 = 600;
+/// How long an isolated shell's container lives at most (the host closes
+/// the shell before: its sessions are bounded shorter).
+const SHELL_ISOLATED_SECS: u32 = 12 * 3600;
 
 /// Status of a node being removed: its units move to the other nodes.
 const NODE_REMOVING: &str = "removing";
@@ -116,6 +119,11 @@ fn command(p: &Process) -> Vec<String> {
 /// `command` run by the image's shell.
 fn shell(command: &str) -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into(), command.into()]
+}
+
+/// An interactive shell: bash when the image has it, else its `sh`.
+fn login_shell() -> Vec<String> {
+    shell("if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi")
 }
 
 /// `lines` with what a command printed; an error carrying them all when it
@@ -367,10 +375,10 @@ impl Docker {
         Ok(line)
     }
 
-    /// Runs `command` in a container of its own, made from the image of the
-    /// version serving the app with the app's env, on a ready node of its
-    /// pool; removed once the command ends. Its output, or why it failed.
-    fn run_isolated(&self, desired: &AppState, command: &str) -> Result<Vec<String>, String> {
+    /// A container of the app's own for `cmd`, made like a unit of the
+    /// version serving the app (its image, env and plan) on a ready node of
+    /// its pool, not started; its node and id, and progress lines.
+    fn isolated(&self, desired: &AppState, cmd: Vec<String>) -> Result<(String, String, Vec<String>), String> {
         let v = desired
             .versions
             .iter()
@@ -389,7 +397,7 @@ impl Docker {
         let spec = ContainerSpec {
             name: format!("{}-run-{}", desired.name, random_suffix()),
             image: source.image().to_string(),
-            cmd: shell(command),
+            cmd,
             env: self.env(desired, process, port),
             labels: vec![
                 (LABEL_MANAGED.into(), self.name.clone()),
@@ -401,12 +409,33 @@ impl Docker {
             cpu_milli: desired.plan_cpu_milli,
         };
         let id = containers::create(&node, &spec)?;
+        Ok((node, id, lines))
+    }
+
+    /// Runs `command` in an isolated container ([`Docker::isolated`]),
+    /// removed once the command ends. Its output, or why it failed.
+    fn run_isolated(&self, desired: &AppState, command: &str) -> Result<Vec<String>, String> {
+        let (node, id, lines) = self.isolated(desired, shell(command))?;
         let ran = containers::start(&node, &id).and_then(|()| containers::wait(&node, &id, RUN_TIMEOUT_SECS)).and_then(|code| Ok((code, containers::output(&node, &id)?)));
         // Gone whatever happened, running or not.
         let removed = containers::remove(&node, &id);
         let (code, output) = ran?;
         removed?;
         command_output(lines, &output, code, "an isolated container")
+    }
+
+    /// Removes the app's isolated containers that are not running any more
+    /// (an isolated shell whose host went away ends when its sleep does).
+    fn sweep_isolated(&self, desired: &AppState) -> Result<(), String> {
+        let labels = [(LABEL_MANAGED.to_string(), self.name.clone()), (LABEL_RUN.to_string(), desired.name.clone())];
+        for node in containers::nodes(&desired.pool)? {
+            for c in containers::list(&node.address, &labels)? {
+                if c.state != "running" && c.state != "created" {
+                    containers::remove(&node.address, &c.id)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The config hash of a unit of this version and process on `node`.
@@ -637,7 +666,9 @@ impl Provisioner for Docker {
     }
 
     fn reconcile(&self, desired: &AppState) -> Outcome<Vec<Repair>> {
-        Ok(self.converge(desired, true)?.repairs)
+        let repairs = self.converge(desired, true)?.repairs;
+        self.sweep_isolated(desired)?;
+        Ok(repairs)
     }
 
     fn units(&self, desired: &AppState) -> Outcome<Vec<Unit>> {
@@ -699,6 +730,86 @@ impl Provisioner for Docker {
         Ok(lines)
     }
 
+    /// A shell runs in a running unit (the one named, else the first), or in
+    /// an isolated container that sleeps until the host closes the shell
+    /// (at most [`SHELL_ISOLATED_SECS`]).
+    fn open_shell(&self, desired: &AppState, unit: &str, isolated: bool) -> Outcome<ShellTarget> {
+        if isolated {
+            let (node, id, _) = self.isolated(desired, shell(&format!("exec sleep {SHELL_ISOLATED_SECS}")))?;
+            if let Err(e) = containers::start(&node, &id) {
+                let _ = containers::remove(&node, &id);
+                return Err(e.into());
+            }
+            return Ok(ShellTarget { node, container: id, unit: String::new(), isolated: true, command: login_shell() });
+        }
+        let cluster = self.cluster(&desired.pool, &desired.name)?;
+        let u = if unit.is_empty() {
+            cluster.units.iter().filter(|u| u.running()).min_by(|a, b| a.c.name.cmp(&b.c.name))
+        } else {
+            let u = cluster.units.iter().find(|u| u.c.name == unit || (unit.len() >= 4 && u.c.id.starts_with(unit)));
+            let u = u.ok_or_else(|| Error::NotFound(format!("unit {unit:?} not found")))?;
+            if !u.running() {
+                return Err(Error::Invalid(format!("unit {} is not running (container is {})", u.c.name, u.c.state)));
+            }
+            Some(u)
+        };
+        let u = u.ok_or_else(|| Error::Invalid(format!("app {:?} has no running units to open a shell in", desired.name)))?;
+        Ok(ShellTarget { node: cluster.nodes[u.node].address.clone(), container: u.c.id.clone(), unit: u.c.name.clone(), isolated: false, command: login_shell() })
+    }
+
+    /// Each running unit's CPU and memory, sampled on every node at once.
+    fn usage(&self, desired: &AppState) -> Outcome<Vec<UnitUsage>> {
+        let cluster = self.cluster(&desired.pool, &desired.name)?;
+        let mut usage = Vec::new();
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            let running: Vec<&Placed> = cluster.units.iter().filter(|u| u.node == i && u.running()).collect();
+            if running.is_empty() {
+                continue;
+            }
+            let ids: Vec<String> = running.iter().map(|u| u.c.id.clone()).collect();
+            for (u, sample) in running.iter().zip(containers::stats(&node.address, &ids)) {
+                // A unit that went away since the listing is no longer running.
+                let Ok(sample) = sample else { continue };
+                usage.push(UnitUsage {
+                    unit: u.c.name.clone(),
+                    process: u.process().to_string(),
+                    version: u.version(),
+                    cpu_milli: sample.cpu_milli,
+                    memory: sample.memory,
+                });
+            }
+        }
+        Ok(usage)
+    }
+
+    /// An isolated shell's container goes; a unit stays as it is.
+    fn close_shell(&self, desired: &AppState, target: &ShellTarget) -> Outcome<()> {
+        if !target.isolated {
+            return Ok(());
+        }
+        let Some(c) = containers::inspect(&target.node, &target.container)? else { return Ok(()) };
+        if !c.labels.iter().any(|(k, v)| k == LABEL_RUN && *v == desired.name) {
+            return Err(Error::Invalid(format!("container {} is not an isolated container of app {:?}", short(&c.id), desired.name)));
+        }
+        containers::remove(&target.node, &target.container)?;
+        Ok(())
+    }
+
+    /// The platform's image, `torii-platform/<name>:v<version>`, built on
+    /// every ready node of the pool (platform builds stack on it by cache).
+    fn build_platform(&self, pool: &str, name: &str, version: u32, context: &str, args: &[(String, String)]) -> Outcome<Vec<String>> {
+        let tag = format!("torii-platform/{name}:v{version}");
+        let nodes: Vec<Node> = containers::nodes(pool)?.into_iter().filter(|n| n.status == "ready").collect();
+        let mut lines = Vec::new();
+        for node in nodes {
+            lines.push(format!(" ---> building platform {name} as {tag} on {}\n", node.address));
+            let output = containers::build(&node.address, context, "Dockerfile", &tag, args)
+                .map_err(|e| Error::Invalid(format!("platform {name} does not build on node {}: {e}", node.address)))?;
+            lines.extend(output.into_iter().map(|l| format!("     {l}\n")));
+        }
+        Ok(lines)
+    }
+
     /// Moves the units; the host's apply after it gives the router their new addresses.
     fn move_units(&self, desired: &AppState, units: &[String], to: &str) -> Outcome<Vec<String>> {
         let mut cluster = self.cluster(&desired.pool, &desired.name)?;
@@ -755,9 +866,12 @@ impl Provisioner for Docker {
 
     fn destroy(&self, app: &str) -> Outcome<()> {
         for node in containers::nodes("")? {
-            let labels = [(LABEL_MANAGED.to_string(), self.name.clone()), (LABEL_APP.to_string(), app.to_string())];
-            for c in containers::list(&node.address, &labels)? {
-                containers::remove(&node.address, &c.id)?;
+            // Its units, then its isolated containers (runs, shells).
+            for label in [LABEL_APP, LABEL_RUN] {
+                let labels = [(LABEL_MANAGED.to_string(), self.name.clone()), (label.to_string(), app.to_string())];
+                for c in containers::list(&node.address, &labels)? {
+                    containers::remove(&node.address, &c.id)?;
+                }
             }
             // The versions' pinned images (builds are shared by content: they stay).
             for name in containers::image_names(&node.address, &pinned_repository(app))? {

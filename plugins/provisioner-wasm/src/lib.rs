@@ -12,7 +12,7 @@
 
 use torii_plugin_sdk::app_runtime;
 use torii_plugin_sdk::export_provisioner;
-use torii_plugin_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Provisioner, Route, Unit};
+use torii_plugin_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Provisioner, Route, ShellTarget, Unit};
 
 struct Wasm {
     /// The process that takes the traffic when a version has it.
@@ -132,6 +132,10 @@ impl Provisioner for Wasm {
 
     fn run(&self, _desired: &AppState, _command: &str, _once: bool, _isolated: bool) -> Outcome<Vec<String>> {
         Err(Error::Unsupported("the wasm provisioner does not run commands: a WASM app has no shell or processes to run them in; deploy a component that does the work on a request instead".into()))
+    }
+
+    fn open_shell(&self, _desired: &AppState, _unit: &str, _isolated: bool) -> Outcome<ShellTarget> {
+        Err(Error::Unsupported("a WASM app has no shell: its units are component instances made per request, not containers; use `tsuru app log` to see what it does".into()))
     }
 
     fn destroy(&self, app: &str) -> Outcome<()> {

@@ -9,16 +9,16 @@ pub mod bindings {
         export_macro_name: "__export_provisioner_world",
         default_bindings_module: "torii_plugin_sdk::provisioner::bindings",
         with: {
-            "torii:plugin/log@0.5.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::log,
-            "torii:plugin/kv@0.5.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::kv,
-            "torii:plugin/app-runtime@0.5.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::app_runtime,
-            "torii:plugin/containers@0.5.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::containers,
+            "torii:plugin/log@0.6.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::log,
+            "torii:plugin/kv@0.6.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::kv,
+            "torii:plugin/app-runtime@0.6.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::app_runtime,
+            "torii:plugin/containers@0.6.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::containers,
         },
     });
 }
 
 pub use bindings::exports::torii::plugin::provisioner::{
-    Applied, AppState, AppVersion, EnvVar, Error, Process, ProcessStatus, Repair, Route, Unit,
+    Applied, AppState, AppVersion, EnvVar, Error, Process, ProcessStatus, Repair, Route, ShellTarget, Unit, UnitUsage,
 };
 
 /// What a provisioner call answers: the value, or a typed [`Error`] (the
@@ -79,6 +79,28 @@ pub trait Provisioner: Sized + 'static {
     fn reconcile(&self, _desired: &AppState) -> Outcome<Vec<Repair>> {
         Ok(vec![])
     }
+
+    /// Where an interactive shell into the app runs (provisioners whose
+    /// units are containers).
+    fn open_shell(&self, _desired: &AppState, _unit: &str, _isolated: bool) -> Outcome<ShellTarget> {
+        Err(Error::Unsupported("this provisioner's units are not containers: there is no shell to open in them".into()))
+    }
+
+    /// The shell in `target` ended: an isolated container goes.
+    fn close_shell(&self, _desired: &AppState, _target: &ShellTarget) -> Outcome<()> {
+        Ok(())
+    }
+
+    /// What the app's running units use now (app autoscale by CPU).
+    fn usage(&self, _desired: &AppState) -> Outcome<Vec<UnitUsage>> {
+        Err(Error::Unsupported("this provisioner's units have no CPU of their own to measure".into()))
+    }
+
+    /// Builds a platform's image on the nodes of `pool` (provisioners that
+    /// build images); progress lines.
+    fn build_platform(&self, _pool: &str, _name: &str, _version: u32, _context: &str, _args: &[(String, String)]) -> Outcome<Vec<String>> {
+        Err(Error::Unsupported("this provisioner builds no images".into()))
+    }
 }
 
 /// Exports a type implementing [`Provisioner`] as the plugin's component exports.
@@ -87,7 +109,7 @@ macro_rules! export_provisioner {
     ($provisioner:ty) => {
         const _: () = {
             use $crate::provisioner::bindings::exports::torii::plugin::provisioner;
-            use $crate::provisioner::{Applied, AppState, AppVersion, Error, Provisioner, Unit};
+            use $crate::provisioner::{Applied, AppState, AppVersion, Error, Provisioner, ShellTarget, Unit};
 
             $crate::__plugin_state!($provisioner, <$provisioner as Provisioner>::init);
 
@@ -132,6 +154,18 @@ macro_rules! export_provisioner {
                 }
                 fn reconcile(desired: AppState) -> Result<Vec<$crate::provisioner::Repair>, Error> {
                     with(|s| s.reconcile(&desired))
+                }
+                fn open_shell(desired: AppState, unit: String, isolated: bool) -> Result<ShellTarget, Error> {
+                    with(|s| s.open_shell(&desired, &unit, isolated))
+                }
+                fn close_shell(desired: AppState, target: ShellTarget) -> Result<(), Error> {
+                    with(|s| s.close_shell(&desired, &target))
+                }
+                fn usage(desired: AppState) -> Result<Vec<$crate::provisioner::UnitUsage>, Error> {
+                    with(|s| s.usage(&desired))
+                }
+                fn build_platform(pool: String, name: String, version: u32, context: String, args: Vec<(String, String)>) -> Result<Vec<String>, Error> {
+                    with(|s| s.build_platform(&pool, &name, version, &context, &args))
                 }
             }
 

@@ -4,7 +4,7 @@
 //! (`crate::docker`), bounded in time. Containers are made from a spec that
 //! has no mounts, privileges or host network, with ports on 127.0.0.1 only.
 
-use super::bindings::torii::plugin::containers::{Container, ContainerSpec, Engine, ExecOutput, Host, Image, Node, Placement};
+use super::bindings::torii::plugin::containers::{Container, ContainerSpec, Engine, ExecOutput, Host, Image, Node, Placement, Usage};
 use crate::config::Capability;
 use crate::docker::{ContainerInfo, Engines};
 use crate::plugin::PluginState;
@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const UNAVAILABLE: &str = "docker engines are not available to this plugin";
-/// The label the host puts on every container a plugin creates: its entry name.
-const OWNER_LABEL: &str = "torii.plugin";
+use crate::docker::OWNER_LABEL;
 /// Bound of an image build.
 const BUILD_LIMIT: Duration = Duration::from_secs(600);
 /// The most of a container's output `output` hands over (its last bytes).
@@ -302,6 +301,23 @@ impl Host for PluginState {
             cpus: i.cpus,
             memory: i.memory,
         }))
+    }
+
+    async fn stats(&mut self, node: String, ids: Vec<String>) -> wasmtime::Result<Vec<Result<Usage, String>>> {
+        let name = self.host.name.clone();
+        let (host, engines) = self.engines()?;
+        let refuse = |why: String| ids.iter().map(|_| Err(why.clone())).collect();
+        let Some(engines) = engines else { return Ok(refuse(UNAVAILABLE.into())) };
+        if let Err(e) = owns_node(&host, &node).await {
+            return Ok(refuse(e));
+        }
+        let one = async |id: &String| -> Result<Usage, String> {
+            let own = engines.inspect(&node, id).await.map_err(|e| e.to_string())?.filter(|c| c.labels.get(OWNER_LABEL) == Some(&name));
+            own.ok_or_else(|| format!("docker node {node}: no container {id:?} of plugin {name:?}"))?;
+            let u = engines.stats(&node, id).await.map_err(|e| e.to_string())?;
+            Ok(Usage { cpu_milli: u.cpu_milli, memory: u.memory })
+        };
+        Ok(futures_util::future::join_all(ids.iter().map(one)).await)
     }
 }
 
