@@ -37,6 +37,13 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Prints the token of the internal app `tsr`, which node agents use
+    /// to send container logs (`GET /logs`). It follows the server key
+    /// (`data_dir/secret.key`): a new key makes a new token.
+    AgentToken {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
@@ -66,6 +73,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(load_config(config)?).await,
         Command::RootUserCreate { email, config } => root_user_create(load_config(config)?, &email).await,
+        Command::AgentToken { config } => {
+            let config = load_config(config)?;
+            let path = config.data_dir.join("secret.key");
+            let key = torii::auth::ServerKey::load_existing(&path)?.ok_or_else(|| anyhow::anyhow!("no server key at {}: run `torii serve` once first", path.display()))?;
+            println!("{}", key.agent_token());
+            Ok(())
+        }
     }
 }
 

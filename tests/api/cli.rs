@@ -95,6 +95,16 @@ async fn root_user_create_then_serve() {
     assert_eq!(me["Roles"], serde_json::json!([{"Name": "AllowAll", "ContextType": "global", "ContextValue": ""}]));
     assert_eq!(me["Permissions"], serde_json::json!([{"Name": "", "ContextType": "global", "ContextValue": ""}]));
 
+    // The node agents' token (tsr): printed by `agent-token`, accepted by
+    // `GET /logs` only (app routes refuse it as another app's token).
+    let out = Command::new(BIN).args(["agent-token", "--config"]).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let agent = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(agent.len(), 64, "{agent}");
+    let r = client.get(format!("{base}/1.0/users/info")).bearer_auth(&agent).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["Email"], "tsr@tsuru-app-token");
+
     // One serving process per SQLite database.
     let second = Command::new(BIN).args(["serve", "--config"]).arg(&config).output().unwrap();
     assert!(!second.status.success());

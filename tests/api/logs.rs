@@ -97,3 +97,84 @@ backends! {
     }
 }
 
+
+mod ingest {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::{Message, http::HeaderValue};
+
+    type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+    async fn connect(t: &TestServer, token: Option<&str>) -> Socket {
+        let mut request = format!("{}/logs", t.base.replacen("http://", "ws://", 1)).into_client_request().unwrap();
+        if let Some(token) = token {
+            request.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("bearer {token}")).unwrap());
+        }
+        let (socket, response) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
+        assert_eq!(response.status(), 101);
+        socket
+    }
+
+    /// The server's last word: one JSON frame `{"error": ...}`, then a close.
+    async fn ending(socket: &mut Socket) -> Value {
+        let text = loop {
+            match tokio::time::timeout(Duration::from_secs(10), socket.next()).await.expect("an answer within 10 s") {
+                Some(Ok(Message::Text(t))) => break t.to_string(),
+                Some(Ok(Message::Ping(_))) => continue,
+                other => panic!("expected the error frame, got {other:?}"),
+            }
+        };
+        assert!(matches!(socket.next().await, Some(Ok(Message::Close(_)))));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    backends! {
+        async fn node_agents_send_logs_with_the_tsr_token_only(b) {
+            let t = TestServer::start(b).await;
+            let app_token = setup(&t).await;
+            t.req("POST", "/1.0/apps").admin().form(&[("name", "other"), ("teamOwner", "t1")]).send().await.expect_status(201);
+
+            // Only the tsr token: none, a user's, an app's are refused after the upgrade.
+            assert_eq!(ending(&mut connect(&t, None).await).await, serde_json::json!({"error": "wslogs: no token"}));
+            assert_eq!(ending(&mut connect(&t, Some("bogus")).await).await, serde_json::json!({"error": "wslogs: no token"}));
+            assert_eq!(ending(&mut connect(&t, Some(&t.admin_token)).await).await, serde_json::json!({"error": "wslogs: invalid token app name: \"\""}));
+            assert_eq!(ending(&mut connect(&t, Some(&app_token)).await).await, serde_json::json!({"error": "wslogs: invalid token app name: \"web\""}));
+            let r = t.req("GET", "/1.0/apps/web/log?lines=0").admin().send().await;
+            r.expect(200, "[]\n");
+
+            let tsr = t.server().auth.key().agent_token();
+            let mut agent = connect(&t, Some(&tsr)).await;
+            let entries = [
+                r#"{"Date":"2026-12-04T10:00:00.5Z","Message":"first","Source":"web","AppName":"web","Unit":"web-1"}"#,
+                r#"{"Date":"2026-12-04T10:00:01Z","Message":"to other","Source":"worker","AppName":"other","Unit":"other-1"}"#,
+                // Ignored: no date, no app, no message, an app that does not exist, not an entry.
+                r#"{"Message":"undated","Source":"web","AppName":"web","Unit":"web-1"}"#,
+                r#"{"Date":"2026-12-04T10:00:02Z","Message":"nobody's","Source":"web","Unit":"web-1"}"#,
+                r#"{"Date":"2026-12-04T10:00:02Z","Message":"","Source":"web","AppName":"web","Unit":"web-1"}"#,
+                r#"{"Date":"2026-12-04T10:00:02Z","Message":"ghost","Source":"web","AppName":"nosuchapp","Unit":"x"}"#,
+                "not json",
+                r#"{"Date":"2026-12-04T10:00:03+01:00","Message":"second","Source":"web","AppName":"web","Unit":"web-2"}"#,
+            ];
+            for e in entries {
+                agent.send(Message::Text(e.into())).await.unwrap();
+            }
+            // Written within the flush interval, while the connection stays open.
+            crate::support::within_10s("the agent's entries are in the log", async || {
+                t.req("GET", "/1.0/apps/web/log?lines=0").admin().send().await.body.lines().next().is_some_and(|l| messages(l).len() == 2)
+            }).await;
+            let web: Value = t.req("GET", "/1.0/apps/web/log?lines=0").admin().send().await.json();
+            assert_eq!(web, serde_json::json!([
+                {"Date": "2026-12-04T10:00:00.500Z", "Message": "first", "Source": "web", "AppName": "web", "Unit": "web-1"},
+                {"Date": "2026-12-04T09:00:03Z", "Message": "second", "Source": "web", "AppName": "web", "Unit": "web-2"},
+            ]));
+            let other = t.req("GET", "/1.0/apps/other/log?lines=0").admin().send().await;
+            assert_eq!(messages(other.body.lines().next().unwrap()), vec!["to other"]);
+            // The agent closes: the server completes the closing handshake.
+            agent.send(Message::Close(None)).await.unwrap();
+            assert!(matches!(agent.next().await, Some(Ok(Message::Close(_)))));
+            // The tsr token reaches no app's own routes.
+            t.req("GET", "/1.0/apps/web/log?lines=1").token(&tsr).send().await.expect_error(403, "app token mismatch, token for \"tsr\", request for \"web\"");
+        }
+    }
+}

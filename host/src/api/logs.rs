@@ -24,7 +24,7 @@ pub(super) fn routes(r: Routes) -> Routes {
 }
 
 /// Longest message kept; longer ones are cut.
-const MAX_MESSAGE: usize = 64 * 1024;
+pub(super) const MAX_MESSAGE: usize = 64 * 1024;
 /// How often a follower looks for entries written by other torii processes.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
@@ -114,7 +114,7 @@ async fn follow_logs(server: Arc<Server>, app: String, query: LogQuery, mut afte
 }
 
 async fn write(State(server): AppState, Caller(caller): Caller, AppTarget(app): AppTarget, params: Params) -> ApiResult<Response> {
-    let internal = matches!(&caller.subject, Subject::App { app } if app == "tsr");
+    let internal = matches!(&caller.subject, Subject::App { app } if app == crate::auth::AGENT_APP);
     if !internal {
         caller.require("app.update.log", &app_contexts(&app))?;
     }

@@ -19,6 +19,7 @@ mod event_blocks;
 mod healing;
 mod events;
 mod lifecycle;
+mod log_ingest;
 mod logs;
 pub mod names;
 mod nodecontainers;
@@ -42,6 +43,7 @@ mod units;
 pub mod users;
 mod plugins;
 mod webhooks;
+mod ws;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
@@ -103,6 +105,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = apps::routes(routes);
     let routes = env::routes(routes);
     let routes = logs::routes(routes);
+    let routes = log_ingest::routes(routes);
     let routes = deploys::routes(routes);
     let routes = deploy::routes(routes);
     let routes = lifecycle::routes(routes);

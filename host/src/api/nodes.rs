@@ -436,8 +436,9 @@ async fn units_by_app(server: &Arc<Server>, caller: &crate::auth::Identity, app:
 
 /// `POST /node/status`: in tsuru, only its internal app `tsr` (the node
 /// agent) may report units' statuses; every other token gets this 403.
-/// torii has no such app (the name is reserved, and the docker provisioner
-/// reads its containers' states itself), so every token gets it.
+/// torii's `tsr` token sends logs only (`GET /logs`): the docker
+/// provisioner reads its containers' states from the engines itself, so no
+/// token sets them here.
 async fn node_status(Caller(_caller): Caller) -> ApiResult<Response> {
     Err(ApiError::forbidden_with("this token is not allowed to execute this action"))
 }

@@ -14,7 +14,8 @@ use super::{AppState, MaybeCaller, Routes};
 use crate::apps::shell::{self, OpenShell, Request};
 use crate::auth::Identity;
 use crate::server::Server;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use super::ws::close;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
 use axum::response::Response;
@@ -29,9 +30,6 @@ pub(super) fn routes(r: Routes) -> Routes {
 
 /// What tsuru says to a shell without a (valid) token.
 const NO_TOKEN: &str = "no token provided or session expired, please login again";
-
-/// How long a closing server waits for the client's close frame.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// The longest `TERM` taken from the client.
 const MAX_TERM: usize = 64;
@@ -147,22 +145,6 @@ async fn relay(server: &Server, socket: &mut WebSocket, mut shell: OpenShell) ->
 async fn fail(mut socket: WebSocket, message: &str) {
     let _ = socket.send(Message::Text(format!("Error: {message}\n").into())).await;
     close(socket, close_code::NORMAL, "").await;
-}
-
-/// Sends a close frame and waits a moment for the client's (the closing
-/// handshake), so a client reading its last messages finds them all.
-async fn close(mut socket: WebSocket, code: u16, reason: &str) {
-    if socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await.is_err() {
-        return;
-    }
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        while let Some(Ok(message)) = socket.recv().await {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
 }
 
 /// Terminal output as text: a UTF-8 sequence split across chunks is held

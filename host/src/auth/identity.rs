@@ -74,12 +74,15 @@ struct Cached {
 pub struct Authenticator {
     store: Store,
     key: ServerKey,
+    /// The hash of the `tsr` token ([`ServerKey::agent_token`]).
+    agent_hash: String,
     cache: Mutex<HashMap<String, Cached>>,
 }
 
 impl Authenticator {
     pub fn new(store: Store, key: ServerKey) -> Authenticator {
-        Authenticator { store, key, cache: Mutex::new(HashMap::new()) }
+        let agent_hash = super::tokens::hash_token(&key.agent_token());
+        Authenticator { store, key, agent_hash, cache: Mutex::new(HashMap::new()) }
     }
 
     pub fn key(&self) -> &ServerKey {
@@ -130,6 +133,9 @@ impl Authenticator {
         if let Some(session) = self.store.session(hash).await? {
             let identity = self.user_identity(&session.email, TokenKind::Session, hash).await?;
             return Ok((Some(Arc::new(identity)), session.expires_at));
+        }
+        if hash == self.agent_hash {
+            return Ok((Some(Arc::new(app_identity(super::tokens::AGENT_APP, hash))), 0));
         }
         if let Some(app) = self.store.app_by_token(hash).await? {
             return Ok((Some(Arc::new(app_identity(&app, hash))), 0));

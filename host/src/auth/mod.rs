@@ -9,4 +9,4 @@ mod identity;
 mod tokens;
 
 pub use identity::{Authenticator, Identity, Subject, TokenKind};
-pub use tokens::{ServerKey, hash_token, new_generation, new_session_token, parse_authorization};
+pub use tokens::{AGENT_APP, ServerKey, hash_token, new_generation, new_session_token, parse_authorization};

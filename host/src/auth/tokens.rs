@@ -20,6 +20,9 @@ pub fn parse_authorization(value: &str) -> Option<&str> {
     }
 }
 
+/// tsuru's internal app, whose token node agents hold.
+pub const AGENT_APP: &str = "tsr";
+
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -106,6 +109,14 @@ impl ServerKey {
 
     pub fn team_token(&self, token_id: &str, generation: i64) -> String {
         self.derive("team-token", token_id, generation)
+    }
+
+    /// The token of tsuru's internal app `tsr` (API-NOTES §1.2.4), which
+    /// node agents use to send container logs (`GET /logs`). Derived from
+    /// the server key, so every replica and restart has the same one, and a
+    /// new key (rotation) makes a new one.
+    pub fn agent_token(&self) -> String {
+        self.derive("app-token", AGENT_APP, 0)
     }
 }
 
