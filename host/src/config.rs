@@ -29,6 +29,7 @@ pub struct Config {
     pub egress: EgressConfig,
     pub services: ServicesConfig,
     pub shell: ShellConfig,
+    pub autoscale: AutoscaleConfig,
     #[serde(rename = "plugin")]
     pub plugin: Vec<PluginEntry>,
     /// Per-pool bounds on what its apps may do (`[[pool_policy]]`).
@@ -280,6 +281,27 @@ pub struct HealingConfig {
 impl Default for HealingConfig {
     fn default() -> Self {
         HealingConfig { interval_secs: 30 }
+    }
+}
+
+/// App autoscale (`/1.9/apps/{app}/units/autoscale`): how often it looks
+/// and how fast it moves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoscaleConfig {
+    /// Seconds between decisions; 0 turns autoscale off.
+    pub interval_secs: u64,
+    /// Milliseconds between samples of WASM apps' requests in flight.
+    pub sample_ms: u64,
+    /// Seconds a process must need fewer units before it loses any.
+    pub scale_down_delay_secs: u64,
+    /// Seconds after a change before the next one.
+    pub cooldown_secs: u64,
+}
+
+impl Default for AutoscaleConfig {
+    fn default() -> Self {
+        AutoscaleConfig { interval_secs: 15, sample_ms: 250, scale_down_delay_secs: 300, cooldown_secs: 30 }
     }
 }
 
@@ -579,6 +601,7 @@ impl Default for Config {
             plugin: Vec::new(),
             services: ServicesConfig::default(),
             shell: ShellConfig::default(),
+            autoscale: AutoscaleConfig::default(),
             pool_policy: Vec::new(),
         }
     }

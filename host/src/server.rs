@@ -57,6 +57,8 @@ pub struct Server {
     /// unit-state generation they were made from (see `api::apps`).
     /// The egress rule every fetch of a user-given URL passes.
     pub egress: Arc<crate::egress::Egress>,
+    /// App autoscale: specs as last read, samples, each process's track.
+    pub autoscaler: crate::apps::autoscale::Autoscaler,
     /// Interactive shells open, per app (`api::shell`).
     pub shells: crate::apps::shell::Shells,
     pub unit_lists: std::sync::Mutex<std::collections::HashMap<String, (Arc<crate::store::AppView>, u64, Arc<Vec<crate::plugin::provisioner::Unit>>)>>,
@@ -245,6 +247,7 @@ impl Server {
             routing,
             wakes: Default::default(),
             app_outbound: Default::default(),
+            autoscaler: Default::default(),
             shells: Default::default(),
             unit_lists: Default::default(),
             egress,
@@ -380,6 +383,10 @@ pub async fn start(server: Arc<Server>, listener: Option<TcpListener>) -> anyhow
         crate::routers::resync::start(Arc::downgrade(&server), Duration::from_secs(server.config.routers.resync_secs));
     }
     crate::services::operations::start(Arc::downgrade(&server), Duration::from_millis(server.config.services.poll_interval_ms));
+    if server.config.autoscale.interval_secs > 0 {
+        let cfg = &server.config.autoscale;
+        crate::apps::autoscale::start(Arc::downgrade(&server), Duration::from_secs(cfg.interval_secs), Duration::from_millis(cfg.sample_ms.max(10)));
+    }
     if server.config.healing.interval_secs > 0 {
         crate::healing::start(Arc::downgrade(&server), Duration::from_secs(server.config.healing.interval_secs));
     }

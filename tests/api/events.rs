@@ -20,6 +20,14 @@ pub(crate) fn bson_data(custom: &Value) -> Value {
     Value::Array(items)
 }
 
+/// Custom data holding an object (a BSON document), as JSON.
+pub(crate) fn bson_object(custom: &Value) -> Value {
+    let data = custom["Data"].as_str().expect("Data");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(data).unwrap();
+    let doc = bson::Document::from_reader(&mut bytes.as_slice()).unwrap();
+    bson::Bson::Document(doc).into_relaxed_extjson()
+}
+
 fn spec(target: Target, kind: &str) -> EventSpec {
     EventSpec {
         allowed: Allowed::new("team.read.events", vec![Context::team(&target.value)]),

@@ -6,6 +6,7 @@ mod support;
 mod apps;
 mod caddy;
 mod auth;
+mod autoscale;
 mod cli;
 mod converge;
 mod crash;

@@ -379,6 +379,10 @@ pub(super) async fn info_json(server: &Server, view: &Arc<AppView>) -> ApiResult
         format!("{}:{}", app.platform, app.platform_version)
     };
     let mut out: BTreeMap<&str, Value> = BTreeMap::new();
+    let autoscale = server.store.autoscales(&app.name).await?;
+    if !autoscale.is_empty() {
+        out.insert("autoscale", json!(autoscale.iter().map(super::autoscale::spec_json).collect::<Vec<_>>()));
+    }
     out.insert("cname", list_or_null(&app.cnames));
     out.insert("deploys", json!(app.deploys));
     out.insert("description", json!(app.description));

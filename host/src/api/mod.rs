@@ -9,6 +9,7 @@
 
 mod apps;
 mod auth;
+mod autoscale;
 mod brokers;
 mod cnames;
 mod deploy;
@@ -111,6 +112,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = lifecycle::routes(routes);
     let routes = shell::routes(routes);
     let routes = units::routes(routes);
+    let routes = autoscale::routes(routes);
     let routes = webhooks::routes(routes);
     let routes = plugins::routes(routes);
     let routes = platforms::routes(routes);

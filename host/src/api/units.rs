@@ -135,6 +135,13 @@ async fn change(
     let desired = server.store.desired(&app.name).await?.ok_or_else(|| ApiError::not_found(format!("App {} not found.", app.name)))?;
     let version = change::target_version(&desired, &params.get("version").unwrap_or_default())?;
     let process = change::target_process(desired.version(version).expect("a target version exists"), &params.get("process").unwrap_or_default())?;
+    if server.store.autoscales(&app.name).await?.iter().any(|s| s.process == process) {
+        return Err(ApiError::bad_request(if adding {
+            "cannot add units to an app with autoscaler configured, please update autoscale settings"
+        } else {
+            "cannot remove units from an app with autoscaler configured, please update autoscale settings"
+        }));
+    }
     let delta = if adding { count } else { -count };
     crate::apps::plan(&server, &desired, |d| change::scale(d, version, &process, delta).map(|_| ()))?;
     let data = json!({"app": app.name, "units": count, "process": process, "version": version});

@@ -11,6 +11,7 @@
 //! The app's provisioner is resolved here and nowhere else
 //! ([`provisioner_of`]).
 
+pub mod autoscale;
 pub mod env;
 pub mod change;
 mod converge;

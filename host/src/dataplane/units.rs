@@ -24,6 +24,9 @@ pub struct Units {
     generation: AtomicU64,
     /// Units serving a request now, over every app.
     in_use: Arc<AtomicU64>,
+    /// Requests served or waiting for a unit now, by app and process (over
+    /// the generations of slots a scale makes): what autoscale reads.
+    demand: Mutex<HashMap<String, HashMap<String, Arc<AtomicU64>>>>,
 }
 
 /// The units of one version and process: a permit per unit, which unit
@@ -35,6 +38,7 @@ pub struct UnitSlots {
     free: Mutex<Vec<i64>>,
     units: Vec<(Arc<str>, Arc<Control>)>,
     in_use: Arc<AtomicU64>,
+    demand: Arc<AtomicU64>,
 }
 
 /// A unit serving one request; its number goes back when dropped.
@@ -42,6 +46,23 @@ pub struct Unit {
     slots: Arc<UnitSlots>,
     pub number: i64,
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _demand: Counted,
+}
+
+/// One on a counter while it lives.
+struct Counted(Arc<AtomicU64>);
+
+impl Counted {
+    fn new(counter: &Arc<AtomicU64>) -> Counted {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Counted(counter.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Unit {
@@ -125,9 +146,21 @@ impl Units {
                 })
                 .collect(),
             in_use: self.in_use.clone(),
+            demand: self.demand_of(app, process),
         });
         map.entry(app.to_string()).or_default().insert(version, slots.clone());
         slots
+    }
+
+    fn demand_of(&self, app: &str, process: &str) -> Arc<AtomicU64> {
+        let mut map = self.demand.lock().unwrap();
+        map.entry(app.to_string()).or_default().entry(process.to_string()).or_default().clone()
+    }
+
+    /// Requests of `app`'s `process` served or waiting for a unit now.
+    pub fn demand(&self, app: &str, process: &str) -> u64 {
+        let map = self.demand.lock().unwrap();
+        map.get(app).and_then(|p| p.get(process)).map_or(0, |d| d.load(Ordering::Relaxed))
     }
 
     /// The control of `app`'s unit called `name`.
@@ -187,10 +220,13 @@ impl Units {
 impl UnitSlots {
     /// Waits up to `queue` for a free unit.
     pub async fn take(self: &Arc<Self>, queue: Duration) -> Option<Unit> {
+        // Counted from the moment it waits (a request that waits is demand
+        // too) until its unit is dropped, it gives up or its caller goes.
+        let demand = Counted::new(&self.demand);
         let permit = tokio::time::timeout(queue, self.permits.clone().acquire_owned()).await.ok()?.ok()?;
         let number = self.free.lock().unwrap().pop()?;
         self.in_use.fetch_add(1, Ordering::Relaxed);
-        Some(Unit { slots: self.clone(), number, _permit: permit })
+        Some(Unit { slots: self.clone(), number, _permit: permit, _demand: demand })
     }
 }
 
@@ -222,7 +258,17 @@ mod tests {
         let first = slots.take(Duration::from_millis(10)).await.unwrap();
         assert_eq!(&**first.name(), "a-web-v1-0");
         assert!(slots.take(Duration::from_millis(10)).await.is_none());
+        // Demand: the request served, not the one that gave up.
+        assert_eq!(units.demand("a", "web"), 1);
+        let waiting = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.take(Duration::from_secs(5)).await.map(|u| u.number) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(units.demand("a", "web"), 2, "a waiting request counts");
         drop(first);
+        assert_eq!(waiting.await.unwrap(), Some(0));
+        assert_eq!(units.demand("a", "web"), 0);
         assert_eq!(slots.take(Duration::from_millis(10)).await.unwrap().number, 0);
         // A kill through the API reaches the unit's request through its slots.
         let unit = slots.take(Duration::from_millis(10)).await.unwrap();

@@ -6,6 +6,7 @@
 //! Only this module writes SQL. Each area has its own file.
 
 mod apps;
+mod autoscale;
 mod blocks;
 mod events;
 mod kv;
@@ -29,6 +30,7 @@ mod views;
 mod webhooks;
 
 pub use apps::{AppColumn, AppRecord, AppView, EnvVar, Metadata, MetadataItem};
+pub use autoscale::AutoscaleRecord;
 pub use blocks::BlockRecord;
 pub use events::{EventQuery, EventRecord, LockOutcome};
 pub use logs::{LogQuery, LogRecord};
