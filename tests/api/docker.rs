@@ -104,6 +104,11 @@ pub(crate) fn unique(prefix: &str, b: Backend) -> String {
     format!("{prefix}-{}-{:x}", if b == Backend::Sqlite { "s" } else { "p" }, nanos & 0xfffff)
 }
 
+/// The messages of an x-json-stream, joined.
+fn stream_text(body: &str) -> String {
+    body.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter_map(|v| v["Message"].as_str().map(str::to_string)).collect()
+}
+
 pub(crate) fn stream_errors(body: &str) -> Vec<String> {
     body.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter_map(|v| v["Error"].as_str().map(str::to_string)).filter(|e| !e.is_empty()).collect()
 }
@@ -446,6 +451,29 @@ backends! {
             .raw(MP, crate::platforms::multipart(&[("name", platform.as_str()), ("GREETING", "built with an argument")], Some(&dockerfile)))
             .send().await;
         assert!(r.body.contains("Platform successfully added!"), "{}", r.body);
+        // Built at once on the pool's nodes (the app builds reuse its layers).
+        let text = stream_text(&r.body);
+        for node in &nodes {
+            assert!(text.contains(&format!(" ---> building platform {platform} as torii/platform/{platform}:v1 on {node}")), "{text}");
+            assert_eq!(image_names(node, &format!("torii/platform/{platform}")), vec![format!("torii/platform/{platform}:v1")]);
+        }
+        assert!(!text.contains("will be built by the provisioner on first use"), "{text}");
+        // A Dockerfile that does not build: refused when added, nothing recorded.
+        let broken = unique("broken", b);
+        let r = t.req("POST", "/1.0/platforms").admin()
+            .raw(MP, crate::platforms::multipart(&[("name", broken.as_str())], Some(&format!("FROM {}\nRUN exit 3\n", base_image()))))
+            .send().await;
+        let errors = stream_errors(&r.body);
+        assert!(errors.len() == 1 && errors[0].starts_with(&format!("platform {broken} does not build in pool {pool}: platform {broken} does not build on node ")), "{}", r.body);
+        assert!(!r.body.contains("Platform successfully added!"), "{}", r.body);
+        t.req("GET", &format!("/1.6/platforms/{broken}")).admin().send().await.expect_error(500, "Invalid platform");
+        // An update that does not build: refused, the platform stays at version 1.
+        let r = t.req("PUT", &format!("/1.0/platforms/{platform}")).admin()
+            .raw(MP, crate::platforms::multipart(&[], Some(&format!("FROM {}\nRUN exit 4\n", base_image()))))
+            .send().await;
+        assert_eq!(stream_errors(&r.body).len(), 1, "{}", r.body);
+        let info = t.req("GET", &format!("/1.6/platforms/{platform}")).admin().send().await.json();
+        assert_eq!(info["images"], json!([format!("torii/platform/{platform}:v1")]));
         let app = unique("site", b);
         let host = format!("{app}.apps.test");
         t.req("POST", "/1.0/apps").admin()

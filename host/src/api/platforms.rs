@@ -104,20 +104,28 @@ async fn add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, mult
     let data = json!(upload.fields.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>());
     let event = record(&server, Some(&caller), &ip, "platform.create", Target::new("platform", &name), data).await?;
     Ok(json_stream(StatusCode::OK, KEEPALIVE, move |w| async move {
-        w.message(&format!("---- Recording platform {name:?} ----\n")).await;
-        let result = server.store.create_platform(&name, &dockerfile, &build_args).await.map_err(|e| match e {
-            crate::store::StoreError::Conflict(_) => ApiError::conflict("Duplicate platform"),
-            other => other.into(),
-        });
-        let result = event.done(result).await.map_err(|e| e.message);
-        if result.is_ok() {
-            w.message(&format!(
-                "Image {} will be built by the provisioner on first use.\nPlatform successfully added!\n",
-                crate::store::platform_image(&name, 1)
-            ))
-            .await;
+        let work = async {
+            if server.store.platform_disabled(&name).await?.is_some() {
+                return Err(ApiError::conflict("Duplicate platform"));
+            }
+            // Built first: a platform that does not build is not added.
+            let built = crate::deploy::platform::build(&server, &name, 1, &dockerfile, &args, &w).await?;
+            w.message(&format!("---- Recording platform {name:?} ----\n")).await;
+            server.store.create_platform(&name, &dockerfile, &build_args).await.map_err(|e| match e {
+                crate::store::StoreError::Conflict(_) => ApiError::conflict("Duplicate platform"),
+                other => other.into(),
+            })?;
+            Ok(built)
+        };
+        let result = event.done(work.await).await.map_err(|e| e.message);
+        if let Ok(built) = result {
+            if built == 0 {
+                let image = crate::store::platform_image(&name, 1);
+                w.message(&format!("Image {image} will be built by the provisioner on first use.\n")).await;
+            }
+            w.message("Platform successfully added!\n").await;
         }
-        result
+        result.map(|_| ())
     }))
 }
 
@@ -146,6 +154,8 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
                 server.store.set_platform_disabled(&name, d).await?;
             }
             if let Some(dockerfile) = &dockerfile {
+                let next = server.store.platform_versions(&name).await?.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+                crate::deploy::platform::build(&server, &name, next, dockerfile, &args, &w).await?;
                 let version = server.store.add_platform_version(&name, dockerfile, &build_args).await?;
                 w.message(&format!("---- Recorded version {version} of platform {name:?} ----\n")).await;
                 // Apps of the platform are rebuilt on their next deploy.

@@ -6,6 +6,8 @@
 //! component is checked and compiled before anything is recorded, so a bad
 //! deploy leaves the running version untouched.
 
+
+pub mod platform;
 use crate::blobs::Blobs;
 use crate::plugin::provisioner::{Provisioner, app_state, app_version};
 use crate::server::Server;

@@ -795,10 +795,11 @@ impl Provisioner for Docker {
         Ok(())
     }
 
-    /// The platform's image, `torii-platform/<name>:v<version>`, built on
+    /// The platform's image, `torii/platform/<name>:v<version>` (the name the
+    /// API shows), built on
     /// every ready node of the pool (platform builds stack on it by cache).
     fn build_platform(&self, pool: &str, name: &str, version: u32, context: &str, args: &[(String, String)]) -> Outcome<Vec<String>> {
-        let tag = format!("torii-platform/{name}:v{version}");
+        let tag = format!("torii/platform/{name}:v{version}");
         let nodes: Vec<Node> = containers::nodes(pool)?.into_iter().filter(|n| n.status == "ready").collect();
         let mut lines = Vec::new();
         for node in nodes {
