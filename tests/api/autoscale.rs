@@ -52,6 +52,11 @@ backends! {
         // Specs are checked: bad ones change nothing.
         t.req("GET", path).admin().send().await.expect(200, "null\n");
         let spec = |min: &str, max: &str, cpu: &str| json!({"process": "web", "minUnits": min.parse::<i64>().unwrap(), "maxUnits": max.parse::<i64>().unwrap(), "averageCPU": cpu});
+        t.req("POST", path).admin().json(spec("1", "4", "50%")).send().await
+            .expect_error(400, "unable to validate autoscale spec: app \"web\" has no deployed version: deploy it first");
+        let burn = std::fs::read(env!("TORII_GUEST_APP_BURN")).unwrap();
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&burn, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
         for (body, why) in [
             (spec("3", "2", "50%"), "maximum units must be greater than minimum units"),
             (spec("1", "4", "50"), "invalid average CPU value: \"50\" (use a percentage such as \"70%\" or millicores such as \"700m\")"),
@@ -60,9 +65,6 @@ backends! {
             t.req("POST", path).admin().json(body).send().await.expect_error(400, &format!("unable to validate autoscale spec: {why}"));
         }
         t.req("GET", path).admin().send().await.expect(200, "null\n");
-        let burn = std::fs::read(env!("TORII_GUEST_APP_BURN")).unwrap();
-        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&burn, &[])).send().await;
-        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
         t.req("POST", path).admin().json(json!({"process": "worker", "minUnits": 1, "maxUnits": 2, "averageCPU": "50%"})).send().await
             .expect_error(400, "process error: no command declared in Procfile for process \"worker\"");
         // An outsider may not set one.

@@ -126,6 +126,39 @@ async fn shells_run_in_real_container_units() {
     while let Some(Message::Text(_)) = next(&mut shell).await {}
     crate::support::within_10s("the isolated shell's container goes", async || containers(&nodes[0], &format!("torii.run={app}")).is_empty()).await;
 
+    // A shell that does not read what is typed (a foreground sleep) does not
+    // hold the server: past a bounded queue the shell is closed with why.
+    let mut shell = connect(&t, &app, "", Some(&t.admin_token)).await;
+    send(&mut shell, "sleep 60\n").await;
+    let paste = "x".repeat(60 * 1024);
+    let mut error = None;
+    for _ in 0..400 {
+        // A server that stopped reading would hold this send forever.
+        let sent = tokio::time::timeout(Duration::from_secs(15), shell.send(Message::Text(paste.as_str().into())))
+            .await
+            .expect("the server keeps taking input until it gives up on the shell");
+        if sent.is_err() {
+            break;
+        }
+        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(Duration::from_millis(5), shell.next()).await
+            && t.starts_with("Error: ")
+        {
+            error = Some(t.to_string());
+            break;
+        }
+    }
+    let error = match error {
+        Some(e) => e,
+        None => loop {
+            match next(&mut shell).await {
+                Some(Message::Text(t)) if t.starts_with("Error: ") => break t.to_string(),
+                Some(Message::Text(_)) => continue,
+                other => panic!("expected the shell to give up on its input, got {other:?}"),
+            }
+        },
+    };
+    assert_eq!(error, "Error: the shell is not reading its input\n");
+
     // Refusals come after the upgrade, as text, then a normal close.
     let mut shell = connect(&t, &app, "", None).await;
     expect_refusal(&mut shell, "no token provided or session expired, please login again").await;

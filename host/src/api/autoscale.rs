@@ -68,11 +68,9 @@ fn target(d: &Desired, version: i64, process: &str) -> ApiResult<(i64, String)> 
         return Err(invalid(format!("invalid version {version} for app {:?}", d.app.name)));
     }
     let serving = if version > 0 { d.version(version) } else { d.routable().max_by_key(|v| v.version) };
-    match serving {
-        Some(v) => Ok((version, change::target_process(v, process)?)),
-        // Not deployed yet: the spec waits for its process.
-        None => Ok((version, if process.is_empty() { change::DEFAULT_PROCESS.to_string() } else { process.to_string() })),
-    }
+    // Only processes the app runs: its specs are as many as its processes.
+    let v = serving.ok_or_else(|| invalid(format!("app {:?} has no deployed version: deploy it first", d.app.name)))?;
+    Ok((version, change::target_process(v, process)?))
 }
 
 /// Whether the app's units are measured by CPU (its provisioner reports

@@ -33,8 +33,12 @@ const MAX_FRAME: usize = MAX_MESSAGE + 4096;
 const BATCH: usize = 256;
 /// The longest an entry waits to be written.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
-/// How many app names one connection remembers as existing or not.
+/// How many app names one connection remembers as existing or not, and for
+/// how long (apps come and go while an agent stays connected).
 const KNOWN_APPS: usize = 4096;
+const KNOWN_FOR: Duration = Duration::from_secs(30);
+/// Pings to the agent, so a quiet one is not taken for gone.
+const PING_EVERY: Duration = Duration::from_secs(20);
 
 #[derive(Deserialize)]
 struct Entry {
@@ -92,6 +96,8 @@ enum Ended {
 async fn ingest(server: &Server, socket: &mut WebSocket) -> Result<Ended, String> {
     let mut batch = Batch::default();
     let mut flush = tokio::time::interval(FLUSH_EVERY);
+    let mut pings = tokio::time::interval(PING_EVERY);
+    pings.tick().await;
     let outcome = loop {
         tokio::select! {
             message = socket.recv() => match message {
@@ -111,6 +117,11 @@ async fn ingest(server: &Server, socket: &mut WebSocket) -> Result<Ended, String
                 Some(Err(e)) => break Err(format!("wslogs: {e}")),
             },
             _ = flush.tick() => batch.write(server).await?,
+            _ = pings.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break Ok(Ended::Gone);
+                }
+            }
         }
     };
     batch.write(server).await?;
@@ -142,7 +153,7 @@ fn record(e: Entry) -> Option<(String, Record)> {
 struct Batch {
     apps: HashMap<String, Vec<Record>>,
     len: usize,
-    known: HashMap<String, bool>,
+    known: HashMap<String, (bool, std::time::Instant)>,
 }
 
 impl Batch {
@@ -168,14 +179,16 @@ impl Batch {
     }
 
     async fn exists(&mut self, server: &Server, app: &str) -> Result<bool, String> {
-        if let Some(known) = self.known.get(app) {
+        if let Some((known, at)) = self.known.get(app)
+            && at.elapsed() < KNOWN_FOR
+        {
             return Ok(*known);
         }
         let exists = server.store.app(app).await.map_err(|e| format!("wslogs: {e}"))?.is_some();
         if self.known.len() >= KNOWN_APPS {
             self.known.clear();
         }
-        self.known.insert(app.to_string(), exists);
+        self.known.insert(app.to_string(), (exists, std::time::Instant::now()));
         Ok(exists)
     }
 }

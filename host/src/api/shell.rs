@@ -31,6 +31,11 @@ pub(super) fn routes(r: Routes) -> Routes {
 /// What tsuru says to a shell without a (valid) token.
 const NO_TOKEN: &str = "no token provided or session expired, please login again";
 
+/// Largest message a client may send (typed or pasted text).
+const MAX_MESSAGE: usize = 64 * 1024;
+/// Messages typed and not yet taken by the shell, at most.
+const INPUT_QUEUE: usize = 64;
+
 /// The longest `TERM` taken from the client.
 const MAX_TERM: usize = 64;
 
@@ -49,7 +54,7 @@ async fn open(
         width: dimension(&get("width")),
         height: dimension(&get("height")),
     };
-    ws.on_upgrade(move |socket| session(server, caller, app, request, socket))
+    ws.max_message_size(MAX_MESSAGE).max_frame_size(MAX_MESSAGE).on_upgrade(move |socket| session(server, caller, app, request, socket))
 }
 
 /// `TERM` for the terminal: the client's when it is a plain name.
@@ -100,25 +105,42 @@ async fn relay(server: &Server, socket: &mut WebSocket, mut shell: OpenShell) ->
     tokio::pin!(deadline);
     let mut last_pong = Instant::now();
     let mut text = Utf8Carry::default();
+    // What the client types goes through a bounded queue to a writer of its
+    // own: a shell that does not read its input never blocks this loop.
+    let (input, mut typed) = tokio::sync::mpsc::channel::<Vec<u8>>(INPUT_QUEUE);
+    let mut stdin = std::mem::replace(&mut shell.terminal.input, Box::pin(tokio::io::sink()));
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = typed.recv().await {
+            if stdin.write_all(&bytes).await.is_err() || stdin.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    // A client that does not read what the shell prints is dropped too.
+    let send_limit = pong_timeout;
     let outcome = loop {
         tokio::select! {
-            message = socket.recv() => match message {
-                Some(Ok(Message::Text(t))) => {
-                    if shell.terminal.input.write_all(t.as_bytes()).await.is_err() { break Ok(()) }
-                    let _ = shell.terminal.input.flush().await;
+            message = socket.recv() => {
+                let bytes = match message {
+                    Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
+                    Some(Ok(Message::Binary(b))) => b.to_vec(),
+                    Some(Ok(Message::Pong(_))) => {
+                        last_pong = Instant::now();
+                        continue;
+                    }
+                    Some(Ok(Message::Ping(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break Ok(()),
+                };
+                match input.try_send(bytes) {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => break Err("the shell is not reading its input".into()),
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break Ok(()),
                 }
-                Some(Ok(Message::Binary(b))) => {
-                    if shell.terminal.input.write_all(&b).await.is_err() { break Ok(()) }
-                    let _ = shell.terminal.input.flush().await;
-                }
-                Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
-                Some(Ok(Message::Ping(_))) => {}
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break Ok(()),
-            },
+            }
             chunk = shell.terminal.output.next() => match chunk {
                 Some(Ok(out)) => {
                     let piece = text.push(&out.into_bytes());
-                    if !piece.is_empty() && socket.send(Message::Text(piece.into())).await.is_err() { break Ok(()) }
+                    if !piece.is_empty() && !send(socket, Message::Text(piece.into()), send_limit).await { break Ok(()) }
                 }
                 Some(Err(e)) => break Err(format!("the terminal failed: {e}")),
                 None => break Ok(()),
@@ -128,17 +150,23 @@ async fn relay(server: &Server, socket: &mut WebSocket, mut shell: OpenShell) ->
                     tracing::info!(unit = shell.target.unit, "shell: no pong, closing");
                     break Ok(());
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() { break Ok(()) }
+                if !send(socket, Message::Ping(Default::default()), send_limit).await { break Ok(()) }
             }
             _ = &mut deadline => break Err(format!("the shell reached its time limit of {} s", cfg.max_secs)),
         }
     };
+    writer.abort();
     let rest = text.finish();
     if !rest.is_empty() {
-        let _ = socket.send(Message::Text(rest.into())).await;
+        send(socket, Message::Text(rest.into()), send_limit).await;
     }
     shell::close(shell).await;
     outcome
+}
+
+/// Sends `message` unless the client has not taken it within `limit`.
+async fn send(socket: &mut WebSocket, message: Message, limit: Duration) -> bool {
+    matches!(tokio::time::timeout(limit, socket.send(message)).await, Ok(Ok(())))
 }
 
 /// Tells the client what failed (`Error: ...`), then closes normally.

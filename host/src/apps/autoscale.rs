@@ -192,8 +192,13 @@ impl Autoscaler {
     }
 }
 
-/// One decision per autoscaled process.
+/// How many apps a round decides for at once.
+const APPS_AT_ONCE: usize = 4;
+
+/// One decision per autoscaled process; apps side by side (a few at a
+/// time), each bounded in time, so a slow one does not hold the others.
 async fn round(server: &Arc<Server>) {
+    use futures_util::StreamExt;
     let specs = match server.store.all_autoscales().await {
         Ok(specs) => specs,
         Err(e) => {
@@ -202,11 +207,20 @@ async fn round(server: &Arc<Server>) {
         }
     };
     server.autoscaler.set_specs(specs.clone());
+    let mut by_app: Vec<(String, Vec<AutoscaleRecord>)> = Vec::new();
     for spec in specs {
-        if tokio::time::timeout(APP_LIMIT, decide(server, &spec)).await.is_err() {
-            tracing::warn!(app = spec.app, process = spec.process, "autoscale: the app took too long; next round");
+        match by_app.last_mut() {
+            Some((app, list)) if *app == spec.app => list.push(spec),
+            _ => by_app.push((spec.app.clone(), vec![spec])),
         }
     }
+    futures_util::stream::iter(by_app)
+        .for_each_concurrent(APPS_AT_ONCE, |(app, specs)| async move {
+            if tokio::time::timeout(APP_LIMIT, decide(server, &app, &specs)).await.is_err() {
+                tracing::warn!(app, "autoscale: the app took too long; next round");
+            }
+        })
+        .await;
 }
 
 /// The version a spec is about: its own, else the app's newest routable one.
@@ -217,56 +231,62 @@ fn target_version(d: &Desired, spec: &AutoscaleRecord) -> Option<i64> {
     d.routable().map(|v| v.version).max()
 }
 
-async fn decide(server: &Arc<Server>, spec: &AutoscaleRecord) {
-    let app = spec.app.as_str();
-    let demand = server.autoscaler.take_demand(app, &spec.process);
+/// Decides for every spec of `app`, its provisioner asked for usage once.
+async fn decide(server: &Arc<Server>, app: &str, specs: &[AutoscaleRecord]) {
+    let demands: Vec<f64> = specs.iter().map(|s| server.autoscaler.take_demand(app, &s.process)).collect();
     let Ok(Some(view)) = server.store.app_view(app).await else { return };
     if view.lock_event.is_some() {
         return;
     }
     let Ok(Some(desired)) = server.store.desired(app).await else { return };
-    let Some(version) = target_version(&desired, spec) else { return };
-    let Some(process) = desired.version(version).and_then(|v| v.processes.iter().find(|p| p.name == spec.process)).cloned() else { return };
-    let current = match process.status {
-        ProcessStatus::Started => process.units,
-        ProcessStatus::Asleep => 0,
-        // A stopped process is the user's: left alone.
-        ProcessStatus::Stopped => return,
-    };
-    let Ok(percent) = parse_average_cpu(&spec.average_cpu) else { return };
     let Ok(provisioner) = super::provisioner_of(server, &view.app).await else { return };
     let state = app_state(&view);
-    let load = match provisioner.usage(state.clone()).await {
-        Ok(usage) => {
-            let mine: Vec<_> = usage.iter().filter(|u| i64::from(u.version) == version && u.process == spec.process).collect();
-            let base = if state.plan_cpu_milli > 0 { u64::from(state.plan_cpu_milli) } else { 1000 };
-            Load::Cpu {
-                units: mine.len() as u32,
-                total_milli: mine.iter().map(|u| u64::from(u.cpu_milli)).sum(),
-                target_milli: base * u64::from(percent) / 100,
-            }
-        }
-        Err(ProvisionError::Refused(Refusal::Unsupported(_))) => Load::Concurrency { demand, target_share: f64::from(percent) / 100.0 },
+    let usage = match provisioner.usage(state.clone()).await {
+        Ok(usage) => Some(usage),
+        Err(ProvisionError::Refused(Refusal::Unsupported(_))) => None,
         Err(e) => {
             tracing::warn!(app, error = %e, "autoscale: the provisioner's usage failed");
             return;
         }
     };
-    let Some(asked) = load.units() else { return };
-    let wanted = asked.clamp(spec.min_units, spec.max_units);
-    // A sleeping process wakes on its first request, not here.
-    if process.status == ProcessStatus::Asleep && wanted > 0 {
-        return;
-    }
-    let pace = Pace {
-        scale_down_delay: Duration::from_secs(server.config.autoscale.scale_down_delay_secs),
-        cooldown: Duration::from_secs(server.config.autoscale.cooldown_secs),
-    };
-    let mut track = server.autoscaler.track(app, &spec.process);
-    let to = step(&mut track, current, wanted, Instant::now(), pace);
-    server.autoscaler.set_track(app, &spec.process, track);
-    if let Some(to) = to {
-        apply(server, spec, version, current, to, &load.describe()).await;
+    for (spec, demand) in specs.iter().zip(demands) {
+        let Some(version) = target_version(&desired, spec) else { continue };
+        let Some(process) = desired.version(version).and_then(|v| v.processes.iter().find(|p| p.name == spec.process)).cloned() else { continue };
+        let current = match process.status {
+            ProcessStatus::Started => process.units,
+            ProcessStatus::Asleep => 0,
+            // A stopped process is the user's: left alone.
+            ProcessStatus::Stopped => continue,
+        };
+        let Ok(percent) = parse_average_cpu(&spec.average_cpu) else { continue };
+        let load = match &usage {
+            Some(usage) => {
+                let mine: Vec<_> = usage.iter().filter(|u| i64::from(u.version) == version && u.process == spec.process).collect();
+                let base = if state.plan_cpu_milli > 0 { u64::from(state.plan_cpu_milli) } else { 1000 };
+                Load::Cpu {
+                    units: mine.len() as u32,
+                    total_milli: mine.iter().map(|u| u64::from(u.cpu_milli)).sum(),
+                    target_milli: base * u64::from(percent) / 100,
+                }
+            }
+            None => Load::Concurrency { demand, target_share: f64::from(percent) / 100.0 },
+        };
+        let Some(asked) = load.units() else { continue };
+        let wanted = asked.clamp(spec.min_units, spec.max_units);
+        // A sleeping process wakes on its first request, not here.
+        if process.status == ProcessStatus::Asleep && wanted > 0 {
+            continue;
+        }
+        let pace = Pace {
+            scale_down_delay: Duration::from_secs(server.config.autoscale.scale_down_delay_secs),
+            cooldown: Duration::from_secs(server.config.autoscale.cooldown_secs),
+        };
+        let mut track = server.autoscaler.track(app, &spec.process);
+        let to = step(&mut track, current, wanted, Instant::now(), pace);
+        server.autoscaler.set_track(app, &spec.process, track);
+        if let Some(to) = to {
+            apply(server, spec, version, current, to, &load.describe()).await;
+        }
     }
 }
 

@@ -81,6 +81,7 @@ pub async fn remove(server: &Server, app: &AppRecord) -> ApiResult<()> {
     }
     server.store.delete_app(name).await?;
     server.metrics.forget_app(name);
+    server.units.forget_app(name);
     if let Err(e) = server.routing.remove(name).await {
         tracing::warn!(app = %name, error = %e, "the routers of a removed app did not all forget it; they are told again");
     }

@@ -157,6 +157,14 @@ impl Units {
         map.entry(app.to_string()).or_default().entry(process.to_string()).or_default().clone()
     }
 
+    /// Forgets a removed app's slots, controls and demand (requests still
+    /// holding its units finish on them).
+    pub fn forget_app(&self, app: &str) {
+        self.by_version.lock().unwrap().remove(app);
+        self.controls.lock().unwrap().remove(app);
+        self.demand.lock().unwrap().remove(app);
+    }
+
     /// Requests of `app`'s `process` served or waiting for a unit now.
     pub fn demand(&self, app: &str, process: &str) -> u64 {
         let map = self.demand.lock().unwrap();

@@ -36,6 +36,8 @@ const LABEL_CONFIG: &str = "torii.config";
 const LABEL_MANAGED: &str = "torii.provisioner";
 /// Marks an isolated run's container (not a unit) with its app.
 const LABEL_RUN: &str = "torii.run";
+/// Marks an isolated shell's container (besides [`LABEL_RUN`]) with its app.
+const LABEL_SHELL: &str = "torii.shell";
 /// How long an isolated run may take before it is cut.
 const RUN_TIMEOUT_SECS: u32 = 600;
 /// How long an isolated shell's container lives at most (the host closes
@@ -378,7 +380,7 @@ impl Docker {
     /// A container of the app's own for `cmd`, made like a unit of the
     /// version serving the app (its image, env and plan) on a ready node of
     /// its pool, not started; its node and id, and progress lines.
-    fn isolated(&self, desired: &AppState, cmd: Vec<String>) -> Result<(String, String, Vec<String>), String> {
+    fn isolated(&self, desired: &AppState, cmd: Vec<String>, shell: bool) -> Result<(String, String, Vec<String>), String> {
         let v = desired
             .versions
             .iter()
@@ -394,16 +396,20 @@ impl Docker {
         let mut lines = Vec::new();
         let port = ensure_image(&node, &source, &mut lines)?.ports.first().copied().unwrap_or(DEFAULT_PORT);
         let process = serving(v).map(|p| p.name.as_str()).unwrap_or("web");
+        let mut labels = vec![
+            (LABEL_MANAGED.into(), self.name.clone()),
+            (LABEL_RUN.into(), desired.name.clone()),
+            (LABEL_POOL.into(), desired.pool.clone()),
+        ];
+        if shell {
+            labels.push((LABEL_SHELL.into(), desired.name.clone()));
+        }
         let spec = ContainerSpec {
-            name: format!("{}-run-{}", desired.name, random_suffix()),
+            name: format!("{}-{}-{}", desired.name, if shell { "shell" } else { "run" }, random_suffix()),
             image: source.image().to_string(),
             cmd,
             env: self.env(desired, process, port),
-            labels: vec![
-                (LABEL_MANAGED.into(), self.name.clone()),
-                (LABEL_RUN.into(), desired.name.clone()),
-                (LABEL_POOL.into(), desired.pool.clone()),
-            ],
+            labels,
             port: None,
             memory: desired.plan_memory,
             cpu_milli: desired.plan_cpu_milli,
@@ -415,7 +421,7 @@ impl Docker {
     /// Runs `command` in an isolated container ([`Docker::isolated`]),
     /// removed once the command ends. Its output, or why it failed.
     fn run_isolated(&self, desired: &AppState, command: &str) -> Result<Vec<String>, String> {
-        let (node, id, lines) = self.isolated(desired, shell(command))?;
+        let (node, id, lines) = self.isolated(desired, shell(command), false)?;
         let ran = containers::start(&node, &id).and_then(|()| containers::wait(&node, &id, RUN_TIMEOUT_SECS)).and_then(|code| Ok((code, containers::output(&node, &id)?)));
         // Gone whatever happened, running or not.
         let removed = containers::remove(&node, &id);
@@ -424,18 +430,19 @@ impl Docker {
         command_output(lines, &output, code, "an isolated container")
     }
 
-    /// Removes the app's isolated containers that are not running any more
-    /// (an isolated shell whose host went away ends when its sleep does).
-    fn sweep_isolated(&self, desired: &AppState) -> Result<(), String> {
-        let labels = [(LABEL_MANAGED.to_string(), self.name.clone()), (LABEL_RUN.to_string(), desired.name.clone())];
-        for node in containers::nodes(&desired.pool)? {
-            for c in containers::list(&node.address, &labels)? {
+    /// Removes the app's isolated shell containers that stopped (a shell
+    /// whose host went away ends when its sleep does). Best effort: a node
+    /// that does not answer is swept next time. `app run` containers are
+    /// left to the run that removes them once it read their output.
+    fn sweep_shells(&self, desired: &AppState) {
+        let labels = [(LABEL_MANAGED.to_string(), self.name.clone()), (LABEL_SHELL.to_string(), desired.name.clone())];
+        for node in containers::nodes(&desired.pool).unwrap_or_default() {
+            for c in containers::list(&node.address, &labels).unwrap_or_default() {
                 if c.state != "running" && c.state != "created" {
-                    containers::remove(&node.address, &c.id)?;
+                    let _ = containers::remove(&node.address, &c.id);
                 }
             }
         }
-        Ok(())
     }
 
     /// The config hash of a unit of this version and process on `node`.
@@ -667,7 +674,7 @@ impl Provisioner for Docker {
 
     fn reconcile(&self, desired: &AppState) -> Outcome<Vec<Repair>> {
         let repairs = self.converge(desired, true)?.repairs;
-        self.sweep_isolated(desired)?;
+        self.sweep_shells(desired);
         Ok(repairs)
     }
 
@@ -735,7 +742,7 @@ impl Provisioner for Docker {
     /// (at most [`SHELL_ISOLATED_SECS`]).
     fn open_shell(&self, desired: &AppState, unit: &str, isolated: bool) -> Outcome<ShellTarget> {
         if isolated {
-            let (node, id, _) = self.isolated(desired, shell(&format!("exec sleep {SHELL_ISOLATED_SECS}")))?;
+            let (node, id, _) = self.isolated(desired, shell(&format!("exec sleep {SHELL_ISOLATED_SECS}")), true)?;
             if let Err(e) = containers::start(&node, &id) {
                 let _ = containers::remove(&node, &id);
                 return Err(e.into());
@@ -788,7 +795,7 @@ impl Provisioner for Docker {
             return Ok(());
         }
         let Some(c) = containers::inspect(&target.node, &target.container)? else { return Ok(()) };
-        if !c.labels.iter().any(|(k, v)| k == LABEL_RUN && *v == desired.name) {
+        if !c.labels.iter().any(|(k, v)| k == LABEL_SHELL && *v == desired.name) {
             return Err(Error::Invalid(format!("container {} is not an isolated container of app {:?}", short(&c.id), desired.name)));
         }
         containers::remove(&target.node, &target.container)?;
@@ -803,6 +810,11 @@ impl Provisioner for Docker {
         let nodes: Vec<Node> = containers::nodes(pool)?.into_iter().filter(|n| n.status == "ready").collect();
         let mut lines = Vec::new();
         for node in nodes {
+            // A node that does not answer builds it at its first deploy instead.
+            if let Err(e) = containers::info(&node.address) {
+                lines.push(format!(" ---> node {} skipped (it builds the platform at its first deploy): {e}\n", node.address));
+                continue;
+            }
             lines.push(format!(" ---> building platform {name} as {tag} on {}\n", node.address));
             let output = containers::build(&node.address, context, "Dockerfile", &tag, args)
                 .map_err(|e| Error::Invalid(format!("platform {name} does not build on node {}: {e}", node.address)))?;
