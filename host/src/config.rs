@@ -436,11 +436,6 @@ impl PluginKind {
             .into_iter()
             .find(|k| k.name() == name)
     }
-
-    /// Whether torii has the host side of this kind (something calls it).
-    pub fn hosted(self) -> bool {
-        matches!(self, PluginKind::AuthScheme | PluginKind::Provisioner | PluginKind::Router | PluginKind::ServiceBroker)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -694,6 +689,7 @@ pub const BUILTIN_PLUGINS: &[(&str, PluginKind)] = &[
     ("router-caddy", PluginKind::Router),
     ("service-tsuru", PluginKind::ServiceBroker),
     ("service-osb", PluginKind::ServiceBroker),
+    ("iaas-inventory", PluginKind::Iaas),
 ];
 
 impl Config {
@@ -800,17 +796,17 @@ impl Config {
                 },
                 (None, Some(_)) => {}
             }
-            if !p.kind.hosted() {
-                return Err(invalid(
-                    format!("{key}.kind"),
-                    format!("this torii has no host side for {} plugins yet: nothing would call it (it loads auth-scheme, provisioner, router and service-broker plugins)", p.kind.name()),
-                ));
-            }
             if let Some(c) = p.capabilities.iter().find(|c| !p.kind.usable().contains(c)) {
                 let usable: Vec<&str> = p.kind.usable().iter().map(|c| c.name()).collect();
                 return Err(invalid(
                     format!("{key}.capabilities"),
-                    format!("a {} plugin cannot use capability {:?} (it may be granted {})", p.kind.name(), c.name(), usable.join(", ")),
+                    format!(
+                        "{} {} plugin cannot use capability {:?} (it may be granted {})",
+                        if p.kind.name().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" },
+                        p.kind.name(),
+                        c.name(),
+                        usable.join(", ")
+                    ),
                 ));
             }
             if p.timeout_ms == Some(0) {

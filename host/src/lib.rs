@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod error;
 pub mod events;
 pub mod healing;
+pub mod iaas;
 pub mod limits;
 pub mod listener;
 pub mod plugin;

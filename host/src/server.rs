@@ -49,6 +49,8 @@ pub struct Server {
     /// The service-broker plugins, by entry name (`[services]` names the
     /// ones that serve `/services` and `/1.7/brokers`).
     pub brokers: BTreeMap<String, crate::plugin::service_broker::BrokerPlugin>,
+    /// The IaaS drivers, by entry name (the IaaS name of machines and templates).
+    pub iaases: BTreeMap<String, crate::plugin::iaas::IaasPlugin>,
     /// Apps being woken by the data plane, one wake each at a time.
     pub wakes: crate::apps::wake::Wakes,
     /// The outbound HTTP of app versions (built once per version).
@@ -92,6 +94,7 @@ pub fn builtin_plugin(name: &str) -> Option<&'static [u8]> {
         "router-caddy" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_CADDY"))),
         "service-tsuru" => Some(include_bytes!(env!("TORII_GUEST_SERVICE_TSURU"))),
         "service-osb" => Some(include_bytes!(env!("TORII_GUEST_SERVICE_OSB"))),
+        "iaas-inventory" => Some(include_bytes!(env!("TORII_GUEST_IAAS_INVENTORY"))),
         _ => None,
     }
 }
@@ -238,9 +241,16 @@ impl Server {
             plugins.insert(entry.name.clone(), pool.clone());
             brokers.insert(entry.name.clone(), crate::plugin::service_broker::BrokerPlugin::new(pool));
         }
+        let mut iaases = BTreeMap::new();
+        for entry in config.plugin.iter().filter(|p| p.kind == PluginKind::Iaas) {
+            let pool = plugin_pool::<crate::plugin::iaas::IaasWorld>(&engine, &config, entry, &store, None).await?;
+            plugins.insert(entry.name.clone(), pool.clone());
+            iaases.insert(entry.name.clone(), crate::plugin::iaas::IaasPlugin::new(pool));
+        }
         Ok(Arc::new(Server {
             apps,
             brokers,
+            iaases,
             units,
             provisioners,
             plugins,

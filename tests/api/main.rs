@@ -14,6 +14,7 @@ mod deploy;
 pub(crate) mod docker;
 mod env;
 mod events;
+mod iaas;
 mod isolation;
 mod logs;
 mod mail;

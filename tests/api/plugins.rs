@@ -101,15 +101,15 @@ async fn entries_that_do_not_fit_their_kind_are_refused_at_load() {
         format!("plugin \"edge\": its entry says kind router, but the component is of kind provisioner (it exports torii:plugin/provisioner@{})", torii::plugin::CONTRACT_VERSION)
     );
 
-    // A grant the kind's world cannot use; a kind torii does not call yet.
+    // Grants the kind's world cannot use.
     let parse = |entry: &str| Config::parse(&format!("{base}{entry}")).err().map(|e| e.to_string()).unwrap_or_default();
     assert_eq!(
         parse(&format!("[[plugin]]\nname = \"edge\"\nkind = \"router\"\npath = {provisioner:?}\ncapabilities = [\"log\", \"containers\"]\n")),
         "config: `plugin[0].capabilities`: a router plugin cannot use capability \"containers\" (it may be granted log, kv, proxy, http)"
     );
     assert_eq!(
-        parse(&format!("[[plugin]]\nname = \"ec2\"\nkind = \"iaas\"\npath = {provisioner:?}\n")),
-        "config: `plugin[0].kind`: this torii has no host side for iaas plugins yet: nothing would call it (it loads auth-scheme, provisioner, router and service-broker plugins)"
+        parse(&format!("[[plugin]]\nname = \"ec2\"\nkind = \"iaas\"\npath = {provisioner:?}\ncapabilities = [\"containers\"]\n")),
+        "config: `plugin[0].capabilities`: an iaas plugin cannot use capability \"containers\" (it may be granted log, kv, http)"
     );
 }
 

@@ -18,6 +18,7 @@ mod dockerlogs;
 mod env;
 mod event_blocks;
 mod healing;
+mod iaas;
 mod events;
 mod lifecycle;
 mod log_ingest;
@@ -120,6 +121,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = routers::routes(routes);
     let routes = certificates::routes(routes);
     let routes = nodes::routes(routes);
+    let routes = iaas::routes(routes);
     let routes = nodecontainers::routes(routes);
     let routes = healing::routes(routes);
     let routes = dockerlogs::routes(routes);

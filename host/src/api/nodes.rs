@@ -87,7 +87,7 @@ async fn provisioner_name(server: &Server, pool: &str) -> String {
 }
 
 /// `GET /1.2/node`: the nodes of the pools the caller may read (filter
-/// `Metadata.<key>=<value>`), and no IaaS machines (none are configured).
+/// `Metadata.<key>=<value>`), and the IaaS machines of the IaaSes it may read.
 async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -> ApiResult<Response> {
     let filter = params.field_map("metadata");
     let mut nodes = Vec::new();
@@ -101,10 +101,10 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
             nodes.push(spec);
         }
     }
-    if nodes.is_empty() {
+    let machines: Vec<_> = super::iaas::visible_machines(&server, &caller).await?.iter().map(super::iaas::machine_json).collect();
+    if nodes.is_empty() && machines.is_empty() {
         return Ok(empty(StatusCode::NO_CONTENT));
     }
-    let machines: [(); 0] = [];
     Ok(json(StatusCode::OK, &json!({"nodes": nodes, "machines": machines})))
 }
 
@@ -112,57 +112,141 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
 /// `Metadata.address`, `Metadata.pool`, other metadata kept). Answers 201 at
 /// once; checks that need the engine report in the stream.
 async fn add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
-    let mut metadata = params.field_map("metadata");
-    let pool = metadata.remove("pool").unwrap_or_default();
+    let metadata: std::collections::BTreeMap<String, String> = params.field_map("metadata").into_iter().collect();
+    let register = params.optional_bool("register")?.unwrap_or(false);
+    // A template fills what the request leaves out (its pool too), as tsuru's.
+    let mut metadata = if metadata.contains_key("template") {
+        crate::iaas::expand(&server, metadata.get("template").map(String::as_str), metadata.clone()).await?
+    } else {
+        metadata
+    };
+    let pool = metadata.get("pool").cloned().unwrap_or_default();
     if pool.is_empty() {
         return Err(ApiError::bad_request("pool is required"));
     }
     caller.require("node.create", &[pool_ctx(&pool)])?;
-    let register = params.optional_bool("register")?.unwrap_or(false);
-    let address = metadata.remove("address").unwrap_or_default();
-    if !register {
-        return Err(ApiError::bad_request(
-            "no IaaS is configured to create machines: register a running Docker engine with Register=true and Metadata.address",
-        ));
-    }
-    if address.is_empty() {
-        return Err(ApiError::bad_request("address is required to register a node"));
-    }
     let provisioner = node_provisioner(&server, &pool).await?;
     let iaas_id = metadata.remove("iaas-id").unwrap_or_default();
+    let wait = wait_limit(&params)?;
+    let address = if register {
+        let address = metadata.remove("address").unwrap_or_default();
+        if address.is_empty() {
+            return Err(ApiError::bad_request("address is required to register a node"));
+        }
+        Some(address)
+    } else {
+        None
+    };
+    // Without Register the machine comes from an IaaS: the one named, or the only one.
+    let iaas = match (&address, metadata.get("iaas").filter(|i| !i.is_empty())) {
+        (Some(_), _) => None,
+        (None, Some(name)) => Some(crate::iaas::driver(&server, name)?.name().to_string()),
+        (None, None) => match server.iaases.keys().collect::<Vec<_>>().as_slice() {
+            [only] => Some((*only).clone()),
+            [] => {
+                return Err(ApiError::bad_request(
+                    "no IaaS is configured to create machines: register a running Docker engine with Register=true and Metadata.address",
+                ));
+            }
+            many => {
+                let names: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+                return Err(ApiError::bad_request(format!("name the IaaS to create the machine with (Metadata.iaas): one of {}", names.join(", "))));
+            }
+        },
+    };
     let data = request_data(&params, &[]);
-    let event = record(&server, Some(&caller), &ip, "node.create", Target::new("node", &address), data).await?;
+    let target = address.clone().unwrap_or_default();
+    let event = record(&server, Some(&caller), &ip, "node.create", Target::new("node", &target), data).await?;
     Ok(json_stream(StatusCode::CREATED, KEEPALIVE, move |w| async move {
         let result = async {
-            let address = crate::docker::check_address(&address).map_err(|e| e.to_string())?;
-            if server.store.node(&address).await.map_err(|e| e.to_string())?.is_some() {
-                return Err(format!("node with address {address:?} already exists in provisioner {provisioner:?}"));
-            }
-            w.message(&format!("---- Checking the docker engine at {address} ----\n")).await;
-            let engine = server.docker.info(&address).await.map_err(|e| e.to_string())?;
-            w.message(&format!(" ---> docker {} on {:?}: {} CPUs, {} MiB\n", engine.version, engine.name, engine.cpus, engine.memory >> 20)).await;
-            let node = NodeRecord { address: address.clone(), pool, metadata, status: NODE_READY.into(), iaas_id };
-            server.store.add_node(&node).await.map_err(|e| match e {
-                crate::store::StoreError::Conflict(_) => format!("node with address {address:?} already exists in provisioner {provisioner:?}"),
-                other => other.to_string(),
-            })?;
-            w.message(&format!("---- Node {address} added to pool {:?} ----\n", node.pool)).await;
-            // The node containers of its pool start there (the node stays added if they do not).
-            match crate::docker::nodecontainers::ensure_all(&server.docker, &server.store, None, Some(&node), false).await {
-                Ok(lines) => {
-                    for line in lines {
-                        w.message(&line).await;
+            let mut machine = None;
+            let address = match (address, iaas) {
+                (Some(address), _) => crate::docker::check_address(&address).map_err(|e| e.to_string())?,
+                (None, iaas) => {
+                    let iaas = iaas.unwrap_or_default();
+                    metadata.insert("iaas".into(), iaas.clone());
+                    let made = crate::iaas::create(&server, &iaas, &metadata, &w).await.map_err(|e| e.message)?;
+                    let waited = crate::iaas::wait_engine(&server, &made, wait, &w).await;
+                    machine = Some(made);
+                    match waited {
+                        Ok(address) => address,
+                        Err(e) => return Err(give_back(&server, machine.take(), e.message, &w).await),
                     }
                 }
-                Err(e) => {
-                    w.message(&format!(" ---> node containers did not start on {address}: {e}\n")).await;
-                }
+            };
+            let iaas_id = machine.as_ref().map(|m| m.id.clone()).unwrap_or(iaas_id);
+            let added = register_node(&server, &w, &provisioner, address, pool, metadata, iaas_id).await;
+            match added {
+                Ok(()) => Ok(()),
+                Err(e) => Err(give_back(&server, machine, e, &w).await),
             }
-            Ok(())
         }
         .await;
         event.done(result).await
     }))
+}
+
+/// How long a node added through an IaaS may take to answer: `WaitTO`
+/// (seconds, or a Go duration such as `90s` or `2m`), 120 s by default, at most an hour.
+fn wait_limit(params: &Params) -> ApiResult<std::time::Duration> {
+    let Some(raw) = params.field("waitto").filter(|v| !v.is_empty()) else { return Ok(std::time::Duration::from_secs(120)) };
+    let secs = raw
+        .parse::<u64>()
+        .ok()
+        .or_else(|| raw.strip_suffix('s').and_then(|n| n.parse::<u64>().ok()))
+        .or_else(|| raw.strip_suffix('m').and_then(|n| n.parse::<u64>().ok()).map(|m| m * 60))
+        .ok_or_else(|| ApiError::bad_request(format!("invalid WaitTO {raw:?}: use seconds, or a duration such as 90s or 2m")))?;
+    Ok(std::time::Duration::from_secs(secs.clamp(1, 3600)))
+}
+
+/// A machine made for a node that was not added goes again; the error,
+/// with what became of the machine.
+async fn give_back(server: &Server, machine: Option<crate::store::MachineRecord>, error: String, w: &super::stream::StreamWriter) -> String {
+    let Some(machine) = machine else { return error };
+    w.message(&format!(" ---> destroying machine {}: the node was not added\n", machine.id)).await;
+    match crate::iaas::destroy(server, &machine).await {
+        Ok(()) => error,
+        Err(e) => format!("{error} (and machine {} could not be destroyed: {})", machine.id, e.message),
+    }
+}
+
+/// Checks the engine at `address` and records it as a node of `pool`; its
+/// pool's node containers start there.
+async fn register_node(
+    server: &Server,
+    w: &super::stream::StreamWriter,
+    provisioner: &str,
+    address: String,
+    pool: String,
+    mut metadata: std::collections::BTreeMap<String, String>,
+    iaas_id: String,
+) -> Result<(), String> {
+    metadata.remove("pool");
+    metadata.remove("address");
+    if server.store.node(&address).await.map_err(|e| e.to_string())?.is_some() {
+        return Err(format!("node with address {address:?} already exists in provisioner {provisioner:?}"));
+    }
+    w.message(&format!("---- Checking the docker engine at {address} ----\n")).await;
+    let engine = server.docker.info(&address).await.map_err(|e| e.to_string())?;
+    w.message(&format!(" ---> docker {} on {:?}: {} CPUs, {} MiB\n", engine.version, engine.name, engine.cpus, engine.memory >> 20)).await;
+    let node = NodeRecord { address: address.clone(), pool, metadata: metadata.into_iter().collect(), status: NODE_READY.into(), iaas_id };
+    server.store.add_node(&node).await.map_err(|e| match e {
+        crate::store::StoreError::Conflict(_) => format!("node with address {address:?} already exists in provisioner {provisioner:?}"),
+        other => other.to_string(),
+    })?;
+    w.message(&format!("---- Node {address} added to pool {:?} ----\n", node.pool)).await;
+    // The node containers of its pool start there (the node stays added if they do not).
+    match crate::docker::nodecontainers::ensure_all(&server.docker, &server.store, None, Some(&node), false).await {
+        Ok(lines) => {
+            for line in lines {
+                w.message(&line).await;
+            }
+        }
+        Err(e) => {
+            w.message(&format!(" ---> node containers did not start on {address}: {e}\n")).await;
+        }
+    }
+    Ok(())
 }
 
 /// `PUT /1.2/node`: `Address`, `Metadata.<key>` (`pool` moves the node, an
@@ -218,7 +302,12 @@ async fn remove(
     let mut node = server.store.node(&address).await?.ok_or_else(|| ApiError::not_found("Node not found."))?;
     caller.require("node.delete", &[pool_ctx(&node.pool)])?;
     let rebalance = !params.get("no-rebalance").and_then(|v| super::params::parse_bool(&v)).unwrap_or(false);
-    let data = json!([{"name": "address", "value": address}, {"name": "no-rebalance", "value": (!rebalance).to_string()}]);
+    let remove_iaas = params.get("remove-iaas").and_then(|v| super::params::parse_bool(&v)).unwrap_or(false);
+    let data = json!([
+        {"name": "address", "value": address},
+        {"name": "no-rebalance", "value": (!rebalance).to_string()},
+        {"name": "remove-iaas", "value": remove_iaas.to_string()},
+    ]);
     let event = record(&server, Some(&caller), &ip, "node.delete", Target::new("node", &address), data).await?;
     Ok(text_stream(KEEPALIVE, &[], move |out| async move {
         let result: Result<(), String> = async {
@@ -236,6 +325,23 @@ async fn remove(
             server.store.remove_node(&address).await.map_err(|e| e.to_string())?;
             server.docker.forget(&address);
             out.write(&format!("Node {address} removed.\n")).await;
+            if remove_iaas {
+                // Its machine: by the node's IaaS id, else by its engine's address.
+                let by_id = if node.iaas_id.is_empty() { None } else { server.store.machine(&node.iaas_id).await.map_err(|e| e.to_string())? };
+                let machine = match by_id {
+                    Some(m) => Some(m),
+                    None => server.store.machine_at(&address).await.map_err(|e| e.to_string())?,
+                };
+                match machine {
+                    Some(m) => {
+                        crate::iaas::destroy(&server, &m).await.map_err(|e| e.message)?;
+                        out.write(&format!("Machine {} destroyed (IaaS {}).\n", m.id, m.iaas)).await;
+                    }
+                    None => {
+                        out.write(&format!("No IaaS machine runs {address}: nothing to destroy.\n")).await;
+                    }
+                }
+            }
             Ok(())
         }
         .await;

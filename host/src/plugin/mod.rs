@@ -15,6 +15,7 @@
 //! granted capability.
 
 pub mod auth_scheme;
+pub mod iaas;
 pub mod provisioner;
 pub mod router;
 pub mod service_broker;
@@ -136,7 +137,7 @@ mod tests {
         ("0.3.0", "13e28fe55e0353ba2681a789132af49d8e2f8f5c05b8ddfa167880915db50c6c"),
         ("0.4.0", "ddfaf1ec0d6123f2dc63065db7426339e15f45330ab59fa05a137a5b299317fd"),
         ("0.5.0", "812fe1509411b7eb4763d05979afa39b45d72fcb7fd5762a3b78ad90e69c6ad9"),
-        ("0.6.0", "3f460ea072c6a6b7194db64e51469d30d73bf5dc94335f63646acb93b4966f6d"),
+        ("0.6.0", "bed1d52996c825b29e2bb0de9aa924ca86066916725066b417cbe294a23a7b23"),
     ];
 
     /// sha256 over `wit/*.wit` by file name, each without comments, blank

@@ -26,6 +26,17 @@ impl Store {
         Ok(())
     }
 
+    /// Sets `key` unless it exists; whether it was set.
+    pub async fn kv_set_if_absent(&self, plugin: &str, key: &str, value: &[u8]) -> StoreResult<bool> {
+        let done = sqlx::query("INSERT INTO plugin_kv (plugin, key, value) VALUES ($1, $2, $3) ON CONFLICT (plugin, key) DO NOTHING")
+            .bind(plugin)
+            .bind(key)
+            .bind(value.to_vec())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn kv_delete(&self, plugin: &str, key: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM plugin_kv WHERE plugin = $1 AND key = $2")
             .bind(plugin)

@@ -5,7 +5,7 @@ use crate::capabilities::bindings::torii::plugin::kv as host;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod host {
-    pub(super) use crate::testing::{kv_delete as delete, kv_get as get, kv_list as list_keys, kv_set as set};
+    pub(super) use crate::testing::{kv_delete as delete, kv_get as get, kv_list as list_keys, kv_set as set, kv_set_if_absent as set_if_absent};
 }
 
 pub fn get(key: &str) -> Result<Option<Vec<u8>>, String> {
@@ -18,6 +18,12 @@ pub fn set(key: &str, value: &[u8]) -> Result<(), String> {
 
 pub fn delete(key: &str) -> Result<(), String> {
     host::delete(key)
+}
+
+/// Sets `key` only if it is absent, atomically over every instance and
+/// replica (a claim); whether it was set.
+pub fn set_if_absent(key: &str, value: &[u8]) -> Result<bool, String> {
+    host::set_if_absent(key, value)
 }
 
 pub fn list_keys(prefix: &str) -> Result<Vec<String>, String> {

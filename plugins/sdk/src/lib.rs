@@ -3,7 +3,7 @@
 //! Implement the kind's trait and name the type in its export macro:
 //! [`auth::AuthScheme`] with `export_auth_scheme!`, [`provisioner::Provisioner`]
 //! with `export_provisioner!`, [`router::Router`] with `export_router!`,
-//! [`broker::Broker`] with `export_broker!`. Each
+//! [`broker::Broker`] with `export_broker!`, [`iaas::Iaas`] with `export_iaas!`. Each
 //! kind's interface carries its own `init` (the entry's config table, as
 //! JSON) and `health`.
 //!
@@ -44,6 +44,7 @@ pub mod broker;
 pub mod capabilities;
 pub mod containers;
 pub mod http;
+pub mod iaas;
 pub mod kv;
 pub mod log;
 pub mod provisioner;

@@ -70,6 +70,17 @@ pub(crate) fn kv_set(key: &str, value: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+pub(crate) fn kv_set_if_absent(key: &str, value: &[u8]) -> Result<bool, String> {
+    Ok(DOUBLES.with(|d| {
+        let kv = &mut d.borrow_mut().kv;
+        if kv.contains_key(key) {
+            return false;
+        }
+        kv.insert(key.to_string(), value.to_vec());
+        true
+    }))
+}
+
 pub(crate) fn kv_delete(key: &str) -> Result<(), String> {
     DOUBLES.with(|d| d.borrow_mut().kv.remove(key));
     Ok(())

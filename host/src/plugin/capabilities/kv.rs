@@ -29,6 +29,17 @@ impl Host for PluginState {
         Ok(self.host.store.kv_delete(&self.host.name, &key).await.map_err(|e| e.to_string()))
     }
 
+    async fn set_if_absent(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<bool, String>> {
+        self.check(Capability::Kv)?;
+        if key.len() > MAX_KEY {
+            return Ok(Err(format!("key longer than {MAX_KEY} bytes")));
+        }
+        if value.len() > MAX_VALUE {
+            return Ok(Err(format!("value larger than {MAX_VALUE} bytes")));
+        }
+        Ok(self.host.store.kv_set_if_absent(&self.host.name, &key, &value).await.map_err(|e| e.to_string()))
+    }
+
     async fn list_keys(&mut self, prefix: String) -> wasmtime::Result<Result<Vec<String>, String>> {
         self.check(Capability::Kv)?;
         Ok(self.host.store.kv_list_keys(&self.host.name, &prefix).await.map_err(|e| e.to_string()))

@@ -1,0 +1,85 @@
+//! Machines from IaaS drivers: made from parameters (a template's, the
+//! request's over them), recorded, waited for until their Docker engine
+//! answers, and destroyed (record and all). The API (`api::iaas`,
+//! `api::nodes`) calls in here.
+
+use crate::apps::Progress;
+use crate::error::{ApiError, ApiResult};
+use crate::plugin::iaas::{IaasPlugin, Machine};
+use crate::server::Server;
+use crate::store::MachineRecord;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// The driver named `iaas`, or tsuru's error for an unknown one.
+pub fn driver<'a>(server: &'a Server, iaas: &str) -> ApiResult<&'a IaasPlugin> {
+    server.iaases.get(iaas).ok_or_else(|| ApiError::bad_request(format!("IaaS provider {iaas:?} based on {iaas:?} not registered")))
+}
+
+/// The parameters a machine is made from: template `template`'s (if any),
+/// with `params` over them; `iaas` names the driver (the template's when
+/// the request names none).
+pub async fn expand(server: &Server, template: Option<&str>, mut params: BTreeMap<String, String>) -> ApiResult<BTreeMap<String, String>> {
+    if let Some(name) = template.filter(|t| !t.is_empty()) {
+        let t = server.store.template(name).await?.ok_or_else(|| ApiError::bad_request(format!("template {name:?} not found")))?;
+        for (k, v) in t.data {
+            params.entry(k).or_insert(v);
+        }
+        params.entry("iaas".into()).or_insert(t.iaas);
+    }
+    params.remove("template");
+    Ok(params)
+}
+
+fn record(iaas: &str, m: Machine) -> MachineRecord {
+    MachineRecord {
+        id: m.id,
+        iaas: iaas.to_string(),
+        status: m.status,
+        address: m.address,
+        port: i64::from(m.port),
+        protocol: m.protocol,
+        creation_params: m.creation_params.into_iter().collect(),
+    }
+}
+
+/// Makes a machine with driver `iaas` from `params` and records it.
+pub async fn create(server: &Server, iaas: &str, params: &BTreeMap<String, String>, out: &impl Progress) -> ApiResult<MachineRecord> {
+    let driver = driver(server, iaas)?;
+    out.line(format!("---- Creating a machine with IaaS {iaas:?} ----\n")).await;
+    let pairs: Vec<(String, String)> = params.iter().filter(|(k, _)| k.as_str() != "iaas").map(|(k, v)| (k.clone(), v.clone())).collect();
+    let machine = record(iaas, driver.create(pairs).await?);
+    if let Err(e) = server.store.add_machine(&machine).await {
+        // Not recorded: not kept either.
+        let _ = driver.destroy(&machine.id).await;
+        return Err(e.into());
+    }
+    out.line(format!(" ---> machine {} ({}) at {}\n", machine.id, machine.status, machine.engine_address())).await;
+    Ok(machine)
+}
+
+/// Waits until the machine's Docker engine answers, at most `limit`.
+pub async fn wait_engine(server: &Server, machine: &MachineRecord, limit: Duration, out: &impl Progress) -> ApiResult<String> {
+    let address = crate::docker::check_address(&machine.engine_address()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    out.line(format!(" ---> waiting for the docker engine at {address} (at most {} s)\n", limit.as_secs())).await;
+    let started = Instant::now();
+    loop {
+        match server.docker.ping(&address).await {
+            Ok(()) => return Ok(address),
+            Err(e) if started.elapsed() >= limit => {
+                return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("the docker engine of machine {} did not answer within {} s: {e}", machine.id, limit.as_secs())));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// Destroys a machine through its driver, then its record.
+pub async fn destroy(server: &Server, machine: &MachineRecord) -> ApiResult<()> {
+    match server.iaases.get(&machine.iaas) {
+        Some(driver) => driver.destroy(&machine.id).await?,
+        None => return Err(ApiError::internal(format!("IaaS provider {:?} based on {:?} not registered", machine.iaas, machine.iaas))),
+    }
+    server.store.remove_machine(&machine.id).await?;
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! IaaS machines and templates (`/iaas/machines`, `/iaas/templates`).
+
+use super::{Store, StoreError, StoreResult, conflict_or, now_millis};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use std::collections::BTreeMap;
+
+/// A machine an IaaS driver made, as tsuru shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineRecord {
+    pub id: String,
+    pub iaas: String,
+    pub status: String,
+    pub address: String,
+    pub port: i64,
+    pub protocol: String,
+    pub creation_params: BTreeMap<String, String>,
+}
+
+impl MachineRecord {
+    /// Where the machine's Docker engine answers, as a node address.
+    pub fn engine_address(&self) -> String {
+        match self.protocol.as_str() {
+            "unix" => format!("unix://{}", self.address),
+            protocol => format!("{protocol}://{}:{}", self.address, self.port),
+        }
+    }
+}
+
+/// A named parameter set of one IaaS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateRecord {
+    pub name: String,
+    pub iaas: String,
+    pub data: Vec<(String, String)>,
+}
+
+fn machine(row: &AnyRow) -> StoreResult<MachineRecord> {
+    let params: String = row.try_get("creation_params")?;
+    Ok(MachineRecord {
+        id: row.try_get("id")?,
+        iaas: row.try_get("iaas")?,
+        status: row.try_get("status")?,
+        address: row.try_get("address")?,
+        port: row.try_get("port")?,
+        protocol: row.try_get("protocol")?,
+        creation_params: serde_json::from_str(&params).unwrap_or_default(),
+    })
+}
+
+fn template(row: &AnyRow) -> StoreResult<TemplateRecord> {
+    let data: String = row.try_get("data")?;
+    Ok(TemplateRecord { name: row.try_get("name")?, iaas: row.try_get("iaas")?, data: serde_json::from_str(&data).unwrap_or_default() })
+}
+
+const MACHINE: &str = "id, iaas, status, address, port, protocol, creation_params";
+
+impl Store {
+    pub async fn add_machine(&self, m: &MachineRecord) -> StoreResult<()> {
+        let params = serde_json::to_string(&m.creation_params).expect("params serialise");
+        sqlx::query(&format!("INSERT INTO iaas_machines ({MACHINE}, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+            .bind(&m.id)
+            .bind(&m.iaas)
+            .bind(&m.status)
+            .bind(&m.address)
+            .bind(m.port)
+            .bind(&m.protocol)
+            .bind(params)
+            .bind(now_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, &format!("machine {:?} exists already", m.id)))?;
+        Ok(())
+    }
+
+    pub async fn machines(&self) -> StoreResult<Vec<MachineRecord>> {
+        let rows = sqlx::query(&format!("SELECT {MACHINE} FROM iaas_machines ORDER BY created_at, id")).fetch_all(&self.pool).await?;
+        rows.iter().map(machine).collect()
+    }
+
+    pub async fn machine(&self, id: &str) -> StoreResult<Option<MachineRecord>> {
+        let row = sqlx::query(&format!("SELECT {MACHINE} FROM iaas_machines WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(machine).transpose()
+    }
+
+    /// The machine whose engine answers at `address` (a node's).
+    pub async fn machine_at(&self, address: &str) -> StoreResult<Option<MachineRecord>> {
+        Ok(self.machines().await?.into_iter().find(|m| m.engine_address() == address))
+    }
+
+    pub async fn remove_machine(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM iaas_machines WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn templates(&self) -> StoreResult<Vec<TemplateRecord>> {
+        let rows = sqlx::query("SELECT name, iaas, data FROM iaas_templates ORDER BY name").fetch_all(&self.pool).await?;
+        rows.iter().map(template).collect()
+    }
+
+    pub async fn template(&self, name: &str) -> StoreResult<Option<TemplateRecord>> {
+        let row = sqlx::query("SELECT name, iaas, data FROM iaas_templates WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        row.as_ref().map(template).transpose()
+    }
+
+    /// Adds a template; one of that name is a conflict.
+    pub async fn add_template(&self, t: &TemplateRecord) -> StoreResult<()> {
+        let data = serde_json::to_string(&t.data).expect("data serialise");
+        sqlx::query("INSERT INTO iaas_templates (name, iaas, data) VALUES ($1, $2, $3)")
+            .bind(&t.name)
+            .bind(&t.iaas)
+            .bind(data)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, &format!("template name {:?} already used", t.name)))?;
+        Ok(())
+    }
+
+    pub async fn update_template(&self, t: &TemplateRecord) -> StoreResult<()> {
+        let data = serde_json::to_string(&t.data).expect("data serialise");
+        let done = sqlx::query("UPDATE iaas_templates SET iaas = $2, data = $3 WHERE name = $1").bind(&t.name).bind(&t.iaas).bind(data).execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("template not found".into()));
+        }
+        Ok(())
+    }
+
+    pub async fn remove_template(&self, name: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM iaas_templates WHERE name = $1").bind(name).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
