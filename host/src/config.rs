@@ -690,6 +690,7 @@ pub const BUILTIN_PLUGINS: &[(&str, PluginKind)] = &[
     ("service-tsuru", PluginKind::ServiceBroker),
     ("service-osb", PluginKind::ServiceBroker),
     ("iaas-inventory", PluginKind::Iaas),
+    ("iaas-ec2", PluginKind::Iaas),
 ];
 
 impl Config {

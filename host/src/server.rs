@@ -95,6 +95,7 @@ pub fn builtin_plugin(name: &str) -> Option<&'static [u8]> {
         "service-tsuru" => Some(include_bytes!(env!("TORII_GUEST_SERVICE_TSURU"))),
         "service-osb" => Some(include_bytes!(env!("TORII_GUEST_SERVICE_OSB"))),
         "iaas-inventory" => Some(include_bytes!(env!("TORII_GUEST_IAAS_INVENTORY"))),
+        "iaas-ec2" => Some(include_bytes!(env!("TORII_GUEST_IAAS_EC2"))),
         _ => None,
     }
 }

@@ -27,7 +27,7 @@ mod pools;
 mod roles;
 mod routers;
 mod saml;
-mod services;
+pub(crate) mod services;
 mod shell;
 mod teams;
 mod tokens;

@@ -1,5 +1,8 @@
 //! `/iaas/machines` and `/iaas/templates` (API-NOTES §2.17): the machines
 //! IaaS drivers made, and the named parameter sets machines are made from.
+//! torii adds `POST /torii/v1/iaas/machines` (a machine from a template and
+//! parameters, no node registered: capacity made ahead) and `GET
+//! /torii/v1/iaas/machines/{id}` (the driver's description now).
 //! Lists show what the caller may read (`machine.read` /
 //! `machine.template.read` per IaaS); changes need the permission on the
 //! machine's or template's IaaS and are `iaas` events.
@@ -27,6 +30,41 @@ pub(super) fn routes(r: Routes) -> Routes {
         .add("1.0", Method::POST, "/iaas/templates", create_template)
         .add("1.0", Method::PUT, "/iaas/templates/{name}", update_template)
         .add("1.0", Method::DELETE, "/iaas/templates/{name}", destroy_template)
+        .torii(Method::POST, "/torii/v1/iaas/machines", create_machine)
+        .torii(Method::GET, "/torii/v1/iaas/machines/{id}", describe_machine)
+}
+
+/// `POST /torii/v1/iaas/machines`: fields `template`, `iaas` and any
+/// parameters (`key=value`). tsuru has no permission to create a machine
+/// alone (its machines come with nodes), so the caller must hold `machine`
+/// itself (every machine permission) on the IaaS; the event is a
+/// `machine.create`. Answers the machine (201).
+async fn create_machine(State(server): AppState, Caller(caller): Caller, ip: ClientIp, params: Params) -> ApiResult<Response> {
+    let mut given: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in params.pairs() {
+        given.insert(k, v);
+    }
+    if given.len() > MAX_DATA {
+        return Err(ApiError::bad_request(format!("a machine takes at most {MAX_DATA} parameters")));
+    }
+    let template = given.get("template").cloned();
+    let wanted = crate::iaas::expand(&server, template.as_deref(), given).await?;
+    let iaas = wanted.get("iaas").cloned().filter(|i| !i.is_empty()).ok_or_else(|| ApiError::bad_request("name the IaaS (iaas=) or a template"))?;
+    crate::iaas::driver(&server, &iaas)?;
+    caller.require("machine", &[iaas_ctx(&iaas)])?;
+    let event = iaas_event(&server, &caller, &ip, "machine.create", &iaas, request_data(&params, &[])).await?;
+    let result = crate::iaas::create(&server, &iaas, &wanted, &crate::apps::Quiet).await.map(|m| json(StatusCode::CREATED, &machine_json(&m)));
+    event.done(result).await
+}
+
+/// `GET /torii/v1/iaas/machines/{id}`: the driver's description (status,
+/// address now), with the parameters it was made from.
+async fn describe_machine(State(server): AppState, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let machine = server.store.machine(&id).await?.ok_or_else(|| ApiError::not_found("machine not found"))?;
+    caller.require("machine.read", &[iaas_ctx(&machine.iaas)])?;
+    let now = crate::iaas::driver(&server, &machine.iaas)?.describe(&id).await?;
+    let described = MachineRecord { status: now.status, address: now.address, port: i64::from(now.port), protocol: now.protocol, ..machine };
+    Ok(json(StatusCode::OK, &machine_json(&described)))
 }
 
 fn iaas_ctx(iaas: &str) -> Context {

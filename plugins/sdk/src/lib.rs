@@ -52,6 +52,7 @@ pub mod proxy;
 pub mod router;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+pub mod time;
 pub mod validate;
 
 #[doc(hidden)]
