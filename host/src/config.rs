@@ -276,11 +276,14 @@ impl Default for DockerConfig {
 pub struct HealingConfig {
     /// Seconds between rounds; 0 turns healing off.
     pub interval_secs: u64,
+    /// Failed checks in a row after which a node from an IaaS is replaced
+    /// (with its pool's `MaxTimeSinceSuccess` passed too).
+    pub node_max_failures: u32,
 }
 
 impl Default for HealingConfig {
     fn default() -> Self {
-        HealingConfig { interval_secs: 30 }
+        HealingConfig { interval_secs: 30, node_max_failures: 3 }
     }
 }
 

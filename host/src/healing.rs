@@ -7,6 +7,15 @@
 //! A round holds the app's lock while it reconciles (an internal event,
 //! discarded afterwards), so no operation changes the app's units meanwhile;
 //! an app an operation holds is left for the next round.
+//!
+//! Nodes that came from an IaaS are healed too, by replacement: a node
+//! whose engine failed `[healing] node_max_failures` checks in a row, none
+//! answered for its pool's `MaxTimeSinceSuccess` (`/1.2/healing/node`,
+//! default 300 s) and healing `Enabled` there, gets a new machine from the
+//! same parameters; once its engine answers it joins the pool, the old node
+//! leaves it, the pool's apps converge (their units start on the new node)
+//! and the old machine is destroyed. Each replacement is a `healer` event on
+//! the node (`/1.3/healing?filter=node`).
 
 use crate::events::{Allowed, EventSpec, Owner, Target};
 use crate::plugin::provisioner::{Repair, app_state};
@@ -24,9 +33,136 @@ pub const SETTING: &str = "healing";
 /// Starts the rounds; they end when the server is gone.
 pub fn start(server: Weak<Server>, every: Duration) {
     crate::server::rounds(server, every, |server| Box::pin(async move {
+        let replaced = nodes_round(&server).await;
         let repaired = round(&server).await;
-        server.metrics.healing_repairs(repaired);
+        server.metrics.healing_repairs(repaired + replaced);
     }));
+}
+
+/// How long a new machine's engine may take to answer.
+const NEW_ENGINE_LIMIT: Duration = Duration::from_secs(120);
+/// `MaxTimeSinceSuccess` when neither the pool nor the default sets it.
+const MAX_TIME_SINCE_SUCCESS: u64 = 300;
+
+/// Each IaaS node's failed checks in a row and its last answer (this process).
+#[derive(Default)]
+pub struct NodeChecks(std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>);
+
+impl NodeChecks {
+    /// Records a check; the failures in a row and the last success then.
+    fn record(&self, address: &str, ok: bool) -> (u32, std::time::Instant) {
+        let mut map = self.0.lock().unwrap();
+        let entry = map.entry(address.to_string()).or_insert((0, std::time::Instant::now()));
+        if ok {
+            *entry = (0, std::time::Instant::now());
+        } else {
+            entry.0 += 1;
+        }
+        *entry
+    }
+
+    fn forget(&self, address: &str) {
+        self.0.lock().unwrap().remove(address);
+    }
+}
+
+/// Checks every node that came from an IaaS; replaces the ones gone; how many.
+pub async fn nodes_round(server: &Arc<Server>) -> usize {
+    let Ok(nodes) = server.store.nodes().await else { return 0 };
+    let settings = server.store.pool_settings(SETTING).await.unwrap_or_default();
+    let setting = |pool: &str, field: &str| [settings.get(pool), settings.get("")].into_iter().flatten().find_map(|v| v.get(field).filter(|v| !v.is_null()).cloned());
+    let mut replaced = 0;
+    for node in nodes.into_iter().filter(|n| !n.iaas_id.is_empty() && n.status != crate::store::NODE_REMOVING) {
+        if !setting(&node.pool, "Enabled").and_then(|v| v.as_bool()).unwrap_or(true) {
+            continue;
+        }
+        let ok = server.docker.ping(&node.address).await.is_ok();
+        let (failures, last_success) = server.node_checks.record(&node.address, ok);
+        let since = setting(&node.pool, "MaxTimeSinceSuccess").and_then(|v| v.as_u64()).unwrap_or(MAX_TIME_SINCE_SUCCESS);
+        if ok || failures < server.config.healing.node_max_failures || last_success.elapsed() < Duration::from_secs(since) {
+            continue;
+        }
+        let reason = format!("{failures} checks in a row failed, no answer for {} s", last_success.elapsed().as_secs());
+        match replace(server, &node, &reason).await {
+            Ok(created) => {
+                server.node_checks.forget(&node.address);
+                record_node(server, &node, &created, &reason, "").await;
+                replaced += 1;
+            }
+            Err(e) => {
+                tracing::warn!(node = node.address, error = %e, "healing: the node could not be replaced");
+                record_node(server, &node, "", &reason, &e).await;
+            }
+        }
+    }
+    replaced
+}
+
+/// Replaces a node gone silent with a new machine from the same
+/// parameters; the new node's address.
+async fn replace(server: &Arc<Server>, node: &crate::store::NodeRecord, reason: &str) -> Result<String, String> {
+    use crate::apps::Quiet;
+    // The node's lock: one replacement at a time, over every replica.
+    let spec = healer_event(Target::new("node", &node.address), "", serde_json::json!({"node": node.address, "reason": reason}), true);
+    let spec = EventSpec { allowed: Allowed::new("pool.read.events", vec![Context::new(ContextType::Pool, &node.pool)]), ..spec };
+    let node_lock = server.events.start(spec).await.map_err(|e| e.to_string())?;
+    let outcome = async {
+        let old = server.store.machine(&node.iaas_id).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("machine {} of the node is not recorded", node.iaas_id))?;
+        let mut params = old.creation_params.clone();
+        params.insert("iaas".into(), old.iaas.clone());
+        tracing::info!(node = node.address, machine = old.id, reason, "healing: replacing the node");
+        let made = crate::iaas::create(server, &old.iaas, &params, &Quiet).await.map_err(|e| e.message)?;
+        let joined = async {
+            let address = crate::iaas::wait_engine(server, &made, NEW_ENGINE_LIMIT, &Quiet).await.map_err(|e| e.message)?;
+            let provisioner = match server.store.pool(&node.pool).await.map_err(|e| e.to_string())? {
+                Some(p) => server.config.pool_provisioner(&p.provisioner).to_string(),
+                None => return Err(format!("pool {} is gone", node.pool)),
+            };
+            crate::iaas::register(server, &Quiet, &provisioner, address, node.pool.clone(), node.metadata.clone().into_iter().collect(), made.id.clone()).await
+        }
+        .await;
+        let new = match joined {
+            Ok(new) => new,
+            Err(e) => {
+                let _ = crate::iaas::destroy(server, &made).await;
+                return Err(e);
+            }
+        };
+        // The old node leaves; the pool's apps start their missing units.
+        server.store.remove_node(&node.address).await.map_err(|e| e.to_string())?;
+        server.docker.forget(&node.address);
+        for app in server.store.app_names_where(AppColumn::Pool, &node.pool).await.unwrap_or_default() {
+            let Some(app_lock) = lock(server, &app).await else {
+                tracing::warn!(app, "healing: the app is busy; its units follow at the next round");
+                continue;
+            };
+            if let Err(e) = crate::apps::refresh(server, &app, &Quiet).await {
+                tracing::warn!(app, error = %e.message, "healing: the app's units did not all move to the new node");
+            }
+            app_lock.discard().await;
+        }
+        if let Err(e) = crate::iaas::destroy(server, &old).await {
+            tracing::warn!(machine = old.id, error = %e.message, "healing: the old machine could not be destroyed");
+        }
+        Ok(new.address)
+    }
+    .await;
+    node_lock.discard().await;
+    outcome
+}
+
+/// A finished `healer` event on the failing node: what replaced it, or why nothing did.
+async fn record_node(server: &Arc<Server>, node: &crate::store::NodeRecord, created: &str, reason: &str, error: &str) {
+    let data = serde_json::json!({"failingNode": node.address, "createdNode": created, "reason": reason, "pool": node.pool});
+    let spec = healer_event(Target::new("node", &node.address), "", data, false);
+    let spec = EventSpec { allowed: Allowed::new("pool.read.events", vec![Context::new(ContextType::Pool, &node.pool)]), ..spec };
+    match server.events.start(spec).await {
+        Ok(event) => {
+            let result = if error.is_empty() { Ok(()) } else { Err(error.to_string()) };
+            let _ = event.done(result).await;
+        }
+        Err(e) => tracing::warn!(node = node.address, error = %e, "healing: cannot record the node's replacement"),
+    }
 }
 
 /// One pass over the apps of node-running provisioners; the repairs made.
@@ -86,8 +222,6 @@ pub async fn round(server: &Arc<Server>) -> usize {
     repaired
 }
 
-/// Takes `app`'s lock for a round, as an internal event that is discarded
-/// afterwards; `None` when an operation holds the app.
 async fn lock(server: &Arc<Server>, app: &str) -> Option<crate::events::RunningEvent> {
     server.events.start(healer_event(Target::new("app", app), app, serde_json::json!({"app": app}), true)).await.ok()
 }

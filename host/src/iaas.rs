@@ -7,7 +7,7 @@ use crate::apps::Progress;
 use crate::error::{ApiError, ApiResult};
 use crate::plugin::iaas::{IaasPlugin, Machine};
 use crate::server::Server;
-use crate::store::MachineRecord;
+use crate::store::{MachineRecord, NODE_READY, NodeRecord};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,45 @@ pub async fn wait_engine(server: &Server, machine: &MachineRecord, limit: Durati
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
+}
+
+/// Checks the engine at `address` and records it as a node of `pool`; its
+/// pool's node containers start there.
+pub async fn register(
+    server: &Server,
+    w: &impl Progress,
+    provisioner: &str,
+    address: String,
+    pool: String,
+    mut metadata: std::collections::BTreeMap<String, String>,
+    iaas_id: String,
+) -> Result<NodeRecord, String> {
+    metadata.remove("pool");
+    metadata.remove("address");
+    if server.store.node(&address).await.map_err(|e| e.to_string())?.is_some() {
+        return Err(format!("node with address {address:?} already exists in provisioner {provisioner:?}"));
+    }
+    w.line(format!("---- Checking the docker engine at {address} ----\n")).await;
+    let engine = server.docker.info(&address).await.map_err(|e| e.to_string())?;
+    w.line(format!(" ---> docker {} on {:?}: {} CPUs, {} MiB\n", engine.version, engine.name, engine.cpus, engine.memory >> 20)).await;
+    let node = NodeRecord { address: address.clone(), pool, metadata: metadata.into_iter().collect(), status: NODE_READY.into(), iaas_id };
+    server.store.add_node(&node).await.map_err(|e| match e {
+        crate::store::StoreError::Conflict(_) => format!("node with address {address:?} already exists in provisioner {provisioner:?}"),
+        other => other.to_string(),
+    })?;
+    w.line(format!("---- Node {address} added to pool {:?} ----\n", node.pool)).await;
+    // The node containers of its pool start there (the node stays added if they do not).
+    match crate::docker::nodecontainers::ensure_all(&server.docker, &server.store, None, Some(&node), false).await {
+        Ok(lines) => {
+            for line in lines {
+                w.line(line).await;
+            }
+        }
+        Err(e) => {
+            w.line(format!(" ---> node containers did not start on {address}: {e}\n")).await;
+        }
+    }
+    Ok(node)
 }
 
 /// Destroys a machine through its driver, then its record.

@@ -61,6 +61,8 @@ pub struct Server {
     pub egress: Arc<crate::egress::Egress>,
     /// App autoscale: specs as last read, samples, each process's track.
     pub autoscaler: crate::apps::autoscale::Autoscaler,
+    /// Checks of the nodes that came from an IaaS (node healing).
+    pub node_checks: crate::healing::NodeChecks,
     /// Interactive shells open, per app (`api::shell`).
     pub shells: crate::apps::shell::Shells,
     pub unit_lists: std::sync::Mutex<std::collections::HashMap<String, (Arc<crate::store::AppView>, u64, Arc<Vec<crate::plugin::provisioner::Unit>>)>>,
@@ -259,6 +261,7 @@ impl Server {
             wakes: Default::default(),
             app_outbound: Default::default(),
             autoscaler: Default::default(),
+            node_checks: Default::default(),
             shells: Default::default(),
             unit_lists: Default::default(),
             egress,

@@ -612,12 +612,12 @@ backends! {
 
 /// The pid of the engine behind `node` (`.ci/docker-engines` keeps
 /// `docker.pid` beside `docker.sock`).
-fn engine_pid(node: &str) -> i32 {
+pub(crate) fn engine_pid(node: &str) -> i32 {
     let pidfile = node.trim_start_matches("unix://").replace("docker.sock", "docker.pid");
     std::fs::read_to_string(&pidfile).unwrap_or_else(|e| panic!("{pidfile}: {e}")).trim().parse().unwrap()
 }
 
-fn signal(pid: i32, sig: &str) {
+pub(crate) fn signal(pid: i32, sig: &str) {
     assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
 }
 

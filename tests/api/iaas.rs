@@ -181,3 +181,72 @@ async fn ec2_machines_through_moto() {
     t.req("GET", "/iaas/machines").admin().send().await.expect(200, "null\n");
     t.stop().await;
 }
+
+/// Node healing by replacement: a node from the inventory whose engine
+/// stops answering is replaced by a free host of the same parameters, the
+/// app's unit runs there, the old machine is given back and a healing event
+/// says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_iaas_node_is_replaced() {
+    let Some(nodes) = nodes() else { return };
+    let _beside = crate::support::TIMED.read().await;
+    // It freezes an engine: no other docker test runs meanwhile.
+    let _alone = ENGINES.write().await;
+    crate::docker::images(&nodes).await;
+    let mut opts = Options::new(Backend::Sqlite);
+    opts.extra_toml = format!(
+        "[healing]\ninterval_secs = 1\nnode_max_failures = 2\n[docker]\ncall_timeout_ms = 1000\n\
+         [[plugin]]\nname = \"inventory\"\nkind = \"iaas\"\nbuiltin = \"iaas-inventory\"\ncapabilities = [\"log\", \"kv\"]\n\
+         [plugin.config]\nhosts = [\n{{ id = \"a\", address = {:?}, labels = {{ rack = \"r1\" }} }},\n{{ id = \"b\", address = {:?}, labels = {{ rack = \"r1\" }} }},\n]\n",
+        nodes[0], nodes[1]
+    );
+    let t = TestServer::start_with(opts).await;
+    t.team("t1").await;
+    let pool = unique("heal", Backend::Sqlite);
+    t.req("POST", "/1.0/pools").admin().form(&[("name", pool.as_str()), ("provisioner", "docker")]).send().await.expect(201, "");
+    t.req("POST", "/1.2/healing/node").admin().form(&[("pool", pool.as_str()), ("Enabled", "true"), ("MaxTimeSinceSuccess", "1")]).send().await.expect_status(200);
+    let r = t.req("POST", "/1.2/node").admin().form(&[("Register", "false"), ("Metadata.iaas", "inventory"), ("Metadata.pool", pool.as_str()), ("Metadata.rack", "r1")]).send().await;
+    assert_eq!(stream_errors(&r.body), Vec::<String>::new(), "{}", r.body);
+    let app = unique("healed", Backend::Sqlite);
+    let host = format!("{app}.apps.test");
+    t.req("POST", "/1.0/apps").admin().form(&[("name", app.as_str()), ("teamOwner", "t1"), ("pool", pool.as_str())]).send().await.expect_status(201);
+    let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("image", "torii-test/httpd:1")]).send().await;
+    assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+    assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+
+    // Engine A stops answering: within the checks, host B replaces it.
+    let pid = crate::docker::engine_pid(&nodes[0]);
+    crate::docker::signal(pid, "-STOP");
+    let mut replaced = false;
+    for _ in 0..60 {
+        let listed = t.req("GET", "/1.2/node").admin().send().await.json();
+        let addresses: Vec<&str> = listed["nodes"].as_array().map(|n| n.iter().map(|n| n["Address"].as_str().unwrap()).collect()).unwrap_or_default();
+        let on_b = !crate::docker::containers(&nodes[1], &format!("torii.app={app}")).is_empty();
+        // Done once the old machine is given back too.
+        let machines = t.req("GET", "/iaas/machines").admin().send().await.json();
+        let only_b = machines.as_array().is_some_and(|m| m.len() == 1 && m[0]["Id"] == "b");
+        if addresses == [nodes[1].as_str()] && on_b && only_b && t.app_get(&host, "/").await.0 == 200 {
+            replaced = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    crate::docker::signal(pid, "-CONT");
+    assert!(replaced, "node {} was not replaced by {}", nodes[0], nodes[1]);
+    assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+    let machines = t.req("GET", "/iaas/machines").admin().send().await.json();
+    assert_eq!(machines.as_array().unwrap().iter().map(|m| m["Id"].clone()).collect::<Vec<_>>(), vec![json!("b")]);
+    let healing = t.req("GET", "/1.3/healing?filter=node").admin().send().await.json();
+    assert_eq!(healing[0]["Action"], "node-healing");
+    assert_eq!((healing[0]["FailingNode"]["Address"].clone(), healing[0]["CreatedNode"]["Address"].clone()), (json!(nodes[0]), json!(nodes[1])));
+    assert_eq!(healing[0]["Successful"], true);
+    assert!(healing[0]["Reason"].as_str().unwrap().contains("checks in a row failed"), "{}", healing[0]);
+
+    // The unit left on engine A (it could not be told) is cleaned up here.
+    for id in crate::docker::containers(&nodes[0], &format!("torii.app={app}")) {
+        let _ = std::process::Command::new("docker").args(["-H", &nodes[0], "rm", "-f", &id]).output();
+    }
+    let r = t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    t.stop().await;
+}

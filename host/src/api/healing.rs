@@ -103,8 +103,11 @@ async fn history(State(server): AppState, Caller(caller): Caller, params: Params
     caller.require("healing.read", &[])?;
     let filter = params.get("filter").unwrap_or_default();
     let entries: Vec<Value> = match filter.as_str() {
-        // torii heals units; nodes are not replaced (no IaaS makes new ones).
-        "node" => Vec::new(),
+        // Nodes from an IaaS, replaced (or not) by node healing.
+        "node" => {
+            let q = EventQuery { kind_names: vec![HEALER.into()], target_type: Some("node".into()), ..EventQuery::default() };
+            server.store.events(&q, 0, HISTORY).await?.iter().filter(|e| !e.running).map(node_entry).collect()
+        }
         "" | "container" => {
             // Repairs only: a round's own (app lock) event is not one.
             let q = EventQuery { kind_names: vec![HEALER.into()], target_type: Some("container".into()), ..EventQuery::default() };
@@ -113,6 +116,27 @@ async fn history(State(server): AppState, Caller(caller): Caller, params: Params
         _ => return Err(ApiError::bad_request("invalid filter, possible values are 'node' or 'container'")),
     };
     Ok(if entries.is_empty() { empty(StatusCode::NO_CONTENT) } else { json_list(&entries) })
+}
+
+/// tsuru's node healing event: the failing node and the one made in its place.
+fn node_entry(e: &crate::store::EventRecord) -> Value {
+    let data: Value = serde_json::from_str(&e.start_custom).unwrap_or(Value::Null);
+    let text = |k: &str| data[k].as_str().unwrap_or_default().to_string();
+    let none = json!({"ID": "", "AppName": "", "HostAddr": ""});
+    json!({
+        "ID": e.id,
+        "StartTime": time_json(e.start_time),
+        "EndTime": time_json(e.end_time),
+        "Action": "node-healing",
+        "Reason": text("reason"),
+        "Extra": null,
+        "FailingNode": {"Address": text("failingNode")},
+        "CreatedNode": {"Address": text("createdNode")},
+        "FailingContainer": none,
+        "CreatedContainer": none,
+        "Successful": e.error.is_empty(),
+        "Error": e.error,
+    })
 }
 
 /// tsuru's healing event: the failing and the created unit, with their nodes.

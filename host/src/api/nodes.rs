@@ -175,7 +175,7 @@ async fn add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, para
                 }
             };
             let iaas_id = machine.as_ref().map(|m| m.id.clone()).unwrap_or(iaas_id);
-            let added = register_node(&server, &w, &provisioner, address, pool, metadata, iaas_id).await;
+            let added = crate::iaas::register(&server, &w, &provisioner, address, pool, metadata, iaas_id).await.map(|_| ());
             match added {
                 Ok(()) => Ok(()),
                 Err(e) => Err(give_back(&server, machine, e, &w).await),
@@ -208,45 +208,6 @@ async fn give_back(server: &Server, machine: Option<crate::store::MachineRecord>
         Ok(()) => error,
         Err(e) => format!("{error} (and machine {} could not be destroyed: {})", machine.id, e.message),
     }
-}
-
-/// Checks the engine at `address` and records it as a node of `pool`; its
-/// pool's node containers start there.
-async fn register_node(
-    server: &Server,
-    w: &super::stream::StreamWriter,
-    provisioner: &str,
-    address: String,
-    pool: String,
-    mut metadata: std::collections::BTreeMap<String, String>,
-    iaas_id: String,
-) -> Result<(), String> {
-    metadata.remove("pool");
-    metadata.remove("address");
-    if server.store.node(&address).await.map_err(|e| e.to_string())?.is_some() {
-        return Err(format!("node with address {address:?} already exists in provisioner {provisioner:?}"));
-    }
-    w.message(&format!("---- Checking the docker engine at {address} ----\n")).await;
-    let engine = server.docker.info(&address).await.map_err(|e| e.to_string())?;
-    w.message(&format!(" ---> docker {} on {:?}: {} CPUs, {} MiB\n", engine.version, engine.name, engine.cpus, engine.memory >> 20)).await;
-    let node = NodeRecord { address: address.clone(), pool, metadata: metadata.into_iter().collect(), status: NODE_READY.into(), iaas_id };
-    server.store.add_node(&node).await.map_err(|e| match e {
-        crate::store::StoreError::Conflict(_) => format!("node with address {address:?} already exists in provisioner {provisioner:?}"),
-        other => other.to_string(),
-    })?;
-    w.message(&format!("---- Node {address} added to pool {:?} ----\n", node.pool)).await;
-    // The node containers of its pool start there (the node stays added if they do not).
-    match crate::docker::nodecontainers::ensure_all(&server.docker, &server.store, None, Some(&node), false).await {
-        Ok(lines) => {
-            for line in lines {
-                w.message(&line).await;
-            }
-        }
-        Err(e) => {
-            w.message(&format!(" ---> node containers did not start on {address}: {e}\n")).await;
-        }
-    }
-    Ok(())
 }
 
 /// `PUT /1.2/node`: `Address`, `Metadata.<key>` (`pool` moves the node, an
