@@ -30,6 +30,7 @@ pub struct Config {
     pub services: ServicesConfig,
     pub shell: ShellConfig,
     pub autoscale: AutoscaleConfig,
+    pub node_autoscale: NodeAutoscaleConfig,
     #[serde(rename = "plugin")]
     pub plugin: Vec<PluginEntry>,
     /// Per-pool bounds on what its apps may do (`[[pool_policy]]`).
@@ -305,6 +306,24 @@ pub struct AutoscaleConfig {
 impl Default for AutoscaleConfig {
     fn default() -> Self {
         AutoscaleConfig { interval_secs: 15, sample_ms: 250, scale_down_delay_secs: 300, cooldown_secs: 30 }
+    }
+}
+
+/// Node autoscale (`/1.3/node/autoscale`): pools of IaaS nodes grown and
+/// shrunk by their rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeAutoscaleConfig {
+    /// Rounds run on their own (`POST /1.3/node/autoscale/run` runs one anyway).
+    pub enabled: bool,
+    pub run_interval_secs: u64,
+    /// How long a new machine's engine may take to answer.
+    pub wait_new_machine_secs: u64,
+}
+
+impl Default for NodeAutoscaleConfig {
+    fn default() -> Self {
+        NodeAutoscaleConfig { enabled: false, run_interval_secs: 60, wait_new_machine_secs: 120 }
     }
 }
 
@@ -600,6 +619,7 @@ impl Default for Config {
             services: ServicesConfig::default(),
             shell: ShellConfig::default(),
             autoscale: AutoscaleConfig::default(),
+            node_autoscale: NodeAutoscaleConfig::default(),
             pool_policy: Vec::new(),
         }
     }

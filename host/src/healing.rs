@@ -222,7 +222,7 @@ pub async fn round(server: &Arc<Server>) -> usize {
     repaired
 }
 
-async fn lock(server: &Arc<Server>, app: &str) -> Option<crate::events::RunningEvent> {
+pub(crate) async fn lock(server: &Arc<Server>, app: &str) -> Option<crate::events::RunningEvent> {
     server.events.start(healer_event(Target::new("app", app), app, serde_json::json!({"app": app}), true)).await.ok()
 }
 

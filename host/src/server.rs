@@ -401,6 +401,9 @@ pub async fn start(server: Arc<Server>, listener: Option<TcpListener>) -> anyhow
         let cfg = &server.config.autoscale;
         crate::apps::autoscale::start(Arc::downgrade(&server), Duration::from_secs(cfg.interval_secs), Duration::from_millis(cfg.sample_ms.max(10)));
     }
+    if server.config.node_autoscale.enabled && server.config.node_autoscale.run_interval_secs > 0 {
+        crate::iaas::autoscale::start(Arc::downgrade(&server), Duration::from_secs(server.config.node_autoscale.run_interval_secs));
+    }
     if server.config.healing.interval_secs > 0 {
         crate::healing::start(Arc::downgrade(&server), Duration::from_secs(server.config.healing.interval_secs));
     }

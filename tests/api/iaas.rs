@@ -250,3 +250,82 @@ async fn a_silent_iaas_node_is_replaced() {
     assert_eq!(r.status, 200, "{}", r.body);
     t.stop().await;
 }
+
+/// Node autoscale (count rule): a pool of IaaS nodes gets a node when its
+/// units outgrow the rule's room, its units spread onto it, and loses one
+/// when they shrink; rules, config, run and history through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iaas_pools_grow_and_shrink_with_their_units() {
+    let Some(nodes) = nodes() else { return };
+    let _beside = crate::support::TIMED.read().await;
+    let _shared = ENGINES.read().await;
+    crate::docker::images(&nodes).await;
+    let mut opts = Options::new(Backend::Sqlite);
+    opts.extra_toml = format!(
+        "[[plugin]]\nname = \"inventory\"\nkind = \"iaas\"\nbuiltin = \"iaas-inventory\"\ncapabilities = [\"log\", \"kv\"]\n\
+         [plugin.config]\nhosts = [\n{{ id = \"a\", address = {:?} }},\n{{ id = \"b\", address = {:?} }},\n]\n",
+        nodes[0], nodes[1]
+    );
+    let t = TestServer::start_with(opts).await;
+    t.team("t1").await;
+    let pool = unique("grow", Backend::Sqlite);
+    t.req("POST", "/1.0/pools").admin().form(&[("name", pool.as_str()), ("provisioner", "docker")]).send().await.expect(201, "");
+    let r = t.req("POST", "/1.2/node").admin().form(&[("Register", "false"), ("Metadata.iaas", "inventory"), ("Metadata.pool", pool.as_str())]).send().await;
+    assert_eq!(stream_errors(&r.body), Vec::<String>::new(), "{}", r.body);
+
+    // Config and rules.
+    assert_eq!(
+        t.req("GET", "/1.3/node/autoscale/config").admin().send().await.json(),
+        json!({"WaitTimeNewMachine": 120_000_000_000u64, "RunInterval": 60_000_000_000u64, "TotalMemoryMetadata": "", "Enabled": false})
+    );
+    t.req("GET", "/1.3/node/autoscale/rules").admin().send().await.expect(204, "");
+    t.req("POST", "/1.3/node/autoscale/rules").admin().form(&[("MetadataFilter", pool.as_str()), ("MaxContainerCount", "2"), ("ScaleDownRatio", "0.5"), ("Enabled", "true")]).send().await
+        .expect_error(400, "invalid rule, scale down ratio needs to be greater than 1.0, got 0.500000");
+    t.req("POST", "/1.3/node/autoscale/rules").admin().form(&[("MetadataFilter", "nopool"), ("MaxContainerCount", "2"), ("Enabled", "true")]).send().await
+        .expect_error(404, "Pool does not exist.");
+    t.req("POST", "/1.3/node/autoscale/rules").admin().form(&[("MetadataFilter", pool.as_str()), ("MaxContainerCount", "2"), ("Enabled", "true")]).send().await.expect(200, "");
+    let rules: Value = serde_json::from_str(&t.req("GET", "/1.3/node/autoscale/rules").admin().send().await.body).unwrap();
+    assert_eq!(rules, json!([{"MetadataFilter": pool, "Error": "", "MaxContainerCount": 2, "ScaleDownRatio": 1.333, "MaxMemoryRatio": 0.0, "Enabled": true, "PreventRebalance": false}]));
+    let outsider = t.user("outsider@example.com").await;
+    t.req("POST", "/1.3/node/autoscale/run").token(&outsider).send().await.expect_status(403);
+
+    // Three units on one node with room for two: a second node, units spread.
+    let app = unique("grower", Backend::Sqlite);
+    let host = format!("{app}.apps.test");
+    t.req("POST", "/1.0/apps").admin().form(&[("name", app.as_str()), ("teamOwner", "t1"), ("pool", pool.as_str())]).send().await.expect_status(201);
+    let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("image", "torii-test/httpd:1")]).send().await;
+    assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+    t.req("PUT", &format!("/1.0/apps/{app}/units")).admin().form(&[("units", "2")]).send().await.expect_status(200);
+    let r = t.req("POST", "/1.3/node/autoscale/run").admin().send().await;
+    assert_eq!(stream_errors(&r.body), Vec::<String>::new(), "{}", r.body);
+    let node_list = |v: Value| v["nodes"].as_array().map(|n| n.iter().map(|n| n["Address"].as_str().unwrap().to_string()).collect::<Vec<_>>()).unwrap_or_default();
+    let mut listed = node_list(t.req("GET", "/1.2/node").admin().send().await.json());
+    listed.sort();
+    assert_eq!(listed, vec![nodes[0].clone(), nodes[1].clone()]);
+    let label = format!("torii.app={app}");
+    assert!(!crate::docker::containers(&nodes[1], &label).is_empty(), "no unit moved to the new node");
+    assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+    // Enough room: a run changes nothing.
+    let r = t.req("POST", "/1.3/node/autoscale/run").admin().send().await;
+    assert!(!r.body.contains("node "), "{}", r.body);
+
+    // One unit on two nodes: one node goes (its units first), its machine too.
+    t.req("DELETE", &format!("/1.0/apps/{app}/units?units=2")).admin().send().await.expect_status(200);
+    let r = t.req("POST", "/1.3/node/autoscale/run").admin().send().await;
+    assert_eq!(stream_errors(&r.body), Vec::<String>::new(), "{}", r.body);
+    assert_eq!(node_list(t.req("GET", "/1.2/node").admin().send().await.json()).len(), 1);
+    assert_eq!(t.req("GET", "/iaas/machines").admin().send().await.json().as_array().unwrap().len(), 1);
+    assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+
+    let history = t.req("GET", "/1.3/node/autoscale").admin().send().await.json();
+    let actions: Vec<(String, bool, String)> = history.as_array().unwrap().iter()
+        .map(|e| (e["Action"].as_str().unwrap().to_string(), e["Successful"].as_bool().unwrap(), e["Reason"].as_str().unwrap().to_string())).collect();
+    assert_eq!(actions, vec![("remove".to_string(), true, "number of free slots is 3".to_string()), ("add".to_string(), true, "number of free slots is -1".to_string())]);
+    assert_eq!(t.req("GET", "/docker/autoscale").admin().send().await.json(), history);
+
+    t.req("DELETE", &format!("/1.3/node/autoscale/rules/{pool}")).admin().send().await.expect(200, "");
+    t.req("DELETE", &format!("/1.3/node/autoscale/rules/{pool}")).admin().send().await.expect_error(404, "rule not found");
+    let r = t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    t.stop().await;
+}

@@ -25,6 +25,7 @@ mod log_ingest;
 mod logs;
 pub mod names;
 mod nodecontainers;
+mod node_autoscale;
 mod nodes;
 mod misc;
 pub mod plans;
@@ -122,6 +123,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = certificates::routes(routes);
     let routes = nodes::routes(routes);
     let routes = iaas::routes(routes);
+    let routes = node_autoscale::routes(routes);
     let routes = nodecontainers::routes(routes);
     let routes = healing::routes(routes);
     let routes = dockerlogs::routes(routes);

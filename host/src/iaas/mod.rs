@@ -3,6 +3,8 @@
 //! answers, and destroyed (record and all). The API (`api::iaas`,
 //! `api::nodes`) calls in here.
 
+pub mod autoscale;
+
 use crate::apps::Progress;
 use crate::error::{ApiError, ApiResult};
 use crate::plugin::iaas::{IaasPlugin, Machine};
