@@ -280,11 +280,15 @@ pub struct HealingConfig {
     /// Failed checks in a row after which a node from an IaaS is replaced
     /// (with its pool's `MaxTimeSinceSuccess` passed too).
     pub node_max_failures: u32,
+    /// A machine made for a node that has not joined after this long (its
+    /// node add died with its process) is destroyed. Above the longest
+    /// wait for an engine (`WaitTO`, at most an hour).
+    pub orphan_machine_secs: u64,
 }
 
 impl Default for HealingConfig {
     fn default() -> Self {
-        HealingConfig { interval_secs: 30, node_max_failures: 3 }
+        HealingConfig { interval_secs: 30, node_max_failures: 3, orphan_machine_secs: 3900 }
     }
 }
 

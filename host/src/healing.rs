@@ -66,8 +66,10 @@ impl NodeChecks {
     }
 }
 
-/// Checks every node that came from an IaaS; replaces the ones gone; how many.
+/// Checks every node that came from an IaaS; replaces the ones gone; how
+/// many. Machines made for a node that never joined go first.
 pub async fn nodes_round(server: &Arc<Server>) -> usize {
+    crate::iaas::sweep_orphans(server, Duration::from_secs(server.config.healing.orphan_machine_secs)).await;
     let Ok(nodes) = server.store.nodes().await else { return 0 };
     let settings = server.store.pool_settings(SETTING).await.unwrap_or_default();
     let setting = |pool: &str, field: &str| [settings.get(pool), settings.get("")].into_iter().flatten().find_map(|v| v.get(field).filter(|v| !v.is_null()).cloned());
@@ -111,7 +113,7 @@ async fn replace(server: &Arc<Server>, node: &crate::store::NodeRecord, reason: 
         let mut params = old.creation_params.clone();
         params.insert("iaas".into(), old.iaas.clone());
         tracing::info!(node = node.address, machine = old.id, reason, "healing: replacing the node");
-        let made = crate::iaas::create(server, &old.iaas, &params, &Quiet).await.map_err(|e| e.message)?;
+        let made = crate::iaas::create(server, &old.iaas, &params, &node.pool, &Quiet).await.map_err(|e| e.message)?;
         let joined = async {
             let address = crate::iaas::wait_engine(server, &made, NEW_ENGINE_LIMIT, &Quiet).await.map_err(|e| e.message)?;
             let provisioner = match server.store.pool(&node.pool).await.map_err(|e| e.to_string())? {

@@ -166,3 +166,81 @@ async fn sigkill_while_holding_locks_loses_nothing_acknowledged() {
     Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
     assert!(server.0.wait().unwrap().success());
 }
+
+/// A crash while a node added through an IaaS waits for its engine: the
+/// machine was made and recorded, its node never joined. After the restart
+/// healing destroys it (the inventory host is free again) and its record goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_node_add_leaves_no_orphaned_machine() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("torii.toml");
+    let dead = dir.path().join("no-engine.sock");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[router]\nlisten = \"127.0.0.1:0\"\n[plugins]\ncache_dir = {:?}\n\
+             [healing]\ninterval_secs = 1\norphan_machine_secs = 2\n\
+             [[plugin]]\nname = \"inventory\"\nkind = \"iaas\"\nbuiltin = \"iaas-inventory\"\ncapabilities = [\"log\", \"kv\"]\n\
+             [plugin.config]\nhosts = [{{ id = \"only\", address = \"unix://{}\" }}]\n",
+            dir.path().join("data"),
+            crate::support::shared_cache_dir(),
+            dead.display()
+        ),
+    )
+    .unwrap();
+    let mut create = Command::new(BIN).args(["root-user-create", "root@example.com", "--config"]).arg(&config)
+        .stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    create.stdin.take().unwrap().write_all(b"root-secret\n").unwrap();
+    assert!(create.wait().unwrap().success());
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let server = start(&config);
+    wait_up(&client, &base).await;
+    let login: Value = client.post(format!("{base}/1.0/auth/login")).form(&[("email", "root@example.com"), ("password", "root-secret")])
+        .send().await.unwrap().json().await.unwrap();
+    let token = login["token"].as_str().unwrap().to_string();
+    let status = client.post(format!("{base}/1.0/pools")).bearer_auth(&token).form(&[("name", "boxes"), ("provisioner", "docker")]).send().await.unwrap().status();
+    assert_eq!(status, 201);
+
+    // The node add waits up to a minute for an engine that never answers.
+    let adding = {
+        let (client, base, token) = (client.clone(), base.clone(), token.clone());
+        tokio::spawn(async move {
+            let r = client.post(format!("{base}/1.2/node")).bearer_auth(&token)
+                .form(&[("Register", "false"), ("Metadata.pool", "boxes"), ("WaitTO", "60")]).send().await;
+            if let Ok(r) = r { let _ = r.text().await; }
+        })
+    };
+    let machines = async || match client.get(format!("{base}/iaas/machines")).bearer_auth(&token).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = machines().await;
+        if text.contains("\"Id\":\"only\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the machine was never recorded: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Killed mid-wait: the machine is recorded, its node never joined.
+    drop(server);
+    adding.abort();
+
+    let _server = start(&config);
+    wait_up(&client, &base).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = machines().await;
+        if text.trim() == "null" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the orphaned machine is still recorded: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And the inventory host was released: it can be claimed again.
+    let r = client.post(format!("{base}/torii/v1/iaas/machines")).bearer_auth(&token).form(&[("iaas", "inventory")]).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}

@@ -242,6 +242,11 @@ async fn a_silent_iaas_node_is_replaced() {
     assert_eq!(healing[0]["Successful"], true);
     assert!(healing[0]["Reason"].as_str().unwrap().contains("checks in a row failed"), "{}", healing[0]);
 
+    // Host A was given back to the inventory: it can be claimed again.
+    let r = t.req("POST", "/torii/v1/iaas/machines").admin().form(&[("iaas", "inventory"), ("rack", "r1")]).send().await;
+    assert_eq!((r.status.as_u16(), r.json()["Id"].clone()), (201, json!("a")), "{}", r.body);
+    t.req("DELETE", "/iaas/machines/a").admin().send().await.expect(200, "");
+
     // The unit left on engine A (it could not be told) is cleaned up here.
     for id in crate::docker::containers(&nodes[0], &format!("torii.app={app}")) {
         let _ = std::process::Command::new("docker").args(["-H", &nodes[0], "rm", "-f", &id]).output();

@@ -53,7 +53,7 @@ async fn create_machine(State(server): AppState, Caller(caller): Caller, ip: Cli
     crate::iaas::driver(&server, &iaas)?;
     caller.require("machine", &[iaas_ctx(&iaas)])?;
     let event = iaas_event(&server, &caller, &ip, "machine.create", &iaas, request_data(&params, &[])).await?;
-    let result = crate::iaas::create(&server, &iaas, &wanted, &crate::apps::Quiet).await.map(|m| json(StatusCode::CREATED, &machine_json(&m)));
+    let result = crate::iaas::create(&server, &iaas, &wanted, "", &crate::apps::Quiet).await.map(|m| json(StatusCode::CREATED, &machine_json(&m)));
     event.done(result).await
 }
 

@@ -165,7 +165,7 @@ async fn add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, para
                 (None, iaas) => {
                     let iaas = iaas.unwrap_or_default();
                     metadata.insert("iaas".into(), iaas.clone());
-                    let made = crate::iaas::create(&server, &iaas, &metadata, &w).await.map_err(|e| e.message)?;
+                    let made = crate::iaas::create(&server, &iaas, &metadata, &pool, &w).await.map_err(|e| e.message)?;
                     let waited = crate::iaas::wait_engine(&server, &made, wait, &w).await;
                     machine = Some(made);
                     match waited {

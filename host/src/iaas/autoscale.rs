@@ -179,7 +179,7 @@ async fn add_node(server: &Arc<Server>, pool: &str, nodes: &[&NodeRecord], rule:
     let (machine, like) = source.ok_or_else(|| format!("pool {pool} has no node from an IaaS to make more like"))?;
     let mut params = machine.creation_params.clone();
     params.insert("iaas".into(), machine.iaas.clone());
-    let made = super::create(server, &machine.iaas, &params, out).await.map_err(|e| e.message)?;
+    let made = super::create(server, &machine.iaas, &params, pool, out).await.map_err(|e| e.message)?;
     let joined = async {
         let address = super::wait_engine(server, &made, Duration::from_secs(server.config.node_autoscale.wait_new_machine_secs.max(1)), out).await.map_err(|e| e.message)?;
         let provisioner = match server.store.pool(pool).await.map_err(|e| e.to_string())? {

@@ -33,8 +33,10 @@ pub async fn expand(server: &Server, template: Option<&str>, mut params: BTreeMa
     Ok(params)
 }
 
-fn record(iaas: &str, m: Machine) -> MachineRecord {
+fn record(iaas: &str, m: Machine, joining: &str) -> MachineRecord {
     MachineRecord {
+        joining: joining.to_string(),
+        created_at: 0,
         id: m.id,
         iaas: iaas.to_string(),
         status: m.status,
@@ -45,12 +47,13 @@ fn record(iaas: &str, m: Machine) -> MachineRecord {
     }
 }
 
-/// Makes a machine with driver `iaas` from `params` and records it.
-pub async fn create(server: &Server, iaas: &str, params: &BTreeMap<String, String>, out: &impl Progress) -> ApiResult<MachineRecord> {
+/// Makes a machine with driver `iaas` from `params` and records it, as
+/// joining pool `joining` (empty: made for no node) until its node joins.
+pub async fn create(server: &Server, iaas: &str, params: &BTreeMap<String, String>, joining: &str, out: &impl Progress) -> ApiResult<MachineRecord> {
     let driver = driver(server, iaas)?;
     out.line(format!("---- Creating a machine with IaaS {iaas:?} ----\n")).await;
     let pairs: Vec<(String, String)> = params.iter().filter(|(k, _)| k.as_str() != "iaas").map(|(k, v)| (k.clone(), v.clone())).collect();
-    let machine = record(iaas, driver.create(pairs).await?);
+    let machine = record(iaas, driver.create(pairs).await?, joining);
     if let Err(e) = server.store.add_machine(&machine).await {
         // Not recorded: not kept either.
         let _ = driver.destroy(&machine.id).await;
@@ -100,6 +103,9 @@ pub async fn register(
         crate::store::StoreError::Conflict(_) => format!("node with address {address:?} already exists in provisioner {provisioner:?}"),
         other => other.to_string(),
     })?;
+    if !node.iaas_id.is_empty() {
+        server.store.machine_joined(&node.iaas_id).await.map_err(|e| e.to_string())?;
+    }
     w.line(format!("---- Node {address} added to pool {:?} ----\n", node.pool)).await;
     // The node containers of its pool start there (the node stays added if they do not).
     match crate::docker::nodecontainers::ensure_all(&server.docker, &server.store, None, Some(&node), false).await {
@@ -113,6 +119,29 @@ pub async fn register(
         }
     }
     Ok(node)
+}
+
+/// Destroys the machines made for a node that never joined (their node add
+/// died with its process): joining for longer than `older_than`. How many.
+pub async fn sweep_orphans(server: &Server, older_than: std::time::Duration) -> usize {
+    let Ok(machines) = server.store.machines().await else { return 0 };
+    let limit = crate::store::now_millis() - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+    let mut swept = 0;
+    for m in machines.into_iter().filter(|m| !m.joining.is_empty() && m.created_at < limit) {
+        if server.store.node(&m.engine_address()).await.ok().flatten().is_some() {
+            // Its node is there after all: it joined.
+            let _ = server.store.machine_joined(&m.id).await;
+            continue;
+        }
+        match destroy(server, &m).await {
+            Ok(()) => {
+                tracing::info!(machine = m.id, pool = m.joining, "healing: a machine whose node never joined was destroyed");
+                swept += 1;
+            }
+            Err(e) => tracing::warn!(machine = m.id, error = %e.message, "healing: a machine whose node never joined could not be destroyed"),
+        }
+    }
+    swept
 }
 
 /// Destroys a machine through its driver, then its record.

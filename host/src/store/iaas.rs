@@ -15,6 +15,9 @@ pub struct MachineRecord {
     pub port: i64,
     pub protocol: String,
     pub creation_params: BTreeMap<String, String>,
+    /// The pool it is being made for, until its node joins.
+    pub joining: String,
+    pub created_at: i64,
 }
 
 impl MachineRecord {
@@ -45,6 +48,8 @@ fn machine(row: &AnyRow) -> StoreResult<MachineRecord> {
         port: row.try_get("port")?,
         protocol: row.try_get("protocol")?,
         creation_params: serde_json::from_str(&params).unwrap_or_default(),
+        joining: row.try_get("joining")?,
+        created_at: row.try_get("created_at")?,
     })
 }
 
@@ -53,12 +58,12 @@ fn template(row: &AnyRow) -> StoreResult<TemplateRecord> {
     Ok(TemplateRecord { name: row.try_get("name")?, iaas: row.try_get("iaas")?, data: serde_json::from_str(&data).unwrap_or_default() })
 }
 
-const MACHINE: &str = "id, iaas, status, address, port, protocol, creation_params";
+const MACHINE: &str = "id, iaas, status, address, port, protocol, creation_params, joining, created_at";
 
 impl Store {
     pub async fn add_machine(&self, m: &MachineRecord) -> StoreResult<()> {
         let params = serde_json::to_string(&m.creation_params).expect("params serialise");
-        sqlx::query(&format!("INSERT INTO iaas_machines ({MACHINE}, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+        sqlx::query(&format!("INSERT INTO iaas_machines ({MACHINE}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
             .bind(&m.id)
             .bind(&m.iaas)
             .bind(&m.status)
@@ -66,7 +71,8 @@ impl Store {
             .bind(m.port)
             .bind(&m.protocol)
             .bind(params)
-            .bind(now_millis())
+            .bind(&m.joining)
+            .bind(if m.created_at > 0 { m.created_at } else { now_millis() })
             .execute(&self.pool)
             .await
             .map_err(|e| conflict_or(e, &format!("machine {:?} exists already", m.id)))?;
@@ -86,6 +92,12 @@ impl Store {
     /// The machine whose engine answers at `address` (a node's).
     pub async fn machine_at(&self, address: &str) -> StoreResult<Option<MachineRecord>> {
         Ok(self.machines().await?.into_iter().find(|m| m.engine_address() == address))
+    }
+
+    /// The machine's node joined its pool.
+    pub async fn machine_joined(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE iaas_machines SET joining = '' WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(())
     }
 
     pub async fn remove_machine(&self, id: &str) -> StoreResult<bool> {
