@@ -43,6 +43,9 @@ pub fn start(server: Weak<Server>, every: Duration) {
 const NEW_ENGINE_LIMIT: Duration = Duration::from_secs(120);
 /// `MaxTimeSinceSuccess` when neither the pool nor the default sets it.
 const MAX_TIME_SINCE_SUCCESS: u64 = 300;
+/// Nodes replaced in one round at most (a wide outage is not answered by
+/// replacing everything at once).
+const REPLACEMENTS_PER_ROUND: usize = 2;
 
 /// Each IaaS node's failed checks in a row and its last answer (this process).
 #[derive(Default)]
@@ -84,6 +87,9 @@ pub async fn nodes_round(server: &Arc<Server>) -> usize {
         if ok || failures < server.config.healing.node_max_failures || last_success.elapsed() < Duration::from_secs(since) {
             continue;
         }
+        if replaced >= REPLACEMENTS_PER_ROUND {
+            break;
+        }
         let reason = format!("{failures} checks in a row failed, no answer for {} s", last_success.elapsed().as_secs());
         match replace(server, &node, &reason).await {
             Ok(created) => {
@@ -109,6 +115,11 @@ async fn replace(server: &Arc<Server>, node: &crate::store::NodeRecord, reason: 
     let spec = EventSpec { allowed: Allowed::new("pool.read.events", vec![Context::new(ContextType::Pool, &node.pool)]), ..spec };
     let node_lock = server.events.start(spec).await.map_err(|e| e.to_string())?;
     let outcome = async {
+        // Under the lock, as it is now: another replica may have replaced it.
+        match server.store.node(&node.address).await.map_err(|e| e.to_string())? {
+            Some(now) if now.iaas_id == node.iaas_id => {}
+            _ => return Err(format!("node {} was replaced or removed meanwhile", node.address)),
+        }
         let old = server.store.machine(&node.iaas_id).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("machine {} of the node is not recorded", node.iaas_id))?;
         let mut params = old.creation_params.clone();
         params.insert("iaas".into(), old.iaas.clone());
@@ -144,7 +155,9 @@ async fn replace(server: &Arc<Server>, node: &crate::store::NodeRecord, reason: 
             app_lock.discard().await;
         }
         if let Err(e) = crate::iaas::destroy(server, &old).await {
-            tracing::warn!(machine = old.id, error = %e.message, "healing: the old machine could not be destroyed");
+            // Left joining no node: the orphan sweep tries again.
+            tracing::warn!(machine = old.id, error = %e.message, "healing: the old machine could not be destroyed; tried again later");
+            let _ = server.store.set_machine_joining(&old.id, &node.pool).await;
         }
         Ok(new.address)
     }

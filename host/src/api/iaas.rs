@@ -48,6 +48,11 @@ async fn create_machine(State(server): AppState, Caller(caller): Caller, ip: Cli
         return Err(ApiError::bad_request(format!("a machine takes at most {MAX_DATA} parameters")));
     }
     let template = given.get("template").cloned();
+    // A template is read only by who may use its IaaS.
+    if let Some(t) = template.as_deref().filter(|t| !t.is_empty()) {
+        let found = server.store.template(t).await?.ok_or_else(|| ApiError::bad_request(format!("template {t:?} not found")))?;
+        caller.require("machine", &[iaas_ctx(&found.iaas)])?;
+    }
     let wanted = crate::iaas::expand(&server, template.as_deref(), given).await?;
     let iaas = wanted.get("iaas").cloned().filter(|i| !i.is_empty()).ok_or_else(|| ApiError::bad_request("name the IaaS (iaas=) or a template"))?;
     crate::iaas::driver(&server, &iaas)?;
@@ -127,19 +132,22 @@ fn may(caller: &Identity, scheme: &str, iaas: &str) -> bool {
     }
 }
 
-/// The machines of IaaSes the caller may read (tsuru's Go encoder: `null` for none).
+/// The machines of IaaSes the caller may read.
 pub(super) async fn visible_machines(server: &Server, caller: &Identity) -> ApiResult<Vec<MachineRecord>> {
     Ok(server.store.machines().await?.into_iter().filter(|m| may(caller, "machine.read", &m.iaas)).collect())
 }
 
 async fn machines(State(server): AppState, Caller(caller): Caller) -> ApiResult<Response> {
-    let list: Vec<MachineJson> = visible_machines(&server, &caller).await?.iter().map(machine_json).collect();
-    Ok(json_or_null(&list))
+    let all = server.store.machines().await?;
+    let total = all.len();
+    let list: Vec<MachineJson> = all.iter().filter(|m| may(&caller, "machine.read", &m.iaas)).map(machine_json).collect();
+    Ok(go_list(&list, total))
 }
 
-/// A list as Go encodes a slice it filled from nothing: `null` when empty.
-fn json_or_null<T: Serialize>(items: &[T]) -> Response {
-    if items.is_empty() { json(StatusCode::OK, &serde_json::Value::Null) } else { json(StatusCode::OK, &items) }
+/// A list as tsuru's Go encodes it: `null` when there was nothing to list,
+/// `[]` when everything was filtered out.
+fn go_list<T: Serialize>(items: &[T], before_filtering: usize) -> Response {
+    if before_filtering == 0 { json(StatusCode::OK, &serde_json::Value::Null) } else { json(StatusCode::OK, &items) }
 }
 
 /// An `iaas` event on `iaas` of kind `kind`, readable with `machine.read.events` there.
@@ -149,14 +157,15 @@ async fn iaas_event(server: &Arc<Server>, caller: &Identity, ip: &ClientIp, kind
 }
 
 /// `DELETE /iaas/machines/{id}?force=`: the driver destroys the machine and
-/// its record goes. A machine a node still runs on is refused unless
-/// `force` (tsuru's meaning: destroy it anyway).
+/// its record goes. A machine a node still runs on is refused, unless
+/// `force`, which also (as tsuru's) drops the record when the driver fails,
+/// and unties the node from it.
 async fn destroy_machine(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Path(id): Path<String>, params: Params) -> ApiResult<Response> {
     let machine = server.store.machine(&id).await?.ok_or_else(|| ApiError::not_found("machine not found"))?;
     caller.require("machine.delete", &[iaas_ctx(&machine.iaas)])?;
     let force = params.get("force").and_then(|f| parse_bool(&f)).unwrap_or(false);
-    let node = server.store.node(&machine.engine_address()).await?;
-    if let Some(node) = node.filter(|_| !force) {
+    let node = server.store.node_of_machine(&id).await?;
+    if let Some(node) = node.as_ref().filter(|_| !force) {
         return Err(ApiError::bad_request(format!(
             "machine {id} runs node {} of pool {}: remove the node first (or destroy with force=true)",
             node.address, node.pool
@@ -164,20 +173,32 @@ async fn destroy_machine(State(server): AppState, Caller(caller): Caller, ip: Cl
     }
     let data = request_data(&params, &[("machine_id", &id)]);
     let event = iaas_event(&server, &caller, &ip, "machine.delete", &machine.iaas, data).await?;
-    let result = crate::iaas::destroy(&server, &machine).await.map(|()| empty(StatusCode::OK));
-    event.done(result).await
+    let work = async {
+        if let Err(e) = crate::iaas::destroy(&server, &machine).await {
+            if !force {
+                return Err(e);
+            }
+            tracing::warn!(machine = id, error = %e.message, "the driver did not destroy the machine: its record goes anyway (force)");
+            server.store.remove_machine(&id).await?;
+        }
+        if let Some(mut node) = node {
+            node.iaas_id = String::new();
+            server.store.update_node(&node).await?;
+        }
+        Ok(empty(StatusCode::OK))
+    };
+    event.done(work.await).await
 }
 
 async fn templates(State(server): AppState, Caller(caller): Caller) -> ApiResult<Response> {
-    let list: Vec<TemplateJson> = server
-        .store
-        .templates()
-        .await?
+    let all = server.store.templates().await?;
+    let total = all.len();
+    let list: Vec<TemplateJson> = all
         .into_iter()
         .filter(|t| may(&caller, "machine.template.read", &t.iaas))
         .map(|t| TemplateJson { name: t.name, iaas: t.iaas, data: t.data.into_iter().map(|(name, value)| DataJson { name, value }).collect() })
         .collect();
-    Ok(json_or_null(&list))
+    Ok(go_list(&list, total))
 }
 
 /// The template fields of a request: `Name`, `IaaSName`, and `Data.N.Name` /
@@ -248,6 +269,8 @@ async fn update_template(State(server): AppState, Caller(caller): Caller, ip: Cl
     let mut template = server.store.template(&name).await?.ok_or_else(|| ApiError::not_found("template not found"))?;
     let (_, iaas, data) = template_input(&params);
     check_data(&data)?;
+    // Moving a template takes the permission where it is and where it goes.
+    caller.require("machine.template.update", &[iaas_ctx(&template.iaas)])?;
     if !iaas.is_empty() {
         template.iaas = iaas;
     }

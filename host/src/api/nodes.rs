@@ -127,6 +127,9 @@ async fn add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, para
     caller.require("node.create", &[pool_ctx(&pool)])?;
     let provisioner = node_provisioner(&server, &pool).await?;
     let iaas_id = metadata.remove("iaas-id").unwrap_or_default();
+    if !iaas_id.is_empty() {
+        check_iaas_id(&server, &caller, &iaas_id, register.then(|| metadata.get("address").cloned().unwrap_or_default())).await?;
+    }
     let wait = wait_limit(&params)?;
     let address = if register {
         let address = metadata.remove("address").unwrap_or_default();
@@ -184,6 +187,25 @@ async fn add(State(server): AppState, Caller(caller): Caller, ip: ClientIp, para
         .await;
         event.done(result).await
     }))
+}
+
+/// A machine id a registered node claims to run on (`Metadata.iaas-id`):
+/// a recorded machine the caller holds `machine` on, whose engine is the
+/// node's address, that no other node runs on. Otherwise a caller could tie
+/// its node to another team's machine and have it destroyed with the node.
+async fn check_iaas_id(server: &Server, caller: &crate::auth::Identity, id: &str, address: Option<String>) -> ApiResult<()> {
+    let bad = |why: &str| ApiError::bad_request(format!("iaas-id {id:?}: {why}"));
+    let Some(address) = address else { return Err(bad("only a registered node names its machine")) };
+    let machine = server.store.machine(id).await?.ok_or_else(|| bad("no such machine"))?;
+    caller.require("machine", &[crate::rbac::Context::new(crate::rbac::ContextType::Iaas, &machine.iaas)])?;
+    let canonical = crate::docker::check_address(&address).unwrap_or(address);
+    if crate::docker::check_address(&machine.engine_address()).ok().as_deref() != Some(canonical.as_str()) {
+        return Err(bad("the machine's engine is not at the node's address"));
+    }
+    if server.store.node_of_machine(id).await?.is_some() {
+        return Err(bad("another node runs on that machine"));
+    }
+    Ok(())
 }
 
 /// How long a node added through an IaaS may take to answer: `WaitTO`
@@ -288,11 +310,7 @@ async fn remove(
             out.write(&format!("Node {address} removed.\n")).await;
             if remove_iaas {
                 // Its machine: by the node's IaaS id, else by its engine's address.
-                let by_id = if node.iaas_id.is_empty() { None } else { server.store.machine(&node.iaas_id).await.map_err(|e| e.to_string())? };
-                let machine = match by_id {
-                    Some(m) => Some(m),
-                    None => server.store.machine_at(&address).await.map_err(|e| e.to_string())?,
-                };
+                let machine = if node.iaas_id.is_empty() { None } else { server.store.machine(&node.iaas_id).await.map_err(|e| e.to_string())? };
                 match machine {
                     Some(m) => {
                         crate::iaas::destroy(&server, &m).await.map_err(|e| e.message)?;

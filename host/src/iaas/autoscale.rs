@@ -55,6 +55,12 @@ impl Rule {
         } else if self.scale_down_ratio <= 1.0 {
             return Err(format!("invalid rule, scale down ratio needs to be greater than 1.0, got {:.6}", self.scale_down_ratio));
         }
+        if !(0..=MAX_CONTAINER_COUNT).contains(&self.max_container_count) {
+            return Err(format!("invalid rule, max container count must be between 0 and {MAX_CONTAINER_COUNT}"));
+        }
+        if !self.scale_down_ratio.is_finite() || self.scale_down_ratio > 1000.0 {
+            return Err("invalid rule, scale down ratio must be at most 1000".into());
+        }
         if self.enabled && self.max_container_count <= 0 {
             // torii knows no node memory metadata: the count is the rule.
             return Err("invalid rule, either memory information or max container count must be set".into());
@@ -76,9 +82,16 @@ pub enum Decision {
     Keep,
 }
 
+/// Machines one round adds to a pool at most (the next round adds more
+/// if still short), so a burst of units cannot order a fleet at once.
+pub const MAX_ADD_PER_ROUND: usize = 4;
+/// The largest `MaxContainerCount` a rule takes.
+pub const MAX_CONTAINER_COUNT: i64 = 1_000_000;
+
 /// tsuru's count scaler: `nodes` nodes, `units` units, the rule's room and ratio.
 pub fn decide(nodes: usize, units: i64, max: i64, ratio: f64) -> (Decision, i64) {
-    let free = nodes as i64 * max - units;
+    let max = max.clamp(1, MAX_CONTAINER_COUNT);
+    let free = i64::try_from(nodes).unwrap_or(i64::MAX).saturating_mul(max).saturating_sub(units.max(0));
     let scaled = ((max as f64) * ratio) as i64;
     if scaled > 0 && free > scaled {
         return (Decision::Remove((free / scaled) as usize), free);
@@ -86,7 +99,8 @@ pub fn decide(nodes: usize, units: i64, max: i64, ratio: f64) -> (Decision, i64)
     if free >= 0 {
         return (Decision::Keep, free);
     }
-    (Decision::Add(((-free) as u64).div_ceil(max.max(1) as u64) as usize), free)
+    let short = free.unsigned_abs().div_ceil(max as u64);
+    (Decision::Add(usize::try_from(short).unwrap_or(usize::MAX).min(MAX_ADD_PER_ROUND)), free)
 }
 
 /// Starts the rounds; they end when the server is gone.
@@ -101,32 +115,64 @@ pub fn start(server: Weak<Server>, every: Duration) {
 /// One round over every pool with an enabled rule; progress to `out`.
 pub async fn run(server: &Arc<Server>, out: &impl Progress) -> Result<(), String> {
     let rules = rules(server).await.map_err(|e| e.to_string())?;
-    let nodes = server.store.nodes().await.map_err(|e| e.to_string())?;
-    let mut pools: Vec<String> = nodes.iter().map(|n| n.pool.clone()).collect();
-    pools.dedup();
+    let pools: std::collections::BTreeSet<String> = server.store.nodes().await.map_err(|e| e.to_string())?.into_iter().map(|n| n.pool).collect();
     for pool in pools {
         let Some(rule) = rules.get(&pool).or_else(|| rules.get("")).filter(|r| r.enabled) else { continue };
-        let mine: Vec<&NodeRecord> = nodes.iter().filter(|n| n.pool == pool && n.status == NODE_READY).collect();
-        let mut units = 0;
-        for app in server.store.app_names_where(AppColumn::Pool, &pool).await.map_err(|e| e.to_string())? {
-            if let Some(d) = server.store.desired(&app).await.map_err(|e| e.to_string())? {
-                units += crate::store::units_in_use(&d.versions);
-            }
+        // One round per pool at a time, over every replica and `POST /run`.
+        let Some(lock) = pool_lock(server, &pool).await else {
+            out.line(format!("---- pool {pool}: another round is at work there ----\n")).await;
+            continue;
+        };
+        let result = pool_round(server, &pool, rule, out).await;
+        lock.discard().await;
+        result?;
+    }
+    Ok(())
+}
+
+/// The pool's autoscale lock: an internal event, discarded after the round.
+async fn pool_lock(server: &Arc<Server>, pool: &str) -> Option<crate::events::RunningEvent> {
+    let spec = EventSpec {
+        target: Target::new("node-autoscale", pool),
+        kind: KIND.into(),
+        internal: true,
+        owner: Owner::Internal,
+        source_ip: String::new(),
+        allowed: Allowed::new("pool.read.events", vec![Context::new(ContextType::Pool, pool)]),
+        allowed_cancel: None,
+        cancelable: false,
+        start_custom: serde_json::json!({"pool": pool}),
+        lock: true,
+    };
+    server.events.start(spec).await.ok()
+}
+
+/// One pool's decision, read under its lock; changes stop at the first failure.
+async fn pool_round(server: &Arc<Server>, pool: &str, rule: &Rule, out: &impl Progress) -> Result<(), String> {
+    let nodes = server.store.pool_nodes(pool).await.map_err(|e| e.to_string())?;
+    let mine: Vec<&NodeRecord> = nodes.iter().filter(|n| n.status == NODE_READY).collect();
+    let mut units = 0;
+    for app in server.store.app_names_where(AppColumn::Pool, pool).await.map_err(|e| e.to_string())? {
+        if let Some(d) = server.store.desired(&app).await.map_err(|e| e.to_string())? {
+            units += crate::store::units_in_use(&d.versions);
         }
-        let (decision, free) = decide(mine.len(), units, rule.max_container_count, rule.scale_down_ratio);
-        let reason = format!("number of free slots is {free}");
-        out.line(format!("---- pool {pool}: {} node(s), {units} unit(s), {reason} ----\n", mine.len())).await;
-        match decision {
-            Decision::Keep => {}
-            Decision::Add(n) => {
-                for _ in 0..n {
-                    change(server, &pool, "add", &reason, out, add_node(server, &pool, &mine, rule, out)).await;
+    }
+    let (decision, free) = decide(mine.len(), units, rule.max_container_count, rule.scale_down_ratio);
+    let reason = format!("number of free slots is {free}");
+    out.line(format!("---- pool {pool}: {} node(s), {units} unit(s), {reason} ----\n", mine.len())).await;
+    match decision {
+        Decision::Keep => {}
+        Decision::Add(n) => {
+            for _ in 0..n {
+                if !change(server, pool, "add", &reason, out, add_node(server, pool, &mine, rule, out)).await {
+                    break;
                 }
             }
-            Decision::Remove(n) => {
-                let chosen = removable(server, &mine, n).await;
-                for node in chosen {
-                    change(server, &pool, "remove", &reason, out, remove_node(server, &node, out)).await;
+        }
+        Decision::Remove(n) => {
+            for node in removable(server, &mine, n).await {
+                if !change(server, pool, "remove", &reason, out, remove_node(server, &node, out)).await {
+                    break;
                 }
             }
         }
@@ -134,8 +180,8 @@ pub async fn run(server: &Arc<Server>, out: &impl Progress) -> Result<(), String
     Ok(())
 }
 
-/// Runs one change as an `autoscale` event on the pool.
-async fn change(server: &Arc<Server>, pool: &str, action: &str, reason: &str, out: &impl Progress, work: impl std::future::Future<Output = Result<String, String>>) {
+/// Runs one change as an `autoscale` event on the pool; whether it worked.
+async fn change(server: &Arc<Server>, pool: &str, action: &str, reason: &str, out: &impl Progress, work: impl std::future::Future<Output = Result<String, String>>) -> bool {
     let spec = EventSpec {
         target: Target::new("pool", pool),
         kind: KIND.into(),
@@ -152,7 +198,7 @@ async fn change(server: &Arc<Server>, pool: &str, action: &str, reason: &str, ou
         Ok(e) => e,
         Err(e) => {
             out.line(format!(" ---> {action} skipped: {e}\n")).await;
-            return;
+            return false;
         }
     };
     let result = work.await;
@@ -163,7 +209,7 @@ async fn change(server: &Arc<Server>, pool: &str, action: &str, reason: &str, ou
         }
         Err(e) => out.line(format!(" ---> {action} failed: {e}\n")).await,
     }
-    let _ = event.done(result).await;
+    event.done(result).await.is_ok()
 }
 
 /// A machine from the parameters of one of the pool's IaaS nodes joins the
@@ -274,6 +320,9 @@ mod tests {
         // 1 node of room 2, 3 units: one node more.
         assert_eq!(decide(1, 3, 2, 1.333), (Decision::Add(1), -1));
         assert_eq!(decide(1, 7, 2, 1.333), (Decision::Add(3), -5));
+        // Never more than a few machines a round, whatever the shortfall.
+        assert_eq!(decide(1, 1_000_000, 2, 1.333).0, Decision::Add(MAX_ADD_PER_ROUND));
+        assert_eq!(decide(usize::MAX, i64::MAX, i64::MAX, 1.333).0, Decision::Keep);
         assert_eq!(decide(2, 4, 2, 1.333), (Decision::Keep, 0));
         // 2 nodes, 1 unit: 3 free > 2 (2 × 1.333): one node less.
         assert_eq!(decide(2, 1, 2, 1.333), (Decision::Remove(1), 3));

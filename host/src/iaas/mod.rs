@@ -65,11 +65,17 @@ pub async fn create(server: &Server, iaas: &str, params: &BTreeMap<String, Strin
 
 /// Waits until the machine's Docker engine answers, at most `limit`.
 pub async fn wait_engine(server: &Server, machine: &MachineRecord, limit: Duration, out: &impl Progress) -> ApiResult<String> {
-    let address = crate::docker::check_address(&machine.engine_address()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // The driver answered an address torii does not reach: its fault, not the caller's.
+    let address = crate::docker::check_address(&machine.engine_address()).map_err(|e| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, e.to_string()))?;
     out.line(format!(" ---> waiting for the docker engine at {address} (at most {} s)\n", limit.as_secs())).await;
     let started = Instant::now();
     loop {
-        match server.docker.ping(&address).await {
+        let left = limit.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        let answered = match tokio::time::timeout(left, server.docker.ping(&address)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", left.as_millis())),
+        };
+        match answered {
             Ok(()) => return Ok(address),
             Err(e) if started.elapsed() >= limit => {
                 return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("the docker engine of machine {} did not answer within {} s: {e}", machine.id, limit.as_secs())));
@@ -103,8 +109,12 @@ pub async fn register(
         crate::store::StoreError::Conflict(_) => format!("node with address {address:?} already exists in provisioner {provisioner:?}"),
         other => other.to_string(),
     })?;
-    if !node.iaas_id.is_empty() {
-        server.store.machine_joined(&node.iaas_id).await.map_err(|e| e.to_string())?;
+    if !node.iaas_id.is_empty()
+        && let Err(e) = server.store.machine_joined(&node.iaas_id).await
+    {
+        // Not joined after all: the caller gives the machine back, so the node goes too.
+        let _ = server.store.remove_node(&address).await;
+        return Err(e.to_string());
     }
     w.line(format!("---- Node {address} added to pool {:?} ----\n", node.pool)).await;
     // The node containers of its pool start there (the node stays added if they do not).
@@ -128,7 +138,7 @@ pub async fn sweep_orphans(server: &Server, older_than: std::time::Duration) -> 
     let limit = crate::store::now_millis() - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
     let mut swept = 0;
     for m in machines.into_iter().filter(|m| !m.joining.is_empty() && m.created_at < limit) {
-        if server.store.node(&m.engine_address()).await.ok().flatten().is_some() {
+        if server.store.node_of_machine(&m.id).await.ok().flatten().is_some() {
             // Its node is there after all: it joined.
             let _ = server.store.machine_joined(&m.id).await;
             continue;

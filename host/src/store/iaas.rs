@@ -94,6 +94,18 @@ impl Store {
         Ok(self.machines().await?.into_iter().find(|m| m.engine_address() == address))
     }
 
+    /// The node running on machine `id` (by the node's IaaS id).
+    pub async fn node_of_machine(&self, id: &str) -> StoreResult<Option<super::NodeRecord>> {
+        Ok(self.nodes().await?.into_iter().find(|n| n.iaas_id == id))
+    }
+
+    /// Marks a machine as (still) joining `pool`: healing destroys it once
+    /// it has been so for long (a destroy that failed is tried again so).
+    pub async fn set_machine_joining(&self, id: &str, pool: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE iaas_machines SET joining = $2 WHERE id = $1").bind(id).bind(pool).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The machine's node joined its pool.
     pub async fn machine_joined(&self, id: &str) -> StoreResult<()> {
         sqlx::query("UPDATE iaas_machines SET joining = '' WHERE id = $1").bind(id).execute(&self.pool).await?;

@@ -16,8 +16,8 @@
 //! (required), `type`, `subnet-id`, `security-group` (comma-separated ids),
 //! `key-name`, `user-data` (sent base64-encoded), `tags` (`k1:v1,k2:v2`).
 //! Every instance is tagged `torii-iaas=<entry name>`, which `list`
-//! filters on, so another plugin's or person's instances are never listed
-//! or destroyed through this one.
+//! and describe check, so another plugin's or person's instances are never
+//! listed, described or destroyed through this one.
 
 mod sigv4;
 
@@ -28,10 +28,6 @@ use torii_plugin_sdk::iaas::{self as sdk, Error, Iaas, Machine, Outcome};
 
 const API_VERSION: &str = "2016-11-15";
 const OWNER_TAG: &str = "torii-iaas";
-/// Describes a new instance until it runs, at most this many times (a
-/// second apart, within the plugin call's deadline); the host waits for its
-/// engine after.
-const RUNNING_POLLS: u32 = 5;
 
 struct Ec2 {
     name: String,
@@ -52,6 +48,8 @@ struct Instance {
     state: String,
     private_ip: String,
     public_ip: String,
+    /// Its `torii-iaas` tag.
+    owner: String,
 }
 
 fn text<'a>(node: roxmltree::Node<'a, 'a>, name: &str) -> Option<&'a str> {
@@ -66,11 +64,19 @@ fn instances(xml: &str) -> Result<Vec<Instance>, String> {
         for item in set.children().filter(|n| n.tag_name().name() == "item") {
             let state = item.children().find(|c| c.tag_name().name() == "instanceState").and_then(|s| text(s, "name")).unwrap_or_default();
             let state = if state.is_empty() { item.children().find(|c| c.tag_name().name() == "currentState").and_then(|s| text(s, "name")).unwrap_or_default() } else { state };
+            let tags = item.children().find(|c| c.tag_name().name() == "tagSet");
+            let owner = tags
+                .into_iter()
+                .flat_map(|t| t.children().filter(|c| c.tag_name().name() == "item"))
+                .find(|t| text(*t, "key") == Some(OWNER_TAG))
+                .and_then(|t| text(t, "value"))
+                .unwrap_or_default();
             out.push(Instance {
                 id: text(item, "instanceId").unwrap_or_default().to_string(),
                 state: state.to_string(),
                 private_ip: text(item, "privateIpAddress").unwrap_or_default().to_string(),
                 public_ip: text(item, "ipAddress").unwrap_or_default().to_string(),
+                owner: owner.to_string(),
             });
         }
     }
@@ -158,10 +164,11 @@ impl Ec2 {
         })
     }
 
+    /// Instance `id`, if it is one this entry made (tagged as its own).
     fn describe(&self, id: &str) -> Outcome<Instance> {
         let body = self.call("DescribeInstances", vec![("InstanceId.1".into(), id.into())])?;
-        let found = instances(&body).map_err(Error::Internal)?.into_iter().find(|i| i.id == id);
-        found.ok_or_else(|| Error::NotFound(format!("no EC2 instance {id}")))
+        let found = instances(&body).map_err(Error::Internal)?.into_iter().find(|i| i.id == id && i.owner == self.name);
+        found.ok_or_else(|| Error::NotFound(format!("no EC2 instance {id} of IaaS {}", self.name)))
     }
 
     fn machine(&self, i: Instance, params: Vec<(String, String)>) -> Machine {
@@ -199,16 +206,12 @@ impl Iaas for Ec2 {
         Ok(Ec2 { name, endpoint, host, region, access_key_id, secret_access_key, engine_port, engine_protocol, public_address })
     }
 
+    /// Answers as soon as EC2 ran the instance (pending, its private
+    /// address known): the host waits for its engine, and a describe right
+    /// after RunInstances may not find it yet (EC2 is eventually consistent).
     fn create_machine(&self, params: &[(String, String)]) -> Outcome<Machine> {
         let body = self.call("RunInstances", run_params(params, &self.name)?)?;
-        let mut instance = instances(&body).map_err(Error::Internal)?.into_iter().next().ok_or_else(|| Error::Internal("EC2 ran no instance".into()))?;
-        for _ in 0..RUNNING_POLLS {
-            if instance.state == "running" {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            instance = self.describe(&instance.id)?;
-        }
+        let instance = instances(&body).map_err(Error::Internal)?.into_iter().next().ok_or_else(|| Error::Internal("EC2 ran no instance".into()))?;
         Ok(self.machine(instance, params.to_vec()))
     }
 
@@ -217,6 +220,12 @@ impl Iaas for Ec2 {
     }
 
     fn destroy_machine(&self, id: &str) -> Outcome<()> {
+        // Only an instance of this entry's own (gone already: nothing to do).
+        match self.describe(id) {
+            Ok(_) => {}
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
         match self.call("TerminateInstances", vec![("InstanceId.1".into(), id.into())]) {
             Ok(_) | Err(Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
@@ -249,7 +258,11 @@ mod tests {
         let run = r#"<RunInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><instancesSet><item>
             <instanceId>i-1</instanceId><instanceState><code>0</code><name>pending</name></instanceState>
             <privateIpAddress>10.0.0.5</privateIpAddress></item></instancesSet></RunInstancesResponse>"#;
-        assert_eq!(instances(run).unwrap(), vec![Instance { id: "i-1".into(), state: "pending".into(), private_ip: "10.0.0.5".into(), public_ip: String::new() }]);
+        assert_eq!(instances(run).unwrap(), vec![Instance { id: "i-1".into(), state: "pending".into(), private_ip: "10.0.0.5".into(), public_ip: String::new(), owner: String::new() }]);
+        let described = r#"<DescribeInstancesResponse><reservationSet><item><instancesSet><item><instanceId>i-2</instanceId>
+            <instanceState><name>running</name></instanceState><tagSet><item><key>team</key><value>red</value></item>
+            <item><key>torii-iaas</key><value>ec2</value></item></tagSet></item></instancesSet></item></reservationSet></DescribeInstancesResponse>"#;
+        assert_eq!(instances(described).unwrap()[0].owner, "ec2");
         let err = r#"<Response><Errors><Error><Code>InvalidAMIID.Malformed</Code><Message>bad ami</Message></Error></Errors></Response>"#;
         assert_eq!(error_of(err), ("InvalidAMIID.Malformed".into(), "bad ami".into()));
     }
