@@ -17,7 +17,7 @@
 //! and the old machine is destroyed. Each replacement is a `healer` event on
 //! the node (`/1.3/healing?filter=node`).
 
-use crate::events::{Allowed, EventSpec, Owner, Target};
+use crate::events::{Allowed, EventSpec, Target};
 use crate::plugin::provisioner::{Repair, app_state};
 use crate::rbac::{Context, ContextType};
 use crate::server::Server;
@@ -243,18 +243,8 @@ pub(crate) async fn lock(server: &Arc<Server>, app: &str) -> Option<crate::event
 
 /// An internal `healer` event on `target`, readable by whoever reads `app`'s events.
 fn healer_event(target: Target, app: &str, data: serde_json::Value, lock: bool) -> EventSpec {
-    EventSpec {
-        target,
-        kind: HEALER.into(),
-        internal: true,
-        owner: Owner::Internal,
-        source_ip: String::new(),
-        allowed: Allowed::new("app.read.events", vec![Context::new(ContextType::App, app)]),
-        allowed_cancel: None,
-        cancelable: false,
-        start_custom: data,
-        lock,
-    }
+    let allowed = Allowed::new("app.read.events", vec![Context::new(ContextType::App, app)]);
+    EventSpec { internal: true, lock, ..EventSpec::by_torii(target, HEALER, allowed, data) }
 }
 
 async fn record(server: &Arc<Server>, app: &str, r: &Repair) {

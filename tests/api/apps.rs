@@ -461,6 +461,8 @@ async fn eventually(t: &TestServer, path: &str, check: impl Fn(&Value) -> bool) 
 /// reaches the info and list answers of another sharing PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_views_follow_changes_made_by_another_server() {
+    // Beside the timed test, never during it (see support::TIMED).
+    let _beside = crate::support::TIMED.read().await;
     if crate::support::postgres_admin_url().is_none() {
         return;
     }

@@ -35,6 +35,8 @@ fn bad_config_stops_startup_naming_the_key() {
 
 #[tokio::test]
 async fn root_user_create_then_serve() {
+    // Beside the timed test, never during it (see support::TIMED).
+    let _beside = crate::support::TIMED.read().await;
     let dir = tempfile::TempDir::new().unwrap();
     let port = free_port();
     let config = dir.path().join("torii.toml");

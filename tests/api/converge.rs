@@ -182,6 +182,8 @@ backends! {
 
 #[tokio::test]
 async fn a_plugin_built_against_another_contract_version_is_refused_naming_both() {
+    // Beside the timed test, never during it (see support::TIMED).
+    let _beside = crate::support::TIMED.read().await;
     let dir = tempfile::TempDir::new().unwrap();
     let cache = crate::support::shared_cache_dir();
     let old = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/provisioner-contract-0.1.0.wasm");

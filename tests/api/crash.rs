@@ -48,6 +48,8 @@ fn stream_ok(body: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_holding_locks_loses_nothing_acknowledged() {
+    // Beside the timed test, never during it (see support::TIMED).
+    let _beside = crate::support::TIMED.read().await;
     let dir = tempfile::TempDir::new().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let db = dir.path().join("data/torii.db");
@@ -172,6 +174,8 @@ async fn sigkill_while_holding_locks_loses_nothing_acknowledged() {
 /// healing destroys it (the inventory host is free again) and its record goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_node_add_leaves_no_orphaned_machine() {
+    // Beside the timed test, never during it (see support::TIMED).
+    let _beside = crate::support::TIMED.read().await;
     let dir = tempfile::TempDir::new().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = dir.path().join("torii.toml");

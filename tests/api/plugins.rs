@@ -71,6 +71,8 @@ backends! {
 
 #[tokio::test]
 async fn bad_plugin_config_or_file_stops_startup_naming_the_plugin() {
+    // Beside the timed test, never during it (see support::TIMED).
+    let _beside = crate::support::TIMED.read().await;
     let dir = tempfile::TempDir::new().unwrap();
     let cache = crate::support::shared_cache_dir();
     let base = format!("data_dir = {:?}\n[plugins]\ncache_dir = {cache:?}\n", dir.path());
@@ -88,6 +90,8 @@ async fn bad_plugin_config_or_file_stops_startup_naming_the_plugin() {
 
 #[tokio::test]
 async fn entries_that_do_not_fit_their_kind_are_refused_at_load() {
+    // Beside the timed test, never during it (see support::TIMED).
+    let _beside = crate::support::TIMED.read().await;
     let dir = tempfile::TempDir::new().unwrap();
     let cache = crate::support::shared_cache_dir();
     let base = format!("data_dir = {:?}\n[plugins]\ncache_dir = {cache:?}\n", dir.path());
@@ -115,6 +119,8 @@ async fn entries_that_do_not_fit_their_kind_are_refused_at_load() {
 
 #[tokio::test]
 async fn compiled_plugins_are_cached_by_content_hash() {
+    // Beside the timed test, never during it (see support::TIMED).
+    let _beside = crate::support::TIMED.read().await;
     let dir = tempfile::TempDir::new().unwrap();
     let cache = dir.path().join("cache");
     let toml = format!("data_dir = {:?}\n[plugins]\ncache_dir = {cache:?}\n", dir.path().join("data"));
@@ -213,6 +219,8 @@ backends! {
 /// by path with the tree's lockfile, and loaded as a router plugin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_template_plugin_builds_out_of_tree_and_serves() {
+    // Beside the timed test, never during it (see support::TIMED).
+    let _beside = crate::support::TIMED.read().await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let dir = tempfile::TempDir::new().unwrap();
     let crate_dir = dir.path().join("my-router");

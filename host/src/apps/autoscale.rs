@@ -19,7 +19,7 @@
 //! an operation holds is left for the next round.
 
 use super::{Quiet, change, converge};
-use crate::events::{Allowed, EventSpec, Owner, Target};
+use crate::events::{Allowed, EventSpec, Target};
 use crate::plugin::provisioner::{ProvisionError, Refusal, app_state};
 use crate::rbac::{Context, ContextType};
 use crate::server::Server;
@@ -294,18 +294,8 @@ async fn decide(server: &Arc<Server>, app: &str, specs: &[AutoscaleRecord]) {
 async fn apply(server: &Arc<Server>, spec: &AutoscaleRecord, version: i64, from: i64, to: i64, reason: &str) {
     let app = spec.app.as_str();
     let data = serde_json::json!({"app": app, "process": spec.process, "version": version, "from": from, "to": to, "reason": reason});
-    let event = EventSpec {
-        target: Target::new("app", app),
-        kind: AUTOSCALE.into(),
-        internal: false,
-        owner: Owner::Internal,
-        source_ip: String::new(),
-        allowed: Allowed::new("app.read.events", vec![Context::new(ContextType::App, app)]),
-        allowed_cancel: None,
-        cancelable: false,
-        start_custom: data,
-        lock: true,
-    };
+    let allowed = Allowed::new("app.read.events", vec![Context::new(ContextType::App, app)]);
+    let event = EventSpec { lock: true, ..EventSpec::by_torii(Target::new("app", app), AUTOSCALE, allowed, data) };
     // Held by an operation: next round.
     let Ok(event) = server.events.start(event).await else { return };
     tracing::info!(app, process = spec.process, from, to, reason, "autoscale");

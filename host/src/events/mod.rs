@@ -87,6 +87,26 @@ pub struct EventSpec {
     pub lock: bool,
 }
 
+impl EventSpec {
+    /// An event torii starts on its own (healing, autoscale): owner
+    /// `internal`, no client IP, not cancelable, no lock; set `lock` and
+    /// `internal` on the result where they apply.
+    pub fn by_torii(target: Target, kind: &str, allowed: Allowed, data: serde_json::Value) -> EventSpec {
+        EventSpec {
+            target,
+            kind: kind.to_string(),
+            internal: false,
+            owner: Owner::Internal,
+            source_ip: String::new(),
+            allowed,
+            allowed_cancel: None,
+            cancelable: false,
+            start_custom: data,
+            lock: false,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
     /// Another running event holds the target; the text describes it.

@@ -16,7 +16,7 @@
 //! `enabled`, and on `POST /1.3/node/autoscale/run`.
 
 use crate::apps::{Progress, Quiet};
-use crate::events::{Allowed, EventSpec, Owner, Target};
+use crate::events::{Allowed, EventSpec, Target};
 use crate::rbac::{Context, ContextType};
 use crate::server::Server;
 use crate::store::{AppColumn, NODE_READY, NODE_REMOVING, NodeRecord};
@@ -132,18 +132,8 @@ pub async fn run(server: &Arc<Server>, out: &impl Progress) -> Result<(), String
 
 /// The pool's autoscale lock: an internal event, discarded after the round.
 async fn pool_lock(server: &Arc<Server>, pool: &str) -> Option<crate::events::RunningEvent> {
-    let spec = EventSpec {
-        target: Target::new("node-autoscale", pool),
-        kind: KIND.into(),
-        internal: true,
-        owner: Owner::Internal,
-        source_ip: String::new(),
-        allowed: Allowed::new("pool.read.events", vec![Context::new(ContextType::Pool, pool)]),
-        allowed_cancel: None,
-        cancelable: false,
-        start_custom: serde_json::json!({"pool": pool}),
-        lock: true,
-    };
+    let allowed = Allowed::new("pool.read.events", vec![Context::new(ContextType::Pool, pool)]);
+    let spec = EventSpec { internal: true, lock: true, ..EventSpec::by_torii(Target::new("node-autoscale", pool), KIND, allowed, serde_json::json!({"pool": pool})) };
     server.events.start(spec).await.ok()
 }
 
@@ -182,18 +172,8 @@ async fn pool_round(server: &Arc<Server>, pool: &str, rule: &Rule, out: &impl Pr
 
 /// Runs one change as an `autoscale` event on the pool; whether it worked.
 async fn change(server: &Arc<Server>, pool: &str, action: &str, reason: &str, out: &impl Progress, work: impl std::future::Future<Output = Result<String, String>>) -> bool {
-    let spec = EventSpec {
-        target: Target::new("pool", pool),
-        kind: KIND.into(),
-        internal: false,
-        owner: Owner::Internal,
-        source_ip: String::new(),
-        allowed: Allowed::new("pool.read.events", vec![Context::new(ContextType::Pool, pool)]),
-        allowed_cancel: None,
-        cancelable: false,
-        start_custom: serde_json::json!({"pool": pool, "action": action, "reason": reason}),
-        lock: false,
-    };
+    let allowed = Allowed::new("pool.read.events", vec![Context::new(ContextType::Pool, pool)]);
+    let spec = EventSpec::by_torii(Target::new("pool", pool), KIND, allowed, serde_json::json!({"pool": pool, "action": action, "reason": reason}));
     let event = match server.events.start(spec).await {
         Ok(e) => e,
         Err(e) => {
