@@ -138,13 +138,15 @@ async fn ec2_machines_through_moto() {
     }
     let _beside = crate::support::TIMED.read().await;
     let moto = crate::services::Provider::start_script("iaas/ec2_server.py", &[]);
+    // torii talks to moto through a front that can inject faults.
+    let front = crate::services::Provider::start_script("iaas/ec2_front.py", &["--upstream", &moto.url()]);
     let mut opts = Options::new(Backend::Sqlite);
     opts.extra_toml = format!(
         "[[plugin]]\nname = \"ec2\"\nkind = \"iaas\"\nbuiltin = \"iaas-ec2\"\ncapabilities = [\"log\", \"http\"]\n\
          [plugin.config]\nendpoint = {:?}\naccess_key_id = \"AKIDTEST\"\nsecret_access_key = \"not-a-secret\"\nengine_port = 2376\n\
-         [plugin.outbound]\nallow = [{:?}]\ntimeout_ms = 10000\n",
-        moto.url(),
-        moto.url()
+         [plugin.outbound]\nallow = [{:?}]\ntimeout_ms = 2000\n",
+        front.url(),
+        front.url()
     );
     let t = TestServer::start_with(opts).await;
     t.req("POST", "/iaas/templates").admin()
