@@ -121,26 +121,8 @@ async fn replace(server: &Arc<Server>, node: &crate::store::NodeRecord, reason: 
             _ => return Err(format!("node {} was replaced or removed meanwhile", node.address)),
         }
         let old = server.store.machine(&node.iaas_id).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("machine {} of the node is not recorded", node.iaas_id))?;
-        let mut params = old.creation_params.clone();
-        params.insert("iaas".into(), old.iaas.clone());
         tracing::info!(node = node.address, machine = old.id, reason, "healing: replacing the node");
-        let made = crate::iaas::create(server, &old.iaas, &params, &node.pool, &Quiet).await.map_err(|e| e.message)?;
-        let joined = async {
-            let address = crate::iaas::wait_engine(server, &made, NEW_ENGINE_LIMIT, &Quiet).await.map_err(|e| e.message)?;
-            let provisioner = match server.store.pool(&node.pool).await.map_err(|e| e.to_string())? {
-                Some(p) => server.config.pool_provisioner(&p.provisioner).to_string(),
-                None => return Err(format!("pool {} is gone", node.pool)),
-            };
-            crate::iaas::register(server, &Quiet, &provisioner, address, node.pool.clone(), node.metadata.clone().into_iter().collect(), made.id.clone()).await
-        }
-        .await;
-        let new = match joined {
-            Ok(new) => new,
-            Err(e) => {
-                let _ = crate::iaas::destroy(server, &made).await;
-                return Err(e);
-            }
-        };
+        let new = crate::iaas::join_like(server, &old, &node.pool, &node.metadata, NEW_ENGINE_LIMIT, &Quiet).await?;
         // The old node leaves; the pool's apps start their missing units.
         server.store.remove_node(&node.address).await.map_err(|e| e.to_string())?;
         server.docker.forget(&node.address);

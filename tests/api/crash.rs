@@ -41,6 +41,23 @@ async fn wait_up(client: &reqwest::Client, base: &str) {
     }
 }
 
+/// A root user made with the CLI, the server started and logged in as it:
+/// its base URL, a client, the process and the root token.
+async fn first_start(config: &std::path::Path, port: u16) -> (String, reqwest::Client, Server, String) {
+    let mut create = Command::new(BIN).args(["root-user-create", "root@example.com", "--config"]).arg(config)
+        .stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    create.stdin.take().unwrap().write_all(b"root-secret\n").unwrap();
+    assert!(create.wait().unwrap().success());
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let server = start(config);
+    wait_up(&client, &base).await;
+    let login: Value = client.post(format!("{base}/1.0/auth/login")).form(&[("email", "root@example.com"), ("password", "root-secret")])
+        .send().await.unwrap().json().await.unwrap();
+    let token = login["token"].as_str().unwrap().to_string();
+    (base, client, server, token)
+}
+
 fn stream_ok(body: &str) -> bool {
     body.lines().filter(|l| !l.is_empty()).all(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v.get("Error").is_none()))
         && body.contains("---- Setting 1 new environment variables ----")
@@ -63,18 +80,7 @@ async fn sigkill_while_holding_locks_loses_nothing_acknowledged() {
         ),
     )
     .unwrap();
-    let mut create = Command::new(BIN).args(["root-user-create", "root@example.com", "--config"]).arg(&config)
-        .stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
-    create.stdin.take().unwrap().write_all(b"root-secret\n").unwrap();
-    assert!(create.wait().unwrap().success());
-
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let mut server = start(&config);
-    wait_up(&client, &base).await;
-    let login: Value = client.post(format!("{base}/1.0/auth/login")).form(&[("email", "root@example.com"), ("password", "root-secret")])
-        .send().await.unwrap().json().await.unwrap();
-    let token = login["token"].as_str().unwrap().to_string();
+    let (base, client, mut server, token) = first_start(&config, port).await;
     let admin = |rb: reqwest::RequestBuilder| rb.bearer_auth(&token);
     assert_eq!(admin(client.post(format!("{base}/1.0/teams"))).form(&[("name", "t1")]).send().await.unwrap().status(), 201);
     assert_eq!(admin(client.post(format!("{base}/1.0/pools"))).form(&[("name", "main"), ("default", "true")]).send().await.unwrap().status(), 201);
@@ -193,17 +199,7 @@ async fn sigkill_mid_node_add_leaves_no_orphaned_machine() {
         ),
     )
     .unwrap();
-    let mut create = Command::new(BIN).args(["root-user-create", "root@example.com", "--config"]).arg(&config)
-        .stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
-    create.stdin.take().unwrap().write_all(b"root-secret\n").unwrap();
-    assert!(create.wait().unwrap().success());
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let server = start(&config);
-    wait_up(&client, &base).await;
-    let login: Value = client.post(format!("{base}/1.0/auth/login")).form(&[("email", "root@example.com"), ("password", "root-secret")])
-        .send().await.unwrap().json().await.unwrap();
-    let token = login["token"].as_str().unwrap().to_string();
+    let (base, client, server, token) = first_start(&config, port).await;
     let status = client.post(format!("{base}/1.0/pools")).bearer_auth(&token).form(&[("name", "boxes"), ("provisioner", "docker")]).send().await.unwrap().status();
     assert_eq!(status, 201);
 

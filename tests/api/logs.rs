@@ -101,19 +101,11 @@ backends! {
 mod ingest {
     use super::*;
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::{Message, http::HeaderValue};
-
-    type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+    use crate::support::WebSocket as Socket;
+    use tokio_tungstenite::tungstenite::Message;
 
     async fn connect(t: &TestServer, token: Option<&str>) -> Socket {
-        let mut request = format!("{}/logs", t.base.replacen("http://", "ws://", 1)).into_client_request().unwrap();
-        if let Some(token) = token {
-            request.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("bearer {token}")).unwrap());
-        }
-        let (socket, response) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
-        assert_eq!(response.status(), 101);
-        socket
+        t.websocket("/logs", token).await
     }
 
     /// The server's last word: one JSON frame `{"error": ...}`, then a close.

@@ -9,22 +9,14 @@ use crate::docker::{ENGINES, add_node, containers, images, nodes, stream_errors,
 use crate::support::{Backend, Options, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Message, http::HeaderValue};
+use tokio_tungstenite::tungstenite::Message;
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::support::WebSocket as Socket;
 
 /// Opens the shell websocket of `app` with `query`, as `token` (none: anonymous).
 async fn connect(t: &TestServer, app: &str, query: &str, token: Option<&str>) -> Socket {
-    let url = format!("{}/1.0/apps/{app}/shell?{query}", t.base.replacen("http://", "ws://", 1));
-    let mut request = url.into_client_request().unwrap();
-    if let Some(token) = token {
-        request.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("bearer {token}")).unwrap());
-    }
-    let (socket, response) = tokio_tungstenite::connect_async(request).await.expect("the upgrade is answered");
-    assert_eq!(response.status(), 101);
-    socket
+    t.websocket(&format!("/1.0/apps/{app}/shell?{query}"), token).await
 }
 
 /// The next message that is no ping, within 10 s (`None`: the connection ended).

@@ -57,6 +57,9 @@ pub async fn within_10s(what: &str, mut check: impl AsyncFnMut() -> bool) {
 /// Tests that assert how fast something answers run alone: they hold this
 /// for writing, every `backends!` test holds it for reading, so their
 /// figures measure torii and not the other tests of the run.
+/// A websocket client of the API ([`TestServer::websocket`]).
+pub type WebSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 pub static TIMED: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// The admin URL of the test PostgreSQL, from `TORII_TEST_DATABASE_URL`.
@@ -332,6 +335,20 @@ impl TestServer {
     }
 
     /// `GET path` through the router to `host`; answers status and body.
+    /// A websocket to `path` (with its query) on the API, as `token`
+    /// (none: anonymous); the upgrade must be answered with 101.
+    pub async fn websocket(&self, path: &str, token: Option<&str>) -> WebSocket {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("{}{path}", self.base.replacen("http://", "ws://", 1)).into_client_request().unwrap();
+        if let Some(token) = token {
+            let value = tokio_tungstenite::tungstenite::http::HeaderValue::from_str(&format!("bearer {token}")).unwrap();
+            request.headers_mut().insert("Authorization", value);
+        }
+        let (socket, response) = tokio_tungstenite::connect_async(request).await.expect("the upgrade is answered");
+        assert_eq!(response.status(), 101);
+        socket
+    }
+
     pub async fn app_get(&self, host: &str, path: &str) -> (u16, String) {
         let r = self.client.get(format!("{}{path}", self.router_url())).header("host", host).send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())

@@ -140,8 +140,7 @@ async fn backward(server: &Server, before: &Desired, done: Vec<Done<'_>>, out: &
 
 /// A provisioner's failure, its status kept and the provisioner named.
 fn failed(p: &Provisioner, e: ProvisionError) -> ApiError {
-    let status = axum::http::StatusCode::from_u16(e.status()).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-    ApiError::new(status, format!("provisioner {:?}: {e}", p.name()))
+    ApiError::new(e.status(), format!("provisioner {:?}: {e}", p.name()))
 }
 
 /// What the provisioner is told: `d` with the app's env and `d`'s plan.

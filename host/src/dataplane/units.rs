@@ -46,20 +46,13 @@ pub struct Unit {
     slots: Arc<UnitSlots>,
     pub number: i64,
     _permit: tokio::sync::OwnedSemaphorePermit,
-    _demand: Counted,
 }
 
-/// One on a counter while it lives.
-struct Counted(Arc<AtomicU64>);
+/// A request waiting for a unit, counted in its slots' demand until it
+/// gets one (the unit takes the count over) or gives up.
+struct Waiting<'a>(&'a AtomicU64);
 
-impl Counted {
-    fn new(counter: &Arc<AtomicU64>) -> Counted {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Counted(counter.clone())
-    }
-}
-
-impl Drop for Counted {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -89,6 +82,7 @@ impl Drop for Unit {
     fn drop(&mut self) {
         self.slots.free.lock().unwrap().push(self.number);
         self.slots.in_use.fetch_sub(1, Ordering::Relaxed);
+        self.slots.demand.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -230,11 +224,14 @@ impl UnitSlots {
     pub async fn take(self: &Arc<Self>, queue: Duration) -> Option<Unit> {
         // Counted from the moment it waits (a request that waits is demand
         // too) until its unit is dropped, it gives up or its caller goes.
-        let demand = Counted::new(&self.demand);
+        self.demand.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting(&self.demand);
         let permit = tokio::time::timeout(queue, self.permits.clone().acquire_owned()).await.ok()?.ok()?;
         let number = self.free.lock().unwrap().pop()?;
         self.in_use.fetch_add(1, Ordering::Relaxed);
-        Some(Unit { slots: self.clone(), number, _permit: permit, _demand: demand })
+        // The unit holds the count now; it gives it back when dropped.
+        std::mem::forget(waiting);
+        Some(Unit { slots: self.clone(), number, _permit: permit })
     }
 }
 

@@ -40,9 +40,7 @@ async fn build_on_pools(server: &Server, name: &str, version: i64, context: &str
             }
             Err(ProvisionError::Refused(Refusal::Unsupported(_))) => {}
             Err(e) => {
-                let status = e.status();
-                let message = format!("platform {name} does not build in pool {}: {e}", pool.name);
-                return Err(ApiError::new(axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR), message));
+                return Err(ApiError::new(e.status(), format!("platform {name} does not build in pool {}: {e}", pool.name)));
             }
         }
     }

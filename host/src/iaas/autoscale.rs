@@ -203,25 +203,8 @@ async fn add_node(server: &Arc<Server>, pool: &str, nodes: &[&NodeRecord], rule:
         }
     }
     let (machine, like) = source.ok_or_else(|| format!("pool {pool} has no node from an IaaS to make more like"))?;
-    let mut params = machine.creation_params.clone();
-    params.insert("iaas".into(), machine.iaas.clone());
-    let made = super::create(server, &machine.iaas, &params, pool, out).await.map_err(|e| e.message)?;
-    let joined = async {
-        let address = super::wait_engine(server, &made, Duration::from_secs(server.config.node_autoscale.wait_new_machine_secs.max(1)), out).await.map_err(|e| e.message)?;
-        let provisioner = match server.store.pool(pool).await.map_err(|e| e.to_string())? {
-            Some(p) => server.config.pool_provisioner(&p.provisioner).to_string(),
-            None => return Err(format!("pool {pool} is gone")),
-        };
-        super::register(server, out, &provisioner, address, pool.to_string(), like.metadata.clone().into_iter().collect(), made.id.clone()).await
-    }
-    .await;
-    let node = match joined {
-        Ok(node) => node,
-        Err(e) => {
-            let _ = super::destroy(server, &made).await;
-            return Err(e);
-        }
-    };
+    let wait = Duration::from_secs(server.config.node_autoscale.wait_new_machine_secs.max(1));
+    let node = super::join_like(server, &machine, pool, &like.metadata, wait, out).await?;
     if !rule.prevent_rebalance {
         for app in server.store.app_names_where(AppColumn::Pool, pool).await.map_err(|e| e.to_string())? {
             let Some(lock) = crate::healing::lock(server, &app).await else { continue };

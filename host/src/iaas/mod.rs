@@ -104,7 +104,7 @@ pub async fn register(
     w.line(format!("---- Checking the docker engine at {address} ----\n")).await;
     let engine = server.docker.info(&address).await.map_err(|e| e.to_string())?;
     w.line(format!(" ---> docker {} on {:?}: {} CPUs, {} MiB\n", engine.version, engine.name, engine.cpus, engine.memory >> 20)).await;
-    let node = NodeRecord { address: address.clone(), pool, metadata: metadata.into_iter().collect(), status: NODE_READY.into(), iaas_id };
+    let node = NodeRecord { address: address.clone(), pool, metadata, status: NODE_READY.into(), iaas_id };
     server.store.add_node(&node).await.map_err(|e| match e {
         crate::store::StoreError::Conflict(_) => format!("node with address {address:?} already exists in provisioner {provisioner:?}"),
         other => other.to_string(),
@@ -129,6 +129,36 @@ pub async fn register(
         }
     }
     Ok(node)
+}
+
+/// A new machine made like `like` (its driver, its parameters) joins
+/// `pool` as a node with `metadata` once its engine answers within `wait`;
+/// given back if it does not join. Node healing and node autoscale grow
+/// pools this way.
+pub async fn join_like(
+    server: &Server,
+    like: &MachineRecord,
+    pool: &str,
+    metadata: &BTreeMap<String, String>,
+    wait: Duration,
+    out: &impl Progress,
+) -> Result<NodeRecord, String> {
+    let mut params = like.creation_params.clone();
+    params.insert("iaas".into(), like.iaas.clone());
+    let made = create(server, &like.iaas, &params, pool, out).await.map_err(|e| e.message)?;
+    let joined = async {
+        let address = wait_engine(server, &made, wait, out).await.map_err(|e| e.message)?;
+        let provisioner = match server.store.pool(pool).await.map_err(|e| e.to_string())? {
+            Some(p) => server.config.pool_provisioner(&p.provisioner).to_string(),
+            None => return Err(format!("pool {pool} is gone")),
+        };
+        register(server, out, &provisioner, address, pool.to_string(), metadata.clone(), made.id.clone()).await
+    }
+    .await;
+    if joined.is_err() {
+        let _ = destroy(server, &made).await;
+    }
+    joined
 }
 
 /// Destroys the machines made for a node that never joined (their node add

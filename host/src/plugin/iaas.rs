@@ -39,20 +39,20 @@ fn refusal_text(r: &Refusal) -> &str {
 
 impl IaasError {
     /// The one table from a driver's answer to an HTTP status.
-    pub fn status(&self) -> u16 {
+    pub fn status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
         match self {
-            IaasError::Refused(Refusal::Invalid(_)) => 400,
-            IaasError::Refused(Refusal::NotFound(_)) => 404,
-            IaasError::Refused(Refusal::Unavailable(_)) => 503,
-            IaasError::Refused(Refusal::Internal(_)) | IaasError::Plugin(_) => 500,
+            IaasError::Refused(Refusal::Invalid(_)) => StatusCode::BAD_REQUEST,
+            IaasError::Refused(Refusal::NotFound(_)) => StatusCode::NOT_FOUND,
+            IaasError::Refused(Refusal::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            IaasError::Refused(Refusal::Internal(_)) | IaasError::Plugin(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
 impl From<IaasError> for crate::error::ApiError {
     fn from(e: IaasError) -> Self {
-        let status = axum::http::StatusCode::from_u16(e.status()).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-        crate::error::ApiError::new(status, e.to_string())
+        crate::error::ApiError::new(e.status(), e.to_string())
     }
 }
 

@@ -45,20 +45,20 @@ fn refusal_text(r: &Refusal) -> &str {
 
 impl ProvisionError {
     /// The one table from a provisioner's answer to tsuru's HTTP status.
-    pub fn status(&self) -> u16 {
+    pub fn status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
         match self {
-            ProvisionError::Refused(Refusal::Invalid(_) | Refusal::Unsupported(_)) => 400,
-            ProvisionError::Refused(Refusal::NotFound(_)) => 404,
-            ProvisionError::Refused(Refusal::Unavailable(_)) => 503,
-            ProvisionError::Refused(Refusal::Internal(_)) | ProvisionError::Plugin(_) => 500,
+            ProvisionError::Refused(Refusal::Invalid(_) | Refusal::Unsupported(_)) => StatusCode::BAD_REQUEST,
+            ProvisionError::Refused(Refusal::NotFound(_)) => StatusCode::NOT_FOUND,
+            ProvisionError::Refused(Refusal::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ProvisionError::Refused(Refusal::Internal(_)) | ProvisionError::Plugin(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
 impl From<ProvisionError> for crate::error::ApiError {
     fn from(e: ProvisionError) -> Self {
-        let status = axum::http::StatusCode::from_u16(e.status()).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-        crate::error::ApiError::new(status, e.to_string())
+        crate::error::ApiError::new(e.status(), e.to_string())
     }
 }
 
