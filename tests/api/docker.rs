@@ -588,10 +588,11 @@ backends! {
         assert_eq!(unit_states(&t, &app).await, states("web", "started", 2));
         assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
 
-        // To wasm, which cannot run an image: refused before anything changed.
+        // To wasm, which cannot run an image, and an image has no upload to
+        // be made again from: refused before anything changed.
         let r = t.req("PUT", &format!("/1.0/apps/{app}")).admin().form(&[("pool", pw.as_str())]).send().await;
-        let errors = stream_errors(&r.body);
-        assert!(errors.len() == 1 && errors[0].starts_with("provisioner \"wasm\": "), "{}", r.body);
+        assert_eq!(stream_errors(&r.body), ["version 1 was deployed from an image or a Dockerfile, which provisioner \"wasm\" cannot run, \
+                                             and has no upload to be made again from: deploy the app from an archive first"], "{}", r.body);
         let info = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json();
         assert_eq!(info["pool"], pb.as_str());
         assert_eq!(on_nodes(), (0, 2));
@@ -602,6 +603,69 @@ backends! {
         assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
         assert_eq!(on_nodes(), (2, 0));
         assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+
+        let r = t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(on_nodes(), (0, 0));
+
+        // An app deployed from an archive holding a component moves to wasm
+        // and back: each provisioner makes it again from that archive.
+        let platform = unique("both", b);
+        let r = t.req("POST", "/1.0/platforms").admin()
+            .raw(MP, crate::platforms::multipart(&[("name", platform.as_str())], Some(&format!("FROM {}\n", base_image())))).send().await;
+        assert!(r.body.contains("Platform successfully added!"), "{}", r.body);
+        let app = unique("both", b);
+        let host = format!("{app}.apps.test");
+        let label = format!("torii.app={app}");
+        let on_nodes = || (containers(&nodes[0], &label).len(), containers(&nodes[1], &label).len());
+        t.req("POST", "/1.0/apps").admin()
+            .form(&[("name", app.as_str()), ("teamOwner", "t1"), ("pool", pa.as_str()), ("platform", platform.as_str())]).send().await.expect_status(201);
+        let hello = std::fs::read(crate::deploy::HELLO).unwrap();
+        let archive = tar_gz(&[
+            ("app.wasm", &hello),
+            ("Procfile", b"web: httpd -f -p $PORT -h public\nworker: sleep 3600\n"),
+            ("public/index.html", b"hello from the container\n"),
+        ]);
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().raw(MP, upload(&archive, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        let r = t.req("PUT", &format!("/1.0/apps/{app}/units")).admin().form(&[("units", "1"), ("process", "web")]).send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(on_nodes(), (3, 0));
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from the container\n".into()));
+
+        // To wasm: the component of the archive serves, no container is left.
+        let r = t.req("PUT", &format!("/1.0/apps/{app}")).admin().form(&[("pool", pw.as_str())]).send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert!(r.body.contains("provisioner \\\"wasm\\\" makes version 1 again from the upload it was deployed from"), "{}", r.body);
+        assert_eq!(on_nodes(), (0, 0));
+        assert_eq!(t.app_get(&host, "/").await, (200, format!("hello from {app} at /\n")));
+        assert_eq!(unit_states(&t, &app).await, [states("web", "started", 2), states("worker", "started", 1)].concat());
+        let info = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json();
+        assert_eq!(info["pool"], pw.as_str());
+
+        // A second version deployed on wasm.
+        let again = tar_gz(&[
+            ("app.wasm", &hello),
+            ("Procfile", b"web: httpd -f -p $PORT -h public\nworker: sleep 3600\n"),
+            ("public/index.html", b"hello again from the container\n"),
+        ]);
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().raw(MP, upload(&again, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+
+        // And back onto docker-b's engine: built onto the platform again.
+        let r = t.req("PUT", &format!("/1.0/apps/{app}")).admin().form(&[("pool", pb.as_str())]).send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert!(r.body.contains("provisioner \\\"docker-b\\\" makes version 2 again from the upload it was deployed from"), "{}", r.body);
+        assert_eq!(on_nodes(), (0, 3));
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello again from the container\n".into()));
+        assert_eq!(unit_states(&t, &app).await, [states("web", "started", 2), states("worker", "started", 1)].concat());
+
+        // A rollback to the version made for wasm makes it again too.
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy/rollback")).admin().form(&[("image", "v1")]).send().await;
+        assert!(r.body.contains("provisioner \\\"docker-b\\\" makes version 1 again from the upload it was deployed from"), "{}", r.body);
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from the container\n".into()));
+        assert_eq!(on_nodes(), (0, 3));
 
         let r = t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await;
         assert!(stream_errors(&r.body).is_empty(), "{}", r.body);

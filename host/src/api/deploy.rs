@@ -8,7 +8,7 @@ use crate::apps::{Quiet, change, converge, provisioner_of};
 use super::params::Params;
 use super::stream::{KEEPALIVE, TextWriter, text_stream};
 use super::{AppState, Caller, ClientIp, Routes};
-use crate::deploy::{DeployError, Progress, build_context, deploy_build, deploy_component, deploy_image, extract, image_name, placed};
+use crate::deploy::{DeployError, Progress, build_context, deploy_build, deploy_image, deploy_upload, image_name, placed};
 use crate::error::{ApiError, ApiResult};
 use crate::server::Server;
 use crate::store::NewVersion;
@@ -128,10 +128,14 @@ async fn rollback(State(server): AppState, Caller(caller): Caller, ip: ClientIp,
             }
             w.message(&format!("---- Rolling back app {:?} to version {} ----\n", app.name, target.version)).await;
             let provisioner = provisioner_of(&server, &app).await.map_err(|e| e.message)?;
-            // The version must still run: its bytes and compiled code are kept.
-            let candidate = crate::plugin::provisioner::app_version(target.version, &target.digest, &target.processes, true, 100);
-            let view = server.store.app_view(&app.name).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("App {} not found.", app.name))?;
-            provisioner.prepare(crate::plugin::provisioner::app_state(&view), candidate).await.map_err(|e| e.to_string())?;
+            // The version must still run: its bytes and compiled code are
+            // kept. One made for another kind of provisioner (before a pool
+            // move) is made again from its upload by the converge path.
+            if crate::deploy::runs(&server, provisioner, &target.digest) {
+                let candidate = crate::plugin::provisioner::app_version(target.version, &target.digest, &target.processes, true, 100);
+                let view = server.store.app_view(&app.name).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("App {} not found.", app.name))?;
+                provisioner.prepare(crate::plugin::provisioner::app_state(&view), candidate).await.map_err(|e| e.to_string())?;
+            }
             if server.events.acknowledge_cancel(event.id()).await.map_err(|e| e.to_string())? {
                 return Err(DeployError::Canceled.to_string());
             }
@@ -317,11 +321,6 @@ async fn versions_flags(server: &Server, app: &str, new_version: &str, override_
     Ok(if new_version { NewVersion::Beside } else { NewVersion::Replace })
 }
 
-/// The component and processes of an upload or of `archive-url`.
-async fn artifact(server: &Server, file: Option<Vec<u8>>, archive_url: &str, out: &TextWriter) -> Result<crate::deploy::Artifact, String> {
-    extract(&upload_bytes(server, file, archive_url, out).await?, server.config.apps.max_processes as usize).map_err(|e| e.to_string())
-}
-
 /// The uploaded file, or what `archive-url` names, fetched.
 async fn upload_bytes(server: &Server, file: Option<Vec<u8>>, archive_url: &str, out: &TextWriter) -> Result<Vec<u8>, String> {
     match file {
@@ -339,23 +338,10 @@ async fn upload_version(server: &Server, provisioner: &str, app: &str, file: Opt
     }
     if !src.dockerfile.is_empty() {
         let context = build_context(&src.dockerfile, file.as_deref()).map_err(|e| e.to_string())?;
-        return deploy_build(server, provisioner, app, context, &["web".to_string()], event_id, how, out).await.map_err(|e| e.to_string());
+        return deploy_build(server, provisioner, app, context, &["web".to_string()], "", event_id, how, out).await.map_err(|e| e.to_string());
     }
-    if server.config.uses_nodes(provisioner.name()) {
-        // Files onto the app's platform, as an image the provisioner builds.
-        let platform = server.store.app(app).await.map_err(|e| e.to_string())?.map(|a| a.platform).unwrap_or_default();
-        if platform.is_empty() {
-            return Err(format!("app {app:?} has no platform to deploy files onto: set one (tsuru app update -l <platform>), or deploy an image or a Dockerfile"));
-        }
-        let (version, dockerfile, args) =
-            server.store.platform_build(&platform).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("platform {platform:?} does not exist"))?;
-        let upload = upload_bytes(server, file, &src.archive_url, out).await?;
-        out.write(&format!("---- Deploying onto platform {platform} (version {version}) ----\n")).await;
-        let (context, processes) = crate::deploy::platform_context(&dockerfile, &args, &upload, server.config.apps.max_processes as usize).map_err(|e| e.to_string())?;
-        return deploy_build(server, provisioner, app, context, &processes, event_id, how, out).await.map_err(|e| e.to_string());
-    }
-    let artifact = artifact(server, file, &src.archive_url, out).await?;
-    deploy_component(server, provisioner, app, artifact, event_id, how, out).await.map_err(|e: DeployError| e.to_string())
+    let upload = upload_bytes(server, file, &src.archive_url, out).await?;
+    deploy_upload(server, provisioner, app, upload, event_id, how, out).await.map_err(|e| e.to_string())
 }
 
 /// The event data of a deploy or build: `fields`, then the source's kind and URL.

@@ -159,9 +159,10 @@ pub fn next_version(d: &Desired) -> i64 {
     d.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1
 }
 
-/// Adds the next version of `d`, counted as a deploy: `Replace` makes it
-/// the only routable version, `Beside` adds it without traffic. Its number.
-pub fn add_version(d: &mut Desired, artifact: &str, processes: Vec<ProcessRecord>, outbound: Vec<String>, deploy_event: &str, how: NewVersion) -> i64 {
+/// Adds the next version of `d`, made of `artifact` (from the upload
+/// `source`, if any), counted as a deploy: `Replace` makes it the only
+/// routable version, `Beside` adds it without traffic. Its number.
+pub fn add_version(d: &mut Desired, artifact: &str, source: &str, processes: Vec<ProcessRecord>, outbound: Vec<String>, deploy_event: &str, how: NewVersion) -> i64 {
     let number = next_version(d);
     let routable = how == NewVersion::Replace;
     if routable {
@@ -176,6 +177,7 @@ pub fn add_version(d: &mut Desired, artifact: &str, processes: Vec<ProcessRecord
         digest: artifact.to_string(),
         processes,
         outbound,
+        source: source.to_string(),
         routable,
         weight: if routable { 100 } else { 0 },
         deploy_event: deploy_event.to_string(),
@@ -198,6 +200,7 @@ mod tests {
             digest: "d".into(),
             processes: processes.iter().map(|(n, u, s)| ProcessRecord::new(n, *u, *s)).collect(),
             outbound: Vec::new(),
+            source: String::new(),
             routable,
             weight: if routable { 100 } else { 0 },
             deploy_event: String::new(),
@@ -248,7 +251,7 @@ mod tests {
         let names = vec!["web".to_string(), "clock".to_string()];
         let processes = new_processes(&d, &names, NewVersion::Replace);
         assert_eq!(processes, vec![ProcessRecord::new("web", 3, Started), ProcessRecord::new("clock", 1, Started)]);
-        assert_eq!(add_version(&mut d, "x", processes, Vec::new(), "e", NewVersion::Replace), 2);
+        assert_eq!(add_version(&mut d, "x", "", processes, Vec::new(), "e", NewVersion::Replace), 2);
         assert_eq!((d.versions[0].routable, d.versions[1].routable, d.app.deploys), (false, true, 1));
         let beside = new_processes(&d, &names, NewVersion::Beside);
         assert_eq!(beside[0], ProcessRecord::new("web", 1, Started));

@@ -16,6 +16,9 @@ use crate::store::{Desired, RouteRecord, units_in_use};
 
 /// A step forward that succeeded, and so has its step back.
 enum Done<'a> {
+    /// Versions were made again for the provisioner (see
+    /// [`crate::deploy::remake`]): what was stored for them is forgotten.
+    Stored(Vec<crate::deploy::Stored>),
     /// The new state was recorded: `before` is recorded again.
     Recorded,
     /// `by` applied the new state: it applies `before` again, or, when the
@@ -85,11 +88,34 @@ async fn forward<'a>(
 ) -> ApiResult<()> {
     let app = after.app.name.clone();
     let moved = !std::ptr::eq(from, to);
-    if moved {
-        // The new provisioner must be able to run what runs now (an image on
-        // its nodes, a component it can load) before anything is recorded.
+    // What goes live must be of a kind `to` runs: a version made for
+    // another kind of provisioner (a move, a rollback to a version from
+    // before one) is made again from its upload.
+    let (mut remade, mut stored) = (Vec::new(), Vec::new());
+    let mut refused = None;
+    for v in after.versions.iter_mut().filter(|v| live(v)) {
+        match crate::deploy::remake(server, to, &after.app, v, out).await {
+            Ok(Some(bytes)) => {
+                remade.push(v.version);
+                stored.push(bytes);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                refused = Some(unmovable(e));
+                break;
+            }
+        }
+    }
+    done.push(Done::Stored(stored));
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    // `to` must be able to run what goes live and is new to it (an image on
+    // its nodes, a component it can load) before anything is recorded.
+    let new_to_it: Vec<i64> = if moved { after.versions.iter().filter(|v| live(v)).map(|v| v.version).collect() } else { remade };
+    if !new_to_it.is_empty() {
         let state = state_of(server, after).await?;
-        for v in state.versions.iter().filter(|v| v.routable || v.processes.iter().any(|p| p.units > 0)) {
+        for v in state.versions.iter().filter(|v| new_to_it.contains(&i64::from(v.version))) {
             out.line(format!(" ---> provisioner {:?} prepares version {} of the app\n", to.name(), v.version)).await;
             for line in to.prepare(state.clone(), v.clone()).await.map_err(|e| failed(to, e))? {
                 out.line(line).await;
@@ -123,6 +149,12 @@ async fn backward(server: &Server, before: &Desired, done: Vec<Done<'_>>, out: &
     let app = before.app.name.as_str();
     for step in done.into_iter().rev() {
         let result: Result<(), String> = match step {
+            Done::Stored(stored) => {
+                for bytes in stored {
+                    bytes.forget(server).await;
+                }
+                Ok(())
+            }
             Done::Routed => server.store.set_routes(app, &before.routes).await.map_err(|e| e.to_string()),
             Done::LeftOld { by } | Done::Applied { by, moved_in: false } => match state_of(server, before).await {
                 Ok(state) => by.apply(state).await.map(|_| ()).map_err(|e| format!("provisioner {:?}: {e}", by.name())),
@@ -135,6 +167,23 @@ async fn backward(server: &Server, before: &Desired, done: Vec<Done<'_>>, out: &
             tracing::warn!(app, error = %e, "converge: a step back failed");
             out.line(format!(" ---> the app could not be fully put back as it was: {e}\n")).await;
         }
+    }
+}
+
+/// A version the provisioner must be able to run: a routable one (the
+/// others keep their unit counts for a rollback, but nothing runs them).
+fn live(v: &crate::store::VersionRecord) -> bool {
+    v.routable
+}
+
+/// A version that cannot be made for the provisioner: the store's and the
+/// blob store's failures are the server's, the rest the request's.
+fn unmovable(e: crate::deploy::DeployError) -> ApiError {
+    use crate::deploy::DeployError;
+    match e {
+        DeployError::Store(e) => e.into(),
+        DeployError::Blob(e) => ApiError::internal(format!("cannot store the component: {e}")),
+        e => ApiError::bad_request(e.to_string()),
     }
 }
 

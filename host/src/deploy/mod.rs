@@ -70,6 +70,13 @@ pub enum DeployError {
     Limit(#[from] crate::limits::LimitError),
     #[error("the platform's Dockerfile has no FROM line")]
     PlatformWithoutFrom,
+    /// The app has no platform, or one that does not exist, for files
+    /// going onto a container provisioner.
+    #[error("{0}")]
+    Platform(String),
+    /// A version cannot be made for the provisioner it moves to.
+    #[error("{0}")]
+    Unmovable(String),
     /// The provisioner refused the version, or failed.
     #[error("{0}")]
     Provision(String),
@@ -212,16 +219,19 @@ pub use crate::apps::Progress;
 /// others) and has the provisioner serve the new state. A version the
 /// provisioner refuses, or whose new state it cannot serve, is not kept.
 /// Returns the version number.
+#[allow(clippy::too_many_arguments)]
 pub async fn deploy_component(
     server: &Server,
     provisioner: &Provisioner,
     app: &str,
     artifact: Artifact,
+    upload: &str,
     event_id: &str,
     how: NewVersion,
     out: &impl Progress,
 ) -> Result<i64, DeployError> {
-    within_policy(server, app, &artifact.outbound).await?;
+    let pool = server.store.app(app).await?.map(|a| a.pool).unwrap_or_default();
+    within_policy(server, &pool, &artifact.outbound)?;
     let stored = Stored::put(server, &artifact.component).await?;
     let digest = stored.digest.clone();
     out.line(format!(
@@ -231,13 +241,13 @@ pub async fn deploy_component(
         &digest[..12]
     ))
     .await;
-    let version = Version { artifact: &digest, processes: &artifact.processes, outbound: &artifact.outbound };
+    let version = Version { artifact: &digest, upload, processes: &artifact.processes, outbound: &artifact.outbound };
     prepare_and_record(server, provisioner, app, version, Some(stored), event_id, how, out).await
 }
 
 /// Bytes put in the blob store for a version not recorded yet, and whether
 /// they were there before (then something else may refer to them).
-struct Stored {
+pub struct Stored {
     digest: String,
     known: bool,
 }
@@ -251,7 +261,7 @@ impl Stored {
     }
 
     /// Nothing refers to bytes that never became a version.
-    async fn forget(self, server: &Server) {
+    pub async fn forget(self, server: &Server) {
         if !self.known {
             let _ = server.apps.blobs.remove(&self.digest).await;
         }
@@ -261,6 +271,8 @@ impl Stored {
 /// What a new version is made of.
 struct Version<'a> {
     artifact: &'a str,
+    /// The digest of the upload it was made from (empty: none).
+    upload: &'a str,
     processes: &'a [String],
     outbound: &'a [String],
 }
@@ -291,7 +303,7 @@ async fn prepare_and_record(
         }
         return Err(e);
     }
-    record(server, app, version.artifact, version.processes, version.outbound, event_id, how, out).await
+    record(server, app, &version, event_id, how, out).await
 }
 
 async fn stop_if_canceled(server: &Server, event_id: &str) -> Result<(), DeployError> {
@@ -299,13 +311,12 @@ async fn stop_if_canceled(server: &Server, event_id: &str) -> Result<(), DeployE
 }
 
 /// Refuses `outbound` (a version's `allowed_outbound_hosts`) when it goes
-/// beyond what the app's pool allows its apps (`[[pool_policy]] outbound`).
-async fn within_policy(server: &Server, app: &str, outbound: &[String]) -> Result<(), DeployError> {
+/// beyond what `pool` allows its apps (`[[pool_policy]] outbound`).
+fn within_policy(server: &Server, pool: &str, outbound: &[String]) -> Result<(), DeployError> {
     if outbound.is_empty() {
         return Ok(());
     }
-    let pool = server.store.app(app).await?.map(|a| a.pool).unwrap_or_default();
-    let policy = server.config.pool_outbound(&pool);
+    let policy = server.config.pool_outbound(pool);
     let (asked, bound) = (crate::outbound::AllowList::parse(outbound), crate::outbound::AllowList::parse(policy));
     let (Ok(asked), Ok(bound)) = (asked, bound) else {
         return Err(DeployError::Manifest("allowed_outbound_hosts cannot be checked against the pool's policy".into()));
@@ -334,7 +345,7 @@ pub async fn deploy_image(
 ) -> Result<i64, DeployError> {
     out.line(format!("---- Deploying image {image} ----\n")).await;
     let processes = ["web".to_string()];
-    let version = Version { artifact: image, processes: &processes, outbound: &[] };
+    let version = Version { artifact: image, upload: "", processes: &processes, outbound: &[] };
     prepare_and_record(server, provisioner, app, version, None, event_id, how, out).await
 }
 
@@ -490,6 +501,7 @@ pub async fn deploy_build(
     app: &str,
     context: Vec<u8>,
     processes: &[String],
+    upload: &str,
     event_id: &str,
     how: NewVersion,
     out: &impl Progress,
@@ -497,7 +509,7 @@ pub async fn deploy_build(
     out.line(format!("---- Building the app's image ({} KiB of context) ----\n", context.len().div_ceil(1024))).await;
     let stored = Stored::put(server, &context).await?;
     let artifact = build_artifact(&stored.digest);
-    let version = Version { artifact: &artifact, processes, outbound: &[] };
+    let version = Version { artifact: &artifact, upload, processes, outbound: &[] };
     prepare_and_record(server, provisioner, app, version, Some(stored), event_id, how, out).await
 }
 
@@ -515,7 +527,7 @@ pub async fn redeploy(
     let missing = |e: std::io::Error| DeployError::Provision(format!("what version {} was made from is missing: {e}", version.version));
     if let Some(digest) = version.digest.strip_prefix("build:") {
         let context = server.apps.blobs.get(digest).await.map_err(missing)?;
-        return deploy_build(server, provisioner, app, context, &version.process_names(), event_id, how, out).await;
+        return deploy_build(server, provisioner, app, context, &version.process_names(), &version.source, event_id, how, out).await;
     }
     if !Blobs::is_digest(&version.digest) {
         return deploy_image(server, provisioner, app, &version.digest, event_id, how, out).await;
@@ -527,7 +539,118 @@ pub async fn redeploy(
         source: format!("version {}", version.version),
         outbound: version.outbound.clone(),
     };
-    deploy_component(server, provisioner, app, artifact, event_id, how, out).await
+    deploy_component(server, provisioner, app, artifact, &version.source, event_id, how, out).await
+}
+
+/// What an upload becomes for a provisioner.
+pub enum Packaged {
+    /// For the WASM provisioner: the component it holds.
+    Component(Artifact),
+    /// For a provisioner with nodes: a build context onto the app's
+    /// platform, and the Procfile's processes.
+    Build { context: Vec<u8>, processes: Vec<String> },
+}
+
+/// Deploys an upload (a file, or what `archive-url` named) as the app's
+/// next version: the upload is kept as the version's source, then packaged
+/// for the app's provisioner (see [`package`]). A deploy that fails keeps
+/// nothing.
+pub async fn deploy_upload(
+    server: &Server,
+    provisioner: &Provisioner,
+    app: &str,
+    upload: Vec<u8>,
+    event_id: &str,
+    how: NewVersion,
+    out: &impl Progress,
+) -> Result<i64, DeployError> {
+    if upload.is_empty() {
+        return Err(DeployError::Empty);
+    }
+    let source = Stored::put(server, &upload).await?;
+    let digest = source.digest.clone();
+    let deployed = async {
+        match package(server, provisioner, app, &upload, out).await? {
+            Packaged::Component(artifact) => deploy_component(server, provisioner, app, artifact, &digest, event_id, how, out).await,
+            Packaged::Build { context, processes } => {
+                deploy_build(server, provisioner, app, context, &processes, &digest, event_id, how, out).await
+            }
+        }
+    }
+    .await;
+    if deployed.is_err() {
+        source.forget(server).await;
+    }
+    deployed
+}
+
+/// What `upload` becomes for `provisioner`: on a provisioner with nodes, a
+/// build onto the app's platform; on the others, the component it holds.
+pub async fn package(server: &Server, provisioner: &Provisioner, app: &str, upload: &[u8], out: &impl Progress) -> Result<Packaged, DeployError> {
+    let max = server.config.apps.max_processes as usize;
+    if !server.config.uses_nodes(provisioner.name()) {
+        return Ok(Packaged::Component(extract(upload, max)?));
+    }
+    let platform = server.store.app(app).await?.map(|a| a.platform).unwrap_or_default();
+    if platform.is_empty() {
+        return Err(DeployError::Platform(format!(
+            "app {app:?} has no platform to deploy files onto: set one (tsuru app update -l <platform>), or deploy an image or a Dockerfile"
+        )));
+    }
+    let (version, dockerfile, args) =
+        server.store.platform_build(&platform).await?.ok_or_else(|| DeployError::Platform(format!("platform {platform:?} does not exist")))?;
+    out.line(format!("---- Deploying onto platform {platform} (version {version}) ----\n")).await;
+    let (context, processes) = platform_context(&dockerfile, &args, upload, max)?;
+    Ok(Packaged::Build { context, processes })
+}
+
+/// Whether `provisioner` runs artifacts of `artifact`'s kind: the WASM
+/// provisioner components (a digest), provisioners with nodes images and
+/// builds.
+pub fn runs(server: &Server, provisioner: &Provisioner, artifact: &str) -> bool {
+    server.config.uses_nodes(provisioner.name()) != Blobs::is_digest(artifact)
+}
+
+/// Makes `version` of `app` again for `provisioner` from the upload it was
+/// deployed from, when its artifact is of a kind `provisioner` does not run:
+/// an app moving between the WASM and a container provisioner is rebuilt
+/// for it, as Heroku rebuilds an app for a new stack. Its artifact (and
+/// outbound, kept within `app`'s pool's policy) replaced; what was stored
+/// for it, to forget if the change fails. Nothing when it runs as it is.
+pub async fn remake(
+    server: &Server,
+    provisioner: &Provisioner,
+    app: &crate::store::AppRecord,
+    version: &mut crate::store::VersionRecord,
+    out: &impl Progress,
+) -> Result<Option<Stored>, DeployError> {
+    if runs(server, provisioner, &version.digest) {
+        return Ok(None);
+    }
+    let (n, to) = (version.version, provisioner.name());
+    if version.source.is_empty() {
+        return Err(DeployError::Unmovable(format!(
+            "version {n} was deployed from an image or a Dockerfile, which provisioner {to:?} cannot run, and has no upload to be made again from: deploy the app from an archive first"
+        )));
+    }
+    let upload = server.apps.blobs.get(&version.source).await.map_err(|e| DeployError::Unmovable(format!("the upload version {n} was made from is missing: {e}")))?;
+    out.line(format!(" ---> provisioner {to:?} makes version {n} again from the upload it was deployed from\n")).await;
+    let cannot = |e: DeployError| DeployError::Unmovable(format!("version {n} cannot be made for provisioner {to:?}: {e}"));
+    // The same upload, so the same Procfile: the version's processes stay.
+    let stored = match package(server, provisioner, &app.name, &upload, out).await.map_err(cannot)? {
+        Packaged::Component(artifact) => {
+            within_policy(server, &app.pool, &artifact.outbound).map_err(cannot)?;
+            let stored = Stored::put(server, &artifact.component).await?;
+            (version.digest, version.outbound) = (stored.digest.clone(), artifact.outbound);
+            stored
+        }
+        Packaged::Build { context, .. } => {
+            let stored = Stored::put(server, &context).await?;
+            (version.digest, version.outbound) = (build_artifact(&stored.digest), Vec::new());
+            stored
+        }
+    };
+    Ok(Some(stored))
 }
 
 /// The provisioner's check of a version not recorded yet; its lines go out.
@@ -544,7 +667,7 @@ async fn prepare(
     let processes = change::new_processes(&desired, names, how);
     // Bounded before any work (the converge path checks it again).
     let mut after = desired.clone();
-    change::add_version(&mut after, artifact, processes.clone(), Vec::new(), "", how);
+    change::add_version(&mut after, artifact, "", processes.clone(), Vec::new(), "", how);
     let quota = desired.app.quota_limit;
     crate::limits::check_units(app, quota, server.config.apps.max_units, units_in_use(&desired.versions), units_in_use(&after.versions))?;
     // The number `record` will give it (the app is locked while it deploys).
@@ -561,22 +684,12 @@ async fn prepare(
 
 /// Records the version and has the provisioner serve the new state, through
 /// the converge path: a state it cannot serve takes the version back.
-#[allow(clippy::too_many_arguments)]
-async fn record(
-    server: &Server,
-    app: &str,
-    artifact: &str,
-    names: &[String],
-    outbound: &[String],
-    event_id: &str,
-    how: NewVersion,
-    out: &impl Progress,
-) -> Result<i64, DeployError> {
-    out.line(format!(" ---> processes: {}\n", names.join(", "))).await;
+async fn record(server: &Server, app: &str, version: &Version<'_>, event_id: &str, how: NewVersion, out: &impl Progress) -> Result<i64, DeployError> {
+    out.line(format!(" ---> processes: {}\n", version.processes.join(", "))).await;
     let mut number = 0;
     crate::apps::converge(server, app, out, |d| {
-        let processes = change::new_processes(d, names, how);
-        number = change::add_version(d, artifact, processes, outbound.to_vec(), event_id, how);
+        let processes = change::new_processes(d, version.processes, how);
+        number = change::add_version(d, version.artifact, version.upload, processes, version.outbound.to_vec(), event_id, how);
         Ok(())
     })
     .await

@@ -15,6 +15,10 @@ pub struct VersionRecord {
     /// Where its outbound HTTP may go (`allowed_outbound_hosts`), within
     /// its pool's policy.
     pub outbound: Vec<String>,
+    /// SHA-256 of the upload it was made from in the blob store (empty for
+    /// an image or a Dockerfile): another kind of provisioner makes it
+    /// again from this when the app moves to it.
+    pub source: String,
     pub routable: bool,
     /// Share of the traffic among routable versions.
     pub weight: i64,
@@ -90,7 +94,7 @@ pub enum NewVersion {
     Beside,
 }
 
-const COLUMNS: &str = "app, version, digest, processes, routable, weight, deploy_event, disabled_reason, created_at, process_state, outbound";
+const COLUMNS: &str = "app, version, digest, processes, routable, weight, deploy_event, disabled_reason, created_at, process_state, outbound, source";
 
 pub(super) fn version(row: &AnyRow) -> StoreResult<VersionRecord> {
     let state: String = row.try_get("process_state")?;
@@ -101,6 +105,7 @@ pub(super) fn version(row: &AnyRow) -> StoreResult<VersionRecord> {
         digest: row.try_get("digest")?,
         processes,
         outbound: parse_list(&row.try_get::<String, _>("outbound")?),
+        source: row.try_get("source")?,
         routable: row.try_get::<i64, _>("routable")? != 0,
         weight: row.try_get("weight")?,
         deploy_event: row.try_get("deploy_event")?,
@@ -124,11 +129,11 @@ impl Store {
         for v in versions {
             let names: Vec<String> = v.process_names();
             sqlx::query(&format!(
-                "INSERT INTO app_versions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                "INSERT INTO app_versions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                  ON CONFLICT (app, version) DO UPDATE SET digest = excluded.digest, processes = excluded.processes, \
                  routable = excluded.routable, weight = excluded.weight, deploy_event = excluded.deploy_event, \
                  disabled_reason = excluded.disabled_reason, process_state = excluded.process_state, \
-                 outbound = excluded.outbound"
+                 outbound = excluded.outbound, source = excluded.source"
             ))
             .bind(app)
             .bind(v.version)
@@ -141,6 +146,7 @@ impl Store {
             .bind(v.created_at)
             .bind(serde_json::to_string(&v.processes).expect("serialisable"))
             .bind(json_list(&v.outbound))
+            .bind(&v.source)
             .execute(&mut **tx)
             .await?;
         }
