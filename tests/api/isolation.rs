@@ -188,6 +188,31 @@ async fn stalled_stream(router: &str, host: &str) -> tokio::net::TcpStream {
 }
 
 backends! {
+    async fn a_request_that_computes_then_waits_leaves_the_cpu_to_other_teams(b) {
+        // One CPU lane. Red's request computes past a tick (so it computes in
+        // the lane), then sleeps; blue's burns. Were the lane kept while red
+        // sleeps, blue would wait for it past its wall-clock deadline.
+        let extra = "[apps]\ncpu_lanes = 1\ncpu_deadline_ms = 1000\nwall_deadline_ms = 6000\n";
+        let (t, alice, bob) = two_teams(b, extra).await;
+        let burn = std::fs::read(env!("TORII_GUEST_APP_BURN")).unwrap();
+        create_app(&t, &alice, "hog", "red").await;
+        create_app(&t, &bob, "spin", "blue").await;
+        for app in ["hog", "spin"] {
+            assert!(deploy(&t, app, &burn).await.ends_with("\nOK\n"));
+        }
+        let router = t.router_url();
+        let hog = tokio::spawn(async move {
+            let r = reqwest::Client::new().get(format!("{router}/compute-then-sleep?ms=20000")).header("host", "hog.apps.test").send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(t.app_get("spin.apps.test", "/burn").await, (504, "the request ran past the app's CPU deadline of 1000 ms\n".into()));
+        assert_eq!(hog.await.unwrap(), (504, "the request ran past the 6000 ms a request may take\n".into()));
+        t.stop().await;
+    }
+}
+
+backends! {
     async fn a_request_holds_its_unit_until_its_instance_ends(b) {
         let extra = "[apps]\nwall_deadline_ms = 1500\nbody_idle_timeout_ms = 400\nqueue_timeout_ms = 200\n";
         let (t, alice, _) = two_teams(b, extra).await;

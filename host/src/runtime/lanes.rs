@@ -7,26 +7,41 @@
 //! Lanes are handed out app by app: each app has a gate of its own that one
 //! of its computing requests passes at a time to queue for a lane, so an app
 //! with eight burning requests gets the same share as an app with one.
+//!
+//! A turn is a lease: a request gives its lane back at its next tick, and a
+//! request that waits on I/O or a clock instead (it reaches no tick while it
+//! waits) loses it when the lease ends, so a guest that computes a little,
+//! then sleeps, cannot keep everyone else's CPU.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub struct CpuLanes {
     lanes: Arc<Semaphore>,
+    /// How long a turn lasts at most.
+    lease: Duration,
     /// Per app: one computing request at a time queues for a lane.
     gates: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
 }
 
-/// What a computing request holds while it runs: its app's gate and a lane.
+/// What a computing request holds while it runs: its app's gate and a
+/// lane, and which of its turns it holds them for.
 #[derive(Default)]
-pub struct Held(Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>);
+pub struct Held {
+    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    turn: u64,
+}
 
 impl CpuLanes {
-    pub fn new(lanes: usize) -> CpuLanes {
-        CpuLanes { lanes: Arc::new(Semaphore::new(lanes.max(1))), gates: Mutex::default() }
+    /// `lanes` requests compute at once, each for turns of at most `lease`
+    /// (longer than a tick, so a computing request gives its lane back at
+    /// its tick before the lease ends).
+    pub fn new(lanes: usize, lease: Duration) -> CpuLanes {
+        CpuLanes { lanes: Arc::new(Semaphore::new(lanes.max(1))), lease, gates: Mutex::default() }
     }
 
     fn gate(&self, app: &Arc<str>) -> Arc<Semaphore> {
@@ -41,15 +56,31 @@ impl CpuLanes {
     /// What a request of `app` does at each tick it computes through: give
     /// back what it holds, let the thread's other tasks run, then queue for
     /// its app's gate and a lane again. `held` lives as long as the request's
-    /// instance, so what it holds goes back when the instance ends.
+    /// instance, so what it holds goes back when the instance ends, or when
+    /// the turn's lease does.
     pub fn next_turn(self: &Arc<Self>, app: &Arc<str>, held: &Arc<Mutex<Held>>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        held.lock().unwrap().0 = None;
-        let (gate, lanes, held) = (self.gate(app), self.lanes.clone(), held.clone());
+        held.lock().unwrap().permits = None;
+        let (gate, lanes, held, lease) = (self.gate(app), self.lanes.clone(), held.clone(), self.lease);
         Box::pin(async move {
             tokio::task::yield_now().await;
             let Ok(at_gate) = gate.acquire_owned().await else { return };
             let Ok(lane) = lanes.acquire_owned().await else { return };
-            held.lock().unwrap().0 = Some((at_gate, lane));
+            let turn = {
+                let mut held = held.lock().unwrap();
+                held.turn += 1;
+                held.permits = Some((at_gate, lane));
+                held.turn
+            };
+            let leased = Arc::downgrade(&held);
+            tokio::spawn(async move {
+                tokio::time::sleep(lease).await;
+                if let Some(held) = leased.upgrade() {
+                    let mut held = held.lock().unwrap();
+                    if held.turn == turn {
+                        held.permits = None;
+                    }
+                }
+            });
             // Woken by a lane given back, it would compute a whole tick before
             // the thread looks at its sockets again: let it look first, so
             // requests that arrived meanwhile run before this tick.
@@ -67,11 +98,10 @@ impl CpuLanes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test(flavor = "current_thread")]
     async fn an_app_with_many_computing_requests_gets_one_turn_like_the_others() {
-        let lanes = Arc::new(CpuLanes::new(1));
+        let lanes = Arc::new(CpuLanes::new(1, Duration::from_secs(3600)));
         let order = Arc::new(Mutex::new(Vec::new()));
         // A request of `app` takes a turn, notes it, and computes until its
         // app's `release` lets one request of the app go.
@@ -83,7 +113,7 @@ mod tests {
                 next.await;
                 order.lock().unwrap().push(app);
                 release.acquire().await.unwrap().forget();
-                turn.lock().unwrap().0 = None;
+                turn.lock().unwrap().permits = None;
             });
         };
         let (busy, quiet) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
@@ -102,6 +132,23 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(*order.lock().unwrap(), ["busy", "quiet", "busy", "busy"]);
+        assert_eq!(lanes.free(), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_that_waits_instead_of_computing_loses_its_lane_when_the_lease_ends() {
+        let lanes = Arc::new(CpuLanes::new(1, Duration::from_millis(200)));
+        // `sleeper` takes a turn, then waits (it reaches no tick to give it back).
+        let sleeper = Arc::new(Mutex::new(Held::default()));
+        lanes.next_turn(&Arc::from("sleeper"), &sleeper).await;
+        assert_eq!(lanes.free(), 0);
+        let other = Arc::new(Mutex::new(Held::default()));
+        let turn = tokio::spawn(lanes.next_turn(&Arc::from("other"), &other));
+        tokio::task::yield_now().await;
+        assert!(!turn.is_finished(), "the sleeper holds the lane");
+        tokio::time::timeout(Duration::from_secs(10), turn).await.expect("the sleeper's lease ends").unwrap();
+        assert!(sleeper.lock().unwrap().permits.is_none() && other.lock().unwrap().permits.is_some());
+        drop(other);
         assert_eq!(lanes.free(), 1);
     }
 }

@@ -164,7 +164,9 @@ impl AppRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         let stop = spawn_epoch_ticker(&engine, "app-epoch")?;
-        let lanes = Arc::new(CpuLanes::new(limits.cpu_lanes));
+        // A turn lasts up to two ticks: a computing guest gives its lane
+        // back at its next tick, one waiting on I/O when the lease ends.
+        let lanes = Arc::new(CpuLanes::new(limits.cpu_lanes, EPOCH_TICK * 2));
         let budget = MemoryBudget::new(limits.memory_budget_bytes);
         Ok(AppRuntime { engine, linker, cache_dir: cache_dir.to_path_buf(), limits, stop, lanes, budget })
     }

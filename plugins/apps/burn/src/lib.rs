@@ -1,6 +1,7 @@
 //! Example app for deadlines and streams: `/burn` spins forever,
 //! `/sleep?ms=N` sleeps N ms (monotonic clock), `/stream?kb=N` streams N KiB
-//! of `x` in 4 KiB writes, `/panic` traps, anything else answers `awake`.
+//! of `x` in 4 KiB writes, `/compute-then-sleep?ms=N` computes 100 ms then
+//! sleeps N ms, `/panic` traps, anything else answers `awake`.
 
 use app_support::respond;
 use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
@@ -36,6 +37,15 @@ impl wasip2::exports::http::incoming_handler::Guest for Burn {
             }
             let _ = OutgoingBody::finish(body, None);
             return;
+        }
+        if let Some(ms) = path.strip_prefix("/compute-then-sleep?ms=").and_then(|n| n.parse::<u64>().ok()) {
+            // Past a tick of computing, then waiting on a clock.
+            let start = wasip2::clocks::monotonic_clock::now();
+            let mut x: u64 = 1;
+            while wasip2::clocks::monotonic_clock::now() - start < 100_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
         }
         if let Some(ms) = path.strip_prefix("/sleep?ms=").and_then(|n| n.parse::<u64>().ok()) {
             wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
