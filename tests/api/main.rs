@@ -8,6 +8,7 @@ mod caddy;
 mod auth;
 mod autoscale;
 mod cli;
+mod clusters;
 mod converge;
 mod crash;
 mod deploy;

@@ -36,6 +36,7 @@ pub mod params;
 mod roles;
 mod routers;
 mod certificates;
+mod clusters;
 mod service_instances;
 mod services;
 mod shell;
@@ -123,6 +124,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = certificates::routes(routes);
     let routes = nodes::routes(routes);
     let routes = iaas::routes(routes);
+    let routes = clusters::routes(routes);
     let routes = node_autoscale::routes(routes);
     let routes = nodecontainers::routes(routes);
     let routes = healing::routes(routes);

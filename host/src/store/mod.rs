@@ -8,6 +8,7 @@
 mod apps;
 mod autoscale;
 mod blocks;
+mod clusters;
 mod events;
 mod iaas;
 mod kv;
@@ -33,6 +34,7 @@ mod webhooks;
 pub use apps::{AppColumn, AppRecord, AppView, EnvVar, Metadata, MetadataItem};
 pub use autoscale::AutoscaleRecord;
 pub use blocks::BlockRecord;
+pub use clusters::{ClusterRecord, ClusterSecrets};
 pub use events::{EventQuery, EventRecord, LockOutcome};
 pub use iaas::{MachineRecord, TemplateRecord};
 pub use logs::{LogQuery, LogRecord};

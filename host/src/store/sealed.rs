@@ -104,7 +104,7 @@ impl Sealer {
 /// Every column holding secrets: the query reading its rows (keys, then the
 /// stored value), the update writing one again (`$1` the value, then the
 /// keys, then the value it replaces), and where a row's value lives.
-pub(super) const SECRET_COLUMNS: [(&str, &str, fn(&[String]) -> String); 6] = [
+pub(super) const SECRET_COLUMNS: [(&str, &str, fn(&[String]) -> String); 7] = [
     (
         "SELECT app, name, value FROM app_env WHERE public = 0",
         "UPDATE app_env SET value = $1 WHERE app = $2 AND name = $3 AND value = $4",
@@ -116,6 +116,7 @@ pub(super) const SECRET_COLUMNS: [(&str, &str, fn(&[String]) -> String); 6] = [
         |keys| certificate_place(&keys[0], &keys[1]),
     ),
     ("SELECT name, headers FROM webhooks", "UPDATE webhooks SET headers = $1 WHERE name = $2 AND headers = $3", |keys| webhook_place(&keys[0])),
+    ("SELECT name, secrets FROM clusters", "UPDATE clusters SET secrets = $1 WHERE name = $2 AND secrets = $3", |keys| cluster_place(&keys[0])),
     ("SELECT name, password FROM services", "UPDATE services SET password = $1 WHERE name = $2 AND password = $3", |keys| service_place(&keys[0])),
     ("SELECT name, config FROM service_brokers", "UPDATE service_brokers SET config = $1 WHERE name = $2 AND config = $3", |keys| broker_place(&keys[0])),
     (
@@ -148,6 +149,11 @@ pub fn env_place(app: &str, name: &str) -> String {
 /// Where a TLS private key lives.
 pub fn certificate_place(app: &str, name: &str) -> String {
     format!("certificate\0{app}\0{name}")
+}
+
+/// Where a cluster's client key, custom data and kubeconfig live.
+pub fn cluster_place(name: &str) -> String {
+    format!("cluster\0{name}")
 }
 
 /// Where a webhook's headers live.
