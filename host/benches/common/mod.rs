@@ -100,10 +100,15 @@ pub fn process_cpu(pid: u32) -> Duration {
 /// [`load`], also measuring the CPU time server process `pid` spends over
 /// the measured window.
 pub async fn load_measuring(target: &Target, pid: Option<u32>) -> Load {
+    load_connections(target, pid, CONNECTIONS).await
+}
+
+/// [`load_measuring`] over `connections` keep-alive connections.
+pub async fn load_connections(target: &Target, pid: Option<u32>, connections: usize) -> Load {
     let start = Instant::now();
     let record_from = start + WARMUP;
     let until = record_from + MEASURE;
-    let tasks: Vec<_> = (0..CONNECTIONS).map(|_| tokio::spawn(connection(target.clone(), until, record_from))).collect();
+    let tasks: Vec<_> = (0..connections).map(|_| tokio::spawn(connection(target.clone(), until, record_from))).collect();
     let cpu_from = match pid {
         Some(pid) => {
             tokio::time::sleep_until(record_from.into()).await;
@@ -133,6 +138,11 @@ pub const GENERATOR_THREADS: [usize; 2] = [1, 2];
 /// [`load_measuring`] with the generator on `threads` threads of its own
 /// runtime, apart from the bench's runtime (and any server it hosts).
 pub async fn load_on(target: &Target, pid: Option<u32>, threads: usize) -> Load {
+    load_on_with(target, pid, threads, CONNECTIONS).await
+}
+
+/// [`load_on`] over `connections` keep-alive connections.
+pub async fn load_on_with(target: &Target, pid: Option<u32>, threads: usize, connections: usize) -> Load {
     let target = target.clone();
     let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -142,7 +152,7 @@ pub async fn load_on(target: &Target, pid: Option<u32>, threads: usize) -> Load 
                 1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
                 n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
             };
-            let _ = done.send(runtime.expect("load generator runtime").block_on(load_measuring(&target, pid)));
+            let _ = done.send(runtime.expect("load generator runtime").block_on(load_connections(&target, pid, connections)));
         })
         .expect("load generator thread");
     result.await.expect("the load generator ended without a result")

@@ -1,0 +1,210 @@
+//! The router as an HTTP proxy against nginx, in front of the same fast
+//! backend. One run, printed; run with `cargo bench --bench router`.
+//!
+//! One nginx binary (`NGINX`, else Debian's) runs twice: a static server
+//! answering `hello` (one worker, no access log) as the backend, and a
+//! reverse proxy to it (one worker, keep-alive upstream, no access log,
+//! the same forwarded headers torii adds). The release torii (`[router]
+//! workers = 1`, its access log off as always for HTTP backends) serves an
+//! app of the test provisioner `test-http-backends`, routed to that backend.
+//! The same load generator drives each, in turns (medians of the rounds):
+//! 32 keep-alive connections for throughput and p99, then one connection for
+//! the latency each proxy adds over the backend alone. Each proxy's CPU per
+//! request is its process's (torii's whole process; nginx's worker).
+
+mod common;
+
+use common::{GENERATOR_THREADS, Load, Target, Torii, free_port, load_on_with, micros, process_cpu};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HELLO: &str = env!("TORII_GUEST_APP_HELLO");
+const BACKENDS: &str = env!("TORII_GUEST_TEST_HTTP_BACKENDS");
+const ROUNDS: usize = 3;
+
+fn nginx_binary() -> Option<String> {
+    let candidates = [std::env::var("NGINX").ok(), Some("nginx".into()), Some("/usr/sbin/nginx".into())];
+    candidates.into_iter().flatten().find(|c| Command::new(c).arg("-v").output().is_ok_and(|o| o.status.success()))
+}
+
+/// One nginx with one worker on a free loopback port; `location` is its
+/// only location's body. Stopped on drop.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(bin: &str, upstream: &str, location: &str) -> Nginx {
+        let dir = tempfile::TempDir::new().unwrap();
+        let port = free_port();
+        let conf = format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
+               keepalive_requests 10000000;\n  keepalive_timeout 300s;\n  {upstream}\n\
+               server {{\n    listen 127.0.0.1:{port} reuseport;\n    location / {{\n      {location}\n    }}\n  }}\n}}\n",
+            d = dir.path().display()
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new(bin).arg("-c").arg(&path).arg("-p").arg(dir.path()).stderr(Stdio::null()).spawn().unwrap();
+        Nginx { child, port, _dir: dir }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+
+    /// The worker's pid (nginx's master forks it).
+    fn worker(&self) -> u32 {
+        let pid = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        children.split_whitespace().next().and_then(|p| p.parse().ok()).expect("nginx has a worker")
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_answering(target: &Target) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("http://{}{}", target.addr, target.path)).header("host", &target.host).send().await
+            && r.status().is_success()
+            && r.text().await.is_ok_and(|b| b == "hello\n")
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} does not answer hello", target.addr);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn median(mut loads: Vec<Load>) -> Load {
+    loads.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
+    loads.swap_remove(loads.len() / 2)
+}
+
+/// Median CPU per request of `pid`'s process over `loads`' windows.
+fn cpu(loads: &[Load]) -> String {
+    let mut per: Vec<Duration> = loads.iter().filter_map(Load::cpu_per_request).collect();
+    per.sort();
+    per.get(per.len() / 2).map_or("-".into(), |d| format!("{:.1} µs", d.as_secs_f64() * 1e6))
+}
+
+fn row(name: &str, threads: usize, connections: usize, l: &Load, cpu: &str) {
+    println!(
+        "{name:<34} {:>4} {:>5} {:>10.0} {:>9} {:>9} {:>10}",
+        threads,
+        connections,
+        l.rps(),
+        micros(l.percentile(0.5)),
+        micros(l.percentile(0.99)),
+        cpu
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let Some(nginx) = nginx_binary() else {
+        println!("router vs nginx: skipped (nginx not installed; apt-get install nginx-light)");
+        return;
+    };
+    let backend = Nginx::start(&nginx, "", "return 200 \"hello\\n\";");
+    let upstream = format!("upstream app {{ server 127.0.0.1:{}; keepalive 64; keepalive_requests 10000000; }}", backend.port);
+    let proxy = Nginx::start(
+        &nginx,
+        &upstream,
+        "proxy_pass http://app;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      \
+         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Forwarded-Host $host;\n      proxy_set_header X-Forwarded-Proto $scheme;",
+    );
+    let dir = tempfile::TempDir::new().unwrap();
+    // `Torii::start` appends this to its `[router]` table: one worker, as nginx.
+    let extra = format!(
+        "workers = 1\n[[plugin]]\nname = \"outside\"\nkind = \"provisioner\"\npath = {BACKENDS:?}\ncapabilities = [\"log\", \"kv\", \"app-runtime\"]\n\
+         [plugin.config.backends]\nproxied = [\"127.0.0.1:{}\"]\n",
+        backend.port
+    );
+    let torii = Torii::start(dir.path(), &extra).await;
+    torii.post("/1.0/teams", &[("name", "bench")]).await;
+    torii.post("/1.0/pools", &[("name", "outside"), ("provisioner", "outside")]).await;
+    torii.post("/1.0/apps", &[("name", "proxied"), ("teamOwner", "bench"), ("pool", "outside")]).await;
+    let hello = std::fs::read(HELLO).unwrap();
+    let mut body = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"app.wasm\"\r\n\r\n".to_vec();
+    body.extend_from_slice(&hello);
+    body.extend_from_slice(b"\r\n--B--\r\n");
+    let res = torii
+        .client
+        .post(format!("{}/1.0/apps/proxied/deploy", torii.base))
+        .bearer_auth(&torii.token)
+        .header("content-type", "multipart/form-data; boundary=B")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let text = res.text().await.unwrap();
+    assert!(text.ends_with("\nOK\n"), "{text}");
+
+    let direct = Target { addr: backend.addr(), path: "/".into(), host: "proxied.apps.bench".into(), token: None };
+    let through_nginx = Target { addr: proxy.addr(), ..direct.clone() };
+    let through_torii = Target { addr: torii.router, ..direct.clone() };
+    for t in [&direct, &through_nginx, &through_torii] {
+        wait_answering(t).await;
+    }
+    let (torii_pid, nginx_pid) = (torii.child.id(), proxy.worker());
+    let _ = process_cpu(nginx_pid);
+
+    println!(
+        "router as an HTTP proxy vs nginx (one worker each) in front of nginx static (one worker); {ROUNDS} rounds in turns, medians; {}s each after {}s warm-up",
+        common::MEASURE.as_secs(),
+        common::WARMUP.as_secs()
+    );
+    println!("{:<34} {:>4} {:>5} {:>10} {:>9} {:>9} {:>10}", "path", "gen", "conns", "req/s", "p50", "p99", "CPU/req");
+    let mut best_ratio = 0.0f64;
+    for connections in [32, 1] {
+        for threads in GENERATOR_THREADS.iter().copied().filter(|t| connections > 1 || *t == 1) {
+            let (mut alone, mut nginxes, mut toriis) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                alone.push(load_on_with(&direct, None, threads, connections).await);
+                nginxes.push(load_on_with(&through_nginx, Some(nginx_pid), threads, connections).await);
+                toriis.push(load_on_with(&through_torii, Some(torii_pid), threads, connections).await);
+            }
+            let (nginx_cpu, torii_cpu) = (cpu(&nginxes), cpu(&toriis));
+            let (alone, nginx_load, torii_load) = (median(alone), median(nginxes), median(toriis));
+            row("nginx static alone (backend)", threads, connections, &alone, "-");
+            row("nginx proxy → backend", threads, connections, &nginx_load, &nginx_cpu);
+            row("torii router → backend", threads, connections, &torii_load, &torii_cpu);
+            let ratio = torii_load.rps() / nginx_load.rps();
+            if connections > 1 {
+                best_ratio = best_ratio.max(ratio);
+                println!(
+                    "  torii / nginx: {ratio:.2}x throughput (target ≥ 1.0), p99 {} vs {}",
+                    micros(torii_load.percentile(0.99)),
+                    micros(nginx_load.percentile(0.99))
+                );
+            } else {
+                let added = |l: &Load| l.percentile(0.5).saturating_sub(alone.percentile(0.5));
+                println!(
+                    "  added latency at one connection (p50 over the backend alone): torii {} vs nginx {} (target: no worse)",
+                    micros(added(&torii_load)),
+                    micros(added(&nginx_load))
+                );
+            }
+        }
+    }
+    println!("router / nginx proxy throughput at 32 connections, best generator setting: {best_ratio:.2}x");
+    if std::env::var_os("TORII_BENCH_HOLD").is_some() {
+        // For profiling (perf, strace) with a generator of one's own.
+        println!(
+            "holding (TORII_BENCH_HOLD): backend {}, nginx proxy {} (worker pid {nginx_pid}), torii router {} (pid {torii_pid}), host proxied.apps.bench; Ctrl-C ends",
+            direct.addr, through_nginx.addr, through_torii.addr
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
