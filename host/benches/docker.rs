@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{CONNECTIONS, Load, MEASURE, Target, Torii, WARMUP, free_port, micros};
+use common::{CONNECTIONS, Load, MEASURE, Target, Torii, WARMUP, free_port, micros, nginx_binary};
 use reqwest::Method;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,11 +47,6 @@ fn build_image(node: &str) {
 
 fn row(name: &str, l: &Load) {
     println!("{:<40} {:>10.0} {:>10} {:>10}", name, l.rps(), micros(l.percentile(0.5)), micros(l.percentile(0.99)));
-}
-
-fn nginx_binary() -> Option<String> {
-    let candidates = [std::env::var("NGINX").ok(), Some("nginx".into()), Some("/usr/sbin/nginx".into())];
-    candidates.into_iter().flatten().find(|c| Command::new(c).arg("-v").output().is_ok_and(|o| o.status.success()))
 }
 
 /// nginx on a free loopback port proxying to `backend`, as a reverse proxy

@@ -14,18 +14,13 @@
 
 mod common;
 
-use common::{GENERATOR_THREADS, Load, Target, Torii, free_port, load_on_with, micros, process_cpu};
+use common::{GENERATOR_THREADS, Load, Target, Torii, free_port, load_on_with, micros, nginx_binary, process_cpu};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const HELLO: &str = env!("TORII_GUEST_APP_HELLO");
 const BACKENDS: &str = env!("TORII_GUEST_TEST_HTTP_BACKENDS");
 const ROUNDS: usize = 3;
-
-fn nginx_binary() -> Option<String> {
-    let candidates = [std::env::var("NGINX").ok(), Some("nginx".into()), Some("/usr/sbin/nginx".into())];
-    candidates.into_iter().flatten().find(|c| Command::new(c).arg("-v").output().is_ok_and(|o| o.status.success()))
-}
 
 /// One nginx with one worker on a free loopback port; `location` is its
 /// only location's body. Stopped on drop.

@@ -158,6 +158,12 @@ pub async fn load_on_with(target: &Target, pid: Option<u32>, threads: usize, con
     result.await.expect("the load generator ended without a result")
 }
 
+/// nginx (`NGINX`, else Debian's), when installed.
+pub fn nginx_binary() -> Option<String> {
+    let candidates = [std::env::var("NGINX").ok(), Some("nginx".into()), Some("/usr/sbin/nginx".into())];
+    candidates.into_iter().flatten().find(|c| Command::new(c).arg("-v").output().is_ok_and(|o| o.status.success()))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
