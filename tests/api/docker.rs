@@ -591,8 +591,8 @@ backends! {
         // To wasm, which cannot run an image, and an image has no upload to
         // be made again from: refused before anything changed.
         let r = t.req("PUT", &format!("/1.0/apps/{app}")).admin().form(&[("pool", pw.as_str())]).send().await;
-        assert_eq!(stream_errors(&r.body), ["version 1 was deployed from an image or a Dockerfile, which provisioner \"wasm\" cannot run, \
-                                             and has no upload to be made again from: deploy the app from an archive first"], "{}", r.body);
+        assert_eq!(stream_errors(&r.body), ["version 1 cannot run on provisioner \"wasm\" and has no upload to be made again from \
+                                             (it was deployed from an image or a Dockerfile, or before uploads were kept): deploy the app from an archive first"], "{}", r.body);
         let info = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json();
         assert_eq!(info["pool"], pb.as_str());
         assert_eq!(on_nodes(), (0, 2));

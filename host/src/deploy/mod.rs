@@ -630,7 +630,7 @@ pub async fn remake(
     let (n, to) = (version.version, provisioner.name());
     if version.source.is_empty() {
         return Err(DeployError::Unmovable(format!(
-            "version {n} was deployed from an image or a Dockerfile, which provisioner {to:?} cannot run, and has no upload to be made again from: deploy the app from an archive first"
+            "version {n} cannot run on provisioner {to:?} and has no upload to be made again from (it was deployed from an image or a Dockerfile, or before uploads were kept): deploy the app from an archive first"
         )));
     }
     let upload = server.apps.blobs.get(&version.source).await.map_err(|e| DeployError::Unmovable(format!("the upload version {n} was made from is missing: {e}")))?;
