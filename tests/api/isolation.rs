@@ -535,13 +535,22 @@ backends! {
         one.req("POST", "/1.0/apps").admin().form(&[("name", "mine"), ("teamOwner", "red")]).send().await.expect_status(201);
         one.req("POST", "/1.0/apps/mine/env").admin()
             .json(json!({"envs": [{"name": "SECRET", "value": "sekrit", "private": true}], "noRestart": true})).send().await.expect_status(200);
+        one.req("POST", "/1.3/provisioner/clusters").admin()
+            .raw("application/json", json!({"name": "c1", "provisioner": "wasm", "default": true, "custom_data": {"token": "cluster-sekrit"}}).to_string())
+            .send().await.expect(200, "");
         let sql = "SELECT value FROM app_env WHERE app = 'mine' AND name = 'SECRET'";
-        let before = raw_column(&one, b, sql).await;
+        let cluster_sql = "SELECT secrets FROM clusters WHERE name = 'c1'";
+        let (before, cluster_before) = (raw_column(&one, b, sql).await, raw_column(&one, b, cluster_sql).await);
         let old_key = std::fs::read(one._data.path().join("secret.key")).unwrap();
         one.halt().await;
         let secret = |t: &TestServer| {
             let store = t.server().store.clone();
-            async move { store.app_env("mine").await.map(|env| env.into_iter().find(|v| v.name == "SECRET").unwrap().value) }
+            async move {
+                let env = store.app_env("mine").await.map(|env| env.into_iter().find(|v| v.name == "SECRET").unwrap().value);
+                let cluster = store.cluster("c1").await.unwrap().unwrap().secrets.custom_data["token"].clone();
+                assert_eq!(cluster, "cluster-sekrit");
+                env
+            }
         };
         // A new key with the old one beside it: everything is sealed again.
         let new_key = vec![7u8; 32];
@@ -552,6 +561,8 @@ backends! {
         let mut two = TestServer::start_with(o).await;
         let after = raw_column(&two, b, sql).await;
         assert!(after.starts_with("torii-sealed:1:") && after != before, "{after}");
+        let cluster_after = raw_column(&two, b, cluster_sql).await;
+        assert!(cluster_after.starts_with("torii-sealed:1:") && cluster_after != cluster_before, "{cluster_after}");
         assert_eq!(secret(&two).await.unwrap(), "sekrit");
         two.halt().await;
         // The new key alone now opens it.
