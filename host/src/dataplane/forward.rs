@@ -1,28 +1,119 @@
 //! HTTP backends: a version whose provisioner runs it outside the app
 //! runtime (containers publishing on 127.0.0.1) is proxied to one of its
-//! addresses, chosen at random, over pooled keep-alive connections.
+//! addresses, chosen at random, over keep-alive connections.
+//!
+//! Each data-plane thread keeps its own idle connections per backend
+//! address (no lock, no shared pool): a request takes one that is ready,
+//! else opens one; a connection goes back as soon as its answer's head is
+//! in, and is ready again once that answer's body is read. Connections
+//! closed by the backend, or idle for [`IDLE`], are dropped when the
+//! thread's pool is swept.
 
 use crate::runtime::{ResponseBody, plain_text as plain};
 use crate::store::ProxyBackend;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use hyper_util::client::legacy::Client as Pool;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long connecting to a backend may take before the request fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an unused connection to a backend is kept.
+const IDLE: Duration = Duration::from_secs(30);
+/// Most connections a thread keeps to one backend address.
+const MAX_PER_ADDRESS: usize = 512;
+/// Requests between two sweeps of a thread's pool.
+const SWEEP_EVERY: u32 = 4096;
 
-pub type Client = Pool<HttpConnector, Incoming>;
+struct Idle {
+    sender: SendRequest<Incoming>,
+    since: Instant,
+}
 
-pub fn client() -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    Pool::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+#[derive(Default)]
+struct Pool {
+    by_address: HashMap<String, Vec<Idle>>,
+    requests: u32,
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::default();
+}
+
+impl Pool {
+    /// A connection to `address` ready for a request; closed ones go.
+    fn take(&mut self, address: &str) -> Option<SendRequest<Incoming>> {
+        self.requests = self.requests.wrapping_add(1);
+        if self.requests % SWEEP_EVERY == 0 {
+            self.sweep();
+        }
+        let idle = self.by_address.get_mut(address)?;
+        idle.retain(|c| !c.sender.is_closed());
+        let ready = idle.iter().position(|c| c.sender.is_ready())?;
+        Some(idle.swap_remove(ready).sender)
+    }
+
+    fn put(&mut self, address: &str, sender: SendRequest<Incoming>) {
+        let idle = match self.by_address.get_mut(address) {
+            Some(idle) => idle,
+            None => self.by_address.entry(address.to_string()).or_default(),
+        };
+        if idle.len() < MAX_PER_ADDRESS {
+            idle.push(Idle { sender, since: Instant::now() });
+        }
+    }
+
+    /// Drops closed and long-unused connections, and addresses left with none.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        for idle in self.by_address.values_mut() {
+            idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < IDLE);
+        }
+        self.by_address.retain(|_, idle| !idle.is_empty());
+    }
+}
+
+/// A new connection to `address`, its driver running on this thread's runtime.
+async fn connect(address: &str) -> Result<SendRequest<Incoming>, String> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("no connection within {} s", CONNECT_TIMEOUT.as_secs())),
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| cause(&e))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// Sends `req` to `address` on a pooled connection, or a new one; a pooled
+/// connection the backend closed before taking the request is replaced once.
+async fn send(address: &str, req: hyper::Request<Incoming>) -> Result<hyper::Response<Incoming>, String> {
+    let mut req = req;
+    let pooled = POOL.with_borrow_mut(|pool| pool.take(address));
+    if let Some(mut sender) = pooled {
+        match sender.try_send_request(req).await {
+            Ok(response) => {
+                POOL.with_borrow_mut(|pool| pool.put(address, sender));
+                return Ok(response);
+            }
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => req = unsent,
+                None => return Err(cause(e.error())),
+            },
+        }
+    }
+    let mut sender = connect(address).await?;
+    let response = sender.send_request(req).await.map_err(|e| cause(&e))?;
+    POOL.with_borrow_mut(|pool| pool.put(address, sender));
+    Ok(response)
 }
 
 /// Where the request came from, for the backend's `X-Forwarded-*` headers.
@@ -34,11 +125,13 @@ pub struct Origin {
 
 /// Sends `req` to one of `backend`'s addresses and streams its answer back;
 /// a backend that cannot be reached is a 502 naming it.
-pub async fn forward(client: &Client, app: &str, backend: &ProxyBackend, origin: Origin, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
+pub async fn forward(app: &str, backend: &ProxyBackend, origin: Origin, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
     let address = &backend.addresses[rand::random::<usize>() % backend.addresses.len()];
     let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = match format!("http://{address}{path}").parse() {
+    // Origin form on the connection to the backend: the path and query only.
+    let mut uri = hyper::http::uri::Parts::default();
+    uri.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")));
+    parts.uri = match hyper::Uri::from_parts(uri) {
         Ok(uri) => uri,
         Err(e) => return plain(400, &format!("the request path cannot be forwarded: {e}")),
     };
@@ -50,13 +143,13 @@ pub async fn forward(client: &Client, app: &str, backend: &ProxyBackend, origin:
         parts.headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
     parts.headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(if origin.https { "https" } else { "http" }));
-    match client.request(hyper::Request::from_parts(parts, body)).await {
+    match send(address, hyper::Request::from_parts(parts, body)).await {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             hyper::Response::from_parts(parts, body.map_err(wasmtime_wasi_http::Error::Hyper).boxed_unsync())
         }
-        Err(e) => plain(502, &format!("app {app} version {}: its backend {address} did not answer: {}", backend.version, cause(&e))),
+        Err(e) => plain(502, &format!("app {app} version {}: its backend {address} did not answer: {e}", backend.version)),
     }
 }
 

@@ -33,8 +33,6 @@ use tokio::sync::watch;
 struct Plane {
     server: Arc<Server>,
     logs: logs::LogBatcher,
-    /// Keep-alive connections to HTTP backends.
-    backends: forward::Client,
     /// Closed when the data plane stops: its connections end.
     stopped: watch::Receiver<()>,
 }
@@ -62,7 +60,7 @@ pub fn serve(server: Arc<Server>, listener: TcpListener, tls_listener: Option<Tc
     let workers = workers::Workers::get(server.config.router_workers());
     let logs = logs::LogBatcher::start(Arc::downgrade(&server));
     let (stop, stopped) = watch::channel(());
-    let plane = Plane { server, logs: logs.clone(), backends: forward::client(), stopped };
+    let plane = Plane { server, logs: logs.clone(), stopped };
     let accepting = tokio::spawn(async move {
         let _stop = stop;
         let certs = Arc::new(tls::Certificates::default());
@@ -215,7 +213,7 @@ async fn answer(
     let app = view.app.name.as_str();
     let backend = &entry.backends[chosen];
     if !backend.addresses.is_empty() {
-        return forward::forward(&plane.backends, app, backend, origin, req).await;
+        return forward::forward(app, backend, origin, req).await;
     }
     let Some(route) = view.routes.iter().find(|r| r.version == backend.version) else {
         return plain(503, &format!("app {app} serves version {} which its provisioner no longer runs: rebuild its routes", backend.version));
