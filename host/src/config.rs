@@ -1010,6 +1010,12 @@ impl Config {
         self.plugin.iter().any(|p| p.name == name && p.capabilities.contains(&Capability::Containers))
     }
 
+    /// Whether the provisioner entry `name` runs components in the host's
+    /// app runtime and no containers (as the `wasm` one does).
+    pub fn runs_components(&self, name: &str) -> bool {
+        self.plugin.iter().any(|p| p.name == name && p.capabilities.contains(&Capability::AppRuntime) && !p.capabilities.contains(&Capability::Containers))
+    }
+
     /// What the apps of `pool` may reach (`[[pool_policy]] outbound`).
     pub fn pool_outbound(&self, pool: &str) -> &[String] {
         self.pool_policy.iter().find(|p| p.pool == pool).map(|p| p.outbound.as_slice()).unwrap_or(&[])

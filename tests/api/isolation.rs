@@ -391,9 +391,12 @@ backends! {
         t.req("POST", "/1.0/pools").admin().form(&[("name", "boxes"), ("provisioner", "docker")]).send().await.expect(201, "");
         t.req("POST", "/1.0/apps").admin().form(&[("name", "mine"), ("teamOwner", "red"), ("pool", "boxes")]).send().await.expect_status(201);
         let digest = "a".repeat(64);
-        for image in ["torii/app-vault:v1", "docker.io/torii/app-vault:v1", "torii-build:0123456789ab", &format!("build:{digest}")] {
+        // Image IDs and their prefixes too: Docker resolves one to any local
+        // image it starts, another team's pinned version among them.
+        for image in ["torii/app-vault:v1", "docker.io/torii/app-vault:v1", "torii-build:0123456789ab", &format!("build:{digest}"),
+                      &digest, &format!("sha256:{digest}"), "3f2a9c", "DEADBEEF", "abc1:latest"] {
             t.req("POST", "/1.0/apps/mine/deploy").admin().form(&[("image", image)]).send().await.expect_error(400,
-                &format!("image {image:?} is not allowed: names under torii/app-, torii-build and build: are torii's own"));
+                &format!("image {image:?} is not allowed: names under torii/app-, torii-build and build: are torii's own, and an image is named, not given by its ID"));
         }
         assert_eq!(t.req("GET", "/1.0/apps/mine").admin().send().await.json()["deploys"], 0);
         t.stop().await;

@@ -251,7 +251,7 @@ async fn source(server: &Server, app: &crate::store::AppRecord, input: &Input) -
     }
     if reserved_image(image) {
         return Err(ApiError::bad_request(format!(
-            "image {image:?} is not allowed: names under torii/app-, torii-build and build: are torii's own"
+            "image {image:?} is not allowed: names under torii/app-, torii-build and build: are torii's own, and an image is named, not given by its ID"
         )));
     }
     let how = versions_flags(server, &app.name, input.field("new-version"), input.field("override-versions")).await?;
@@ -289,8 +289,8 @@ async fn source(server: &Server, app: &crate::store::AppRecord, input: &Input) -
 /// Whether `image` names what torii keeps for itself on the nodes: the
 /// versions it pins (`torii/app-<app>:v<N>`, one app's must not reach
 /// another), its builds (`torii-build:<digest>`) and the `build:<digest>`
-/// artifacts naming blobs. Docker Hub's default registry prefixes name
-/// the same local images.
+/// artifacts naming blobs; and image IDs. Docker Hub's default registry
+/// prefixes name the same local images.
 fn reserved_image(image: &str) -> bool {
     let mut name = image.trim().to_ascii_lowercase();
     for prefix in ["docker.io/", "index.docker.io/", "registry-1.docker.io/", "library/"] {
@@ -298,7 +298,12 @@ fn reserved_image(image: &str) -> bool {
             name = rest.to_string();
         }
     }
-    name.starts_with("torii/app-") || name.starts_with("torii-build") || name.starts_with("build:")
+    // An image ID, or any prefix of one (which Docker resolves to whatever
+    // local image it starts, another app's pinned version too), and a bare
+    // SHA-256, which names a blob (a component).
+    let bare = name.split(':').next().unwrap_or_default();
+    let id = name.starts_with("sha256:") || (!bare.is_empty() && bare.bytes().all(|b| b.is_ascii_hexdigit()));
+    name.starts_with("torii/app-") || name.starts_with("torii-build") || name.starts_with("build:") || id
 }
 
 /// `new-version` / `override-versions`: where the new version goes. With

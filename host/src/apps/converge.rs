@@ -42,7 +42,8 @@ where
     let from = provisioner_of(server, &before.app).await?;
     let to = provisioner_of(server, &after.app).await?;
     let mut done = Vec::new();
-    match forward(server, &mut after, from, to, out, &mut done).await {
+    let was_live: Vec<i64> = before.versions.iter().filter(|v| live(v)).map(|v| v.version).collect();
+    match forward(server, &mut after, &was_live, from, to, out, &mut done).await {
         Ok(()) => {
             if let Err(e) = server.routing.sync(app).await {
                 tracing::warn!(app, error = %e, "converge: the routers were not told");
@@ -78,9 +79,11 @@ pub async fn refresh(server: &Server, app: &str, out: &impl Progress) -> ApiResu
     converge(server, app, out, |_| Ok(())).await.map(|_| ())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn forward<'a>(
     server: &Server,
     after: &mut Desired,
+    was_live: &[i64],
     from: &'a Provisioner,
     to: &'a Provisioner,
     out: &impl Progress,
@@ -88,12 +91,13 @@ async fn forward<'a>(
 ) -> ApiResult<()> {
     let app = after.app.name.clone();
     let moved = !std::ptr::eq(from, to);
-    // What goes live must be of a kind `to` runs: a version made for
-    // another kind of provisioner (a move, a rollback to a version from
-    // before one) is made again from its upload.
+    // What goes live on `to` (all of it after a move; else what was not
+    // live before: a rollback, a version made routable) must be of a kind
+    // `to` runs: a version made for another kind of provisioner is made
+    // again from its upload. What runs already is left as it runs.
     let (mut remade, mut stored) = (Vec::new(), Vec::new());
     let mut refused = None;
-    for v in after.versions.iter_mut().filter(|v| live(v)) {
+    for v in after.versions.iter_mut().filter(|v| live(v) && (moved || !was_live.contains(&v.version))) {
         match crate::deploy::remake(server, to, &after.app, v, out).await {
             Ok(Some(bytes)) => {
                 remade.push(v.version);
@@ -147,11 +151,16 @@ async fn forward<'a>(
 /// reported and the others still run.
 async fn backward(server: &Server, before: &Desired, done: Vec<Done<'_>>, out: &impl Progress) {
     let app = before.app.name.as_str();
+    let mut all_back = true;
     for step in done.into_iter().rev() {
         let result: Result<(), String> = match step {
+            // Undone last: kept when a step back failed, since the new state
+            // (which refers to them) may still be recorded.
             Done::Stored(stored) => {
-                for bytes in stored {
-                    bytes.forget(server).await;
+                if all_back {
+                    for bytes in stored {
+                        bytes.forget(server).await;
+                    }
                 }
                 Ok(())
             }
@@ -164,6 +173,7 @@ async fn backward(server: &Server, before: &Desired, done: Vec<Done<'_>>, out: &
             Done::Recorded => server.store.record_desired(before).await.map_err(|e| e.to_string()),
         };
         if let Err(e) = result {
+            all_back = false;
             tracing::warn!(app, error = %e, "converge: a step back failed");
             out.line(format!(" ---> the app could not be fully put back as it was: {e}\n")).await;
         }

@@ -128,6 +128,12 @@ pub struct Origin {
 pub async fn forward(app: &str, backend: &ProxyBackend, origin: Origin, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
     let address = &backend.addresses[rand::random::<usize>() % backend.addresses.len()];
     let (mut parts, body) = req.into_parts();
+    // A request in absolute form may carry its host in the target alone.
+    if !parts.headers.contains_key(hyper::header::HOST)
+        && let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(hyper::header::HOST, host);
+    }
     // Origin form on the connection to the backend: the path and query only.
     let mut uri = hyper::http::uri::Parts::default();
     uri.path_and_query = Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")));

@@ -567,10 +567,11 @@ pub async fn deploy_upload(
     if upload.is_empty() {
         return Err(DeployError::Empty);
     }
+    let record = server.store.app(app).await?.ok_or_else(|| DeployError::Provision(format!("App {app} not found.")))?;
     let source = Stored::put(server, &upload).await?;
     let digest = source.digest.clone();
     let deployed = async {
-        match package(server, provisioner, app, &upload, out).await? {
+        match package(server, provisioner, &record, &upload, out).await? {
             Packaged::Component(artifact) => deploy_component(server, provisioner, app, artifact, &digest, event_id, how, out).await,
             Packaged::Build { context, processes } => {
                 deploy_build(server, provisioner, app, context, &processes, &digest, event_id, how, out).await
@@ -585,30 +586,38 @@ pub async fn deploy_upload(
 }
 
 /// What `upload` becomes for `provisioner`: on a provisioner with nodes, a
-/// build onto the app's platform; on the others, the component it holds.
-pub async fn package(server: &Server, provisioner: &Provisioner, app: &str, upload: &[u8], out: &impl Progress) -> Result<Packaged, DeployError> {
+/// build onto `app`'s platform; on the others, the component it holds.
+pub async fn package(server: &Server, provisioner: &Provisioner, app: &crate::store::AppRecord, upload: &[u8], out: &impl Progress) -> Result<Packaged, DeployError> {
     let max = server.config.apps.max_processes as usize;
     if !server.config.uses_nodes(provisioner.name()) {
         return Ok(Packaged::Component(extract(upload, max)?));
     }
-    let platform = server.store.app(app).await?.map(|a| a.platform).unwrap_or_default();
+    let (name, platform) = (&app.name, &app.platform);
     if platform.is_empty() {
         return Err(DeployError::Platform(format!(
-            "app {app:?} has no platform to deploy files onto: set one (tsuru app update -l <platform>), or deploy an image or a Dockerfile"
+            "app {name:?} has no platform to deploy files onto: set one (tsuru app update -l <platform>), or deploy an image or a Dockerfile"
         )));
     }
     let (version, dockerfile, args) =
-        server.store.platform_build(&platform).await?.ok_or_else(|| DeployError::Platform(format!("platform {platform:?} does not exist")))?;
+        server.store.platform_build(platform).await?.ok_or_else(|| DeployError::Platform(format!("platform {platform:?} does not exist")))?;
     out.line(format!("---- Deploying onto platform {platform} (version {version}) ----\n")).await;
     let (context, processes) = platform_context(&dockerfile, &args, upload, max)?;
     Ok(Packaged::Build { context, processes })
 }
 
-/// Whether `provisioner` runs artifacts of `artifact`'s kind: the WASM
-/// provisioner components (a digest), provisioners with nodes images and
-/// builds.
+/// Whether `provisioner` runs artifacts of `artifact`'s kind: a container
+/// provisioner images and builds, not components (a digest); a provisioner
+/// of the app runtime alone (the WASM one) components only. Others are
+/// taken to run what they were given.
 pub fn runs(server: &Server, provisioner: &Provisioner, artifact: &str) -> bool {
-    server.config.uses_nodes(provisioner.name()) != Blobs::is_digest(artifact)
+    let name = provisioner.name();
+    if server.config.uses_nodes(name) {
+        !Blobs::is_digest(artifact)
+    } else if server.config.runs_components(name) {
+        Blobs::is_digest(artifact)
+    } else {
+        true
+    }
 }
 
 /// Makes `version` of `app` again for `provisioner` from the upload it was
@@ -635,9 +644,26 @@ pub async fn remake(
     }
     let upload = server.apps.blobs.get(&version.source).await.map_err(|e| DeployError::Unmovable(format!("the upload version {n} was made from is missing: {e}")))?;
     out.line(format!(" ---> provisioner {to:?} makes version {n} again from the upload it was deployed from\n")).await;
-    let cannot = |e: DeployError| DeployError::Unmovable(format!("version {n} cannot be made for provisioner {to:?}: {e}"));
-    // The same upload, so the same Procfile: the version's processes stay.
-    let stored = match package(server, provisioner, &app.name, &upload, out).await.map_err(cannot)? {
+    // The server's own failures stay its own (500); the rest name the version.
+    let cannot = |e: DeployError| match e {
+        DeployError::Store(_) | DeployError::Blob(_) => e,
+        e => DeployError::Unmovable(format!("version {n} cannot be made for provisioner {to:?}: {e}")),
+    };
+    let packaged = package(server, provisioner, app, &upload, out).await.map_err(cannot)?;
+    // The same upload, so the same Procfile: the version keeps its processes
+    // (and their units), unless the archive now reads otherwise.
+    let names = match &packaged {
+        Packaged::Component(artifact) => &artifact.processes,
+        Packaged::Build { processes, .. } => processes,
+    };
+    if *names != version.process_names() {
+        return Err(cannot(DeployError::Procfile(format!(
+            "it names the processes {} where the version has {}",
+            names.join(", "),
+            version.process_names().join(", ")
+        ))));
+    }
+    let stored = match packaged {
         Packaged::Component(artifact) => {
             within_policy(server, &app.pool, &artifact.outbound).map_err(cannot)?;
             let stored = Stored::put(server, &artifact.component).await?;
