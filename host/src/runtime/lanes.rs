@@ -65,17 +65,18 @@ impl CpuLanes {
             tokio::task::yield_now().await;
             let Ok(at_gate) = gate.acquire_owned().await else { return };
             let Ok(lane) = lanes.acquire_owned().await else { return };
-            held.lock().unwrap().permits = Some((at_gate, lane));
+            // A new turn: the leases of earlier ones no longer apply.
+            let turn = {
+                let mut held = held.lock().unwrap();
+                held.turn += 1;
+                held.permits = Some((at_gate, lane));
+                held.turn
+            };
             // Woken by a lane given back, it would compute a whole tick before
             // the thread looks at its sockets again: let it look first, so
             // requests that arrived meanwhile run before this tick.
             tokio::task::yield_now().await;
             // The lease starts as the guest computes again (in this poll).
-            let turn = {
-                let mut held = held.lock().unwrap();
-                held.turn += 1;
-                held.turn
-            };
             let leased = Arc::downgrade(&held);
             tokio::spawn(async move {
                 tokio::time::sleep(lease).await;
