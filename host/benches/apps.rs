@@ -19,19 +19,12 @@
 
 mod common;
 
-use common::{CONNECTIONS, GENERATOR_THREADS, Load, MEASURE, Target, Torii, WARMUP, free_port, micros};
+use common::{CONNECTIONS, GENERATOR_THREADS, Load, MEASURE, Target, Torii, WARMUP, free_port, micros, multipart};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const HELLO: &str = env!("TORII_GUEST_APP_HELLO");
-
-fn multipart(file: &[u8]) -> (String, Vec<u8>) {
-    let mut body = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"app.wasm\"\r\n\r\n".to_vec();
-    body.extend_from_slice(file);
-    body.extend_from_slice(b"\r\n--B--\r\n");
-    ("multipart/form-data; boundary=B".into(), body)
-}
 
 async fn deploy(t: &Torii, app: &str, bytes: &[u8]) {
     let (ct, body) = multipart(bytes);

@@ -131,14 +131,12 @@ async fn main() {
     torii.post("/1.0/pools", &[("name", "outside"), ("provisioner", "outside")]).await;
     torii.post("/1.0/apps", &[("name", "proxied"), ("teamOwner", "bench"), ("pool", "outside")]).await;
     let hello = std::fs::read(HELLO).unwrap();
-    let mut body = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"app.wasm\"\r\n\r\n".to_vec();
-    body.extend_from_slice(&hello);
-    body.extend_from_slice(b"\r\n--B--\r\n");
+    let (content_type, body) = common::multipart(&hello);
     let res = torii
         .client
         .post(format!("{}/1.0/apps/proxied/deploy", torii.base))
         .bearer_auth(&torii.token)
-        .header("content-type", "multipart/form-data; boundary=B")
+        .header("content-type", content_type)
         .body(body)
         .send()
         .await

@@ -158,6 +158,14 @@ pub async fn load_on_with(target: &Target, pid: Option<u32>, threads: usize, con
     result.await.expect("the load generator ended without a result")
 }
 
+/// A deploy's multipart body with `file` as app.wasm, and its content type.
+pub fn multipart(file: &[u8]) -> (String, Vec<u8>) {
+    let mut body = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"app.wasm\"\r\n\r\n".to_vec();
+    body.extend_from_slice(file);
+    body.extend_from_slice(b"\r\n--B--\r\n");
+    ("multipart/form-data; boundary=B".into(), body)
+}
+
 /// nginx (`NGINX`, else Debian's), when installed.
 pub fn nginx_binary() -> Option<String> {
     let candidates = [std::env::var("NGINX").ok(), Some("nginx".into()), Some("/usr/sbin/nginx".into())];
