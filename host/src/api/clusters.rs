@@ -201,17 +201,17 @@ fn check_address(address: &str) -> ApiResult<()> {
 }
 
 /// The cluster `input` describes, checked as tsuru checks it (name, then
-/// provisioner, then pools or default), and bounded. `name` is the path's
-/// on an update.
-async fn checked(server: &Server, input: ClusterInput, name: Option<&str>, created_at: i64) -> ApiResult<ClusterRecord> {
-    let name = match name {
-        Some(n) => n.to_string(),
+/// provisioner, then pools or default), and bounded. On an update, the
+/// `existing` cluster's name and creation time stay.
+fn checked(server: &Server, input: ClusterInput, existing: Option<&ClusterRecord>) -> ApiResult<ClusterRecord> {
+    let name = match existing {
+        Some(c) => c.name.clone(),
         None => input.name.unwrap_or_default().trim().to_string(),
     };
     if name.is_empty() {
         return Err(ApiError::bad_request("cluster name is mandatory"));
     }
-    if created_at == 0 && !super::names::valid(&name) {
+    if existing.is_none() && !super::names::valid(&name) {
         return Err(ApiError::bad_request(
             "Invalid cluster name, cluster name should have at most 40 characters, containing only lower case letters, numbers or dashes, starting with a letter.",
         ));
@@ -261,18 +261,18 @@ async fn checked(server: &Server, input: ClusterInput, name: Option<&str>, creat
         clientcert: pem("clientcert", input.clientcert)?,
         http_proxy,
         secrets: ClusterSecrets { clientkey: pem("clientkey", input.clientkey)?, custom_data, kube_config },
-        created_at,
+        created_at: existing.map_or(0, |c| c.created_at),
     })
 }
 
-/// Pools a cluster names that do not exist.
-async fn missing_pool(server: &Server, pools: &[String]) -> ApiResult<Option<String>> {
+/// Whether every pool a cluster names exists.
+async fn pools_exist(server: &Server, pools: &[String]) -> ApiResult<bool> {
     for pool in pools {
         if server.store.pool(pool).await?.is_none() {
-            return Ok(Some(pool.clone()));
+            return Ok(false);
         }
     }
-    Ok(None)
+    Ok(true)
 }
 
 async fn cluster_event(server: &Arc<Server>, caller: &Identity, ip: &ClientIp, kind: &str, c: &ClusterRecord) -> ApiResult<crate::events::RunningEvent> {
@@ -295,11 +295,10 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, h
     if !name.is_empty() && server.store.cluster(&name).await?.is_some() {
         return Err(ApiError::conflict("cluster already exists"));
     }
-    if let Some(pool) = missing_pool(&server, input.pools.as_deref().unwrap_or_default()).await? {
-        tracing::debug!(pool, "cluster names an unknown pool");
+    if !pools_exist(&server, input.pools.as_deref().unwrap_or_default()).await? {
         return Err(ApiError::not_found("Pool does not exist."));
     }
-    let cluster = checked(&server, input, None, 0).await?;
+    let cluster = checked(&server, input, None)?;
     let event = cluster_event(&server, &caller, &ip, "cluster.create", &cluster).await?;
     let result = server.store.add_cluster(&cluster).await.map_err(|e| match e {
         StoreError::Conflict(m) => ApiError::conflict(m),
@@ -313,10 +312,10 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
     caller.require("cluster.update", &[])?;
     let input = cluster_input(&headers, &body)?;
     let existing = server.store.cluster(&name).await?.ok_or_else(|| ApiError::not_found("cluster not found"))?;
-    if missing_pool(&server, input.pools.as_deref().unwrap_or_default()).await?.is_some() {
+    if !pools_exist(&server, input.pools.as_deref().unwrap_or_default()).await? {
         return Err(ApiError::bad_request("Pool does not exist."));
     }
-    let cluster = checked(&server, input, Some(&name), existing.created_at.max(1)).await?;
+    let cluster = checked(&server, input, Some(&existing))?;
     let event = cluster_event(&server, &caller, &ip, "cluster.update", &cluster).await?;
     let result = async {
         if !server.store.update_cluster(&cluster).await? {
