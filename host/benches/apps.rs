@@ -19,27 +19,12 @@
 
 mod common;
 
-use common::{CONNECTIONS, GENERATOR_THREADS, Load, MEASURE, Target, Torii, WARMUP, free_port, micros, multipart};
+use common::{CONNECTIONS, GENERATOR_THREADS, Load, MEASURE, Target, Torii, WARMUP, deploy, free_port, micros};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const HELLO: &str = env!("TORII_GUEST_APP_HELLO");
-
-async fn deploy(t: &Torii, app: &str, bytes: &[u8]) {
-    let (ct, body) = multipart(bytes);
-    let res = t
-        .client
-        .post(format!("{}/1.0/apps/{app}/deploy", t.base))
-        .bearer_auth(&t.token)
-        .header("content-type", ct)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let text = res.text().await.unwrap();
-    assert!(text.ends_with("\nOK\n"), "deploy {app}: {text}");
-}
 
 /// One GET through the router; the status.
 async fn get(client: &reqwest::Client, t: &Torii, app: &str) -> u16 {

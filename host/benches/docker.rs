@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{CONNECTIONS, Load, MEASURE, Target, Torii, WARMUP, free_port, micros, nginx_binary};
+use common::{CONNECTIONS, Load, MEASURE, Nginx, Target, Torii, WARMUP, micros, nginx_binary};
 use reqwest::Method;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,38 +49,17 @@ fn row(name: &str, l: &Load) {
     println!("{:<40} {:>10.0} {:>10} {:>10}", name, l.rps(), micros(l.percentile(0.5)), micros(l.percentile(0.99)));
 }
 
-/// nginx on a free loopback port proxying to `backend`, as a reverse proxy
-/// is set up for production: two workers (the machine's cores), keep-alive
-/// to clients. Killed on drop.
-struct Nginx {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    fn start(bin: &str, backend: &str) -> Nginx {
-        let dir = tempfile::TempDir::new().unwrap();
-        let port = free_port();
-        let conf = format!(
+/// nginx proxying to `backend`, as a reverse proxy is set up for
+/// production: two workers (the machine's cores), keep-alive to clients.
+fn nginx_proxy(bin: &str, backend: &str) -> Nginx {
+    Nginx::start(bin, |port, d| {
+        format!(
             "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
                upstream app {{ server {backend}; keepalive 32; }}\n\
-               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      proxy_set_header X-Forwarded-For $remote_addr;\n    }}\n  }}\n}}\n",
-            d = dir.path().display()
-        );
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, conf).unwrap();
-        let child = Command::new(bin).arg("-c").arg(&path).arg("-p").arg(dir.path()).stderr(Stdio::null()).spawn().unwrap();
-        Nginx { child, port, _dir: dir }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
+               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      proxy_set_header X-Forwarded-For $remote_addr;\n    }}\n  }}\n}}\n"
+        )
+    })
 }
 
 async fn wait_answering(addr: std::net::SocketAddr, host: &str) {
@@ -142,7 +121,7 @@ async fn main() {
     let router = common::load(&Target { addr: torii.router, path: "/".into(), host: host.clone(), token: None }).await;
     let nginx = match nginx_binary() {
         Some(bin) => {
-            let n = Nginx::start(&bin, &unit);
+            let n = nginx_proxy(&bin, &unit);
             let addr: std::net::SocketAddr = format!("127.0.0.1:{}", n.port).parse().unwrap();
             wait_answering(addr, &host).await;
             let l = common::load(&Target { addr, path: "/".into(), host: host.clone(), token: None }).await;

@@ -14,56 +14,23 @@
 
 mod common;
 
-use common::{GENERATOR_THREADS, Load, Target, Torii, free_port, load_on_with, micros, nginx_binary, process_cpu};
-use std::process::{Command, Stdio};
+use common::{GENERATOR_THREADS, Load, Nginx, Target, Torii, load_on_with, micros, nginx_binary, process_cpu};
 use std::time::{Duration, Instant};
 
 const HELLO: &str = env!("TORII_GUEST_APP_HELLO");
 const BACKENDS: &str = env!("TORII_GUEST_TEST_HTTP_BACKENDS");
 const ROUNDS: usize = 3;
 
-/// One nginx with one worker on a free loopback port; `location` is its
-/// only location's body. Stopped on drop.
-struct Nginx {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    fn start(bin: &str, upstream: &str, location: &str) -> Nginx {
-        let dir = tempfile::TempDir::new().unwrap();
-        let port = free_port();
-        let conf = format!(
+/// One nginx with one worker; `location` is its only location's body.
+fn nginx(bin: &str, upstream: &str, location: &str) -> Nginx {
+    Nginx::start(bin, |port, d| {
+        format!(
             "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 4096; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
                keepalive_requests 10000000;\n  keepalive_timeout 300s;\n  {upstream}\n\
-               server {{\n    listen 127.0.0.1:{port} reuseport;\n    location / {{\n      {location}\n    }}\n  }}\n}}\n",
-            d = dir.path().display()
-        );
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, conf).unwrap();
-        let child = Command::new(bin).arg("-c").arg(&path).arg("-p").arg(dir.path()).stderr(Stdio::null()).spawn().unwrap();
-        Nginx { child, port, _dir: dir }
-    }
-
-    fn addr(&self) -> std::net::SocketAddr {
-        format!("127.0.0.1:{}", self.port).parse().unwrap()
-    }
-
-    /// The worker's pid (nginx's master forks it).
-    fn worker(&self) -> u32 {
-        let pid = self.child.id();
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        children.split_whitespace().next().and_then(|p| p.parse().ok()).expect("nginx has a worker")
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
+               server {{\n    listen 127.0.0.1:{port} reuseport;\n    location / {{\n      {location}\n    }}\n  }}\n}}\n"
+        )
+    })
 }
 
 async fn wait_answering(target: &Target) {
@@ -107,14 +74,14 @@ fn row(name: &str, threads: usize, connections: usize, l: &Load, cpu: &str) {
 
 #[tokio::main]
 async fn main() {
-    let Some(nginx) = nginx_binary() else {
+    let Some(bin) = nginx_binary() else {
         println!("router vs nginx: skipped (nginx not installed; apt-get install nginx-light)");
         return;
     };
-    let backend = Nginx::start(&nginx, "", "return 200 \"hello\\n\";");
+    let backend = nginx(&bin, "", "return 200 \"hello\\n\";");
     let upstream = format!("upstream app {{ server 127.0.0.1:{}; keepalive 64; keepalive_requests 10000000; }}", backend.port);
-    let proxy = Nginx::start(
-        &nginx,
+    let proxy = nginx(
+        &bin,
         &upstream,
         "proxy_pass http://app;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      \
          proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Forwarded-Host $host;\n      proxy_set_header X-Forwarded-Proto $scheme;",
@@ -131,18 +98,7 @@ async fn main() {
     torii.post("/1.0/pools", &[("name", "outside"), ("provisioner", "outside")]).await;
     torii.post("/1.0/apps", &[("name", "proxied"), ("teamOwner", "bench"), ("pool", "outside")]).await;
     let hello = std::fs::read(HELLO).unwrap();
-    let (content_type, body) = common::multipart(&hello);
-    let res = torii
-        .client
-        .post(format!("{}/1.0/apps/proxied/deploy", torii.base))
-        .bearer_auth(&torii.token)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let text = res.text().await.unwrap();
-    assert!(text.ends_with("\nOK\n"), "{text}");
+    common::deploy(&torii, "proxied", &hello).await;
 
     let direct = Target { addr: backend.addr(), path: "/".into(), host: "proxied.apps.bench".into(), token: None };
     let through_nginx = Target { addr: proxy.addr(), ..direct.clone() };

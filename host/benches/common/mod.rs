@@ -166,6 +166,61 @@ pub fn multipart(file: &[u8]) -> (String, Vec<u8>) {
     ("multipart/form-data; boundary=B".into(), body)
 }
 
+/// Deploys `bytes` (a component) to `app` as the root user; panics unless
+/// the deploy ends OK.
+pub async fn deploy(t: &Torii, app: &str, bytes: &[u8]) {
+    let (ct, body) = multipart(bytes);
+    let res = t
+        .client
+        .post(format!("{}/1.0/apps/{app}/deploy", t.base))
+        .bearer_auth(&t.token)
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let text = res.text().await.unwrap();
+    assert!(text.ends_with("\nOK\n"), "deploy {app}: {text}");
+}
+
+/// An nginx on a free loopback port, run from the nginx.conf that `conf`
+/// writes for that port and a directory of its own (pid, logs, temp
+/// files); stopped on drop.
+pub struct Nginx {
+    pub child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start(bin: &str, conf: impl FnOnce(u16, &str) -> String) -> Nginx {
+        let dir = tempfile::TempDir::new().unwrap();
+        let port = free_port();
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf(port, &dir.path().display().to_string())).unwrap();
+        let child = Command::new(bin).arg("-c").arg(&path).arg("-p").arg(dir.path()).stderr(Stdio::null()).spawn().unwrap();
+        Nginx { child, port, _dir: dir }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+
+    /// Its first worker's pid (nginx's master forks them).
+    pub fn worker(&self) -> u32 {
+        let pid = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        children.split_whitespace().next().and_then(|p| p.parse().ok()).expect("nginx has a worker")
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
 /// nginx (`NGINX`, else Debian's), when installed.
 pub fn nginx_binary() -> Option<String> {
     let candidates = [std::env::var("NGINX").ok(), Some("nginx".into()), Some("/usr/sbin/nginx".into())];
