@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-const GUESTS: &[&str] = &["auth_native", "auth_saml", "provisioner_wasm", "provisioner_docker", "router_embedded", "router_api", "router_caddy", "service_tsuru", "service_osb", "iaas_inventory", "iaas_ec2", "test_chaos", "test_http_backends", "app_hello", "app_echo_env", "app_burn", "app_hog", "app_fetch"];
+const GUESTS: &[&str] = &["auth_native", "auth_saml", "provisioner_wasm", "provisioner_docker", "provisioner_swarm", "router_embedded", "router_api", "router_caddy", "service_tsuru", "service_osb", "iaas_inventory", "iaas_ec2", "test_chaos", "test_http_backends", "app_hello", "app_echo_env", "app_burn", "app_hog", "app_fetch"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -99,6 +99,9 @@ pub const WASM_PROVISIONER: &str = "wasm";
 pub const DOCKER_PROVISIONER: &str = "docker";
 /// Call deadline of the implicit `docker` entry (image builds are long).
 const DOCKER_TIMEOUT_MS: u64 = 900_000;
+/// The built-in `provisioner-swarm` plugin: container apps as services of
+/// the Docker Swarm cluster (`/1.3/provisioner/clusters`) serving the pool.
+pub const SWARM_PROVISIONER: &str = "swarm";
 
 /// The built-in router (plugin `router-embedded`): its plugin entry, its
 /// type and the name of the router in the catalogue. An entry of this name
@@ -451,7 +454,7 @@ impl PluginKind {
         use Capability::*;
         match self {
             PluginKind::AuthScheme | PluginKind::Iaas | PluginKind::ServiceBroker => &[Log, Kv, Http],
-            PluginKind::Provisioner => &[Log, Kv, AppRuntime, Containers, Http],
+            PluginKind::Provisioner => &[Log, Kv, AppRuntime, Containers, Swarm, Http],
             PluginKind::Router => &[Log, Kv, Proxy, Http],
         }
     }
@@ -472,6 +475,8 @@ pub enum Capability {
     AppRuntime,
     Proxy,
     Containers,
+    /// Docker Swarm calls on the clusters serving the pools it provisions.
+    Swarm,
     /// Outbound HTTP (`wasi:http/outgoing-handler`) to what `[plugin.outbound] allow` names.
     Http,
 }
@@ -484,6 +489,7 @@ impl Capability {
             Capability::AppRuntime => "app-runtime",
             Capability::Proxy => "proxy",
             Capability::Containers => "containers",
+            Capability::Swarm => "swarm",
             Capability::Http => "http",
         }
     }
@@ -711,6 +717,7 @@ pub const BUILTIN_PLUGINS: &[(&str, PluginKind)] = &[
     ("auth-saml", PluginKind::AuthScheme),
     ("provisioner-wasm", PluginKind::Provisioner),
     ("provisioner-docker", PluginKind::Provisioner),
+    ("provisioner-swarm", PluginKind::Provisioner),
     ("router-embedded", PluginKind::Router),
     ("router-api", PluginKind::Router),
     ("router-caddy", PluginKind::Router),
@@ -748,7 +755,7 @@ impl Config {
     /// provisioner and `embedded` router) and checks cross-key rules.
     fn complete(&mut self) -> Result<(), ConfigError> {
         // (entry name, kind, built-in plugin, grants, call deadline), each unless declared.
-        let implicit: [(&str, PluginKind, &str, &[Capability], Option<u64>); 4] = [
+        let implicit: [(&str, PluginKind, &str, &[Capability], Option<u64>); 5] = [
             (WASM_PROVISIONER, PluginKind::Provisioner, "provisioner-wasm", &[Capability::Log, Capability::AppRuntime], None),
             // Its calls create, start and build containers: minutes, not seconds.
             (
@@ -758,6 +765,8 @@ impl Config {
                 &[Capability::Log, Capability::AppRuntime, Capability::Containers],
                 Some(DOCKER_TIMEOUT_MS),
             ),
+            // Its calls wait for rolling updates of every task.
+            (SWARM_PROVISIONER, PluginKind::Provisioner, "provisioner-swarm", &[Capability::Log, Capability::Kv, Capability::Swarm], Some(DOCKER_TIMEOUT_MS)),
             (EMBEDDED_ROUTER, PluginKind::Router, "router-embedded", &[Capability::Log, Capability::Proxy], None),
             ("native", PluginKind::AuthScheme, "auth-native", &[Capability::Log, Capability::Kv], None),
         ];
@@ -1010,10 +1019,22 @@ impl Config {
         self.plugin.iter().any(|p| p.name == name && p.capabilities.contains(&Capability::Containers))
     }
 
+    /// Whether the provisioner entry `name` runs apps on Swarm clusters (is
+    /// granted `swarm`): its pools take a cluster, and it is healed.
+    pub fn uses_clusters(&self, name: &str) -> bool {
+        self.plugin.iter().any(|p| p.name == name && p.capabilities.contains(&Capability::Swarm))
+    }
+
+    /// Whether the provisioner entry `name` runs containers (on nodes or on
+    /// a cluster): it runs images, not components.
+    pub fn runs_containers(&self, name: &str) -> bool {
+        self.uses_nodes(name) || self.uses_clusters(name)
+    }
+
     /// Whether the provisioner entry `name` runs components in the host's
     /// app runtime and no containers (as the `wasm` one does).
     pub fn runs_components(&self, name: &str) -> bool {
-        self.plugin.iter().any(|p| p.name == name && p.capabilities.contains(&Capability::AppRuntime) && !p.capabilities.contains(&Capability::Containers))
+        self.plugin.iter().any(|p| p.name == name && p.capabilities.contains(&Capability::AppRuntime)) && !self.runs_containers(name)
     }
 
     /// What the apps of `pool` may reach (`[[pool_policy]] outbound`).
@@ -1059,6 +1080,7 @@ mod tests {
             [
                 ("wasm", PluginKind::Provisioner),
                 ("docker", PluginKind::Provisioner),
+                ("swarm", PluginKind::Provisioner),
                 ("embedded", PluginKind::Router),
                 ("native", PluginKind::AuthScheme),
                 ("tsuru", PluginKind::ServiceBroker),
@@ -1066,12 +1088,15 @@ mod tests {
             ]
         );
         // The brokers reach public addresses only, within bounds.
-        let tsuru = &c.plugin[4];
+        let tsuru = &c.plugin[5];
         assert_eq!(tsuru.outbound.as_ref().map(|o| o.allow.clone()), Some(vec!["https://*:*".to_string(), "http://*:*".to_string()]));
         assert_eq!(tsuru.timeout_ms, Some(SERVICE_BROKER_TIMEOUT_MS));
         assert_eq!((c.services.api_plugin.as_str(), c.services.broker_plugin.as_str()), ("tsuru", "osb"));
         let docker = &c.plugin[1];
         assert_eq!((docker.timeout_ms, docker.capabilities.contains(&Capability::Containers)), (Some(DOCKER_TIMEOUT_MS), true));
+        let swarm = &c.plugin[2];
+        assert_eq!(swarm.capabilities, [Capability::Log, Capability::Kv, Capability::Swarm].into_iter().collect());
+        assert!(c.uses_clusters("swarm") && c.runs_containers("swarm") && !c.uses_nodes("swarm") && !c.runs_components("swarm"));
         assert_eq!(c.pools.default_provisioner, "wasm");
     }
 

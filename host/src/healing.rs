@@ -1,6 +1,7 @@
 //! Unit healing: every `[healing] interval_secs`, each app of a pool whose
-//! provisioner runs units on nodes (is granted `containers`) is handed to
-//! its provisioner's `reconcile`, which replaces dead or missing units. Every
+//! provisioner runs units on nodes or on a Swarm (is granted `containers` or
+//! `swarm`) is handed to its provisioner's `reconcile`, which replaces dead
+//! or missing units (or, on a Swarm, reports the tasks Swarm replaced). Every
 //! repair becomes a finished `healer` event on the new unit (`/1.3/healing`
 //! lists them).
 //!
@@ -182,7 +183,9 @@ pub async fn round(server: &Arc<Server>) -> usize {
             continue;
         }
         let name = server.config.pool_provisioner(&pool.provisioner);
-        let Some(provisioner) = server.provisioners.get(name).filter(|_| server.config.uses_nodes(name)) else { continue };
+        let Some(provisioner) = server.provisioners.get(name).filter(|_| server.config.uses_nodes(name) || server.config.uses_clusters(name)) else {
+            continue;
+        };
         let apps = server.store.app_names_where(AppColumn::Pool, &pool.name).await.unwrap_or_default();
         for app in apps {
             let Ok(Some(view)) = server.store.app_view(&app).await else { continue };

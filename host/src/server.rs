@@ -91,6 +91,7 @@ pub fn builtin_plugin(name: &str) -> Option<&'static [u8]> {
         "auth-saml" => Some(include_bytes!(env!("TORII_GUEST_AUTH_SAML"))),
         "provisioner-wasm" => Some(include_bytes!(env!("TORII_GUEST_PROVISIONER_WASM"))),
         "provisioner-docker" => Some(include_bytes!(env!("TORII_GUEST_PROVISIONER_DOCKER"))),
+        "provisioner-swarm" => Some(include_bytes!(env!("TORII_GUEST_PROVISIONER_SWARM"))),
         "router-embedded" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_EMBEDDED"))),
         "router-api" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_API"))),
         "router-caddy" => Some(include_bytes!(env!("TORII_GUEST_ROUTER_CADDY"))),
@@ -232,7 +233,10 @@ impl Server {
                 catalog: apps.clone(),
                 units: units.clone(),
                 default_provisioner: config.pools.default_provisioner.clone(),
-                docker: entry.capabilities.contains(&crate::config::Capability::Containers).then(|| docker.clone()),
+                docker: [crate::config::Capability::Containers, crate::config::Capability::Swarm]
+                    .iter()
+                    .any(|c| entry.capabilities.contains(c))
+                    .then(|| docker.clone()),
             };
             let pool = plugin_pool::<ProvisionerWorld>(&engine, &config, entry, &store, Some(runtime)).await?;
             plugins.insert(entry.name.clone(), pool.clone());

@@ -194,8 +194,8 @@ async fn a_plugin_built_against_another_contract_version_is_refused_naming_both(
     let err = format!("{:#}", Server::build(Config::parse(&toml).unwrap()).await.err().expect("refused"));
     assert_eq!(
         err,
-        "plugin \"old\" was built against torii:plugin@0.1.0, but this torii speaks torii:plugin@0.6.0: \
-         rebuild it with the plugin SDK of torii:plugin@0.6.0"
+        "plugin \"old\" was built against torii:plugin@0.1.0, but this torii speaks torii:plugin@0.7.0: \
+         rebuild it with the plugin SDK of torii:plugin@0.7.0"
     );
 }
 

@@ -34,7 +34,7 @@ fn base_image() -> String {
 }
 
 /// `docker build` on `node` from a Dockerfile alone (no context).
-fn build(node: &str, tag: &str, dockerfile: &str) {
+pub(crate) fn build(node: &str, tag: &str, dockerfile: &str) {
     use std::io::Write;
     let mut child = Command::new("docker")
         .args(["-H", node, "build", "-q", "-t", tag, "-"])
@@ -63,7 +63,7 @@ fn tag(node: &str, image: &str, name: &str) {
 }
 
 /// An image serving `text` with busybox httpd on port 8888.
-fn httpd_dockerfile(text: &str) -> String {
+pub(crate) fn httpd_dockerfile(text: &str) -> String {
     format!(
         "FROM {}\nRUN mkdir -p /www && echo '{text}' > /www/index.html\nEXPOSE 8888\nCMD [\"httpd\", \"-f\", \"-p\", \"8888\", \"-h\", \"/www\"]\n",
         base_image()
@@ -105,7 +105,7 @@ pub(crate) fn unique(prefix: &str, b: Backend) -> String {
 }
 
 /// The messages of an x-json-stream, joined.
-fn stream_text(body: &str) -> String {
+pub(crate) fn stream_text(body: &str) -> String {
     body.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter_map(|v| v["Message"].as_str().map(str::to_string)).collect()
 }
 

@@ -30,6 +30,7 @@ mod routers;
 mod saml;
 pub(crate) mod services;
 mod shell;
+mod swarm;
 mod teams;
 mod tokens;
 mod users;

@@ -132,10 +132,10 @@ async fn compiled_plugins_are_cached_by_content_hash() {
         v.sort();
         v
     };
-    // The built-in plugins: the native auth scheme, the wasm and docker
-    // provisioners, the embedded router and the tsuru and osb brokers.
+    // The built-in plugins: the native auth scheme, the wasm, docker and
+    // swarm provisioners, the embedded router and the tsuru and osb brokers.
     let first = entries();
-    assert_eq!(first.len(), 6, "{first:?}");
+    assert_eq!(first.len(), 7, "{first:?}");
     for entry in &first {
         let name = entry.file_name().unwrap().to_string_lossy().to_string();
         // <sha256 of the component>-<engine compatibility hash>.cwasm
@@ -160,7 +160,7 @@ backends! {
         // Listed with where they come from, what they speak and how they do.
         let list = t.req("GET", "/torii/v1/plugins").admin().send().await.json();
         let names: Vec<&str> = list.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["docker", "embedded", "native", "osb", "tsuru", "wasm"], "{list}");
+        assert_eq!(names, ["docker", "embedded", "native", "osb", "swarm", "tsuru", "wasm"], "{list}");
         let native = list.as_array().unwrap().iter().find(|p| p["name"] == "native").unwrap().clone();
         let builtin_digest = native["digest"].as_str().unwrap().to_string();
         assert_eq!(builtin_digest.len(), 64);

@@ -92,7 +92,9 @@ async fn provisioners(State(server): AppState, Caller(caller): Caller) -> ApiRes
         .provisioners
         .keys()
         .map(|name| {
-            let help = if server.config.uses_nodes(name) {
+            let help = if server.config.uses_clusters(name) {
+                "Runs the apps of the cluster's pools as services of its Docker Swarm (addresses: its managers, unix:///path/docker.sock or tcp://host:port)."
+            } else if server.config.uses_nodes(name) {
                 "Runs the apps of the cluster's pools as containers on its Docker engine (addresses: unix:///path/docker.sock or tcp://host:port)."
             } else {
                 "Runs apps in torii's own WebAssembly runtime: its clusters name the pools it serves and take no engine."

@@ -140,7 +140,10 @@ async fn forward<'a>(
         done.push(Done::LeftOld { by: from });
     }
 
-    let routes = routes_of(after, applied.routes).map_err(|e| ApiError::bad_request(format!("provisioner {:?}: {e}", to.name())))?;
+    let nodes = cluster_nodes(server, to, &after.app.pool, &applied.routes).await;
+    let routes = nodes
+        .and_then(|nodes| routes_of(after, applied.routes, &nodes))
+        .map_err(|e| ApiError::bad_request(format!("provisioner {:?}: {e}", to.name())))?;
     server.store.set_routes(&app, &routes).await?;
     done.push(Done::Routed);
     after.routes = routes;
@@ -214,9 +217,19 @@ async fn state_of(server: &Server, d: &Desired) -> ApiResult<AppState> {
     Ok(app_state(&view))
 }
 
+/// Where routes of `p`'s apps in `pool` may send traffic besides loopback:
+/// the nodes of `p`'s Swarm cluster serving the pool, looked up only when a
+/// route names an address off loopback.
+async fn cluster_nodes(server: &Server, p: &Provisioner, pool: &str, routes: &[Route]) -> Result<Vec<std::net::IpAddr>, String> {
+    if !server.config.uses_clusters(p.name()) || !routes.iter().any(|r| crate::plugin::capabilities::off_loopback(&r.addresses)) {
+        return Ok(Vec::new());
+    }
+    crate::plugin::capabilities::swarm::node_ips(&server.docker, &server.store, p.name(), pool).await
+}
+
 /// The routes a provisioner answered, checked: versions and processes the
-/// app has, HTTP backends only on loopback.
-fn routes_of(d: &Desired, routes: Vec<Route>) -> Result<Vec<RouteRecord>, String> {
+/// app has, HTTP backends only on loopback or on `nodes`.
+fn routes_of(d: &Desired, routes: Vec<Route>, nodes: &[std::net::IpAddr]) -> Result<Vec<RouteRecord>, String> {
     let mut records = Vec::with_capacity(routes.len());
     for r in routes {
         let Some(v) = d.version(i64::from(r.version)) else {
@@ -225,7 +238,7 @@ fn routes_of(d: &Desired, routes: Vec<Route>) -> Result<Vec<RouteRecord>, String
         if !v.has_process(&r.process) {
             return Err(format!("version {} of app {:?} has no process {:?}", r.version, d.app.name, r.process));
         }
-        crate::plugin::capabilities::check_loopback(&r.addresses)?;
+        crate::plugin::capabilities::check_backends(&r.addresses, nodes)?;
         records.push(RouteRecord {
             version: v.version,
             process: r.process,

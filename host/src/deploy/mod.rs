@@ -611,7 +611,7 @@ pub async fn package(server: &Server, provisioner: &Provisioner, app: &crate::st
 /// taken to run what they were given.
 pub fn runs(server: &Server, provisioner: &Provisioner, artifact: &str) -> bool {
     let name = provisioner.name();
-    if server.config.uses_nodes(name) {
+    if server.config.runs_containers(name) {
         !Blobs::is_digest(artifact)
     } else if server.config.runs_components(name) {
         Blobs::is_digest(artifact)

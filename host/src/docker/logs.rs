@@ -3,7 +3,8 @@
 //! in the last [`FRESH_SECS`], else from now) and writes what
 //! arrived every [`FLUSH_EVERY`], one INSERT per batch, under the unit's name.
 //! A task ends with its container (or its engine connection); following a
-//! container twice is one follow.
+//! container twice is one follow. Swarm tasks are followed the same way,
+//! through their cluster's manager.
 
 use crate::store::Store;
 use bollard::Docker;
@@ -43,14 +44,41 @@ impl Followers {
 
     /// Starts following `id` unless it is followed already.
     pub fn follow(&self, client: Docker, address: &str, id: &str, app: &str, unit: &str) {
-        let key = key(address, id);
+        let (id, unit) = (id.to_string(), unit.to_string());
+        self.spawn(key(address, &id), app, move |inner, app| async move {
+            let since = since(&client, &id).await;
+            let options = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).since(since).build();
+            copy(&inner, client.logs(&id, Some(options)), &app, &unit).await;
+        });
+    }
+
+    /// Starts following Swarm task `task` of the cluster at `address`
+    /// (through its manager) unless it is followed already; its lines go
+    /// under the task's id.
+    pub fn follow_task(&self, client: Docker, address: &str, task: &str, created_ms: u64, app: &str) {
+        let task = task.to_string();
+        self.spawn(key(address, &task), app, move |inner, app| async move {
+            let created = i64::try_from(created_ms / 1000).unwrap_or(0);
+            let now = chrono::Utc::now().timestamp();
+            let since = i32::try_from(if now - created <= FRESH_SECS { created } else { now }).unwrap_or(0);
+            let options = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).since(since).build();
+            copy(&inner, client.task_logs(&task, Some(options)), &app, &task).await;
+        });
+    }
+
+    /// Runs `follow` for `key` unless it runs already; `key` is free again when it ends.
+    fn spawn<F, Fut>(&self, key: String, app: &str, follow: F)
+    where
+        F: FnOnce(Arc<Inner>, String) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         if !self.inner.following.lock().unwrap().insert(key.clone()) {
             return;
         }
         let inner = self.inner.clone();
-        let (id, app, unit) = (id.to_string(), app.to_string(), unit.to_string());
+        let running = follow(inner.clone(), app.to_string());
         tokio::spawn(async move {
-            copy(&inner, &client, &id, &app, &unit).await;
+            running.await;
             inner.following.lock().unwrap().remove(&key);
         });
     }
@@ -65,7 +93,9 @@ fn key(address: &str, id: &str) -> String {
     format!("{address} {id}")
 }
 
-async fn copy(inner: &Inner, client: &Docker, id: &str, app: &str, unit: &str) {
+/// Where a container's output is followed from: its start when it started
+/// in the last [`FRESH_SECS`], else now.
+async fn since(client: &Docker, id: &str) -> i32 {
     let now = chrono::Utc::now().timestamp();
     let started = client
         .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
@@ -78,9 +108,17 @@ async fn copy(inner: &Inner, client: &Docker, id: &str, app: &str, unit: &str) {
         Some(t) if now - t <= FRESH_SECS => t,
         _ => now,
     };
-    let since = i32::try_from(since).unwrap_or(0);
-    let options = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).since(since).build();
-    let mut stream = client.logs(id, Some(options));
+    i32::try_from(since).unwrap_or(0)
+}
+
+/// Copies a log stream into `app`'s log under `unit`, in batches.
+async fn copy(
+    inner: &Inner,
+    stream: impl futures_util::Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>>,
+    app: &str,
+    unit: &str,
+) {
+    let mut stream = std::pin::pin!(stream);
     let mut pending = String::new();
     let mut batch: Vec<(i64, String, String, String)> = Vec::new();
     let mut tick = tokio::time::interval(FLUSH_EVERY);

@@ -8,6 +8,7 @@
 
 pub mod logs;
 pub mod nodecontainers;
+pub mod swarm;
 pub mod terminal;
 
 use bollard::Docker;
@@ -423,6 +424,10 @@ impl Engines {
 
     pub async fn image(&self, address: &str, image: &str) -> Result<Option<ImageInfo>, EngineError> {
         let client = self.client(address).await?;
+        self.image_with(&client, address, image).await
+    }
+
+    async fn image_with(&self, client: &Docker, address: &str, image: &str) -> Result<Option<ImageInfo>, EngineError> {
         let i = match self.bounded(address, "inspect image", client.inspect_image(image)).await? {
             Ok(i) => i,
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),

@@ -30,7 +30,7 @@ pub const CONTRACT_PACKAGE: &str = "torii:plugin";
 /// The contract version this host speaks. Every incompatible change to
 /// `wit/` bumps it; a plugin built against another version is refused at
 /// load with both versions named.
-pub const CONTRACT_VERSION: &str = "0.6.0";
+pub const CONTRACT_VERSION: &str = "0.7.0";
 
 /// One name of a component's imports or exports in the `torii:plugin`
 /// package: its interface and version (empty when unversioned).
@@ -138,6 +138,7 @@ mod tests {
         ("0.4.0", "ddfaf1ec0d6123f2dc63065db7426339e15f45330ab59fa05a137a5b299317fd"),
         ("0.5.0", "812fe1509411b7eb4763d05979afa39b45d72fcb7fd5762a3b78ad90e69c6ad9"),
         ("0.6.0", "bed1d52996c825b29e2bb0de9aa924ca86066916725066b417cbe294a23a7b23"),
+        ("0.7.0", "ec25d3c28f5367a8bb01309516cd4d413d0fa11d6b948b9e6f1a54dd3c0e2fa9"),
     ];
 
     /// sha256 over `wit/*.wit` by file name, each without comments, blank

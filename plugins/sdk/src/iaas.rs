@@ -11,8 +11,8 @@ pub mod bindings {
         export_macro_name: "__export_iaas_world",
         default_bindings_module: "torii_plugin_sdk::iaas::bindings",
         with: {
-            "torii:plugin/log@0.6.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::log,
-            "torii:plugin/kv@0.6.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::kv,
+            "torii:plugin/log@0.7.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::log,
+            "torii:plugin/kv@0.7.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::kv,
         },
     });
 }

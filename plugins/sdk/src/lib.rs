@@ -9,7 +9,7 @@
 //!
 //! The WIT bindings are generated here and stay here: plugin crates never see
 //! wit-bindgen. Host capabilities are plain functions: [`log`], [`kv`],
-//! [`app_runtime`], [`containers`], [`proxy`], and outbound HTTP in [`http`].
+//! [`app_runtime`], [`containers`], [`swarm`], [`proxy`], and outbound HTTP in [`http`].
 //! A call to a capability the plugin's entry does not grant traps in the
 //! host (an outbound request fails instead, with the reason), and the host
 //! reports it naming the plugin. Built natively (not for `wasm32`), `kv`,
@@ -50,6 +50,7 @@ pub mod log;
 pub mod provisioner;
 pub mod proxy;
 pub mod router;
+pub mod swarm;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 pub mod time;

@@ -9,10 +9,11 @@ pub mod bindings {
         export_macro_name: "__export_provisioner_world",
         default_bindings_module: "torii_plugin_sdk::provisioner::bindings",
         with: {
-            "torii:plugin/log@0.6.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::log,
-            "torii:plugin/kv@0.6.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::kv,
-            "torii:plugin/app-runtime@0.6.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::app_runtime,
-            "torii:plugin/containers@0.6.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::containers,
+            "torii:plugin/log@0.7.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::log,
+            "torii:plugin/kv@0.7.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::kv,
+            "torii:plugin/app-runtime@0.7.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::app_runtime,
+            "torii:plugin/containers@0.7.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::containers,
+            "torii:plugin/swarm@0.7.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::swarm,
         },
     });
 }

@@ -12,9 +12,9 @@ pub mod bindings {
         export_macro_name: "__export_router_world",
         default_bindings_module: "torii_plugin_sdk::router::bindings",
         with: {
-            "torii:plugin/log@0.6.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::log,
-            "torii:plugin/kv@0.6.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::kv,
-            "torii:plugin/proxy@0.6.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::proxy,
+            "torii:plugin/log@0.7.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::log,
+            "torii:plugin/kv@0.7.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::kv,
+            "torii:plugin/proxy@0.7.0": torii_plugin_sdk::capabilities::bindings::torii::plugin::proxy,
         },
     });
 }

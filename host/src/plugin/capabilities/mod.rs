@@ -7,6 +7,7 @@ mod containers;
 mod kv;
 mod log;
 mod proxy;
+pub mod swarm;
 
 use crate::config::Capability;
 use crate::plugin::PluginState;
@@ -38,16 +39,22 @@ impl PluginState {
 }
 
 /// `Ok` when every address is `127.0.0.1:<port>` (or another loopback
-/// address): backends named by plugins are on this machine's loopback, so
-/// app traffic never leaves it.
-/// Every address a loopback socket address with a port: where the data
-/// plane may send app traffic.
-pub(crate) fn check_loopback(addresses: &[String]) -> Result<(), String> {
-    let loopback = |a: &String| matches!(a.parse::<std::net::SocketAddr>(), Ok(a) if a.ip().is_loopback() && a.port() != 0);
-    match addresses.iter().find(|a| !loopback(a)) {
-        Some(bad) => Err(format!("backend address {bad:?} is not a loopback address with a port, such as 127.0.0.1:8000")),
+/// address), or on one of `nodes` (the nodes of the app's Swarm cluster):
+/// where the data plane may send app traffic. Backends named by plugins are
+/// on this machine's loopback or on the cluster an operator registered, so
+/// app traffic never goes anywhere else.
+pub(crate) fn check_backends(addresses: &[String], nodes: &[std::net::IpAddr]) -> Result<(), String> {
+    let allowed = |a: &String| matches!(a.parse::<std::net::SocketAddr>(), Ok(a) if a.port() != 0 && (a.ip().is_loopback() || nodes.contains(&a.ip())));
+    match addresses.iter().find(|a| !allowed(a)) {
+        Some(bad) if nodes.is_empty() => Err(format!("backend address {bad:?} is not a loopback address with a port, such as 127.0.0.1:8000")),
+        Some(bad) => Err(format!("backend address {bad:?} is neither a loopback address nor on a node of the app's cluster, with a port")),
         None => Ok(()),
     }
+}
+
+/// Whether any of `addresses` is off loopback (only a cluster's node may then take it).
+pub(crate) fn off_loopback(addresses: &[String]) -> bool {
+    addresses.iter().any(|a| !a.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback()))
 }
 
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<PluginState>) -> wasmtime::Result<()> {

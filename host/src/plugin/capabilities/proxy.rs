@@ -1,6 +1,7 @@
 //! `proxy`: the host's proxy table, for router plugins. A plugin writes only
 //! for routers of its own type (the router's type names the plugin entry),
-//! only for existing apps, and only HTTP backends on the loopback interface.
+//! only for existing apps, and only HTTP backends on the loopback interface
+//! or on the cluster nodes the app's recorded routes name.
 
 use super::bindings::torii::plugin::proxy::{Backend, Host};
 use crate::config::Capability;
@@ -19,12 +20,13 @@ async fn serves(host: &HostCtx, router: &str) -> Result<(), String> {
 }
 
 /// The backends as the table keeps them; `Err` for an address off the
-/// loopback interface.
-fn checked(backends: Vec<Backend>) -> Result<Vec<ProxyBackend>, String> {
+/// loopback interface that is not on a node the app's routes name (the host
+/// checked those against the app's cluster when it recorded them).
+fn checked(backends: Vec<Backend>, nodes: &[std::net::IpAddr]) -> Result<Vec<ProxyBackend>, String> {
     backends
         .into_iter()
         .map(|b| {
-            super::check_loopback(&b.addresses)?;
+            super::check_backends(&b.addresses, nodes)?;
             Ok(ProxyBackend { version: i64::from(b.version), addresses: b.addresses, weight: b.weight })
         })
         .collect()
@@ -37,17 +39,17 @@ impl Host for PluginState {
         if let Err(e) = serves(&host, &router).await {
             return Ok(Err(e));
         }
-        match host.store.app_view(&app).await {
-            Ok(Some(_)) => {}
+        let nodes: Vec<std::net::IpAddr> = match host.store.app_view(&app).await {
+            Ok(Some(view)) => view.routes.iter().flat_map(|r| &r.addresses).filter_map(|a| a.parse::<std::net::SocketAddr>().ok()).map(|a| a.ip()).collect(),
             Ok(None) => return Ok(Err(format!("no app {app:?}"))),
             Err(e) => return Ok(Err(e.to_string())),
-        }
+        };
         let hosts: Vec<String> = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
         // `*.example.com` serves every name directly under example.com.
         if let Some(bad) = hosts.iter().find(|h| !crate::routers::valid_domain(h.strip_prefix("*.").unwrap_or(h))) {
             return Ok(Err(format!("{bad:?} is not a host name")));
         }
-        let backends = match checked(backends) {
+        let backends = match checked(backends, &nodes) {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };

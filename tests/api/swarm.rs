@@ -1,0 +1,209 @@
+//! Apps on a real three-node Docker Swarm (the `swarm` provisioner): a
+//! cluster for the pool, image deploys as services whose tasks Swarm spreads
+//! over the nodes, the router proxying to each task's port on its node,
+//! scaling, a roll that loses no request, rollback and removal.
+//!
+//! Needs the swarm `.ci/swarm start` forms (`TORII_TEST_SWARM_MANAGER`,
+//! `TORII_TEST_SWARM_NODES`); without it the tests say so and pass, unless
+//! `TORII_TEST_REQUIRE_SWARM=1` (as in CI).
+
+use crate::docker::{stream_errors, stream_text, unique};
+use crate::support::{Options, TestServer, backends};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokio::sync::OnceCell;
+
+struct Swarm {
+    manager: String,
+    nodes: Vec<String>,
+}
+
+fn swarm() -> Option<Swarm> {
+    match (std::env::var("TORII_TEST_SWARM_MANAGER"), std::env::var("TORII_TEST_SWARM_NODES")) {
+        (Ok(manager), Ok(nodes)) if !manager.is_empty() && !nodes.is_empty() => {
+            Some(Swarm { manager, nodes: nodes.split(',').map(str::to_string).collect() })
+        }
+        _ => {
+            if std::env::var("TORII_TEST_REQUIRE_SWARM").as_deref() == Ok("1") {
+                panic!("TORII_TEST_REQUIRE_SWARM=1 but TORII_TEST_SWARM_MANAGER is not set");
+            }
+            eprintln!("swarm tests not run: TORII_TEST_SWARM_MANAGER is not set (.ci/run sets it)");
+            None
+        }
+    }
+}
+
+/// The swarm is shared: its tests run one at a time.
+static SWARM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static IMAGES: OnceCell<()> = OnceCell::const_new();
+
+/// `torii-test/httpd:1` and `:2` on every node (images are not pulled).
+async fn images(nodes: &[String]) {
+    IMAGES
+        .get_or_init(|| async {
+            let nodes = nodes.to_vec();
+            tokio::task::spawn_blocking(move || {
+                for node in &nodes {
+                    crate::docker::build(node, "torii-test/httpd:1", &crate::docker::httpd_dockerfile("hello from v1"));
+                    crate::docker::build(node, "torii-test/httpd:2", &crate::docker::httpd_dockerfile("hello from v2"));
+                }
+            })
+            .await
+            .unwrap();
+        })
+        .await;
+}
+
+/// `docker -H manager args…`, its output lines.
+fn docker(manager: &str, args: &[&str]) -> Vec<String> {
+    let out = Command::new("docker").args(["-H", manager]).args(args).output().expect("docker CLI");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// The app's services on the swarm.
+fn services(manager: &str, app: &str) -> Vec<String> {
+    docker(manager, &["service", "ls", "--filter", &format!("label=torii.app={app}"), "--format", "{{.Name}}"])
+}
+
+/// The nodes running tasks of `service` now.
+fn task_nodes(manager: &str, service: &str) -> Vec<String> {
+    docker(manager, &["service", "ps", service, "--filter", "desired-state=running", "--format", "{{.Node}} {{.CurrentState}}"])
+        .into_iter()
+        .filter(|l| l.contains("Running"))
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn units(info: &Value) -> Vec<Value> {
+    info["units"].as_array().cloned().unwrap_or_default()
+}
+
+backends! {
+    async fn swarm_apps_run_as_services_behind_the_router(b) {
+        let Some(swarm) = swarm() else { return };
+        let _one = SWARM.lock().await;
+        images(&swarm.nodes).await;
+        let t = TestServer::start_with(Options::new(b)).await;
+        t.team("t1").await;
+        let pool = unique("sw", b);
+        t.req("POST", "/1.0/pools").admin().form(&[("name", pool.as_str()), ("provisioner", "swarm")]).send().await.expect(201, "");
+        let app = unique("web", b);
+        let host = format!("{app}.apps.test");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", app.as_str()), ("teamOwner", "t1"), ("pool", pool.as_str())]).send().await.expect_status(201);
+        let deploy = async |image: &str| t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("image", image)]).send().await;
+
+        // No cluster serves the pool yet: the deploy says what to do.
+        let r = deploy("torii-test/httpd:1").await;
+        assert!(r.body.contains(&format!("pool {pool:?} has no \"swarm\" cluster: add one with POST /1.3/provisioner/clusters")), "{}", r.body);
+        assert!(!r.body.ends_with("\nOK\n"), "{}", r.body);
+        // What the swarm provisioner cannot deploy is refused before anything runs.
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("dockerfile", "FROM scratch\n")]).send().await;
+        assert!(r.body.contains("the swarm provisioner cannot deploy from \"dockerfile\""), "{}", r.body);
+
+        let cluster = json!({"name": format!("c-{pool}"), "provisioner": "swarm", "addresses": [swarm.manager], "pools": [pool]});
+        t.req("POST", "/1.3/provisioner/clusters").admin().raw("application/json", cluster.to_string()).send().await.expect(200, "");
+        let providers = t.req("GET", "/1.7/provisioner").admin().send().await.json();
+        let help = providers.as_array().unwrap().iter().find(|p| p["name"] == "swarm").map(|p| p["cluster_help"]["provisioner_help"].clone());
+        assert!(help.is_some_and(|h| h.as_str().unwrap().contains("Docker Swarm")), "{providers}");
+
+        // An image the nodes lack: refused, nothing recorded.
+        let r = deploy("torii-test/absent:9").await;
+        assert!(r.body.contains("image \"torii-test/absent:9\" is not on the cluster's manager"), "{}", r.body);
+        assert_eq!(t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json()["deploys"], 0);
+
+        // An image deploy: a service, its task reached through the router.
+        let r = deploy("torii-test/httpd:1").await;
+        assert!(r.body.contains(&format!(" ---> Created service {app}-web-v1 [web: 1]")) && r.body.ends_with("\nOK\n"), "{}", r.body);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+        let service = format!("{app}-web-v1");
+        assert_eq!(services(&swarm.manager, &app), vec![service.clone()]);
+
+        // Three units: Swarm spreads them over the three nodes; each is a
+        // task torii lists with its node and address.
+        let r = t.req("PUT", &format!("/1.0/apps/{app}/units")).admin().form(&[("units", "2"), ("process", "web")]).send().await;
+        assert!(stream_errors(&r.body).is_empty() && stream_text(&r.body).contains(&format!("Scaled service {service} [web: 1 -> 3]")), "{}", r.body);
+        let info = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json();
+        let listed = units(&info);
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        for u in &listed {
+            assert_eq!((u["Status"].as_str(), u["ProcessName"].as_str(), u["Version"].as_i64()), (Some("started"), Some("web"), Some(1)), "{u}");
+            assert_eq!(u["Address"]["Scheme"], "http");
+        }
+        let mut on = task_nodes(&swarm.manager, &service);
+        on.sort();
+        on.dedup();
+        assert_eq!(on.len(), 3, "the tasks are spread over the three nodes: {on:?}");
+        for _ in 0..12 {
+            assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+        }
+
+        // Scale to 6 and back to 2.
+        let r = t.req("PUT", &format!("/1.0/apps/{app}/units")).admin().form(&[("units", "3"), ("process", "web")]).send().await;
+        assert!(stream_errors(&r.body).is_empty() && stream_text(&r.body).contains("web: 3 -> 6"), "{}", r.body);
+        assert_eq!(units(&t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json()).len(), 6);
+        let r = t.req("DELETE", &format!("/1.0/apps/{app}/units?units=4&process=web")).admin().send().await;
+        assert!(stream_errors(&r.body).is_empty() && stream_text(&r.body).contains("web: 6 -> 2"), "{}", r.body);
+        assert_eq!(units(&t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json()).len(), 2);
+        for _ in 0..8 {
+            assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+        }
+
+        // An env change rolls the tasks; a client looping through the
+        // router meanwhile sees no failed request.
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let client = {
+            let (url, host, stop, sent, failed) = (t.router_url(), host.clone(), stop.clone(), sent.clone(), failed.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = match http.get(format!("{url}/")).header("host", &host).send().await {
+                        Ok(r) => r.status() == 200 && r.text().await.is_ok_and(|t| t == "hello from v1\n"),
+                        Err(_) => false,
+                    };
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if !ok {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        let before: Vec<String> = units(&t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json()).iter().map(|u| u["ID"].to_string()).collect();
+        let r = t.req("POST", &format!("/1.0/apps/{app}/env")).admin().json(json!({"envs": [{"name": "GREETING", "value": "hi"}]})).send().await;
+        assert!(stream_errors(&r.body).is_empty() && stream_text(&r.body).contains(&format!("Rolling service {service} onto its new spec")), "{}", r.body);
+        // The old tasks drain after the roll: keep the client on until they are gone.
+        tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+        stop.store(true, Ordering::Relaxed);
+        client.await.unwrap();
+        let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+        assert!(sent > 50, "the client looped through the roll: {sent} requests");
+        assert_eq!(failed, 0, "{failed} of {sent} requests failed during the roll");
+        let after = units(&t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json());
+        assert_eq!(after.len(), 2);
+        assert!(after.iter().all(|u| !before.contains(&u["ID"].to_string())), "every task was replaced: {before:?} {after:?}");
+        let env = docker(&swarm.manager, &["service", "inspect", &service, "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}"]).join("");
+        assert!(env.contains("\"GREETING=hi\"") && env.contains("\"PORT=8888\""), "{env}");
+
+        // A second version, then a rollback: each version is a service of its own.
+        let r = deploy("torii-test/httpd:2").await;
+        assert!(r.body.ends_with("\nOK\n") && r.body.contains(&format!("Removed service {service}")), "{}", r.body);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v2\n".into()));
+        assert_eq!(services(&swarm.manager, &app), vec![format!("{app}-web-v2")]);
+        let r = t.req("POST", &format!("/1.0/apps/{app}/deploy/rollback")).admin().form(&[("image", "v1")]).send().await;
+        assert!(stream_errors(&r.body).is_empty() && stream_text(&r.body).contains(&format!("Removed service {app}-web-v2")), "{}", r.body);
+        assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+        assert_eq!(services(&swarm.manager, &app), vec![service.clone()]);
+
+        // What the swarm provisioner does not do yet says so.
+        let r = t.req("POST", &format!("/1.0/apps/{app}/run")).admin().form(&[("command", "true"), ("once", "true")]).send().await;
+        assert!(r.status.as_u16() == 400 && r.body.contains("does not run commands in tasks yet"), "{} {}", r.status, r.body);
+
+        // Removal leaves no service.
+        t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await.expect_status(200);
+        assert_eq!(services(&swarm.manager, &app), Vec::<String>::new());
+        t.stop().await;
+    }
+}
