@@ -287,11 +287,15 @@ pub struct HealingConfig {
     /// node add died with its process) is destroyed. Above the longest
     /// wait for an engine (`WaitTO`, at most an hour).
     pub orphan_machine_secs: u64,
+    /// Seconds between rounds for the apps of provisioners whose cluster
+    /// heals itself (Swarm): torii only follows the tasks it moved, so its
+    /// routes should not lag; 0 leaves them to the `interval_secs` rounds.
+    pub follow_interval_secs: u64,
 }
 
 impl Default for HealingConfig {
     fn default() -> Self {
-        HealingConfig { interval_secs: 30, node_max_failures: 3, orphan_machine_secs: 3900 }
+        HealingConfig { interval_secs: 30, node_max_failures: 3, orphan_machine_secs: 3900, follow_interval_secs: 5 }
     }
 }
 

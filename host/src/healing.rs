@@ -31,13 +31,47 @@ pub const HEALER: &str = "healer";
 /// The pool setting kind of the node healing config (`/1.2/healing/node`).
 pub const SETTING: &str = "healing";
 
-/// Starts the rounds; they end when the server is gone.
-pub fn start(server: Weak<Server>, every: Duration) {
-    crate::server::rounds(server, every, |server| Box::pin(async move {
+/// Starts the rounds; they end when the server is gone. With `follow`, the
+/// apps on clusters that heal themselves (Swarm) get rounds of their own
+/// that often.
+pub fn start(server: Weak<Server>, every: Duration, follow: Option<Duration>) {
+    async fn heal(server: Arc<Server>, which: Healed) {
         let replaced = nodes_round(&server).await;
-        let repaired = round(&server).await;
+        let repaired = round(&server, which).await;
         server.metrics.healing_repairs(repaired + replaced);
-    }));
+    }
+    if follow.is_some() {
+        crate::server::rounds(server.clone(), every, |server| Box::pin(heal(server, Healed::OnNodes)));
+    } else {
+        crate::server::rounds(server.clone(), every, |server| Box::pin(heal(server, Healed::All)));
+    }
+    if let Some(follow) = follow {
+        crate::server::rounds(server, follow, |server| Box::pin(async move {
+            let repaired = round(&server, Healed::OnClusters).await;
+            server.metrics.healing_repairs(repaired);
+        }));
+    }
+}
+
+/// Whose apps a round reconciles.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Healed {
+    /// Of provisioners that run units on nodes (`containers`).
+    OnNodes,
+    /// Of provisioners whose cluster heals itself (`swarm`).
+    OnClusters,
+    All,
+}
+
+impl Healed {
+    fn takes(self, server: &Server, provisioner: &str) -> bool {
+        let (nodes, clusters) = (server.config.uses_nodes(provisioner), server.config.uses_clusters(provisioner));
+        match self {
+            Healed::OnNodes => nodes,
+            Healed::OnClusters => clusters,
+            Healed::All => nodes || clusters,
+        }
+    }
 }
 
 /// How long a new machine's engine may take to answer.
@@ -164,7 +198,7 @@ async fn record_node(server: &Arc<Server>, node: &crate::store::NodeRecord, crea
 }
 
 /// One pass over the apps of node-running provisioners; the repairs made.
-pub async fn round(server: &Arc<Server>) -> usize {
+pub async fn round(server: &Arc<Server>, which: Healed) -> usize {
     let mut repaired = 0;
     let pools = match server.store.pools().await {
         Ok(p) => p,
@@ -183,9 +217,7 @@ pub async fn round(server: &Arc<Server>) -> usize {
             continue;
         }
         let name = server.config.pool_provisioner(&pool.provisioner);
-        let Some(provisioner) = server.provisioners.get(name).filter(|_| server.config.uses_nodes(name) || server.config.uses_clusters(name)) else {
-            continue;
-        };
+        let Some(provisioner) = server.provisioners.get(name).filter(|_| which.takes(server, name)) else { continue };
         let apps = server.store.app_names_where(AppColumn::Pool, &pool.name).await.unwrap_or_default();
         for app in apps {
             let Ok(Some(view)) = server.store.app_view(&app).await else { continue };

@@ -409,7 +409,8 @@ pub async fn start(server: Arc<Server>, listener: Option<TcpListener>) -> anyhow
         crate::iaas::autoscale::start(Arc::downgrade(&server), Duration::from_secs(server.config.node_autoscale.run_interval_secs));
     }
     if server.config.healing.interval_secs > 0 {
-        crate::healing::start(Arc::downgrade(&server), Duration::from_secs(server.config.healing.interval_secs));
+        let follow = server.config.healing.follow_interval_secs;
+        crate::healing::start(Arc::downgrade(&server), Duration::from_secs(server.config.healing.interval_secs), (follow > 0).then(|| Duration::from_secs(follow)));
     }
     let app = crate::api::router(server.clone());
     let (tx, rx) = oneshot::channel::<()>();

@@ -17,13 +17,19 @@ use tokio::sync::OnceCell;
 
 struct Swarm {
     manager: String,
+    /// Each host's engine, then its address on the swarm's subnet.
     nodes: Vec<String>,
+    addresses: Vec<String>,
+    /// `.ci/swarm DIR`: kills and revives hosts.
+    ctl: Vec<String>,
 }
 
 fn swarm() -> Option<Swarm> {
-    match (std::env::var("TORII_TEST_SWARM_MANAGER"), std::env::var("TORII_TEST_SWARM_NODES")) {
-        (Ok(manager), Ok(nodes)) if !manager.is_empty() && !nodes.is_empty() => {
-            Some(Swarm { manager, nodes: nodes.split(',').map(str::to_string).collect() })
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match (var("TORII_TEST_SWARM_MANAGER"), var("TORII_TEST_SWARM_NODES"), var("TORII_TEST_SWARM_ADDRESSES"), var("TORII_TEST_SWARM_CTL")) {
+        (Some(manager), Some(nodes), Some(addresses), Some(ctl)) => {
+            let list = |v: String| v.split(',').map(str::to_string).collect::<Vec<_>>();
+            Some(Swarm { manager, nodes: list(nodes), addresses: list(addresses), ctl: ctl.split_whitespace().map(str::to_string).collect() })
         }
         _ => {
             if std::env::var("TORII_TEST_REQUIRE_SWARM").as_deref() == Ok("1") {
@@ -77,6 +83,42 @@ fn task_nodes(manager: &str, service: &str) -> Vec<String> {
         .collect()
 }
 
+impl Swarm {
+    /// `.ci/swarm kill|revive DIR host`.
+    fn host(&self, what: &str, host: usize) {
+        let out = Command::new(&self.ctl[0]).arg(what).args(&self.ctl[1..]).arg(host.to_string()).output().expect(".ci/swarm");
+        assert!(out.status.success(), ".ci/swarm {what} {host}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Waits until every node of the swarm is ready again.
+    async fn all_ready(&self) {
+        for _ in 0..240 {
+            let ready = docker(&self.manager, &["node", "ls", "--format", "{{.Status}}"]).iter().filter(|s| *s == "Ready").count();
+            if ready == self.nodes.len() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        panic!("the swarm's nodes are not all ready again: {:?}", docker(&self.manager, &["node", "ls"]));
+    }
+}
+
+/// Removes an app's services when a test ends, passed or not (the swarm
+/// outlives the test).
+struct Leftovers<'a> {
+    manager: &'a str,
+    app: &'a str,
+}
+
+impl Drop for Leftovers<'_> {
+    fn drop(&mut self) {
+        let names = services(self.manager, self.app);
+        if !names.is_empty() {
+            let _ = Command::new("docker").args(["-H", self.manager, "service", "rm"]).args(&names).output();
+        }
+    }
+}
+
 fn units(info: &Value) -> Vec<Value> {
     info["units"].as_array().cloned().unwrap_or_default()
 }
@@ -86,12 +128,15 @@ backends! {
         let Some(swarm) = swarm() else { return };
         let _one = SWARM.lock().await;
         images(&swarm.nodes).await;
-        let t = TestServer::start_with(Options::new(b)).await;
+        let mut o = Options::new(b);
+        o.extra_toml = "[healing]\ninterval_secs = 30\nfollow_interval_secs = 2\n".into();
+        let t = TestServer::start_with(o).await;
         t.team("t1").await;
         let pool = unique("sw", b);
         t.req("POST", "/1.0/pools").admin().form(&[("name", pool.as_str()), ("provisioner", "swarm")]).send().await.expect(201, "");
         let app = unique("web", b);
         let host = format!("{app}.apps.test");
+        let _leftovers = Leftovers { manager: &swarm.manager, app: &app };
         t.req("POST", "/1.0/apps").admin().form(&[("name", app.as_str()), ("teamOwner", "t1"), ("pool", pool.as_str())]).send().await.expect_status(201);
         let deploy = async |image: &str| t.req("POST", &format!("/1.0/apps/{app}/deploy")).admin().form(&[("image", image)]).send().await;
 
@@ -139,6 +184,30 @@ backends! {
         for _ in 0..12 {
             assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
         }
+
+        // A worker dies with its engine: Swarm moves its task to the other
+        // nodes (once it counts the node down), and torii's units and routes
+        // follow within 30 s; no request fails meanwhile.
+        let (victim, dead) = (3, swarm.addresses[2].clone());
+        assert!(units(&info).iter().any(|u| u["HostAddr"] == dead.as_str()), "a unit runs on {dead}: {info}");
+        swarm.host("kill", victim);
+        let since = std::time::Instant::now();
+        loop {
+            assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
+            let listed = units(&t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json());
+            let routes = t.server().store.app_view(&app).await.unwrap().unwrap().routes.clone();
+            let routed: Vec<&String> = routes.iter().flat_map(|r| &r.addresses).collect();
+            let moved = listed.len() == 3 && listed.iter().all(|u| u["HostAddr"] != dead.as_str() && u["Status"] == "started");
+            if moved && routed.len() == 3 && routed.iter().all(|a| !a.starts_with(&format!("{dead}:"))) {
+                break;
+            }
+            assert!(since.elapsed() < std::time::Duration::from_secs(30), "units and routes still on the dead node after 30 s: {listed:?} {routed:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        let healed = t.req("GET", "/1.3/healing").admin().send().await.json();
+        assert!(healed.to_string().contains("Swarm replaced task"), "the move is a healing event: {healed}");
+        swarm.host("revive", victim);
+        swarm.all_ready().await;
 
         // Scale to 6 and back to 2.
         let r = t.req("PUT", &format!("/1.0/apps/{app}/units")).admin().form(&[("units", "3"), ("process", "web")]).send().await;

@@ -1,6 +1,8 @@
 //! HTTP backends: a version whose provisioner runs it outside the app
-//! runtime (containers publishing on 127.0.0.1) is proxied to one of its
-//! addresses, chosen at random, over keep-alive connections.
+//! runtime (containers publishing on 127.0.0.1, Swarm tasks on their nodes)
+//! is proxied to one of its addresses, chosen at random, over keep-alive
+//! connections; an address that takes no connection passes the request on
+//! to the next.
 //!
 //! Each data-plane thread keeps its own idle connections per backend
 //! address (no lock, no shared pool): a request takes one that is ready,
@@ -93,9 +95,17 @@ async fn connect(address: &str) -> Result<SendRequest<Incoming>, String> {
     Ok(sender)
 }
 
+/// Why a request did not get an answer from a backend.
+enum Failed {
+    /// No connection could be made: the request was not sent, and is here.
+    Unreached(String, hyper::Request<Incoming>),
+    /// The request was sent (or partly): it cannot be sent again.
+    Sent(String),
+}
+
 /// Sends `req` to `address` on a pooled connection, or a new one; a pooled
 /// connection the backend closed before taking the request is replaced once.
-async fn send(address: &str, req: hyper::Request<Incoming>) -> Result<hyper::Response<Incoming>, String> {
+async fn send(address: &str, req: hyper::Request<Incoming>) -> Result<hyper::Response<Incoming>, Failed> {
     let mut req = req;
     let pooled = POOL.with_borrow_mut(|pool| pool.take(address));
     if let Some(mut sender) = pooled {
@@ -106,12 +116,15 @@ async fn send(address: &str, req: hyper::Request<Incoming>) -> Result<hyper::Res
             }
             Err(mut e) => match e.take_message() {
                 Some(unsent) => req = unsent,
-                None => return Err(cause(e.error())),
+                None => return Err(Failed::Sent(cause(e.error()))),
             },
         }
     }
-    let mut sender = connect(address).await?;
-    let response = sender.send_request(req).await.map_err(|e| cause(&e))?;
+    let mut sender = match connect(address).await {
+        Ok(sender) => sender,
+        Err(e) => return Err(Failed::Unreached(e, req)),
+    };
+    let response = sender.send_request(req).await.map_err(|e| Failed::Sent(cause(&e)))?;
     POOL.with_borrow_mut(|pool| pool.put(address, sender));
     Ok(response)
 }
@@ -124,9 +137,12 @@ pub struct Origin {
 }
 
 /// Sends `req` to one of `backend`'s addresses and streams its answer back;
-/// a backend that cannot be reached is a 502 naming it.
+/// an address that takes no connection (a unit that just went) is left for
+/// the next one, at most [`TRIES`] in all, as the request was not sent; a
+/// backend that cannot be reached is a 502 naming it.
 pub async fn forward(app: &str, backend: &ProxyBackend, origin: Origin, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
-    let address = &backend.addresses[rand::random::<usize>() % backend.addresses.len()];
+    let count = backend.addresses.len();
+    let first = rand::random::<usize>() % count;
     let (mut parts, body) = req.into_parts();
     // A request in absolute form may carry its host in the target alone.
     if !parts.headers.contains_key(hyper::header::HOST)
@@ -149,15 +165,30 @@ pub async fn forward(app: &str, backend: &ProxyBackend, origin: Origin, req: hyp
         parts.headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
     parts.headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(if origin.https { "https" } else { "http" }));
-    match send(address, hyper::Request::from_parts(parts, body)).await {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            hyper::Response::from_parts(parts, body.map_err(wasmtime_wasi_http::Error::Hyper).boxed_unsync())
-        }
-        Err(e) => plain(502, &format!("app {app} version {}: its backend {address} did not answer: {e}", backend.version)),
+    let mut req = hyper::Request::from_parts(parts, body);
+    let mut tried = 0;
+    loop {
+        let address = &backend.addresses[(first + tried) % count];
+        tried += 1;
+        let failure = match send(address, req).await {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                return hyper::Response::from_parts(parts, body.map_err(wasmtime_wasi_http::Error::Hyper).boxed_unsync());
+            }
+            Err(Failed::Unreached(e, unsent)) if tried < count.min(TRIES) => {
+                tracing::debug!(app, address, error = %e, "backend unreached, trying the next one");
+                req = unsent;
+                continue;
+            }
+            Err(Failed::Unreached(e, _) | Failed::Sent(e)) => e,
+        };
+        return plain(502, &format!("app {app} version {}: its backend {address} did not answer: {failure}", backend.version));
     }
 }
+
+/// Addresses a request is offered to at most.
+const TRIES: usize = 3;
 
 /// The innermost cause of a client error (hyper-util's own message is vague).
 fn cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -25,7 +25,7 @@
 //!   the last `apply` as repairs, and the host then applies again, so the
 //!   routes follow.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use torii_plugin_sdk::export_provisioner;
 use torii_plugin_sdk::kv;
 use torii_plugin_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Process, Provisioner, Repair, Route, Unit};
@@ -277,7 +277,8 @@ impl Swarm {
                 Some(_) => {}
             }
         }
-        let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let hostname = |id: &str| nodes.iter().find(|n| n.id == id).map(|n| n.hostname.clone()).unwrap_or_default();
+        let mut seen: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let mut addresses: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         for w in &wanted {
             let up = self.wait_up(pool, w)?;
@@ -294,7 +295,7 @@ impl Swarm {
                 swarm::follow_logs(pool, &w.spec.name, &desired.name)?;
                 lines.push(format!(" ---> {} [{}]: {} unit{} running\n", w.spec.name, w.process, up.len(), if up.len() == 1 { "" } else { "s" }));
             }
-            seen.insert(w.spec.name.clone(), up.into_iter().map(|t| t.id).collect());
+            seen.insert(w.spec.name.clone(), up.into_iter().map(|t| (t.id, hostname(&t.node_id))).collect());
         }
         // What no longer runs goes once the rest is up (its tasks drain).
         for s in existing.iter().filter(|s| !wanted.iter().any(|w| w.spec.name == s.spec.name)) {
@@ -422,21 +423,22 @@ impl Provisioner for Swarm {
     /// tasks running now that the last `apply` did not see are repairs,
     /// each paired with one it saw that no longer runs.
     fn reconcile(&self, desired: &AppState) -> Outcome<Vec<Repair>> {
-        let seen: BTreeMap<String, Vec<String>> = kv::get_json(&tasks_key(&desired.name))?.unwrap_or_default();
+        let seen: BTreeMap<String, BTreeMap<String, String>> = kv::get_json(&tasks_key(&desired.name))?.unwrap_or_default();
         let nodes = swarm::nodes(&desired.pool)?;
         let hostname = |id: &str| nodes.iter().find(|n| n.id == id).map(|n| n.hostname.clone()).unwrap_or_default();
         let mut repairs = Vec::new();
         for (s, tasks) in self.running(desired)? {
             let config = label(&s.spec.labels, LABEL_CONFIG);
-            let before: BTreeSet<&String> = seen.get(&s.spec.name).map(|ids| ids.iter().collect()).unwrap_or_default();
+            let empty = BTreeMap::new();
+            let before = seen.get(&s.spec.name).unwrap_or(&empty);
             let now: Vec<&Task> = tasks.iter().filter(|t| t.state == "running" && label(&t.labels, LABEL_CONFIG) == config).collect();
-            let mut gone = before.iter().filter(|id| !now.iter().any(|t| &&t.id == *id));
-            for t in now.iter().filter(|t| !before.contains(&t.id)) {
-                let (failing_unit, reason) = match gone.next() {
-                    Some(id) => ((*id).clone(), format!("Swarm replaced task {id} of service {}", s.spec.name)),
-                    None => (String::new(), format!("Swarm started task {} of service {}", t.id, s.spec.name)),
+            let mut gone = before.iter().filter(|(id, _)| !now.iter().any(|t| &t.id == *id));
+            for t in now.iter().filter(|t| !before.contains_key(&t.id)) {
+                let (failing_unit, failing_node, reason) = match gone.next() {
+                    Some((id, node)) => (id.clone(), node.clone(), format!("Swarm replaced task {id} of service {} (on {node})", s.spec.name)),
+                    None => (String::new(), String::new(), format!("Swarm started task {} of service {}", t.id, s.spec.name)),
                 };
-                repairs.push(Repair { failing_unit, failing_node: String::new(), created_unit: t.id.clone(), created_node: hostname(&t.node_id), reason });
+                repairs.push(Repair { failing_unit, failing_node, created_unit: t.id.clone(), created_node: hostname(&t.node_id), reason });
             }
         }
         Ok(repairs)
