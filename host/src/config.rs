@@ -3,7 +3,7 @@
 //! start-up with a message naming the key.
 
 use serde::Deserialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +35,38 @@ pub struct Config {
     pub plugin: Vec<PluginEntry>,
     /// Per-pool bounds on what its apps may do (`[[pool_policy]]`).
     pub pool_policy: Vec<PoolPolicy>,
+    /// What volumes (`/1.4/volumes`) may be made of (`[[volume_plan]]`).
+    pub volume_plan: Vec<VolumePlan>,
+}
+
+/// `[[volume_plan]]`: a kind of volume the apps of one provisioner's pools
+/// may mount, as the operator approves it: a Docker volume driver and its
+/// options, where `{volume}` stands for the volume's name (so each volume
+/// has storage of its own, e.g. `device = "/srv/volumes/{volume}"` with the
+/// `local` driver's bind options). Users name a plan; they never give
+/// driver options, so no one mounts a host path of their choice.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumePlan {
+    pub name: String,
+    /// The provisioner entry whose pools may use it (`docker`, `swarm`).
+    pub provisioner: String,
+    #[serde(default = "local_driver")]
+    pub driver: String,
+    /// Driver options.
+    #[serde(default)]
+    pub opt: BTreeMap<String, String>,
+}
+
+fn local_driver() -> String {
+    "local".into()
+}
+
+impl VolumePlan {
+    /// The driver options of volume `volume` of this plan.
+    pub fn options_for(&self, volume: &str) -> BTreeMap<String, String> {
+        self.opt.iter().map(|(k, v)| (k.clone(), v.replace("{volume}", volume))).collect()
+    }
 }
 
 /// `[[pool_policy]]`: what the apps of one pool may reach. Without an
@@ -635,6 +667,7 @@ impl Default for Config {
             autoscale: AutoscaleConfig::default(),
             node_autoscale: NodeAutoscaleConfig::default(),
             pool_policy: Vec::new(),
+            volume_plan: Vec::new(),
         }
     }
 }
@@ -807,6 +840,19 @@ impl Config {
                     memory_mb: None,
                     outbound: Some(OutboundConfig { allow: vec!["https://*:*".into(), "http://*:*".into()], ..OutboundConfig::default() }),
                 });
+            }
+        }
+        let mut plans = BTreeSet::new();
+        for (i, v) in self.volume_plan.iter().enumerate() {
+            let key = format!("volume_plan[{i}]");
+            if v.name.is_empty() || !v.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(invalid(format!("{key}.name"), "must be letters, digits, '-' or '_'"));
+            }
+            if !plans.insert((v.name.clone(), v.provisioner.clone())) {
+                return Err(invalid(format!("{key}.name"), format!("plan {:?} of provisioner {:?} is declared twice", v.name, v.provisioner)));
+            }
+            if v.driver.is_empty() {
+                return Err(invalid(format!("{key}.driver"), "names a Docker volume driver, such as \"local\""));
             }
         }
         let mut seen = BTreeSet::new();
@@ -1010,6 +1056,11 @@ impl Config {
     /// Router types: the names of the router plugin entries (`embedded` among them).
     pub fn router_types(&self) -> Vec<&str> {
         self.plugin.iter().filter(|p| p.kind == PluginKind::Router).map(|p| p.name.as_str()).collect()
+    }
+
+    /// The volume plans of provisioner entry `provisioner`.
+    pub fn volume_plans(&self, provisioner: &str) -> impl Iterator<Item = &VolumePlan> {
+        self.volume_plan.iter().filter(move |v| v.provisioner == provisioner)
     }
 
     pub fn provisioner_exists(&self, name: &str) -> bool {

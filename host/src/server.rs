@@ -237,6 +237,7 @@ impl Server {
                     .iter()
                     .any(|c| entry.capabilities.contains(c))
                     .then(|| docker.clone()),
+                volume_plans: config.volume_plans(&entry.name).cloned().collect(),
             };
             let pool = plugin_pool::<ProvisionerWorld>(&engine, &config, entry, &store, Some(runtime)).await?;
             plugins.insert(entry.name.clone(), pool.clone());

@@ -128,8 +128,16 @@ backends! {
         let Some(swarm) = swarm() else { return };
         let _one = SWARM.lock().await;
         images(&swarm.nodes).await;
+        // Volumes of plan "shared" live under this directory, one directory
+        // each (the operator's storage: every node sees it, as NFS would).
+        let storage = tempfile::tempdir().unwrap();
         let mut o = Options::new(b);
-        o.extra_toml = "[healing]\ninterval_secs = 30\nfollow_interval_secs = 2\n".into();
+        o.extra_toml = format!(
+            "[healing]\ninterval_secs = 30\nfollow_interval_secs = 2\n\
+             [[volume_plan]]\nname = \"shared\"\nprovisioner = \"swarm\"\ndriver = \"local\"\n\
+             [volume_plan.opt]\ntype = \"none\"\no = \"bind\"\ndevice = \"{}/{{volume}}\"\n",
+            storage.path().display()
+        );
         let t = TestServer::start_with(o).await;
         t.team("t1").await;
         let pool = unique("sw", b);
@@ -266,13 +274,46 @@ backends! {
         assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));
         assert_eq!(services(&swarm.manager, &app), vec![service.clone()]);
 
+        // A volume bound to the app: its tasks mount it (the app restarts),
+        // and what a unit wrote there is still served after every task was
+        // replaced.
+        let volume = format!("v{app}");
+        std::fs::create_dir(storage.path().join(&volume)).unwrap();
+        t.req("POST", "/1.4/volumes").admin()
+            .form(&[("Name", volume.as_str()), ("Pool", pool.as_str()), ("TeamOwner", "t1"), ("Plan.Name", "shared")])
+            .send().await.expect(201, "");
+        let r = t.req("POST", &format!("/1.4/volumes/{volume}/bind")).admin().form(&[("App", app.as_str()), ("MountPoint", "/www/data")]).send().await;
+        assert!(stream_errors(&r.body).is_empty() && stream_text(&r.body).contains(&format!("Rolling service {service} onto its new spec")), "{}", r.body);
+        let mounts = docker(&swarm.manager, &["service", "inspect", &service, "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Mounts}}"]).join("");
+        assert!(mounts.contains(&format!("\"Source\":\"torii-vol-{volume}\"")) && mounts.contains("\"Target\":\"/www/data\""), "{mounts}");
+        // A unit writes into it (through its container on its node).
+        let (node, task) = {
+            let line = docker(&swarm.manager, &["service", "ps", &service, "--no-trunc", "--filter", "desired-state=running", "--format", "{{.Node}} {{.ID}}"]).remove(0);
+            let (node, task) = line.split_once(' ').unwrap();
+            (node.to_string(), task.to_string())
+        };
+        let engine = &swarm.nodes[node.trim_start_matches("swarm-").parse::<usize>().unwrap() - 1];
+        let container = docker(engine, &["ps", "-q", "--filter", &format!("label=com.docker.swarm.task.id={task}")]).remove(0);
+        docker(engine, &["exec", &container, "sh", "-c", "echo kept > /www/data/note"]);
+        assert_eq!(t.app_get(&host, "/data/note").await, (200, "kept\n".into()));
+        let r = t.req("POST", &format!("/1.0/apps/{app}/env")).admin().json(json!({"envs": [{"name": "GREETING", "value": "hello"}]})).send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        for _ in 0..6 {
+            assert_eq!(t.app_get(&host, "/data/note").await, (200, "kept\n".into()));
+        }
+        let info = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json();
+        assert_eq!(info["volumeBinds"], json!([{"ID": {"App": app, "MountPoint": "/www/data", "Volume": volume}, "ReadOnly": false}]));
+        // Bound, it cannot go; unbound (without a restart), it can.
+        t.req("DELETE", &format!("/1.4/volumes/{volume}")).admin().send().await.expect_error(500, "cannot delete volume with existing binds");
+
         // What the swarm provisioner does not do yet says so.
         let r = t.req("POST", &format!("/1.0/apps/{app}/run")).admin().form(&[("command", "true"), ("once", "true")]).send().await;
         assert!(r.status.as_u16() == 400 && r.body.contains("does not run commands in tasks yet"), "{} {}", r.status, r.body);
 
-        // Removal leaves no service.
+        // Removal leaves no service, and no bind: the volume can go.
         t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await.expect_status(200);
         assert_eq!(services(&swarm.manager, &app), Vec::<String>::new());
+        t.req("DELETE", &format!("/1.4/volumes/{volume}")).admin().send().await.expect(200, "");
         t.stop().await;
     }
 }

@@ -37,6 +37,7 @@ mod roles;
 mod routers;
 mod certificates;
 mod clusters;
+mod volumes;
 mod service_instances;
 mod services;
 mod shell;
@@ -125,6 +126,7 @@ pub fn router(server: Arc<Server>) -> Router {
     let routes = nodes::routes(routes);
     let routes = iaas::routes(routes);
     let routes = clusters::routes(routes);
+    let routes = volumes::routes(routes);
     let routes = node_autoscale::routes(routes);
     let routes = nodecontainers::routes(routes);
     let routes = healing::routes(routes);

@@ -95,10 +95,15 @@ struct World {
     /// Registered services (brokers' are left out: listing pools does not
     /// wait on every broker's catalogue).
     services: Vec<String>,
+    /// The provisioner of pools that name none, and the volume plans of each provisioner.
+    default_provisioner: String,
+    volume_plans: Vec<(String, String)>,
 }
 
 async fn world(server: &Server) -> ApiResult<World> {
     Ok(World {
+        default_provisioner: server.config.pools.default_provisioner.clone(),
+        volume_plans: server.config.volume_plan.iter().map(|v| (v.provisioner.clone(), v.name.clone())).collect(),
         constraints: server.store.constraints().await?,
         teams: server.store.teams().await?.into_iter().map(|t| t.name).collect(),
         plans: server.store.plans().await?.into_iter().map(|p| p.name).collect(),
@@ -110,6 +115,8 @@ async fn world(server: &Server) -> ApiResult<World> {
 fn pool_json(w: &World, p: PoolRecord) -> PoolJson {
     let admitted = |field: &str, existing: &[String]| nil_if_empty(pools::admitted(&w.constraints, &p.name, field, existing));
     let teams = admitted("team", &w.teams);
+    let provisioner = crate::config::provisioner_or(&p.provisioner, &w.default_provisioner);
+    let volume_plans: Vec<String> = w.volume_plans.iter().filter(|(prov, _)| prov == provisioner).map(|(_, name)| name.clone()).collect();
     PoolJson {
         default: p.default,
         provisioner: p.provisioner.clone(),
@@ -117,11 +124,11 @@ fn pool_json(w: &World, p: PoolRecord) -> PoolJson {
         public: pools::is_public(&w.constraints, &p.name),
         allowed: AllowedJson {
             team: teams.clone(),
-            // Volume plans arrive with their area.
             router: admitted("router", &w.routers),
             service: admitted("service", &w.services),
             plan: admitted("plan", &w.plans),
-            volume_plan: None,
+            // The plans of the pool's provisioner it admits.
+            volume_plan: admitted("volume-plan", &volume_plans),
         },
         teams,
         name: p.name,

@@ -74,6 +74,55 @@ pub struct Spec {
     pub cpu_milli: u32,
     /// The log driver and its options (`/docker/logs`); `None`: the engine's default.
     pub log: Option<(String, BTreeMap<String, String>)>,
+    /// The app's volumes; nothing else is mounted.
+    pub mounts: Vec<VolumeMount>,
+}
+
+/// A torii volume (`/1.4/volumes`) mounted in a container or a service's
+/// tasks: Docker volume `source`, made by the engine with the plan's
+/// `driver` and `options` where it is first used.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
+}
+
+/// The Docker volume of torii volume `name`.
+pub fn volume_source(name: &str) -> String {
+    format!("torii-vol-{name}")
+}
+
+impl VolumeMount {
+    pub(crate) fn docker(&self) -> bollard::models::Mount {
+        bollard::models::Mount {
+            typ: Some(bollard::models::MountType::VOLUME),
+            source: Some(self.source.clone()),
+            target: Some(self.target.clone()),
+            read_only: Some(self.read_only),
+            volume_options: Some(bollard::models::MountVolumeOptions {
+                driver_config: Some(bollard::models::MountVolumeOptionsDriverConfig {
+                    name: Some(self.driver.clone()),
+                    options: Some(self.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn of(m: &bollard::models::Mount) -> VolumeMount {
+        let driver = m.volume_options.as_ref().and_then(|o| o.driver_config.as_ref());
+        VolumeMount {
+            source: m.source.clone().unwrap_or_default(),
+            target: m.target.clone().unwrap_or_default(),
+            read_only: m.read_only.unwrap_or(false),
+            driver: driver.and_then(|d| d.name.clone()).unwrap_or_default(),
+            options: driver.and_then(|d| d.options.clone()).unwrap_or_default().into_iter().collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +265,7 @@ impl Engines {
                 nano_cpus: (spec.cpu_milli > 0).then(|| i64::from(spec.cpu_milli) * 1_000_000),
                 log_config: spec.log.map(|(driver, opts)| bollard::models::HostConfigLogConfig { typ: Some(driver), config: Some(opts.into_iter().collect()) }),
                 privileged: Some(false),
+                mounts: (!spec.mounts.is_empty()).then(|| spec.mounts.iter().map(VolumeMount::docker).collect()),
                 ..Default::default()
             }),
             ..Default::default()

@@ -92,6 +92,7 @@ pub async fn ensure_on(engines: &Engines, name: &str, configs: &BTreeMap<String,
         memory: 0,
         cpu_milli: 0,
         log: None,
+        mounts: Vec::new(),
     };
     engines.run(&node.address, spec, false, engines.timeout).await.map_err(|e| format!("node container {name} on {}: {e}", node.address))?;
     Ok(Some(format!(" ---> node container {name} ({}) running on {}\n", wanted.image, node.address)))

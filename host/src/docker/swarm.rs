@@ -4,11 +4,12 @@
 //! A cluster's address is what an operator with `cluster.admin` named: a
 //! unix socket or a TCP endpoint, on any host (unlike a node's, which is on
 //! loopback). Every call is bounded by the engines' timeout. A service is
-//! made from a [`ServiceDef`]: no mounts, no privileges, no host network,
-//! its one port published in host mode on each task's node; it is rolled
-//! start-first and rolled back by Swarm when a new task fails.
+//! made from a [`ServiceDef`]: no mounts but its app's volumes, no
+//! privileges, no host network, its one port published in host mode on each
+//! task's node; it is rolled start-first and rolled back by Swarm when a new
+//! task fails.
 
-use super::{EngineError, Engines, OWNER_LABEL, docker_error};
+use super::{EngineError, Engines, OWNER_LABEL, VolumeMount, docker_error};
 use bollard::Docker;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, Limit, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
@@ -50,6 +51,7 @@ pub struct ServiceDef {
     pub constraints: Vec<String>,
     pub stop_grace_secs: u32,
     pub force_update: u64,
+    pub mounts: Vec<VolumeMount>,
 }
 
 /// A service as the manager knows it.
@@ -134,6 +136,7 @@ impl ServiceDef {
                     command: (!self.cmd.is_empty()).then(|| self.cmd.clone()),
                     env: Some(env),
                     stop_grace_period: Some(i64::from(self.stop_grace_secs) * 1_000_000_000),
+                    mounts: (!self.mounts.is_empty()).then(|| self.mounts.iter().map(VolumeMount::docker).collect()),
                     ..Default::default()
                 }),
                 resources: Some(TaskSpecResources { limits: Some(limits), ..Default::default() }),
@@ -209,6 +212,7 @@ impl ServiceDef {
             constraints: task.placement.and_then(|p| p.constraints).unwrap_or_default(),
             stop_grace_secs: (container.stop_grace_period.unwrap_or(0).max(0) / 1_000_000_000).min(i64::from(u32::MAX)) as u32,
             force_update: task.force_update.unwrap_or(0),
+            mounts: container.mounts.unwrap_or_default().iter().map(VolumeMount::of).collect(),
         }
     }
 }
@@ -432,6 +436,13 @@ mod tests {
             constraints: vec!["node.labels.pool==a".into()],
             stop_grace_secs: 30,
             force_update: 2,
+            mounts: vec![VolumeMount {
+                source: "torii-vol-data".into(),
+                target: "/data".into(),
+                read_only: true,
+                driver: "local".into(),
+                options: BTreeMap::from([("o".to_string(), "bind".to_string())]),
+            }],
         };
         let spec = def.spec("swarm");
         assert_eq!(spec.labels.as_ref().unwrap().get(OWNER_LABEL).map(String::as_str), Some("swarm"));

@@ -48,8 +48,10 @@ pub struct AppsHost {
     pub units: Arc<crate::dataplane::units::Units>,
     /// The provisioner of pools that name none (`[pools] default_provisioner`).
     pub default_provisioner: String,
-    /// Docker engines, for provisioners granted `containers`.
+    /// Docker engines, for provisioners granted `containers` or `swarm`.
     pub docker: Option<Arc<crate::docker::Engines>>,
+    /// The volume plans of this provisioner (`[[volume_plan]]`).
+    pub volume_plans: Vec<crate::config::VolumePlan>,
 }
 
 /// The data of one plugin instance's store.

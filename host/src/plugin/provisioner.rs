@@ -24,7 +24,7 @@ mod bindings {
 }
 
 pub use bindings::exports::torii::plugin::provisioner::{
-    Applied, AppState, AppVersion, EnvVar, Error as Refusal, Process, ProcessStatus, Repair, Route, ShellTarget, Unit, UnitUsage,
+    Applied, AppState, AppVersion, EnvVar, Error as Refusal, Process, ProcessStatus, Repair, Route, ShellTarget, Unit, UnitUsage, VolumeBind,
 };
 
 /// Why a provisioner call did not succeed: the plugin failed, or it
@@ -97,6 +97,11 @@ pub fn app_state(view: &AppView) -> AppState {
         plan_cpu_milli: u32::try_from(view.cpu_milli()).unwrap_or(0),
         env: view.runtime_env().into_iter().map(|(name, value, public)| EnvVar { name, value, public }).collect(),
         versions: view.versions.iter().map(|v| app_version(v.version, &v.digest, &v.processes, v.routable, v.weight)).collect(),
+        volumes: view
+            .volume_binds
+            .iter()
+            .map(|b| VolumeBind { volume: b.volume.clone(), mount_point: b.mount_point.clone(), read_only: b.read_only })
+            .collect(),
     }
 }
 

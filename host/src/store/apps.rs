@@ -157,6 +157,7 @@ fn app_view(row: &AnyRow) -> StoreResult<AppView> {
         certificates: Vec::new(),
         routes: Vec::new(),
         binds: Vec::new(),
+        volume_binds: Vec::new(),
         from_binds: FromBinds::default(),
     })
 }
@@ -179,6 +180,8 @@ pub struct AppView {
     pub routes: Vec<RouteRecord>,
     /// The service instances bound to the app, with the variables each gave.
     pub binds: Vec<super::BindRecord>,
+    /// Where the app mounts volumes.
+    pub volume_binds: Vec<super::VolumeBindRecord>,
     /// What `binds` give, worked out once: a view is not changed once made,
     /// and requests read these on the data plane's path.
     pub from_binds: FromBinds,
@@ -341,6 +344,7 @@ impl Store {
                 view.certificates = self.certificates(name).await?;
                 view.routes = self.routes(name).await?;
                 view.binds = self.binds_of_app(name).await?;
+                view.volume_binds = self.volume_binds_of_app(name).await?;
                 Some(Arc::new(view))
             }
         };
@@ -371,6 +375,7 @@ impl Store {
         let mut certificates = by_app(self.all_certificates().await?);
         let mut routes = by_app(self.all_routes().await?);
         let mut binds = by_app(self.all_bind_records().await?.into_iter().map(|b| (b.app.clone(), b)));
+        let mut volume_binds = by_app(self.all_volume_binds().await?.into_iter().map(|b| (b.app.clone(), b)));
         let views = rows
             .iter()
             .map(|r| {
@@ -381,6 +386,7 @@ impl Store {
                 view.certificates = certificates.remove(&view.app.name).unwrap_or_default();
                 view.routes = routes.remove(&view.app.name).unwrap_or_default();
                 view.binds = binds.remove(&view.app.name).unwrap_or_default();
+                view.volume_binds = volume_binds.remove(&view.app.name).unwrap_or_default();
                 Ok(Arc::new(view))
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -416,6 +422,7 @@ impl Store {
         sqlx::query("DELETE FROM app_teams WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM service_binds WHERE app = $1").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM service_unit_binds WHERE app = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM volume_binds WHERE app = $1").bind(name).execute(&mut *tx).await?;
         super::roles::forget_bindings_on(&mut tx, "app", name).await?;
         let done = sqlx::query("DELETE FROM apps WHERE name = $1").bind(name).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {

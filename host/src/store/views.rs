@@ -297,6 +297,7 @@ mod tests {
             certificates: vec![],
             routes: vec![],
             binds: vec![],
+            volume_binds: vec![],
             from_binds: Default::default(),
         })
     }

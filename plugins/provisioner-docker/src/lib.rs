@@ -413,6 +413,7 @@ impl Docker {
             port: None,
             memory: desired.plan_memory,
             cpu_milli: desired.plan_cpu_milli,
+            mounts: mounts(desired),
         };
         let id = containers::create(&node, &spec)?;
         Ok((node, id, lines))
@@ -474,6 +475,8 @@ impl Docker {
     fn spec_parts(&self, desired: &AppState, image: &str, process: &str, cmd: &[String], port: u16) -> Vec<String> {
         let mut parts = vec![image.to_string(), cmd.join("\u{1}"), desired.plan_memory.to_string(), desired.plan_cpu_milli.to_string()];
         parts.extend(self.env(desired, process, port).into_iter().map(|(k, v)| format!("{k}={v}")));
+        // A unit made before the app had volumes keeps its hash.
+        parts.extend(desired.volumes.iter().map(|v| format!("\u{2}{}:{}:{}", v.volume, v.mount_point, v.read_only)));
         parts
     }
 
@@ -512,6 +515,7 @@ impl Docker {
             port: serves(v, p).then_some(port),
             memory: desired.plan_memory,
             cpu_milli: desired.plan_cpu_milli,
+            mounts: mounts(desired),
         };
         Ok(Placement { node: node.clone(), spec, wait_listening: serves(v, p) })
     }
@@ -623,6 +627,11 @@ fn unit_status(process: Option<ProcessStatus>, state: &str) -> &'static str {
         "exited" | "dead" if process.is_some_and(|p| !p.running()) => process.map_or("stopped", ProcessStatus::as_str),
         _ => "error",
     }
+}
+
+/// The app's volumes, where its units mount them.
+fn mounts(desired: &AppState) -> Vec<containers::Mount> {
+    desired.volumes.iter().map(|v| containers::Mount { volume: v.volume.clone(), target: v.mount_point.clone(), read_only: v.read_only }).collect()
 }
 
 /// The status `desired` gives the process a unit runs.

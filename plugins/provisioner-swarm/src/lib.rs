@@ -13,7 +13,9 @@
 //!   the cluster's nodes carry `pool` labels; the serving process's port is
 //!   published in host mode on each task's node, and the router reaches
 //!   `<node address>:<port>` of every running task;
-//! - a change of image, command, env or plan rolls the service start-first,
+//! - the app's volumes are mounted in every task (the host makes each from
+//!   its plan where it is first used);
+//! - a change of image, command, env, plan or volumes rolls the service start-first,
 //!   every task at once, so the router moves to the new tasks in one step;
 //!   an old task keeps serving for `drain_secs` (config, default 10) after
 //!   Swarm stops it, long enough for the new routes to be in place, so a
@@ -29,6 +31,7 @@ use std::collections::BTreeMap;
 use torii_plugin_sdk::export_provisioner;
 use torii_plugin_sdk::kv;
 use torii_plugin_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Process, Provisioner, Repair, Route, Unit};
+use torii_plugin_sdk::containers::Mount;
 use torii_plugin_sdk::swarm::{self, Image, Node, ServiceSpec, Task};
 
 const LABEL_APP: &str = "torii.app";
@@ -168,6 +171,7 @@ impl Swarm {
         parts.push(stop_grace_secs.to_string());
         parts.extend(constraints.iter().cloned());
         parts.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        parts.extend(desired.volumes.iter().map(|v| format!("\u{2}{}:{}:{}", v.volume, v.mount_point, v.read_only)));
         let config = hash(parts.iter().map(String::as_str));
         let replicas = if p.status.running() { p.units } else { 0 };
         let spec = ServiceSpec {
@@ -189,6 +193,7 @@ impl Swarm {
             constraints: constraints.to_vec(),
             stop_grace_secs,
             force_update: 0,
+            mounts: desired.volumes.iter().map(|v| Mount { volume: v.volume.clone(), target: v.mount_point.clone(), read_only: v.read_only }).collect(),
         };
         Ok(Wanted { spec, version: v.version, process: p.name.clone(), serves })
     }

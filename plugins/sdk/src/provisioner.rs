@@ -19,7 +19,7 @@ pub mod bindings {
 }
 
 pub use bindings::exports::torii::plugin::provisioner::{
-    Applied, AppState, AppVersion, EnvVar, Error, Process, ProcessStatus, Repair, Route, ShellTarget, Unit, UnitUsage,
+    Applied, AppState, AppVersion, EnvVar, Error, Process, ProcessStatus, Repair, Route, ShellTarget, Unit, UnitUsage, VolumeBind,
 };
 
 /// What a provisioner call answers: the value, or a typed [`Error`] (the

@@ -99,6 +99,7 @@ async fn log_config(host: &HostCtx, pool: &str) -> Option<(String, std::collecti
 fn spec(s: ContainerSpec) -> crate::docker::Spec {
     crate::docker::Spec {
         log: None,
+        mounts: Vec::new(),
         name: s.name,
         image: s.image,
         cmd: s.cmd,
@@ -158,18 +159,29 @@ impl Host for PluginState {
         for p in &placements {
             if !allowed.contains_key(&p.node) {
                 let (owned, log) = match owns_node(&host, &p.node).await {
-                    Ok(record) => (Ok(()), log_config(&host, &record.pool).await),
+                    Ok(record) => {
+                        let log = log_config(&host, &record.pool).await;
+                        (Ok(record.pool), log)
+                    }
                     Err(e) => (Err(e), None),
                 };
                 allowed.insert(p.node.clone(), (owned, log));
             }
         }
+        let mut mounts = Vec::with_capacity(placements.len());
+        for p in &placements {
+            mounts.push(match &allowed[&p.node].0 {
+                Ok(pool) => super::resolve_mounts(&host, pool, &p.spec.mounts).await,
+                Err(e) => Err(e.clone()),
+            });
+        }
         let limit = Duration::from_millis(u64::from(timeout_ms));
-        let starts = placements.into_iter().map(|p| {
+        let starts = placements.into_iter().zip(mounts).map(|(p, mounts)| {
             let (engines, (allowed, log), owner) = (engines.clone(), allowed[&p.node].clone(), host.name.clone());
             async move {
                 allowed?;
-                let spec = owned(crate::docker::Spec { log, ..spec(p.spec) }, &owner);
+                let mounts = mounts?;
+                let spec = owned(crate::docker::Spec { log, mounts, ..spec(p.spec) }, &owner);
                 engines.run(&p.node, spec, p.wait_listening, limit).await.map(container).map_err(|e| e.to_string())
             }
         });
@@ -178,9 +190,11 @@ impl Host for PluginState {
 
     async fn create(&mut self, node: String, spec: ContainerSpec) -> wasmtime::Result<Result<String, String>> {
         let host = self.host.clone();
+        let wanted = spec.mounts.clone();
         let spec = self::spec(spec);
         self.on_node_record(&node, async |engines, record| {
-            let spec = owned(crate::docker::Spec { log: log_config(&host, &record.pool).await, ..spec }, &host.name);
+            let mounts = super::resolve_mounts(&host, &record.pool, &wanted).await.map_err(crate::docker::EngineError::Invalid)?;
+            let spec = owned(crate::docker::Spec { log: log_config(&host, &record.pool).await, mounts, ..spec }, &host.name);
             engines.create(&node, spec).await
         })
         .await

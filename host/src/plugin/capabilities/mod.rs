@@ -52,6 +52,38 @@ pub(crate) fn check_backends(addresses: &[String], nodes: &[std::net::IpAddr]) -
     }
 }
 
+/// The mounts a plugin asks for in `pool`, as the engine makes them: each a
+/// volume of `pool` bound (by an app) at that target, read-only when its
+/// bind is, made from its plan's driver and options. Anything else is
+/// refused: a plugin mounts volumes, never a path of its choice.
+pub(crate) async fn resolve_mounts(
+    host: &crate::plugin::instance::HostCtx,
+    pool: &str,
+    mounts: &[bindings::torii::plugin::containers::Mount],
+) -> Result<Vec<crate::docker::VolumeMount>, String> {
+    let plans = host.apps.as_ref().map(|a| a.volume_plans.as_slice()).unwrap_or_default();
+    let mut out = Vec::with_capacity(mounts.len());
+    for m in mounts {
+        let volume = host.store.volume(&m.volume).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("no volume {:?}", m.volume))?;
+        if volume.pool != pool {
+            return Err(format!("volume {:?} is in pool {:?}, not {pool:?}", volume.name, volume.pool));
+        }
+        let binds = host.store.volume_binds(&volume.name).await.map_err(|e| e.to_string())?;
+        let Some(bind) = binds.iter().find(|b| b.mount_point == m.target) else {
+            return Err(format!("volume {:?} is not bound at {:?}", volume.name, m.target));
+        };
+        let plan = plans.iter().find(|p| p.name == volume.plan).ok_or_else(|| format!("volume plan {:?} of volume {:?} is not configured for {:?}", volume.plan, volume.name, host.name))?;
+        out.push(crate::docker::VolumeMount {
+            source: crate::docker::volume_source(&volume.name),
+            target: m.target.clone(),
+            read_only: m.read_only || bind.read_only,
+            driver: plan.driver.clone(),
+            options: plan.options_for(&volume.name),
+        });
+    }
+    Ok(out)
+}
+
 /// Whether any of `addresses` is off loopback (only a cluster's node may then take it).
 pub(crate) fn off_loopback(addresses: &[String]) -> bool {
     addresses.iter().any(|a| !a.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback()))

@@ -5,7 +5,7 @@
 //! bounded in time. A plugin acts only on the services it made (they carry
 //! its name as owner), and a probe goes only to a node of the cluster.
 
-use super::bindings::torii::plugin::containers::Image;
+use super::bindings::torii::plugin::containers::{Image, Mount};
 use super::bindings::torii::plugin::swarm::{Host, Node, Service, ServiceSpec, Task};
 use crate::config::Capability;
 use crate::docker::swarm::{ServiceDef, ServiceInfo, SwarmNode, TaskInfo};
@@ -71,8 +71,15 @@ impl PluginState {
     }
 }
 
+/// The Swarm spec of `s`, its mounts resolved from the volumes of `pool`.
+async fn def_in(host: &HostCtx, pool: &str, s: ServiceSpec) -> Result<ServiceDef, String> {
+    let mounts = super::resolve_mounts(host, pool, &s.mounts).await?;
+    Ok(ServiceDef { mounts, ..def(s) })
+}
+
 fn def(s: ServiceSpec) -> ServiceDef {
     ServiceDef {
+        mounts: Vec::new(),
         name: s.name,
         image: s.image,
         cmd: s.cmd,
@@ -102,6 +109,11 @@ fn spec(d: ServiceDef) -> ServiceSpec {
         constraints: d.constraints,
         stop_grace_secs: d.stop_grace_secs,
         force_update: d.force_update,
+        mounts: d
+            .mounts
+            .into_iter()
+            .map(|m| Mount { volume: m.source.strip_prefix("torii-vol-").unwrap_or(&m.source).to_string(), target: m.target, read_only: m.read_only })
+            .collect(),
     }
 }
 
@@ -153,7 +165,12 @@ impl Host for PluginState {
     }
 
     async fn create_service(&mut self, pool: String, spec: ServiceSpec) -> wasmtime::Result<Result<String, String>> {
-        let (owner, def) = (self.owner(), def(spec));
+        self.check(Capability::Swarm)?;
+        let def = match def_in(&self.host, &pool, spec).await {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        let owner = self.owner();
         self.on_cluster(&pool, async |e, a| {
             check_name(&def.name)?;
             e.create_service(a, &owner, &def).await
@@ -162,7 +179,12 @@ impl Host for PluginState {
     }
 
     async fn update_service(&mut self, pool: String, spec: ServiceSpec, parallelism: u32) -> wasmtime::Result<Result<(), String>> {
-        let (owner, def) = (self.owner(), def(spec));
+        self.check(Capability::Swarm)?;
+        let def = match def_in(&self.host, &pool, spec).await {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        let owner = self.owner();
         self.on_cluster(&pool, async |e, a| {
             if e.service(a, &owner, &def.name).await?.is_none() {
                 return Err(EngineError::Invalid(format!("no service {:?} of plugin {owner:?}", def.name)));
