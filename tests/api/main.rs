@@ -34,5 +34,6 @@ mod swarm;
 mod teams;
 mod tokens;
 mod users;
+mod volumes;
 mod webhooks;
 mod wire;
