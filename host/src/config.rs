@@ -854,6 +854,9 @@ impl Config {
             if v.driver.is_empty() {
                 return Err(invalid(format!("{key}.driver"), "names a Docker volume driver, such as \"local\""));
             }
+            if !self.runs_containers(&v.provisioner) {
+                return Err(invalid(format!("{key}.provisioner"), format!("{:?} is not a provisioner entry that runs containers (docker, swarm)", v.provisioner)));
+            }
         }
         let mut seen = BTreeSet::new();
         for (i, p) in self.plugin.iter().enumerate() {

@@ -19,3 +19,8 @@ CREATE TABLE volume_binds (
     PRIMARY KEY (volume, app, mount_point)
 );
 CREATE INDEX volume_binds_by_app ON volume_binds(app);
+
+-- An app's volume binds are part of its view (what its units mount): other
+-- processes drop it.
+CREATE TRIGGER volume_binds_view_changed AFTER INSERT OR UPDATE OR DELETE ON volume_binds
+    FOR EACH ROW EXECUTE FUNCTION torii_app_view_changed('app');

@@ -138,7 +138,7 @@ mod tests {
         ("0.4.0", "ddfaf1ec0d6123f2dc63065db7426339e15f45330ab59fa05a137a5b299317fd"),
         ("0.5.0", "812fe1509411b7eb4763d05979afa39b45d72fcb7fd5762a3b78ad90e69c6ad9"),
         ("0.6.0", "bed1d52996c825b29e2bb0de9aa924ca86066916725066b417cbe294a23a7b23"),
-        ("0.7.0", "75c396321c95e8e34f4c717f0a3a94820a32a3115b00f69eb92595f3a9f66457"),
+        ("0.7.0", "e9168e807b8a14d970cb4f49e387b0a540043beaa77381ef079a6b1bc2cfede1"),
     ];
 
     /// sha256 over `wit/*.wit` by file name, each without comments, blank

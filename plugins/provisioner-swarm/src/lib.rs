@@ -31,8 +31,7 @@ use std::collections::BTreeMap;
 use torii_plugin_sdk::export_provisioner;
 use torii_plugin_sdk::kv;
 use torii_plugin_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Process, Provisioner, Repair, Route, Unit};
-use torii_plugin_sdk::containers::Mount;
-use torii_plugin_sdk::swarm::{self, Image, Node, ServiceSpec, Task};
+use torii_plugin_sdk::swarm::{self, Image, Mount, Node, ServiceSpec, Task};
 
 const LABEL_APP: &str = "torii.app";
 const LABEL_PROCESS: &str = "torii.process";

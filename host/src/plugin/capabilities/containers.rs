@@ -4,7 +4,7 @@
 //! (`crate::docker`), bounded in time. Containers are made from a spec that
 //! has no mounts, privileges or host network, with ports on 127.0.0.1 only.
 
-use super::bindings::torii::plugin::containers::{Container, ContainerSpec, Engine, ExecOutput, Host, Image, Node, Placement, Usage};
+use super::bindings::torii::plugin::containers::{Container, ContainerSpec, Engine, ExecOutput, Host, Image, Mount, Node, Placement, Usage};
 use crate::config::Capability;
 use crate::docker::{ContainerInfo, Engines};
 use crate::plugin::PluginState;
@@ -96,6 +96,10 @@ async fn log_config(host: &HostCtx, pool: &str) -> Option<(String, std::collecti
     Some((driver, opts))
 }
 
+fn mounted(mounts: &[Mount]) -> Vec<super::Mounted<'_>> {
+    mounts.iter().map(|m| super::Mounted { volume: &m.volume, target: &m.target, read_only: m.read_only }).collect()
+}
+
 fn spec(s: ContainerSpec) -> crate::docker::Spec {
     crate::docker::Spec {
         log: None,
@@ -171,7 +175,7 @@ impl Host for PluginState {
         let mut mounts = Vec::with_capacity(placements.len());
         for p in &placements {
             mounts.push(match &allowed[&p.node].0 {
-                Ok(pool) => super::resolve_mounts(&host, pool, &p.spec.mounts).await,
+                Ok(pool) => super::resolve_mounts(&host, pool, &mounted(&p.spec.mounts)).await,
                 Err(e) => Err(e.clone()),
             });
         }
@@ -193,7 +197,7 @@ impl Host for PluginState {
         let wanted = spec.mounts.clone();
         let spec = self::spec(spec);
         self.on_node_record(&node, async |engines, record| {
-            let mounts = super::resolve_mounts(&host, &record.pool, &wanted).await.map_err(crate::docker::EngineError::Invalid)?;
+            let mounts = super::resolve_mounts(&host, &record.pool, &mounted(&wanted)).await.map_err(crate::docker::EngineError::Invalid)?;
             let spec = owned(crate::docker::Spec { log: log_config(&host, &record.pool).await, mounts, ..spec }, &host.name);
             engines.create(&node, spec).await
         })

@@ -52,19 +52,22 @@ pub(crate) fn check_backends(addresses: &[String], nodes: &[std::net::IpAddr]) -
     }
 }
 
+/// A mount a plugin asks for (`containers` and `swarm` each have their record).
+pub(crate) struct Mounted<'a> {
+    pub volume: &'a str,
+    pub target: &'a str,
+    pub read_only: bool,
+}
+
 /// The mounts a plugin asks for in `pool`, as the engine makes them: each a
 /// volume of `pool` bound (by an app) at that target, read-only when its
 /// bind is, made from its plan's driver and options. Anything else is
 /// refused: a plugin mounts volumes, never a path of its choice.
-pub(crate) async fn resolve_mounts(
-    host: &crate::plugin::instance::HostCtx,
-    pool: &str,
-    mounts: &[bindings::torii::plugin::containers::Mount],
-) -> Result<Vec<crate::docker::VolumeMount>, String> {
+pub(crate) async fn resolve_mounts(host: &crate::plugin::instance::HostCtx, pool: &str, mounts: &[Mounted<'_>]) -> Result<Vec<crate::docker::VolumeMount>, String> {
     let plans = host.apps.as_ref().map(|a| a.volume_plans.as_slice()).unwrap_or_default();
     let mut out = Vec::with_capacity(mounts.len());
     for m in mounts {
-        let volume = host.store.volume(&m.volume).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("no volume {:?}", m.volume))?;
+        let volume = host.store.volume(m.volume).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("no volume {:?}", m.volume))?;
         if volume.pool != pool {
             return Err(format!("volume {:?} is in pool {:?}, not {pool:?}", volume.name, volume.pool));
         }
@@ -75,7 +78,7 @@ pub(crate) async fn resolve_mounts(
         let plan = plans.iter().find(|p| p.name == volume.plan).ok_or_else(|| format!("volume plan {:?} of volume {:?} is not configured for {:?}", volume.plan, volume.name, host.name))?;
         out.push(crate::docker::VolumeMount {
             source: crate::docker::volume_source(&volume.name),
-            target: m.target.clone(),
+            target: m.target.to_string(),
             read_only: m.read_only || bind.read_only,
             driver: plan.driver.clone(),
             options: plan.options_for(&volume.name),

@@ -5,8 +5,7 @@
 //! bounded in time. A plugin acts only on the services it made (they carry
 //! its name as owner), and a probe goes only to a node of the cluster.
 
-use super::bindings::torii::plugin::containers::{Image, Mount};
-use super::bindings::torii::plugin::swarm::{Host, Node, Service, ServiceSpec, Task};
+use super::bindings::torii::plugin::swarm::{Host, Image, Mount, Node, Service, ServiceSpec, Task};
 use crate::config::Capability;
 use crate::docker::swarm::{ServiceDef, ServiceInfo, SwarmNode, TaskInfo};
 use crate::docker::{EngineError, Engines};
@@ -73,7 +72,8 @@ impl PluginState {
 
 /// The Swarm spec of `s`, its mounts resolved from the volumes of `pool`.
 async fn def_in(host: &HostCtx, pool: &str, s: ServiceSpec) -> Result<ServiceDef, String> {
-    let mounts = super::resolve_mounts(host, pool, &s.mounts).await?;
+    let wanted: Vec<super::Mounted> = s.mounts.iter().map(|m| super::Mounted { volume: &m.volume, target: &m.target, read_only: m.read_only }).collect();
+    let mounts = super::resolve_mounts(host, pool, &wanted).await?;
     Ok(ServiceDef { mounts, ..def(s) })
 }
 
