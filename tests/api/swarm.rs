@@ -306,9 +306,23 @@ backends! {
         // Bound, it cannot go; unbound (without a restart), it can.
         t.req("DELETE", &format!("/1.4/volumes/{volume}")).admin().send().await.expect_error(500, "cannot delete volume with existing binds");
 
-        // What the swarm provisioner does not do yet says so.
-        let r = t.req("POST", &format!("/1.0/apps/{app}/run")).admin().form(&[("command", "true"), ("once", "true")]).send().await;
-        assert!(r.status.as_u16() == 400 && r.body.contains("does not run commands in tasks yet"), "{} {}", r.status, r.body);
+        // `app run`: a one-off task like the units (env, volumes), gone afterwards.
+        let ran = t.req("POST", &format!("/1.0/apps/{app}/run")).admin().form(&[("command", "echo ran-$GREETING-$PORT; cat /www/data/note"), ("once", "true")]).send().await;
+        assert_eq!(ran.status, 200, "{}", ran.body);
+        assert!(ran.body.contains("ran-hello-8888") && ran.body.contains("kept"), "{}", ran.body);
+        let ran = t.req("POST", &format!("/1.0/apps/{app}/run")).admin().form(&[("command", "echo before; exit 3")]).send().await;
+        assert!(ran.status == 400 && ran.body.contains("before") && ran.body.contains("the command failed in a one-off task"), "{} {}", ran.status, ran.body);
+        assert_eq!(docker(&swarm.manager, &["service", "ls", "-q", "--filter", &format!("label=torii.run={app}")]), Vec::<String>::new());
+
+        // Stop and start: the service keeps its spec at no tasks, then runs them again.
+        let r = t.req("POST", &format!("/1.0/apps/{app}/stop")).admin().send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(units(&t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json()), Vec::<Value>::new());
+        assert_eq!(services(&swarm.manager, &app), vec![service.clone()]);
+        let r = t.req("POST", &format!("/1.0/apps/{app}/start")).admin().send().await;
+        assert!(stream_errors(&r.body).is_empty(), "{}", r.body);
+        assert_eq!(units(&t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json()).len(), 2);
+        assert_eq!(t.app_get(&host, "/data/note").await, (200, "kept\n".into()));
 
         // Removal leaves no service, and no bind: the volume can go.
         t.req("DELETE", &format!("/1.0/apps/{app}")).admin().send().await.expect_status(200);

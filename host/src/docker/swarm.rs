@@ -12,7 +12,7 @@
 use super::{EngineError, Engines, OWNER_LABEL, VolumeMount, docker_error};
 use bollard::Docker;
 use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, Limit, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, Limit, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecModeReplicatedJob,
     ServiceSpecRollbackConfig, ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
     ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum,
@@ -52,6 +52,8 @@ pub struct ServiceDef {
     pub stop_grace_secs: u32,
     pub force_update: u64,
     pub mounts: Vec<VolumeMount>,
+    /// Runs once to completion, never restarted.
+    pub job: bool,
 }
 
 /// A service as the manager knows it.
@@ -141,7 +143,7 @@ impl ServiceDef {
                 }),
                 resources: Some(TaskSpecResources { limits: Some(limits), ..Default::default() }),
                 restart_policy: Some(TaskSpecRestartPolicy {
-                    condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+                    condition: Some(if self.job { TaskSpecRestartPolicyConditionEnum::NONE } else { TaskSpecRestartPolicyConditionEnum::ANY }),
                     delay: Some(1_000_000_000),
                     ..Default::default()
                 }),
@@ -149,18 +151,26 @@ impl ServiceDef {
                 force_update: Some(self.force_update),
                 ..Default::default()
             }),
-            mode: Some(ServiceSpecMode {
-                replicated: Some(ServiceSpecModeReplicated { replicas: Some(i64::from(self.replicas)) }),
-                ..Default::default()
+            mode: Some(if self.job {
+                ServiceSpecMode {
+                    replicated_job: Some(ServiceSpecModeReplicatedJob {
+                        max_concurrent: Some(i64::from(self.replicas)),
+                        total_completions: Some(i64::from(self.replicas)),
+                    }),
+                    ..Default::default()
+                }
+            } else {
+                ServiceSpecMode { replicated: Some(ServiceSpecModeReplicated { replicas: Some(i64::from(self.replicas)) }), ..Default::default() }
             }),
-            update_config: Some(ServiceSpecUpdateConfig {
+            // A job is not rolled: Swarm refuses an update config on one.
+            update_config: (!self.job).then(|| ServiceSpecUpdateConfig {
                 parallelism: Some(1),
                 order: Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST),
                 failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK),
                 monitor: Some(MONITOR.as_nanos() as i64),
                 ..Default::default()
             }),
-            rollback_config: Some(ServiceSpecRollbackConfig {
+            rollback_config: (!self.job).then(|| ServiceSpecRollbackConfig {
                 order: Some(ServiceSpecRollbackConfigOrderEnum::START_FIRST),
                 ..Default::default()
             }),
@@ -199,7 +209,13 @@ impl ServiceDef {
                 })
                 .collect(),
             labels,
-            replicas: spec.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+            replicas: spec
+                .mode
+                .as_ref()
+                .and_then(|m| m.replicated.as_ref().and_then(|r| r.replicas).or_else(|| m.replicated_job.as_ref().and_then(|j| j.total_completions)))
+                .unwrap_or(0)
+                .clamp(0, i64::from(u32::MAX)) as u32,
+            job: spec.mode.as_ref().is_some_and(|m| m.replicated_job.is_some()),
             port: spec
                 .endpoint_spec
                 .as_ref()
@@ -373,6 +389,42 @@ impl Engines {
             .collect())
     }
 
+    /// What task `task` of one of `owner`'s services wrote (its last `max` bytes).
+    pub async fn task_output(&self, address: &str, owner: &str, task: &str, max: usize) -> Result<String, EngineError> {
+        use futures_util::StreamExt;
+        let client = self.cluster_client(address).await?;
+        let found = match self.bounded(address, "inspect task", client.inspect_task(task)).await? {
+            Ok(t) => Some(t),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => None,
+            Err(e) => return Err(docker_error(address, "inspect task", e)),
+        };
+        let service = found.and_then(|t| t.service_id).unwrap_or_default();
+        let theirs = match self.bounded(address, "inspect service", client.inspect_service(&service, None::<q::InspectServiceOptions>)).await? {
+            Ok(s) => owned(&s, owner),
+            Err(_) => false,
+        };
+        if !theirs {
+            return Err(EngineError::Invalid(format!("no task {task:?} of plugin {owner:?}")));
+        }
+        let options = q::LogsOptionsBuilder::new().stdout(true).stderr(true).build();
+        let read = async {
+            let mut stream = std::pin::pin!(client.task_logs(task, Some(options)));
+            let mut out: Vec<u8> = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                out.extend_from_slice(&chunk?.into_bytes());
+                if out.len() > 2 * max {
+                    out.drain(..out.len() - max);
+                }
+            }
+            Ok::<_, bollard::errors::Error>(out)
+        };
+        let mut out = self.bounded(address, "task logs", read).await?.map_err(|e| docker_error(address, "task logs", e))?;
+        if out.len() > max {
+            out.drain(..out.len() - max);
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
     /// Follows the output of `tasks` (running ones) into `app`'s log, each under its id.
     pub async fn follow_tasks(&self, address: &str, tasks: &[TaskInfo], app: &str) -> Result<(), EngineError> {
         let client = self.cluster_client(address).await?;
@@ -443,7 +495,9 @@ mod tests {
                 driver: "local".into(),
                 options: BTreeMap::from([("o".to_string(), "bind".to_string())]),
             }],
+            job: false,
         };
+        assert_eq!(ServiceDef::of(&ServiceDef { job: true, ..def.clone() }.spec("swarm")).job, true);
         let spec = def.spec("swarm");
         assert_eq!(spec.labels.as_ref().unwrap().get(OWNER_LABEL).map(String::as_str), Some("swarm"));
         assert_eq!(ServiceDef::of(&spec), def);

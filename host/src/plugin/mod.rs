@@ -138,7 +138,7 @@ mod tests {
         ("0.4.0", "ddfaf1ec0d6123f2dc63065db7426339e15f45330ab59fa05a137a5b299317fd"),
         ("0.5.0", "812fe1509411b7eb4763d05979afa39b45d72fcb7fd5762a3b78ad90e69c6ad9"),
         ("0.6.0", "bed1d52996c825b29e2bb0de9aa924ca86066916725066b417cbe294a23a7b23"),
-        ("0.7.0", "e9168e807b8a14d970cb4f49e387b0a540043beaa77381ef079a6b1bc2cfede1"),
+        ("0.7.0", "c1dc10cb7cdfc226d5f09a199396004d32c1f13381774d57595b8982b4199070"),
     ];
 
     /// sha256 over `wit/*.wit` by file name, each without comments, blank

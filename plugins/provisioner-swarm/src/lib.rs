@@ -23,6 +23,9 @@
 //! - a task counts as up once it runs and (serving) answers HTTP at its
 //!   address; `apply` waits for that, and fails with Swarm's own reason
 //!   (rejected tasks, a roll Swarm rolled back) otherwise;
+//! - `app run` is a one-off task (a Swarm job) made like the serving
+//!   version's units: the units themselves are reached through the manager
+//!   only, so a command never runs inside them;
 //! - healing is Swarm's: `reconcile` reports the tasks Swarm replaced since
 //!   the last `apply` as repairs, and the host then applies again, so the
 //!   routes follow.
@@ -39,6 +42,10 @@ const LABEL_VERSION: &str = "torii.version";
 const LABEL_POOL: &str = "torii.pool";
 /// The hash of what a task runs with (not the replicas): a changed one rolls.
 const LABEL_CONFIG: &str = "torii.config";
+/// Marks a one-off command's job (`app run`) with its app.
+const LABEL_RUN: &str = "torii.run";
+/// How long a one-off command may run.
+const RUN_TIMEOUT_MS: u64 = 600_000;
 
 /// The port a task's server is told to listen on when its image exposes none.
 const DEFAULT_PORT: u16 = 8888;
@@ -192,6 +199,7 @@ impl Swarm {
             constraints: constraints.to_vec(),
             stop_grace_secs,
             force_update: 0,
+            job: false,
             mounts: desired.volumes.iter().map(|v| Mount { volume: v.volume.clone(), target: v.mount_point.clone(), read_only: v.read_only }).collect(),
         };
         Ok(Wanted { spec, version: v.version, process: p.name.clone(), serves })
@@ -243,6 +251,21 @@ impl Swarm {
             if now_ms() > deadline {
                 let why = failed.last().map(|t| format!(" (a task {}: {})", t.state, t.message)).unwrap_or_default();
                 return Err(Error::Unavailable(format!("service {name}: {} of {} tasks running after {} s{why}", up.len(), w.spec.replicas, START_TIMEOUT_MS / 1000)));
+            }
+            sleep_ms(POLL_MS);
+        }
+    }
+
+    /// Waits for job `name`'s task to end: the task, and whether it completed.
+    fn wait_job(&self, pool: &str, name: &str) -> Outcome<(Task, bool)> {
+        let deadline = now_ms() + RUN_TIMEOUT_MS;
+        loop {
+            let tasks = swarm::tasks(pool, name)?;
+            if let Some(t) = tasks.iter().find(|t| matches!(t.state.as_str(), "complete" | "failed" | "rejected")) {
+                return Ok((t.clone(), t.state == "complete"));
+            }
+            if now_ms() > deadline {
+                return Err(Error::Unavailable(format!("the command did not end within {} s", RUN_TIMEOUT_MS / 1000)));
             }
             sleep_ms(POLL_MS);
         }
@@ -408,15 +431,54 @@ impl Provisioner for Swarm {
         Err(Error::Unsupported("the swarm provisioner reads unit statuses from Swarm; they cannot be set".into()))
     }
 
-    fn run(&self, _desired: &AppState, _command: &str, _once: bool, _isolated: bool) -> Outcome<Vec<String>> {
-        Err(Error::Unsupported("the swarm provisioner does not run commands in tasks yet".into()))
+    /// A one-off task (a Swarm job) made like the serving version's units
+    /// (image, env, plan, volumes) runs the command; its output, or why it
+    /// failed with it. Swarm's units are reached through the manager only,
+    /// so the command never runs inside them (`once` and `isolated` change
+    /// nothing: it runs once, on its own), as `heroku run` does.
+    fn run(&self, desired: &AppState, command: &str, _once: bool, _isolated: bool) -> Outcome<Vec<String>> {
+        let v = desired
+            .versions
+            .iter()
+            .filter(|v| v.routable)
+            .max_by_key(|v| v.version)
+            .ok_or_else(|| Error::Invalid("the app has no deployed version to run the command with".into()))?;
+        let p = serving(v).ok_or_else(|| Error::Invalid(format!("version {} has no process", v.version)))?;
+        let nodes = swarm::nodes(&desired.pool)?;
+        let mut w = self.wanted(desired, v, p, &pool_constraints(&nodes, &desired.pool), &mut BTreeMap::new())?;
+        let suffix = wasip2::random::random::get_random_u64() & 0xff_ffff;
+        w.spec.name = format!("{}-run-{suffix:06x}", desired.name);
+        w.spec.cmd = vec!["/bin/sh".into(), "-c".into(), command.to_string()];
+        w.spec.replicas = 1;
+        w.spec.port = None;
+        w.spec.job = true;
+        // Not one of the app's services (a converge would take it away): a run of it.
+        w.spec.labels.retain(|(k, _)| k != LABEL_APP && k != LABEL_CONFIG);
+        w.spec.labels.push((LABEL_RUN.into(), desired.name.clone()));
+        let pool = &desired.pool;
+        swarm::create_service(pool, &w.spec)?;
+        // Its output is read before the job goes (its logs go with it).
+        let ran = self.wait_job(pool, &w.spec.name).and_then(|(task, done)| Ok((swarm::task_output(pool, &task.id)?, task, done)));
+        let removed = swarm::remove_service(pool, &w.spec.name);
+        let (output, task, done) = ran?;
+        removed?;
+        let mut lines = vec![format!(" ---> running in a one-off task of version {} on the swarm\n", v.version)];
+        lines.extend(output.lines().map(|l| format!("{l}\n")));
+        if done {
+            Ok(lines)
+        } else {
+            lines.push(format!("the command failed in a one-off task: {}\n", task.message));
+            Err(Error::Invalid(lines.concat()))
+        }
     }
 
     fn destroy(&self, app: &str) -> Outcome<()> {
         let Some(pool) = kv::get(&pool_key(app))? else { return Ok(()) };
         let pool = String::from_utf8_lossy(&pool).into_owned();
-        for s in swarm::services(&pool, &[(LABEL_APP.into(), app.to_string())])? {
-            swarm::remove_service(&pool, &s.spec.name)?;
+        for label in [LABEL_APP, LABEL_RUN] {
+            for s in swarm::services(&pool, &[(label.into(), app.to_string())])? {
+                swarm::remove_service(&pool, &s.spec.name)?;
+            }
         }
         kv::delete(&tasks_key(app))?;
         kv::delete(&pool_key(app))?;

@@ -80,6 +80,7 @@ async fn def_in(host: &HostCtx, pool: &str, s: ServiceSpec) -> Result<ServiceDef
 fn def(s: ServiceSpec) -> ServiceDef {
     ServiceDef {
         mounts: Vec::new(),
+        job: s.job,
         name: s.name,
         image: s.image,
         cmd: s.cmd,
@@ -114,6 +115,7 @@ fn spec(d: ServiceDef) -> ServiceSpec {
             .into_iter()
             .map(|m| Mount { volume: m.source.strip_prefix("torii-vol-").unwrap_or(&m.source).to_string(), target: m.target, read_only: m.read_only })
             .collect(),
+        job: d.job,
     }
 }
 
@@ -155,6 +157,9 @@ fn check_name(name: &str) -> Result<(), EngineError> {
     let fine = !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !name.starts_with('-');
     if fine { Ok(()) } else { Err(EngineError::Invalid(format!("{name:?} is not a service name (letters, digits and dashes, at most 63)"))) }
 }
+
+/// The most of a task's output `task-output` hands over (its last bytes).
+const MAX_OUTPUT: usize = 1 << 20;
 
 /// How often a task's address is probed while waiting for it.
 const PROBE_EVERY: Duration = Duration::from_millis(200);
@@ -217,6 +222,11 @@ impl Host for PluginState {
         })
         .await
         .map(|r| r.map(|t| t.into_iter().map(task).collect()))
+    }
+
+    async fn task_output(&mut self, pool: String, task: String) -> wasmtime::Result<Result<String, String>> {
+        let owner = self.owner();
+        self.on_cluster(&pool, async |e, a| e.task_output(a, &owner, &task, MAX_OUTPUT).await).await
     }
 
     async fn wait_listening(&mut self, pool: String, address: String, timeout_ms: u32) -> wasmtime::Result<Result<bool, String>> {
