@@ -149,6 +149,19 @@ backends! {
         unbind("/logs").await.expect(200, "");
         t.req("DELETE", "/1.4/volumes/v1").admin().send().await.expect(200, "");
         t.req("GET", "/1.4/volumes/v1").admin().send().await.expect_error(404, "volume not found");
+        // An app mounts 16 volumes at most; its removal drops its binds.
+        create(form("v2", "dk", "t1", "fast")).await.expect(201, "");
+        for i in 0..17 {
+            let mount = format!("/b{i}");
+            let r = t.req("POST", "/1.4/volumes/v2/bind").admin().form(&[("App", "a1"), ("MountPoint", mount.as_str()), ("NoRestart", "true")]).send().await;
+            if i < 16 {
+                r.expect(200, "");
+            } else {
+                r.expect_error(400, "app \"a1\" mounts 16 volumes, the most an app may mount");
+            }
+        }
+        t.req("DELETE", "/1.0/apps/a1").admin().send().await.expect_status(200);
+        t.req("DELETE", "/1.4/volumes/v2").admin().send().await.expect(200, "");
         let events = t.req("GET", "/1.1/events?target.type=volume").admin().send().await.json();
         let kinds: Vec<&str> = events.as_array().unwrap().iter().filter_map(|e| e["Kind"]["Name"].as_str()).collect();
         for kind in ["volume.create", "volume.update", "volume.update.bind", "volume.update.unbind", "volume.delete"] {

@@ -41,6 +41,9 @@ const MAX_OPTS: usize = 32;
 const MAX_OPT: usize = 256;
 /// The longest mount point.
 const MAX_MOUNT_POINT: usize = 1024;
+/// Most volumes one team owns, and most binds one app has.
+const MAX_VOLUMES_PER_TEAM: usize = 200;
+const MAX_BINDS_PER_APP: usize = 16;
 
 fn contexts(v: &VolumeRecord) -> Vec<Context> {
     vec![Context::new(ContextType::Volume, &v.name), Context::new(ContextType::Team, &v.team_owner), Context::new(ContextType::Pool, &v.pool)]
@@ -170,6 +173,10 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         ));
     }
     checked(&server, &v).await?;
+    let owned = server.store.volumes(Some(&VolumeFilter { teams: vec![v.team_owner.clone()], ..Default::default() })).await?;
+    if owned.iter().filter(|o| o.team_owner == v.team_owner).count() >= MAX_VOLUMES_PER_TEAM {
+        return Err(ApiError::bad_request(format!("team {:?} owns {MAX_VOLUMES_PER_TEAM} volumes, the most a team may own", v.team_owner)));
+    }
     let event = volume_event(&server, &caller, &ip, "volume.create", &v, event_data(&v)).await?;
     let result = server.store.add_volume(&v).await.map(|()| empty(StatusCode::CREATED)).map_err(|e| match e {
         StoreError::Conflict(m) => ApiError::conflict(m),
@@ -243,6 +250,9 @@ async fn bind(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Pat
     }
     let mount_point = params.field("MountPoint").unwrap_or_default();
     check_mount_point(&mount_point)?;
+    if server.store.volume_binds_of_app(&app.name).await?.len() >= MAX_BINDS_PER_APP {
+        return Err(ApiError::bad_request(format!("app {:?} mounts {MAX_BINDS_PER_APP} volumes, the most an app may mount", app.name)));
+    }
     let read_only = params.field("ReadOnly").and_then(|r| parse_bool(&r)).unwrap_or(false);
     let no_restart = params.field("NoRestart").and_then(|r| parse_bool(&r)).unwrap_or(false);
     let b = VolumeBindRecord { volume: v.name.clone(), app: app.name.clone(), mount_point, read_only };
