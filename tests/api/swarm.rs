@@ -54,6 +54,10 @@ async fn images(nodes: &[String]) {
                 for node in &nodes {
                     crate::docker::build(node, "torii-test/httpd:1", &crate::docker::httpd_dockerfile("hello from v1"));
                     crate::docker::build(node, "torii-test/httpd:2", &crate::docker::httpd_dockerfile("hello from v2"));
+                    // Version 2 also says where it started: the app log shows what tasks print.
+                    let talker = crate::docker::httpd_dockerfile("hello from v2")
+                        .replace("CMD [\"httpd\"", "CMD [\"sh\", \"-c\", \"echo talker up on $(hostname); exec httpd \\\"$@\\\"\", \"httpd\"");
+                    crate::docker::build(node, "torii-test/talker:2", &talker);
                 }
             })
             .await
@@ -265,10 +269,23 @@ backends! {
         assert!(env.contains("\"GREETING=hi\"") && env.contains("\"PORT=8888\""), "{env}");
 
         // A second version, then a rollback: each version is a service of its own.
-        let r = deploy("torii-test/httpd:2").await;
+        let r = deploy("torii-test/talker:2").await;
         assert!(r.body.ends_with("\nOK\n") && r.body.contains(&format!("Removed service {service}")), "{}", r.body);
         assert_eq!(t.app_get(&host, "/").await, (200, "hello from v2\n".into()));
         assert_eq!(services(&swarm.manager, &app), vec![format!("{app}-web-v2")]);
+        // What its tasks printed is in the app log, each line under its task.
+        let mut logged = Value::Null;
+        for _ in 0..50 {
+            logged = t.req("GET", &format!("/1.0/apps/{app}/log?lines=100")).admin().send().await.json();
+            if logged.as_array().is_some_and(|l| l.iter().filter(|e| e["Message"].as_str().is_some_and(|m| m.starts_with("talker up on "))).count() >= 2) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let talked: Vec<&Value> = logged.as_array().unwrap().iter().filter(|e| e["Message"].as_str().is_some_and(|m| m.starts_with("talker up on "))).collect();
+        assert_eq!(talked.len(), 2, "each of the 2 tasks logged its start: {logged}");
+        assert!(talked.iter().all(|e| e["Unit"].as_str().is_some_and(|u| u.len() == 25)), "under its task's id: {talked:?}");
+        assert!(!logged.to_string().contains("Terminated"), "the drain shell says nothing: {logged}");
         let r = t.req("POST", &format!("/1.0/apps/{app}/deploy/rollback")).admin().form(&[("image", "v1")]).send().await;
         assert!(stream_errors(&r.body).is_empty() && stream_text(&r.body).contains(&format!("Removed service {app}-web-v2")), "{}", r.body);
         assert_eq!(t.app_get(&host, "/").await, (200, "hello from v1\n".into()));

@@ -217,7 +217,9 @@ impl Swarm {
         } else {
             p.command.clone()
         };
-        let script = format!("trap 'sleep {}; kill -TERM $child 2>/dev/null' TERM\n{inner} &\nchild=$!\nwait $child\nwait $child", self.drain_secs);
+        // The shell's own stderr goes once the drain ends, so the app log
+        // does not get its "Terminated" (the child keeps its stderr).
+        let script = format!("trap 'sleep {}; exec 2>/dev/null; kill -TERM $child' TERM\n{inner} &\nchild=$!\nwait $child\nwait $child", self.drain_secs);
         vec!["/bin/sh".into(), "-c".into(), script]
     }
 
@@ -541,7 +543,7 @@ mod tests {
         let p = Process { name: "web".into(), command: String::new(), units: 1, status: torii_plugin_sdk::provisioner::ProcessStatus::Started };
         let cmd = s.command(&p, &image);
         assert_eq!(cmd[..2], ["/bin/sh", "-c"]);
-        assert!(cmd[2].starts_with("trap 'sleep 7; kill -TERM $child 2>/dev/null' TERM\n'httpd' '-f' &\n"), "{}", cmd[2]);
+        assert!(cmd[2].starts_with("trap 'sleep 7; exec 2>/dev/null; kill -TERM $child' TERM\n'httpd' '-f' &\n"), "{}", cmd[2]);
         assert_eq!(Swarm { drain_secs: 0 }.command(&p, &image), Vec::<String>::new());
         assert_eq!(quote("it's"), r"'it'\''s'");
     }
