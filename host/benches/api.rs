@@ -258,6 +258,7 @@ async fn outbound_call(dir: &std::path::Path) {
         plan_cpu_milli: 0,
         env: Vec::new(),
         versions: Vec::new(),
+        volumes: Vec::new(),
     };
     let command = format!("fetch http://{addr}/");
     let from_plugin = async || {

@@ -15,18 +15,12 @@
 
 mod common;
 
-use common::{CONNECTIONS, Load, MEASURE, Nginx, Target, Torii, WARMUP, micros, nginx_binary};
+use common::{CONNECTIONS, MEASURE, Target, Torii, WARMUP, docker, nginx_binary, nginx_proxy, row, wait_answering};
 use reqwest::Method;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const IMAGE: &str = "torii-bench/httpd:1";
-
-fn docker(node: &str, args: &[&str]) -> String {
-    let out = Command::new("docker").arg("-H").arg(node).args(args).output().expect("docker CLI");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn build_image(node: &str) {
     use std::io::Write;
@@ -43,37 +37,6 @@ fn build_image(node: &str) {
         .unwrap();
     child.stdin.take().unwrap().write_all(dockerfile.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success(), "docker build");
-}
-
-fn row(name: &str, l: &Load) {
-    println!("{:<40} {:>10.0} {:>10} {:>10}", name, l.rps(), micros(l.percentile(0.5)), micros(l.percentile(0.99)));
-}
-
-/// nginx proxying to `backend`, as a reverse proxy is set up for
-/// production: two workers (the machine's cores), keep-alive to clients.
-fn nginx_proxy(bin: &str, backend: &str) -> Nginx {
-    Nginx::start(bin, |port, d| {
-        format!(
-            "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
-               upstream app {{ server {backend}; keepalive 32; }}\n\
-               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      proxy_set_header X-Forwarded-For $remote_addr;\n    }}\n  }}\n}}\n"
-        )
-    })
-}
-
-async fn wait_answering(addr: std::net::SocketAddr, host: &str) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("http://{addr}/")).header("host", host).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{addr} does not answer");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::main]

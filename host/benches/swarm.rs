@@ -16,18 +16,12 @@
 
 mod common;
 
-use common::{CONNECTIONS, Load, MEASURE, Nginx, Target, Torii, WARMUP, micros, nginx_binary};
+use common::{CONNECTIONS, MEASURE, Target, Torii, WARMUP, docker, nginx_binary, nginx_proxy, row, wait_answering};
 use reqwest::Method;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "torii-bench/nginx:1";
-
-fn docker(node: &str, args: &[&str]) -> String {
-    let out = Command::new("docker").arg("-H").arg(node).args(args).output().expect("docker CLI");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// An image of this machine's nginx (its binary and the libraries it
 /// links, busybox as `/bin/sh`) answering "hello" on port 8888 from one
@@ -84,37 +78,6 @@ fn wait_running(manager: &str, service: &str, n: usize) {
         }
         assert!(Instant::now() < deadline, "{service} does not run {n} tasks: {states}");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn row(name: &str, l: &Load) {
-    println!("{:<40} {:>10.0} {:>10} {:>10}", name, l.rps(), micros(l.percentile(0.5)), micros(l.percentile(0.99)));
-}
-
-/// nginx proxying to `backend`, as in the docker bench: two workers,
-/// keep-alive to clients and to the upstream.
-fn nginx_proxy(bin: &str, backend: &str) -> Nginx {
-    Nginx::start(bin, |port, d| {
-        format!(
-            "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  keepalive_requests 10000000;\n  keepalive_timeout 300s;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
-               upstream app {{ server {backend}; keepalive 64; keepalive_requests 10000000; }}\n\
-               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      proxy_set_header X-Forwarded-For $remote_addr;\n    }}\n  }}\n}}\n"
-        )
-    })
-}
-
-async fn wait_answering(addr: std::net::SocketAddr, host: &str) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("http://{addr}/")).header("host", host).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{addr} does not answer");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

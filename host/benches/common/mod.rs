@@ -322,3 +322,44 @@ impl Drop for Torii {
         let _ = self.child.wait();
     }
 }
+
+/// `docker -H node args…`; its output, trimmed; panics unless it succeeds.
+pub fn docker(node: &str, args: &[&str]) -> String {
+    let out = Command::new("docker").arg("-H").arg(node).args(args).output().expect("docker CLI");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// One line of a load table: requests/s, p50, p99.
+pub fn row(name: &str, l: &Load) {
+    println!("{:<40} {:>10.0} {:>10} {:>10}", name, l.rps(), micros(l.percentile(0.5)), micros(l.percentile(0.99)));
+}
+
+/// nginx proxying to `backend`, as a reverse proxy is set up for
+/// production: two workers (the machine's cores), keep-alive to clients and
+/// to the upstream, without a cap on requests per connection.
+pub fn nginx_proxy(bin: &str, backend: &str) -> Nginx {
+    Nginx::start(bin, |port, d| {
+        format!(
+            "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  keepalive_requests 10000000;\n  keepalive_timeout 300s;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
+               upstream app {{ server {backend}; keepalive 64; keepalive_requests 10000000; }}\n\
+               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      proxy_set_header X-Forwarded-For $remote_addr;\n    }}\n  }}\n}}\n"
+        )
+    })
+}
+
+/// Waits until `addr` answers a request for `host` with a success.
+pub async fn wait_answering(addr: SocketAddr, host: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = client.get(format!("http://{addr}/")).header("host", host).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{addr} does not answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

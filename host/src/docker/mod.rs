@@ -188,12 +188,19 @@ impl Engines {
         Engines { clients: Mutex::new(HashMap::new()), timeout, logs }
     }
 
-    /// The client of `address`, connected (and its API version agreed) once.
+    /// The client of node `address`, connected (and its API version agreed) once.
     async fn client(&self, address: &str) -> Result<Docker, EngineError> {
-        if let Some(c) = self.clients.lock().unwrap().get(address) {
+        self.connect(address.to_string(), address, check_address).await
+    }
+
+    /// The client of `address`, checked by `check` (which gives its
+    /// canonical form) and connected once; kept under `key` (a node's and a
+    /// cluster's clients apart, as their checks differ).
+    async fn connect(&self, key: String, address: &str, check: fn(&str) -> Result<String, EngineError>) -> Result<Docker, EngineError> {
+        if let Some(c) = self.clients.lock().unwrap().get(&key) {
             return Ok(c.clone());
         }
-        let canonical = check_address(address)?;
+        let canonical = check(address)?;
         let connect = |e: bollard::errors::Error| EngineError::Connect { address: address.to_string(), message: e.to_string() };
         // bollard's own bound, past ours: a slow engine is reported by `bounded`.
         let secs = self.timeout.as_secs() + 1;
@@ -203,7 +210,7 @@ impl Engines {
         };
         // Talk the engine's API version when it is older than bollard's.
         let client = self.bounded(address, "version", client.negotiate_version()).await?.map_err(connect)?;
-        self.clients.lock().unwrap().insert(address.to_string(), client.clone());
+        self.clients.lock().unwrap().insert(key, client.clone());
         Ok(client)
     }
 

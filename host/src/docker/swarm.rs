@@ -236,19 +236,7 @@ impl ServiceDef {
 impl Engines {
     /// The client of cluster address `address`, connected once.
     async fn cluster_client(&self, address: &str) -> Result<Docker, EngineError> {
-        if let Some(c) = self.clients.lock().unwrap().get(address) {
-            return Ok(c.clone());
-        }
-        let canonical = check_cluster_address(address)?;
-        let connect = |e: bollard::errors::Error| EngineError::Connect { address: address.to_string(), message: e.to_string() };
-        let secs = self.timeout.as_secs() + 1;
-        let client = match canonical.strip_prefix("unix://") {
-            Some(path) => Docker::connect_with_unix(path, secs, bollard::API_DEFAULT_VERSION).map_err(connect)?,
-            None => Docker::connect_with_http(&canonical, secs, bollard::API_DEFAULT_VERSION).map_err(connect)?,
-        };
-        let client = self.bounded(address, "version", client.negotiate_version()).await?.map_err(connect)?;
-        self.clients.lock().unwrap().insert(address.to_string(), client.clone());
-        Ok(client)
+        self.connect(format!("cluster {address}"), address, check_cluster_address).await
     }
 
     async fn swarm_call<T>(&self, address: &str, what: &'static str, f: impl AsyncFnOnce(Docker) -> Result<T, bollard::errors::Error>) -> Result<T, EngineError> {

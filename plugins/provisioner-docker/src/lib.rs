@@ -19,12 +19,12 @@
 
 mod schedule;
 
-use schedule::{NodeLoad, config_hash, pick, pick_surplus};
+use schedule::{NodeLoad, pick, pick_surplus};
 use std::collections::BTreeMap;
 use torii_plugin_sdk::containers::{self, Container, ContainerSpec, Node, Placement};
 use torii_plugin_sdk::export_provisioner;
 use torii_plugin_sdk::provisioner::{
-    Applied, AppState, AppVersion, Error, Outcome, Process, ProcessStatus, Provisioner, Repair, Route, ShellTarget, Unit, UnitUsage,
+    Applied, AppState, AppVersion, Error, Outcome, Process, ProcessStatus, Provisioner, Repair, Route, ShellTarget, Unit, UnitUsage, config_hash,
 };
 
 const LABEL_APP: &str = "torii.app";

@@ -39,19 +39,6 @@ pub fn pick_surplus(nodes: &[NodeLoad]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-/// FNV-1a of the parts that make a container: a unit whose hash differs from
-/// the desired one is replaced (new env, image, plan).
-pub fn config_hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.bytes().chain([0u8]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,12 +72,5 @@ mod tests {
         let nodes = vec![load("a", true, 1, 1, 1), load("b", true, 2, 2, 2), load("c", true, 0, 0, 0)];
         assert_eq!(pick_surplus(&nodes), Some(1));
         assert_eq!(pick_surplus(&[load("a", true, 0, 0, 0)]), None);
-    }
-
-    #[test]
-    fn config_hash_tells_parts_apart() {
-        assert_eq!(config_hash(["a", "b"]), config_hash(["a", "b"]));
-        assert_ne!(config_hash(["ab", ""]), config_hash(["a", "b"]));
-        assert_ne!(config_hash(["A=1"]), config_hash(["A=2"]));
     }
 }

@@ -33,7 +33,7 @@
 use std::collections::BTreeMap;
 use torii_plugin_sdk::export_provisioner;
 use torii_plugin_sdk::kv;
-use torii_plugin_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Process, Provisioner, Repair, Route, Unit};
+use torii_plugin_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Process, Provisioner, Repair, Route, Unit, config_hash as hash};
 use torii_plugin_sdk::swarm::{self, Image, Mount, Node, ServiceSpec, Task};
 
 const LABEL_APP: &str = "torii.app";
@@ -81,17 +81,6 @@ fn sleep_ms(ms: u64) {
 
 fn now_ms() -> u64 {
     wasip2::clocks::monotonic_clock::now() / 1_000_000
-}
-
-fn hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.bytes().chain([0u8]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
 }
 
 /// The service of `process` of version `version`: `<app>-<process>-v<N>`,

@@ -22,6 +22,20 @@ pub use bindings::exports::torii::plugin::provisioner::{
     Applied, AppState, AppVersion, EnvVar, Error, Process, ProcessStatus, Repair, Route, ShellTarget, Unit, UnitUsage, VolumeBind,
 };
 
+/// FNV-1a of the parts a unit is made from (image, command, env, plan…),
+/// each ended by a NUL so parts never run into each other: a unit whose hash
+/// differs from the desired one's is replaced.
+pub fn config_hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain([0u8]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
 /// What a provisioner call answers: the value, or a typed [`Error`] (the
 /// host maps each case to one HTTP status).
 pub type Outcome<T> = Result<T, Error>;
@@ -173,4 +187,16 @@ macro_rules! export_provisioner {
             $crate::provisioner::bindings::__export_provisioner_world!(ToriiExport with_types_in $crate::provisioner::bindings);
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config_hash;
+
+    #[test]
+    fn config_hash_tells_parts_apart() {
+        assert_eq!(config_hash(["a", "b"]), config_hash(["a", "b"]));
+        assert_ne!(config_hash(["ab", ""]), config_hash(["a", "b"]));
+        assert_ne!(config_hash(["A=1"]), config_hash(["A=2"]));
+    }
 }
