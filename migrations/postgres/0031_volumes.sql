@@ -19,6 +19,11 @@ CREATE TABLE volume_binds (
     PRIMARY KEY (volume, app, mount_point)
 );
 CREATE INDEX volume_binds_by_app ON volume_binds(app);
+-- Names of deleted volumes: a plan keys storage by name, so a name is never
+-- handed to another volume (it would find the old one's data).
+CREATE TABLE volume_names_used (
+    name TEXT PRIMARY KEY
+);
 
 -- An app's volume binds are part of its view (what its units mount): other
 -- processes drop it.

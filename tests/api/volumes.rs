@@ -101,7 +101,7 @@ backends! {
         bind(vec![("App", "nope"), ("MountPoint", "/data")]).await.expect_error(404, "App nope not found.");
         bind(vec![("App", "a2"), ("MountPoint", "/data")]).await
             .expect_error(400, "volume \"v1\" is in pool \"dk\" and app \"a2\" in pool \"dk2\": they must be in the same pool");
-        for bad in ["data", "/", "/a/../etc", "/a:b"] {
+        for bad in ["data", "/", "/a/../etc", "/a:b", "/proc", "/sys/fs", "/dev/shm"] {
             let req = t.req("POST", "/1.4/volumes/v1/bind").admin().form(&[("App", "a1"), ("MountPoint", bad)]);
             req.send().await.expect_error(400, &format!("invalid mount point {bad:?}: an absolute path inside the container, not /"));
         }
@@ -149,6 +149,18 @@ backends! {
         unbind("/logs").await.expect(200, "");
         t.req("DELETE", "/1.4/volumes/v1").admin().send().await.expect(200, "");
         t.req("GET", "/1.4/volumes/v1").admin().send().await.expect_error(404, "volume not found");
+        // Its name is never another volume's: the plan's storage is keyed by it.
+        create(form("v1", "dk", "t1", "fast")).await.expect_error(
+            409,
+            "volume name \"v1\" was used by a deleted volume, whose storage may still hold its data: choose another name",
+        );
+        // A team that owns volumes stays (a team made later under its name would own them).
+        create(form("v3", "dk", "t2", "fast")).await.expect(201, "");
+        let r = t.req("DELETE", "/1.0/teams/t2").admin().send().await;
+        assert!(r.status == 403 && r.body.contains("Volumes: v3"), "{} {}", r.status, r.body);
+        t.req("DELETE", "/1.4/volumes/v3").admin().send().await.expect(200, "");
+        // Never bound, its name is free again.
+        create(form("v3", "dk", "t1", "fast")).await.expect(201, "");
         // An app mounts 16 volumes at most; its removal drops its binds.
         create(form("v2", "dk", "t1", "fast")).await.expect(201, "");
         for i in 0..17 {

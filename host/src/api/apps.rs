@@ -423,11 +423,7 @@ pub(super) async fn info_json(server: &Server, view: &Arc<AppView>) -> ApiResult
     out.insert("teamowner", json!(app.team_owner));
     out.insert("teams", json!(app.teams));
     out.insert("units", json!(units));
-    let volume_binds: Vec<Value> = view
-        .volume_binds
-        .iter()
-        .map(|b| json!({"ID": {"App": b.app, "MountPoint": b.mount_point, "Volume": b.volume}, "ReadOnly": b.read_only}))
-        .collect();
+    let volume_binds: Vec<Value> = view.volume_binds.iter().map(super::volumes::bind_json).collect();
     out.insert("volumeBinds", if volume_binds.is_empty() { Value::Null } else { json!(volume_binds) });
     Ok(out)
 }

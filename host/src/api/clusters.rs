@@ -244,6 +244,10 @@ fn checked(server: &Server, input: ClusterInput, existing: Option<&ClusterRecord
     }
     for address in &addresses {
         check_address(address)?;
+        // A provisioner of Swarm clusters reaches what its client takes.
+        if server.config.uses_clusters(&provisioner) {
+            crate::docker::swarm::check_cluster_address(address).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
     }
     if !http_proxy.is_empty() && url::Url::parse(&http_proxy).is_err() {
         return Err(ApiError::bad_request(format!("invalid httpProxy {http_proxy:?}")));

@@ -185,6 +185,11 @@ async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
         if !tokens.is_empty() {
             refs.push(format!("Team tokens: {}", tokens.join(", ")));
         }
+        // Its volumes' data would go to a team made later under its name.
+        let volumes = server.store.volumes(Some(&crate::store::VolumeFilter { teams: vec![name.clone()], ..Default::default() })).await?;
+        if !volumes.is_empty() {
+            refs.push(format!("Volumes: {}", volumes.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")));
+        }
         if !refs.is_empty() {
             return Err(ApiError::forbidden_with(format!(
                 "This team cannot be removed because there are still references to it:\n{}",

@@ -63,7 +63,7 @@ async fn volume_json(server: &Server, v: &VolumeRecord, binds: Option<&[VolumeBi
     }))
 }
 
-fn bind_json(b: &VolumeBindRecord) -> Value {
+pub(super) fn bind_json(b: &VolumeBindRecord) -> Value {
     json!({"ID": {"App": b.app, "MountPoint": b.mount_point, "Volume": b.volume}, "ReadOnly": b.read_only})
 }
 
@@ -152,6 +152,15 @@ async fn checked(server: &Server, v: &VolumeRecord) -> ApiResult<()> {
     Ok(())
 }
 
+/// `Ok` while `team` owns fewer volumes than a team may.
+async fn allowance(server: &Server, team: &str) -> ApiResult<()> {
+    let owned = server.store.volumes(Some(&VolumeFilter { teams: vec![team.to_string()], ..Default::default() })).await?;
+    if owned.iter().filter(|o| o.team_owner == team).count() >= MAX_VOLUMES_PER_TEAM {
+        return Err(ApiError::bad_request(format!("team {team:?} owns {MAX_VOLUMES_PER_TEAM} volumes, the most a team may own")));
+    }
+    Ok(())
+}
+
 async fn volume_event(server: &Arc<Server>, caller: &Identity, ip: &ClientIp, kind: &str, v: &VolumeRecord, data: Value) -> ApiResult<crate::events::RunningEvent> {
     record_allowed(server, Some(caller), ip, kind, Target::new("volume", &v.name), data, Allowed::new("volume.read.events", contexts(v))).await
 }
@@ -173,10 +182,13 @@ async fn create(State(server): AppState, Caller(caller): Caller, ip: ClientIp, p
         ));
     }
     checked(&server, &v).await?;
-    let owned = server.store.volumes(Some(&VolumeFilter { teams: vec![v.team_owner.clone()], ..Default::default() })).await?;
-    if owned.iter().filter(|o| o.team_owner == v.team_owner).count() >= MAX_VOLUMES_PER_TEAM {
-        return Err(ApiError::bad_request(format!("team {:?} owns {MAX_VOLUMES_PER_TEAM} volumes, the most a team may own", v.team_owner)));
+    if server.store.volume_name_used(&v.name).await? {
+        return Err(ApiError::conflict(format!(
+            "volume name {:?} was used by a deleted volume, whose storage may still hold its data: choose another name",
+            v.name
+        )));
     }
+    allowance(&server, &v.team_owner).await?;
     let event = volume_event(&server, &caller, &ip, "volume.create", &v, event_data(&v)).await?;
     let result = server.store.add_volume(&v).await.map(|()| empty(StatusCode::CREATED)).map_err(|e| match e {
         StoreError::Conflict(m) => ApiError::conflict(m),
@@ -193,7 +205,14 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
     if existing.provisioned {
         return Err(ApiError::bad_request(PROVISIONED));
     }
+    // Moving it to another team or pool is creating it there.
+    if (v.team_owner.as_str(), v.pool.as_str()) != (existing.team_owner.as_str(), existing.pool.as_str()) {
+        caller.require("volume.create", &[Context::new(ContextType::Team, &v.team_owner), Context::new(ContextType::Pool, &v.pool)])?;
+    }
     checked(&server, &v).await?;
+    if v.team_owner != existing.team_owner {
+        allowance(&server, &v.team_owner).await?;
+    }
     let event = volume_event(&server, &caller, &ip, "volume.update", &existing, event_data(&v)).await?;
     let result = async {
         if !server.store.update_volume(&v).await? {
@@ -223,8 +242,10 @@ async fn remove(State(server): AppState, Caller(caller): Caller, ip: ClientIp, P
 
 /// A mount point: an absolute path, not `/`, without `..` or odd characters.
 fn check_mount_point(path: &str) -> ApiResult<()> {
+    let system = ["/proc", "/sys", "/dev"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/")));
     let fine = path.starts_with('/')
         && path.len() > 1
+        && !system
         && path.len() <= MAX_MOUNT_POINT
         && !path.split('/').any(|part| part == ".." || part == ".")
         && path.bytes().all(|b| b.is_ascii_graphic() && b != b':' && b != b',');
@@ -263,7 +284,7 @@ async fn bind(State(server): AppState, Caller(caller): Caller, ip: ClientIp, Pat
         Ok(lock) => lock,
         Err(e) => return event.done(Err(e)).await,
     };
-    let added = server.store.add_volume_bind(&b).await.map_err(|e| match e {
+    let added = server.store.add_volume_bind(&b, &v.pool).await.map_err(|e| match e {
         StoreError::Conflict(m) => ApiError::conflict(m),
         other => other.into(),
     });

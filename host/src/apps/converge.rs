@@ -140,10 +140,11 @@ async fn forward<'a>(
         done.push(Done::LeftOld { by: from });
     }
 
-    let nodes = cluster_nodes(server, to, &after.app.pool, &applied.routes).await;
-    let routes = nodes
-        .and_then(|nodes| routes_of(after, applied.routes, &nodes))
-        .map_err(|e| ApiError::bad_request(format!("provisioner {:?}: {e}", to.name())))?;
+    // The cluster not answering is the backend's failure (503), not the request's.
+    let nodes = cluster_nodes(server, to, &after.app.pool, &applied.routes)
+        .await
+        .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("provisioner {:?}: the cluster's nodes: {e}", to.name())))?;
+    let routes = routes_of(after, applied.routes, &nodes).map_err(|e| ApiError::bad_request(format!("provisioner {:?}: {e}", to.name())))?;
     server.store.set_routes(&app, &routes).await?;
     done.push(Done::Routed);
     after.routes = routes;

@@ -102,6 +102,7 @@ impl Store {
         }
         sqlx::query("UPDATE team_tokens SET team = $1 WHERE team = $2").bind(new).bind(old).execute(&mut *tx).await?;
         sqlx::query("UPDATE apps SET team_owner = $1 WHERE team_owner = $2").bind(new).bind(old).execute(&mut *tx).await?;
+        sqlx::query("UPDATE volumes SET team_owner = $1 WHERE team_owner = $2").bind(new).bind(old).execute(&mut *tx).await?;
         sqlx::query("UPDATE app_teams SET team = $1 WHERE team = $2").bind(new).bind(old).execute(&mut *tx).await?;
         sqlx::query(
             "UPDATE role_bindings SET context_value = $1 WHERE context_value = $2 \

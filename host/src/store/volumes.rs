@@ -74,6 +74,11 @@ impl Store {
         row.as_ref().map(volume).transpose()
     }
 
+    /// Whether a deleted volume had this name (its storage may hold its data).
+    pub async fn volume_name_used(&self, name: &str) -> StoreResult<bool> {
+        Ok(sqlx::query("SELECT 1 FROM volume_names_used WHERE name = $1").bind(name).fetch_optional(&self.pool).await?.is_some())
+    }
+
     /// Adds `v`; one of that name is a conflict.
     pub async fn add_volume(&self, v: &VolumeRecord) -> StoreResult<()> {
         sqlx::query(&format!("INSERT INTO volumes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, 0, $6)"))
@@ -102,13 +107,23 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Removes volume `name` when nothing mounts it; whether it did.
+    /// Removes volume `name` when nothing mounts it, keeping its name used
+    /// (when it was ever bound); whether it did.
     pub async fn remove_volume(&self, name: &str) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let provisioned = sqlx::query("SELECT provisioned FROM volumes WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM volumes WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM volume_binds WHERE volume = $1)")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if provisioned.is_some_and(|r| r.try_get::<i64, _>("provisioned").unwrap_or(1) != 0) {
+            sqlx::query("INSERT INTO volume_names_used (name) VALUES ($1)").bind(name).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub async fn volume_binds(&self, volume: &str) -> StoreResult<Vec<VolumeBindRecord>> {
@@ -132,9 +147,10 @@ impl Store {
         rows.iter().map(bind).collect()
     }
 
-    /// Binds `b`, marking its volume provisioned. The same mount point of
-    /// the app taken already (by this volume or another) is a conflict.
-    pub async fn add_volume_bind(&self, b: &VolumeBindRecord) -> StoreResult<()> {
+    /// Binds `b`, marking its volume (in `pool`) provisioned. The same mount
+    /// point of the app taken already (by this volume or another) is a
+    /// conflict, and so is a volume gone or moved meanwhile.
+    pub async fn add_volume_bind(&self, b: &VolumeBindRecord, pool: &str) -> StoreResult<()> {
         let _stale = self.views.stale(&b.app);
         let mut tx = self.pool.begin().await?;
         let taken = sqlx::query("SELECT 1 FROM volume_binds WHERE app = $1 AND mount_point = $2").bind(&b.app).bind(&b.mount_point).fetch_optional(&mut *tx).await?;
@@ -149,7 +165,11 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or(e, "volume already bound in mountpoint"))?;
-        sqlx::query("UPDATE volumes SET provisioned = 1 WHERE name = $1").bind(&b.volume).execute(&mut *tx).await?;
+        // The volume is still there, in the app's pool (a delete or an update may have raced).
+        let marked = sqlx::query("UPDATE volumes SET provisioned = 1 WHERE name = $1 AND pool = $2").bind(&b.volume).bind(pool).execute(&mut *tx).await?;
+        if marked.rows_affected() != 1 {
+            return Err(super::StoreError::Conflict(format!("volume {:?} changed meanwhile: try again", b.volume)));
+        }
         tx.commit().await?;
         Ok(())
     }

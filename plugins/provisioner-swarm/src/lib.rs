@@ -83,13 +83,15 @@ fn now_ms() -> u64 {
     wasip2::clocks::monotonic_clock::now() / 1_000_000
 }
 
-/// The service of `process` of version `version`: `<app>-<process>-v<N>`,
-/// with a hash of the whole when the process name has characters Swarm
-/// refuses or the name is too long.
+/// The service of `process` of version `version`: `<app>-<process>-v<N>`
+/// for a process of letters and digits (app names have no other character
+/// but `-`, so the last part before `-v<N>` is the process: two apps never
+/// share a name); else, or when too long, with a hash of the whole, which
+/// ends in hex digits where a plain name ends in `v<N>`.
 fn service_name(app: &str, process: &str, version: u32) -> String {
     let clean: String = process.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     let name = format!("{app}-{clean}-v{version}");
-    if clean == process && name.len() <= MAX_NAME {
+    if clean == process && !clean.contains('-') && name.len() <= MAX_NAME {
         return name;
     }
     let tag = &hash([app, process, &version.to_string()])[..8];
@@ -516,6 +518,9 @@ mod tests {
         let long = service_name(&"a".repeat(40), &"p".repeat(40), 12);
         assert!(long.len() <= MAX_NAME && long.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "{long}");
         assert_ne!(service_name("a", "x_y", 1), service_name("a", "x-y", 1));
+        // App "a" with process "b-c" and app "a-b" with process "c" do not meet.
+        assert_ne!(service_name("a", "b-c", 1), service_name("a-b", "c", 1));
+        assert_eq!(service_name("a-b", "c", 1), "a-b-c-v1");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `proxy`: the host's proxy table, for router plugins. A plugin writes only
 //! for routers of its own type (the router's type names the plugin entry),
 //! only for existing apps, and only HTTP backends on the loopback interface
-//! or on the cluster nodes the app's recorded routes name.
+//! or the exact addresses the app's recorded routes name (tasks on its
+//! cluster's nodes).
 
 use super::bindings::torii::plugin::proxy::{Backend, Host};
 use crate::config::Capability;
@@ -20,13 +21,14 @@ async fn serves(host: &HostCtx, router: &str) -> Result<(), String> {
 }
 
 /// The backends as the table keeps them; `Err` for an address off the
-/// loopback interface that is not on a node the app's routes name (the host
+/// loopback interface that the app's recorded routes do not name (the host
 /// checked those against the app's cluster when it recorded them).
-fn checked(backends: Vec<Backend>, nodes: &[std::net::IpAddr]) -> Result<Vec<ProxyBackend>, String> {
+fn checked(backends: Vec<Backend>, routed: &[String]) -> Result<Vec<ProxyBackend>, String> {
     backends
         .into_iter()
         .map(|b| {
-            super::check_backends(&b.addresses, nodes)?;
+            let off: Vec<String> = b.addresses.iter().filter(|a| !routed.contains(a)).cloned().collect();
+            super::check_backends(&off, &[])?;
             Ok(ProxyBackend { version: i64::from(b.version), addresses: b.addresses, weight: b.weight })
         })
         .collect()
@@ -39,8 +41,8 @@ impl Host for PluginState {
         if let Err(e) = serves(&host, &router).await {
             return Ok(Err(e));
         }
-        let nodes: Vec<std::net::IpAddr> = match host.store.app_view(&app).await {
-            Ok(Some(view)) => view.routes.iter().flat_map(|r| &r.addresses).filter_map(|a| a.parse::<std::net::SocketAddr>().ok()).map(|a| a.ip()).collect(),
+        let routed: Vec<String> = match host.store.app_view(&app).await {
+            Ok(Some(view)) => view.routes.iter().flat_map(|r| r.addresses.iter().cloned()).collect(),
             Ok(None) => return Ok(Err(format!("no app {app:?}"))),
             Err(e) => return Ok(Err(e.to_string())),
         };
@@ -49,7 +51,7 @@ impl Host for PluginState {
         if let Some(bad) = hosts.iter().find(|h| !crate::routers::valid_domain(h.strip_prefix("*.").unwrap_or(h))) {
             return Ok(Err(format!("{bad:?} is not a host name")));
         }
-        let backends = match checked(backends, &nodes) {
+        let backends = match checked(backends, &routed) {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };
