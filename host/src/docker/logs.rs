@@ -58,9 +58,7 @@ impl Followers {
     pub fn follow_task(&self, client: Docker, address: &str, task: &str, created_ms: u64, app: &str) {
         let task = task.to_string();
         self.spawn(key(address, &task), app, move |inner, app| async move {
-            let created = i64::try_from(created_ms / 1000).unwrap_or(0);
-            let now = chrono::Utc::now().timestamp();
-            let since = i32::try_from(if now - created <= FRESH_SECS { created } else { now }).unwrap_or(0);
+            let since = since_start(Some(i64::try_from(created_ms / 1000).unwrap_or(0)));
             let options = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).since(since).build();
             copy(&inner, client.task_logs(&task, Some(options)), &app, &task).await;
         });
@@ -96,7 +94,6 @@ fn key(address: &str, id: &str) -> String {
 /// Where a container's output is followed from: its start when it started
 /// in the last [`FRESH_SECS`], else now.
 async fn since(client: &Docker, id: &str) -> i32 {
-    let now = chrono::Utc::now().timestamp();
     let started = client
         .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
         .await
@@ -104,6 +101,13 @@ async fn since(client: &Docker, id: &str) -> i32 {
         .and_then(|c| c.state?.started_at)
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.timestamp());
+    since_start(started)
+}
+
+/// Where output that began at `started` (Unix seconds) is followed from:
+/// from then when it was in the last [`FRESH_SECS`], else from now.
+fn since_start(started: Option<i64>) -> i32 {
+    let now = chrono::Utc::now().timestamp();
     let since = match started {
         Some(t) if now - t <= FRESH_SECS => t,
         _ => now,

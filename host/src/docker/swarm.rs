@@ -274,10 +274,10 @@ impl Engines {
         Ok(text(created.id))
     }
 
-    /// Rolls service `def.name` onto `def`, `parallelism` tasks at a time (0: all).
+    /// Rolls `owner`'s service `def.name` onto `def`, `parallelism` tasks at a time (0: all).
     pub async fn update_service(&self, address: &str, owner: &str, def: &ServiceDef, parallelism: u32) -> Result<(), EngineError> {
-        let Some(current) = self.inspect_service(address, &def.name).await? else {
-            return Err(EngineError::Invalid(format!("no service {:?}", def.name)));
+        let Some(current) = self.inspect_service(address, &def.name).await?.filter(|s| owned(s, owner)) else {
+            return Err(EngineError::Invalid(format!("no service {:?} of plugin {owner:?}", def.name)));
         };
         let mut spec = def.spec(owner);
         if let Some(u) = spec.update_config.as_mut() {
@@ -386,10 +386,10 @@ impl Engines {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => None,
             Err(e) => return Err(docker_error(address, "inspect task", e)),
         };
-        let service = found.and_then(|t| t.service_id).unwrap_or_default();
-        let theirs = match self.bounded(address, "inspect service", client.inspect_service(&service, None::<q::InspectServiceOptions>)).await? {
-            Ok(s) => owned(&s, owner),
-            Err(_) => false,
+        let service = found.and_then(|t| t.service_id).filter(|s| !s.is_empty());
+        let theirs = match service {
+            Some(service) => self.service(address, owner, &service).await?.is_some(),
+            None => false,
         };
         if !theirs {
             return Err(EngineError::Invalid(format!("no task {task:?} of plugin {owner:?}")));

@@ -65,6 +65,13 @@ impl PluginState {
         Ok(f(&engines, &chosen).await.map_err(|e| e.to_string()))
     }
 
+    /// The Swarm spec of `spec`, once the capability is granted: its mounts
+    /// resolved from the volumes of `pool`.
+    async fn service_def(&mut self, pool: &str, spec: ServiceSpec) -> wasmtime::Result<Result<ServiceDef, String>> {
+        self.check(Capability::Swarm)?;
+        Ok(def_in(&self.host, pool, spec).await)
+    }
+
     fn owner(&self) -> String {
         self.host.name.clone()
     }
@@ -170,8 +177,7 @@ impl Host for PluginState {
     }
 
     async fn create_service(&mut self, pool: String, spec: ServiceSpec) -> wasmtime::Result<Result<String, String>> {
-        self.check(Capability::Swarm)?;
-        let def = match def_in(&self.host, &pool, spec).await {
+        let def = match self.service_def(&pool, spec).await? {
             Ok(d) => d,
             Err(e) => return Ok(Err(e)),
         };
@@ -184,19 +190,12 @@ impl Host for PluginState {
     }
 
     async fn update_service(&mut self, pool: String, spec: ServiceSpec, parallelism: u32) -> wasmtime::Result<Result<(), String>> {
-        self.check(Capability::Swarm)?;
-        let def = match def_in(&self.host, &pool, spec).await {
+        let def = match self.service_def(&pool, spec).await? {
             Ok(d) => d,
             Err(e) => return Ok(Err(e)),
         };
         let owner = self.owner();
-        self.on_cluster(&pool, async |e, a| {
-            if e.service(a, &owner, &def.name).await?.is_none() {
-                return Err(EngineError::Invalid(format!("no service {:?} of plugin {owner:?}", def.name)));
-            }
-            e.update_service(a, &owner, &def, parallelism).await
-        })
-        .await
+        self.on_cluster(&pool, async |e, a| e.update_service(a, &owner, &def, parallelism).await).await
     }
 
     async fn get_service(&mut self, pool: String, name: String) -> wasmtime::Result<Result<Option<Service>, String>> {
