@@ -4,14 +4,17 @@
 //! component through the API and measures, side by side in the same run:
 //! - requests/s and p50/p99 through torii's router (32 keep-alive
 //!   connections, fresh instance per request) against `wasmtime serve`
-//!   48.0.8 on the same component (skipped with a note when not installed;
-//!   `WASMTIME` may name the binary) and a native axum hello as the ceiling
+//!   48.0.8 on the same component, as it comes and with `-O
+//!   pooling-allocator` (skipped with a note when not installed; `WASMTIME`
+//!   may name the binary) and a native axum hello as the ceiling
 //!   (on runtime threads of its own, as if it were its own process). The load
 //!   generator runs on its own threads too, one or two: each server counts
 //!   at the setting that drives it hardest on this shared machine (both are
 //!   printed). Router and axum take turns, medians of three rounds each;
 //! - deploy-to-first-200 for a fresh component (compiled on deploy) and for
-//!   bytes already compiled;
+//!   bytes already compiled, for the small Rust hello and for the ~18 MB
+//!   Python one (`plugins/apps/hello-py`, skipped with a note when
+//!   componentize-py is not installed);
 //! - the extra latency of the first request after sleep;
 //! - the server's RSS with 1,000 deployed, sleeping apps.
 //!
@@ -95,6 +98,51 @@ fn wasmtime_binary() -> Option<String> {
     candidates.into_iter().flatten().find(|c| {
         Command::new(c).arg("--version").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("48.0.8"))
     })
+}
+
+/// The Python hello (`plugins/apps/hello-py`) built with componentize-py
+/// (`COMPONENTIZE_PY` may name it) into `dir`; why not, when it cannot be.
+fn python_hello(dir: &std::path::Path) -> Result<Vec<u8>, String> {
+    let tool = std::env::var("COMPONENTIZE_PY").unwrap_or_else(|_| "componentize-py".into());
+    if Command::new(&tool).arg("--version").output().is_err() {
+        return Err("componentize-py not installed (pip install componentize-py)".into());
+    }
+    let out = dir.join("hello-py.wasm");
+    let build = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/apps/hello-py/build");
+    let status = Command::new(build).arg(&out).env("COMPONENTIZE_PY", &tool).status().map_err(|e| format!("{build}: {e}"))?;
+    if !status.success() {
+        return Err(format!("{build} failed: {status}"));
+    }
+    std::fs::read(&out).map_err(|e| e.to_string())
+}
+
+/// `wasmtime serve` with `options` on the hello component: a load at each
+/// generator setting.
+async fn wasmtime_serve(bin: &str, options: &[&str], client: &reqwest::Client) -> BTreeMap<usize, Vec<Load>> {
+    let port = free_port();
+    let mut child = Command::new(bin)
+        .arg("serve")
+        .args(options)
+        .args(["-S", "cli", "--addr", &format!("127.0.0.1:{port}"), HELLO])
+        .env("TSURU_APPNAME", "hello")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("http://{addr}/")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "wasmtime serve {options:?} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let target = Target { addr, path: "/".into(), host: "bench".into(), token: None };
+    let mut runs = BTreeMap::<usize, Vec<Load>>::new();
+    for threads in GENERATOR_THREADS {
+        runs.entry(threads).or_default().push(common::load_on(&target, None, threads).await);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    runs
 }
 
 #[tokio::main]
@@ -193,40 +241,20 @@ async fn main() {
         return;
     }
 
-    let wasmtime = match wasmtime_binary() {
+    // wasmtime serve as it comes, and with the pooling allocator that
+    // wasmtime's own serve benchmark runs with: the baseline at its best.
+    match wasmtime_binary() {
         None => {
             println!("{:<34} skipped: wasmtime 48.0.8 not installed (cargo install wasmtime-cli --version 48.0.8 --locked)", "wasmtime serve");
-            None
         }
         Some(bin) => {
-            let port = free_port();
-            let mut child = Command::new(&bin)
-                .args(["serve", "-S", "cli", "--addr", &format!("127.0.0.1:{port}"), HELLO])
-                .env("TSURU_APPNAME", "hello")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while client.get(format!("http://{addr}/")).send().await.is_err() {
-                assert!(Instant::now() < deadline, "wasmtime serve did not start");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            for (name, options) in [("wasmtime serve → hello", &[][..]), ("wasmtime serve -O pooling → hello", &["-O", "pooling-allocator"][..])] {
+                let mut runs = medians(wasmtime_serve(&bin, options, &client).await);
+                rows(name, &runs);
+                let best = runs.swap_remove(0).1;
+                println!("router / {name}: {:.2} (target ≥ 1.5)", router.rps() / best.rps());
             }
-            let target = Target { addr, path: "/".into(), host: "bench".into(), token: None };
-            let mut runs = BTreeMap::<usize, Vec<Load>>::new();
-            for threads in GENERATOR_THREADS {
-                runs.entry(threads).or_default().push(common::load_on(&target, None, threads).await);
-            }
-            let mut runs = medians(runs);
-            rows("wasmtime serve 48.0.8 → hello", &runs);
-            let _ = child.kill();
-            let _ = child.wait();
-            Some(runs.swap_remove(0).1)
         }
-    };
-    if let Some(w) = &wasmtime {
-        println!("router / wasmtime serve throughput: {:.2} (target ≥ 1.5)", router.rps() / w.rps());
     }
     println!(
         "deploy to first 200: fresh component {:.1} ms (target < 300 ms), already-compiled bytes {:.1} ms (target < 20 ms)",
@@ -266,9 +294,31 @@ async fn main() {
         torii.post(&format!("/1.0/apps/{app}/sleep"), &[("proxy", "http://127.0.0.1:1")]).await;
     }
     println!(
-        "RSS with {APPS} deployed sleeping apps: {:.0} MB (before them: {:.0} MB; target < 300 MB); created, deployed and slept in {:.1} s",
+        "RSS with {APPS} deployed sleeping apps: {:.0} MB (before them: {:.0} MB; target < 150 MB); created, deployed and slept in {:.1} s",
         torii.rss() as f64 / 1e6,
         before as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
+
+    // The large component: CPython inside (componentize-py), ~18 MB. Last,
+    // so its compile leaves nothing in the rows above.
+    match python_hello(dir.path()) {
+        Err(why) => println!("deploy to first 200, Python component: skipped: {why}"),
+        Ok(bytes) => {
+            let mut first_200 = Vec::new();
+            for app in ["hello-py", "again-py"] {
+                torii.post("/1.0/apps", &[("name", app), ("teamOwner", "bench")]).await;
+                let start = Instant::now();
+                deploy(&torii, app, &bytes).await;
+                assert_eq!(get(&client, &torii, app).await, 200);
+                first_200.push(start.elapsed());
+            }
+            println!(
+                "deploy to first 200, Python component ({:.1} MB): fresh {:.2} s (target < 2 s), already-compiled bytes {:.0} ms",
+                bytes.len() as f64 / 1e6,
+                first_200[0].as_secs_f64(),
+                first_200[1].as_secs_f64() * 1e3
+            );
+        }
+    }
 }

@@ -241,8 +241,27 @@ pub async fn deploy_component(
         &digest[..12]
     ))
     .await;
+    if server.config.runs_components(provisioner.name()) {
+        compile_ahead(server, &digest, out).await;
+    }
     let version = Version { artifact: &digest, upload, processes: &artifact.processes, outbound: &artifact.outbound };
     prepare_and_record(server, provisioner, app, version, Some(stored), event_id, how, out).await
+}
+
+/// Compiles a component the host's app runtime will serve, here, with the
+/// deploy's progress, rather than inside the provisioner's `prepare` call,
+/// whose deadline (`[plugins] timeout_ms`) a large component's compile
+/// passes (CPython inside one takes seconds): the provisioner then finds it
+/// compiled. Bytes that do not compile are left to the provisioner to
+/// refuse, in its words.
+async fn compile_ahead(server: &Server, digest: &str, out: &impl Progress) {
+    if server.apps.is_loaded(digest) {
+        return;
+    }
+    let started = std::time::Instant::now();
+    if server.apps.code(digest).await.is_ok() {
+        out.line(format!(" ---> the component is ready to run, after {} ms of loading and compiling\n", started.elapsed().as_millis())).await;
+    }
 }
 
 /// Bytes put in the blob store for a version not recorded yet, and whether
