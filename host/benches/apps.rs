@@ -34,6 +34,20 @@ async fn get(client: &reqwest::Client, t: &Torii, app: &str) -> u16 {
     client.get(format!("http://{}/", t.router)).header("host", format!("{app}.apps.bench")).send().await.unwrap().status().as_u16()
 }
 
+/// Deploy to first 200 of `bytes` as two new apps: fresh bytes (compiled on
+/// deploy), then the same bytes again.
+async fn first_200s(t: &Torii, client: &reqwest::Client, apps: [&str; 2], bytes: &[u8]) -> Vec<Duration> {
+    let mut times = Vec::new();
+    for app in apps {
+        t.post("/1.0/apps", &[("name", app), ("teamOwner", "bench")]).await;
+        let start = Instant::now();
+        deploy(t, app, bytes).await;
+        assert_eq!(get(client, t, app).await, 200);
+        times.push(start.elapsed());
+    }
+    times
+}
+
 /// Rounds of the router against the ceiling.
 const ROUNDS: usize = 3;
 
@@ -154,15 +168,7 @@ async fn main() {
     torii.post("/1.0/pools", &[("name", "bench"), ("default", "true")]).await;
     let client = reqwest::Client::new();
 
-    // Deploy to first 200: fresh bytes (compiled on deploy), then the same bytes again.
-    let mut first_200 = Vec::new();
-    for app in ["hello", "again"] {
-        torii.post("/1.0/apps", &[("name", app), ("teamOwner", "bench")]).await;
-        let start = Instant::now();
-        deploy(&torii, app, &hello).await;
-        assert_eq!(get(&client, &torii, app).await, 200);
-        first_200.push(start.elapsed());
-    }
+    let first_200 = first_200s(&torii, &client, ["hello", "again"], &hello).await;
     // The same component with its access log on: a line per request through
     // the app log (the ceiling logs nothing, so the ratio uses the quiet one).
     torii.post("/1.0/apps", &[("name", "logged"), ("teamOwner", "bench")]).await;
@@ -305,14 +311,7 @@ async fn main() {
     match python_hello(dir.path()) {
         Err(why) => println!("deploy to first 200, Python component: skipped: {why}"),
         Ok(bytes) => {
-            let mut first_200 = Vec::new();
-            for app in ["hello-py", "again-py"] {
-                torii.post("/1.0/apps", &[("name", app), ("teamOwner", "bench")]).await;
-                let start = Instant::now();
-                deploy(&torii, app, &bytes).await;
-                assert_eq!(get(&client, &torii, app).await, 200);
-                first_200.push(start.elapsed());
-            }
+            let first_200 = first_200s(&torii, &client, ["hello-py", "again-py"], &bytes).await;
             println!(
                 "deploy to first 200, Python component ({:.1} MB): fresh {:.2} s (target < 2 s), already-compiled bytes {:.0} ms",
                 bytes.len() as f64 / 1e6,
