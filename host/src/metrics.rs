@@ -100,6 +100,8 @@ pub struct Metrics {
 /// What the scrape reads from elsewhere in the process.
 pub struct Readings {
     pub units_in_use: u64,
+    /// App versions serving on baseline code while their optimised code compiles.
+    pub versions_optimizing: usize,
     /// (plugin name, kind, calls, errors)
     pub plugins: Vec<(String, &'static str, u64, u64)>,
     pub event_locks: i64,
@@ -177,6 +179,8 @@ impl Metrics {
 
         header(&mut out, "torii_units_in_use", "gauge", "WASM app units serving a request now (one instance each).");
         let _ = writeln!(out, "torii_units_in_use {}", readings.units_in_use);
+        header(&mut out, "torii_app_versions_optimizing", "gauge", "WASM app versions serving on baseline (Winch) code while Cranelift optimises them.");
+        let _ = writeln!(out, "torii_app_versions_optimizing {}", readings.versions_optimizing);
         header(&mut out, "torii_plugin_calls_total", "counter", "Calls into each plugin since it was loaded.");
         for (name, kind, calls, _) in &readings.plugins {
             let _ = writeln!(out, "torii_plugin_calls_total{{plugin=\"{}\",kind=\"{kind}\"}} {calls}", escape(name));
@@ -219,7 +223,7 @@ mod tests {
         m.api_request("GET", "/1.0/apps/{app}", 404, Duration::from_secs(9));
         m.app("a\"b").answered(503, Duration::from_millis(3));
         m.app("a\"b").answered(418, Duration::from_millis(3));
-        let readings = Readings { units_in_use: 2, plugins: vec![("native".into(), "auth-scheme", 5, 1)], event_locks: 0, uptime: Duration::from_secs(1) };
+        let readings = Readings { units_in_use: 2, versions_optimizing: 1, plugins: vec![("native".into(), "auth-scheme", 5, 1)], event_locks: 0, uptime: Duration::from_secs(1) };
         assert!(!m.render(&readings, false).contains("a\\\"b"));
         let text = m.render(&readings, true);
         assert!(text.contains("torii_api_requests_total{method=\"GET\",route=\"/1.0/apps/{app}\",status=\"404\"} 1\n"), "{text}");
@@ -230,6 +234,6 @@ mod tests {
         assert!(text.contains("torii_app_requests_total{app=\"a\\\"b\",status=\"418\"} 1\ntorii_app_requests_total{app=\"a\\\"b\",status=\"503\"} 1\n"), "{text}");
         assert!(text.contains("torii_plugin_errors_total{plugin=\"native\",kind=\"auth-scheme\"} 1\n"));
         m.forget_app("a\"b");
-        assert!(!m.render(&Readings { units_in_use: 0, plugins: vec![], event_locks: 0, uptime: Duration::ZERO }, true).contains("a\\\"b"));
+        assert!(!m.render(&Readings { units_in_use: 0, versions_optimizing: 0, plugins: vec![], event_locks: 0, uptime: Duration::ZERO }, true).contains("a\\\"b"));
     }
 }

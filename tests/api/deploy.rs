@@ -690,8 +690,23 @@ async fn a_python_component_deploys_and_serves() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
     // Compiled by the host with the deploy's progress, not inside the
-    // provisioner's call (whose 10 s deadline the compile may pass).
-    assert!(r.body.contains(" ---> the component is ready to run, after "), "{}", r.body);
+    // provisioner's call, and to baseline code first (Cranelift's code takes
+    // seconds more).
+    assert!(r.body.contains(" ---> the component is ready to run on baseline code, after "), "{}", r.body);
     assert!(r.body.contains(" ---> a wasi:http component, already compiled, ready in "), "{}", r.body);
+    let optimizing = |metrics: &str| metrics.lines().find_map(|l| l.strip_prefix("torii_app_versions_optimizing ")).map(str::to_string);
+    let metrics = t.req("GET", "/1.2/metrics").send().await;
+    assert_eq!(optimizing(&metrics.body).as_deref(), Some("1"), "{}", metrics.body);
     assert_eq!(t.app_get("py.apps.test", "/hi?x=1").await, (200, "hello from python (py) /hi?x=1\n".into()));
+    // The optimised code replaces the baseline code, and answers the same.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let metrics = t.req("GET", "/1.2/metrics").send().await;
+        if optimizing(&metrics.body).as_deref() == Some("0") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still optimising: {}", metrics.body);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(t.app_get("py.apps.test", "/hi?x=2").await, (200, "hello from python (py) /hi?x=2\n".into()));
 }

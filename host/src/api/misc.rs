@@ -53,6 +53,7 @@ async fn metrics(State(server): AppState, MaybeCaller(caller): MaybeCaller) -> A
         .collect();
     let readings = crate::metrics::Readings {
         units_in_use: server.units.in_use(),
+        versions_optimizing: server.apps.optimizing(),
         plugins,
         event_locks: server.store.event_locks_held().await?,
         uptime: server.started.elapsed(),

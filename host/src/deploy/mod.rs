@@ -11,6 +11,7 @@ pub mod platform;
 use crate::blobs::Blobs;
 use crate::plugin::provisioner::{Provisioner, app_state, app_version};
 use crate::server::Server;
+use crate::runtime::Tier;
 use crate::apps::change;
 use crate::store::{NewVersion, units_in_use};
 use std::io::Read;
@@ -251,16 +252,22 @@ pub async fn deploy_component(
 /// Compiles a component the host's app runtime will serve, here, with the
 /// deploy's progress, rather than inside the provisioner's `prepare` call,
 /// whose deadline (`[plugins] timeout_ms`) a large component's compile
-/// passes (CPython inside one takes seconds): the provisioner then finds it
-/// compiled. Bytes that do not compile are left to the provisioner to
-/// refuse, in its words.
+/// could pass: the provisioner then finds it compiled. Bytes that do not
+/// compile are left to the provisioner to refuse, in its words.
 async fn compile_ahead(server: &Server, digest: &str, out: &impl Progress) {
     if server.apps.is_loaded(digest) {
         return;
     }
     let started = std::time::Instant::now();
-    if server.apps.code(digest).await.is_ok() {
-        out.line(format!(" ---> the component is ready to run, after {} ms of loading and compiling\n", started.elapsed().as_millis())).await;
+    if let Ok(code) = server.apps.code(digest).await {
+        let took = started.elapsed().as_millis();
+        out.line(match code.tier() {
+            Tier::Optimized => format!(" ---> the component is ready to run, after {took} ms of loading and compiling\n"),
+            Tier::Baseline => format!(
+                " ---> the component is ready to run on baseline code, after {took} ms of loading and compiling; optimised code replaces it in the background\n"
+            ),
+        })
+        .await;
     }
 }
 

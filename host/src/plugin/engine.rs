@@ -39,7 +39,7 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
         std::fs::create_dir_all(cache_dir)?;
 
-        let stop = spawn_epoch_ticker(&engine, "plugin-epoch")?;
+        let stop = spawn_epoch_ticker(vec![engine.clone()], "plugin-epoch")?;
         Ok(PluginEngine { engine, cache_dir: cache_dir.to_path_buf(), stop })
     }
 
@@ -88,15 +88,17 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// Advances `engine`'s epoch every [`EPOCH_TICK`] on its own thread until the
-/// returned flag is set.
-pub fn spawn_epoch_ticker(engine: &Engine, name: &str) -> std::io::Result<Arc<AtomicBool>> {
+/// Advances the epoch of `engines` every [`EPOCH_TICK`] on one thread of its
+/// own until the returned flag is set.
+pub fn spawn_epoch_ticker(engines: Vec<Engine>, name: &str) -> std::io::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
-    let (ticker_engine, ticker_stop) = (engine.clone(), stop.clone());
+    let ticker_stop = stop.clone();
     std::thread::Builder::new().name(name.into()).spawn(move || {
         while !ticker_stop.load(Ordering::Relaxed) {
             std::thread::sleep(EPOCH_TICK);
-            ticker_engine.increment_epoch();
+            for engine in &engines {
+                engine.increment_epoch();
+            }
         }
     })?;
     Ok(stop)

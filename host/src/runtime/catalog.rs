@@ -1,17 +1,26 @@
 //! Loaded app versions by artifact digest: the blob store's bytes, checked and
-//! compiled once per process (the compiled code is also cached on disk), shared
-//! by every app deployed with the same bytes.
+//! compiled once per process (the optimised code is also cached on disk),
+//! shared by every app deployed with the same bytes.
+//!
+//! Bytes not compiled before serve first on baseline code (see the runtime's
+//! tiers) while one background task at a time optimises them; the optimised
+//! code then replaces the baseline code here, for the requests that follow
+//! (those running finish on what they started with).
 
-use super::{AppCode, AppRuntime, Invocation, LoadError};
+use super::{AppCode, AppRuntime, Invocation, LoadError, Tier};
 use crate::blobs::Blobs;
 use crate::store::AppView;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 pub struct Catalog {
     pub runtime: AppRuntime,
     pub blobs: Blobs,
     loaded: Mutex<HashMap<String, Arc<AppCode>>>,
+    /// Digests whose optimised code is being compiled or waits its turn.
+    optimizing: Mutex<HashSet<String>>,
+    /// One optimising compile at a time (it takes every core for seconds).
+    optimizer: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +35,18 @@ pub enum CatalogError {
 
 impl Catalog {
     pub fn new(runtime: AppRuntime, blobs: Blobs) -> Catalog {
-        Catalog { runtime, blobs, loaded: Mutex::new(HashMap::new()) }
+        Catalog {
+            runtime,
+            blobs,
+            loaded: Mutex::new(HashMap::new()),
+            optimizing: Mutex::new(HashSet::new()),
+            optimizer: tokio::sync::Semaphore::new(1),
+        }
+    }
+
+    /// Versions serving on baseline code until their optimised code is ready.
+    pub fn optimizing(&self) -> usize {
+        self.optimizing.lock().unwrap().len()
     }
 
     /// True when the version with `digest` is loaded in memory.
@@ -56,13 +76,51 @@ impl Catalog {
         let code = match compiled.await? {
             Some(code) => code,
             None => {
-                let bytes = self.blobs.get(digest).await.map_err(|e| CatalogError::Missing(digest.to_string(), e))?;
-                self.blocking(move |catalog| catalog.runtime.load(&bytes)).await??
+                let bytes = Arc::new(self.blobs.get(digest).await.map_err(|e| CatalogError::Missing(digest.to_string(), e))?);
+                let code = self.blocking({
+                    let bytes = bytes.clone();
+                    move |catalog| catalog.runtime.load_baseline(&bytes)
+                });
+                let code = code.await??;
+                if code.tier() == Tier::Baseline {
+                    self.optimize(digest, bytes);
+                }
+                code
             }
         };
-        let code = Arc::new(code);
-        self.loaded.lock().unwrap().insert(digest.to_string(), code.clone());
-        Ok(code)
+        // Another caller may have loaded it meanwhile: one copy serves.
+        Ok(self.loaded.lock().unwrap().entry(digest.to_string()).or_insert_with(|| Arc::new(code)).clone())
+    }
+
+    /// Compiles `bytes` (of `digest`) to optimised code in the background,
+    /// after the optimising compiles queued before it, and swaps it in for
+    /// the baseline code if the version is still loaded by then (the compiled
+    /// cache has it either way).
+    fn optimize(self: &Arc<Self>, digest: &str, bytes: Arc<Vec<u8>>) {
+        if !self.optimizing.lock().unwrap().insert(digest.to_string()) {
+            return;
+        }
+        let (catalog, digest) = (self.clone(), digest.to_string());
+        tokio::spawn(async move {
+            let optimized = match catalog.optimizer.acquire().await {
+                Ok(_turn) => catalog.blocking(move |catalog| catalog.runtime.load(&bytes)).await,
+                Err(_) => Err(CatalogError::ShuttingDown),
+            };
+            match optimized {
+                Ok(Ok(code)) => {
+                    if let Some(loaded) = catalog.loaded.lock().unwrap().get_mut(&digest)
+                        && loaded.tier() == Tier::Baseline
+                    {
+                        *loaded = Arc::new(code);
+                    }
+                }
+                // Winch compiled them, Cranelift does not: they keep running
+                // on baseline code, and the next load tries again.
+                Ok(Err(e)) => tracing::warn!(%digest, error = %e, "cannot optimise an app version"),
+                Err(_) => {}
+            }
+            catalog.optimizing.lock().unwrap().remove(&digest);
+        });
     }
 
     /// Runs `work` on the blocking pool.

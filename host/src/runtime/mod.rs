@@ -10,8 +10,13 @@
 //! capability beyond wasi:http: no preopened directories, no sockets, and
 //! outgoing HTTP requests are refused.
 //!
-//! Compiled code is cached on disk by content hash (shared with the plugin
-//! engine's cache format), so loading bytes seen before costs a file read.
+//! Code comes in two tiers, each with its own engine: a version seen for the
+//! first time is compiled by Winch (baseline code, in a few tenths of the
+//! time: a CPython component serves in under two seconds instead of eight),
+//! and the catalog has Cranelift optimise it in the background, then swaps
+//! the optimised code in for the requests that follow. Only optimised code is
+//! cached on disk by content hash (shared with the plugin engine's cache
+//! format), so loading bytes seen before costs a file read.
 
 mod budget;
 pub mod catalog;
@@ -28,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Strategy, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -95,6 +100,23 @@ pub enum LoadError {
 /// A loaded app version: compiled, linked, ready to instantiate.
 pub struct AppCode {
     pre: ProxyPre<AppState>,
+    tier: Tier,
+}
+
+/// How a version's code was compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// By Winch: compiled fast, runs slower; for the seconds until the
+    /// optimised code is ready.
+    Baseline,
+    /// By Cranelift: what a version runs on for good (and what is cached).
+    Optimized,
+}
+
+impl AppCode {
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
 }
 
 /// Receives what a request's instance wrote to stdout and stderr, once it ends.
@@ -126,8 +148,8 @@ const KEEP_RESIDENT: usize = 8 << 20;
 pub type ResponseBody = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
 pub struct AppRuntime {
-    engine: Engine,
-    linker: Linker<AppState>,
+    optimizing: Compiler,
+    baseline: Compiler,
     cache_dir: PathBuf,
     limits: RuntimeLimits,
     stop: Arc<AtomicBool>,
@@ -135,14 +157,20 @@ pub struct AppRuntime {
     budget: Arc<MemoryBudget>,
 }
 
-impl AppRuntime {
-    pub fn new(limits: RuntimeLimits, cache_dir: &Path) -> anyhow::Result<AppRuntime> {
+/// One tier's engine (with its instance pool) and linker.
+struct Compiler {
+    engine: Engine,
+    linker: Linker<AppState>,
+}
+
+impl Compiler {
+    fn new(strategy: Strategy, instances: u32, max_memory_bytes: usize) -> anyhow::Result<Compiler> {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(limits.instances)
-            .total_core_instances(limits.instances * 4)
-            .total_memories(limits.instances * 2)
-            .total_tables(limits.instances * 2)
-            .max_memory_size(limits.max_memory_bytes)
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 4)
+            .total_memories(instances * 2)
+            .total_tables(instances * 2)
+            .max_memory_size(max_memory_bytes)
             // A request instance lives for microseconds: reset the pages it
             // touched with memset instead of madvise (whose TLB shootdowns
             // across cores dominated a hello request), and batch what must
@@ -153,53 +181,82 @@ impl AppRuntime {
             .pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = Config::new();
         config
+            .strategy(strategy)
             .epoch_interruption(true)
-            .memory_reservation(limits.max_memory_bytes as u64)
+            .memory_reservation(max_memory_bytes as u64)
             .memory_guard_size(0)
             .memory_reservation_for_growth(0)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
-        std::fs::create_dir_all(cache_dir)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        let stop = spawn_epoch_ticker(&engine, "app-epoch")?;
+        Ok(Compiler { engine, linker })
+    }
+
+    fn link(&self, component: &wasmtime::component::Component, tier: Tier) -> Result<AppCode, LoadError> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| LoadError::Import(format!("{e:#}")))?;
+        let pre = ProxyPre::new(pre).map_err(|e| LoadError::NotHttp(format!("{e:#}")))?;
+        Ok(AppCode { pre, tier })
+    }
+}
+
+/// Refuses what is not a component by its first bytes.
+fn check_magic(bytes: &[u8]) -> Result<(), LoadError> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(LoadError::CoreModule),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
+        _ => Err(LoadError::NotWasm),
+    }
+}
+
+impl AppRuntime {
+    pub fn new(limits: RuntimeLimits, cache_dir: &Path) -> anyhow::Result<AppRuntime> {
+        let optimizing = Compiler::new(Strategy::Cranelift, limits.instances, limits.max_memory_bytes)?;
+        // Baseline code serves only while a new version is optimised: a
+        // quarter of the instances may run on it at once (the memory budget
+        // is one for both).
+        let baseline = Compiler::new(Strategy::Winch, (limits.instances / 4).max(1), limits.max_memory_bytes)?;
+        std::fs::create_dir_all(cache_dir)?;
+        let stop = spawn_epoch_ticker(vec![optimizing.engine.clone(), baseline.engine.clone()], "app-epoch")?;
         // A turn lasts up to two ticks: a computing guest gives its lane
         // back at its next tick, one waiting on I/O when the lease ends.
         let lanes = Arc::new(CpuLanes::new(limits.cpu_lanes, EPOCH_TICK * 2));
         let budget = MemoryBudget::new(limits.memory_budget_bytes);
-        Ok(AppRuntime { engine, linker, cache_dir: cache_dir.to_path_buf(), limits, stop, lanes, budget })
+        Ok(AppRuntime { optimizing, baseline, cache_dir: cache_dir.to_path_buf(), limits, stop, lanes, budget })
     }
 
-    /// Checks and compiles `bytes` (or finds them compiled in the cache).
+    /// Checks and compiles `bytes` to optimised code (or finds them compiled
+    /// in the cache). Seconds of work for a large component.
     pub fn load(&self, bytes: &[u8]) -> Result<AppCode, LoadError> {
-        match bytes.get(..8) {
-            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
-            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
-            _ => return Err(LoadError::NotWasm),
-        }
-        let component = cached_component(&self.engine, &self.cache_dir, bytes).map_err(|e| {
+        check_magic(bytes)?;
+        let component = cached_component(&self.optimizing.engine, &self.cache_dir, bytes).map_err(|e| {
             if e.downcast_ref::<std::io::Error>().is_some() {
                 LoadError::Cache(e.to_string())
             } else {
                 LoadError::Invalid(format!("{e:#}"))
             }
         })?;
-        self.link(&component)
+        self.optimizing.link(&component, Tier::Optimized)
+    }
+
+    /// Checks and compiles `bytes` to baseline code, fast, to serve until
+    /// `load` has optimised them. Bytes Winch cannot compile (a feature it
+    /// lacks) go to `load` at once, which names what is wrong with them.
+    pub fn load_baseline(&self, bytes: &[u8]) -> Result<AppCode, LoadError> {
+        check_magic(bytes)?;
+        match wasmtime::component::Component::new(&self.baseline.engine, bytes) {
+            Ok(component) => self.baseline.link(&component, Tier::Baseline),
+            Err(_) => self.load(bytes),
+        }
     }
 
     /// The version compiled before from bytes with SHA-256 `digest`, straight
     /// from the compiled cache (a wake-up: no blob read, no hashing); `None`
     /// when the cache does not hold it.
     pub fn load_compiled(&self, digest: &str) -> Option<AppCode> {
-        let component = crate::plugin::engine::compiled_component(&self.engine, &self.cache_dir, digest)?;
-        self.link(&component).ok()
-    }
-
-    fn link(&self, component: &wasmtime::component::Component) -> Result<AppCode, LoadError> {
-        let pre = self.linker.instantiate_pre(component).map_err(|e| LoadError::Import(format!("{e:#}")))?;
-        let pre = ProxyPre::new(pre).map_err(|e| LoadError::NotHttp(format!("{e:#}")))?;
-        Ok(AppCode { pre })
+        let component = crate::plugin::engine::compiled_component(&self.optimizing.engine, &self.cache_dir, digest)?;
+        self.optimizing.link(&component, Tier::Optimized).ok()
     }
 
     /// Serves one request with a fresh instance of `code`. Failures of the app
@@ -241,7 +298,7 @@ impl AppRuntime {
                 taken: Taken::new(self.budget.clone()),
             },
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(code.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         // The guest yields to the other requests of its thread at every
         // epoch tick it runs through, and is cut after `cpu_deadline` of
@@ -557,6 +614,27 @@ mod tests {
         let (status, body) = text(rt.handle(&hog, small.clone(), get("/?mb=32")).await).await;
         assert_eq!((status, body.as_str()), (500, "the request needed more than the app's memory limit of 16 MiB\n"));
         assert_eq!(text(rt.handle(&hog, small, get("/?mb=4")).await).await, (200, "held 4 MiB\n".into()));
+    }
+
+    /// Winch's code answers as Cranelift's does, within the same limits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn baseline_code_serves_within_the_same_limits() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let rt = runtime(dir.path());
+        let load = |env: &str| rt.load_baseline(&std::fs::read(env).unwrap()).unwrap();
+        let (hello, burn, hog) = (load(env!("TORII_GUEST_APP_HELLO")), load(env!("TORII_GUEST_APP_BURN")), load(env!("TORII_GUEST_APP_HOG")));
+        assert!([&hello, &burn, &hog].iter().all(|code| code.tier() == Tier::Baseline));
+        let env = Invocation { env: vec![("TSURU_APPNAME".into(), "web".into())], ..Invocation::default() };
+        assert_eq!(text(rt.handle(&hello, env, get("/b")).await).await, (200, "hello from web at /b\n".into()));
+        let (status, body) = text(rt.handle(&burn, Invocation::default(), get("/burn")).await).await;
+        assert_eq!((status, body.as_str()), (504, "the request ran past the app's CPU deadline of 500 ms\n"));
+        let small = Invocation { memory_bytes: 16 << 20, ..Invocation::default() };
+        assert_eq!(text(rt.handle(&hog, small.clone(), get("/?mb=4")).await).await, (200, "held 4 MiB\n".into()));
+        let (status, body) = text(rt.handle(&hog, small, get("/?mb=32")).await).await;
+        assert_eq!((status, body.as_str()), (500, "the request needed more than the app's memory limit of 16 MiB\n"));
+        // Nothing of baseline code is cached: the cache holds optimised code only.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(matches!(rt.load_baseline(b"garbage bytes"), Err(LoadError::NotWasm)));
     }
 
     #[tokio::test(flavor = "current_thread")]
