@@ -1,20 +1,28 @@
-//! WASM app benchmark. One run, printed; run with `cargo bench --bench apps`.
+//! The speed and footprint benchmark. One run, printed; run with `cargo
+//! bench --bench apps`. It ends with one summary table of every goal: what
+//! torii measured, the baseline measured beside it, the target and whether
+//! it holds.
 //!
-//! Starts the release `torii` on SQLite, deploys the example `hello`
-//! component through the API and measures, side by side in the same run:
-//! - requests/s and p50/p99 through torii's router (32 keep-alive
-//!   connections, fresh instance per request) against `wasmtime serve`
-//!   48.0.8 on the same component, as it comes and with `-O
-//!   pooling-allocator` (skipped with a note when not installed; `WASMTIME`
-//!   may name the binary) and a native axum hello as the ceiling
+//! Starts the release `torii` on SQLite and measures, side by side in the
+//! same run:
+//! - idle RSS right after a first start (every plugin compiled) and after a
+//!   restart (plugins from the compiled cache), and the binary's size;
+//! - requests/s and p50/p99 through torii's router to the example `hello`
+//!   component (32 keep-alive connections, fresh instance per request)
+//!   against `wasmtime serve` 48.0.8 on the same component, as it comes and
+//!   with `-O pooling-allocator` (skipped with a note when not installed;
+//!   `WASMTIME` may name the binary) and a native axum hello as the ceiling
 //!   (on runtime threads of its own, as if it were its own process). The load
 //!   generator runs on its own threads too, one or two: each server counts
 //!   at the setting that drives it hardest on this shared machine (both are
 //!   printed). Router and axum take turns, medians of three rounds each;
+//! - the router as an HTTP proxy against nginx in front of the same nginx
+//!   backend (`common/versus_nginx.rs`; skipped with a note without nginx);
 //! - deploy-to-first-200 for a fresh component (compiled on deploy) and for
 //!   bytes already compiled, for the small Rust hello and for the ~18 MB
 //!   Python one (`plugins/apps/hello-py`, skipped with a note when
-//!   componentize-py is not installed);
+//!   componentize-py is not installed), and when the Python one's optimised
+//!   code replaced its baseline code;
 //! - the extra latency of the first request after sleep;
 //! - the server's RSS with 1,000 deployed, sleeping apps.
 //!
@@ -22,7 +30,7 @@
 
 mod common;
 
-use common::{CONNECTIONS, GENERATOR_THREADS, Load, MEASURE, Target, Torii, WARMUP, deploy, free_port, micros};
+use common::{CONNECTIONS, GENERATOR_THREADS, Load, MEASURE, Target, Torii, WARMUP, deploy, free_port, micros, torii_binary};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -159,10 +167,77 @@ async fn wasmtime_serve(bin: &str, options: &[&str], client: &reqwest::Client) -
     runs
 }
 
+/// The summary table: one line per goal.
+#[derive(Default)]
+struct Summary(Vec<[String; 4]>);
+
+impl Summary {
+    /// A goal: what it is, what was measured (with its baseline), the
+    /// target, and whether it holds (`None`: nothing to hold, or not measured).
+    fn goal(&mut self, what: &str, measured: String, target: &str, holds: Option<bool>) {
+        let holds = match holds {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        };
+        self.0.push([what.into(), measured, target.into(), holds.into()]);
+    }
+
+    fn print(&self) {
+        println!();
+        println!("summary (this run; ratios measured side by side)");
+        println!("{:<44} {:<48} {:<16} {}", "goal", "measured", "target", "holds");
+        for [what, measured, target, holds] in &self.0 {
+            println!("{what:<44} {measured:<48} {target:<16} {holds}");
+        }
+    }
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    if d >= Duration::from_secs(1) { format!("{:.2} s", d.as_secs_f64()) } else { format!("{:.1} ms", d.as_secs_f64() * 1e3) }
+}
+
+/// The server's RSS once it has been idle for a while.
+async fn idle_rss(t: &Torii) -> u64 {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    t.rss()
+}
+
+/// Waits until no app version runs on baseline code (the gauge of
+/// `/1.2/metrics` is 0).
+async fn optimised(t: &Torii) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let metrics = t.client.get(format!("{}/1.2/metrics", t.base)).send().await.unwrap().text().await.unwrap();
+        if metrics.lines().any(|l| l == "torii_app_versions_optimizing 0") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still optimising after 300 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() {
+    let mut summary = Summary::default();
+    let binary = std::fs::metadata(torii_binary()).unwrap().len();
+    summary.goal("release binary, as shipped", mb(binary), "< 80 MB", Some(binary < 80_000_000));
     let dir = tempfile::TempDir::new().unwrap();
     let torii = Torii::start(dir.path(), "").await;
+    let first_start = idle_rss(&torii).await;
+    let torii = torii.restart().await;
+    let warm_start = idle_rss(&torii).await;
+    println!("idle RSS on the defaults: {} after a first start, {} after a restart (target < 60 MB)", mb(first_start), mb(warm_start));
+    summary.goal(
+        "idle RSS: first start / restart",
+        format!("{} / {}", mb(first_start), mb(warm_start)),
+        "< 60 MB",
+        Some(first_start.max(warm_start) < 60_000_000),
+    );
     let hello = std::fs::read(HELLO).unwrap();
     torii.post("/1.0/teams", &[("name", "bench")]).await;
     torii.post("/1.0/pools", &[("name", "bench"), ("default", "true")]).await;
@@ -189,6 +264,8 @@ async fn main() {
         assert!(res.status().is_success());
         res.text().await.unwrap();
     }
+    // Measured on optimised code (new bytes serve on baseline code first).
+    optimised(&torii).await;
 
     println!(
         "torii WASM app benchmark: {CONNECTIONS} connections, {}s each after {}s warm-up, release build; torii and native axum alternate {ROUNDS} times (medians)",
@@ -216,10 +293,13 @@ async fn main() {
     let axum = &axums[0].1;
     rows("torii router → hello component", &routers);
     rows("native axum hello (ceiling)", &axums);
-    println!(
-        "router / native axum throughput, each at its best generator: {:.2} (target ≥ 0.25); with the same generator: {}",
-        router.rps() / axum.rps(),
-        same.join(", ")
+    let ratio = router.rps() / axum.rps();
+    println!("router / native axum throughput, each at its best generator: {ratio:.2} (target ≥ 0.5); with the same generator: {}", same.join(", "));
+    summary.goal(
+        "WASM hello / native axum hello (32 conns)",
+        format!("{ratio:.2} ({:.0} vs {:.0} req/s)", router.rps(), axum.rps()),
+        "≥ 0.5",
+        Some(ratio >= 0.5),
     );
     let cpu = &cpu_by_threads[best_threads];
     let us = |d: &Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6);
@@ -244,6 +324,7 @@ async fn main() {
         us(&logged_cpu[logged_cpu.len() / 2])
     );
     if std::env::var_os("TORII_BENCH_THROUGHPUT_ONLY").is_some() {
+        summary.print();
         return;
     }
 
@@ -254,18 +335,53 @@ async fn main() {
             println!("{:<34} skipped: wasmtime 48.0.8 not installed (cargo install wasmtime-cli --version 48.0.8 --locked)", "wasmtime serve");
         }
         Some(bin) => {
+            let mut measured = Vec::new();
             for (name, options) in [("wasmtime serve → hello", &[][..]), ("wasmtime serve -O pooling → hello", &["-O", "pooling-allocator"][..])] {
                 let mut runs = medians(wasmtime_serve(&bin, options, &client).await);
                 rows(name, &runs);
                 let best = runs.swap_remove(0).1;
                 println!("router / {name}: {:.2} (target ≥ 1.5)", router.rps() / best.rps());
+                measured.push((router.rps() / best.rps(), best.rps()));
             }
+            summary.goal(
+                "WASM hello / wasmtime serve, plain / -O pooling",
+                format!("{:.2} / {:.2} ({:.0} / {:.0} req/s)", measured[0].0, measured[1].0, measured[0].1, measured[1].1),
+                "≥ 1.5",
+                Some(measured.iter().all(|(r, _)| *r >= 1.5)),
+            );
         }
     }
+
+    // The router as a proxy, against nginx: a torii of its own (one router
+    // worker, as nginx's one worker) while this one idles.
+    match common::versus_nginx::measure(false).await {
+        Some(f) => {
+            summary.goal(
+                "router proxy / nginx proxy (32 conns)",
+                format!("{:.2}x, p99 {} vs {}", f.ratio, micros(f.p99.0), micros(f.p99.1)),
+                "≥ 1.0, p99 ≤",
+                Some(f.ratio >= 1.0 && f.p99.0 <= f.p99.1),
+            );
+            summary.goal(
+                "added latency at 1 conn: router / nginx",
+                format!("{} / {}", micros(f.added.0), micros(f.added.1)),
+                "router ≤ nginx",
+                Some(f.added.0 <= f.added.1),
+            );
+        }
+        None => summary.goal("router proxy / nginx proxy", "skipped: nginx not installed".into(), "≥ 1.0", None),
+    }
+
     println!(
         "deploy to first 200: fresh component {:.1} ms (target < 300 ms), already-compiled bytes {:.1} ms (target < 20 ms)",
         first_200[0].as_secs_f64() * 1e3,
         first_200[1].as_secs_f64() * 1e3
+    );
+    summary.goal(
+        "deploy → first 200, Rust hello: fresh / compiled",
+        format!("{} / {}", ms(first_200[0]), ms(first_200[1])),
+        "< 300 / < 20 ms",
+        Some(first_200[0] < Duration::from_millis(300) && first_200[1] < Duration::from_millis(20)),
     );
 
     // First request after sleep vs a warm request, one at a time.
@@ -282,12 +398,9 @@ async fn main() {
     woken.sort();
     warm.sort();
     let p50 = |v: &[Duration]| v[v.len() / 2];
-    println!(
-        "first request after sleep: p50 {} vs warm {}: extra {} (target < 1 ms)",
-        micros(p50(&woken)),
-        micros(p50(&warm)),
-        micros(p50(&woken).saturating_sub(p50(&warm)))
-    );
+    let extra = p50(&woken).saturating_sub(p50(&warm));
+    println!("first request after sleep: p50 {} vs warm {}: extra {} (target < 1 ms)", micros(p50(&woken)), micros(p50(&warm)), micros(extra));
+    summary.goal("first request after sleep, extra p50", format!("{} ({} vs {})", ms(extra), micros(p50(&woken)), micros(p50(&warm))), "< 1 ms", Some(extra < Duration::from_millis(1)));
 
     // RSS with 1,000 deployed, sleeping apps.
     const APPS: usize = 1000;
@@ -299,25 +412,41 @@ async fn main() {
         deploy(&torii, &app, &hello).await;
         torii.post(&format!("/1.0/apps/{app}/sleep"), &[("proxy", "http://127.0.0.1:1")]).await;
     }
+    let with_apps = torii.rss();
     println!(
-        "RSS with {APPS} deployed sleeping apps: {:.0} MB (before them: {:.0} MB; target < 150 MB); created, deployed and slept in {:.1} s",
-        torii.rss() as f64 / 1e6,
-        before as f64 / 1e6,
+        "RSS with {APPS} deployed sleeping apps: {} (before them: {}; target < 150 MB); created, deployed and slept in {:.1} s",
+        mb(with_apps),
+        mb(before),
         started.elapsed().as_secs_f64()
     );
+    summary.goal("RSS with 1,000 sleeping apps", format!("{} (before them: {})", mb(with_apps), mb(before)), "< 150 MB", Some(with_apps < 150_000_000));
 
     // The large component: CPython inside (componentize-py), ~18 MB. Last,
     // so its compile leaves nothing in the rows above.
     match python_hello(dir.path()) {
-        Err(why) => println!("deploy to first 200, Python component: skipped: {why}"),
+        Err(why) => {
+            println!("deploy to first 200, Python component: skipped: {why}");
+            summary.goal("deploy → first 200, Python", format!("skipped: {why}"), "< 2 s", None);
+        }
         Ok(bytes) => {
+            let started = Instant::now();
             let first_200 = first_200s(&torii, &client, ["hello-py", "again-py"], &bytes).await;
+            optimised(&torii).await;
+            let optimised_after = started.elapsed();
             println!(
-                "deploy to first 200, Python component ({:.1} MB): fresh {:.2} s (target < 2 s), already-compiled bytes {:.0} ms",
+                "deploy to first 200, Python component ({:.1} MB): fresh {:.2} s (target < 2 s), already-loaded bytes {:.0} ms; optimised code serving {:.1} s after the first deploy began",
                 bytes.len() as f64 / 1e6,
                 first_200[0].as_secs_f64(),
-                first_200[1].as_secs_f64() * 1e3
+                first_200[1].as_secs_f64() * 1e3,
+                optimised_after.as_secs_f64()
+            );
+            summary.goal(
+                &format!("deploy → first 200, Python {:.0} MB: fresh / again", bytes.len() as f64 / 1e6),
+                format!("{} / {} (optimised at {})", ms(first_200[0]), ms(first_200[1]), ms(optimised_after)),
+                "< 2 s",
+                Some(first_200[0] < Duration::from_secs(2)),
             );
         }
     }
+    summary.print();
 }

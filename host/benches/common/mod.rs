@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod versus_nginx;
+
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
@@ -240,6 +242,13 @@ pub struct Torii {
     pub base: String,
     pub token: String,
     pub client: reqwest::Client,
+    config: std::path::PathBuf,
+}
+
+/// The torii binary the benches run: `TORII_BENCH_BIN` (another build, for
+/// an A/B of two builds), else this one.
+pub fn torii_binary() -> String {
+    std::env::var("TORII_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_torii").to_string())
 }
 
 impl Torii {
@@ -254,9 +263,7 @@ impl Torii {
             ),
         )
         .unwrap();
-        // TORII_BENCH_BIN runs another build of torii (an A/B of two builds).
-        let bin = std::env::var("TORII_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_torii").to_string());
-        let mut create = Command::new(&bin)
+        let mut create = Command::new(torii_binary())
             .args(["root-user-create", "bench@example.com", "--config"])
             .arg(&config)
             .stdin(Stdio::piped())
@@ -266,9 +273,19 @@ impl Torii {
             .unwrap();
         create.stdin.take().unwrap().write_all(b"bench-secret\n").unwrap();
         assert!(create.wait().unwrap().success());
-        let child = Command::new(&bin).args(["serve", "--config"]).arg(&config).env("TORII_LOG", "warn").spawn().unwrap();
-        let api: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let router: SocketAddr = format!("127.0.0.1:{router_port}").parse().unwrap();
+        Torii::serve(config, format!("127.0.0.1:{port}").parse().unwrap(), format!("127.0.0.1:{router_port}").parse().unwrap()).await
+    }
+
+    /// Stops this server and starts it again on the same data (its compiled
+    /// cache included), logged in again.
+    pub async fn restart(self) -> Torii {
+        let (config, api, router) = (self.config.clone(), self.api, self.router);
+        drop(self);
+        Torii::serve(config, api, router).await
+    }
+
+    async fn serve(config: std::path::PathBuf, api: SocketAddr, router: SocketAddr) -> Torii {
+        let child = Command::new(torii_binary()).args(["serve", "--config"]).arg(&config).env("TORII_LOG", "warn").spawn().unwrap();
         let client = reqwest::Client::new();
         let base = format!("http://{api}");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -286,7 +303,7 @@ impl Torii {
             .await
             .unwrap();
         let token = login["token"].as_str().unwrap().to_string();
-        Torii { child, api, router, base, token, client }
+        Torii { child, api, router, base, token, client, config }
     }
 
     /// POSTs a form as the root user; panics unless it succeeds.
