@@ -37,12 +37,15 @@ impl Blobs {
         hex::encode(Sha256::digest(bytes))
     }
 
-    /// Stores `bytes` (a no-op when present) and returns their digest.
-    pub async fn put(&self, bytes: &[u8]) -> std::io::Result<String> {
-        let digest = Blobs::digest(bytes);
-        let path = self.path(&digest);
+    /// Stores `bytes`, whose digest the caller computed with
+    /// [`Blobs::digest`] (a large upload is hashed once); a no-op when present.
+    pub async fn put(&self, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
+        if !Blobs::is_digest(digest) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not a blob digest: {digest:?}")));
+        }
+        let path = self.path(digest);
         if tokio::fs::try_exists(&path).await? {
-            return Ok(digest);
+            return Ok(());
         }
         let tmp = path.with_extension(format!("tmp{}-{}", std::process::id(), rand::random::<u32>()));
         let mut file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).await?;
@@ -50,7 +53,7 @@ impl Blobs {
         file.sync_all().await?;
         drop(file);
         tokio::fs::rename(&tmp, &path).await?;
-        Ok(digest)
+        Ok(())
     }
 
     /// Whether `name` has the shape of a blob digest (64 hex digits).

@@ -282,7 +282,7 @@ impl Stored {
     async fn put(server: &Server, bytes: &[u8]) -> Result<Stored, DeployError> {
         let digest = Blobs::digest(bytes);
         let known = server.apps.blobs.contains(&digest).await;
-        server.apps.blobs.put(bytes).await.map_err(DeployError::Blob)?;
+        server.apps.blobs.put(&digest, bytes).await.map_err(DeployError::Blob)?;
         Ok(Stored { digest, known })
     }
 

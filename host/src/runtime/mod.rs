@@ -182,6 +182,10 @@ impl Compiler {
         let mut config = Config::new();
         config
             .strategy(strategy)
+            // Baseline code lives for seconds: it skips the map from native
+            // to wasm offsets (a trap's backtrace names functions, not
+            // offsets), a tenth of its compile.
+            .generate_address_map(strategy != Strategy::Winch)
             .epoch_interruption(true)
             .memory_reservation(max_memory_bytes as u64)
             .memory_guard_size(0)
