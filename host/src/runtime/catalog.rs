@@ -140,3 +140,39 @@ pub fn invocation(view: &AppView) -> Invocation {
     let env = view.runtime_env().into_iter().map(|(name, value, _)| (name, value)).collect();
     Invocation { env, memory_bytes: usize::try_from(view.memory()).unwrap_or(0), ..Invocation::default() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::RuntimeLimits;
+    use std::time::Duration;
+
+    /// New bytes serve on baseline code at once; the optimised code, once
+    /// compiled in the background, replaces it and is what a later load (a
+    /// wake-up, a restart) finds in the cache.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn baseline_code_serves_until_the_optimised_code_replaces_it() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let runtime = AppRuntime::new(RuntimeLimits::new(64 << 20, 8, Duration::from_millis(500)), &dir.path().join("cache")).unwrap();
+        let catalog = Arc::new(Catalog::new(runtime, Blobs::new(&dir.path().join("blobs")).unwrap()));
+        let bytes = std::fs::read(env!("TORII_GUEST_APP_HELLO")).unwrap();
+        let digest = Blobs::digest(&bytes);
+        catalog.blobs.put(&digest, &bytes).await.unwrap();
+
+        let first = catalog.code(&digest).await.unwrap();
+        assert_eq!(first.tier(), Tier::Baseline);
+        assert_eq!(catalog.optimizing(), 1);
+        // A second caller meanwhile gets the same code, and no second compile is queued.
+        assert!(Arc::ptr_eq(&first, &catalog.code(&digest).await.unwrap()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while catalog.optimizing() > 0 {
+            assert!(std::time::Instant::now() < deadline, "still optimising");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(catalog.code(&digest).await.unwrap().tier(), Tier::Optimized);
+        catalog.unload(&digest);
+        assert!(!catalog.is_loaded(&digest));
+        assert_eq!(catalog.code(&digest).await.unwrap().tier(), Tier::Optimized, "from the compiled cache");
+        assert_eq!(catalog.optimizing(), 0);
+    }
+}
