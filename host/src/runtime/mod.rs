@@ -10,9 +10,10 @@
 //! capability beyond wasi:http: no preopened directories, no sockets, and
 //! outgoing HTTP requests are refused.
 //!
-//! Code comes in two tiers, each with its own engine: a version seen for the
-//! first time is compiled by Winch (baseline code, in a few tenths of the
-//! time: a CPython component serves in under two seconds instead of eight),
+//! Code comes in two tiers, each with its own engine: a large version (see
+//! `catalog::BASELINE_FROM_BYTES`) seen for the first time is compiled by
+//! Winch (baseline code, in about a quarter of the time: a CPython component
+//! serves about two seconds after its deploy began instead of ten),
 //! and the catalog has Cranelift optimise it in the background, then swaps
 //! the optimised code in for the requests that follow. Only optimised code is
 //! cached on disk by content hash (shared with the plugin engine's cache
