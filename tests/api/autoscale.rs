@@ -5,11 +5,10 @@
 
 use crate::deploy::{MP, upload};
 use crate::docker::{ENGINES, add_node, images, nodes, stream_errors, unique};
-use crate::support::{Backend, Options, TestServer, backends};
+use crate::support::{Backend, Options, TestServer, backends, within};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 const FAST: &str = "[autoscale]\ninterval_secs = 1\nsample_ms = 50\nscale_down_delay_secs = 3\ncooldown_secs = 1\n";
 
@@ -17,17 +16,6 @@ const FAST: &str = "[autoscale]\ninterval_secs = 1\nsample_ms = 50\nscale_down_d
 async fn units(t: &TestServer, app: &str, process: &str) -> Vec<String> {
     let info = t.req("GET", &format!("/1.0/apps/{app}")).admin().send().await.json();
     info["units"].as_array().unwrap().iter().filter(|u| u["ProcessName"] == process).map(|u| u["Status"].as_str().unwrap().to_string()).collect()
-}
-
-/// Waits up to `secs` for `check`; fails naming `what`.
-async fn within(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..secs * 4 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("not within {secs} s: {what}");
 }
 
 /// Each autoscale event's data, newest first.

@@ -44,14 +44,19 @@ macro_rules! backends {
 pub(crate) use backends;
 
 /// Polls `check` every 100 ms for up to 10 s; fails naming `what`.
-pub async fn within_10s(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
+pub async fn within_10s(what: &str, check: impl AsyncFnMut() -> bool) {
+    within(10, what, check).await
+}
+
+/// Polls `check` every 100 ms for up to `secs`; fails naming `what`.
+pub async fn within(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..secs * 10 {
         if check().await {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("{what}: not within 10 s");
+    panic!("{what}: not within {secs} s");
 }
 
 /// Tests that assert how fast something answers run alone: they hold this
