@@ -144,7 +144,7 @@ async fn ec2_machines_through_moto() {
     opts.extra_toml = format!(
         "[[plugin]]\nname = \"ec2\"\nkind = \"iaas\"\nbuiltin = \"iaas-ec2\"\ncapabilities = [\"log\", \"http\"]\n\
          [plugin.config]\nendpoint = {:?}\naccess_key_id = \"AKIDTEST\"\nsecret_access_key = \"not-a-secret\"\nengine_port = 2376\n\
-         [plugin.outbound]\nallow = [{:?}]\ntimeout_ms = 2000\n",
+         [plugin.outbound]\nallow = [{:?}]\ntimeout_ms = 5000\n",
         front.url(),
         front.url()
     );
