@@ -61,6 +61,22 @@ backends! {
         assert!(r.body.contains("chaos plugin asked to trap"), "{}", r.body);
         assert!(!r.body.contains("xxxx"), "stale stderr in {}", r.body);
 
+        // A call that needed much memory gives it back: its instance is not
+        // kept warm (linear memory never shrinks); a small one is.
+        // (What `GET /torii/v1/plugins/chaos` shows; this server has no admin.)
+        let warm = || {
+            let status = t.server().plugins["chaos"].status();
+            (status.warm_instances, status.warm_memory_bytes)
+        };
+        let keep = torii::plugin::instance::KEEP_WARM_MEMORY;
+        login("ok@example.com").await.expect_status(200);
+        let (instances, bytes) = warm();
+        assert!(instances == 1 && bytes > 0 && bytes <= keep, "{instances} instance(s) holding {bytes} bytes");
+        login("big@example.com").await.expect_error(404, "user not found");
+        assert_eq!(warm(), (0, 0));
+        login("ok@example.com").await.expect_status(200);
+        assert_eq!(warm().0, 1);
+
         // Several faults at once do not disturb each other or the host.
         let (a, b2, c) = tokio::join!(login("loop@example.com"), login("trap@example.com"), login("ok@example.com"));
         a.expect_status(500);

@@ -1,6 +1,7 @@
 //! Plugin admin (DESIGN §2, torii's own paths): every loaded plugin with
-//! its source, contract version, digest, grants, health and call counts,
-//! and the swap of a plugin's component for an uploaded one.
+//! its source, contract version, digest, grants, health, call counts and
+//! warm instances (count, memory held), and the swap of a plugin's component
+//! for an uploaded one.
 //!
 //! - `GET /torii/v1/plugins`, `GET /torii/v1/plugins/{name}`: `plugin.read`.
 //! - `PUT /torii/v1/plugins/{name}` with the `.wasm` as the body:

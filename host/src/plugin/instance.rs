@@ -1,7 +1,10 @@
 //! Warm instance pools. A configured plugin keeps a few ready instances; a call
 //! takes one, runs under an epoch deadline and a memory cap, and puts it back.
 //! On any failure the instance is dropped (a trapped instance is poisoned) and
-//! the next call gets a fresh one, so the plugin heals itself.
+//! the next call gets a fresh one, so the plugin heals itself. An instance
+//! whose memory grew past [`KEEP_WARM_MEMORY`] is dropped too: linear memory
+//! never shrinks, and one login's argon2 hash (19 MiB) would otherwise stay
+//! resident for good, once per warm instance.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -11,7 +14,7 @@ use std::time::Duration;
 
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use super::engine::{MemoryCap, MemoryLimit};
-use wasmtime::{Store, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -28,6 +31,11 @@ use crate::store::Store as Db;
 const MAX_IDLE: usize = 16;
 /// Guest stderr kept per instance (the tail, to report a panic message).
 const STDERR_TAIL: usize = 4 * 1024;
+/// Most memory (all its linear memories) an instance may hold and still be
+/// kept warm. A plugin's usual call stays far below (a Rust guest starts
+/// at ~1 MiB); one that needed more gives it back by being dropped, and the
+/// next call instantiates afresh (tens of microseconds).
+pub const KEEP_WARM_MEMORY: usize = 8 << 20;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -58,7 +66,7 @@ pub struct AppsHost {
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: MemoryCap,
+    limits: Counted,
     stderr: StderrTail,
     http: WasiHttpCtx,
     http_hooks: GuestHttp,
@@ -74,6 +82,32 @@ impl WasiView for PluginState {
 impl WasiHttpView for PluginState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
+    }
+}
+
+/// The plugin's memory cap, counting the memory the instance holds.
+struct Counted {
+    cap: MemoryCap,
+    /// Bytes of linear memory the instance holds (a memory's creation is
+    /// its first growth, from 0).
+    held: usize,
+}
+
+impl ResourceLimiter for Counted {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.cap.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.held += desired.saturating_sub(current);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.cap.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.cap.table_growing(current, desired, maximum)
     }
 }
 
@@ -227,6 +261,21 @@ struct Loaded<W: World> {
     idle: Mutex<Vec<Ready<W>>>,
 }
 
+impl<W: World> Loaded<W> {
+    /// Keeps `ready` warm for the next call, unless enough are, or it holds
+    /// more memory than [`KEEP_WARM_MEMORY`] (then dropping it gives the
+    /// memory back).
+    fn keep(&self, ready: Ready<W>) {
+        if ready.store.data().limits.held > KEEP_WARM_MEMORY {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < MAX_IDLE {
+            idle.push(ready);
+        }
+    }
+}
+
 /// What a plugin has done since it was loaded (swaps keep counting).
 #[derive(Default)]
 struct Stats {
@@ -251,6 +300,11 @@ pub struct PluginStatus {
     pub errors: u64,
     #[serde(rename = "lastError")]
     pub last_error: String,
+    /// Instances kept ready for the next call, and the linear memory they hold.
+    #[serde(rename = "warmInstances")]
+    pub warm_instances: usize,
+    #[serde(rename = "warmMemoryBytes")]
+    pub warm_memory_bytes: usize,
 }
 
 /// What the admin API does with any plugin, whatever its kind.
@@ -311,7 +365,7 @@ impl<W: World> PluginPool<W> {
         };
         let current = pool.loaded();
         let first = pool.instantiate(&current).await?;
-        current.idle.lock().unwrap().push(first);
+        current.keep(first);
         Ok(pool)
     }
 
@@ -360,7 +414,7 @@ impl<W: World> PluginPool<W> {
         let digest = crate::blobs::Blobs::digest(bytes);
         let loaded = Self::load(&self.engine, &self.host, &component, "upload".into(), digest)?;
         let first = self.instantiate(&loaded).await?;
-        loaded.idle.lock().unwrap().push(first);
+        loaded.keep(first);
         *self.current.write().unwrap() = Arc::new(loaded);
         tracing::info!(plugin = %name, "plugin swapped");
         Ok(())
@@ -374,6 +428,10 @@ impl<W: World> PluginPool<W> {
     pub fn status(&self) -> PluginStatus {
         use std::sync::atomic::Ordering::Relaxed;
         let loaded = self.loaded();
+        let (warm_instances, warm_memory_bytes) = {
+            let idle = loaded.idle.lock().unwrap();
+            (idle.len(), idle.iter().map(|r| r.store.data().limits.held).sum())
+        };
         PluginStatus {
             name: self.host.name.clone(),
             kind: W::KIND,
@@ -384,6 +442,8 @@ impl<W: World> PluginPool<W> {
             calls: self.stats.calls.load(Relaxed),
             errors: self.stats.errors.load(Relaxed),
             last_error: self.stats.last_error.lock().unwrap().clone(),
+            warm_instances,
+            warm_memory_bytes,
         }
     }
 
@@ -414,7 +474,7 @@ impl<W: World> PluginPool<W> {
         let state = PluginState {
             wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
-            limits: MemoryCap { bytes: self.limits.memory_bytes, max_table_elements: MAX_TABLE_ELEMENTS },
+            limits: Counted { cap: MemoryCap { bytes: self.limits.memory_bytes, max_table_elements: MAX_TABLE_ELEMENTS }, held: 0 },
             stderr,
             http: WasiHttpCtx::new(),
             http_hooks: GuestHttp { guest: Guest::Plugin(Arc::from(self.host.name.as_str())), outbound: self.host.outbound.clone() },
@@ -466,10 +526,7 @@ impl<W: World> PluginPool<W> {
             Err(_) => Err(self.failed(self.timeout())),
             Ok(Err(e)) => Err(self.failed(self.classify(e, &ready.store))),
             Ok(Ok(value)) => {
-                let mut idle = loaded.idle.lock().unwrap();
-                if idle.len() < MAX_IDLE {
-                    idle.push(ready);
-                }
+                loaded.keep(ready);
                 Ok(value)
             }
         }

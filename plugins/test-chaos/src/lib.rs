@@ -2,7 +2,8 @@
 //! survives its plugins. The login email picks the fault:
 //! `loop@…` spins forever, `alloc@…` allocates without bound, `trap@…`
 //! panics, `kv@…` calls the `kv` capability (which the tests do not grant),
-//! `noisy@…` writes 100 KiB to stderr and then succeeds.
+//! `noisy@…` writes 100 KiB to stderr and then succeeds, `big@…` uses
+//! 12 MiB for the call (as a password hash may) and then succeeds.
 //! Any other email logs in, so a request after each fault can succeed.
 
 use torii_plugin_sdk::auth::{AuthError, AuthScheme, Login, Params, SchemeInfo};
@@ -51,6 +52,14 @@ impl Chaos {
                 for _ in 0..1024 {
                     eprintln!("{line}");
                 }
+                Ok(email)
+            }
+            "big" => {
+                let mut scratch = vec![0u8; 12 << 20];
+                for page in scratch.chunks_mut(4096) {
+                    page[0] = 1;
+                }
+                std::hint::black_box(&scratch);
                 Ok(email)
             }
             "kv" => {
