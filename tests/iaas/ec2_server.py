@@ -2,7 +2,7 @@
 that keeps instances in memory. Prints `LISTENING <port>` once it answers
 and has run one instance (in another region, terminated at once: moto
 loads its instance types and images on the first RunInstances, seconds on
-a busy machine, which the tests' 2 s outbound deadline would otherwise
+a busy machine, which a test's outbound deadline would otherwise
 pay), then serves until killed."""
 
 import argparse
