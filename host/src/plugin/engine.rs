@@ -65,17 +65,28 @@ impl PluginEngine {
 pub struct MemoryLimit;
 
 /// Caps every memory of an instance at `bytes` (a refused growth traps with
-/// [`MemoryLimit`]) and its tables at `max_table_elements`.
+/// [`MemoryLimit`]) and its tables at `max_table_elements`, and counts the
+/// linear memory the instance holds.
 pub struct MemoryCap {
     pub bytes: usize,
     pub max_table_elements: usize,
+    /// Bytes of linear memory the instance holds, all its memories (a
+    /// memory's creation is its first growth, from 0).
+    pub held: usize,
+}
+
+impl MemoryCap {
+    pub fn new(bytes: usize, max_table_elements: usize) -> MemoryCap {
+        MemoryCap { bytes, max_table_elements, held: 0 }
+    }
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.bytes || maximum.is_some_and(|max| desired > max) {
             return Err(wasmtime::Error::new(MemoryLimit));
         }
+        self.held += desired.saturating_sub(current);
         Ok(true)
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use super::engine::{MemoryCap, MemoryLimit};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{Store, Trap};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -66,7 +66,7 @@ pub struct AppsHost {
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: Counted,
+    limits: MemoryCap,
     stderr: StderrTail,
     http: WasiHttpCtx,
     http_hooks: GuestHttp,
@@ -82,32 +82,6 @@ impl WasiView for PluginState {
 impl WasiHttpView for PluginState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
-    }
-}
-
-/// The plugin's memory cap, counting the memory the instance holds.
-struct Counted {
-    cap: MemoryCap,
-    /// Bytes of linear memory the instance holds (a memory's creation is
-    /// its first growth, from 0).
-    held: usize,
-}
-
-impl ResourceLimiter for Counted {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let allowed = self.cap.memory_growing(current, desired, maximum)?;
-        if allowed {
-            self.held += desired.saturating_sub(current);
-        }
-        Ok(allowed)
-    }
-
-    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.cap.memory_grow_failed(error)
-    }
-
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.cap.table_growing(current, desired, maximum)
     }
 }
 
@@ -474,7 +448,7 @@ impl<W: World> PluginPool<W> {
         let state = PluginState {
             wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
-            limits: Counted { cap: MemoryCap { bytes: self.limits.memory_bytes, max_table_elements: MAX_TABLE_ELEMENTS }, held: 0 },
+            limits: MemoryCap::new(self.limits.memory_bytes, MAX_TABLE_ELEMENTS),
             stderr,
             http: WasiHttpCtx::new(),
             http_hooks: GuestHttp { guest: Guest::Plugin(Arc::from(self.host.name.as_str())), outbound: self.host.outbound.clone() },

@@ -299,7 +299,7 @@ impl AppRuntime {
             table: ResourceTable::new(),
             hooks: GuestHttp { guest: Guest::App(invocation.app.clone().unwrap_or_else(|| Arc::from(""))), outbound: invocation.outbound.clone() },
             limiter: AppLimiter {
-                cap: MemoryCap { bytes: memory, max_table_elements: MAX_TABLE_ELEMENTS },
+                cap: MemoryCap::new(memory, MAX_TABLE_ELEMENTS),
                 taken: Taken::new(self.budget.clone()),
             },
         };
