@@ -366,6 +366,63 @@ backends! {
 }
 
 backends! {
+    // Requests keep arriving while the app is put to sleep and woken again,
+    // over and over: every one is served. None may fall between two steps of
+    // a change (the routes written, the router entry not yet, or the other
+    // way round) and get a 503 for a state that lasts a few milliseconds.
+    async fn requests_racing_sleep_and_wake_are_all_served(b) {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let t = TestServer::start(b).await;
+        t.team("t1").await;
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "web"), ("teamOwner", "t1")]).send().await.expect_status(201);
+        let burn = std::fs::read(env!("TORII_GUEST_APP_BURN")).unwrap();
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&burn, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut load = Vec::new();
+        for _ in 0..4 {
+            let (client, url, stop) = (reqwest::Client::new(), format!("{}/", t.router_url()), stop.clone());
+            load.push(tokio::spawn(async move {
+                let (mut served, mut refused) = (0, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let r = client.get(&url).header("host", "web.apps.test").send().await.unwrap();
+                    match (r.status().as_u16(), r.text().await.unwrap()) {
+                        (200, body) if body == "awake\n" => served += 1,
+                        other => refused.push(other),
+                    }
+                }
+                (served, refused)
+            }));
+        }
+        let mut slept = 0;
+        for _ in 0..20 {
+            // The app may be held by the wake of a moment ago: then it is awake anyway.
+            let r = t.req("POST", "/1.0/apps/web/sleep").admin().form(&[("proxy", "http://127.0.0.1:1")]).send().await;
+            match r.status.as_u16() {
+                200 => slept += 1,
+                409 => {}
+                other => panic!("sleep answered {other}: {}", r.body),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (mut served, mut refused) = (0, Vec::new());
+        for l in load {
+            let (s, r) = l.await.unwrap();
+            served += s;
+            refused.extend(r);
+        }
+        assert_eq!(refused, Vec::<(u16, String)>::new(), "{served} served");
+        assert!(slept >= 5 && served >= slept, "{slept} sleeps, {served} served");
+        let wakes = t.req("GET", "/1.1/events?kindname=app.wake").admin().send().await.json();
+        assert!(wakes.as_array().unwrap().len() >= 5, "{wakes}");
+        t.stop().await;
+    }
+}
+
+backends! {
     async fn app_output_still_waiting_for_the_log_is_written_when_torii_stops(b) {
         let mut t = setup(b).await;
         access_log(&t, "web").await;

@@ -181,34 +181,56 @@ async fn answer(
         Err(e) => return plain(500, &e),
     };
     *traffic = Some(server.metrics.app(&view.app.name));
-    let mut woken = false;
+    // A sleeping app is woken, and an app between two steps of a change is
+    // looked at again, until the wake timeout.
+    let settle_by = tokio::time::Instant::now() + Duration::from_millis(server.config.apps.wake_timeout_ms);
+    let (mut wakes_left, mut looked_again) = (MAX_WAKES, false);
     let chosen = loop {
-        if let Some(i) = pick(&entry.backends, rand::random::<f64>()) {
+        let picked = pick(&entry.backends, rand::random::<f64>());
+        if let Some(i) = picked
+            && runs(&view, &entry.backends[i])
+        {
             break i;
         }
-        // Nothing is routed: say why, or wake the app and look again.
         let app = view.app.name.as_str();
-        match serving_state(&view) {
-            Serving::Asleep if !woken => {
-                let wait = Duration::from_millis(server.config.apps.wake_timeout_ms);
-                match tokio::time::timeout(wait, crate::apps::wake::wake(server, app)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return plain(503, &format!("app {app} could not be woken: {e}")),
-                    Err(_) => return plain(503, &format!("app {app} is still waking up after {} ms: try again shortly", wait.as_millis())),
+        let state = serving_state(&view);
+        if matches!(state, Serving::Asleep) && wakes_left > 0 {
+            wakes_left -= 1;
+            match tokio::time::timeout_at(settle_by, crate::apps::wake::wake(server, app)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return plain(503, &format!("app {app} could not be woken: {e}")),
+                Err(_) => {
+                    let waited = server.config.apps.wake_timeout_ms;
+                    return plain(503, &format!("app {app} is still waking up after {waited} ms: try again shortly"));
                 }
-                woken = true;
-                (view, entry) = match resolve(server, &host).await {
-                    Ok(Some(found)) => found,
-                    Ok(None) => return plain(404, &format!("no app answers at {host}")),
-                    Err(e) => return plain(500, &e),
-                };
             }
-            Serving::Stopped => return plain(503, &format!("app {app} is stopped: start it with `tsuru app start -a {app}`")),
-            Serving::Asleep | Serving::Running => {
-                return plain(503, &format!("app {app} serves no version: deploy one with `tsuru app deploy`, or add units"));
+        } else if mid_change(picked, &state) && (view.lock_event.is_some() || !looked_again) && tokio::time::Instant::now() + SETTLE < settle_by {
+            // An operation holds the app: its next step is waited for. Else
+            // the entry and the view may have been read on either side of a
+            // change's last step: one fresh look.
+            if view.lock_event.is_some() {
+                tokio::time::sleep(SETTLE).await;
+            } else {
+                looked_again = true;
             }
-            Serving::Undeployed => return plain(503, &format!("app {app} has no deployed version yet: deploy one with `tsuru app deploy`")),
+        } else {
+            return match (picked, state) {
+                (Some(i), _) => plain(503, &format!(
+                    "app {app} serves version {} which its provisioner no longer runs: rebuild its routes",
+                    entry.backends[i].version
+                )),
+                (None, Serving::Stopped) => plain(503, &format!("app {app} is stopped: start it with `tsuru app start -a {app}`")),
+                (None, Serving::Asleep | Serving::Running) => {
+                    plain(503, &format!("app {app} serves no version: deploy one with `tsuru app deploy`, or add units"))
+                }
+                (None, Serving::Undeployed) => plain(503, &format!("app {app} has no deployed version yet: deploy one with `tsuru app deploy`")),
+            };
         }
+        (view, entry) = match resolve(server, &host).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return plain(404, &format!("no app answers at {host}")),
+            Err(e) => return plain(500, &e),
+        };
     };
     let app = view.app.name.as_str();
     let backend = &entry.backends[chosen];
@@ -252,6 +274,28 @@ async fn answer(
         response = server.apps.runtime.handle(&code, invocation, req) => response,
         _ = killed => plain(503, &format!("unit {name} was killed while serving this request")),
     }
+}
+
+/// Wakes one request may ask for: an app put to sleep again while the
+/// request waited is woken again, a few times at most.
+const MAX_WAKES: u32 = 3;
+
+/// How long a request waits before it looks again at an app between two
+/// steps of a change.
+const SETTLE: Duration = Duration::from_millis(10);
+
+/// Whether the request can go to `backend`: one with addresses is proxied,
+/// one without runs in the app runtime under the app's route for its version.
+fn runs(view: &AppView, backend: &ProxyBackend) -> bool {
+    !backend.addresses.is_empty() || view.routes.iter().any(|r| r.version == backend.version)
+}
+
+/// Whether what the request found may be a change caught between its steps
+/// (every change writes the routes, then the router entry): the entry names
+/// a version the routes do not hold, or names nothing while processes run.
+/// Stopped and undeployed apps answer at once.
+fn mid_change(picked: Option<usize>, state: &Serving) -> bool {
+    picked.is_some() || matches!(state, Serving::Running)
 }
 
 /// Why an app's router entry has nothing to route to.
