@@ -373,10 +373,7 @@ backends! {
     async fn requests_racing_sleep_and_wake_are_all_served(b) {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, Ordering};
-        let t = TestServer::start(b).await;
-        t.team("t1").await;
-        t.req("POST", "/1.0/pools").admin().form(&[("name", "main"), ("default", "true")]).send().await.expect(201, "");
-        t.req("POST", "/1.0/apps").admin().form(&[("name", "web"), ("teamOwner", "t1")]).send().await.expect_status(201);
+        let t = setup(b).await;
         let burn = std::fs::read(env!("TORII_GUEST_APP_BURN")).unwrap();
         let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&burn, &[])).send().await;
         assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
