@@ -4,14 +4,16 @@
 //! - connections at once (`max_connections`): past it a new connection is
 //!   closed as soon as it is accepted;
 //! - the time from a connection's start, or the end of its previous answer,
-//!   to the complete headers of its next request (`header_read_timeout_ms`):
-//!   slow headers and idle keep-alive connections are closed;
+//!   to the complete headers of its next request (`header_read_timeout_ms`,
+//!   on a coarse clock, see [`timer`]): slow headers and idle keep-alive
+//!   connections are closed;
 //! - silence (`idle_timeout_ms`): a connection on which nothing is read or
 //!   written for that long is closed, whatever it is doing (a body trickling
 //!   in, a client that stopped reading an answer).
 
+mod timer;
+
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioTimer;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,11 +36,15 @@ pub struct Limits {
 pub struct Admission {
     limits: Limits,
     slots: Arc<Semaphore>,
+    header_timer: timer::CoarseTimer,
 }
 
 impl Admission {
     pub fn new(limits: Limits) -> Admission {
-        Admission { limits, slots: Arc::new(Semaphore::new(limits.max_connections)) }
+        // The header read timeout fires within an eighth of itself (at most
+        // a second late).
+        let tick = (limits.header_read / 8).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        Admission { limits, slots: Arc::new(Semaphore::new(limits.max_connections)), header_timer: timer::CoarseTimer::new(tick) }
     }
 
     /// A slot for a new connection, or `None` (close it at once) when the
@@ -62,7 +68,7 @@ impl Admission {
     /// An HTTP/1 server builder with the header read timeout.
     pub fn http1(&self) -> http1::Builder {
         let mut builder = http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(self.limits.header_read);
+        builder.timer(self.header_timer.clone()).header_read_timeout(self.limits.header_read);
         builder
     }
 }
