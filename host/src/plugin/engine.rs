@@ -3,19 +3,15 @@
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter};
 
-/// How often the epoch advances; deadlines are whole ticks.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub use super::ticker::{EPOCH_TICK, EpochTicker};
 
 pub struct PluginEngine {
     engine: Engine,
     cache_dir: PathBuf,
-    stop: Arc<AtomicBool>,
+    ticker: EpochTicker,
 }
 
 impl PluginEngine {
@@ -39,8 +35,8 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
         std::fs::create_dir_all(cache_dir)?;
 
-        let stop = spawn_epoch_ticker(vec![engine.clone()], "plugin-epoch")?;
-        Ok(PluginEngine { engine, cache_dir: cache_dir.to_path_buf(), stop })
+        let ticker = EpochTicker::spawn(vec![engine.clone()], "plugin-epoch")?;
+        Ok(PluginEngine { engine, cache_dir: cache_dir.to_path_buf(), ticker })
     }
 
     pub fn cache_dir(&self) -> &Path {
@@ -49,6 +45,11 @@ impl PluginEngine {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The clock of plugin guests: held through each call.
+    pub fn ticker(&self) -> &EpochTicker {
+        &self.ticker
     }
 
     /// Compiles `bytes`, or loads the result of an earlier compilation of the
@@ -97,22 +98,6 @@ impl ResourceLimiter for MemoryCap {
     fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= self.max_table_elements && maximum.is_none_or(|max| desired <= max))
     }
-}
-
-/// Advances the epoch of `engines` every [`EPOCH_TICK`] on one thread of its
-/// own until the returned flag is set.
-pub fn spawn_epoch_ticker(engines: Vec<Engine>, name: &str) -> std::io::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let ticker_stop = stop.clone();
-    std::thread::Builder::new().name(name.into()).spawn(move || {
-        while !ticker_stop.load(Ordering::Relaxed) {
-            std::thread::sleep(EPOCH_TICK);
-            for engine in &engines {
-                engine.increment_epoch();
-            }
-        }
-    })?;
-    Ok(stop)
 }
 
 /// Compiles `bytes` for `engine`, or loads an earlier compilation of the same
@@ -173,7 +158,7 @@ fn cache_path_for(engine: &Engine, cache_dir: &Path, digest: &str) -> PathBuf {
 
 impl Drop for PluginEngine {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.ticker.stop();
     }
 }
 

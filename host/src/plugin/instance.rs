@@ -306,6 +306,7 @@ impl<W: World> PluginAdmin for PluginPool<W> {
 /// every instance of it shares.
 pub struct PluginPool<W: World> {
     engine: wasmtime::Engine,
+    ticker: super::engine::EpochTicker,
     cache_dir: std::path::PathBuf,
     host: Arc<HostCtx>,
     config_json: String,
@@ -330,6 +331,7 @@ impl<W: World> PluginPool<W> {
         let loaded = Self::load(engine.engine(), &host, component, source, digest)?;
         let pool = PluginPool {
             engine: engine.engine().clone(),
+            ticker: engine.ticker().clone(),
             cache_dir: engine.cache_dir().to_path_buf(),
             host,
             config_json,
@@ -444,6 +446,7 @@ impl<W: World> PluginPool<W> {
     }
 
     async fn instantiate(&self, loaded: &Loaded<W>) -> Result<Ready<W>, PluginError> {
+        let _running = self.ticker.running();
         let stderr = StderrTail::default();
         let state = PluginState {
             wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
@@ -478,6 +481,7 @@ impl<W: World> PluginPool<W> {
         F: for<'a> FnOnce(&'a W::Bindings, &'a mut Store<PluginState>) -> BoxFuture<'a, wasmtime::Result<R>> + Send,
     {
         use std::sync::atomic::Ordering::Relaxed;
+        let _running = self.ticker.running();
         self.stats.calls.fetch_add(1, Relaxed);
         let loaded = self.loaded();
         let taken = loaded.idle.lock().unwrap().pop();

@@ -22,6 +22,7 @@ pub mod service_broker;
 pub mod capabilities;
 pub mod engine;
 pub mod instance;
+pub mod ticker;
 
 pub use engine::PluginEngine;
 

@@ -23,7 +23,7 @@ mod budget;
 pub mod catalog;
 mod lanes;
 
-use crate::plugin::engine::{EPOCH_TICK, MemoryCap, MemoryLimit, cached_component, spawn_epoch_ticker};
+use crate::plugin::engine::{EPOCH_TICK, EpochTicker, MemoryCap, MemoryLimit, cached_component};
 use budget::{BudgetSpent, MemoryBudget, Taken};
 use lanes::{CpuLanes, Held};
 use bytes::Bytes;
@@ -31,7 +31,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Strategy, Trap, UpdateDeadline};
@@ -153,7 +153,7 @@ pub struct AppRuntime {
     baseline: Compiler,
     cache_dir: PathBuf,
     limits: RuntimeLimits,
-    stop: Arc<AtomicBool>,
+    ticker: EpochTicker,
     lanes: Arc<CpuLanes>,
     budget: Arc<MemoryBudget>,
 }
@@ -245,12 +245,12 @@ impl AppRuntime {
         // is one for both).
         let baseline = Compiler::new(Strategy::Winch, (limits.instances / 4).max(1), limits.max_memory_bytes)?;
         std::fs::create_dir_all(cache_dir)?;
-        let stop = spawn_epoch_ticker(vec![optimizing.engine.clone(), baseline.engine.clone()], "app-epoch")?;
+        let ticker = EpochTicker::spawn(vec![optimizing.engine.clone(), baseline.engine.clone()], "app-epoch")?;
         // A turn lasts up to two ticks: a computing guest gives its lane
         // back at its next tick, one waiting on I/O when the lease ends.
         let lanes = Arc::new(CpuLanes::new(limits.cpu_lanes, EPOCH_TICK * 2));
         let budget = MemoryBudget::new(limits.memory_budget_bytes);
-        Ok(AppRuntime { optimizing, baseline, cache_dir: cache_dir.to_path_buf(), limits, stop, lanes, budget })
+        Ok(AppRuntime { optimizing, baseline, cache_dir: cache_dir.to_path_buf(), limits, ticker, lanes, budget })
     }
 
     /// Checks and compiles `bytes` to optimised code (or finds them compiled
@@ -324,6 +324,7 @@ impl AppRuntime {
                 cap: MemoryCap::new(memory, MAX_TABLE_ELEMENTS),
                 taken: Taken::new(self.budget.clone()),
             },
+            _running: self.ticker.running(),
         };
         let mut store = Store::new(code.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -417,7 +418,7 @@ impl AppRuntime {
 
 impl Drop for AppRuntime {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.ticker.stop();
     }
 }
 
@@ -562,6 +563,8 @@ struct AppState {
     table: ResourceTable,
     hooks: GuestHttp,
     limiter: AppLimiter,
+    /// The epoch clock ticks while the store lives.
+    _running: crate::plugin::ticker::Running,
 }
 
 impl WasiView for AppState {
