@@ -15,6 +15,7 @@ use crate::runtime::Tier;
 use crate::apps::change;
 use crate::store::{NewVersion, units_in_use};
 use std::io::Read;
+use std::sync::Arc;
 
 /// What a deploy unpacked.
 #[derive(Debug, PartialEq, Eq)]
@@ -233,18 +234,18 @@ pub async fn deploy_component(
 ) -> Result<i64, DeployError> {
     let pool = server.store.app(app).await?.map(|a| a.pool).unwrap_or_default();
     within_policy(server, &pool, &artifact.outbound)?;
-    let stored = Stored::put(server, &artifact.component).await?;
-    let digest = stored.digest.clone();
-    out.line(format!(
-        "---- Checking {} ({} KiB, sha256 {}) ----\n",
-        artifact.source,
-        artifact.component.len().div_ceil(1024),
-        &digest[..12]
-    ))
-    .await;
-    if server.config.runs_components(provisioner.name()) {
-        compile_ahead(server, &digest, out).await;
-    }
+    let component = Arc::new(artifact.component);
+    let digest = Blobs::digest(&component);
+    out.line(format!("---- Checking {} ({} KiB, sha256 {}) ----\n", artifact.source, component.len().div_ceil(1024), &digest[..12])).await;
+    // The compile (seconds for a large component) runs while the bytes are
+    // written: they are the digest's whatever the write comes to.
+    let compile = async {
+        if server.config.runs_components(provisioner.name()) {
+            compile_ahead(server, &digest, component.clone(), out).await;
+        }
+        Ok(())
+    };
+    let (stored, ()) = tokio::try_join!(Stored::put_hashed(server, &digest, &component), compile)?;
     let version = Version { artifact: &digest, upload, processes: &artifact.processes, outbound: &artifact.outbound };
     prepare_and_record(server, provisioner, app, version, Some(stored), event_id, how, out).await
 }
@@ -254,12 +255,12 @@ pub async fn deploy_component(
 /// whose deadline (`[plugins] timeout_ms`) a large component's compile
 /// could pass: the provisioner then finds it compiled. Bytes that do not
 /// compile are left to the provisioner to refuse, in its words.
-async fn compile_ahead(server: &Server, digest: &str, out: &impl Progress) {
+async fn compile_ahead(server: &Server, digest: &str, bytes: Arc<Vec<u8>>, out: &impl Progress) {
     if server.apps.is_loaded(digest) {
         return;
     }
     let started = std::time::Instant::now();
-    if let Ok(code) = server.apps.code(digest).await {
+    if let Ok(code) = server.apps.compile(digest, bytes).await {
         let took = started.elapsed().as_millis();
         out.line(match code.tier() {
             Tier::Optimized => format!(" ---> the component is ready to run, after {took} ms of loading and compiling\n"),
@@ -280,10 +281,14 @@ pub struct Stored {
 
 impl Stored {
     async fn put(server: &Server, bytes: &[u8]) -> Result<Stored, DeployError> {
-        let digest = Blobs::digest(bytes);
-        let known = server.apps.blobs.contains(&digest).await;
-        server.apps.blobs.put(&digest, bytes).await.map_err(DeployError::Blob)?;
-        Ok(Stored { digest, known })
+        Stored::put_hashed(server, &Blobs::digest(bytes), bytes).await
+    }
+
+    /// Puts `bytes`, whose digest is `digest`.
+    async fn put_hashed(server: &Server, digest: &str, bytes: &[u8]) -> Result<Stored, DeployError> {
+        let known = server.apps.blobs.contains(digest).await;
+        server.apps.blobs.put(digest, bytes).await.map_err(DeployError::Blob)?;
+        Ok(Stored { digest: digest.to_string(), known })
     }
 
     /// Nothing refers to bytes that never became a version.

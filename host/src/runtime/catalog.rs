@@ -73,6 +73,17 @@ impl Catalog {
 
     /// The loaded version with `digest`, read from the blob store if needed.
     pub async fn code(self: &Arc<Self>, digest: &str) -> Result<Arc<AppCode>, CatalogError> {
+        self.code_of(digest, None).await
+    }
+
+    /// [`Catalog::code`] for bytes in hand (`digest` is theirs), which need
+    /// not be in the blob store yet: a deploy compiles what it received
+    /// while the bytes are being written.
+    pub async fn compile(self: &Arc<Self>, digest: &str, bytes: Arc<Vec<u8>>) -> Result<Arc<AppCode>, CatalogError> {
+        self.code_of(digest, Some(bytes)).await
+    }
+
+    async fn code_of(self: &Arc<Self>, digest: &str, bytes: Option<Arc<Vec<u8>>>) -> Result<Arc<AppCode>, CatalogError> {
         if let Some(code) = self.loaded.lock().unwrap().get(digest) {
             return Ok(code.clone());
         }
@@ -87,7 +98,10 @@ impl Catalog {
         let code = match compiled.await? {
             Some(code) => code,
             None => {
-                let bytes = Arc::new(self.blobs.get(digest).await.map_err(|e| CatalogError::Missing(digest.to_string(), e))?);
+                let bytes = match bytes {
+                    Some(bytes) => bytes,
+                    None => Arc::new(self.blobs.get(digest).await.map_err(|e| CatalogError::Missing(digest.to_string(), e))?),
+                };
                 let code = self.blocking({
                     let bytes = bytes.clone();
                     move |catalog| {
