@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter};
 
-pub use super::ticker::{EPOCH_TICK, EpochTicker};
+use super::ticker::EpochTicker;
 
 pub struct PluginEngine {
     engine: Engine,

@@ -23,7 +23,8 @@ use crate::outbound::{Guest, GuestHttp};
 
 use super::PluginError;
 use super::capabilities::{self, Denied};
-use super::engine::{EPOCH_TICK, PluginEngine};
+use super::engine::PluginEngine;
+use super::ticker::{EPOCH_TICK, EpochTicker};
 use crate::config::Capability;
 use crate::store::Store as Db;
 
@@ -306,7 +307,7 @@ impl<W: World> PluginAdmin for PluginPool<W> {
 /// every instance of it shares.
 pub struct PluginPool<W: World> {
     engine: wasmtime::Engine,
-    ticker: super::engine::EpochTicker,
+    ticker: EpochTicker,
     cache_dir: std::path::PathBuf,
     host: Arc<HostCtx>,
     config_json: String,

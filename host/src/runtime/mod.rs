@@ -24,7 +24,8 @@ mod budget;
 pub mod catalog;
 mod lanes;
 
-use crate::plugin::engine::{EPOCH_TICK, EpochTicker, MemoryCap, MemoryLimit, cached_component};
+use crate::plugin::engine::{MemoryCap, MemoryLimit, cached_component};
+use crate::plugin::ticker::{EPOCH_TICK, EpochTicker, Running};
 use budget::{BudgetSpent, MemoryBudget, Taken};
 use lanes::{CpuLanes, Held};
 use bytes::Bytes;
@@ -565,7 +566,7 @@ struct AppState {
     hooks: GuestHttp,
     limiter: AppLimiter,
     /// The epoch clock ticks while the store lives.
-    _running: crate::plugin::ticker::Running,
+    _running: Running,
 }
 
 impl WasiView for AppState {
