@@ -12,15 +12,15 @@ use crate::error::{ApiError, ApiResult};
 use crate::limits::check_units;
 use crate::plugin::provisioner::{AppState, ProvisionError, Provisioner, Route, app_state};
 use crate::server::Server;
-use crate::store::{Desired, RouteRecord, units_in_use};
+use crate::store::{AppView, Desired, RouteRecord, units_in_use};
 
 /// A step forward that succeeded, and so has its step back.
 enum Done<'a> {
     /// Versions were made again for the provisioner (see
     /// [`crate::deploy::remake`]): what was stored for them is forgotten.
     Stored(Vec<crate::deploy::Stored>),
-    /// The new state was recorded: `before` is recorded again.
-    Recorded,
+    /// This state was recorded over `before`: `before` is recorded again.
+    Recorded(Desired),
     /// `by` applied the new state: it applies `before` again, or, when the
     /// app moved to it from another provisioner, lets go of the app.
     Applied { by: &'a Provisioner, moved_in: bool },
@@ -37,13 +37,16 @@ pub async fn converge<F>(server: &Server, app: &str, out: &impl Progress, change
 where
     F: FnOnce(&mut Desired) -> ApiResult<()>,
 {
-    let before = server.store.desired(app).await?.ok_or_else(|| ApiError::not_found(format!("App {app} not found.")))?;
+    let not_found = || ApiError::not_found(format!("App {app} not found."));
+    let before = server.store.desired(app).await?.ok_or_else(not_found)?;
     let mut after = plan(server, &before, change)?;
+    // What the provisioner is told besides the desired state (env, binds,
+    // plan), read once: the caller's lock keeps it as it is.
+    let view = server.store.app_view(app).await?.ok_or_else(not_found)?;
     let from = provisioner_of(server, &before.app).await?;
-    let to = provisioner_of(server, &after.app).await?;
+    let to = if after.app.pool == before.app.pool { from } else { provisioner_of(server, &after.app).await? };
     let mut done = Vec::new();
-    let was_live: Vec<i64> = before.versions.iter().filter(|v| live(v)).map(|v| v.version).collect();
-    match forward(server, &mut after, &was_live, from, to, out, &mut done).await {
+    match forward(server, &view, &before, &mut after, from, to, out, &mut done).await {
         Ok(()) => {
             if let Err(e) = server.routing.sync(app).await {
                 tracing::warn!(app, error = %e, "converge: the routers were not told");
@@ -52,7 +55,7 @@ where
             Ok(after)
         }
         Err(e) => {
-            backward(server, &before, done, out).await;
+            backward(server, &view, &before, done, out).await;
             Err(e)
         }
     }
@@ -82,14 +85,16 @@ pub async fn refresh(server: &Server, app: &str, out: &impl Progress) -> ApiResu
 #[allow(clippy::too_many_arguments)]
 async fn forward<'a>(
     server: &Server,
+    view: &AppView,
+    before: &Desired,
     after: &mut Desired,
-    was_live: &[i64],
     from: &'a Provisioner,
     to: &'a Provisioner,
     out: &impl Progress,
     done: &mut Vec<Done<'a>>,
 ) -> ApiResult<()> {
     let app = after.app.name.clone();
+    let was_live: Vec<i64> = before.versions.iter().filter(|v| live(v)).map(|v| v.version).collect();
     let moved = !std::ptr::eq(from, to);
     // What goes live on `to` (all of it after a move; else what was not
     // live before: a rollback, a version made routable) must be of a kind
@@ -118,7 +123,7 @@ async fn forward<'a>(
     // its nodes, a component it can load) before anything is recorded.
     let new_to_it: Vec<i64> = if moved { after.versions.iter().filter(|v| live(v)).map(|v| v.version).collect() } else { remade };
     if !new_to_it.is_empty() {
-        let state = state_of(server, after).await?;
+        let state = state_of(server, view, after).await?;
         for v in state.versions.iter().filter(|v| new_to_it.contains(&i64::from(v.version))) {
             out.line(format!(" ---> provisioner {:?} prepares version {} of the app\n", to.name(), v.version)).await;
             for line in to.prepare(state.clone(), v.clone()).await.map_err(|e| failed(to, e))? {
@@ -126,10 +131,10 @@ async fn forward<'a>(
             }
         }
     }
-    server.store.record_desired(after).await?;
-    done.push(Done::Recorded);
+    server.store.record_desired(before, after).await?;
+    done.push(Done::Recorded(after.clone()));
 
-    let applied = to.apply(state_of(server, after).await?).await.map_err(|e| failed(to, e))?;
+    let applied = to.apply(state_of(server, view, after).await?).await.map_err(|e| failed(to, e))?;
     done.push(Done::Applied { by: to, moved_in: moved });
     for line in applied.lines {
         out.line(line).await;
@@ -153,7 +158,7 @@ async fn forward<'a>(
 
 /// Takes the steps of `done` back, last first; a step back that fails is
 /// reported and the others still run.
-async fn backward(server: &Server, before: &Desired, done: Vec<Done<'_>>, out: &impl Progress) {
+async fn backward(server: &Server, view: &AppView, before: &Desired, done: Vec<Done<'_>>, out: &impl Progress) {
     let app = before.app.name.as_str();
     let mut all_back = true;
     for step in done.into_iter().rev() {
@@ -169,12 +174,12 @@ async fn backward(server: &Server, before: &Desired, done: Vec<Done<'_>>, out: &
                 Ok(())
             }
             Done::Routed => server.store.set_routes(app, &before.routes).await.map_err(|e| e.to_string()),
-            Done::LeftOld { by } | Done::Applied { by, moved_in: false } => match state_of(server, before).await {
+            Done::LeftOld { by } | Done::Applied { by, moved_in: false } => match state_of(server, view, before).await {
                 Ok(state) => by.apply(state).await.map(|_| ()).map_err(|e| format!("provisioner {:?}: {e}", by.name())),
                 Err(e) => Err(e.message),
             },
             Done::Applied { by, moved_in: true } => by.destroy(app).await.map_err(|e| format!("provisioner {:?}: {e}", by.name())),
-            Done::Recorded => server.store.record_desired(before).await.map_err(|e| e.to_string()),
+            Done::Recorded(recorded) => server.store.record_desired(&recorded, before).await.map_err(|e| e.to_string()),
         };
         if let Err(e) = result {
             all_back = false;
@@ -206,10 +211,9 @@ fn failed(p: &Provisioner, e: ProvisionError) -> ApiError {
     ApiError::new(e.status(), format!("provisioner {:?}: {e}", p.name()))
 }
 
-/// What the provisioner is told: `d` with the app's env and `d`'s plan.
-async fn state_of(server: &Server, d: &Desired) -> ApiResult<AppState> {
-    let name = &d.app.name;
-    let mut view = (*server.store.app_view(name).await?.ok_or_else(|| ApiError::not_found(format!("App {name} not found.")))?).clone();
+/// What the provisioner is told: `d` with the app's env (from `view`) and `d`'s plan.
+async fn state_of(server: &Server, view: &AppView, d: &Desired) -> ApiResult<AppState> {
+    let mut view = view.clone();
     if view.app.plan != d.app.plan {
         view.plan = server.store.plan(&d.app.plan).await?;
     }

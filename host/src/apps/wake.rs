@@ -9,7 +9,7 @@ use super::{Quiet, change, converge};
 use crate::events::{Allowed, EventError, EventSpec, Owner, Target};
 use crate::rbac::{Context, ContextType};
 use crate::server::Server;
-use crate::store::{Desired, ProcessStatus};
+use crate::store::{ProcessStatus, VersionRecord};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,9 +23,9 @@ pub struct Wakes {
     gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// Whether `d` has a routable version with a sleeping process.
-pub fn asleep(d: &Desired) -> bool {
-    d.routable().any(|v| v.processes.iter().any(|p| p.status == ProcessStatus::Asleep))
+/// Whether a routable one of `versions` has a sleeping process.
+pub fn asleep(versions: &[VersionRecord]) -> bool {
+    versions.iter().filter(|v| v.routable).any(|v| v.processes.iter().any(|p| p.status == ProcessStatus::Asleep))
 }
 
 impl Wakes {
@@ -56,8 +56,10 @@ pub async fn wake(server: &Arc<Server>, app: &str) -> Result<(), String> {
 
 async fn wake_now(server: &Arc<Server>, app: &str) -> Result<(), String> {
     loop {
-        let desired = server.store.desired(app).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("App {app} not found."))?;
-        if !asleep(&desired) {
+        // The cached view (kept fresh across lock changes) tells whether
+        // there is anything to do; converge reads the app again under its lock.
+        let view = server.store.app_view(app).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("App {app} not found."))?;
+        if !asleep(&view.versions) {
             return Ok(());
         }
         let spec = EventSpec {

@@ -36,14 +36,25 @@ impl Store {
         Ok(Some(Desired { app: record, versions: self.versions(app).await?, routes: self.routes(app).await? }))
     }
 
-    /// Writes `d` as its app's desired state in one transaction: the app's
-    /// editable fields and deploy count, and its versions exactly as `d`
-    /// holds them (versions it lacks are removed). Routes are the
-    /// provisioner's answer: [`Store::set_routes`] writes them.
-    pub async fn record_desired(&self, d: &Desired) -> StoreResult<()> {
-        let a = &d.app;
+    /// Writes `to` as its app's desired state in one transaction, where
+    /// `from` is the state recorded now (read under the app's lock): the
+    /// app's editable fields and deploy count when they differ, and the
+    /// versions that differ (versions `to` lacks are removed). Routes are
+    /// the provisioner's answer: [`Store::set_routes`] writes them. Putting
+    /// `from` back after `to` is the same write the other way round.
+    pub async fn record_desired(&self, from: &Desired, to: &Desired) -> StoreResult<()> {
+        let a = &to.app;
         let _stale = self.views.stale(&a.name);
         let mut tx = self.pool.begin().await?;
+        if from.app != to.app {
+            Store::write_app(&mut tx, a).await?;
+        }
+        Store::write_versions(&mut tx, &a.name, &from.versions, &to.versions).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn write_app(tx: &mut sqlx::Transaction<'_, sqlx::Any>, a: &AppRecord) -> StoreResult<()> {
         let done = sqlx::query(
             "UPDATE apps SET platform = $1, platform_version = $2, team_owner = $3, pool = $4, plan = $5, \
              override_memory = $6, override_cpumilli = $7, description = $8, tags = $9, metadata = $10, deploys = $11 \
@@ -61,7 +72,7 @@ impl Store {
         .bind(serde_json::to_string(&a.metadata).expect("serialisable"))
         .bind(a.deploys)
         .bind(&a.name)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(super::StoreError::NotFound(format!("App {} not found.", a.name)));
@@ -69,10 +80,8 @@ impl Store {
         sqlx::query("INSERT INTO app_teams (app, team) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(&a.name)
             .bind(&a.team_owner)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        Store::write_versions(&mut tx, &a.name, &d.versions).await?;
-        tx.commit().await?;
         Ok(())
     }
 }

@@ -99,7 +99,9 @@ impl Store {
     /// that reads first and writes later can fail under concurrency instead
     /// of waiting its turn.
     pub async fn start_event(&self, e: &EventRecord, lock: bool, expired_before: i64) -> StoreResult<LockOutcome> {
-        let _stale = (lock && e.target_type == "app").then(|| self.views.stale(&e.target_value));
+        // A taken lock is patched into the app's cached view; anything else
+        // (held by another, a failure) just drops it.
+        let stale = (lock && e.target_type == "app").then(|| self.views.stale(&e.target_value));
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
@@ -146,6 +148,9 @@ impl Store {
                 .await?;
             if got.rows_affected() == 1 {
                 tx.commit().await?;
+                if let Some(s) = stale {
+                    s.locked(&e.id);
+                }
                 return Ok(LockOutcome::Acquired { took_over: None });
             }
             let row = sqlx::query("SELECT event_id, heartbeat_at FROM event_locks WHERE target_type = $1 AND target_value = $2")
@@ -191,6 +196,9 @@ impl Store {
             return Ok(LockOutcome::Held(winner));
         }
         tx.commit().await?;
+        if let Some(s) = stale {
+            s.locked(&e.id);
+        }
         Ok(LockOutcome::Acquired { took_over: Some(holder) })
     }
 
@@ -249,9 +257,12 @@ impl Store {
     pub async fn discard_event(&self, id: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         let released_app = Self::release_lock(&mut tx, id).await?;
-        let _stale = released_app.as_deref().map(|app| self.views.stale(app));
+        let stale = released_app.as_deref().map(|app| self.views.stale(app));
         sqlx::query("DELETE FROM events WHERE id = $1 AND running = 1").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
+        if let Some(s) = stale {
+            s.unlocked(id);
+        }
         Ok(())
     }
 
@@ -259,7 +270,7 @@ impl Store {
     pub async fn finish_event(&self, id: &str, end_time: i64, error: &str, log: &str, end_custom: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         let released_app = Self::release_lock(&mut tx, id).await?;
-        let _stale = released_app.as_deref().map(|app| self.views.stale(app));
+        let stale = released_app.as_deref().map(|app| self.views.stale(app));
         let done = sqlx::query(
             "UPDATE events SET running = 0, end_time = $1, error = $2, log = $3, end_custom = $4, lock_update_time = $1 \
              WHERE id = $5 AND running = 1",
@@ -272,6 +283,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        if let Some(s) = stale {
+            s.unlocked(id);
+        }
         if done.rows_affected() == 0 {
             // Our lock expired and someone took it over: the event was already closed.
             return Err(StoreError::Conflict(format!("event {id} was already ended")));

@@ -107,7 +107,9 @@ impl Store {
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30));
         if backend == Backend::Sqlite {
-            options = options.after_connect(|conn, _| {
+            // A local file cannot drop the connection the way a network can:
+            // no ping before each use (it doubled every statement's cost).
+            options = options.test_before_acquire(false).after_connect(|conn, _| {
                 Box::pin(async move {
                     // WAL lets readers run beside the writer; NORMAL is durable under WAL
                     // except across power loss; busy_timeout queues writers instead of failing.

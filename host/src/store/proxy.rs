@@ -50,7 +50,7 @@ impl Store {
         if same {
             return Ok(());
         }
-        let _stale = self.views.stale(app);
+        let _stale = self.views.stale_hosts();
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM proxy_hosts WHERE router = $1 AND app = $2").bind(router).bind(app).execute(&mut *tx).await?;
         for host in wanted {
@@ -72,7 +72,7 @@ impl Store {
     }
 
     pub async fn remove_proxy_app(&self, router: &str, app: &str) -> StoreResult<()> {
-        let _stale = self.views.stale(app);
+        let _stale = self.views.stale_hosts();
         sqlx::query("DELETE FROM proxy_hosts WHERE router = $1 AND app = $2").bind(router).bind(app).execute(&self.pool).await?;
         Ok(())
     }

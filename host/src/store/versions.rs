@@ -115,18 +115,19 @@ pub(super) fn version(row: &AnyRow) -> StoreResult<VersionRecord> {
 }
 
 impl Store {
-    /// Writes the versions of `app` exactly as `versions` has them, inside
-    /// `tx`: given ones are inserted or updated, others removed.
-    pub(super) async fn write_versions(tx: &mut sqlx::Transaction<'_, sqlx::Any>, app: &str, versions: &[VersionRecord]) -> StoreResult<()> {
-        let keep: Vec<String> = versions.iter().map(|v| v.version.to_string()).collect();
-        let existing = sqlx::query("SELECT version FROM app_versions WHERE app = $1").bind(app).fetch_all(&mut **tx).await?;
-        for row in existing {
-            let number: i64 = row.try_get("version")?;
-            if !keep.contains(&number.to_string()) {
-                sqlx::query("DELETE FROM app_versions WHERE app = $1 AND version = $2").bind(app).bind(number).execute(&mut **tx).await?;
-            }
+    /// Makes the versions of `app` recorded as `from` be `to`, inside `tx`:
+    /// versions new or changed in `to` are written, versions it lacks
+    /// removed, the others left alone.
+    pub(super) async fn write_versions(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        app: &str,
+        from: &[VersionRecord],
+        to: &[VersionRecord],
+    ) -> StoreResult<()> {
+        for gone in from.iter().filter(|v| !to.iter().any(|t| t.version == v.version)) {
+            sqlx::query("DELETE FROM app_versions WHERE app = $1 AND version = $2").bind(app).bind(gone.version).execute(&mut **tx).await?;
         }
-        for v in versions {
+        for v in to.iter().filter(|v| !from.contains(v)) {
             let names: Vec<String> = v.process_names();
             sqlx::query(&format!(
                 "INSERT INTO app_versions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \

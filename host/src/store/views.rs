@@ -1,8 +1,12 @@
 //! A read cache of app views (what `GET /apps/{app}` shows), so the hottest
 //! read of the API costs no database round trip.
 //!
-//! Coherence: every store method that changes an app, its teams, cnames or
-//! lock, or any plan or pool, invalidates here once its change is committed.
+//! Coherence: every store method that changes an app, its teams or cnames,
+//! or any plan or pool, invalidates here once its change is committed. Two
+//! changes are patched in instead of read again: an app's lock taken or
+//! released (a fresh view is kept with its lock as it now is), and a write
+//! to the proxy table (only the host lookups are forgotten; views do not
+//! show the table).
 //! On PostgreSQL, several torii processes share the database, so triggers
 //! (migration 0012) NOTIFY `torii_app_views` with the app's name (or `*`) in
 //! the writing transaction and every process listens; until the listener is
@@ -191,12 +195,47 @@ impl ViewCache {
     /// Invalidates `name` when the returned guard drops: at the end of the
     /// writing method, after its commit (or its failure, which is harmless).
     pub(super) fn stale<'a>(&'a self, name: &'a str) -> Stale<'a> {
-        Stale { cache: self, name: Some(name) }
+        Stale { cache: self, scope: Scope::App(name), lock: None }
     }
 
     /// Empties the cache when the guard drops (plan, pool and team changes).
     pub(super) fn stale_all(&self) -> Stale<'_> {
-        Stale { cache: self, name: None }
+        Stale { cache: self, scope: Scope::All, lock: None }
+    }
+
+    /// Forgets every host lookup when the guard drops (a write to the proxy
+    /// table: any host may have moved). The app views do not show the
+    /// table, so they stay.
+    pub(super) fn stale_hosts(&self) -> Stale<'_> {
+        Stale { cache: self, scope: Scope::Hosts, lock: None }
+    }
+
+    fn forget_hosts(&self) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.hosts.clear();
+    }
+
+    /// `app`'s lock was taken by `event` (`held`) or released by it: a
+    /// fresh view of `app` is kept, showing the lock as it now is, instead of
+    /// being read again (every locked operation would otherwise cost two
+    /// reads of the whole view). A release only clears the lock it shows:
+    /// the next holder's take may have been patched in first.
+    fn patch_lock(&self, app: &str, event: &str, held: bool) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        if let Some(Slot::Fresh(view)) = inner.views.get_mut(app) {
+            let lock_event = if held {
+                Some(event.to_string())
+            } else if view.lock_event.as_deref() == Some(event) {
+                None
+            } else {
+                return;
+            };
+            let mut patched = (**view).clone();
+            patched.lock_event = lock_event;
+            *view = Arc::new(patched);
+        }
     }
 
     fn set_trusted(&self, trusted: bool) {
@@ -218,14 +257,37 @@ impl ViewCache {
 #[must_use = "the cache is invalidated when the guard drops"]
 pub(super) struct Stale<'a> {
     cache: &'a ViewCache,
-    name: Option<&'a str>,
+    scope: Scope<'a>,
+    /// Set once the write committed a change of the app's lock (the event,
+    /// whether it holds the lock now): patched in instead of invalidating.
+    lock: Option<(String, bool)>,
+}
+
+enum Scope<'a> {
+    App(&'a str),
+    All,
+    Hosts,
+}
+
+impl Stale<'_> {
+    /// The write committed and `event` now holds the app's lock.
+    pub(super) fn locked(mut self, event: &str) {
+        self.lock = Some((event.to_string(), true));
+    }
+
+    /// The write committed and `event` no longer holds the app's lock.
+    pub(super) fn unlocked(mut self, event: &str) {
+        self.lock = Some((event.to_string(), false));
+    }
 }
 
 impl Drop for Stale<'_> {
     fn drop(&mut self) {
-        match self.name {
-            Some(name) => self.cache.invalidate(name),
-            None => self.cache.clear(),
+        match (&self.scope, &self.lock) {
+            (Scope::App(name), Some((event, held))) => self.cache.patch_lock(name, event, *held),
+            (Scope::App(name), None) => self.cache.invalidate(name),
+            (Scope::All, _) => self.cache.clear(),
+            (Scope::Hosts, _) => self.cache.forget_hosts(),
         }
     }
 }
@@ -336,6 +398,47 @@ mod tests {
         assert_eq!(cache.host("www.a.com"), None, "a raced read is not kept");
         cache.clear();
         assert!(cache.routers().is_none());
+    }
+
+    #[test]
+    fn a_proxy_write_forgets_the_hosts_and_keeps_the_views() {
+        let cache = ViewCache::new(true);
+        let read_at = cache.generation();
+        cache.insert(read_at, "a", Some(view("a")));
+        cache.insert_host(read_at, "a.apps.test", Some(Arc::new(ProxyEntry { app: "a".into(), backends: vec![] })));
+        let before_write = cache.generation();
+        drop(cache.stale_hosts());
+        assert_eq!(cache.host("a.apps.test"), None);
+        assert!(cache.get("a").is_some());
+        cache.insert_host(before_write, "a.apps.test", None);
+        assert_eq!(cache.host("a.apps.test"), None, "a raced read is not kept");
+    }
+
+    #[test]
+    fn a_lock_taken_or_released_is_patched_into_a_fresh_view() {
+        let cache = ViewCache::new(true);
+        let lock = |cache: &ViewCache| cache.get("a").map(|v| v.lock_event.clone());
+        let read_at = cache.generation();
+        cache.insert(read_at, "a", Some(view("a")));
+        let before_lock = cache.generation();
+        cache.stale("a").locked("e1");
+        assert_eq!(lock(&cache), Some(Some("e1".into())));
+        // A read from before the lock cannot put the unlocked view back.
+        cache.insert(before_lock, "a", Some(view("a")));
+        assert_eq!(lock(&cache), Some(Some("e1".into())));
+        // The next holder's take patched in before the previous release:
+        // that release leaves the new holder shown.
+        cache.stale("a").locked("e2");
+        cache.stale("a").unlocked("e1");
+        assert_eq!(lock(&cache), Some(Some("e2".into())));
+        cache.stale("a").unlocked("e2");
+        assert_eq!(lock(&cache), Some(None));
+        // A write that failed (its guard dropped unpatched) drops the view,
+        // and a patch does not bring back a view that is not cached.
+        drop(cache.stale("a"));
+        assert_eq!(lock(&cache), None);
+        cache.stale("a").locked("e3");
+        assert_eq!(lock(&cache), None);
     }
 
     #[test]
