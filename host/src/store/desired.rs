@@ -44,13 +44,28 @@ impl Store {
     /// `from` back after `to` is the same write the other way round.
     pub async fn record_desired(&self, from: &Desired, to: &Desired) -> StoreResult<()> {
         let a = &to.app;
-        let _stale = self.views.stale(&a.name);
+        let stale = self.views.stale(&a.name);
         let mut tx = self.pool.begin().await?;
         if from.app != to.app {
             Store::write_app(&mut tx, a).await?;
         }
         Store::write_versions(&mut tx, &a.name, &from.versions, &to.versions).await?;
         tx.commit().await?;
+        // The app row (its teams, the joins on its plan and pool) is read
+        // again when it changed; versions alone are patched in.
+        if from.app == to.app {
+            let (from, to) = (from.versions.clone(), to.versions.clone());
+            stale.patched(move |view| {
+                view.versions.retain(|v| to.iter().any(|t| t.version == v.version) || !from.iter().any(|f| f.version == v.version));
+                for v in to.iter().filter(|v| !from.contains(v)) {
+                    match view.versions.iter_mut().find(|held| held.version == v.version) {
+                        Some(held) => *held = v.clone(),
+                        None => view.versions.push(v.clone()),
+                    }
+                }
+                view.versions.sort_by_key(|v| v.version);
+            });
+        }
         Ok(())
     }
 

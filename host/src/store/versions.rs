@@ -213,7 +213,7 @@ fn route(row: &AnyRow) -> StoreResult<(String, RouteRecord)> {
 impl Store {
     /// Replaces what the router serves for `app`.
     pub async fn set_routes(&self, app: &str, routes: &[RouteRecord]) -> StoreResult<()> {
-        let _stale = self.views.stale(app);
+        let stale = self.views.stale(app);
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM app_routes WHERE app = $1").bind(app).execute(&mut *tx).await?;
         for r in routes {
@@ -228,6 +228,10 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        let mut stored = routes.to_vec();
+        // In the order a read gives them.
+        stored.sort_by_key(|r| r.version);
+        stale.patched(move |view| view.routes = stored);
         Ok(())
     }
 

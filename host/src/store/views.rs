@@ -2,11 +2,15 @@
 //! read of the API costs no database round trip.
 //!
 //! Coherence: every store method that changes an app, its teams or cnames,
-//! or any plan or pool, invalidates here once its change is committed. Two
-//! changes are patched in instead of read again: an app's lock taken or
-//! released (a fresh view is kept with its lock as it now is), and a write
-//! to the proxy table (only the host lookups are forgotten; views do not
-//! show the table).
+//! or any plan or pool, invalidates here once its change is committed. Some
+//! changes are patched in instead of read again:
+//! - an app's lock taken or released: a fresh view is kept with its lock as
+//!   it now is;
+//! - the desired state recorded (versions only) and the routes stored: the
+//!   written fields are set in a fresh view, if no other change reached the
+//!   cache while the write ran (else the view is dropped);
+//! - a write to the proxy table: only the host lookups are forgotten (views
+//!   do not show the table).
 //! On PostgreSQL, several torii processes share the database, so triggers
 //! (migration 0012) NOTIFY `torii_app_views` with the app's name (or `*`) in
 //! the writing transaction and every process listens; until the listener is
@@ -195,19 +199,19 @@ impl ViewCache {
     /// Invalidates `name` when the returned guard drops: at the end of the
     /// writing method, after its commit (or its failure, which is harmless).
     pub(super) fn stale<'a>(&'a self, name: &'a str) -> Stale<'a> {
-        Stale { cache: self, scope: Scope::App(name), lock: None }
+        Stale { cache: self, scope: Scope::App(name), since: self.generation(), patch: None }
     }
 
     /// Empties the cache when the guard drops (plan, pool and team changes).
     pub(super) fn stale_all(&self) -> Stale<'_> {
-        Stale { cache: self, scope: Scope::All, lock: None }
+        Stale { cache: self, scope: Scope::All, since: 0, patch: None }
     }
 
     /// Forgets every host lookup when the guard drops (a write to the proxy
     /// table: any host may have moved). The app views do not show the
     /// table, so they stay.
     pub(super) fn stale_hosts(&self) -> Stale<'_> {
-        Stale { cache: self, scope: Scope::Hosts, lock: None }
+        Stale { cache: self, scope: Scope::Hosts, since: 0, patch: None }
     }
 
     fn forget_hosts(&self) {
@@ -238,6 +242,24 @@ impl ViewCache {
         }
     }
 
+    /// Applies `edit` (what a committed write changed) to `app`'s fresh
+    /// view, if nothing else reached the cache since `since`, when the write
+    /// began: the view was then what the database held before the write, so
+    /// the edited view is what it holds after. Otherwise the view is dropped.
+    fn patch_view(&self, app: &str, since: u64, edit: Edit<'_>) {
+        let mut inner = self.lock();
+        if inner.generation != since {
+            drop(inner);
+            return self.invalidate(app);
+        }
+        inner.generation += 1;
+        if let Some(Slot::Fresh(view)) = inner.views.get_mut(app) {
+            let mut patched = (**view).clone();
+            edit(&mut patched);
+            *view = Arc::new(patched);
+        }
+    }
+
     fn set_trusted(&self, trusted: bool) {
         if !trusted {
             self.trusted.store(false, Ordering::Release);
@@ -258,9 +280,20 @@ impl ViewCache {
 pub(super) struct Stale<'a> {
     cache: &'a ViewCache,
     scope: Scope<'a>,
-    /// Set once the write committed a change of the app's lock (the event,
-    /// whether it holds the lock now): patched in instead of invalidating.
-    lock: Option<(String, bool)>,
+    /// The generation when the write began.
+    since: u64,
+    /// Set once the write committed: what it changed, patched into the
+    /// app's view instead of dropping it.
+    patch: Option<Patch<'a>>,
+}
+
+type Edit<'a> = Box<dyn FnOnce(&mut AppView) + Send + 'a>;
+
+enum Patch<'a> {
+    /// The lock is now held by the event (`true`), or released by it.
+    Lock(String, bool),
+    /// The view's fields the write set.
+    View(Edit<'a>),
 }
 
 enum Scope<'a> {
@@ -269,22 +302,29 @@ enum Scope<'a> {
     Hosts,
 }
 
-impl Stale<'_> {
+impl<'a> Stale<'a> {
     /// The write committed and `event` now holds the app's lock.
     pub(super) fn locked(mut self, event: &str) {
-        self.lock = Some((event.to_string(), true));
+        self.patch = Some(Patch::Lock(event.to_string(), true));
     }
 
     /// The write committed and `event` no longer holds the app's lock.
     pub(super) fn unlocked(mut self, event: &str) {
-        self.lock = Some((event.to_string(), false));
+        self.patch = Some(Patch::Lock(event.to_string(), false));
+    }
+
+    /// The write committed, and `edit` makes the app's view what it wrote
+    /// (applied only if no other change came between; see `patch_view`).
+    pub(super) fn patched(mut self, edit: impl FnOnce(&mut AppView) + Send + 'a) {
+        self.patch = Some(Patch::View(Box::new(edit)));
     }
 }
 
 impl Drop for Stale<'_> {
     fn drop(&mut self) {
-        match (&self.scope, &self.lock) {
-            (Scope::App(name), Some((event, held))) => self.cache.patch_lock(name, event, *held),
+        match (&self.scope, self.patch.take()) {
+            (Scope::App(name), Some(Patch::Lock(event, held))) => self.cache.patch_lock(name, &event, held),
+            (Scope::App(name), Some(Patch::View(edit))) => self.cache.patch_view(name, self.since, edit),
             (Scope::App(name), None) => self.cache.invalidate(name),
             (Scope::All, _) => self.cache.clear(),
             (Scope::Hosts, _) => self.cache.forget_hosts(),
@@ -439,6 +479,27 @@ mod tests {
         assert_eq!(lock(&cache), None);
         cache.stale("a").locked("e3");
         assert_eq!(lock(&cache), None);
+    }
+
+    #[test]
+    fn a_write_patches_a_fresh_view_only_when_nothing_came_between() {
+        let cache = ViewCache::new(true);
+        let units = |cache: &ViewCache| cache.get("a").map(|v| v.routes.iter().map(|r| r.units).collect::<Vec<_>>());
+        let route = |units| super::super::RouteRecord { version: 1, process: "web".into(), units, weight: 100, addresses: vec![] };
+        let read_at = cache.generation();
+        cache.insert(read_at, "a", Some(view("a")));
+        let write = cache.stale("a");
+        write.patched(move |v| v.routes = vec![route(2)]);
+        assert_eq!(units(&cache), Some(vec![2]));
+        // Another change reached the cache while the write ran: the view may
+        // hold it or not, so it is read again.
+        let write = cache.stale("a");
+        cache.invalidate("b");
+        write.patched(move |v| v.routes = vec![route(3)]);
+        assert_eq!(units(&cache), None);
+        // No view to patch: nothing is made up.
+        cache.stale("a").patched(move |v| v.routes = vec![route(4)]);
+        assert_eq!(units(&cache), None);
     }
 
     #[test]
