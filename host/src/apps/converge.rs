@@ -20,7 +20,7 @@ enum Done<'a> {
     /// [`crate::deploy::remake`]): what was stored for them is forgotten.
     Stored(Vec<crate::deploy::Stored>),
     /// This state was recorded over `before`: `before` is recorded again.
-    Recorded(Desired),
+    Recorded(Box<Desired>),
     /// `by` applied the new state: it applies `before` again, or, when the
     /// app moved to it from another provisioner, lets go of the app.
     Applied { by: &'a Provisioner, moved_in: bool },
@@ -132,7 +132,7 @@ async fn forward<'a>(
         }
     }
     server.store.record_desired(before, after).await?;
-    done.push(Done::Recorded(after.clone()));
+    done.push(Done::Recorded(Box::new(after.clone())));
 
     let applied = to.apply(state_of(server, view, after).await?).await.map_err(|e| failed(to, e))?;
     done.push(Done::Applied { by: to, moved_in: moved });

@@ -99,8 +99,8 @@ impl Store {
     /// that reads first and writes later can fail under concurrency instead
     /// of waiting its turn.
     pub async fn start_event(&self, e: &EventRecord, lock: bool, expired_before: i64) -> StoreResult<LockOutcome> {
-        // A taken lock is patched into the app's cached view; anything else
-        // (held by another, a failure) just drops it.
+        // A taken lock is patched into the app's cached view; a lock held by
+        // another leaves it; a failure drops it.
         let stale = (lock && e.target_type == "app").then(|| self.views.stale(&e.target_value));
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
@@ -163,7 +163,11 @@ impl Store {
             }
         };
         if heartbeat >= expired_before {
-            // Dropping the transaction rolls our event back: nothing happened.
+            // Dropping the transaction rolls our event back: nothing
+            // happened, so the app's cached view stands (so below).
+            if let Some(s) = stale {
+                s.unchanged();
+            }
             return Ok(LockOutcome::Held(holder));
         }
         // Take over exactly the stale row we saw; a concurrent taker wins otherwise.
@@ -175,6 +179,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if taken.rows_affected() == 0 {
+            if let Some(s) = stale {
+                s.unchanged();
+            }
             return Ok(LockOutcome::Held(holder));
         }
         sqlx::query("UPDATE events SET running = 0, end_time = $1, error = $2 WHERE id = $3 AND running = 1")
@@ -193,6 +200,9 @@ impl Store {
         if got.rows_affected() == 0 {
             // Another process took the freed lock first; roll everything back.
             let winner = self.lock_holder(&e.target_type, &e.target_value).await?.unwrap_or_default();
+            if let Some(s) = stale {
+                s.unchanged();
+            }
             return Ok(LockOutcome::Held(winner));
         }
         tx.commit().await?;

@@ -11,6 +11,7 @@
 //!   cache while the write ran (else the view is dropped);
 //! - a write to the proxy table: only the host lookups are forgotten (views
 //!   do not show the table).
+//!
 //! On PostgreSQL, several torii processes share the database, so triggers
 //! (migration 0012) NOTIFY `torii_app_views` with the app's name (or `*`) in
 //! the writing transaction and every process listens; until the listener is
@@ -236,9 +237,7 @@ impl ViewCache {
             } else {
                 return;
             };
-            let mut patched = (**view).clone();
-            patched.lock_event = lock_event;
-            *view = Arc::new(patched);
+            Arc::make_mut(view).lock_event = lock_event;
         }
     }
 
@@ -254,9 +253,7 @@ impl ViewCache {
         }
         inner.generation += 1;
         if let Some(Slot::Fresh(view)) = inner.views.get_mut(app) {
-            let mut patched = (**view).clone();
-            edit(&mut patched);
-            *view = Arc::new(patched);
+            edit(Arc::make_mut(view));
         }
     }
 
@@ -294,6 +291,8 @@ enum Patch<'a> {
     Lock(String, bool),
     /// The view's fields the write set.
     View(Edit<'a>),
+    /// The write wrote nothing after all (rolled back): the view stands.
+    Unchanged,
 }
 
 enum Scope<'a> {
@@ -313,6 +312,11 @@ impl<'a> Stale<'a> {
         self.patch = Some(Patch::Lock(event.to_string(), false));
     }
 
+    /// The write was rolled back: nothing to drop or patch.
+    pub(super) fn unchanged(mut self) {
+        self.patch = Some(Patch::Unchanged);
+    }
+
     /// The write committed, and `edit` makes the app's view what it wrote
     /// (applied only if no other change came between; see `patch_view`).
     pub(super) fn patched(mut self, edit: impl FnOnce(&mut AppView) + Send + 'a) {
@@ -326,6 +330,7 @@ impl Drop for Stale<'_> {
             (Scope::App(name), Some(Patch::Lock(event, held))) => self.cache.patch_lock(name, &event, held),
             (Scope::App(name), Some(Patch::View(edit))) => self.cache.patch_view(name, self.since, edit),
             (Scope::App(name), None) => self.cache.invalidate(name),
+            (Scope::App(_), Some(Patch::Unchanged)) => {}
             (Scope::All, _) => self.cache.clear(),
             (Scope::Hosts, _) => self.cache.forget_hosts(),
         }
@@ -497,6 +502,12 @@ mod tests {
         cache.invalidate("b");
         write.patched(move |v| v.routes = vec![route(3)]);
         assert_eq!(units(&cache), None);
+        // A rolled-back write leaves the view as it is.
+        let read_at = cache.generation();
+        cache.insert(read_at, "a", Some(view("a")));
+        cache.stale("a").unchanged();
+        assert_eq!(units(&cache), Some(vec![]));
+        cache.invalidate("a");
         // No view to patch: nothing is made up.
         cache.stale("a").patched(move |v| v.routes = vec![route(4)]);
         assert_eq!(units(&cache), None);
