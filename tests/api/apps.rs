@@ -284,8 +284,14 @@ backends! {
         assert_eq!((info["teamowner"].clone(), info["teams"].clone()), (json!("t2"), json!(["t1", "t2"])));
         update(dev.clone(), json!({"pool": "other"})).await.expect_status(200);
         assert_eq!(t.req("GET", "/1.0/apps/web").token(&dev).send().await.json()["pool"], "other");
+        // The owner team's access, once revoked, stays so: later changes to
+        // the app do not grant it again (tsuru's rule).
+        t.req("DELETE", "/1.0/apps/web/teams/t2").admin().send().await.expect(200, "");
+        update(dev.clone(), json!({"description": "after the revoke"})).await.expect_status(200);
+        let info = t.req("GET", "/1.0/apps/web").admin().send().await.json();
+        assert_eq!((info["teamowner"].clone(), info["teams"].clone()), (json!("t2"), json!(["t1"])));
         let kinds = t.req("GET", "/1.1/events?kindname=app.update").admin().send().await.json();
-        assert_eq!(kinds.as_array().unwrap().len(), 5);
+        assert_eq!(kinds.as_array().unwrap().len(), 6);
         t.stop().await;
     }
 }

@@ -953,7 +953,12 @@ async fn update(State(server): AppState, Caller(caller): Caller, ip: ClientIp, A
         // Through the converge path: a new plan reaches the units, a new
         // pool moves the app to that pool's provisioner (the old one lets go).
         let result = crate::apps::converge(&server, &app.name, &w, |d| {
-            d.app = AppRecord { deploys: d.app.deploys, quota_limit: d.app.quota_limit, ..next };
+            // The teams as recorded now; a new owner team gets access.
+            let mut teams = d.app.teams.clone();
+            if next.team_owner != d.app.team_owner && !teams.contains(&next.team_owner) {
+                teams.push(next.team_owner.clone());
+            }
+            d.app = AppRecord { deploys: d.app.deploys, quota_limit: d.app.quota_limit, teams, ..next };
             Ok(())
         })
         .await

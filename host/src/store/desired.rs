@@ -47,7 +47,7 @@ impl Store {
         let stale = self.views.stale(&a.name);
         let mut tx = self.pool.begin().await?;
         if from.app != to.app {
-            Store::write_app(&mut tx, a).await?;
+            Store::write_app(&mut tx, &from.app, a).await?;
         }
         Store::write_versions(&mut tx, &a.name, &from.versions, &to.versions).await?;
         tx.commit().await?;
@@ -69,7 +69,11 @@ impl Store {
         Ok(())
     }
 
-    async fn write_app(tx: &mut sqlx::Transaction<'_, sqlx::Any>, a: &AppRecord) -> StoreResult<()> {
+    /// Writes the app row `a`, and the team grants that differ from
+    /// `from`'s (the owner team's, given when it became the owner). A
+    /// change that leaves the teams alone touches no grant: a team whose
+    /// access was revoked, the owner team too, stays revoked (tsuru's rule).
+    async fn write_app(tx: &mut sqlx::Transaction<'_, sqlx::Any>, from: &AppRecord, a: &AppRecord) -> StoreResult<()> {
         let done = sqlx::query(
             "UPDATE apps SET platform = $1, platform_version = $2, team_owner = $3, pool = $4, plan = $5, \
              override_memory = $6, override_cpumilli = $7, description = $8, tags = $9, metadata = $10, deploys = $11 \
@@ -92,11 +96,16 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(super::StoreError::NotFound(format!("App {} not found.", a.name)));
         }
-        sqlx::query("INSERT INTO app_teams (app, team) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(&a.name)
-            .bind(&a.team_owner)
-            .execute(&mut **tx)
-            .await?;
+        for team in a.teams.iter().filter(|t| !from.teams.contains(t)) {
+            sqlx::query("INSERT INTO app_teams (app, team) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(&a.name)
+                .bind(team)
+                .execute(&mut **tx)
+                .await?;
+        }
+        for team in from.teams.iter().filter(|t| !a.teams.contains(t)) {
+            sqlx::query("DELETE FROM app_teams WHERE app = $1 AND team = $2").bind(&a.name).bind(team).execute(&mut **tx).await?;
+        }
         Ok(())
     }
 }
