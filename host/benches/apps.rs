@@ -384,13 +384,19 @@ async fn main() {
         Some(first_200[0] < Duration::from_millis(300) && first_200[1] < Duration::from_millis(20)),
     );
 
-    // First request after sleep vs a warm request, one at a time.
+    // First request after sleep vs a warm request, one at a time. The first
+    // is timed to its answer; the wake it causes may be recorded after it
+    // (a WASM app's), so the app's info is read (it waits for that) and
+    // must show it started before the warm request is timed: no wake work
+    // runs beside the warm one.
     let (mut woken, mut warm) = (Vec::new(), Vec::new());
     for _ in 0..50 {
         torii.post("/1.0/apps/again/sleep", &[("proxy", "http://127.0.0.1:1")]).await;
         let start = Instant::now();
         assert_eq!(get(&client, &torii, "again").await, 200);
         woken.push(start.elapsed());
+        let info: serde_json::Value = serde_json::from_str(&torii.send(reqwest::Method::GET, "/1.0/apps/again", &[]).await).unwrap();
+        assert_eq!(info["units"][0]["Status"], "started", "{info}");
         let start = Instant::now();
         assert_eq!(get(&client, &torii, "again").await, 200);
         warm.push(start.elapsed());

@@ -420,6 +420,68 @@ backends! {
 }
 
 backends! {
+    // A sleeping WASM app answers its first request at once (its code loads
+    // on demand) and its wake is recorded beside the request. What comes
+    // after the answer sees the wake done: the app reads started, and an
+    // operation on it waits for the wake instead of being refused (409).
+    // An operation holding the app holds none of its requests.
+    async fn a_sleeping_wasm_app_answers_at_once_and_its_wake_follows(b) {
+        use torii::events::{Allowed, EventSpec, Owner, Target};
+        let t = setup_with(b, "[apps]\nwake_timeout_ms = 3000\n").await;
+        let burn = std::fs::read(env!("TORII_GUEST_APP_BURN")).unwrap();
+        let r = t.req("POST", "/1.0/apps/web/deploy").admin().raw(MP, upload(&burn, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        let status = async || t.req("GET", "/1.0/apps/web").admin().send().await.json()["units"][0]["Status"].clone();
+        let sleep = async || t.req("POST", "/1.0/apps/web/sleep").admin().form(&[("proxy", "http://127.0.0.1:1")]).send().await;
+        let holder = || EventSpec {
+            allowed: Allowed::new("app.read.events", vec![]),
+            target: Target::new("app", "web"),
+            kind: "app.update".into(),
+            internal: false,
+            owner: Owner::User("admin@example.com".into()),
+            source_ip: "127.0.0.1".into(),
+            allowed_cancel: None,
+            cancelable: false,
+            start_custom: serde_json::Value::Null,
+            lock: true,
+        };
+        for i in 0..8 {
+            sleep().await.expect_status(200);
+            assert_eq!(status().await, "asleep");
+            assert_eq!(t.app_get("web.apps.test", "/").await, (200, "awake\n".into()));
+            if i % 2 == 0 {
+                // The very next operation on the app: not refused by the wake.
+                sleep().await.expect_status(200);
+                assert_eq!(t.app_get("web.apps.test", "/").await, (200, "awake\n".into()));
+            } else {
+                // Nor is a lock taken inside the process (no route read first).
+                let held = t.server().events.start(holder()).await.expect("the wake is waited for, not a 409");
+                held.done(Ok::<(), String>(())).await.unwrap();
+            }
+            assert_eq!(status().await, "started");
+        }
+        let wakes = t.req("GET", "/1.1/events?kindname=app.wake").admin().send().await.json();
+        let wakes = wakes.as_array().unwrap();
+        assert_eq!(wakes.len(), 12, "{wakes:?}");
+        assert!(wakes.iter().all(|e| e["Error"] == "" && e["Running"] == false), "{wakes:?}");
+
+        // An operation holds the app while it sleeps: the request is served
+        // now; the app reads asleep (the wake waits for the operation, and
+        // nobody waits for the wake) and wakes once the operation ends.
+        sleep().await.expect_status(200);
+        let running = t.server().events.start(holder()).await.unwrap();
+        assert_eq!(t.app_get("web.apps.test", "/").await, (200, "awake\n".into()));
+        assert_eq!(t.app_get("web.apps.test", "/").await, (200, "awake\n".into()));
+        assert_eq!(status().await, "asleep");
+        running.done(Ok::<(), String>(())).await.unwrap();
+        crate::support::within(5, "the app woken once the operation ended", async || status().await == "started").await;
+        let wakes = t.req("GET", "/1.1/events?kindname=app.wake").admin().send().await.json();
+        assert_eq!(wakes.as_array().unwrap().len(), 13, "{wakes}");
+        t.stop().await;
+    }
+}
+
+backends! {
     async fn app_output_still_waiting_for_the_log_is_written_when_torii_stops(b) {
         let mut t = setup(b).await;
         access_log(&t, "web").await;

@@ -76,7 +76,9 @@ pub(super) async fn view_of(server: &Server, name: &str) -> ApiResult<Arc<AppVie
     server.store.app_view(name).await?.ok_or_else(|| ApiError::not_found(format!("App {name} not found.")))
 }
 
-/// The `{app}` of the path; an app token may only name its own app.
+/// The `{app}` of the path; an app token may only name its own app. A wake
+/// of the app the data plane recorded beside a request it answered is
+/// waited for (`events::claims`), so what the request did shows.
 async fn app_path(parts: &mut Parts, server: &Arc<Server>) -> Result<String, ApiError> {
     let Path(vars) = Path::<HashMap<String, String>>::from_request_parts(parts, server)
         .await
@@ -88,6 +90,7 @@ async fn app_path(parts: &mut Parts, server: &Arc<Server>) -> Result<String, Api
     {
         return Err(ApiError::forbidden_with(format!("app token mismatch, token for {app:?}, request for {name:?}")));
     }
+    server.events.claims.settled(&crate::events::Target::new("app", name.as_str())).await;
     Ok(name)
 }
 
@@ -611,15 +614,28 @@ async fn list(State(server): AppState, Caller(caller): Caller, params: Params) -
     let wanted_tags: Vec<String> = params.all("tag").into_iter().filter(|s| !s.is_empty()).collect();
     let extended = flag(&params, "extended");
     let simplified = flag(&params, "simplified");
+    let readable = |app: &AppRecord| {
+        let ctx = app_contexts(app);
+        caller.allows("app.read", &ctx) || caller.allows("app.read.info", &ctx)
+    };
+    let mut all = server.store.app_views().await?;
+    // Wakes of apps the caller sees, recorded beside requests already
+    // answered, show as done (see `events::claims`).
+    let claims = &server.events.claims;
+    let waking: Vec<String> = claims.claimed("app").into_iter().filter(|name| all.iter().any(|v| v.app.name == *name && readable(&v.app))).collect();
+    if !waking.is_empty() {
+        for name in waking {
+            claims.settled(&crate::events::Target::new("app", name)).await;
+        }
+        all = server.store.app_views().await?;
+    }
     let locks = server.store.locking_events("app").await?;
     let catalogue = routers::catalogue(&server).await?;
 
     let mut shown = Vec::new();
-    let all = server.store.app_views().await?;
     for view in &all {
         let app = &view.app;
-        let ctx = app_contexts(&app);
-        if !(caller.allows("app.read", &ctx) || caller.allows("app.read.info", &ctx)) {
+        if !readable(app) {
             continue;
         }
         if name_re.as_ref().is_some_and(|re| !re.is_match(&app.name))

@@ -181,8 +181,9 @@ async fn answer(
         Err(e) => return plain(500, &e),
     };
     *traffic = Some(server.metrics.app(&view.app.name));
-    // A sleeping app is woken, and an app between two steps of a change is
-    // looked at again, until the wake timeout.
+    // A sleeping app none of whose routed processes can serve is woken
+    // first, and an app between two steps of a change is looked at again,
+    // until the wake timeout.
     let settle_by = tokio::time::Instant::now() + Duration::from_millis(server.config.apps.wake_timeout_ms);
     let (mut wakes_left, mut looked_again) = (MAX_WAKES, false);
     let chosen = loop {
@@ -234,6 +235,11 @@ async fn answer(
     };
     let app = view.app.name.as_str();
     let backend = &entry.backends[chosen];
+    // A sleeping process its provisioner still routes is served now; its
+    // wake is recorded beside the request (claimed before the answer).
+    if routed_asleep(&view, backend.version) {
+        crate::apps::wake::beside(server, app);
+    }
     if !backend.addresses.is_empty() {
         return forward::forward(app, backend, origin, req).await;
     }
@@ -290,6 +296,16 @@ fn runs(view: &AppView, backend: &ProxyBackend) -> bool {
     !backend.addresses.is_empty() || view.routes.iter().any(|r| r.version == backend.version)
 }
 
+/// Whether `version`'s routed process sleeps: its provisioner serves it on
+/// demand (the wasm one loads the code at the first request).
+fn routed_asleep(view: &AppView, version: i64) -> bool {
+    let Some(v) = view.versions.iter().find(|v| v.version == version) else { return false };
+    view.routes
+        .iter()
+        .filter(|r| r.version == version)
+        .any(|r| v.processes.iter().any(|p| p.name == r.process && p.status == ProcessStatus::Asleep))
+}
+
 /// Whether what the request found may be a change caught between its steps
 /// (every change writes the routes, then the router entry): the entry names
 /// a version the routes do not hold, or names nothing while processes run.
@@ -302,7 +318,8 @@ fn mid_change(picked: Option<usize>, state: &Serving) -> bool {
 enum Serving {
     /// No routable version.
     Undeployed,
-    /// A routable version has a sleeping process: a request wakes it.
+    /// A routable version has a sleeping process its provisioner does not
+    /// route: a request wakes it, then goes on.
     Asleep,
     /// Its routable versions' processes are stopped.
     Stopped,

@@ -9,6 +9,7 @@
 //! the dead event with an error. No target stays locked forever.
 
 pub mod blocks;
+pub mod claims;
 mod json;
 pub mod visibility;
 
@@ -147,6 +148,8 @@ pub struct Events {
     held: Arc<Mutex<HashSet<String>>>,
     /// Told the id of every finished event (webhook delivery).
     on_finish: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Targets whose lock background work of this process is about to take.
+    pub claims: claims::Claims,
 }
 
 impl Events {
@@ -163,6 +166,7 @@ impl Events {
             instance: instance.to_string(),
             held: Arc::new(Mutex::new(HashSet::new())),
             on_finish,
+            claims: Default::default(),
         });
         spawn_heartbeat(store, Arc::downgrade(&events.held), expire / 3);
         events
@@ -199,8 +203,24 @@ impl Events {
         Ok(true)
     }
 
-    /// Records the start of an event, taking its target's lock if asked.
+    /// Records the start of an event, taking its target's lock if asked. A
+    /// claim on the target (see [`claims`]) is waited for before the lock is
+    /// tried.
     pub async fn start(self: &Arc<Self>, spec: EventSpec) -> Result<RunningEvent, EventError> {
+        if spec.lock {
+            self.claims.settled(&spec.target).await;
+        }
+        self.begin(spec).await
+    }
+
+    /// [`Events::start`] for the holder of `claim`, which covers the
+    /// event's target: it is not waited for.
+    pub async fn start_claimed(self: &Arc<Self>, spec: EventSpec, claim: &claims::Claim) -> Result<RunningEvent, EventError> {
+        debug_assert!(claim.covers(&spec.target));
+        self.begin(spec).await
+    }
+
+    async fn begin(self: &Arc<Self>, spec: EventSpec) -> Result<RunningEvent, EventError> {
         if let Some(block) = self.store.blocks(Some(true)).await?.iter().find(|b| blocks::matches(b, &spec)) {
             return Err(EventError::Blocked {
                 kind: spec.kind.clone(),

@@ -5,14 +5,16 @@
 //! - what can be deployed (a component, uploaded or fetched; no images);
 //! - which process of a version takes the traffic (`web`, else the first
 //!   one the Procfile names) and with how many units (concurrency slots);
-//! - a stopped or sleeping serving process is not routed, and an app none
-//!   of whose serving processes runs holds no loaded code (scale to zero);
-//!   the runtime loads it again on the first request after a wake;
+//! - a stopped serving process is not routed; a sleeping one stays routed
+//!   and holds no loaded code (scale to zero): the host serves its first
+//!   request at once, the runtime loading the code again, and records the
+//!   wake beside it (no container to start, so nothing to wait for);
+//! - an app none of whose serving processes runs holds no loaded code;
 //! - the units app info lists, with their status and restarts.
 
 use torii_plugin_sdk::app_runtime;
 use torii_plugin_sdk::export_provisioner;
-use torii_plugin_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, Provisioner, Route, ShellTarget, Unit};
+use torii_plugin_sdk::provisioner::{Applied, AppState, AppVersion, Error, Outcome, ProcessStatus, Provisioner, Route, ShellTarget, Unit};
 
 struct Wasm {
     /// The process that takes the traffic when a version has it.
@@ -92,19 +94,24 @@ impl Provisioner for Wasm {
     fn apply(&self, desired: &AppState) -> Outcome<Applied> {
         let mut lines = Vec::new();
         let mut routes = Vec::new();
+        let mut running = false;
         for v in desired.versions.iter().filter(|v| v.routable && v.weight > 0) {
             let Some(p) = serving(v, &self.serving_process) else { continue };
-            if !p.status.running() {
+            let asleep = p.status == ProcessStatus::Asleep;
+            if !p.status.running() && !asleep {
                 lines.push(format!(" ---> version {} process {} is {}: not served\n", v.version, p.name, p.status.as_str()));
                 continue;
             }
+            running |= !asleep;
             routes.push(Route { version: v.version, process: p.name.clone(), units: p.units, weight: v.weight, addresses: vec![] });
-            lines.push(format!(" ---> version {} serves process {} with {} unit(s)\n", v.version, p.name, p.units));
+            let how = if asleep { ", asleep: its code loads at its next request" } else { "" };
+            lines.push(format!(" ---> version {} serves process {} with {} unit(s){how}\n", v.version, p.name, p.units));
         }
-        if routes.is_empty() {
-            // Nothing is served: the app holds no code in memory.
+        if !running {
+            // Nothing runs: the app holds no code in memory.
             app_runtime::unload(&desired.name);
-            lines.push(format!(" ---> app {:?} serves nothing now: no code held in memory\n", desired.name));
+            let what = if routes.is_empty() { "serves nothing now" } else { "sleeps" };
+            lines.push(format!(" ---> app {:?} {what}: no code held in memory\n", desired.name));
         }
         Ok(Applied { routes, lines })
     }
