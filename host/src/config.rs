@@ -193,7 +193,10 @@ pub struct AppsConfig {
     /// Processes one Procfile may name.
     pub max_processes: u32,
     /// How long the first request to a sleeping app waits for it to wake
-    /// (its provisioner starting it) before it gets 503.
+    /// (its provisioner starting it) before it gets 503. A process its
+    /// provisioner keeps routed while asleep (WASM) is served at once; its
+    /// wake, recorded beside, waits this long at most for an operation
+    /// holding the app.
     pub wake_timeout_ms: u64,
 }
 
