@@ -465,6 +465,25 @@ backends! {
         assert_eq!(wakes.len(), 12, "{wakes:?}");
         assert!(wakes.iter().all(|e| e["Error"] == "" && e["Running"] == false), "{wakes:?}");
 
+        // What waits for a wake is its claim on the app: the app's info and
+        // the app list answer only once it goes; another app's info does not
+        // wait for it.
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "other"), ("teamOwner", "t1")]).send().await.expect_status(201);
+        let claim = t.server().events.claims.claim(&Target::new("app", "web")).expect("no wake runs");
+        let answered = async |path: &str| {
+            t.req("GET", path).admin().send().await.expect_status(200);
+            std::time::Instant::now()
+        };
+        let release = async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let at = std::time::Instant::now();
+            drop(claim);
+            at
+        };
+        let (info, list, other, released) = tokio::join!(answered("/1.0/apps/web"), answered("/1.0/apps"), answered("/1.0/apps/other"), release);
+        assert!(info >= released && list >= released, "answered before the claim went");
+        assert!(other < released, "another app's info waited for this app's claim");
+
         // An operation holds the app while it sleeps: the request is served
         // now; the app reads asleep (the wake waits for the operation, and
         // nobody waits for the wake) and wakes once the operation ends.
