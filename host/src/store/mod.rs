@@ -119,19 +119,28 @@ impl Store {
                 })
             });
         }
+        let views = std::sync::Arc::new(views::ViewCache::new(backend == Backend::Sqlite));
+        if backend == Backend::Postgres {
+            // Names this process on the notifications its writes cause
+            // (migration 0032), so its listener can skip them.
+            let set_origin = format!("SET torii.origin = '{}'", views.origin());
+            options = options.after_connect(move |conn, _| {
+                let set_origin = set_origin.clone();
+                Box::pin(async move {
+                    conn.execute(set_origin.as_str()).await?;
+                    Ok(())
+                })
+            });
+        }
         let pool = options.connect(url).await?;
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await.map_err(|e| StoreError::Database(e.into()))?;
-        let (views, listener) = match backend {
-            Backend::Sqlite => (std::sync::Arc::new(views::ViewCache::new(true)), None),
-            Backend::Postgres => {
-                let views = std::sync::Arc::new(views::ViewCache::new(false));
-                let listener = views::listen(url.to_string(), views.clone());
-                (views, Some(std::sync::Arc::new(listener)))
-            }
+        let listener = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(std::sync::Arc::new(views::listen(url.to_string(), views.clone()))),
         };
         Ok(Store { pool, backend, views, listener, sealer: std::sync::Arc::new(sealed::Sealer::none()) })
     }

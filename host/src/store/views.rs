@@ -13,10 +13,12 @@
 //!   do not show the table).
 //!
 //! On PostgreSQL, several torii processes share the database, so triggers
-//! (migration 0012) NOTIFY `torii_app_views` with the app's name (or `*`) in
-//! the writing transaction and every process listens; until the listener is
-//! connected, and whenever it loses its connection, the cache is bypassed and
-//! emptied, because notifications may have been missed. SQLite belongs to
+//! (migrations 0012, 0032) NOTIFY `torii_app_views_2` with the app's name
+//! (or `*`) and the writing process's origin in the writing transaction, and
+//! every process listens, skipping its own (applied, or patched in, when it
+//! wrote); until the listener is connected, and whenever it loses its
+//! connection, the cache is bypassed and emptied, because notifications may
+//! have been missed. SQLite belongs to
 //! one serving process (`serve` holds a lock file beside the database).
 //!
 //! A reader remembers the generation before it reads the database and may
@@ -39,12 +41,15 @@ use std::time::Duration;
 
 /// Entries kept at most; a full cache starts over (cheap, and rare).
 const MAX_ENTRIES: usize = 100_000;
-pub(super) const CHANNEL: &str = "torii_app_views";
+/// Payloads "<app or *> <origin>" (migration 0032).
+pub(super) const CHANNEL: &str = "torii_app_views_2";
 
 pub(super) struct ViewCache {
     inner: Mutex<Inner>,
     /// False while invalidations from other processes may be missed.
     trusted: AtomicBool,
+    /// This process's name on the notifications its writes cause.
+    origin: String,
 }
 
 #[derive(Default)]
@@ -73,7 +78,13 @@ pub(super) enum Slot {
 
 impl ViewCache {
     pub(super) fn new(trusted: bool) -> ViewCache {
-        ViewCache { inner: Mutex::new(Inner::default()), trusted: AtomicBool::new(trusted) }
+        let origin = format!("{:016x}", rand::random::<u64>());
+        ViewCache { inner: Mutex::new(Inner::default()), trusted: AtomicBool::new(trusted), origin }
+    }
+
+    /// This process's origin (hex), set on its PostgreSQL connections.
+    pub(super) fn origin(&self) -> &str {
+        &self.origin
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -268,8 +279,15 @@ impl ViewCache {
     }
 
     /// Applies one notification payload: an app name, or `*` for all.
+    /// Applies one notification, "<app or *> <origin>"; this process's own
+    /// are skipped: each of its writes changed the cache when it committed
+    /// (patched views included, which the notification would drop again).
     fn notified(&self, payload: &str) {
-        if payload == "*" { self.clear() } else { self.invalidate(payload) }
+        let (name, origin) = payload.rsplit_once(' ').unwrap_or((payload, ""));
+        if origin == self.origin {
+            return;
+        }
+        if name == "*" { self.clear() } else { self.invalidate(name) }
     }
 }
 
@@ -419,7 +437,32 @@ mod tests {
         let read_at = cache.generation();
         cache.insert(read_at, "a", Some(view("a")));
         assert!(cache.get("a").is_some());
-        cache.notified("*");
+        cache.notified("* 0123456789abcdef");
+        assert!(cache.get("a").is_none());
+    }
+
+    #[test]
+    fn notifications_of_other_processes_apply_and_its_own_are_skipped() {
+        let cache = ViewCache::new(true);
+        let own = cache.origin().to_string();
+        let fresh = |name: &str| {
+            let read_at = cache.generation();
+            cache.insert(read_at, name, Some(view(name)));
+            assert!(cache.get(name).is_some());
+        };
+        fresh("a");
+        fresh("b");
+        // Its own change to `a` (a patched lock, say) stays as patched.
+        cache.notified(&format!("a {own}"));
+        cache.notified(&format!("* {own}"));
+        assert!(cache.get("a").is_some() && cache.get("b").is_some());
+        // Another process's, or a writer with no origin (psql), applies.
+        cache.notified("a 00000000000000ff");
+        assert!(cache.get("a").is_none() && cache.get("b").is_some());
+        cache.notified("b ");
+        assert!(cache.get("b").is_none());
+        fresh("a");
+        cache.notified("* 00000000000000ff");
         assert!(cache.get("a").is_none());
     }
 
