@@ -414,7 +414,7 @@ backends! {
         assert_eq!(refused, Vec::<(u16, String)>::new(), "{served} served");
         assert!(slept >= 5 && served >= slept, "{slept} sleeps, {served} served");
         let wakes = t.req("GET", "/1.1/events?kindname=app.wake").admin().send().await.json();
-        assert!(wakes.as_array().unwrap().len() >= 5, "{wakes}");
+        assert!(wakes.as_array().unwrap().len() >= 5, "{slept} sleeps: {wakes}");
         t.stop().await;
     }
 }

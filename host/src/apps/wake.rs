@@ -32,7 +32,7 @@ pub const WAKE: &str = "app.wake";
 /// (its requests are served meanwhile; each would record a failed wake).
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// How often a wake looks again at an app another operation holds.
+/// How often, at least, a wake looks again at an app another operation holds.
 const LOCKED_RETRY: Duration = Duration::from_millis(50);
 
 /// The apps being woken.
@@ -161,6 +161,8 @@ async fn wake_now(server: &Arc<Server>, app: &str, mut claim: Option<Claim>, dea
             start_custom: serde_json::json!({"app": app}),
             lock: true,
         };
+        // Made before the attempt, so a release right after it is not missed.
+        let released = server.events.released.notified();
         let started = match &claim {
             Some(claim) => server.events.start_claimed(spec, claim).await,
             None => server.events.start(spec).await,
@@ -182,7 +184,8 @@ async fn wake_now(server: &Arc<Server>, app: &str, mut claim: Option<Claim>, dea
                 if deadline.is_some_and(|d| Instant::now() + LOCKED_RETRY > d) {
                     return Err(format!("event locked: {holder}"));
                 }
-                tokio::time::sleep(LOCKED_RETRY).await;
+                // At once when this process releases a lock, else after a while.
+                let _ = tokio::time::timeout(LOCKED_RETRY, released).await;
             }
             Err(e) => return Err(e.to_string()),
         }

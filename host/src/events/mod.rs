@@ -150,6 +150,9 @@ pub struct Events {
     on_finish: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     /// Targets whose lock background work of this process is about to take.
     pub claims: claims::Claims,
+    /// Told each time this process releases a lock (a waiter looks again at
+    /// once; a lock another process releases is seen at its next look).
+    pub released: tokio::sync::Notify,
 }
 
 impl Events {
@@ -167,6 +170,7 @@ impl Events {
             held: Arc::new(Mutex::new(HashSet::new())),
             on_finish,
             claims: Default::default(),
+            released: Default::default(),
         });
         spawn_heartbeat(store, Arc::downgrade(&events.held), expire / 3);
         events
@@ -300,6 +304,7 @@ impl Events {
         let result = self.store.discard_event(id).await;
         if locked {
             self.held.lock().unwrap().remove(id);
+            self.released.notify_waiters();
         }
         if let Err(e) = result {
             tracing::error!(event = id, error = %e, "could not discard an event");
@@ -311,6 +316,7 @@ impl Events {
         let result = self.store.finish_event(id, now_millis(), error, &log, &end_data.to_string()).await;
         if locked {
             self.held.lock().unwrap().remove(id);
+            self.released.notify_waiters();
         }
         match result {
             Err(e) => tracing::error!(event = id, error = %e, "could not record the end of an event"),
