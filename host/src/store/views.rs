@@ -18,8 +18,8 @@
 //! every process listens, skipping its own (applied, or patched in, when it
 //! wrote); until the listener is connected, and whenever it loses its
 //! connection, the cache is bypassed and emptied, because notifications may
-//! have been missed. SQLite belongs to
-//! one serving process (`serve` holds a lock file beside the database).
+//! have been missed. SQLite belongs to one serving process (`serve` holds a
+//! lock file beside the database).
 //!
 //! A reader remembers the generation before it reads the database and may
 //! insert only if no invalidation happened since, so a read that raced a
@@ -278,7 +278,6 @@ impl ViewCache {
         }
     }
 
-    /// Applies one notification payload: an app name, or `*` for all.
     /// Applies one notification, "<app or *> <origin>"; this process's own
     /// are skipped: each of its writes changed the cache when it committed
     /// (patched views included, which the notification would drop again).
