@@ -500,3 +500,41 @@ backends! {
         t.stop().await;
     }
 }
+
+backends! {
+    // The proxy table as router plugins write it: a change writes only the
+    // hosts that changed, all or nothing, and a host another app holds is
+    // refused with nothing written.
+    async fn the_proxy_table_changes_only_what_differs_and_refuses_a_taken_host(b) {
+        use torii::store::{ProxyBackend, StoreError};
+        let t = setup(Options::new(b)).await;
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "other"), ("teamOwner", "t1")]).send().await.expect_status(201);
+        let store = &t.server().store;
+        let v = |version: i64| vec![ProxyBackend { version, addresses: vec![], weight: 100 }];
+        let hosts = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let points = async |host: &str| store.proxy_host(host).await.unwrap().map(|e| (e.app.clone(), e.backends[0].version));
+
+        store.set_proxy_app("r1", "other", &hosts(&["a.example.com", "b.example.com"]), &v(1)).await.unwrap();
+        store.set_proxy_app("r1", "other", &hosts(&["a.example.com", "b.example.com"]), &v(2)).await.unwrap();
+        assert_eq!(points("a.example.com").await, Some(("other".into(), 2)));
+        assert_eq!(points("b.example.com").await, Some(("other".into(), 2)));
+        // A host dropped goes; one added comes.
+        store.set_proxy_app("r1", "other", &hosts(&["b.example.com", "c.example.com"]), &v(2)).await.unwrap();
+        assert_eq!(points("a.example.com").await, None);
+        assert_eq!(points("c.example.com").await, Some(("other".into(), 2)));
+        assert_eq!(store.proxy_hosts_of("r1", "other").await.unwrap(), ["b.example.com", "c.example.com"]);
+
+        // Another app, or the same app on another router, cannot take a host.
+        for (router, app) in [("r1", "web"), ("r2", "other")] {
+            let refused = store.set_proxy_app(router, app, &hosts(&["d.example.com", "c.example.com"]), &v(7)).await;
+            match refused {
+                Err(StoreError::Conflict(m)) => assert_eq!(m, "c.example.com is already served by app other on router r1"),
+                other => panic!("{other:?}"),
+            }
+            // All or nothing: the free host was not taken either.
+            assert_eq!(points("d.example.com").await, None);
+            assert_eq!(points("c.example.com").await, Some(("other".into(), 2)));
+        }
+        t.stop().await;
+    }
+}

@@ -33,39 +33,53 @@ impl Store {
     pub async fn set_proxy_app(&self, router: &str, app: &str, hosts: &[String], backends: &[ProxyBackend]) -> StoreResult<()> {
         let live: Vec<&ProxyBackend> = backends.iter().filter(|b| b.weight > 0).collect();
         let encoded = serde_json::to_string(&live).expect("backends serialise");
-        // Unchanged (a sync at start, a rebuild in step): no write, so no
-        // other process's cache is emptied for nothing.
-        let held = sqlx::query("SELECT host, backends FROM proxy_hosts WHERE router = $1 AND app = $2 ORDER BY host")
+        // Only what changed is written: an unchanged entry (a sync at start,
+        // a rebuild in step) costs no write, so no other process's cache is
+        // emptied for nothing, and a version change is one row per host.
+        let rows = sqlx::query("SELECT host, backends FROM proxy_hosts WHERE router = $1 AND app = $2 ORDER BY host")
             .bind(router)
             .bind(app)
             .fetch_all(&self.pool)
             .await?;
+        let held: Vec<(String, String)> = rows.iter().map(|r| Ok((r.try_get("host")?, r.try_get("backends")?))).collect::<StoreResult<_>>()?;
         let mut wanted: Vec<&String> = hosts.iter().collect();
         wanted.sort();
         wanted.dedup();
-        let same = held.len() == wanted.len()
-            && held.iter().zip(&wanted).all(|(row, host)| {
-                row.try_get::<String, _>("host").is_ok_and(|h| &h == *host) && row.try_get::<String, _>("backends").is_ok_and(|b| b == encoded)
-            });
-        if same {
+        // Hosts that stay as they are, and those the router no longer points here.
+        let kept = |host: &str| held.iter().any(|(h, b)| h == host && *b == encoded);
+        let gone: Vec<&String> = held.iter().map(|(h, _)| h).filter(|h| !wanted.contains(h)).collect();
+        if gone.is_empty() && wanted.iter().all(|h| kept(h)) {
             return Ok(());
         }
         let _stale = self.views.stale_hosts();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM proxy_hosts WHERE router = $1 AND app = $2").bind(router).bind(app).execute(&mut *tx).await?;
-        for host in wanted {
-            let held = sqlx::query("SELECT router, app FROM proxy_hosts WHERE host = $1").bind(host).fetch_optional(&mut *tx).await?;
-            if let Some(row) = held {
-                let (other_router, other_app): (String, String) = (row.try_get("router")?, row.try_get("app")?);
-                return Err(StoreError::Conflict(format!("{host} is already served by app {other_app} on router {other_router}")));
-            }
-            sqlx::query("INSERT INTO proxy_hosts (host, router, app, backends) VALUES ($1, $2, $3, $4)")
+        for host in gone {
+            sqlx::query("DELETE FROM proxy_hosts WHERE host = $1 AND router = $2 AND app = $3")
                 .bind(host)
                 .bind(router)
                 .bind(app)
-                .bind(&encoded)
                 .execute(&mut *tx)
                 .await?;
+        }
+        for host in wanted.into_iter().filter(|h| !kept(h)) {
+            // Added, or its backends set; a host of another app or router
+            // is left alone (nothing written) and refused.
+            let done = sqlx::query(
+                "INSERT INTO proxy_hosts (host, router, app, backends) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (host) DO UPDATE SET backends = excluded.backends \
+                 WHERE proxy_hosts.router = excluded.router AND proxy_hosts.app = excluded.app",
+            )
+            .bind(host)
+            .bind(router)
+            .bind(app)
+            .bind(&encoded)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                let row = sqlx::query("SELECT router, app FROM proxy_hosts WHERE host = $1").bind(host).fetch_one(&mut *tx).await?;
+                let (other_router, other_app): (String, String) = (row.try_get("router")?, row.try_get("app")?);
+                return Err(StoreError::Conflict(format!("{host} is already served by app {other_app} on router {other_router}")));
+            }
         }
         tx.commit().await?;
         Ok(())
