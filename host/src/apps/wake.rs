@@ -108,7 +108,8 @@ pub fn beside(server: &Arc<Server>, app: &str) {
         return;
     }
     let Some(claim) = server.events.claims.claim(&Target::new("app", app)) else {
-        // Held by a wake begun before this one's turn was given back.
+        // Only a background wake claims an app, and it gives its turn back
+        // after its claim: not expected, but then that wake is the one.
         server.wakes.end_background(app, false);
         return;
     };

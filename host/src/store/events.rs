@@ -100,8 +100,22 @@ impl Store {
     /// of waiting its turn.
     pub async fn start_event(&self, e: &EventRecord, lock: bool, expired_before: i64) -> StoreResult<LockOutcome> {
         // A taken lock is patched into the app's cached view; a lock held by
-        // another leaves it; a failure drops it.
+        // another (our event rolled back: nothing happened) leaves it; a
+        // failure drops it.
         let stale = (lock && e.target_type == "app").then(|| self.views.stale(&e.target_value));
+        let outcome = self.insert_event(e, lock, expired_before).await;
+        if let (Some(stale), Ok(outcome)) = (stale, &outcome) {
+            match outcome {
+                LockOutcome::Acquired { .. } => stale.locked(&e.id),
+                LockOutcome::Held(_) => stale.unchanged(),
+            }
+        }
+        outcome
+    }
+
+    /// [`Store::start_event`]'s writes, in one transaction committed only
+    /// when the event starts.
+    async fn insert_event(&self, e: &EventRecord, lock: bool, expired_before: i64) -> StoreResult<LockOutcome> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
@@ -148,9 +162,6 @@ impl Store {
                 .await?;
             if got.rows_affected() == 1 {
                 tx.commit().await?;
-                if let Some(s) = stale {
-                    s.locked(&e.id);
-                }
                 return Ok(LockOutcome::Acquired { took_over: None });
             }
             let row = sqlx::query("SELECT event_id, heartbeat_at FROM event_locks WHERE target_type = $1 AND target_value = $2")
@@ -163,11 +174,7 @@ impl Store {
             }
         };
         if heartbeat >= expired_before {
-            // Dropping the transaction rolls our event back: nothing
-            // happened, so the app's cached view stands (so below).
-            if let Some(s) = stale {
-                s.unchanged();
-            }
+            // Dropping the transaction rolls our event back: nothing happened.
             return Ok(LockOutcome::Held(holder));
         }
         // Take over exactly the stale row we saw; a concurrent taker wins otherwise.
@@ -179,9 +186,6 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if taken.rows_affected() == 0 {
-            if let Some(s) = stale {
-                s.unchanged();
-            }
             return Ok(LockOutcome::Held(holder));
         }
         sqlx::query("UPDATE events SET running = 0, end_time = $1, error = $2 WHERE id = $3 AND running = 1")
@@ -200,15 +204,9 @@ impl Store {
         if got.rows_affected() == 0 {
             // Another process took the freed lock first; roll everything back.
             let winner = self.lock_holder(&e.target_type, &e.target_value).await?.unwrap_or_default();
-            if let Some(s) = stale {
-                s.unchanged();
-            }
             return Ok(LockOutcome::Held(winner));
         }
         tx.commit().await?;
-        if let Some(s) = stale {
-            s.locked(&e.id);
-        }
         Ok(LockOutcome::Acquired { took_over: Some(holder) })
     }
 
