@@ -469,6 +469,7 @@ backends! {
         // the app list answer only once it goes; another app's info does not
         // wait for it.
         t.req("POST", "/1.0/apps").admin().form(&[("name", "other"), ("teamOwner", "t1")]).send().await.expect_status(201);
+        let stranger = t.user("stranger@example.com").await;
         let claim = t.server().events.claims.claim(&Target::new("app", "web")).expect("no wake runs");
         let answered = async |path: &str| {
             t.req("GET", path).admin().send().await.expect_status(200);
@@ -480,6 +481,10 @@ backends! {
             let asked = std::time::Instant::now();
             t.req("GET", "/1.0/apps/other").admin().send().await.expect_status(200);
             assert!(asked.elapsed() < std::time::Duration::from_secs(5), "another app's info waited for this app's claim");
+            // Nor does the list of a user who cannot see the app.
+            let asked = std::time::Instant::now();
+            t.req("GET", "/1.0/apps").token(&stranger).send().await.expect(204, "");
+            assert!(asked.elapsed() < std::time::Duration::from_secs(5), "a stranger's app list waited for this app's claim");
             // Time for the two reads of `web` to arrive and wait.
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             let at = std::time::Instant::now();
