@@ -538,3 +538,195 @@ backends! {
         t.stop().await;
     }
 }
+
+/// A backend written byte by byte, for what a framework would smooth over:
+/// any path answers with the head and body it received (a HEAD request
+/// with their length), `/chunked` with a
+/// chunked body, `/rude` closes its connection after answering without
+/// saying so, `/eof` answers HTTP/1.0 with a body ended by closing. It
+/// counts the connections it accepts.
+async fn raw_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    let serving = tokio::spawn(async move {
+        loop {
+            let (mut c, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = read_message(&mut c, &mut buf).await else { return };
+                    let message: Vec<u8> = buf.drain(..end).collect();
+                    let text = String::from_utf8_lossy(&message).to_string();
+                    let path = text.split(' ').nth(1).unwrap_or_default().to_string();
+                    let answer = match path.as_str() {
+                        "/chunked" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n".to_string(),
+                        "/rude" => "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nrude".to_string(),
+                        "/eof" => "HTTP/1.0 200 OK\r\nx-old: 1\r\n\r\nuntil close".to_string(),
+                        // A HEAD answer tells the length only.
+                        _ if text.starts_with("HEAD ") => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", text.len()),
+                        _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len()),
+                    };
+                    if c.write_all(answer.as_bytes()).await.is_err() || path == "/rude" || path == "/eof" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, serving)
+}
+
+/// Reads one whole message (a head, then a `Content-Length` body) into
+/// `buf`; where it ends, or `None` when the connection ends first.
+async fn read_message(c: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(head) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4) {
+            let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
+            let length: usize = text.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+            let chunked = text.contains("transfer-encoding: chunked");
+            let end = if chunked { buf.windows(5).position(|w| w == b"0\r\n\r\n").map(|p| p + 5) } else { Some(head + length) };
+            if let Some(end) = end.filter(|e| *e <= buf.len()) {
+                return Some(end);
+            }
+        }
+        let mut more = [0u8; 4096];
+        match c.read(&mut more).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&more[..n]),
+        }
+    }
+}
+
+/// The next answer on a client connection to the router: its head (lower
+/// case, a line each, without the date) and body (none to a HEAD request).
+/// An answer with no length ends with the connection.
+async fn next_answer(c: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> (String, String) {
+    answer_to(c, buf, false).await
+}
+
+async fn answer_to(c: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, head_request: bool) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let mut more = [0u8; 4096];
+        let n = c.read(&mut more).await.unwrap();
+        assert!(n > 0, "the connection ended before an answer: {:?}", String::from_utf8_lossy(buf));
+        buf.extend_from_slice(&more[..n]);
+    };
+    let head: String = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase().lines().filter(|l| !l.starts_with("date: ")).collect::<Vec<_>>().join("\n");
+    if head_request {
+        buf.drain(..head_end);
+        return (head, String::new());
+    }
+    if head.contains("content-length") || head.contains("transfer-encoding") {
+        let end = read_message(c, buf).await.expect("a whole answer");
+        let body = String::from_utf8_lossy(&buf[head_end..end]).to_string();
+        buf.drain(..end);
+        return (head, body);
+    }
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).await.unwrap();
+    buf.extend_from_slice(&rest);
+    let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
+    buf.clear();
+    (head, body)
+}
+
+backends! {
+    async fn the_byte_level_path_keeps_http_framing_and_hands_over_what_it_does_not_take(b) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::AsyncWriteExt;
+        let (addr, accepted, serving) = raw_backend().await;
+        let mut o = Options::new(b);
+        o.extra_toml = format!(
+            "[[plugin]]\nname = \"outside\"\nkind = \"provisioner\"\npath = {:?}\ncapabilities = [\"log\", \"kv\", \"app-runtime\"]\n\
+             [plugin.config.backends]\nraw = [\"{addr}\"]\n",
+            env!("TORII_GUEST_TEST_HTTP_BACKENDS")
+        );
+        let t = setup(o).await;
+        t.req("POST", "/1.0/pools").admin().form(&[("name", "outside"), ("provisioner", "outside")]).send().await.expect(201, "");
+        t.req("POST", "/1.0/apps").admin().form(&[("name", "raw"), ("teamOwner", "t1"), ("pool", "outside")]).send().await.expect_status(201);
+        let hello = std::fs::read(HELLO).unwrap();
+        let r = t.req("POST", "/1.0/apps/raw/deploy").admin().raw(MP, upload(&hello, &[])).send().await;
+        assert!(r.body.ends_with("\nOK\n"), "{}", r.body);
+        let router = t.router_url().trim_start_matches("http://").to_string();
+        let mut c = tokio::net::TcpStream::connect(&router).await.unwrap();
+        let mut buf = Vec::new();
+
+        // Two requests in one write: each reaches the backend rewritten, on
+        // one kept connection, and each answer comes back whole, in order.
+        c.write_all(b"POST /echo?a=1 HTTP/1.1\r\nHost: Raw.Apps.Test:80\r\nConnection: x-private\r\nX-Private: 1\r\nx-forwarded-for: 10.1.1.1\r\n\
+                       X-Forwarded-Proto: https\r\nContent-Length: 4\r\nX-Custom: kept\r\n\r\npingGET /echo HTTP/1.1\r\nhost: raw.apps.test\r\n\r\n").await.unwrap();
+        let (head, body) = next_answer(&mut c, &mut buf).await;
+        assert!(head.starts_with("http/1.1 200 ok\n") && head.contains("content-length: "), "{head}");
+        assert_eq!(body, "POST /echo?a=1 HTTP/1.1\r\nHost: Raw.Apps.Test:80\r\nX-Custom: kept\r\nx-forwarded-for: 10.1.1.1, 127.0.0.1\r\n\
+                          x-forwarded-host: Raw.Apps.Test:80\r\nx-forwarded-proto: http\r\ncontent-length: 4\r\n\r\nping");
+        let (_, body) = next_answer(&mut c, &mut buf).await;
+        assert!(body.starts_with("GET /echo HTTP/1.1\r\nhost: raw.apps.test\r\nx-forwarded-for: 127.0.0.1\r\n"), "{body}");
+
+        // A chunked answer passes as it came; a HEAD answer has no body.
+        c.write_all(b"GET /chunked HTTP/1.1\r\nhost: raw.apps.test\r\n\r\n").await.unwrap();
+        let (head, body) = next_answer(&mut c, &mut buf).await;
+        assert_eq!((head.as_str(), body.as_str()), ("http/1.1 200 ok\ntransfer-encoding: chunked\n", "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"));
+        c.write_all(b"HEAD /echo HTTP/1.1\r\nhost: raw.apps.test\r\n\r\nGET /echo HTTP/1.1\r\nhost: raw.apps.test\r\n\r\n").await.unwrap();
+        let (head, _) = answer_to(&mut c, &mut buf, true).await;
+        assert!(head.starts_with("http/1.1 200 ok\ncontent-length: "), "{head}");
+        assert!(buf.is_empty() || buf.starts_with(b"HTTP/1.1 200"), "the HEAD answer had a body: {:?}", String::from_utf8_lossy(&buf));
+        let (_, body) = next_answer(&mut c, &mut buf).await;
+        assert!(body.starts_with("GET /echo HTTP/1.1\r\n"), "{body}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the backend connection was not kept");
+
+        // A backend that closes after answering: the next request gets a new connection.
+        for _ in 0..2 {
+            c.write_all(b"GET /rude HTTP/1.1\r\nhost: raw.apps.test\r\n\r\n").await.unwrap();
+            assert_eq!(next_answer(&mut c, &mut buf).await.1, "rude");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        c.write_all(b"GET /echo HTTP/1.1\r\nhost: raw.apps.test\r\n\r\n").await.unwrap();
+        assert!(next_answer(&mut c, &mut buf).await.1.starts_with("GET /echo "));
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+
+        // A request for a WASM app hands the connection to hyper, which
+        // serves that request and the ones after it, whatever their app.
+        c.write_all(b"GET /hi HTTP/1.1\r\nhost: web.apps.test\r\n\r\nGET /echo HTTP/1.1\r\nhost: raw.apps.test\r\n\r\n").await.unwrap();
+        let (head, body) = next_answer(&mut c, &mut buf).await;
+        assert_eq!((head.contains("transfer-encoding: chunked"), body.as_str()), (true, "16\r\nhello from web at /hi\n\r\n0\r\n\r\n"));
+        assert!(next_answer(&mut c, &mut buf).await.1.starts_with("GET /echo HTTP/1.1\r\n"));
+        // An unknown host, a chunked body, HTTP/1.0: hyper's too.
+        c.write_all(b"GET / HTTP/1.1\r\nhost: nobody.apps.test\r\n\r\n").await.unwrap();
+        let (head, body) = next_answer(&mut c, &mut buf).await;
+        assert_eq!((head.lines().next().unwrap(), body.as_str()), ("http/1.1 404 not found", "no app answers at nobody.apps.test\n"));
+        for raw in [
+            &b"POST /echo HTTP/1.1\r\nhost: raw.apps.test\r\ntransfer-encoding: chunked\r\n\r\n4\r\npong\r\n0\r\n\r\n"[..],
+            b"GET /echo HTTP/1.0\r\nhost: raw.apps.test\r\n\r\n",
+        ] {
+            let mut c = tokio::net::TcpStream::connect(&router).await.unwrap();
+            c.write_all(raw).await.unwrap();
+            let (head, body) = next_answer(&mut c, &mut Vec::new()).await;
+            assert!(head.split_once(' ').unwrap().1.starts_with("200 ok\n"), "{head}");
+            assert!(body.contains("x-forwarded-for: 127.0.0.1\r\n") && !body.contains("HTTP/1.0"), "{body}");
+        }
+
+        // An answer ended by closing: the client's connection ends after it.
+        let mut c = tokio::net::TcpStream::connect(&router).await.unwrap();
+        c.write_all(b"GET /eof HTTP/1.1\r\nhost: raw.apps.test\r\n\r\n").await.unwrap();
+        let (head, body) = next_answer(&mut c, &mut Vec::new()).await;
+        assert_eq!((head.as_str(), body.as_str()), ("http/1.1 200 ok\nx-old: 1\nconnection: close\n", "until close"));
+
+        // A stopped app is answered for by the router.
+        t.req("POST", "/1.0/apps/raw/stop").admin().send().await.expect_status(200);
+        let mut c = tokio::net::TcpStream::connect(&router).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nhost: raw.apps.test\r\n\r\n").await.unwrap();
+        let (head, body) = next_answer(&mut c, &mut Vec::new()).await;
+        assert_eq!((head.lines().next().unwrap(), body.as_str()), ("http/1.1 503 service unavailable", "app raw is stopped: start it with `tsuru app start -a raw`\n"));
+        serving.abort();
+        t.stop().await;
+    }
+}

@@ -10,6 +10,7 @@
 //! served on the data plane's own threads (`workers`), one thread each.
 
 mod forward;
+mod h1;
 pub mod logs;
 mod tls;
 pub mod units;
@@ -104,10 +105,10 @@ async fn accept_loop(listener: TcpListener, workers: &workers::Workers, plane: P
             let mut stopped = plane.stopped.clone();
             let connection = async {
                 match tls {
-                    None => serve_connection(plane, &admission, stream, forward::Origin { peer, https: false }).await,
+                    None => h1::serve(plane, &admission, stream, forward::Origin { peer, https: false }).await,
                     Some(certs) => {
                         if let Some(stream) = tls::handshake(&plane.server, &certs, stream).await {
-                            serve_connection(plane, &admission, stream, forward::Origin { peer, https: true }).await;
+                            h1::serve(plane, &admission, stream, forward::Origin { peer, https: true }).await;
                         }
                     }
                 }
@@ -120,7 +121,8 @@ async fn accept_loop(listener: TcpListener, workers: &workers::Workers, plane: P
     }
 }
 
-async fn serve_connection<S>(plane: Plane, admission: &crate::listener::Admission, stream: S, origin: forward::Origin)
+/// Serves a connection with hyper: every request goes through [`answer`].
+async fn serve_hyper<S>(plane: Plane, admission: &crate::listener::Admission, stream: S, origin: forward::Origin)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -175,71 +177,18 @@ async fn answer(
     let Some(host) = request_host(&req) else {
         return plain(400, "the request names no host");
     };
-    let (mut view, mut entry) = match resolve(server, &host).await {
+    let found = match resolve(server, &host).await {
         Ok(Some(found)) => found,
         Ok(None) => return plain(404, &format!("no app answers at {host}")),
         Err(e) => return plain(500, &e),
     };
-    *traffic = Some(server.metrics.app(&view.app.name));
-    // A sleeping app none of whose routed processes can serve is woken
-    // first, and an app between two steps of a change is looked at again,
-    // until the wake timeout.
-    let settle_by = tokio::time::Instant::now() + Duration::from_millis(server.config.apps.wake_timeout_ms);
-    let (mut wakes_left, mut looked_again) = (MAX_WAKES, false);
-    let chosen = loop {
-        let picked = pick(&entry.backends, rand::random::<f64>());
-        if let Some(i) = picked
-            && runs(&view, &entry.backends[i])
-        {
-            break i;
-        }
-        let app = view.app.name.as_str();
-        let state = serving_state(&view);
-        if matches!(state, Serving::Asleep) && wakes_left > 0 {
-            wakes_left -= 1;
-            match tokio::time::timeout_at(settle_by, crate::apps::wake::wake(server, app)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return plain(503, &format!("app {app} could not be woken: {e}")),
-                Err(_) => {
-                    let waited = server.config.apps.wake_timeout_ms;
-                    return plain(503, &format!("app {app} is still waking up after {waited} ms: try again shortly"));
-                }
-            }
-        } else if mid_change(picked, &state) && (view.lock_event.is_some() || !looked_again) && tokio::time::Instant::now() + SETTLE < settle_by {
-            // An operation holds the app: its next step is waited for. Else
-            // the entry and the view may have been read on either side of a
-            // change's last step: one fresh look.
-            if view.lock_event.is_some() {
-                tokio::time::sleep(SETTLE).await;
-            } else {
-                looked_again = true;
-            }
-        } else {
-            return match (picked, state) {
-                (Some(i), _) => plain(503, &format!(
-                    "app {app} serves version {} which its provisioner no longer runs: rebuild its routes",
-                    entry.backends[i].version
-                )),
-                (None, Serving::Stopped) => plain(503, &format!("app {app} is stopped: start it with `tsuru app start -a {app}`")),
-                (None, Serving::Asleep | Serving::Running) => {
-                    plain(503, &format!("app {app} serves no version: deploy one with `tsuru app deploy`, or add units"))
-                }
-                (None, Serving::Undeployed) => plain(503, &format!("app {app} has no deployed version yet: deploy one with `tsuru app deploy`")),
-            };
-        }
-        (view, entry) = match resolve(server, &host).await {
-            Ok(Some(found)) => found,
-            Ok(None) => return plain(404, &format!("no app answers at {host}")),
-            Err(e) => return plain(500, &e),
-        };
+    *traffic = Some(server.metrics.app(&found.0.app.name));
+    let Chosen { view, entry, index } = match choose(server, &host, found).await {
+        Ok(chosen) => chosen,
+        Err((status, why)) => return plain(status, &why),
     };
     let app = view.app.name.as_str();
-    let backend = &entry.backends[chosen];
-    // A sleeping process its provisioner still routes is served now; its
-    // wake is recorded beside the request (claimed before the answer).
-    if routed_asleep(&view, backend.version) {
-        crate::apps::wake::beside(server, app);
-    }
+    let backend = &entry.backends[index];
     if !backend.addresses.is_empty() {
         return forward::forward(app, backend, origin, req).await;
     }
@@ -280,6 +229,77 @@ async fn answer(
         response = server.apps.runtime.handle(&code, invocation, req) => response,
         _ = killed => plain(503, &format!("unit {name} was killed while serving this request")),
     }
+}
+
+/// Where a request goes: its app's view, the router entry it was routed by,
+/// and the entry's backend chosen (its index).
+pub(crate) struct Chosen {
+    pub view: Arc<AppView>,
+    pub entry: Arc<ProxyEntry>,
+    pub index: usize,
+}
+
+/// Chooses the backend of `found` (what `host` resolved to) a request goes
+/// to, by weight. A sleeping app none of whose routed processes can serve is
+/// woken first, and an app between two steps of a change is looked at
+/// again, until the wake timeout; a sleeping process its provisioner still
+/// routes is served at once, its wake recorded beside the request (claimed
+/// before the answer). `Err` is the status and text to answer with.
+pub(crate) async fn choose(server: &Arc<Server>, host: &str, found: (Arc<AppView>, Arc<ProxyEntry>)) -> Result<Chosen, (u16, String)> {
+    let (mut view, mut entry) = found;
+    let settle_by = tokio::time::Instant::now() + Duration::from_millis(server.config.apps.wake_timeout_ms);
+    let (mut wakes_left, mut looked_again) = (MAX_WAKES, false);
+    let index = loop {
+        let picked = pick(&entry.backends, rand::random::<f64>());
+        if let Some(i) = picked
+            && runs(&view, &entry.backends[i])
+        {
+            break i;
+        }
+        let app = view.app.name.as_str();
+        let state = serving_state(&view);
+        if matches!(state, Serving::Asleep) && wakes_left > 0 {
+            wakes_left -= 1;
+            match tokio::time::timeout_at(settle_by, crate::apps::wake::wake(server, app)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err((503, format!("app {app} could not be woken: {e}"))),
+                Err(_) => {
+                    let waited = server.config.apps.wake_timeout_ms;
+                    return Err((503, format!("app {app} is still waking up after {waited} ms: try again shortly")));
+                }
+            }
+        } else if mid_change(picked, &state) && (view.lock_event.is_some() || !looked_again) && tokio::time::Instant::now() + SETTLE < settle_by {
+            // An operation holds the app: its next step is waited for. Else
+            // the entry and the view may have been read on either side of a
+            // change's last step: one fresh look.
+            if view.lock_event.is_some() {
+                tokio::time::sleep(SETTLE).await;
+            } else {
+                looked_again = true;
+            }
+        } else {
+            return Err(match (picked, state) {
+                (Some(i), _) => (503, format!(
+                    "app {app} serves version {} which its provisioner no longer runs: rebuild its routes",
+                    entry.backends[i].version
+                )),
+                (None, Serving::Stopped) => (503, format!("app {app} is stopped: start it with `tsuru app start -a {app}`")),
+                (None, Serving::Asleep | Serving::Running) => {
+                    (503, format!("app {app} serves no version: deploy one with `tsuru app deploy`, or add units"))
+                }
+                (None, Serving::Undeployed) => (503, format!("app {app} has no deployed version yet: deploy one with `tsuru app deploy`")),
+            });
+        }
+        (view, entry) = match resolve(server, host).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return Err((404, format!("no app answers at {host}"))),
+            Err(e) => return Err((500, e)),
+        };
+    };
+    if routed_asleep(&view, entry.backends[index].version) {
+        crate::apps::wake::beside(server, &view.app.name);
+    }
+    Ok(Chosen { view, entry, index })
 }
 
 /// Wakes one request may ask for: an app put to sleep again while the
@@ -357,6 +377,11 @@ fn log_sink(logs: logs::LogBatcher, unit: &units::Unit) -> crate::runtime::Outpu
 /// The host a request is for, lower case, without port.
 fn request_host<B>(req: &hyper::Request<B>) -> Option<String> {
     let raw = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host())?;
+    host_name(raw)
+}
+
+/// The host name of a `Host` value, lower case, without port.
+fn host_name(raw: &str) -> Option<String> {
     let host = match raw.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => raw,

@@ -65,6 +65,12 @@ impl Admission {
         Some(self.watch(io, self.slot()?))
     }
 
+    /// Ends when a request head awaited since `since` is late (the header
+    /// read timeout, on the same coarse clock).
+    pub fn header_deadline(&self, since: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        hyper::rt::Timer::sleep_until(&self.header_timer, since + self.limits.header_read)
+    }
+
     /// An HTTP/1 server builder with the header read timeout.
     pub fn http1(&self) -> http1::Builder {
         let mut builder = http1::Builder::new();
