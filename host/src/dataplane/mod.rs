@@ -7,7 +7,9 @@
 //! backends (127.0.0.1 addresses) is proxied to one of them. Entries and app
 //! views come from the view cache, so a deploy, an env change or a new cname
 //! takes effect on the next request, in every torii process. Connections are
-//! served on the data plane's own threads (`workers`), one thread each.
+//! served on the data plane's own threads (`workers`), one thread each, first
+//! on the byte-level path (`h1`), which proxies plain requests for apps with
+//! HTTP backends and hands anything else to hyper and [`answer`].
 
 mod forward;
 mod h1;

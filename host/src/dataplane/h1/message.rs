@@ -257,11 +257,14 @@ pub fn parse_response(buf: &[u8], head: bool, close: bool) -> Result<ParsedRespo
             let _ = write!(down, "content-length: {n}\r\n");
         }
         Framing::Chunked(_) => down.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        // A HEAD answer and a 304 tell the length the body would have.
-        Framing::Empty if status != 204 => {
-            let _ = write!(down, "content-length: {}\r\n", length.unwrap_or(0));
+        // A HEAD answer and a 304 tell the length the body would have, if
+        // the backend told it.
+        Framing::Empty => {
+            if let Some(n) = length.filter(|_| status != 204) {
+                let _ = write!(down, "content-length: {n}\r\n");
+            }
         }
-        Framing::Empty | Framing::UntilClose => {}
+        Framing::UntilClose => {}
     }
     if !dated {
         date(&mut down);
@@ -379,6 +382,8 @@ mod tests {
         assert_eq!(r.body, Framing::Empty);
         let text = String::from_utf8(r.downstream).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 42\r\ndate: ") && text.ends_with(" GMT\r\n\r\n"), "{text}");
+        let r = response("HTTP/1.1 304 Not Modified\r\ndate: d\r\netag: \"x\"\r\n\r\n", false, false);
+        assert_eq!((r.body, String::from_utf8(r.downstream).unwrap().as_str()), (Framing::Empty, "HTTP/1.1 304 Not Modified\r\ndate: d\r\netag: \"x\"\r\n\r\n"));
         assert!(matches!(parse_response(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", false, false), Ok(ParsedResponse::Interim(25))));
         assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n", false, false).is_err());
         assert!(parse_response(b"HTTP/1.1 101 Switching\r\n\r\n", false, false).is_err());
