@@ -37,8 +37,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const MAX_HEAD: usize = 64 * 1024;
 /// Largest answer head taken from a backend.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Room made in a buffer before a read.
+/// Room made in a backend connection's buffer before a read.
 const READ_ROOM: usize = 16 * 1024;
+/// Room made in a client connection's buffer before a read: its 8 KiB
+/// hold a usual head whole, and an idle connection keeps no more.
+const CLIENT_ROOM: usize = 4 * 1024;
 /// Addresses a request is offered to at most.
 const TRIES: usize = 3;
 /// Pooled connections found closed a request passes over before it opens one.
@@ -102,7 +105,7 @@ async fn next_head<S: AsyncRead + Unpin>(client: &mut Client<S>, admission: &Adm
             return Some(Parsed::Other);
         }
         looked = client.buf.len();
-        client.buf.reserve(READ_ROOM);
+        client.buf.reserve(CLIENT_ROOM);
         let late = deadline.get_or_insert_with(|| admission.header_deadline(since));
         tokio::select! {
             biased;
@@ -132,7 +135,7 @@ async fn one<S: AsyncRead + AsyncWrite + Unpin>(plane: &Plane, client: &mut Clie
     };
     // The body (small: see MAX_BODY) is read whole before anything is sent.
     while client.buf.len() < req.head_len + req.body_len {
-        client.buf.reserve(READ_ROOM);
+        client.buf.reserve(CLIENT_ROOM);
         if !matches!(client.io.read_buf(&mut client.buf).await, Ok(n) if n > 0) {
             return After::Close;
         }
