@@ -24,13 +24,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// How long connecting to a backend may take before the request fails.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an unused connection to a backend is kept.
-const IDLE: Duration = Duration::from_secs(30);
+pub(super) const IDLE: Duration = Duration::from_secs(30);
 /// Most connections a thread keeps to one backend address.
-const MAX_PER_ADDRESS: usize = 512;
-/// Requests between two sweeps of a thread's pool.
-const SWEEP_EVERY: u32 = 4096;
+pub(super) const MAX_PER_ADDRESS: usize = 512;
+/// Requests between two sweeps of a thread's pool (takes, on the byte-level path).
+pub(super) const SWEEP_EVERY: u32 = 4096;
 
 struct Idle {
     sender: SendRequest<Incoming>,
@@ -188,7 +188,7 @@ pub async fn forward(app: &str, backend: &ProxyBackend, origin: Origin, req: hyp
 }
 
 /// Addresses a request is offered to at most.
-const TRIES: usize = 3;
+pub(super) const TRIES: usize = 3;
 
 /// The innermost cause of a client error (hyper-util's own message is vague).
 fn cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -212,10 +212,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
+/// besides those the `Connection` header names.
+pub(super) const HOP_BY_HOP: [&str; 7] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     let name = HeaderName::from_static("x-forwarded-for");

@@ -4,7 +4,7 @@
 //! is not is left to hyper, which answers it or refuses it.
 
 use super::chunked::Chunked;
-use crate::dataplane::forward::Origin;
+use crate::dataplane::forward::{HOP_BY_HOP, Origin};
 use std::cell::RefCell;
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -50,11 +50,9 @@ pub enum Parsed {
     Other,
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+/// Whether a header describes one connection, not the message.
 fn hop_by_hop(name: &[u8]) -> bool {
-    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
 }
 
 /// Whether `name` is one the `Connection` values list.

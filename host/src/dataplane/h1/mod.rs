@@ -24,7 +24,7 @@ mod message;
 mod pool;
 mod rewind;
 
-use super::forward::Origin;
+use super::forward::{Origin, TRIES};
 use super::{Chosen, Plane, choose, resolve};
 use crate::listener::Admission;
 use crate::store::ProxyEntry;
@@ -42,8 +42,6 @@ const READ_ROOM: usize = 16 * 1024;
 /// Room made in a client connection's buffer before a read: its 8 KiB
 /// hold a usual head whole, and an idle connection keeps no more.
 const CLIENT_ROOM: usize = 4 * 1024;
-/// Addresses a request is offered to at most.
-const TRIES: usize = 3;
 /// Pooled connections found closed a request passes over before it opens one.
 const STALE_TRIES: usize = 2;
 

@@ -10,17 +10,11 @@ use bytes::BytesMut;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::net::TcpStream;
 
-/// How long connecting to a backend may take before the request fails.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long an unused connection to a backend is kept.
-const IDLE: Duration = Duration::from_secs(30);
-/// Most idle connections a thread keeps to one backend address.
-const MAX_PER_ADDRESS: usize = 512;
-/// Takes between two sweeps of a thread's pool.
-const SWEEP_EVERY: u32 = 4096;
+// The hyper path's bounds, so both paths keep and drop connections alike.
+use crate::dataplane::forward::{CONNECT_TIMEOUT, IDLE, MAX_PER_ADDRESS, SWEEP_EVERY};
 
 /// A connection to a backend, and what was read from it and not yet used.
 pub struct Backend {
@@ -123,7 +117,7 @@ mod tests {
         let (kept, closed) = (connect(&address).await.unwrap(), connect(&address).await.unwrap());
         put(&address, kept);
         put(&address, closed);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         // The last one given back is taken first: the closed one is passed over.
         let mut taken = take(&address).expect("the open connection");
         assert!(take(&address).is_none());
