@@ -645,6 +645,7 @@ backends! {
         use tokio::io::AsyncWriteExt;
         let (addr, accepted, serving) = raw_backend().await;
         let mut o = Options::new(b);
+        o.router_toml = "tls_listen = \"127.0.0.1:0\"".into();
         o.extra_toml = format!(
             "[[plugin]]\nname = \"outside\"\nkind = \"provisioner\"\npath = {:?}\ncapabilities = [\"log\", \"kv\", \"app-runtime\"]\n\
              [plugin.config.backends]\nraw = [\"{addr}\"]\n",
@@ -737,6 +738,14 @@ backends! {
         c.write_all(b"GET /eof HTTP/1.1\r\nhost: raw.apps.test\r\n\r\n").await.unwrap();
         let (head, body) = next_answer(&mut c, &mut Vec::new()).await;
         assert_eq!((head.as_str(), body.as_str()), ("http/1.1 200 ok\nx-old: 1\nconnection: close\n", "until close"));
+
+        // Over HTTPS the same path serves, and says so to the backend.
+        let c = rcgen::generate_simple_self_signed(vec!["raw.apps.test".to_string()]).unwrap();
+        t.req("PUT", "/1.2/apps/raw/certificate").admin()
+            .form(&[("cname", "raw.apps.test"), ("certificate", &c.cert.pem()), ("key", &c.key_pair.serialize_pem())]).send().await.expect(200, "");
+        let (status, body, _) = https_get(&t, "raw.apps.test").await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body.starts_with("GET / HTTP/1.1\r\n") && body.contains("\r\nx-forwarded-proto: https\r\n"), "{body}");
 
         // A stopped app is answered for by the router.
         t.req("POST", "/1.0/apps/raw/stop").admin().send().await.expect_status(200);
