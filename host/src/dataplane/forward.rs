@@ -5,12 +5,11 @@
 //! to the next.
 //!
 //! Each data-plane thread keeps its own idle connections per backend
-//! address (no lock, no shared pool): a request takes one that is ready,
-//! else opens one; a connection goes back as soon as its answer's head is
-//! in, and is ready again once that answer's body is read. Connections
-//! closed by the backend, or idle for [`IDLE`], are dropped when the
-//! thread's pool is swept.
+//! address (an [`IdlePool`], as the byte-level path does): a connection goes
+//! back as soon as its answer's head is in, and is ready again once that
+//! answer's body is read.
 
+use super::idle::{IdlePool, Kept};
 use crate::runtime::{ResponseBody, plain_text as plain};
 use crate::store::ProxyBackend;
 use http_body_util::BodyExt;
@@ -19,64 +18,25 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long connecting to a backend may take before the request fails.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long an unused connection to a backend is kept.
-pub(super) const IDLE: Duration = Duration::from_secs(30);
-/// Most connections a thread keeps to one backend address.
-pub(super) const MAX_PER_ADDRESS: usize = 512;
-/// Requests between two sweeps of a thread's pool (takes, on the byte-level path).
-pub(super) const SWEEP_EVERY: u32 = 4096;
-
-struct Idle {
-    sender: SendRequest<Incoming>,
-    since: Instant,
-}
-
-#[derive(Default)]
-struct Pool {
-    by_address: HashMap<String, Vec<Idle>>,
-    requests: u32,
-}
 
 thread_local! {
-    static POOL: RefCell<Pool> = RefCell::default();
+    static POOL: RefCell<IdlePool<SendRequest<Incoming>>> = RefCell::default();
 }
 
-impl Pool {
-    /// A connection to `address` ready for a request; closed ones go.
-    fn take(&mut self, address: &str) -> Option<SendRequest<Incoming>> {
-        self.requests = self.requests.wrapping_add(1);
-        if self.requests % SWEEP_EVERY == 0 {
-            self.sweep();
-        }
-        let idle = self.by_address.get_mut(address)?;
-        idle.retain(|c| !c.sender.is_closed());
-        let ready = idle.iter().position(|c| c.sender.is_ready())?;
-        Some(idle.swap_remove(ready).sender)
-    }
-
-    fn put(&mut self, address: &str, sender: SendRequest<Incoming>) {
-        let idle = match self.by_address.get_mut(address) {
-            Some(idle) => idle,
-            None => self.by_address.entry(address.to_string()).or_default(),
-        };
-        if idle.len() < MAX_PER_ADDRESS {
-            idle.push(Idle { sender, since: Instant::now() });
-        }
-    }
-
-    /// Drops closed and long-unused connections, and addresses left with none.
-    fn sweep(&mut self) {
-        let now = Instant::now();
-        for idle in self.by_address.values_mut() {
-            idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < IDLE);
-        }
-        self.by_address.retain(|_, idle| !idle.is_empty());
+/// What a kept connection can do: one whose last answer's body is still
+/// being read is not ready yet.
+fn state(sender: &SendRequest<Incoming>) -> Kept {
+    if sender.is_closed() {
+        Kept::Gone
+    } else if sender.is_ready() {
+        Kept::Ready
+    } else {
+        Kept::Busy
     }
 }
 
@@ -107,7 +67,7 @@ enum Failed {
 /// connection the backend closed before taking the request is replaced once.
 async fn send(address: &str, req: hyper::Request<Incoming>) -> Result<hyper::Response<Incoming>, Failed> {
     let mut req = req;
-    let pooled = POOL.with_borrow_mut(|pool| pool.take(address));
+    let pooled = POOL.with_borrow_mut(|pool| pool.take(address, state));
     if let Some(mut sender) = pooled {
         match sender.try_send_request(req).await {
             Ok(response) => {

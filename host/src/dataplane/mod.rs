@@ -13,6 +13,7 @@
 
 mod forward;
 mod h1;
+mod idle;
 pub mod logs;
 mod tls;
 pub mod units;

@@ -1,20 +1,18 @@
 //! Keep-alive connections to backends for the byte-level path, per
 //! data-plane thread (no lock, no shared pool, no task per connection): a
 //! request takes an idle connection to its address, else opens one, and
-//! gives it back once the answer's body is through. A connection the
-//! backend closed while idle is seen when taken (its readiness, kept by
-//! the thread's reactor) and dropped; those idle past [`IDLE`] go when the
-//! pool is swept.
+//! gives it back once the answer's body is through (kept in an
+//! [`IdlePool`], as the hyper path's are). A connection the backend closed
+//! while idle is seen when taken (its readiness, kept by the thread's
+//! reactor) and dropped.
 
 use bytes::BytesMut;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 use tokio::net::TcpStream;
 
-// The hyper path's bounds, so both paths keep and drop connections alike.
-use crate::dataplane::forward::{CONNECT_TIMEOUT, IDLE, MAX_PER_ADDRESS, SWEEP_EVERY};
+use crate::dataplane::forward::CONNECT_TIMEOUT;
+use crate::dataplane::idle::{IdlePool, Kept};
 
 /// A connection to a backend, and what was read from it and not yet used.
 pub struct Backend {
@@ -22,35 +20,13 @@ pub struct Backend {
     pub buf: BytesMut,
 }
 
-#[derive(Default)]
-struct Pool {
-    by_address: HashMap<String, Vec<(Backend, Instant)>>,
-    takes: u32,
-}
-
 thread_local! {
-    static POOL: RefCell<Pool> = RefCell::default();
+    static POOL: RefCell<IdlePool<Backend>> = RefCell::default();
 }
 
 /// An idle connection to `address` the backend has not closed, if any.
 pub fn take(address: &str) -> Option<Backend> {
-    POOL.with_borrow_mut(|pool| {
-        pool.takes = pool.takes.wrapping_add(1);
-        if pool.takes.is_multiple_of(SWEEP_EVERY) {
-            let now = Instant::now();
-            for idle in pool.by_address.values_mut() {
-                idle.retain(|(_, since)| now.duration_since(*since) < IDLE);
-            }
-            pool.by_address.retain(|_, idle| !idle.is_empty());
-        }
-        let idle = pool.by_address.get_mut(address)?;
-        while let Some((backend, since)) = idle.pop() {
-            if since.elapsed() < IDLE && open(&backend.stream) {
-                return Some(backend);
-            }
-        }
-        None
-    })
+    POOL.with_borrow_mut(|pool| pool.take(address, |backend| if open(&backend.stream) { Kept::Ready } else { Kept::Gone }))
 }
 
 /// Gives a connection back once an answer has been read from it whole.
@@ -59,15 +35,7 @@ pub fn put(address: &str, backend: Backend) {
         // Bytes past the answer: the connection is out of step.
         return;
     }
-    POOL.with_borrow_mut(|pool| {
-        let idle = match pool.by_address.get_mut(address) {
-            Some(idle) => idle,
-            None => pool.by_address.entry(address.to_string()).or_default(),
-        };
-        if idle.len() < MAX_PER_ADDRESS {
-            idle.push((backend, Instant::now()));
-        }
-    });
+    POOL.with_borrow_mut(|pool| pool.put(address, backend));
 }
 
 /// Whether an idle connection is still open: nothing may be readable on
