@@ -115,6 +115,53 @@ fn axum_hello() -> std::net::SocketAddr {
     addr
 }
 
+/// Time per request of `hello` served by torii's app runtime alone, in this
+/// process on a thread of its own: a fresh instance per request from the
+/// same runtime settings the server uses (pooling allocator, epoch deadline,
+/// memory cap, output pipes), the answer's body read whole, the instance
+/// dropped. No network, no router, no units: what the router's WASM row
+/// costs beyond this is the data plane's.
+async fn runtime_alone(hello: &[u8]) -> Duration {
+    use http_body_util::{BodyExt, Empty};
+    use std::sync::Arc;
+    use torii::runtime::{AppRuntime, Invocation, OutputSink, RuntimeLimits};
+    const REQUESTS: u32 = 50_000;
+    let hello = hello.to_vec();
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let took = runtime.block_on(async move {
+            let dir = tempfile::TempDir::new().unwrap();
+            let rt = AppRuntime::new(RuntimeLimits::new(64 << 20, 64, Duration::from_secs(1)), dir.path()).unwrap();
+            let code = rt.load(&hello).unwrap();
+            let sink: OutputSink = Arc::new(|_, _| {});
+            let invocation = Invocation {
+                env: vec![("TSURU_APPNAME".into(), "hello".into())],
+                output: Some(sink),
+                app: Some(Arc::from("hello")),
+                ..Invocation::default()
+            };
+            let one = || async {
+                let req = hyper::Request::get("/").header("host", "hello.apps.bench").body(Empty::<hyper::body::Bytes>::new()).unwrap();
+                let res = rt.handle(&code, invocation.clone(), req).await;
+                assert_eq!(res.status(), 200);
+                let body = res.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(&body[..], b"hello from hello at /\n");
+            };
+            for _ in 0..REQUESTS / 10 {
+                one().await;
+            }
+            let start = Instant::now();
+            for _ in 0..REQUESTS {
+                one().await;
+            }
+            start.elapsed() / REQUESTS
+        });
+        let _ = done.send(took);
+    });
+    result.await.expect("the runtime-alone measure ended without a result")
+}
+
 fn wasmtime_binary() -> Option<String> {
     let candidates = [std::env::var("WASMTIME").ok(), Some("wasmtime".into()), Some("/tmp/wasmtime-cli/bin/wasmtime".into())];
     candidates.into_iter().flatten().find(|c| {
@@ -309,6 +356,14 @@ async fn main() {
         us(&cpu[cpu.len() / 2]),
         cpu.iter().map(us).collect::<Vec<_>>().join(", ")
     );
+    // The floor under that row: the app runtime alone, no network, no router.
+    let alone = runtime_alone(&hello).await;
+    println!(
+        "the app runtime alone (in process, one thread: fresh instance, wasi:http call, body read, instance dropped): {} per request, {:.0} % of torii's CPU per routed request",
+        us(&alone),
+        100.0 * alone.as_secs_f64() / cpu[cpu.len() / 2].as_secs_f64()
+    );
+    summary.goal("  of which the app runtime alone, per request", format!("{} of {}", us(&alone), us(&cpu[cpu.len() / 2])), "", None);
     // What the app log costs: the same component printing a line per request.
     let logged_target = Target { addr: torii.router, path: "/".into(), host: "logged.apps.bench".into(), token: None };
     let mut logged = Vec::new();
