@@ -98,7 +98,7 @@ backends! {
 async fn flaky(b: Backend) -> (TestServer, tokio::task::JoinHandle<()>) {
     let (live, backend) = outside_backend().await;
     let mut o = Options::new(b);
-    o.extra_toml = outside_toml(live);
+    o.extra_toml = outside_toml(&[("ext", live.to_string())]);
     let t = TestServer::start_with(o).await;
     outside_app(&t).await;
     (t, backend)
@@ -112,11 +112,13 @@ pub(crate) async fn outside_backend() -> (std::net::SocketAddr, tokio::task::Joi
     (live, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
 }
 
-/// The `outside` provisioner's entry (test-http-backends), serving `ext` from `live`.
-pub(crate) fn outside_toml(live: std::net::SocketAddr) -> String {
+/// The `outside` provisioner's entry (test-http-backends), serving each app
+/// of `backends` from its address.
+pub(crate) fn outside_toml(backends: &[(&str, String)]) -> String {
+    let lines: String = backends.iter().map(|(app, addr)| format!("{app} = [\"{addr}\"]\n")).collect();
     format!(
         "[[plugin]]\nname = \"outside\"\nkind = \"provisioner\"\npath = {:?}\ncapabilities = [\"log\", \"kv\", \"app-runtime\"]\n\
-         [plugin.config.backends]\next = [\"{live}\"]\n",
+         [plugin.config.backends]\n{lines}",
         env!("TORII_GUEST_TEST_HTTP_BACKENDS")
     )
 }

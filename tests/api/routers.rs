@@ -256,11 +256,7 @@ backends! {
         // A port nothing listens on.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let mut o = Options::new(b);
-        o.extra_toml = format!(
-            "[[plugin]]\nname = \"outside\"\nkind = \"provisioner\"\npath = {:?}\ncapabilities = [\"log\", \"kv\", \"app-runtime\"]\n\
-             [plugin.config.backends]\next = [\"{live}\"]\ndown = [\"{dead}\"]\nfar = [\"192.0.2.1:80\"]\n",
-            env!("TORII_GUEST_TEST_HTTP_BACKENDS")
-        );
+        o.extra_toml = crate::converge::outside_toml(&[("ext", live.to_string()), ("down", dead.to_string()), ("far", "192.0.2.1:80".into())]);
         let t = setup(o).await;
         t.req("POST", "/1.0/pools").admin().form(&[("name", "outside"), ("provisioner", "outside")]).send().await.expect(201, "");
         let hello = std::fs::read(HELLO).unwrap();
@@ -646,11 +642,7 @@ backends! {
         let (addr, accepted, serving) = raw_backend().await;
         let mut o = Options::new(b);
         o.router_toml = "tls_listen = \"127.0.0.1:0\"".into();
-        o.extra_toml = format!(
-            "[[plugin]]\nname = \"outside\"\nkind = \"provisioner\"\npath = {:?}\ncapabilities = [\"log\", \"kv\", \"app-runtime\"]\n\
-             [plugin.config.backends]\nraw = [\"{addr}\"]\n",
-            env!("TORII_GUEST_TEST_HTTP_BACKENDS")
-        );
+        o.extra_toml = crate::converge::outside_toml(&[("raw", addr.to_string())]);
         let t = setup(o).await;
         t.req("POST", "/1.0/pools").admin().form(&[("name", "outside"), ("provisioner", "outside")]).send().await.expect(201, "");
         t.req("POST", "/1.0/apps").admin().form(&[("name", "raw"), ("teamOwner", "t1"), ("pool", "outside")]).send().await.expect_status(201);

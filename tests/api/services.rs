@@ -551,7 +551,7 @@ backends! {
             "[services]\nbroker_plugin = \"tsuru\"\n\
              [[plugin]]\nname = \"tsuru\"\nkind = \"service-broker\"\nbuiltin = \"service-tsuru\"\ncapabilities = [\"log\", \"http\"]\n\
              [plugin.outbound]\nallow = [\"http://127.0.0.1:*\"]\ntimeout_ms = 2000\n{}",
-            crate::converge::outside_toml(live)
+            crate::converge::outside_toml(&[("ext", live.to_string())])
         );
         let t = TestServer::start_with(o).await;
         crate::converge::outside_app(&t).await;
